@@ -1,0 +1,144 @@
+// Package config turns pias's TOML files into validated structs.
+//
+// There is one file per node and one loader per role: LoadProxy, LoadTarget
+// and LoadClient. Loading is strict: unknown keys, wrong types and every
+// inconsistency the file alone can reveal are errors, reported as a single
+// line "FILE:LINE: KEY: what is wrong" (an *Error). A loader returns either a
+// complete, validated struct with all defaults filled in, or an error; never
+// half a configuration. config/examples holds a commented file per role.
+package config
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/pias-net/pias/router"
+)
+
+// Roles.
+const (
+	RoleProxy  = "proxy"
+	RoleTarget = "target"
+	RoleClient = "client"
+)
+
+// Host interfaces of an edge.
+const (
+	InterfaceNetstack = "netstack" // userspace gVisor netstack (no root)
+	InterfaceTUN      = "tun"      // kernel TUN via wireguard-go's tun package
+	InterfaceWater    = "water"    // kernel TUN via songgao/water
+)
+
+// Defaults.
+const (
+	DefaultRAPReplicas = 2
+	DefaultMTU         = 1420
+	DefaultControlPort = 51821
+	DefaultListenPort  = 51820
+	DefaultKeepalive   = 5 * time.Second
+	DefaultInterface   = InterfaceNetstack
+
+	MaxNameLen = 15 // names become parts of interface names
+)
+
+// DefaultOverlayPrefix is the default overlay_prefix: 100.64.0.0/16, fd64::/64.
+func DefaultOverlayPrefix() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("100.64.0.0/16"), netip.MustParsePrefix("fd64::/64")}
+}
+
+// DefaultAnycastPrefix is the default anycast_prefix: 100.65.0.0/16, fd65::/64.
+func DefaultAnycastPrefix() []netip.Prefix {
+	return []netip.Prefix{netip.MustParsePrefix("100.65.0.0/16"), netip.MustParsePrefix("fd65::/64")}
+}
+
+// Node is what every role's file has.
+type Node struct {
+	Path           string // the config file, as given to the loader
+	Name           string
+	PrivateKeyFile string // private_key_file resolved against the config file's directory
+	PrivateKey     Key
+	PublicKey      Key // derived from PrivateKey
+	Address        []netip.Addr
+	OverlayPrefix  []netip.Prefix
+	AnycastPrefix  []netip.Prefix
+	MTU            int
+	ControlPort    uint16
+	Listen         netip.AddrPort // WireGuard UDP listen address; port 0 = any
+	Proxies        []ProxyPeer    // proxies: every other proxy; edges: proxies to attach to, preferred first
+}
+
+// Proxy is a proxy's configuration.
+type Proxy struct {
+	Node
+	Cluster     string
+	RAPReplicas int
+	Edges       []EdgePeer // targets and clients this proxy accepts
+}
+
+// Edge is a target's or a client's configuration.
+type Edge struct {
+	Node
+	Role      string // RoleTarget or RoleClient
+	Interface string // InterfaceNetstack, InterfaceTUN or InterfaceWater
+	Keepalive time.Duration
+	Groups    []Service // targets: at least one; clients: none
+}
+
+// ProxyPeer is a proxy as another node's file describes it.
+type ProxyPeer struct {
+	Name      string
+	PublicKey Key
+	Endpoint  netip.AddrPort
+	Address   []netip.Addr // exactly one IPv4, at most one IPv6
+	Cluster   string       // required in proxy files, optional in edge files
+}
+
+// EdgePeer is a target or client as a proxy's file describes it.
+type EdgePeer struct {
+	Name      string
+	PublicKey Key
+	Address   []netip.Addr
+	Groups    []router.Group // groups the edge may join; empty: none
+}
+
+// Service is a group a target joins and the local port its service listens on.
+type Service struct {
+	Group router.Group
+	Port  uint16
+}
+
+// Addr4 is n's IPv4 overlay address (invalid if it has none).
+func (n *Node) Addr4() netip.Addr { return pick(n.Address, true) }
+
+// Addr6 is n's IPv6 overlay address (invalid if it has none).
+func (n *Node) Addr6() netip.Addr { return pick(n.Address, false) }
+
+// Addr4 is p's IPv4 overlay address.
+func (p *ProxyPeer) Addr4() netip.Addr { return pick(p.Address, true) }
+
+// Addr6 is p's IPv6 overlay address (invalid if it has none).
+func (p *ProxyPeer) Addr6() netip.Addr { return pick(p.Address, false) }
+
+func pick(as []netip.Addr, v4 bool) netip.Addr {
+	for _, a := range as {
+		if a.Is4() == v4 {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// InOverlay reports whether a is inside one of n's overlay prefixes.
+func (n *Node) InOverlay(a netip.Addr) bool { return inAny(n.OverlayPrefix, a) }
+
+// InAnycast reports whether a is inside one of n's anycast prefixes.
+func (n *Node) InAnycast(a netip.Addr) bool { return inAny(n.AnycastPrefix, a) }
+
+func inAny(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,422 @@
+package config
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pias-net/pias/router"
+)
+
+// Minimal valid files. Placeholders P1PUB… are replaced by real public keys.
+const proxyBase = `name = "p1"
+private_key_file = "p1.key"
+listen = "127.0.0.1:51820"
+address = ["100.64.0.1", "fd64::1"]
+cluster = "c1"
+[[proxy]]
+name = "p2"
+public_key = "P2PUB"
+endpoint = "127.0.0.1:51821"
+address = ["100.64.0.2"]
+cluster = "c2"
+[[edge]]
+name = "t1"
+public_key = "T1PUB"
+address = ["100.64.1.1"]
+groups = ["100.65.0.1:80/tcp"]
+`
+
+const targetBase = `name = "t1"
+private_key_file = "t1.key"
+address = ["100.64.1.1", "fd64::1:1"]
+[[proxy]]
+name = "p1"
+public_key = "P1PUB"
+endpoint = "127.0.0.1:51820"
+address = ["100.64.0.1"]
+[[group]]
+group = "100.65.0.1:80/tcp"
+port = 8080
+`
+
+const clientBase = `name = "cl1"
+private_key_file = "cl1.key"
+address = ["100.64.2.1"]
+[[proxy]]
+name = "p1"
+public_key = "P1PUB"
+endpoint = "127.0.0.1:51820"
+address = ["100.64.0.1"]
+`
+
+// set replaces line n (1-based) of s.
+func set(s string, n int, line string) string {
+	ls := strings.Split(s, "\n")
+	ls[n-1] = line
+	return strings.Join(ls, "\n")
+}
+
+// ins inserts lines after line n (0: at the top).
+func ins(s string, n int, lines ...string) string {
+	ls := strings.Split(s, "\n")
+	out := append([]string{}, ls[:n]...)
+	out = append(out, lines...)
+	out = append(out, ls[n:]...)
+	return strings.Join(out, "\n")
+}
+
+// head keeps the first n lines of s.
+func head(s string, n int) string {
+	return strings.Join(strings.Split(s, "\n")[:n], "\n") + "\n"
+}
+
+type testKeys struct {
+	dir  string
+	pubs map[string]Key // p1, p2, t1, cl1
+}
+
+// setup writes p1.key, t1.key, cl1.key (and a malformed bad.key) to a temp dir.
+func setup(t *testing.T) *testKeys {
+	t.Helper()
+	tk := &testKeys{dir: t.TempDir(), pubs: map[string]Key{}}
+	for _, n := range []string{"p1", "p2", "t1", "cl1"} {
+		k, err := GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		tk.pubs[n] = k.PublicKey()
+		if err := os.WriteFile(filepath.Join(tk.dir, n+".key"), []byte(k.String()+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tk.dir, "bad.key"), []byte("hello\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return tk
+}
+
+func (tk *testKeys) write(t *testing.T, name, text string) string {
+	t.Helper()
+	for n, k := range tk.pubs {
+		text = strings.ReplaceAll(text, strings.ToUpper(n)+"PUB", k.String())
+	}
+	p := filepath.Join(tk.dir, name)
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func load(role, path string) (any, error) {
+	switch role {
+	case RoleProxy:
+		return LoadProxy(path)
+	case RoleTarget:
+		return LoadTarget(path)
+	default:
+		return LoadClient(path)
+	}
+}
+
+func TestBadFiles(t *testing.T) {
+	short := base64.StdEncoding.EncodeToString(make([]byte, 31))
+	tests := []struct {
+		name string
+		role string
+		text string
+		line int
+		key  string
+		msg  string // a substring of the message
+	}{
+		{"unknown key", RoleProxy, ins(proxyBase, 5, `colour = "blue"`), 6, "colour", "unknown key"},
+		{"unknown key in proxy", RoleProxy, ins(proxyBase, 9, `port = 1`), 10, "proxy.port", "unknown key"},
+		{"unknown key in edge", RoleProxy, ins(proxyBase, 16, `Groups = []`), 17, "edge.Groups", `did you mean "groups"`},
+		{"unknown table", RoleProxy, proxyBase + "[extra]\nx = 1\n", 17, "extra", "unknown key"},
+		{"proxy-only key in target", RoleTarget, ins(targetBase, 3, `rap_replicas = 2`), 4, "rap_replicas", "unknown key"},
+		{"wrong type string for int", RoleProxy, ins(proxyBase, 5, `mtu = "1420"`), 6, "mtu", "want an integer, got a string"},
+		{"wrong type string for array", RoleProxy, set(proxyBase, 4, `address = "100.64.0.1"`), 4, "address", "want an array of strings"},
+		{"wrong type in array", RoleProxy, set(proxyBase, 4, `address = ["100.64.0.1", 7]`), 4, "address", "element 2 is an integer"},
+		{"wrong type duration", RoleTarget, ins(targetBase, 3, `keepalive = 5`), 4, "keepalive", "want a string"},
+		{"wrong type groups", RoleProxy, set(proxyBase, 16, `groups = "100.65.0.1:80/tcp"`), 16, "edge.groups", "want an array of strings"},
+		{"proxy is a table", RoleTarget, head(targetBase, 3) + "[proxy]\nname = \"p1\"\n[[group]]\ngroup = \"100.65.0.1:80/tcp\"\nport = 8080\n", 4, "proxy", "want an array of tables"},
+		{"malformed key", RoleProxy, set(proxyBase, 8, `public_key = "abc!"`), 8, "proxy.public_key", "not valid base64"},
+		{"short key", RoleProxy, set(proxyBase, 14, `public_key = "`+short+`"`), 14, "edge.public_key", "31 bytes, want 32"},
+		{"missing key file", RoleProxy, set(proxyBase, 2, `private_key_file = "nope.key"`), 2, "private_key_file", "no such file"},
+		{"malformed key file", RoleProxy, set(proxyBase, 2, `private_key_file = "bad.key"`), 2, "private_key_file", "not a WireGuard private key"},
+		{"malformed address", RoleProxy, set(proxyBase, 10, `address = ["100.64.0.300"]`), 10, "proxy.address", "not an IP address"},
+		{"malformed address multi-line", RoleProxy, set(proxyBase, 4, "address = [\n  \"100.64.0.1\",\n  \"bogus\",  # here\n]"), 6, "address", `"bogus" is not an IP address`},
+		{"malformed prefix", RoleProxy, ins(proxyBase, 5, `overlay_prefix = ["100.64.0.0/33"]`), 6, "overlay_prefix", "not a prefix"},
+		{"prefix host bits", RoleProxy, ins(proxyBase, 5, `anycast_prefix = ["100.65.0.1/16"]`), 6, "anycast_prefix", "did you mean 100.65.0.0/16"},
+		{"empty prefix list", RoleProxy, ins(proxyBase, 5, `anycast_prefix = []`), 6, "anycast_prefix", "at least one prefix"},
+		{"malformed endpoint", RoleProxy, set(proxyBase, 9, `endpoint = "127.0.0.1"`), 9, "proxy.endpoint", "not IP:PORT"},
+		{"unspecified endpoint", RoleTarget, set(targetBase, 7, `endpoint = "0.0.0.0:51820"`), 7, "proxy.endpoint", "real address"},
+		{"malformed listen", RoleProxy, set(proxyBase, 3, `listen = "localhost:51820"`), 3, "listen", "not IP:PORT"},
+		{"proxy listen port 0", RoleProxy, set(proxyBase, 3, `listen = "127.0.0.1:0"`), 3, "listen", "port 0"},
+		{"malformed group", RoleProxy, set(proxyBase, 16, `groups = ["100.65.0.1:80/sctp"]`), 16, "edge.groups", "not tcp or udp"},
+		{"malformed target group", RoleTarget, set(targetBase, 10, `group = "100.65.0.1/tcp"`), 10, "group.group", "100.65.0.1/tcp"},
+		{"malformed duration", RoleTarget, ins(targetBase, 3, `keepalive = "5 seconds"`), 4, "keepalive", "not a duration"},
+		{"negative duration", RoleClient, ins(clientBase, 3, `keepalive = "-1s"`), 4, "keepalive", "positive"},
+		{"own address outside overlay", RoleProxy, set(proxyBase, 4, `address = ["10.0.0.1"]`), 4, "address", "outside overlay_prefix"},
+		{"peer address outside overlay", RoleProxy, set(proxyBase, 10, `address = ["100.66.0.2"]`), 10, "proxy.address", "outside overlay_prefix"},
+		{"edge address outside overlay", RoleProxy, set(proxyBase, 15, `address = ["100.65.0.9"]`), 15, "edge.address", "outside overlay_prefix"},
+		{"ipv6 address outside custom overlay", RoleTarget, ins(targetBase, 3, `overlay_prefix = ["100.64.0.0/16"]`), 3, "address", "fd64::1:1 is outside"},
+		{"duplicate address edge/proxy", RoleProxy, set(proxyBase, 15, `address = ["100.64.0.2"]`), 15, "edge.address", "duplicate overlay address 100.64.0.2 (also at line 10)"},
+		{"duplicate own address", RoleTarget, set(targetBase, 8, `address = ["100.64.0.1", "fd64::1:1"]`), 8, "proxy.address", "duplicate overlay address fd64::1:1 (also at line 3)"},
+		{"duplicate name", RoleProxy, set(proxyBase, 13, `name = "p2"`), 13, "edge.name", `duplicate name "p2" (also at line 7)`},
+		{"duplicate own name", RoleProxy, set(proxyBase, 7, `name = "p1"`), 7, "proxy.name", `duplicate name "p1" (also at line 1)`},
+		{"duplicate public key", RoleProxy, set(proxyBase, 14, `public_key = "P2PUB"`), 14, "edge.public_key", "duplicate public key"},
+		{"own public key as peer", RoleProxy, set(proxyBase, 8, `public_key = "P1PUB"`), 8, "proxy.public_key", "own public key"},
+		{"own public key as edge", RoleTarget, set(targetBase, 6, `public_key = "T1PUB"`), 6, "proxy.public_key", "own public key"},
+		{"duplicate endpoint", RoleProxy, set(proxyBase, 9, `endpoint = "127.0.0.1:51820"`), 9, "proxy.endpoint", "duplicate endpoint 127.0.0.1:51820 (also at line 3)"},
+		{"group outside anycast", RoleTarget, set(targetBase, 10, `group = "100.64.9.1:80/tcp"`), 10, "group.group", "outside anycast_prefix"},
+		{"group on control port", RoleTarget, set(targetBase, 10, `group = "100.65.0.1:51821/udp"`), 10, "group.group", "control port 51821/udp"},
+		{"edge group on custom control port", RoleProxy, set(ins(proxyBase, 5, `control_port = 53`), 17, `groups = ["100.65.0.1:53/udp"]`), 17, "edge.groups", "control port 53/udp"},
+		{"edge group not in anycast", RoleProxy, set(proxyBase, 16, `groups = ["100.64.0.1:80/tcp", "100.65.0.1:80/tcp"]`), 16, "edge.groups", "outside anycast_prefix"},
+		{"edge duplicate group", RoleProxy, set(proxyBase, 16, "groups = [\n\"100.65.0.1:80/tcp\",\n\"100.65.0.1:80/tcp\"]"), 18, "edge.groups", "duplicate group"},
+		{"target duplicate group", RoleTarget, targetBase + "[[group]]\ngroup = \"100.65.0.1:80/tcp\"\nport = 8081\n", 13, "group.group", "duplicate group 100.65.0.1:80/tcp (also at line 10)"},
+		{"overlapping prefixes", RoleProxy, ins(proxyBase, 5, `anycast_prefix = ["100.64.0.0/15"]`), 6, "anycast_prefix", "overlaps overlay prefix 100.64.0.0/16"},
+		{"overlapping prefixes in a list", RoleProxy, ins(proxyBase, 5, `overlay_prefix = ["100.64.0.0/16", "100.64.3.0/24"]`), 6, "overlay_prefix", "overlaps"},
+		{"proxy without ipv4", RoleProxy, set(proxyBase, 4, `address = ["fd64::1"]`), 4, "address", "exactly one IPv4"},
+		{"peer proxy without ipv4", RoleTarget, set(targetBase, 8, `address = ["fd64::9"]`), 8, "proxy.address", "exactly one IPv4"},
+		{"proxy two ipv4", RoleProxy, set(proxyBase, 4, `address = ["100.64.0.1", "100.64.0.9"]`), 4, "address", "exactly one IPv4 address, got 2"},
+		{"edge two ipv6", RoleTarget, set(targetBase, 3, `address = ["fd64::1:1", "fd64::1:2"]`), 3, "address", "at most one IPv6"},
+		{"edge no address", RoleClient, set(clientBase, 3, `address = []`), 3, "address", "at least one address"},
+		{"missing cluster", RoleProxy, set(proxyBase, 5, `# no cluster`), 1, "cluster", "required key is missing"},
+		{"missing listen", RoleProxy, set(proxyBase, 3, `# no listen`), 1, "listen", "required key is missing"},
+		{"missing name", RoleTarget, set(targetBase, 1, `# no name`), 1, "name", "required key is missing"},
+		{"missing key file key", RoleClient, set(clientBase, 2, `# none`), 1, "private_key_file", "required key is missing"},
+		{"missing peer name", RoleProxy, set(proxyBase, 7, `# no name`), 6, "proxy.name", "required key is missing"},
+		{"missing peer cluster", RoleProxy, set(proxyBase, 11, `# no cluster`), 6, "proxy.cluster", "required key is missing"},
+		{"missing edge key", RoleProxy, set(proxyBase, 14, `# no key`), 12, "edge.public_key", "required key is missing"},
+		{"missing group port", RoleTarget, set(targetBase, 11, ``), 9, "group.port", "required key is missing"},
+		{"port out of range", RoleTarget, set(targetBase, 11, `port = 70000`), 11, "group.port", "out of range 1..65535"},
+		{"mtu out of range", RoleProxy, ins(proxyBase, 5, `mtu = 1000`), 6, "mtu", "out of range 1280..9000"},
+		{"rap_replicas out of range", RoleProxy, ins(proxyBase, 5, `rap_replicas = 0`), 6, "rap_replicas", "out of range 1..16"},
+		{"control_port out of range", RoleClient, ins(clientBase, 3, `control_port = 0`), 4, "control_port", "out of range"},
+		{"bad interface", RoleTarget, ins(targetBase, 3, `interface = "wintun"`), 4, "interface", `"wintun"`},
+		{"bad name", RoleProxy, set(proxyBase, 1, `name = "P1"`), 1, "name", "a-z"},
+		{"long name", RoleProxy, set(proxyBase, 1, `name = "abcdefghijklmnop"`), 1, "name", "1..15"},
+		{"bad cluster", RoleTarget, ins(targetBase, 8, `cluster = "EU west"`), 9, "proxy.cluster", "a-z"},
+		{"client with groups", RoleClient, clientBase + "[[group]]\ngroup = \"100.65.0.1:80/tcp\"\nport = 8080\n", 9, "group", "client joins no groups"},
+		{"target without groups", RoleTarget, head(targetBase, 8), 1, "group", "at least one group"},
+		{"target empty groups", RoleTarget, ins(head(targetBase, 8), 3, "group = []"), 4, "group", "at least one group"},
+		{"edge without proxies", RoleClient, head(clientBase, 3), 1, "proxy", "at least one [[proxy]]"},
+		{"second proxy element", RoleTarget, ins(targetBase, 8, "[[proxy]]", `name = "p2"`, `public_key = "P2PUB"`, `endpoint = "127.0.0.1:99999"`, `address = ["100.64.0.2"]`), 12, "proxy.endpoint", "not IP:PORT"},
+		{"second proxy element missing key", RoleTarget, ins(targetBase, 8, "", "[[proxy]]  # second", `name = "p2"`, `endpoint = "127.0.0.1:51821"`, `address = ["100.64.0.2"]`), 10, "proxy.public_key", "required key is missing"},
+		{"inline array of tables", RoleProxy, head(proxyBase, 5) + "proxy = [\n  {name = \"p2\", public_key = \"P2PUB\", endpoint = \"127.0.0.1:51821\", address = [\"100.64.0.2\"], cluster = \"c2\"},\n  {name = \"p3\", public_key = \"T1PUB\",\n   endpoint = \"127.0.0.1:51822\", address = [\"100.64.0.3\"], cluster = \"c3\", colour = 1},\n]\n", 9, "proxy.colour", "unknown key"},
+		{"syntax error", RoleProxy, set(proxyBase, 3, `listen = "127.0.0.1:51820`), 3, "", ""},
+		{"toml duplicate key", RoleProxy, ins(proxyBase, 1, `name = "p9"`), 2, "", "name"},
+	}
+	tk := setup(t)
+	seen := map[string]bool{}
+	for i, tc := range tests {
+		if seen[tc.name] {
+			t.Fatalf("duplicate test name %q", tc.name)
+		}
+		seen[tc.name] = true
+		t.Run(tc.name, func(t *testing.T) {
+			path := tk.write(t, fmt.Sprintf("bad%02d.toml", i), tc.text)
+			v, err := load(tc.role, path)
+			if err == nil {
+				t.Fatalf("loaded: %+v", v)
+			}
+			if !isNilPtr(v) {
+				t.Errorf("returned a config along with the error")
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %T is not *Error: %v", err, err)
+			}
+			msg := err.Error()
+			t.Log(msg)
+			if strings.ContainsAny(msg, "\r\n") {
+				t.Errorf("error is not one line: %q", msg)
+			}
+			if e.File != path || e.Line != tc.line || (tc.key != "" && e.Key != tc.key) || !strings.Contains(e.Msg, tc.msg) {
+				t.Errorf("got  %s\nwant %s:%d: %s: …%s…", msg, path, tc.line, tc.key, tc.msg)
+			}
+			want := fmt.Sprintf("%s:%d: ", path, tc.line)
+			if tc.key != "" {
+				want += tc.key + ": "
+			}
+			if !strings.HasPrefix(msg, want) {
+				t.Errorf("error %q does not start with %q", msg, want)
+			}
+		})
+	}
+	if len(tests) < 20 {
+		t.Fatalf("only %d bad files", len(tests))
+	}
+}
+
+func isNilPtr(v any) bool {
+	switch v := v.(type) {
+	case *Proxy:
+		return v == nil
+	case *Edge:
+		return v == nil
+	}
+	return v == nil
+}
+
+func TestMissingFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "none.toml")
+	_, err := LoadProxy(path)
+	var e *Error
+	if !errors.As(err, &e) || e.File != path || e.Line != 0 || err.Error() != path+": no such file or directory" {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestGoodFiles(t *testing.T) {
+	tk := setup(t)
+
+	p, err := LoadProxy(tk.write(t, "p1.toml", proxyBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != "p1" || p.Cluster != "c1" || p.RAPReplicas != DefaultRAPReplicas || p.MTU != DefaultMTU ||
+		p.ControlPort != DefaultControlPort || p.Listen != netip.MustParseAddrPort("127.0.0.1:51820") ||
+		fmt.Sprint(p.OverlayPrefix) != fmt.Sprint(DefaultOverlayPrefix()) || fmt.Sprint(p.AnycastPrefix) != fmt.Sprint(DefaultAnycastPrefix()) ||
+		p.Addr4() != netip.MustParseAddr("100.64.0.1") || p.Addr6() != netip.MustParseAddr("fd64::1") ||
+		p.PrivateKey.PublicKey() != p.PublicKey || p.PublicKey != tk.pubs["p1"] || p.Path == "" ||
+		p.PrivateKeyFile != filepath.Join(tk.dir, "p1.key") {
+		t.Errorf("proxy: %+v", p)
+	}
+	if len(p.Proxies) != 1 || p.Proxies[0].Name != "p2" || p.Proxies[0].PublicKey != tk.pubs["p2"] ||
+		p.Proxies[0].Endpoint.String() != "127.0.0.1:51821" || p.Proxies[0].Cluster != "c2" || p.Proxies[0].Addr6().IsValid() {
+		t.Errorf("proxy peers: %+v", p.Proxies)
+	}
+	g := router.Group{Addr: netip.MustParseAddr("100.65.0.1"), Port: 80, Proto: router.ProtoTCP}
+	if len(p.Edges) != 1 || p.Edges[0].Name != "t1" || len(p.Edges[0].Groups) != 1 || p.Edges[0].Groups[0] != g {
+		t.Errorf("edges: %+v", p.Edges)
+	}
+
+	tg, err := LoadTarget(tk.write(t, "t1.toml", targetBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.Role != RoleTarget || tg.Interface != InterfaceNetstack || tg.Keepalive != DefaultKeepalive ||
+		tg.Listen != netip.MustParseAddrPort("0.0.0.0:0") || len(tg.Groups) != 1 || tg.Groups[0] != (Service{g, 8080}) ||
+		len(tg.Proxies) != 1 || tg.Proxies[0].Cluster != "" {
+		t.Errorf("target: %+v", tg)
+	}
+
+	// Everything set, IPv6 everywhere, custom prefixes.
+	full := `name = "t1"
+private_key_file = "t1.key"
+address = ["fd00:1::5"]
+listen = "[::1]:5000"
+interface = "tun"
+keepalive = "1m30s"
+overlay_prefix = ["10.0.0.0/8", "fd00:1::/48"]
+anycast_prefix = ["192.0.2.0/24", "fd00:2::/48"]
+mtu = 9000
+control_port = 4000
+[[proxy]]
+name = "p1"
+public_key = "P1PUB"
+endpoint = "[::1]:4001"
+address = ["10.0.0.1", "fd00:1::1"]
+cluster = "west"
+[[group]]
+group = "[fd00:2::1]:4000/tcp"
+port = 1
+[[group]]
+group = "192.0.2.1:53/udp"
+port = 65535
+`
+	tg, err = LoadTarget(tk.write(t, "full.toml", full))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tg.Interface != InterfaceTUN || tg.Keepalive != 90*time.Second || tg.MTU != 9000 || tg.ControlPort != 4000 ||
+		tg.Listen.String() != "[::1]:5000" || len(tg.Groups) != 2 || tg.Groups[0].Group.String() != "[fd00:2::1]:4000/tcp" ||
+		tg.Groups[1].Port != 65535 || tg.Addr4().IsValid() || tg.Proxies[0].Cluster != "west" {
+		t.Errorf("full target: %+v", tg)
+	}
+
+	cl, err := LoadClient(tk.write(t, "cl1.toml", clientBase))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cl.Role != RoleClient || len(cl.Groups) != 0 || cl.PublicKey != tk.pubs["cl1"] {
+		t.Errorf("client: %+v", cl)
+	}
+
+	// A proxy alone (no peers, no edges), absolute key path.
+	alone := fmt.Sprintf("name = \"p1\"\nprivate_key_file = %q\nlisten = \"0.0.0.0:51820\"\naddress = [\"100.64.0.1\"]\ncluster = \"c1\"\nrap_replicas = 16\n",
+		filepath.Join(tk.dir, "p1.key"))
+	sub := filepath.Join(tk.dir, "sub")
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(sub, "alone.toml")
+	if err := os.WriteFile(path, []byte(alone), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err = LoadProxy(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.RAPReplicas != 16 || len(p.Proxies) != 0 || len(p.Edges) != 0 {
+		t.Errorf("alone: %+v", p)
+	}
+}
+
+// The commented examples load, and agree with each other and their keys.
+func TestExamples(t *testing.T) {
+	p, err := LoadProxy("examples/proxy.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tg, err := LoadTarget("examples/target.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := LoadClient("examples/client.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubs := map[string]Key{p.Name: p.PublicKey, tg.Name: tg.PublicKey, cl.Name: cl.PublicKey}
+	p2, err := os.ReadFile("examples/keys/p2.key")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := ParseKey(strings.TrimSpace(string(p2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubs["p2"] = k2.PublicKey()
+	check := func(where, name string, k Key) {
+		if want, ok := pubs[name]; !ok || want != k {
+			t.Errorf("%s: public key of %s is %s, want %s", where, name, k, want)
+		}
+	}
+	for _, pp := range p.Proxies {
+		check("proxy.toml", pp.Name, pp.PublicKey)
+	}
+	for _, e := range p.Edges {
+		check("proxy.toml", e.Name, e.PublicKey)
+	}
+	for _, pp := range append(tg.Proxies, cl.Proxies...) {
+		check("edge files", pp.Name, pp.PublicKey)
+	}
+	if len(tg.Groups) != 1 || len(cl.Groups) != 0 || len(p.Edges) != 2 {
+		t.Errorf("unexpected example contents")
+	}
+	// The role is checked: a target file is not a client file.
+	if _, err := LoadClient("examples/target.toml"); err == nil || !strings.Contains(err.Error(), "client joins no groups") {
+		t.Errorf("LoadClient(target.toml): %v", err)
+	}
+	if _, err := LoadProxy("examples/client.toml"); err == nil {
+		t.Errorf("LoadProxy(client.toml) succeeded")
+	}
+}

@@ -1,0 +1,434 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"regexp"
+	"sort"
+
+	"github.com/pias-net/pias/router"
+)
+
+// LoadProxy reads and validates a proxy's config file.
+func LoadProxy(path string) (*Proxy, error) {
+	d, m, err := parseFile(path)
+	if err != nil {
+		return nil, err
+	}
+	t := d.root(m)
+	x := &cross{}
+	p := &Proxy{}
+	d.node(t, RoleProxy, &p.Node, x)
+
+	if s, ok := t.str("cluster", true); ok && d.cluster(t.sub("cluster"), s) {
+		p.Cluster = s
+	}
+	p.RAPReplicas = DefaultRAPReplicas
+	if n, ok := t.integer("rap_replicas", false, 1, 16); ok {
+		p.RAPReplicas = int(n)
+	}
+	for _, et := range t.tables("edge") {
+		p.Edges = append(p.Edges, d.edgePeer(et, &p.Node, x))
+	}
+	t.done()
+	d.crossCheck(&p.Node, x)
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// LoadTarget reads and validates a target's config file.
+func LoadTarget(path string) (*Edge, error) { return loadEdge(path, RoleTarget) }
+
+// LoadClient reads and validates a client's config file. A client file is a
+// target file without [[group]].
+func LoadClient(path string) (*Edge, error) { return loadEdge(path, RoleClient) }
+
+func loadEdge(path, role string) (*Edge, error) {
+	d, m, err := parseFile(path)
+	if err != nil {
+		return nil, err
+	}
+	t := d.root(m)
+	x := &cross{}
+	e := &Edge{Role: role}
+	d.node(t, role, &e.Node, x)
+	if len(e.Proxies) == 0 {
+		switch v, ok := t.m["proxy"]; {
+		case !ok:
+			d.errf("proxy", "required key is missing: an edge needs at least one [[proxy]] to attach to")
+		case isEmptyArray(v):
+			d.errf("proxy", "an edge needs at least one [[proxy]] to attach to")
+		}
+	}
+
+	e.Interface = DefaultInterface
+	if s, ok := t.str("interface", false); ok {
+		switch s {
+		case InterfaceNetstack, InterfaceTUN, InterfaceWater:
+			e.Interface = s
+		default:
+			d.errf("interface", "%q: want %q, %q or %q", s, InterfaceNetstack, InterfaceTUN, InterfaceWater)
+		}
+	}
+	e.Keepalive = DefaultKeepalive
+	if s, ok := t.str("keepalive", false); ok {
+		if v, ok := d.duration("keepalive", s); ok {
+			e.Keepalive = v
+		}
+	}
+
+	switch role {
+	case RoleClient:
+		if t.has("group") {
+			t.seen["group"] = true
+			d.errf("group", "a client joins no groups; a node that serves groups is a target (pias target)")
+		}
+	case RoleTarget:
+		groups := t.tables("group")
+		if len(groups) == 0 {
+			switch v, ok := t.m["group"]; {
+			case !ok:
+				d.errf("group", "required key is missing: a target joins at least one group ([[group]])")
+			case isEmptyArray(v):
+				d.errf("group", "a target joins at least one group ([[group]])")
+			}
+		}
+		seen := map[router.Group]int{}
+		for _, gt := range groups {
+			var s Service
+			if str, ok := gt.str("group", true); ok {
+				if g, ok := d.group(gt.sub("group"), str); ok && d.groupAllowed(gt.sub("group"), g, &e.Node) {
+					if l, dup := seen[g]; dup {
+						d.errf(gt.sub("group"), "duplicate group %s (also at line %d)", g, l)
+					}
+					seen[g] = d.lineOf(gt.sub("group"))
+					s.Group = g
+				}
+			}
+			if n, ok := gt.integer("port", true, 1, 65535); ok {
+				s.Port = uint16(n)
+			}
+			gt.done()
+			e.Groups = append(e.Groups, s)
+		}
+	}
+	t.done()
+	d.crossCheck(&e.Node, x)
+	if err := d.err(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// node reads the keys every role has.
+func (d *decoder) node(t *table, role string, n *Node, x *cross) {
+	n.Path = d.file
+	if s, ok := t.str("name", true); ok && d.name("name", s) {
+		n.Name = s
+		x.add(&x.names, s, "name", d)
+	}
+	if s, ok := t.str("private_key_file", true); ok {
+		k, file, ok := d.keyFile("private_key_file", s)
+		n.PrivateKeyFile = file
+		if ok {
+			n.PrivateKey = k
+			n.PublicKey = k.PublicKey()
+		}
+	}
+
+	var okO, okA bool
+	n.OverlayPrefix, okO = d.prefixes(t, "overlay_prefix", DefaultOverlayPrefix())
+	n.AnycastPrefix, okA = d.prefixes(t, "anycast_prefix", DefaultAnycastPrefix())
+	x.overlayOK = okO
+	if okO && okA {
+		for _, o := range n.OverlayPrefix {
+			for _, a := range n.AnycastPrefix {
+				if o.Overlaps(a) {
+					d.errf("anycast_prefix", "%s overlaps overlay prefix %s", a, o)
+				}
+			}
+		}
+	}
+
+	n.Address = d.addresses(t, "address", role == RoleProxy, n, x)
+
+	n.MTU = DefaultMTU
+	if v, ok := t.integer("mtu", false, 1280, 9000); ok {
+		n.MTU = int(v)
+	}
+	n.ControlPort = DefaultControlPort
+	if v, ok := t.integer("control_port", false, 1, 65535); ok {
+		n.ControlPort = uint16(v)
+	}
+
+	if role == RoleProxy {
+		if s, ok := t.str("listen", true); ok {
+			n.Listen, _ = d.addrPort("listen", s, false)
+		}
+	} else {
+		n.Listen = netip.AddrPortFrom(netip.IPv4Unspecified(), 0)
+		if s, ok := t.str("listen", false); ok {
+			if ap, ok := d.addrPort("listen", s, true); ok {
+				n.Listen = ap
+			}
+		}
+	}
+	if n.Listen.Port() != 0 {
+		x.add(&x.endpoints, n.Listen.String(), "listen", d)
+	}
+
+	for _, pt := range t.tables("proxy") {
+		n.Proxies = append(n.Proxies, d.proxyPeer(pt, role == RoleProxy, n, x))
+	}
+}
+
+func (d *decoder) proxyPeer(t *table, needCluster bool, n *Node, x *cross) ProxyPeer {
+	var p ProxyPeer
+	if s, ok := t.str("name", true); ok && d.name(t.sub("name"), s) {
+		p.Name = s
+		x.add(&x.names, s, t.sub("name"), d)
+	}
+	p.PublicKey = d.publicKey(t, x)
+	if s, ok := t.str("endpoint", true); ok {
+		if ap, ok := d.addrPort(t.sub("endpoint"), s, false); ok {
+			if ap.Addr().IsUnspecified() {
+				d.errf(t.sub("endpoint"), "%q: an endpoint needs a real address, not %s", s, ap.Addr())
+			} else {
+				p.Endpoint = ap
+				x.add(&x.endpoints, ap.String(), t.sub("endpoint"), d)
+			}
+		}
+	}
+	p.Address = d.addresses(t, "address", true, n, x)
+	if s, ok := t.str("cluster", needCluster); ok && d.cluster(t.sub("cluster"), s) {
+		p.Cluster = s
+	}
+	t.done()
+	return p
+}
+
+func (d *decoder) edgePeer(t *table, n *Node, x *cross) EdgePeer {
+	var e EdgePeer
+	if s, ok := t.str("name", true); ok && d.name(t.sub("name"), s) {
+		e.Name = s
+		x.add(&x.names, s, t.sub("name"), d)
+	}
+	e.PublicKey = d.publicKey(t, x)
+	e.Address = d.addresses(t, "address", false, n, x)
+	if vals, paths, ok := t.strs("groups", false); ok {
+		seen := map[router.Group]bool{}
+		for i, s := range vals {
+			g, ok := d.group(paths[i], s)
+			if !ok || !d.groupAllowed(paths[i], g, n) {
+				continue
+			}
+			if seen[g] {
+				d.errf(paths[i], "duplicate group %s", g)
+				continue
+			}
+			seen[g] = true
+			e.Groups = append(e.Groups, g)
+		}
+	}
+	t.done()
+	return e
+}
+
+func (d *decoder) publicKey(t *table, x *cross) Key {
+	s, ok := t.str("public_key", true)
+	if !ok {
+		return Key{}
+	}
+	k, err := ParseKey(s)
+	if err != nil {
+		d.errf(t.sub("public_key"), "%v", err)
+		return Key{}
+	}
+	x.keys = append(x.keys, occurrence{k.String(), t.sub("public_key"), d.lineOf(t.sub("public_key"))})
+	return k
+}
+
+// groupAllowed checks a group against the node's anycast prefixes and
+// control port.
+func (d *decoder) groupAllowed(path string, g router.Group, n *Node) bool {
+	if n.AnycastPrefix != nil && !n.InAnycast(g.Addr) {
+		d.errf(path, "group %s is outside anycast_prefix %v", g, n.AnycastPrefix)
+		return false
+	}
+	if g.Proto == router.ProtoUDP && g.Port == n.ControlPort {
+		d.errf(path, "group %s uses the control port %d/udp", g, n.ControlPort)
+		return false
+	}
+	return true
+}
+
+// prefixes reads a list of prefixes, or returns def when the key is absent.
+// It returns ok=false (and nil) when the list is invalid.
+func (d *decoder) prefixes(t *table, key string, def []netip.Prefix) ([]netip.Prefix, bool) {
+	if !t.has(key) {
+		t.seen[key] = true
+		return def, true
+	}
+	vals, paths, ok := t.strs(key, false)
+	if !ok {
+		return nil, false
+	}
+	if len(vals) == 0 {
+		d.errf(t.sub(key), "want at least one prefix")
+		return nil, false
+	}
+	var ps []netip.Prefix
+	for i, s := range vals {
+		p, ok1 := d.prefix(paths[i], s)
+		if !ok1 {
+			ok = false
+			continue
+		}
+		for _, q := range ps {
+			if q.Overlaps(p) {
+				d.errf(paths[i], "%s overlaps %s", p, q)
+				ok = false
+			}
+		}
+		ps = append(ps, p)
+	}
+	if !ok {
+		return nil, false
+	}
+	return ps, true
+}
+
+// addresses reads a node's overlay addresses. Proxies need exactly one IPv4
+// and at most one IPv6 address; edges one or two addresses, at most one per
+// family.
+func (d *decoder) addresses(t *table, key string, proxy bool, n *Node, x *cross) []netip.Addr {
+	vals, paths, ok := t.strs(key, true)
+	if !ok {
+		return nil
+	}
+	var as []netip.Addr
+	n4, n6 := 0, 0
+	for i, s := range vals {
+		a, ok := d.addr(paths[i], s)
+		if !ok {
+			continue
+		}
+		if x.overlayOK && !n.InOverlay(a) {
+			d.errf(paths[i], "%s is outside overlay_prefix %v", a, n.OverlayPrefix)
+			continue
+		}
+		if a.Is4() {
+			n4++
+		} else {
+			n6++
+		}
+		x.add(&x.addrs, a.String(), paths[i], d)
+		as = append(as, a)
+	}
+	if len(as) < len(vals) {
+		return as // an element was bad and reported
+	}
+	path := t.sub(key)
+	switch {
+	case proxy && n4 != 1:
+		d.errf(path, "a proxy needs exactly one IPv4 address, got %d", n4)
+	case !proxy && len(as) == 0:
+		d.errf(path, "want at least one address")
+	case n4 > 1:
+		d.errf(path, "at most one IPv4 address, got %d", n4)
+	case n6 > 1:
+		d.errf(path, "at most one IPv6 address, got %d", n6)
+	}
+	return as
+}
+
+var (
+	nameRE    = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	clusterRE = nameRE
+)
+
+func (d *decoder) name(path, s string) bool {
+	if !nameRE.MatchString(s) || len(s) > MaxNameLen {
+		d.errf(path, "%q: want 1..%d characters of a-z, 0-9 and '-', not starting with '-'", s, MaxNameLen)
+		return false
+	}
+	return true
+}
+
+func (d *decoder) cluster(path, s string) bool {
+	if !clusterRE.MatchString(s) || len(s) > 63 {
+		d.errf(path, "%q: want 1..63 characters of a-z, 0-9 and '-', not starting with '-'", s)
+		return false
+	}
+	return true
+}
+
+// cross collects values that must be unique in a file.
+type cross struct {
+	overlayOK bool
+	names     []occurrence
+	addrs     []occurrence
+	keys      []occurrence
+	endpoints []occurrence
+}
+
+type occurrence struct {
+	val  string
+	path string
+	line int
+}
+
+func (x *cross) add(list *[]occurrence, val, path string, d *decoder) {
+	*list = append(*list, occurrence{val, path, d.lineOf(path)})
+}
+
+func (d *decoder) crossCheck(n *Node, x *cross) {
+	d.unique("name", x.names)
+	d.unique("overlay address", x.addrs)
+	d.unique("endpoint", x.endpoints)
+	if !n.PublicKey.IsZero() {
+		own := n.PublicKey.String()
+		var rest []occurrence
+		for _, o := range x.keys {
+			if o.val == own {
+				d.errf(o.path, "this is the node's own public key (of private_key_file)")
+				continue
+			}
+			rest = append(rest, o)
+		}
+		x.keys = rest
+	}
+	d.unique("public key", x.keys)
+}
+
+// unique reports every occurrence of a value after its first (by line).
+func (d *decoder) unique(what string, occ []occurrence) {
+	sort.SliceStable(occ, func(i, j int) bool { return occ[i].line < occ[j].line })
+	first := map[string]int{}
+	for _, o := range occ {
+		if l, ok := first[o.val]; ok {
+			d.errf(o.path, "duplicate %s %s (also at line %d)", what, quoteIf(what, o.val), l)
+			continue
+		}
+		first[o.val] = o.line
+	}
+}
+
+func quoteIf(what, s string) string {
+	if what == "name" {
+		return fmt.Sprintf("%q", s)
+	}
+	return s
+}
+
+func isEmptyArray(v any) bool {
+	switch v := v.(type) {
+	case []any:
+		return len(v) == 0
+	case []map[string]any:
+		return len(v) == 0
+	}
+	return false
+}

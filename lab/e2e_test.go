@@ -1,0 +1,87 @@
+package lab
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/router"
+)
+
+// startLab starts an in-process lab for a test and waits until it is ready.
+func startLab(t *testing.T, shape Options) *Harness {
+	t.Helper()
+	h, err := Start(shape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	if err := h.ServeTargets(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// targetsOf lists the targets that joined g.
+func targetsOf(h *Harness, g router.Group) []string {
+	var out []string
+	for _, n := range h.Lab.Nodes {
+		for _, s := range n.Groups {
+			if s.Group == g.String() {
+				out = append(out, n.Name)
+			}
+		}
+	}
+	return out
+}
+
+// answeredBy checks that ans is "NAME: want" for a NAME among names, and returns NAME.
+func answeredBy(t *testing.T, ans, want string, names []string) string {
+	t.Helper()
+	name, rest, ok := strings.Cut(ans, ": ")
+	if !ok || rest != want {
+		t.Fatalf("answer %q, want \"TARGET: %s\"", ans, want)
+	}
+	for _, n := range names {
+		if n == name {
+			return name
+		}
+	}
+	t.Fatalf("answered by %q, which is not a target of the group (%v)", name, names)
+	return ""
+}
+
+func TestTCPAndUDPReachTargets(t *testing.T) {
+	h := startLab(t, Options{Proxies: 3, Clusters: 2, Targets: 4, Clients: 2, Groups: 2})
+	ctx := testCtx(t)
+	for _, client := range h.Names(config.RoleClient) {
+		for i := 0; i < 2; i++ {
+			g := GroupN(i)
+			var ans string
+			var err error
+			if g.Proto == router.ProtoTCP {
+				ans, err = h.AskTCP(ctx, client, g, "hello from "+client)
+			} else {
+				ans, err = h.AskUDP(ctx, client, g, "hello from "+client)
+			}
+			if err != nil {
+				t.Fatalf("%s → %s: %v", client, g, err)
+			}
+			who := answeredBy(t, ans, "hello from "+client, targetsOf(h, g))
+			t.Logf("%s → %s answered by %s", client, g, who)
+		}
+	}
+}

@@ -1,0 +1,398 @@
+// Package lab builds pias labs: sets of consistent node configurations
+// (Generate, lab.json) and the harness that runs them.
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/router"
+)
+
+// Defaults of Options.
+var DefaultUnderlay = netip.MustParsePrefix("127.0.0.1/32")
+
+const (
+	DefaultBasePort = config.DefaultListenPort
+	// MaxNodesPerRole bounds Proxies, Targets and Clients: each role's
+	// overlay addresses are the hosts of one /24 (100.64.R.1…254).
+	MaxNodesPerRole = 254
+	// MaxGroups keeps the groups inside 100.65.0.0/16.
+	MaxGroups = 2 * 65534
+)
+
+// Options shape a lab.
+type Options struct {
+	Out string // directory to write to; created if needed, must be empty
+
+	Proxies  int // ≥ 1
+	Clusters int // 1 ≤ Clusters ≤ Proxies; proxy i (0-based) is in cluster c(i mod Clusters + 1)
+	Targets  int
+	Clients  int
+	Groups   int // ≥ 1 when Targets > 0
+
+	// Underlay is where the nodes' WireGuard UDP sockets live. A single
+	// address (/32, /128) gives every node that address with consecutive
+	// ports from BasePort; a wider prefix gives every node its own host
+	// address (.1, .2, …) and port BasePort. Default 127.0.0.1/32.
+	Underlay netip.Prefix
+	BasePort uint16 // default 51820
+}
+
+func (o *Options) defaults() {
+	if !o.Underlay.IsValid() {
+		o.Underlay = DefaultUnderlay
+	}
+	if o.BasePort == 0 {
+		o.BasePort = DefaultBasePort
+	}
+}
+
+func (o *Options) validate() error {
+	switch {
+	case o.Out == "":
+		return errors.New("lab: no output directory")
+	case o.Proxies < 1:
+		return fmt.Errorf("lab: %d proxies: want at least 1", o.Proxies)
+	case o.Proxies > MaxNodesPerRole:
+		return fmt.Errorf("lab: %d proxies: at most %d", o.Proxies, MaxNodesPerRole)
+	case o.Clusters < 1 || o.Clusters > o.Proxies:
+		return fmt.Errorf("lab: %d clusters: want 1..%d (at most one per proxy)", o.Clusters, o.Proxies)
+	case o.Targets < 0 || o.Targets > MaxNodesPerRole:
+		return fmt.Errorf("lab: %d targets: want 0..%d", o.Targets, MaxNodesPerRole)
+	case o.Clients < 0 || o.Clients > MaxNodesPerRole:
+		return fmt.Errorf("lab: %d clients: want 0..%d", o.Clients, MaxNodesPerRole)
+	case o.Groups < 0 || o.Groups > MaxGroups:
+		return fmt.Errorf("lab: %d groups: want 0..%d", o.Groups, MaxGroups)
+	case o.Targets > 0 && o.Groups < 1:
+		return fmt.Errorf("lab: %d targets but no groups: want at least 1 group", o.Targets)
+	}
+	u := o.Underlay
+	if u.Addr().Zone() != "" || u.Addr().Is4In6() {
+		return fmt.Errorf("lab: underlay %s: want a plain IPv4 or IPv6 prefix", u)
+	}
+	total := o.Proxies + o.Targets + o.Clients
+	if u.IsSingleIP() {
+		if last := int(o.BasePort) + total - 1; last > 65535 {
+			return fmt.Errorf("lab: underlay %s: %d nodes from port %d need ports up to %d (max 65535)", u, total, o.BasePort, last)
+		}
+		return nil
+	}
+	if u.Masked() != u {
+		return fmt.Errorf("lab: underlay %s has host bits set (did you mean %s?)", u, u.Masked())
+	}
+	// Hosts .1 … (skipping the network address, and for IPv4 the broadcast).
+	size := new(big.Int).Lsh(big.NewInt(1), uint(u.Addr().BitLen()-u.Bits()))
+	size.Sub(size, big.NewInt(1))
+	if u.Addr().Is4() {
+		size.Sub(size, big.NewInt(1))
+	}
+	if size.Cmp(big.NewInt(int64(total))) < 0 {
+		return fmt.Errorf("lab: underlay %s has %s host addresses, %d nodes need one each", u, size, total)
+	}
+	return nil
+}
+
+// endpoint is the underlay address of the k-th node (0-based; proxies
+// first, then targets, then clients).
+func (o *Options) endpoint(k int) netip.AddrPort {
+	if o.Underlay.IsSingleIP() {
+		return netip.AddrPortFrom(o.Underlay.Addr(), o.BasePort+uint16(k))
+	}
+	a := o.Underlay.Addr()
+	for range k + 1 {
+		a = a.Next()
+	}
+	return netip.AddrPortFrom(a, o.BasePort)
+}
+
+// Overlay addresses: role block r (0 proxies, 1 targets, 2 clients) and
+// 1-based number n give 100.64.r.n and fd64::r:n, the IPv6 one written with
+// the same digits (fd64::1:10 is 100.64.1.10).
+func overlayAddrs(r, n int) []netip.Addr {
+	v4 := netip.AddrFrom4([4]byte{100, 64, byte(r), byte(n)})
+	s := fmt.Sprintf("fd64::%d", n)
+	if r > 0 {
+		s = fmt.Sprintf("fd64::%d:%d", r, n)
+	}
+	return []netip.Addr{v4, netip.MustParseAddr(s)}
+}
+
+// GroupN is the lab's i-th group (0-based): even i is 100.65.0.(1+i/2):80/tcp,
+// odd i is 100.65.0.(1+i/2):53/udp.
+func GroupN(i int) router.Group {
+	base := netip.MustParseAddr("100.65.0.0").As4()
+	n := uint32(base[0])<<24 | uint32(base[1])<<16 | uint32(base[2])<<8 | uint32(base[3])
+	n += uint32(1 + i/2)
+	a := netip.AddrFrom4([4]byte{byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)})
+	if i%2 == 0 {
+		return router.Group{Addr: a, Port: 80, Proto: router.ProtoTCP}
+	}
+	return router.Group{Addr: a, Port: 53, Proto: router.ProtoUDP}
+}
+
+// LocalPort is the port a lab target serves group g on: g's port + 8000.
+func LocalPort(g router.Group) uint16 { return g.Port + 8000 }
+
+type genNode struct {
+	Node
+	priv    config.Key
+	proxies []int // edges: indexes of the proxies they list, home first
+}
+
+// Generate writes a lab into opts.Out: for every node NAME.key and
+// NAME.toml, for every client also NAME.wg.conf (a wg-quick file for a
+// plain WireGuard client of its home proxy), and lab.json. Every config is
+// loaded back with the config package before Generate returns.
+func Generate(opts Options) (*Lab, error) {
+	opts.defaults()
+	if err := opts.validate(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("lab: %v", err)
+	}
+	if ents, err := os.ReadDir(opts.Out); err != nil {
+		return nil, fmt.Errorf("lab: %v", err)
+	} else if len(ents) > 0 {
+		return nil, fmt.Errorf("lab: %s is not empty", opts.Out)
+	}
+
+	l := &Lab{
+		Dir:           opts.Out,
+		Underlay:      opts.Underlay,
+		AnycastPrefix: config.DefaultAnycastPrefix(),
+		OverlayPrefix: config.DefaultOverlayPrefix(),
+		ControlPort:   config.DefaultControlPort,
+	}
+	for i := range opts.Groups {
+		l.Groups = append(l.Groups, GroupN(i).String())
+	}
+
+	var nodes []*genNode
+	add := func(name, role string, block, n int) (*genNode, error) {
+		k, err := config.GeneratePrivateKey()
+		if err != nil {
+			return nil, fmt.Errorf("lab: %v", err)
+		}
+		g := &genNode{priv: k, Node: Node{
+			Name:      name,
+			Role:      role,
+			Config:    name + ".toml",
+			KeyFile:   name + ".key",
+			PublicKey: k.PublicKey(),
+			Address:   overlayAddrs(block, n),
+			Endpoint:  opts.endpoint(len(nodes)),
+		}}
+		nodes = append(nodes, g)
+		return g, nil
+	}
+	var proxies []*genNode
+	for i := range opts.Proxies {
+		p, err := add("p"+strconv.Itoa(i+1), config.RoleProxy, 0, i+1)
+		if err != nil {
+			return nil, err
+		}
+		p.Cluster = "c" + strconv.Itoa(i%opts.Clusters+1)
+		proxies = append(proxies, p)
+	}
+	homeFirst := func(home int) []int {
+		out := []int{home}
+		for i := range opts.Proxies {
+			if i != home {
+				out = append(out, i)
+			}
+		}
+		return out
+	}
+	for j := range opts.Targets {
+		t, err := add("t"+strconv.Itoa(j+1), config.RoleTarget, 1, j+1)
+		if err != nil {
+			return nil, err
+		}
+		g := GroupN(j % opts.Groups)
+		t.Groups = []Service{{g.String(), LocalPort(g)}}
+		t.proxies = homeFirst(j % opts.Proxies)
+		t.Home = proxies[t.proxies[0]].Name
+	}
+	for j := range opts.Clients {
+		c, err := add("cl"+strconv.Itoa(j+1), config.RoleClient, 2, j+1)
+		if err != nil {
+			return nil, err
+		}
+		c.proxies = homeFirst((j + 1) % opts.Proxies)
+		c.Home = proxies[c.proxies[0]].Name
+		c.WGQuick = c.Name + ".wg.conf"
+	}
+
+	for _, n := range nodes {
+		var text string
+		if n.Role == config.RoleProxy {
+			text = proxyTOML(l, n, proxies, nodes)
+		} else {
+			text = edgeTOML(l, n, proxies)
+		}
+		if err := writeFile(l.Path(n.KeyFile), n.priv.String()+"\n", 0o600); err != nil {
+			return nil, err
+		}
+		if err := writeFile(l.Path(n.Config), text, 0o644); err != nil {
+			return nil, err
+		}
+		if n.WGQuick != "" {
+			if err := writeFile(l.Path(n.WGQuick), wgQuick(l, n, proxies[n.proxies[0]]), 0o600); err != nil {
+				return nil, err
+			}
+		}
+		l.Nodes = append(l.Nodes, n.Node)
+	}
+	if err := l.Write(); err != nil {
+		return nil, fmt.Errorf("lab: %v", err)
+	}
+	if err := l.Check(); err != nil {
+		return nil, fmt.Errorf("lab: generated a bad config (a bug): %v", err)
+	}
+	return l, nil
+}
+
+// Check loads every node's config with the loader of its role.
+func (l *Lab) Check() error {
+	for _, n := range l.Nodes {
+		var err error
+		switch n.Role {
+		case config.RoleProxy:
+			_, err = config.LoadProxy(l.Path(n.Config))
+		case config.RoleTarget:
+			_, err = config.LoadTarget(l.Path(n.Config))
+		default:
+			_, err = config.LoadClient(l.Path(n.Config))
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func writeFile(path, text string, mode os.FileMode) error {
+	if err := os.WriteFile(path, []byte(text), mode); err != nil {
+		return fmt.Errorf("lab: %v", err)
+	}
+	return nil
+}
+
+func q(s string) string { return strconv.Quote(s) }
+
+func list[T fmt.Stringer](vs []T) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = q(v.String())
+	}
+	return "[" + strings.Join(s, ", ") + "]"
+}
+
+func commonTOML(b *strings.Builder, l *Lab, n *genNode) {
+	fmt.Fprintf(b, "# pias %s %s, generated by pias lab gen (see lab.json)\n", n.Role, n.Name)
+	fmt.Fprintf(b, "name = %s\n", q(n.Name))
+	fmt.Fprintf(b, "private_key_file = %s\n", q(n.KeyFile))
+	fmt.Fprintf(b, "listen = %s\n", q(n.Endpoint.String()))
+	fmt.Fprintf(b, "address = %s\n", list(n.Address))
+	if n.Cluster != "" {
+		fmt.Fprintf(b, "cluster = %s\n", q(n.Cluster))
+	}
+	fmt.Fprintf(b, "overlay_prefix = %s\n", list(l.OverlayPrefix))
+	fmt.Fprintf(b, "anycast_prefix = %s\n", list(l.AnycastPrefix))
+	if n.Role == config.RoleProxy {
+		fmt.Fprintf(b, "rap_replicas = %d\n", config.DefaultRAPReplicas)
+	}
+	fmt.Fprintf(b, "mtu = %d\n", config.DefaultMTU)
+	fmt.Fprintf(b, "control_port = %d\n", l.ControlPort)
+}
+
+func proxyPeerTOML(b *strings.Builder, p *genNode, home bool) {
+	b.WriteString("\n[[proxy]]")
+	if home {
+		b.WriteString("  # home")
+	}
+	fmt.Fprintf(b, "\nname = %s\n", q(p.Name))
+	fmt.Fprintf(b, "public_key = %s\n", q(p.PublicKey.String()))
+	fmt.Fprintf(b, "endpoint = %s\n", q(p.Endpoint.String()))
+	fmt.Fprintf(b, "address = %s\n", list(p.Address))
+	fmt.Fprintf(b, "cluster = %s\n", q(p.Cluster))
+}
+
+func proxyTOML(l *Lab, n *genNode, proxies, nodes []*genNode) string {
+	var b strings.Builder
+	commonTOML(&b, l, n)
+	for _, p := range proxies {
+		if p != n {
+			proxyPeerTOML(&b, p, false)
+		}
+	}
+	for _, e := range nodes {
+		if e.Role == config.RoleProxy {
+			continue
+		}
+		fmt.Fprintf(&b, "\n[[edge]]  # %s\n", e.Role)
+		fmt.Fprintf(&b, "name = %s\n", q(e.Name))
+		fmt.Fprintf(&b, "public_key = %s\n", q(e.PublicKey.String()))
+		fmt.Fprintf(&b, "address = %s\n", list(e.Address))
+		if len(e.Groups) > 0 {
+			gs := make([]string, len(e.Groups))
+			for i, s := range e.Groups {
+				gs[i] = q(s.Group)
+			}
+			fmt.Fprintf(&b, "groups = [%s]\n", strings.Join(gs, ", "))
+		}
+	}
+	return b.String()
+}
+
+func edgeTOML(l *Lab, n *genNode, proxies []*genNode) string {
+	var b strings.Builder
+	commonTOML(&b, l, n)
+	fmt.Fprintf(&b, "interface = %s\n", q(config.DefaultInterface))
+	fmt.Fprintf(&b, "keepalive = %s\n", q(config.DefaultKeepalive.String()))
+	for i, pi := range n.proxies {
+		proxyPeerTOML(&b, proxies[pi], i == 0)
+	}
+	for _, s := range n.Groups {
+		fmt.Fprintf(&b, "\n[[group]]\ngroup = %s\nport = %d\n", q(s.Group), s.Port)
+	}
+	return b.String()
+}
+
+// wgQuick is a wg-quick file for a plain WireGuard client of home.
+func wgQuick(l *Lab, n, home *genNode) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# plain WireGuard client %s of pias proxy %s, generated by pias lab gen\n", n.Name, home.Name)
+	fmt.Fprintf(&b, "# wg-quick up ./%s\n", n.WGQuick)
+	b.WriteString("[Interface]\n")
+	fmt.Fprintf(&b, "PrivateKey = %s\n", n.priv)
+	addrs := make([]string, len(n.Address))
+	for i, a := range n.Address {
+		addrs[i] = netip.PrefixFrom(a, a.BitLen()).String()
+	}
+	fmt.Fprintf(&b, "Address = %s\n", strings.Join(addrs, ", "))
+	fmt.Fprintf(&b, "ListenPort = %d\n", n.Endpoint.Port())
+	fmt.Fprintf(&b, "MTU = %d\n", config.DefaultMTU)
+	b.WriteString("\n[Peer]\n")
+	fmt.Fprintf(&b, "# %s\n", home.Name)
+	fmt.Fprintf(&b, "PublicKey = %s\n", home.PublicKey)
+	fmt.Fprintf(&b, "Endpoint = %s\n", home.Endpoint)
+	var allowed []string
+	for _, p := range l.AnycastPrefix {
+		allowed = append(allowed, p.String())
+	}
+	for _, p := range l.OverlayPrefix {
+		allowed = append(allowed, p.String())
+	}
+	fmt.Fprintf(&b, "AllowedIPs = %s\n", strings.Join(allowed, ", "))
+	b.WriteString("PersistentKeepalive = 25\n")
+	return b.String()
+}

@@ -1,0 +1,259 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/node"
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
+)
+
+// Harness is an in-process lab: every node of a generated lab running in
+// this process, each with its own wireguard-go device, edges on userspace
+// netstacks, the underlay on loopback UDP. No root, any OS.
+type Harness struct {
+	Dir     string
+	Lab     *Lab
+	Proxies map[string]*node.Proxy
+	Edges   map[string]*node.Edge
+
+	opts    HarnessOptions
+	mu      sync.Mutex
+	servers []func()
+	tempDir bool
+}
+
+// HarnessOptions adjust a harness beyond the lab's shape.
+type HarnessOptions struct {
+	// Dir receives the generated configs; empty means a temporary directory
+	// that Close removes.
+	Dir     string
+	OnEvent func(overlay.Event)
+	Logf    func(format string, args ...any)
+}
+
+// Start generates a lab of the given shape on loopback and starts all of it.
+func Start(shape Options, hopts HarnessOptions) (*Harness, error) {
+	var lastErr error
+	for try := 0; try < 5; try++ {
+		h, err := start(shape, hopts)
+		if err == nil {
+			return h, nil
+		}
+		lastErr = err
+		if !errors.Is(err, errPortsTaken) {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+var errPortsTaken = errors.New("lab ports taken")
+
+func start(shape Options, hopts HarnessOptions) (h *Harness, err error) {
+	h = &Harness{opts: hopts, Proxies: map[string]*node.Proxy{}, Edges: map[string]*node.Edge{}}
+	h.Dir = hopts.Dir
+	if h.Dir == "" {
+		if h.Dir, err = os.MkdirTemp("", "pias-lab-"); err != nil {
+			return nil, err
+		}
+		h.tempDir = true
+	}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	shape.Out = h.Dir
+	shape.Underlay = netip.MustParsePrefix("127.0.0.1/32")
+	n := shape.Proxies + shape.Targets + shape.Clients
+	if shape.BasePort, err = freePorts(n); err != nil {
+		return h, err
+	}
+	if h.Lab, err = Generate(shape); err != nil {
+		return h, err
+	}
+	nopts := node.Options{Logf: hopts.Logf, OnEvent: hopts.OnEvent}
+	for _, nd := range h.Lab.Nodes {
+		path := filepath.Join(h.Dir, nd.Config)
+		switch nd.Role {
+		case config.RoleProxy:
+			cfg, err := config.LoadProxy(path)
+			if err != nil {
+				return h, err
+			}
+			p, err := node.StartProxy(cfg, nopts)
+			if err != nil {
+				return h, fmt.Errorf("%w: %v", errPortsTaken, err)
+			}
+			h.Proxies[nd.Name] = p
+		default:
+			load := config.LoadClient
+			if nd.Role == config.RoleTarget {
+				load = config.LoadTarget
+			}
+			cfg, err := load(path)
+			if err != nil {
+				return h, err
+			}
+			e, err := node.StartEdge(cfg, nopts)
+			if err != nil {
+				return h, fmt.Errorf("%w: %v", errPortsTaken, err)
+			}
+			h.Edges[nd.Name] = e
+		}
+	}
+	return h, nil
+}
+
+// freePorts finds n consecutive UDP ports that are free right now, on both
+// IPv4 and IPv6 wildcard addresses as wireguard-go binds them.
+func freePorts(n int) (uint16, error) {
+	for try := 0; try < 50; try++ {
+		base := 20000 + rand.IntN(40000-n)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{Port: p})
+			if err != nil {
+				ok = false
+				break
+			}
+			c.Close()
+		}
+		if ok {
+			return uint16(base), nil
+		}
+	}
+	return 0, errors.New("no free block of UDP ports on loopback")
+}
+
+// Close stops every node and removes what the harness created.
+func (h *Harness) Close() {
+	h.mu.Lock()
+	servers := h.servers
+	h.servers = nil
+	h.mu.Unlock()
+	for _, stop := range servers {
+		stop()
+	}
+	for _, e := range h.Edges {
+		e.Close()
+	}
+	for _, p := range h.Proxies {
+		p.Close()
+	}
+	if h.tempDir {
+		os.RemoveAll(h.Dir)
+	}
+}
+
+// Node returns the lab's description of a node.
+func (h *Harness) Node(name string) *Node {
+	for i := range h.Lab.Nodes {
+		if h.Lab.Nodes[i].Name == name {
+			return &h.Lab.Nodes[i]
+		}
+	}
+	return nil
+}
+
+// Names lists the nodes of a role, in lab order.
+func (h *Harness) Names(role string) []string {
+	var out []string
+	for _, n := range h.Lab.Nodes {
+		if n.Role == role {
+			out = append(out, n.Name)
+		}
+	}
+	return out
+}
+
+// Home is the proxy an edge is attached to.
+func (h *Harness) Home(edge string) *node.Proxy {
+	return h.Proxies[h.Edges[edge].Config.Proxies[0].Name]
+}
+
+// ProxyByAddr finds a proxy by its IPv4 overlay address.
+func (h *Harness) ProxyByAddr(a netip.Addr) *node.Proxy {
+	for _, p := range h.Proxies {
+		if p.Config.Addr4() == a {
+			return p
+		}
+	}
+	return nil
+}
+
+// WaitReady waits until every target has joined its groups and every group's
+// RAPs list each JAP that has targets for it.
+func (h *Harness) WaitReady(ctx context.Context) error {
+	for name, e := range h.Edges {
+		if e.Target == nil {
+			continue
+		}
+		if err := e.Target.WaitJoined(ctx); err != nil {
+			return fmt.Errorf("target %s: %w", name, err)
+		}
+	}
+	return waitFor(ctx, func() error { return h.registered() })
+}
+
+// registered checks that RAP state matches JAP state for every group.
+func (h *Harness) registered() error {
+	for _, jap := range h.Proxies {
+		for _, g := range h.groups() {
+			if len(jap.Router.Targets(g)) == 0 {
+				continue
+			}
+			for _, rapName := range jap.Overlay.RAPs(g) {
+				rap := h.Proxies[rapName]
+				if !slices.ContainsFunc(rap.Overlay.RAPTable()[g], func(j router.JAP) bool { return j.Addr == jap.Config.Addr4() }) {
+					return fmt.Errorf("RAP %s does not know JAP %s for %s yet", rapName, jap.Name, g)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (h *Harness) groups() []router.Group {
+	var gs []router.Group
+	for _, s := range h.Lab.Groups {
+		g, err := router.ParseGroup(s)
+		if err == nil {
+			gs = append(gs, g)
+		}
+	}
+	return gs
+}
+
+// waitFor polls cond until it returns nil or ctx ends, returning cond's last
+// complaint on timeout.
+func waitFor(ctx context.Context, cond func() error) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		err := cond()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%v: %w", err, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// WaitFor polls cond until it returns nil or ctx ends.
+func WaitFor(ctx context.Context, cond func() error) error { return waitFor(ctx, cond) }

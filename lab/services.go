@@ -1,0 +1,253 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/node"
+	"github.com/pias-net/pias/router"
+)
+
+// ServeTargets starts, in every target's netstack and for each of its groups,
+// a service on the group's local port that answers every request (a line over
+// TCP, a datagram over UDP) with "NAME: request", so that the caller sees which
+// target answered.
+func (h *Harness) ServeTargets() error {
+	for name, e := range h.Edges {
+		if e.Config.Role != config.RoleTarget {
+			continue
+		}
+		for _, s := range e.Config.Groups {
+			for _, a := range e.Config.Address {
+				stop, err := serveNamed(e, netip.AddrPortFrom(a, s.Port), s.Group.Proto, name)
+				if err != nil {
+					return fmt.Errorf("serve %s on %s: %w", s.Group, name, err)
+				}
+				h.mu.Lock()
+				h.servers = append(h.servers, stop)
+				h.mu.Unlock()
+			}
+		}
+	}
+	return nil
+}
+
+func serveNamed(e *node.Edge, at netip.AddrPort, proto uint8, name string) (stop func(), err error) {
+	var wg sync.WaitGroup
+	if proto == router.ProtoUDP {
+		c, err := e.Host.Net.ListenUDPAddrPort(at)
+		if err != nil {
+			return nil, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 65536)
+			for {
+				n, from, err := c.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				c.WriteTo(append([]byte(name+": "), buf[:n]...), from)
+			}
+		}()
+		return func() { c.Close(); wg.Wait() }, nil
+	}
+	ln, err := e.Host.Net.ListenTCPAddrPort(at)
+	if err != nil {
+		return nil, err
+	}
+	var mu sync.Mutex
+	conns := map[net.Conn]bool{}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = true
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					line, err := r.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if _, err := c.Write([]byte(name + ": " + line)); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	}, nil
+}
+
+// localAddr is the edge's overlay address of a's family.
+func localAddr(e *node.Edge, a netip.Addr) (netip.Addr, error) {
+	for _, l := range e.Config.Address {
+		if l.Is4() == a.Is4() {
+			return l, nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("%s has no address of the family of %s", e.Name, a)
+}
+
+// Conversation is an open TCP connection from an edge to a group.
+type Conversation struct {
+	c net.Conn
+	r *bufio.Reader
+}
+
+// DialTCP opens a TCP connection from an edge (client or target) to a group.
+func (h *Harness) DialTCP(ctx context.Context, from string, g router.Group) (*Conversation, error) {
+	e := h.Edges[from]
+	if e == nil {
+		return nil, fmt.Errorf("no edge %q", from)
+	}
+	c, err := e.Host.Net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(g.Addr, g.Port))
+	if err != nil {
+		return nil, fmt.Errorf("%s dial %s: %w", from, g, err)
+	}
+	return &Conversation{c: c, r: bufio.NewReader(c)}, nil
+}
+
+// Ask sends one line and returns the answer line, without its newline.
+func (cv *Conversation) Ask(ctx context.Context, line string) (string, error) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(10 * time.Second)
+	}
+	cv.c.SetDeadline(deadline)
+	if _, err := cv.c.Write([]byte(line + "\n")); err != nil {
+		return "", err
+	}
+	ans, err := cv.r.ReadString('\n')
+	return strings.TrimSuffix(ans, "\n"), err
+}
+
+// Conn is the connection itself, for bulk transfers.
+func (cv *Conversation) Conn() net.Conn { return cv.c }
+
+// Close closes the connection.
+func (cv *Conversation) Close() error { return cv.c.Close() }
+
+// AskTCP opens a connection to g, asks one line and closes it.
+func (h *Harness) AskTCP(ctx context.Context, from string, g router.Group, line string) (string, error) {
+	cv, err := h.DialTCP(ctx, from, g)
+	if err != nil {
+		return "", err
+	}
+	defer cv.Close()
+	return cv.Ask(ctx, line)
+}
+
+// AskUDP sends a datagram from an edge to g and returns the answer. The
+// datagram is resent (same source port, so the same flow) until an answer
+// comes or ctx ends.
+func (h *Harness) AskUDP(ctx context.Context, from string, g router.Group, msg string) (string, error) {
+	e := h.Edges[from]
+	if e == nil {
+		return "", fmt.Errorf("no edge %q", from)
+	}
+	la, err := localAddr(e, g.Addr)
+	if err != nil {
+		return "", err
+	}
+	c, err := e.Host.Net.DialUDPAddrPort(netip.AddrPortFrom(la, 0), netip.AddrPortFrom(g.Addr, g.Port))
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	buf := make([]byte, 65536)
+	for {
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := c.Read(buf)
+		if err == nil {
+			return string(buf[:n]), nil
+		}
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%s → %s: no answer: %w", from, g, ctx.Err())
+		}
+	}
+}
+
+// Ping sends ICMP echo requests from an edge to addr until one is answered,
+// and returns the round-trip time of the answered one.
+func (h *Harness) Ping(ctx context.Context, from string, addr netip.Addr) (time.Duration, error) {
+	e := h.Edges[from]
+	if e == nil {
+		return 0, fmt.Errorf("no edge %q", from)
+	}
+	la, err := localAddr(e, addr)
+	if err != nil {
+		return 0, err
+	}
+	c, err := e.Host.Net.DialPingAddr(la, addr)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	var typ icmp.Type = ipv4.ICMPTypeEcho
+	proto := 1
+	if addr.Is6() {
+		typ, proto = ipv6.ICMPTypeEchoRequest, 58
+	}
+	buf := make([]byte, 1500)
+	for seq := 1; ; seq++ {
+		data := []byte(fmt.Sprintf("pias ping %d", seq))
+		req, _ := (&icmp.Message{Type: typ, Body: &icmp.Echo{Seq: seq, Data: data}}).Marshal(nil)
+		start := time.Now()
+		if _, err := c.Write(req); err != nil {
+			return 0, err
+		}
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			m, err := icmp.ParseMessage(proto, buf[:n])
+			if err != nil {
+				continue
+			}
+			if echo, ok := m.Body.(*icmp.Echo); ok && echo.Seq == seq && bytes.Equal(echo.Data, data) {
+				return time.Since(start), nil
+			}
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%s ping %s: %w", from, addr, errors.Join(ctx.Err()))
+		}
+	}
+}

@@ -1,0 +1,99 @@
+package node
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/tunnel"
+)
+
+// edgeKeepalive keeps NAT mappings and the proxy's endpoint for us fresh.
+const edgeKeepalive = 25 * time.Second
+
+// Edge is a running target or client: a wireguard-go device on a host
+// interface, attached to its first proxy, which it routes the anycast and
+// overlay prefixes to. A target also keeps its groups joined.
+type Edge struct {
+	Name   string
+	Config *config.Edge
+	Host   *tunnel.Host
+	Device *tunnel.Device
+	Target *overlay.Target // nil for clients
+	once   sync.Once
+}
+
+// StartEdge starts the target or client that cfg describes. It returns
+// once the device is up; a target's joins go on in the background
+// (Edge.Target.WaitJoined waits for them).
+func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
+	if cfg.Interface != config.InterfaceNetstack {
+		return nil, fmt.Errorf("%s %s: interface %q is not available in this build; use \"netstack\"", cfg.Role, cfg.Name, cfg.Interface)
+	}
+	host, err := tunnel.NewNetstack(cfg.Address, cfg.MTU)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+	}
+	var peers []tunnel.Peer
+	for i, pp := range cfg.Proxies {
+		allowed := hostPrefixes(pp.Address)
+		peer := tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint}
+		if i == 0 {
+			// Emulated native anycast, first cut: the anycast prefix (and
+			// the rest of the overlay) lives behind the preferred proxy.
+			allowed = append(append(allowed, cfg.AnycastPrefix...), cfg.OverlayPrefix...)
+			peer.Keepalive = edgeKeepalive
+		}
+		peer.AllowedIPs = allowed
+		peers = append(peers, peer)
+	}
+	e := &Edge{Name: cfg.Name, Config: cfg, Host: host}
+	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
+	if err != nil {
+		host.TUN.Close()
+		return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+	}
+	if cfg.Role == config.RoleTarget {
+		var groups []overlay.Membership
+		for _, s := range cfg.Groups {
+			groups = append(groups, overlay.Membership{Group: s.Group, Port: s.Port})
+		}
+		e.Target, err = overlay.StartTarget(overlay.TargetConfig{
+			Name:        cfg.Name,
+			Groups:      groups,
+			ControlPort: cfg.ControlPort,
+			Keepalive:   cfg.Keepalive,
+			Dial:        e.dialUDP,
+			OnEvent:     opts.OnEvent,
+		})
+		if err != nil {
+			e.Device.Close()
+			return nil, fmt.Errorf("target %s: %w", cfg.Name, err)
+		}
+	}
+	return e, nil
+}
+
+// dialUDP opens a UDP socket from the edge's overlay address of raddr's family.
+func (e *Edge) dialUDP(raddr netip.AddrPort) (net.Conn, error) {
+	for _, a := range e.Config.Address {
+		if a.Is4() == raddr.Addr().Is4() {
+			return e.Host.Net.DialUDPAddrPort(netip.AddrPortFrom(a, 0), raddr)
+		}
+	}
+	return nil, fmt.Errorf("no overlay address of the family of %s", raddr.Addr())
+}
+
+// Close leaves the groups and stops the edge.
+func (e *Edge) Close() {
+	e.once.Do(func() {
+		if e.Target != nil {
+			e.Target.Close()
+		}
+		e.Device.Close() // closes the host interface too
+	})
+}

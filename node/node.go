@@ -1,0 +1,162 @@
+// Package node assembles running pias nodes from their configuration: a
+// proxy is a wireguard-go device joined to a router and its control plane; an
+// edge (target or client) is a wireguard-go device on a host interface.
+package node
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
+	"github.com/pias-net/pias/tunnel"
+)
+
+// Options are the knobs a node's creator has beyond its config file.
+type Options struct {
+	// Logf receives wireguard-go's errors; nil discards them.
+	Logf func(format string, args ...any)
+	// OnEvent hears what the control plane does.
+	OnEvent func(overlay.Event)
+	// Bind is the WireGuard underlay; nil is the standard UDP bind.
+	Bind conn.Bind
+}
+
+// tick is how often a proxy runs its timers.
+const tick = 100 * time.Millisecond
+
+// Proxy is a running proxy: WireGuard ↔ router ↔ WireGuard, no host interface.
+type Proxy struct {
+	Name    string
+	Config  *config.Proxy
+	Router  *router.Router
+	Overlay *overlay.Proxy
+	Device  *tunnel.Device
+	tun     *tunnel.MemTUN
+	now     func() int64 // monotonic nanoseconds: the router's and overlay's clock
+	stop    chan struct{}
+	done    sync.WaitGroup
+	once    sync.Once
+}
+
+// StartProxy starts the proxy that cfg describes.
+func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
+	self := cfg.Addr4()
+	epoch := time.Now()
+	now := func() int64 { return int64(time.Since(epoch)) }
+	r, err := router.New(router.Config{
+		Self:        cfg.Address,
+		Anycast:     cfg.AnycastPrefix,
+		ControlPort: cfg.ControlPort,
+		MTU:         cfg.MTU,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
+	}
+	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, now: now, stop: make(chan struct{})}
+	members := []overlay.Member{{Name: cfg.Name, Addr: self, Cluster: cfg.Cluster}}
+	var peers []tunnel.Peer
+	for _, pp := range cfg.Proxies {
+		members = append(members, overlay.Member{Name: pp.Name, Addr: addr4(pp.Address), Cluster: pp.Cluster})
+		peers = append(peers, tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: hostPrefixes(pp.Address)})
+	}
+	edges := map[netip.Addr]*overlay.EdgePolicy{}
+	for _, e := range cfg.Edges {
+		pol := &overlay.EdgePolicy{Name: e.Name, Groups: e.Groups}
+		for _, a := range e.Address {
+			edges[a] = pol
+		}
+		peers = append(peers, tunnel.Peer{PublicKey: e.PublicKey, AllowedIPs: hostPrefixes(e.Address)})
+	}
+	p.tun = tunnel.NewMemTUN(cfg.Name, cfg.MTU, p.handle)
+	p.Overlay, err = overlay.NewProxy(overlay.ProxyConfig{
+		Self:        members[0],
+		Members:     members,
+		Edges:       edges,
+		Replicas:    cfg.RAPReplicas,
+		ControlPort: cfg.ControlPort,
+		Router:      r,
+		Send:        p.tun.Inject,
+		Now:         now,
+		OnEvent:     opts.OnEvent,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
+	}
+	p.Device, err = tunnel.NewDevice(p.tun, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
+	if err != nil {
+		p.tun.Close()
+		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
+	}
+	p.done.Add(1)
+	go p.timers()
+	return p, nil
+}
+
+// handle is the data path: every packet WireGuard decrypted goes through the
+// router; control messages and resolve requests go to the control plane.
+func (p *Proxy) handle(buf []byte, start, end int) (int, int, bool) {
+	res := p.Router.Route(buf, start, end, p.now())
+	switch res.Action {
+	case router.Forward:
+		return res.Start, res.End, true
+	case router.Control:
+		p.Overlay.HandleControl(res.Src, res.Dst, buf[res.Start:res.End])
+	case router.Queued:
+		if res.Resolve {
+			p.Overlay.Resolve(res.Group)
+		}
+	}
+	return 0, 0, false
+}
+
+func (p *Proxy) timers() {
+	defer p.done.Done()
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			p.Overlay.Tick()
+			p.Router.Expire(p.now())
+		}
+	}
+}
+
+// ListenPort is the UDP port WireGuard listens on.
+func (p *Proxy) ListenPort() (uint16, error) { return p.Device.ListenPort() }
+
+// Close stops the proxy and releases its socket.
+func (p *Proxy) Close() {
+	p.once.Do(func() {
+		close(p.stop)
+		p.done.Wait()
+		p.Device.Close() // closes the MemTUN too
+	})
+}
+
+// addr4 is the IPv4 address among addrs.
+func addr4(addrs []netip.Addr) netip.Addr {
+	for _, a := range addrs {
+		if a.Is4() {
+			return a
+		}
+	}
+	return netip.Addr{}
+}
+
+// hostPrefixes turns addresses into single-host prefixes (WireGuard AllowedIPs).
+func hostPrefixes(addrs []netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, len(addrs))
+	for i, a := range addrs {
+		out[i] = netip.PrefixFrom(a, a.BitLen())
+	}
+	return out
+}

@@ -1,0 +1,212 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pias-net/pias/router"
+)
+
+// Membership is one group a target joins, with the local port its service
+// listens on.
+type Membership struct {
+	Group router.Group
+	Port  uint16
+}
+
+// TargetConfig is what a target's control plane needs.
+type TargetConfig struct {
+	Name        string
+	Groups      []Membership
+	ControlPort uint16
+	Keepalive   time.Duration // default 5s
+	// Dial opens a UDP socket to raddr on the target's host interface.
+	Dial func(raddr netip.AddrPort) (net.Conn, error)
+	// OnEvent, if set, hears "joined", "refused" and "rejoin" events.
+	OnEvent func(Event)
+}
+
+// Target keeps a target's groups joined: JOIN to each group's anycast
+// address (which reaches the attached proxy, its JAP), then keepalives; a
+// keepalive answered "unknown" makes it join again.
+type Target struct {
+	cfg    TargetConfig
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	joined map[router.Group]bool
+	errs   map[router.Group]string
+	change chan struct{}
+}
+
+// StartTarget starts joining every group of cfg in the background.
+func StartTarget(cfg TargetConfig) (*Target, error) {
+	if cfg.Dial == nil {
+		return nil, errors.New("overlay: target needs a dialer")
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = 5 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &Target{cfg: cfg, cancel: cancel, joined: map[router.Group]bool{}, errs: map[router.Group]string{}, change: make(chan struct{})}
+	for _, m := range cfg.Groups {
+		c, err := cfg.Dial(netip.AddrPortFrom(m.Group.Addr, cfg.ControlPort))
+		if err != nil {
+			cancel()
+			t.wg.Wait()
+			return nil, fmt.Errorf("join %s: %w", m.Group, err)
+		}
+		t.wg.Add(1)
+		go t.run(ctx, c, m)
+	}
+	return t, nil
+}
+
+// Joined reports whether every group is joined right now.
+func (t *Target) Joined() bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.joined) == len(t.cfg.Groups)
+}
+
+// WaitJoined waits until every group is joined, or a join is refused, or ctx ends.
+func (t *Target) WaitJoined(ctx context.Context) error {
+	for {
+		t.mu.Lock()
+		n, ch := len(t.joined), t.change
+		for g, why := range t.errs {
+			t.mu.Unlock()
+			return fmt.Errorf("join %s refused: %s", g, why)
+		}
+		t.mu.Unlock()
+		if n == len(t.cfg.Groups) {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("groups not joined: %w", ctx.Err())
+		}
+	}
+}
+
+// Close leaves every group (best effort) and stops.
+func (t *Target) Close() {
+	t.cancel()
+	t.wg.Wait()
+}
+
+func (t *Target) setJoined(g router.Group, ok bool, refused string) {
+	t.mu.Lock()
+	if ok {
+		t.joined[g] = true
+	} else {
+		delete(t.joined, g)
+	}
+	if refused != "" {
+		t.errs[g] = refused
+	}
+	close(t.change)
+	t.change = make(chan struct{})
+	t.mu.Unlock()
+}
+
+func (t *Target) event(e Event) {
+	if t.cfg.OnEvent != nil {
+		e.Name = t.cfg.Name
+		t.cfg.OnEvent(e)
+	}
+}
+
+// run keeps one membership alive over its own socket.
+func (t *Target) run(ctx context.Context, c net.Conn, m Membership) {
+	defer t.wg.Done()
+	defer c.Close()
+	var seq uint32
+	buf := make([]byte, 2048)
+	joined := false
+	misses := 0
+	exchange := func(typ Type, wait time.Duration) (*Message, error) {
+		seq++
+		req := Message{Type: typ, Seq: seq, Group: m.Group, Port: m.Port, Name: t.cfg.Name}
+		b, err := req.AppendBinary(nil)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := c.Write(b); err != nil {
+			return nil, err
+		}
+		deadline := time.Now().Add(wait)
+		for {
+			c.SetReadDeadline(deadline)
+			n, err := c.Read(buf)
+			if err != nil {
+				return nil, err
+			}
+			var ack Message
+			if ack.UnmarshalBinary(buf[:n]) == nil && ack.Seq == seq {
+				return &ack, nil
+			}
+		}
+	}
+	for {
+		if ctx.Err() != nil {
+			if joined {
+				exchange(TypeLeave, 200*time.Millisecond)
+			}
+			return
+		}
+		if !joined {
+			ack, err := exchange(TypeJoin, 500*time.Millisecond)
+			switch {
+			case err != nil:
+				// No answer yet (tunnel still coming up): try again at once.
+				continue
+			case ack.Status == StatusRefused:
+				t.event(Event{Kind: "refused", Group: m.Group, Reason: ack.Reason})
+				t.setJoined(m.Group, false, ack.Reason)
+				sleep(ctx, t.cfg.Keepalive)
+				continue
+			}
+			joined, misses = true, 0
+			t.event(Event{Kind: "joined", Group: m.Group, Target: netip.AddrPortFrom(netip.Addr{}, m.Port)})
+			t.setJoined(m.Group, true, "")
+		}
+		if !sleep(ctx, t.cfg.Keepalive) {
+			continue
+		}
+		ack, err := exchange(TypeKeepalive, t.cfg.Keepalive)
+		switch {
+		case err != nil:
+			if misses++; misses >= 3 {
+				joined = false
+				t.setJoined(m.Group, false, "")
+			}
+		case ack.Status != StatusOK:
+			// The proxy that heard us does not know us: join it.
+			t.event(Event{Kind: "rejoin", Group: m.Group})
+			joined = false
+			t.setJoined(m.Group, false, "")
+		default:
+			misses = 0
+		}
+	}
+}
+
+// sleep waits d or until ctx ends; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}

@@ -1,0 +1,478 @@
+// Package overlay is the control plane of pias: membership, health
+// monitoring, RAP hashing, joins, resolution, and the control messages
+// exchanged on the control port.
+package overlay
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/pias-net/pias/router"
+)
+
+// Version is the version of the control message format.
+const Version = 1
+
+// Wire format limits.
+const (
+	// HeaderLen is the size of the header every message starts with: magic
+	// "PI", version, type, and seq.
+	HeaderLen = 8
+	// MaxString is the longest string a message can carry, in bytes.
+	MaxString = 255
+	// MaxJAPs is the most JAPs a ResolveReply can carry.
+	MaxJAPs = 64
+	// MaxLen is the size of the longest valid message: a ResolveReply with an
+	// IPv6 group, the longest reason, and MaxJAPs IPv6 JAPs.
+	MaxLen = HeaderLen + maxGroupLen + 1 + 1 + MaxString + 4 + 1 + MaxJAPs*(1+16+4)
+
+	maxGroupLen = 1 + 16 + 2 + 1
+)
+
+// magic starts every control message.
+const magic0, magic1 = 'P', 'I'
+
+// Type is the type of a control message.
+type Type uint8
+
+// Message types.
+const (
+	// TypeJoin: target → anycast address (delivered to its JAP): join Group.
+	TypeJoin Type = 1 + iota
+	// TypeJoinAck: JAP → target: the answer to a TypeJoin.
+	TypeJoinAck
+	// TypeLeave: target → JAP: leave Group.
+	TypeLeave
+	// TypeKeepalive: target → anycast address: still here.
+	TypeKeepalive
+	// TypeKeepaliveAck: JAP → target: the answer to a TypeKeepalive;
+	// StatusUnknown means the target must join again.
+	TypeKeepaliveAck
+	// TypeRegister: JAP → RAP: I have Targets targets of Group.
+	TypeRegister
+	// TypeResolve: IAP → RAP: which JAPs serve Group?
+	TypeResolve
+	// TypeResolveReply: RAP → IAP: the answer to a TypeResolve.
+	TypeResolveReply
+
+	typeEnd // one past the last type
+)
+
+var typeNames = [...]string{
+	TypeJoin:         "join",
+	TypeJoinAck:      "join-ack",
+	TypeLeave:        "leave",
+	TypeKeepalive:    "keepalive",
+	TypeKeepaliveAck: "keepalive-ack",
+	TypeRegister:     "register",
+	TypeResolve:      "resolve",
+	TypeResolveReply: "resolve-reply",
+}
+
+// String names t, e.g. "join-ack".
+func (t Type) String() string {
+	if t.valid() {
+		return typeNames[t]
+	}
+	return "type(" + strconv.Itoa(int(t)) + ")"
+}
+
+func (t Type) valid() bool { return t >= TypeJoin && t < typeEnd }
+
+// Status is the outcome carried by acks and resolve replies.
+type Status uint8
+
+// Statuses.
+const (
+	// StatusOK: done.
+	StatusOK Status = iota
+	// StatusUnknown: the proxy does not know this target (re-register), or
+	// the RAP knows no JAP for this group.
+	StatusUnknown
+	// StatusRefused: the proxy will not do it; Reason says why.
+	StatusRefused
+
+	statusEnd
+)
+
+// String names s, e.g. "refused".
+func (s Status) String() string {
+	switch s {
+	case StatusOK:
+		return "ok"
+	case StatusUnknown:
+		return "unknown"
+	case StatusRefused:
+		return "refused"
+	}
+	return "status(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Message is a control message. Only the fields meaningful for its Type are
+// encoded; the others are ignored by AppendBinary and zero after
+// UnmarshalBinary.
+//
+// Wire format (integers big-endian):
+//
+//	header   "PI" version:u8 type:u8 seq:u32
+//	group    addr port:u16 proto:u8
+//	addr     family:u8 (4 or 6) then 4 or 16 bytes
+//	string   length:u8 then that many bytes of UTF-8
+//
+//	Join          group port:u16 name:string
+//	JoinAck       group status:u8 reason:string
+//	Leave         group port:u16
+//	Keepalive     group port:u16
+//	KeepaliveAck  group status:u8 reason:string
+//	Register      group name:string targets:u32 ttl_ms:u32
+//	Resolve       group
+//	ResolveReply  group status:u8 reason:string ttl_ms:u32 n:u8 n×(addr targets:u32)
+type Message struct {
+	Type    Type
+	Seq     uint32       // matches replies to requests
+	Group   router.Group // all types
+	Port    uint16       // Join, Leave, Keepalive: the target's local service port
+	Name    string       // Join: the target's name (logs); Register: the JAP's name
+	Status  Status       // JoinAck, KeepaliveAck, ResolveReply
+	Reason  string       // JoinAck, KeepaliveAck, ResolveReply: why (with StatusRefused)
+	Targets uint32       // Register: targets the JAP has for Group (0 withdraws)
+	// TTL is, in a Register, how long the RAP keeps it; in a ResolveReply,
+	// how long the IAP may cache it. It travels in whole milliseconds
+	// (truncated), at most math.MaxUint32 of them.
+	TTL  time.Duration
+	JAPs []router.JAP // ResolveReply: at most MaxJAPs, Targets in [0, MaxUint32]
+}
+
+// fields says which optional fields a type carries.
+type fields uint8
+
+const (
+	fPort fields = 1 << iota
+	fName
+	fStatus // and Reason
+	fRegister
+	fResolveReply
+)
+
+var typeFields = [...]fields{
+	TypeJoin:         fPort | fName,
+	TypeJoinAck:      fStatus,
+	TypeLeave:        fPort,
+	TypeKeepalive:    fPort,
+	TypeKeepaliveAck: fStatus,
+	TypeRegister:     fName | fRegister,
+	TypeResolve:      0,
+	TypeResolveReply: fStatus | fResolveReply,
+}
+
+// MarshalBinary encodes m into a new slice.
+func (m *Message) MarshalBinary() ([]byte, error) {
+	return m.AppendBinary(make([]byte, 0, 64))
+}
+
+// AppendBinary appends the encoding of m to b. It fails, returning b as it
+// was, when m cannot be encoded: unknown type or status, an invalid group, a
+// string too long or not UTF-8, a TTL out of range, or too many or invalid
+// JAPs.
+func (m *Message) AppendBinary(b []byte) ([]byte, error) {
+	if !m.Type.valid() {
+		return b, fmt.Errorf("pias message: cannot encode unknown %v", m.Type)
+	}
+	if err := checkGroup(m.Group); err != nil {
+		return b, fmt.Errorf("pias message: cannot encode %v: %v", m.Type, err)
+	}
+	f := typeFields[m.Type]
+	orig := b
+	fail := func(format string, args ...any) ([]byte, error) {
+		return orig, fmt.Errorf("pias message: cannot encode %v for %v: %s", m.Type, m.Group, fmt.Sprintf(format, args...))
+	}
+	b = append(b, magic0, magic1, Version, byte(m.Type))
+	b = binary.BigEndian.AppendUint32(b, m.Seq)
+	b = appendAddr(b, m.Group.Addr)
+	b = binary.BigEndian.AppendUint16(b, m.Group.Port)
+	b = append(b, m.Group.Proto)
+	if f&fPort != 0 {
+		b = binary.BigEndian.AppendUint16(b, m.Port)
+	}
+	if f&fName != 0 {
+		if err := checkString(m.Name); err != nil {
+			return fail("name: %v", err)
+		}
+		b = appendString(b, m.Name)
+	}
+	if f&fStatus != 0 {
+		if m.Status >= statusEnd {
+			return fail("unknown %v", m.Status)
+		}
+		if err := checkString(m.Reason); err != nil {
+			return fail("reason: %v", err)
+		}
+		b = append(b, byte(m.Status))
+		b = appendString(b, m.Reason)
+	}
+	if f&(fRegister|fResolveReply) != 0 {
+		ms, err := ttlMillis(m.TTL)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if f&fRegister != 0 {
+			b = binary.BigEndian.AppendUint32(b, m.Targets)
+		}
+		b = binary.BigEndian.AppendUint32(b, ms)
+	}
+	if f&fResolveReply != 0 {
+		if len(m.JAPs) > MaxJAPs {
+			return fail("%d JAPs, at most %d fit", len(m.JAPs), MaxJAPs)
+		}
+		b = append(b, byte(len(m.JAPs)))
+		for i, j := range m.JAPs {
+			if err := checkAddr(j.Addr); err != nil {
+				return fail("JAP %d: %v", i, err)
+			}
+			if j.Targets < 0 || uint64(j.Targets) > math.MaxUint32 {
+				return fail("JAP %v: target count %d out of range", j.Addr, j.Targets)
+			}
+			b = appendAddr(b, j.Addr)
+			b = binary.BigEndian.AppendUint32(b, uint32(j.Targets))
+		}
+	}
+	return b, nil
+}
+
+// UnmarshalBinary decodes b, which must be exactly one message, into m. It
+// is strict: every byte sequence it accepts is the one AppendBinary makes of
+// the result. On error m is left unchanged.
+func (m *Message) UnmarshalBinary(b []byte) error {
+	d := decoder{b: b}
+	if len(b) < HeaderLen {
+		if len(b) >= 2 && (b[0] != magic0 || b[1] != magic1) {
+			return errors.New("pias message: bad magic")
+		}
+		return fmt.Errorf("pias message: truncated header (%d bytes)", len(b))
+	}
+	if b[0] != magic0 || b[1] != magic1 {
+		return errors.New("pias message: bad magic")
+	}
+	if b[2] != Version {
+		return fmt.Errorf("pias message: unknown version %d (want %d)", b[2], Version)
+	}
+	var n Message
+	n.Type = Type(b[3])
+	if !n.Type.valid() {
+		return fmt.Errorf("pias message: unknown %v", n.Type)
+	}
+	n.Seq = binary.BigEndian.Uint32(b[4:])
+	d.b = b[HeaderLen:]
+	d.what = n.Type.String()
+
+	n.Group.Addr = d.addr("group address family", "group address")
+	n.Group.Port = d.u16("group port")
+	n.Group.Proto = d.u8("group protocol")
+	if d.err == nil {
+		if err := checkGroup(n.Group); err != nil {
+			d.fail(err)
+		}
+	}
+	f := typeFields[n.Type]
+	if f&fPort != 0 {
+		n.Port = d.u16("port")
+	}
+	if f&fName != 0 {
+		n.Name = d.str("name length", "name")
+	}
+	if f&fStatus != 0 {
+		n.Status = Status(d.u8("status"))
+		if d.err == nil && n.Status >= statusEnd {
+			d.fail(fmt.Errorf("unknown %v", n.Status))
+		}
+		n.Reason = d.str("reason length", "reason")
+	}
+	if f&fRegister != 0 {
+		n.Targets = d.u32("target count")
+	}
+	if f&(fRegister|fResolveReply) != 0 {
+		n.TTL = time.Duration(d.u32("ttl")) * time.Millisecond
+	}
+	if f&fResolveReply != 0 {
+		count := int(d.u8("JAP count"))
+		if d.err == nil && count > MaxJAPs {
+			d.fail(fmt.Errorf("%d JAPs, at most %d allowed", count, MaxJAPs))
+		}
+		if d.err == nil && count > 0 {
+			n.JAPs = make([]router.JAP, 0, min(count, len(d.b)/(1+4+4)))
+			for i := 0; i < count && d.err == nil; i++ {
+				a := d.addr("JAP address family", "JAP address")
+				t := d.u32("JAP target count")
+				if uint64(t) > math.MaxInt {
+					d.fail(fmt.Errorf("JAP %v: target count %d does not fit an int", a, t))
+				}
+				n.JAPs = append(n.JAPs, router.JAP{Addr: a, Targets: int(t)})
+			}
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
+	}
+	if d.err != nil {
+		return fmt.Errorf("pias message: %s: %v", d.what, d.err)
+	}
+	*m = n
+	return nil
+}
+
+// decoder reads fields off b until the first error, after which every read
+// returns zero.
+type decoder struct {
+	b    []byte
+	what string
+	err  error
+}
+
+func (d *decoder) fail(err error) {
+	if d.err == nil {
+		d.err = err
+	}
+}
+
+func (d *decoder) take(n int, field string) []byte {
+	if d.err != nil {
+		return nil
+	}
+	if len(d.b) < n {
+		d.err = fmt.Errorf("truncated %s", field)
+		return nil
+	}
+	p := d.b[:n]
+	d.b = d.b[n:]
+	return p
+}
+
+func (d *decoder) u8(field string) uint8 {
+	if p := d.take(1, field); p != nil {
+		return p[0]
+	}
+	return 0
+}
+
+func (d *decoder) u16(field string) uint16 {
+	if p := d.take(2, field); p != nil {
+		return binary.BigEndian.Uint16(p)
+	}
+	return 0
+}
+
+func (d *decoder) u32(field string) uint32 {
+	if p := d.take(4, field); p != nil {
+		return binary.BigEndian.Uint32(p)
+	}
+	return 0
+}
+
+func (d *decoder) addr(famField, field string) netip.Addr {
+	switch fam := d.u8(famField); {
+	case d.err != nil:
+	case fam == 4:
+		if p := d.take(4, field); p != nil {
+			return netip.AddrFrom4([4]byte(p))
+		}
+	case fam == 6:
+		if p := d.take(16, field); p != nil {
+			a := netip.AddrFrom16([16]byte(p))
+			if a.Is4In6() {
+				d.fail(fmt.Errorf("%s %v: IPv4-mapped IPv6 (send it as family 4)", field, a))
+				return netip.Addr{}
+			}
+			return a
+		}
+	default:
+		d.fail(fmt.Errorf("%s: invalid address family %d", field, fam))
+	}
+	return netip.Addr{}
+}
+
+func (d *decoder) str(lenField, field string) string {
+	n := int(d.u8(lenField))
+	p := d.take(n, field)
+	if d.err != nil {
+		return ""
+	}
+	if !utf8.Valid(p) {
+		d.fail(fmt.Errorf("%s is not UTF-8", field))
+		return ""
+	}
+	return string(p)
+}
+
+// checkAddr reports whether a can be encoded: a valid IPv4 or IPv6 address
+// without zone that is not IPv4-mapped.
+func checkAddr(a netip.Addr) error {
+	switch {
+	case !a.IsValid():
+		return errors.New("invalid address")
+	case a.Zone() != "":
+		return fmt.Errorf("address %v has a zone", a)
+	case a.Is4In6():
+		return fmt.Errorf("address %v is IPv4-mapped IPv6", a)
+	}
+	return nil
+}
+
+// checkGroup reports whether g is a group a message may carry: a TCP or UDP
+// service port, or the echo pseudo-group of its address.
+func checkGroup(g router.Group) error {
+	if err := checkAddr(g.Addr); err != nil {
+		return fmt.Errorf("group: %v", err)
+	}
+	switch g.Proto {
+	case router.ProtoTCP, router.ProtoUDP:
+		if g.Port == 0 {
+			return fmt.Errorf("group %v: port 0 is not a service port", g)
+		}
+	case router.ProtoICMP, router.ProtoICMPv6:
+		if g != router.EchoGroup(g.Addr) {
+			return fmt.Errorf("group %v: an echo group needs port 0 and icmp with IPv4, icmpv6 with IPv6", g)
+		}
+	default:
+		return fmt.Errorf("group %v: protocol %d is not tcp, udp, or echo", g, g.Proto)
+	}
+	return nil
+}
+
+func checkString(s string) error {
+	if len(s) > MaxString {
+		return fmt.Errorf("%d bytes long, at most %d fit", len(s), MaxString)
+	}
+	if !utf8.ValidString(s) {
+		return errors.New("not UTF-8")
+	}
+	return nil
+}
+
+func ttlMillis(d time.Duration) (uint32, error) {
+	ms := d.Milliseconds()
+	if d < 0 || ms > math.MaxUint32 {
+		return 0, fmt.Errorf("ttl %v out of range [0, %v]", d, time.Duration(math.MaxUint32)*time.Millisecond)
+	}
+	return uint32(ms), nil
+}
+
+// appendAddr appends a, which checkAddr accepted.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if a.Is4() {
+		a4 := a.As4()
+		return append(append(b, 4), a4[:]...)
+	}
+	a16 := a.As16()
+	return append(append(b, 6), a16[:]...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = append(b, byte(len(s)))
+	return append(b, s...)
+}

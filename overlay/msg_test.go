@@ -1,0 +1,523 @@
+package overlay
+
+import (
+	"bytes"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pias-net/pias/router"
+)
+
+var updateCorpus = flag.Bool("update-corpus", false, "rewrite the seed corpus in testdata/fuzz/FuzzMessage")
+
+var (
+	g4     = router.Group{Addr: netip.MustParseAddr("100.65.0.1"), Port: 80, Proto: router.ProtoTCP}
+	g6     = router.Group{Addr: netip.MustParseAddr("fd65::1"), Port: 53, Proto: router.ProtoUDP}
+	echo4  = router.EchoGroup(netip.MustParseAddr("100.65.0.2"))
+	echo6  = router.EchoGroup(netip.MustParseAddr("fd65::2"))
+	maxStr = strings.Repeat("é", 127) + "x" // 255 bytes of UTF-8
+)
+
+func manyJAPs(n int) []router.JAP {
+	js := make([]router.JAP, n)
+	for i := range js {
+		if i%2 == 0 {
+			js[i] = router.JAP{Addr: netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), Targets: i}
+		} else {
+			js[i] = router.JAP{Addr: netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x64, 14: byte(i >> 8), 15: byte(i)}), Targets: math.MaxUint32 - i}
+		}
+	}
+	return js
+}
+
+type roundTrip struct {
+	name string
+	m    Message
+}
+
+// roundTripMessage returns the message of the round trip test called name.
+func roundTripMessage(name string) Message {
+	i := slices.IndexFunc(roundTrips, func(tc roundTrip) bool { return tc.name == name })
+	return roundTrips[i].m
+}
+
+// roundTrips are valid messages, each with only the fields its type carries.
+var roundTrips = []roundTrip{
+	{"join", Message{Type: TypeJoin, Seq: 1, Group: g4, Port: 8080, Name: "web-1"}},
+	{"join-v6-echo", Message{Type: TypeJoin, Seq: math.MaxUint32, Group: echo6, Port: 0, Name: ""}},
+	{"join-long-name", Message{Type: TypeJoin, Seq: 2, Group: g6, Port: 53, Name: maxStr}},
+	{"join-ack", Message{Type: TypeJoinAck, Seq: 1, Group: g4, Status: StatusOK}},
+	{"join-ack-refused", Message{Type: TypeJoinAck, Seq: 3, Group: g6, Status: StatusRefused, Reason: "group not allowed by certificate"}},
+	{"leave", Message{Type: TypeLeave, Seq: 4, Group: g6, Port: 5353}},
+	{"keepalive", Message{Type: TypeKeepalive, Seq: 5, Group: echo4, Port: 1}},
+	{"keepalive-ack", Message{Type: TypeKeepaliveAck, Seq: 5, Group: g4, Status: StatusOK}},
+	{"keepalive-ack-unknown", Message{Type: TypeKeepaliveAck, Seq: 6, Group: g4, Status: StatusUnknown}},
+	{"keepalive-ack-refused", Message{Type: TypeKeepaliveAck, Seq: 6, Group: g6, Status: StatusRefused, Reason: maxStr}},
+	{"register", Message{Type: TypeRegister, Seq: 7, Group: g4, Name: "proxy-a", Targets: 12, TTL: 90 * time.Second}},
+	{"register-withdraw", Message{Type: TypeRegister, Seq: 8, Group: g6, Name: "proxy-b", Targets: 0, TTL: 0}},
+	{"register-max", Message{Type: TypeRegister, Seq: 9, Group: echo6, Name: maxStr, Targets: math.MaxUint32, TTL: math.MaxUint32 * time.Millisecond}},
+	{"resolve", Message{Type: TypeResolve, Seq: 10, Group: g4}},
+	{"resolve-v6", Message{Type: TypeResolve, Seq: 0, Group: echo6}},
+	{"resolve-reply", Message{Type: TypeResolveReply, Seq: 10, Group: g4, Status: StatusOK, TTL: 30 * time.Second,
+		JAPs: []router.JAP{{Addr: netip.MustParseAddr("100.64.0.2"), Targets: 3}, {Addr: netip.MustParseAddr("100.64.0.9"), Targets: 0}}}},
+	{"resolve-reply-none", Message{Type: TypeResolveReply, Seq: 11, Group: g6, Status: StatusUnknown, TTL: 5 * time.Second}},
+	{"resolve-reply-max", Message{Type: TypeResolveReply, Seq: 12, Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Millisecond, JAPs: manyJAPs(MaxJAPs)}},
+}
+
+func messagesEqual(a, b *Message) bool {
+	return a.Type == b.Type && a.Seq == b.Seq && a.Group == b.Group && a.Port == b.Port &&
+		a.Name == b.Name && a.Status == b.Status && a.Reason == b.Reason &&
+		a.Targets == b.Targets && a.TTL == b.TTL && slices.Equal(a.JAPs, b.JAPs)
+}
+
+func TestRoundTrip(t *testing.T) {
+	seen := map[Type]bool{}
+	for _, tc := range roundTrips {
+		t.Run(tc.name, func(t *testing.T) {
+			seen[tc.m.Type] = true
+			prefix := []byte("prefix")
+			b, err := tc.m.AppendBinary(prefix)
+			if err != nil {
+				t.Fatalf("AppendBinary: %v", err)
+			}
+			if !bytes.HasPrefix(b, []byte("prefix")) {
+				t.Fatalf("AppendBinary clobbered the prefix: %q", b)
+			}
+			b = b[len(prefix):]
+			if len(b) > MaxLen {
+				t.Errorf("encoding is %d bytes, MaxLen is %d", len(b), MaxLen)
+			}
+			var got Message
+			if err := got.UnmarshalBinary(b); err != nil {
+				t.Fatalf("UnmarshalBinary(%x): %v", b, err)
+			}
+			if !messagesEqual(&got, &tc.m) {
+				t.Fatalf("round trip:\n got %+v\nwant %+v", got, tc.m)
+			}
+			b2, err := got.MarshalBinary()
+			if err != nil || !bytes.Equal(b, b2) {
+				t.Fatalf("re-encoding differs: %x, %v\nwant %x", b2, err, b)
+			}
+		})
+	}
+	for ty := TypeJoin; ty < typeEnd; ty++ {
+		if !seen[ty] {
+			t.Errorf("no round trip test of %v", ty)
+		}
+	}
+}
+
+// TestMaxLen checks MaxLen is the size of the largest message.
+func TestMaxLen(t *testing.T) {
+	js := manyJAPs(MaxJAPs)
+	for i := range js {
+		js[i].Addr = netip.AddrFrom16([16]byte{0: 0xfd, 15: byte(i)})
+	}
+	m := Message{Type: TypeResolveReply, Group: g6, Status: StatusRefused, Reason: maxStr, JAPs: js}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != MaxLen {
+		t.Errorf("largest message is %d bytes, MaxLen is %d", len(b), MaxLen)
+	}
+}
+
+// TestOnlyMeaningfulFields checks that fields a type does not carry are
+// neither encoded nor decoded.
+func TestOnlyMeaningfulFields(t *testing.T) {
+	for _, tc := range roundTrips {
+		full := tc.m
+		full.Port = 9
+		full.Name = "n"
+		full.Status = StatusRefused
+		full.Reason = "r"
+		full.Targets = 9
+		full.TTL = 9 * time.Second
+		full.JAPs = []router.JAP{{Addr: netip.MustParseAddr("100.64.0.9"), Targets: 9}}
+		b, err := full.MarshalBinary()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var got Message
+		if err := got.UnmarshalBinary(b); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		want := Message{Type: full.Type, Seq: full.Seq, Group: full.Group}
+		f := typeFields[full.Type]
+		if f&fPort != 0 {
+			want.Port = full.Port
+		}
+		if f&fName != 0 {
+			want.Name = full.Name
+		}
+		if f&fStatus != 0 {
+			want.Status, want.Reason = full.Status, full.Reason
+		}
+		if f&fRegister != 0 {
+			want.Targets = full.Targets
+		}
+		if f&(fRegister|fResolveReply) != 0 {
+			want.TTL = full.TTL
+		}
+		if f&fResolveReply != 0 {
+			want.JAPs = full.JAPs
+		}
+		if !messagesEqual(&got, &want) {
+			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, got, want)
+		}
+	}
+}
+
+// TestWireFormat pins the bytes of a few messages.
+func TestWireFormat(t *testing.T) {
+	for _, tc := range []struct {
+		m   Message
+		hex string
+	}{
+		{
+			Message{Type: TypeJoin, Seq: 0x01020304, Group: g4, Port: 8080, Name: "web1"},
+			"5049" + "01" + "01" + "01020304" + "04" + "64410001" + "0050" + "06" + "1f90" + "04" + hex.EncodeToString([]byte("web1")),
+		},
+		{
+			Message{Type: TypeKeepaliveAck, Seq: 9, Group: echo4, Status: StatusUnknown},
+			"5049" + "01" + "05" + "00000009" + "04" + "64410002" + "0000" + "01" + "01" + "00",
+		},
+		{
+			Message{Type: TypeRegister, Seq: 1, Group: g4, Name: "p", Targets: 258, TTL: 90 * time.Second},
+			"5049" + "01" + "06" + "00000001" + "04" + "64410001" + "0050" + "06" + "01" + "70" + "00000102" + "00015f90",
+		},
+		{
+			Message{Type: TypeResolveReply, Seq: 7, Group: g6, Status: StatusOK, TTL: 1500 * time.Millisecond,
+				JAPs: []router.JAP{{Addr: netip.MustParseAddr("100.64.0.2"), Targets: 3}}},
+			"5049" + "01" + "08" + "00000007" + "06" + "fd650000000000000000000000000001" + "0035" + "11" +
+				"00" + "00" + "000005dc" + "01" + "04" + "64400002" + "00000003",
+		},
+	} {
+		b, err := tc.m.MarshalBinary()
+		if err != nil {
+			t.Fatalf("%v: %v", tc.m.Type, err)
+		}
+		if got := hex.EncodeToString(b); got != tc.hex {
+			t.Errorf("%v:\n got %s\nwant %s", tc.m.Type, got, tc.hex)
+		}
+	}
+}
+
+func TestTTLTruncatedToMillis(t *testing.T) {
+	m := Message{Type: TypeRegister, Group: g4, TTL: 1500*time.Microsecond + 999*time.Nanosecond}
+	b, err := m.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got Message
+	if err := got.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if got.TTL != time.Millisecond {
+		t.Errorf("TTL %v came back as %v, want 1ms", m.TTL, got.TTL)
+	}
+}
+
+func mustHex(s string) []byte {
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func TestUnmarshalMalformed(t *testing.T) {
+	const (
+		hdrJoin   = "5049" + "01" + "01" + "00000001"
+		hdrAck    = "5049" + "01" + "02" + "00000001"
+		hdrReg    = "5049" + "01" + "06" + "00000001"
+		hdrRes    = "5049" + "01" + "07" + "00000001"
+		hdrReply  = "5049" + "01" + "08" + "00000001"
+		grp4      = "04" + "64410001" + "0050" + "06"
+		jap4      = "04" + "64400002" + "00000003"
+		replyHead = hdrReply + grp4 + "00" + "00" + "00001000"
+	)
+	for _, tc := range []struct {
+		name, hex, want string
+	}{
+		{"empty", "", "truncated header"},
+		{"one byte", "50", "truncated header"},
+		{"short bad magic", "5850", "bad magic"},
+		{"bad magic", "5049"[:2] + "58" + "01" + "07" + "00000001" + grp4, "bad magic"},
+		{"version 0", "5049" + "00" + "07" + "00000001" + grp4, "unknown version 0"},
+		{"version 2", "5049" + "02" + "07" + "00000001" + grp4, "unknown version 2"},
+		{"type 0", "5049" + "01" + "00" + "00000001" + grp4, "unknown type(0)"},
+		{"type 9", "5049" + "01" + "09" + "00000001" + grp4, "unknown type(9)"},
+		{"type 255", "5049" + "01" + "ff" + "00000001" + grp4, "unknown type(255)"},
+		{"truncated seq", "5049" + "01" + "07" + "000000", "truncated header"},
+		{"no group", hdrRes, "truncated group address family"},
+		{"family 0", hdrRes + "00" + "64410001" + "0050" + "06", "invalid address family 0"},
+		{"family 5", hdrRes + "05" + "64410001" + "0050" + "06", "invalid address family 5"},
+		{"truncated v4 address", hdrRes + "04" + "644100", "truncated group address"},
+		{"truncated v6 address", hdrRes + "06" + "fd65000000000000", "truncated group address"},
+		{"mapped v6 address", hdrRes + "06" + "00000000000000000000ffff64410001" + "0050" + "06", "IPv4-mapped"},
+		{"truncated port", hdrRes + "04" + "64410001" + "00", "truncated group port"},
+		{"truncated proto", hdrRes + "04" + "64410001" + "0050", "truncated group protocol"},
+		{"proto ipip", hdrRes + "04" + "64410001" + "0050" + "04", "protocol 4"},
+		{"proto 0", hdrRes + "04" + "64410001" + "0050" + "00", "protocol 0"},
+		{"tcp port 0", hdrRes + "04" + "64410001" + "0000" + "06", "port 0"},
+		{"udp port 0", hdrRes + "04" + "64410001" + "0000" + "11", "port 0"},
+		{"icmp with port", hdrRes + "04" + "64410001" + "0001" + "01", "echo group"},
+		{"icmp with v6", hdrRes + "06" + "fd650000000000000000000000000001" + "0000" + "01", "echo group"},
+		{"icmpv6 with v4", hdrRes + "04" + "64410001" + "0000" + "3a", "echo group"},
+		{"resolve trailing", hdrRes + grp4 + "00", "1 trailing bytes"},
+		{"join no port", hdrJoin + grp4, "truncated port"},
+		{"join no name", hdrJoin + grp4 + "1f90", "truncated name length"},
+		{"join short name", hdrJoin + grp4 + "1f90" + "05" + "77656231", "truncated name"},
+		{"join name not utf-8", hdrJoin + grp4 + "1f90" + "02" + "c328", "name is not UTF-8"},
+		{"join trailing", hdrJoin + grp4 + "1f90" + "00" + "00", "1 trailing bytes"},
+		{"ack no status", hdrAck + grp4, "truncated status"},
+		{"ack status 3", hdrAck + grp4 + "03" + "00", "unknown status(3)"},
+		{"ack no reason", hdrAck + grp4 + "02", "truncated reason length"},
+		{"ack short reason", hdrAck + grp4 + "02" + "03" + "6e6f", "truncated reason"},
+		{"ack reason not utf-8", hdrAck + grp4 + "02" + "01" + "ff", "reason is not UTF-8"},
+		{"register no targets", hdrReg + grp4 + "01" + "70" + "000001", "truncated target count"},
+		{"register no ttl", hdrReg + grp4 + "01" + "70" + "00000001" + "0000", "truncated ttl"},
+		{"register trailing", hdrReg + grp4 + "01" + "70" + "00000001" + "00000001" + "ff", "1 trailing bytes"},
+		{"reply no ttl", hdrReply + grp4 + "00" + "00" + "0000", "truncated ttl"},
+		{"reply no count", replyHead, "truncated JAP count"},
+		{"reply 65 JAPs", replyHead + "41" + strings.Repeat(jap4, 65), "65 JAPs"},
+		{"reply 255 JAPs", replyHead + "ff", "255 JAPs"},
+		{"reply missing JAP", replyHead + "02" + jap4, "truncated JAP address family"},
+		{"reply JAP family 7", replyHead + "01" + "07" + "64400002" + "00000003", "invalid address family 7"},
+		{"reply JAP mapped", replyHead + "01" + "06" + "00000000000000000000ffff64400002" + "00000003", "IPv4-mapped"},
+		{"reply JAP no targets", replyHead + "01" + "04" + "64400002" + "0000", "truncated JAP target count"},
+		{"reply trailing", replyHead + "01" + jap4 + "00", "1 trailing bytes"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := mustHex(tc.hex)
+			m := Message{Type: TypeResolve, Seq: 42, Group: g6}
+			before := m
+			err := m.UnmarshalBinary(b)
+			if err == nil {
+				t.Fatalf("UnmarshalBinary(%s) = nil, want error containing %q", tc.hex, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			if !strings.HasPrefix(err.Error(), "pias message: ") || strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q is not one line starting with %q", err, "pias message: ")
+			}
+			if !messagesEqual(&m, &before) {
+				t.Errorf("failed UnmarshalBinary changed the message to %+v", m)
+			}
+		})
+	}
+}
+
+func TestAppendBinaryErrors(t *testing.T) {
+	long := strings.Repeat("x", MaxString+1)
+	zoned := router.Group{Addr: netip.MustParseAddr("fe80::1%eth0"), Port: 80, Proto: router.ProtoTCP}
+	mapped := router.Group{Addr: netip.MustParseAddr("::ffff:100.65.0.1"), Port: 80, Proto: router.ProtoTCP}
+	jap := func(a string, n int) []router.JAP {
+		var addr netip.Addr
+		if a != "" {
+			addr = netip.MustParseAddr(a)
+		}
+		return []router.JAP{{Addr: addr, Targets: n}}
+	}
+	for _, tc := range []struct {
+		name string
+		m    Message
+		want string
+	}{
+		{"type 0", Message{Group: g4}, "unknown type(0)"},
+		{"type 9", Message{Type: typeEnd, Group: g4}, "unknown type(9)"},
+		{"zero group", Message{Type: TypeResolve}, "invalid address"},
+		{"zoned group", Message{Type: TypeResolve, Group: zoned}, "zone"},
+		{"mapped group", Message{Type: TypeResolve, Group: mapped}, "IPv4-mapped"},
+		{"tcp port 0", Message{Type: TypeResolve, Group: router.Group{Addr: g4.Addr, Proto: router.ProtoTCP}}, "port 0"},
+		{"proto ipip", Message{Type: TypeResolve, Group: router.Group{Addr: g4.Addr, Port: 80, Proto: router.ProtoIPIP}}, "protocol 4"},
+		{"echo with port", Message{Type: TypeResolve, Group: router.Group{Addr: g4.Addr, Port: 7, Proto: router.ProtoICMP}}, "echo group"},
+		{"icmpv6 with v4", Message{Type: TypeResolve, Group: router.Group{Addr: g4.Addr, Proto: router.ProtoICMPv6}}, "echo group"},
+		{"long name", Message{Type: TypeJoin, Group: g4, Name: long}, "name: 256 bytes"},
+		{"name not utf-8", Message{Type: TypeRegister, Group: g4, Name: "\xff"}, "name: not UTF-8"},
+		{"long reason", Message{Type: TypeJoinAck, Group: g4, Status: StatusRefused, Reason: long}, "reason: 256 bytes"},
+		{"status 3", Message{Type: TypeKeepaliveAck, Group: g4, Status: statusEnd}, "unknown status(3)"},
+		{"negative ttl", Message{Type: TypeRegister, Group: g4, TTL: -time.Nanosecond}, "out of range"},
+		{"ttl too long", Message{Type: TypeResolveReply, Group: g4, TTL: (math.MaxUint32 + 1) * time.Millisecond}, "out of range"},
+		{"65 JAPs", Message{Type: TypeResolveReply, Group: g4, JAPs: manyJAPs(MaxJAPs + 1)}, "65 JAPs"},
+		{"JAP zero address", Message{Type: TypeResolveReply, Group: g4, JAPs: jap("", 1)}, "JAP 0: invalid address"},
+		{"JAP mapped", Message{Type: TypeResolveReply, Group: g4, JAPs: jap("::ffff:100.64.0.1", 1)}, "IPv4-mapped"},
+		{"JAP negative", Message{Type: TypeResolveReply, Group: g4, JAPs: jap("100.64.0.1", -1)}, "out of range"},
+		{"JAP too many targets", Message{Type: TypeResolveReply, Group: g4, JAPs: jap("100.64.0.1", math.MaxUint32+1)}, "out of range"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			buf := []byte("keep")
+			b, err := tc.m.AppendBinary(buf)
+			if err == nil {
+				t.Fatalf("AppendBinary(%+v) succeeded: %x", tc.m, b)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not contain %q", err, tc.want)
+			}
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("error %q is not one line", err)
+			}
+			if string(b) != "keep" {
+				t.Errorf("failed AppendBinary returned %q, want the buffer unchanged", b)
+			}
+		})
+	}
+}
+
+func TestStrings(t *testing.T) {
+	for ty, want := range map[Type]string{
+		TypeJoin: "join", TypeJoinAck: "join-ack", TypeLeave: "leave", TypeKeepalive: "keepalive",
+		TypeKeepaliveAck: "keepalive-ack", TypeRegister: "register", TypeResolve: "resolve",
+		TypeResolveReply: "resolve-reply", 0: "type(0)", 200: "type(200)",
+	} {
+		if got := ty.String(); got != want {
+			t.Errorf("Type(%d).String() = %q, want %q", uint8(ty), got, want)
+		}
+	}
+	for s, want := range map[Status]string{StatusOK: "ok", StatusUnknown: "unknown", StatusRefused: "refused", 7: "status(7)"} {
+		if got := s.String(); got != want {
+			t.Errorf("Status(%d).String() = %q, want %q", uint8(s), got, want)
+		}
+	}
+}
+
+func TestAllocs(t *testing.T) {
+	m := roundTrips[len(roundTrips)-1].m
+	buf := make([]byte, 0, MaxLen)
+	if n := testing.AllocsPerRun(100, func() {
+		if _, err := m.AppendBinary(buf); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Errorf("AppendBinary into a large enough buffer: %v allocations, want 0", n)
+	}
+}
+
+// corpusSeeds are the committed seeds of FuzzMessage: one valid encoding of
+// each type and a few truncated ones.
+func corpusSeeds(t testing.TB) map[string][]byte {
+	seeds := map[string][]byte{}
+	for _, name := range []string{"join", "join-ack-refused", "leave", "keepalive", "keepalive-ack-unknown",
+		"register", "resolve", "resolve-reply", "resolve-reply-none"} {
+		m := roundTripMessage(name)
+		b, err := m.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		seeds["valid-"+name] = b
+	}
+	seeds["truncated-header"] = seeds["valid-resolve"][:5]
+	seeds["truncated-group"] = seeds["valid-resolve"][:HeaderLen+3]
+	seeds["truncated-join-name"] = seeds["valid-join"][:len(seeds["valid-join"])-1]
+	seeds["truncated-resolve-reply-jap"] = seeds["valid-resolve-reply"][:len(seeds["valid-resolve-reply"])-6]
+	return seeds
+}
+
+func corpusFile(b []byte) string {
+	return fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
+}
+
+// TestFuzzCorpus checks the committed seed corpus is what corpusSeeds
+// makes; go test -run TestFuzzCorpus -update-corpus rewrites it.
+func TestFuzzCorpus(t *testing.T) {
+	dir := filepath.Join("testdata", "fuzz", "FuzzMessage")
+	seeds := corpusSeeds(t)
+	if *updateCorpus {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, b := range seeds {
+			if err := os.WriteFile(filepath.Join(dir, name), []byte(corpusFile(b)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for name, b := range seeds {
+		got, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Errorf("%v (run go test -run TestFuzzCorpus -update-corpus)", err)
+			continue
+		}
+		if string(got) != corpusFile(b) {
+			t.Errorf("%s is stale (run go test -run TestFuzzCorpus -update-corpus)", name)
+		}
+		var m Message
+		err = m.UnmarshalBinary(b)
+		if valid := strings.HasPrefix(name, "valid-"); valid != (err == nil) {
+			t.Errorf("%s: UnmarshalBinary: %v", name, err)
+		}
+	}
+}
+
+func FuzzMessage(f *testing.F) {
+	for _, tc := range roundTrips {
+		b, err := tc.m.MarshalBinary()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m Message
+		if err := m.UnmarshalBinary(b); err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error is not one line: %q", err)
+			}
+			return
+		}
+		out, err := m.AppendBinary(nil)
+		if err != nil {
+			t.Fatalf("decoded %+v but cannot encode it: %v", m, err)
+		}
+		if !bytes.Equal(out, b) {
+			t.Fatalf("not canonical: decoded %+v from\n%x\nre-encoded as\n%x", m, b, out)
+		}
+		var m2 Message
+		if err := m2.UnmarshalBinary(out); err != nil {
+			t.Fatalf("cannot decode re-encoding %x: %v", out, err)
+		}
+		if !messagesEqual(&m, &m2) {
+			t.Fatalf("re-decoding differs:\n%+v\n%+v", m, m2)
+		}
+	})
+}
+
+func BenchmarkAppendBinary(b *testing.B) {
+	m := roundTrips[len(roundTrips)-1].m
+	buf := make([]byte, 0, MaxLen)
+	for b.Loop() {
+		if _, err := m.AppendBinary(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkUnmarshalBinary(b *testing.B) {
+	for _, name := range []string{"keepalive", "resolve-reply-max"} {
+		m := roundTripMessage(name)
+		enc, err := m.MarshalBinary()
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(name, func(b *testing.B) {
+			var m Message
+			for b.Loop() {
+				if err := m.UnmarshalBinary(enc); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

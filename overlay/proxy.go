@@ -1,0 +1,507 @@
+package overlay
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pias-net/pias/router"
+)
+
+// Member is a proxy of the overlay as every proxy knows it.
+type Member struct {
+	Name    string
+	Addr    netip.Addr // IPv4 overlay address: where its control port listens
+	Cluster string
+}
+
+// EdgePolicy is what a proxy lets one edge do: which groups it may join.
+type EdgePolicy struct {
+	Name   string
+	Groups []router.Group
+}
+
+// ProxyConfig is what a proxy's control plane needs.
+type ProxyConfig struct {
+	Self    Member
+	Members []Member // every proxy, self included (static full mesh for now)
+	// Edges maps each accepted edge's overlay addresses to its policy.
+	Edges       map[netip.Addr]*EdgePolicy
+	Replicas    int // RAPs per group (k)
+	ControlPort uint16
+	Router      *router.Router
+	// Send hands a complete IP packet to WireGuard.
+	Send func(pkt []byte) error
+	// Now is a monotonic clock in nanoseconds, the router's time base.
+	Now func() int64
+	// OnEvent, if set, is told what the control plane did (logs, the demo).
+	OnEvent func(Event)
+
+	TargetTimeout time.Duration // a target silent this long is dropped; default 15s
+	RegisterTTL   time.Duration // soft-state lifetime at RAPs; default 30s
+	CacheTTL      time.Duration // how long IAPs may cache an answer; default 10s
+	ResolveRetry  time.Duration // ask the next RAP after this; default 500ms
+}
+
+// Event is a control-plane happening worth telling a person about.
+type Event struct {
+	Proxy  string
+	Kind   string // "join", "leave", "expire", "register", "resolve", "resolved", "refuse"
+	Group  router.Group
+	Target netip.AddrPort // join, leave, expire
+	Name   string         // the target's or JAP's name
+	RAPs   []string       // register, resolve: the group's RAPs
+	JAPs   []router.JAP   // resolved
+	Reason string         // refuse
+}
+
+type target struct {
+	name     string
+	port     uint16
+	lastSeen int64
+}
+
+type rapEntry struct {
+	name    string
+	targets int
+	expires int64
+}
+
+type pendingResolve struct {
+	seq     uint32
+	tries   int
+	retryAt int64
+}
+
+// Proxy is the control plane of one proxy: JAP (targets that joined here and
+// their registration with RAPs), RAP (which JAPs serve a group) and IAP
+// (resolving groups for the router).
+type Proxy struct {
+	cfg     ProxyConfig
+	names   []string
+	byName  map[string]Member
+	byAddr  map[netip.Addr]Member
+	mu      sync.Mutex
+	seq     uint32
+	local   map[router.Group]map[netip.Addr]*target // JAP: targets joined here
+	regAt   map[router.Group]int64                  // JAP: when each group was last registered
+	rap     map[router.Group]map[netip.Addr]*rapEntry
+	pending map[router.Group]*pendingResolve
+	stats   ProxyStats
+}
+
+// ProxyStats counts control-plane work, for tests and status.
+type ProxyStats struct {
+	ResolvesSent, ResolvesAnswered, Registers, Joins uint64
+}
+
+// NewProxy checks cfg and returns a proxy control plane.
+func NewProxy(cfg ProxyConfig) (*Proxy, error) {
+	if cfg.Router == nil || cfg.Send == nil || cfg.Now == nil {
+		return nil, errors.New("overlay: proxy needs a router, a sender and a clock")
+	}
+	if !cfg.Self.Addr.Is4() {
+		return nil, fmt.Errorf("overlay: proxy %s has no IPv4 overlay address", cfg.Self.Name)
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 2
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.TargetTimeout, 15*time.Second)
+	def(&cfg.RegisterTTL, 30*time.Second)
+	def(&cfg.CacheTTL, 10*time.Second)
+	def(&cfg.ResolveRetry, 500*time.Millisecond)
+	p := &Proxy{
+		cfg:     cfg,
+		byName:  map[string]Member{},
+		byAddr:  map[netip.Addr]Member{},
+		local:   map[router.Group]map[netip.Addr]*target{},
+		regAt:   map[router.Group]int64{},
+		rap:     map[router.Group]map[netip.Addr]*rapEntry{},
+		pending: map[router.Group]*pendingResolve{},
+	}
+	members := append([]Member(nil), cfg.Members...)
+	if !slices.ContainsFunc(members, func(m Member) bool { return m.Name == cfg.Self.Name }) {
+		members = append(members, cfg.Self)
+	}
+	addrs := make([]netip.Addr, 0, len(members))
+	for _, m := range members {
+		p.names = append(p.names, m.Name)
+		p.byName[m.Name] = m
+		p.byAddr[m.Addr] = m
+		addrs = append(addrs, m.Addr)
+	}
+	cfg.Router.SetProxies(addrs)
+	return p, nil
+}
+
+// RAPs names the members that are the group's rendezvous proxies.
+func (p *Proxy) RAPs(g router.Group) []string {
+	return RAPs(g, p.names, p.cfg.Replicas)
+}
+
+// Stats returns the control-plane counters.
+func (p *Proxy) Stats() ProxyStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stats
+}
+
+// RAPTable returns what this proxy knows as RAP: each group's live JAPs.
+func (p *Proxy) RAPTable() map[router.Group][]router.JAP {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	now := p.cfg.Now()
+	out := map[router.Group][]router.JAP{}
+	for g := range p.rap {
+		if japs := p.japsLocked(g, now); len(japs) > 0 {
+			out[g] = japs
+		}
+	}
+	return out
+}
+
+func (p *Proxy) emit(e Event) {
+	if p.cfg.OnEvent != nil {
+		e.Proxy = p.cfg.Self.Name
+		p.cfg.OnEvent(e)
+	}
+}
+
+// send encodes m and sends it from src to dst through WireGuard.
+func (p *Proxy) send(src, dst netip.AddrPort, m *Message) {
+	payload, err := m.AppendBinary(nil)
+	if err != nil {
+		return
+	}
+	buf := make([]byte, 60+8+len(payload))
+	n, err := router.BuildUDP(buf, src, dst, payload)
+	if err != nil {
+		return
+	}
+	p.cfg.Send(buf[:n])
+}
+
+func (p *Proxy) selfPort() netip.AddrPort {
+	return netip.AddrPortFrom(p.cfg.Self.Addr, p.cfg.ControlPort)
+}
+
+// HandleControl takes a control message the router classified as ours.
+func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
+	var m Message
+	if err := m.UnmarshalBinary(payload); err != nil {
+		return
+	}
+	_, fromProxy := p.byAddr[src.Addr()]
+	switch m.Type {
+	case TypeJoin, TypeLeave, TypeKeepalive:
+		// Edges speak to the group's anycast address; emulated anycast made
+		// this proxy the one that hears them, so it becomes their JAP.
+		if fromProxy || dst.Addr() != m.Group.Addr {
+			return
+		}
+		p.handleEdge(src, dst, &m)
+	case TypeRegister:
+		if fromProxy {
+			p.handleRegister(src.Addr(), &m)
+		}
+	case TypeResolve:
+		if fromProxy {
+			p.handleResolve(src, &m)
+		}
+	case TypeResolveReply:
+		if fromProxy {
+			p.handleResolveReply(&m)
+		}
+	}
+}
+
+func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
+	reply := Message{Seq: m.Seq, Group: m.Group, Port: m.Port, Status: StatusOK}
+	switch m.Type {
+	case TypeJoin:
+		reply.Type = TypeJoinAck
+		if why := p.admit(src.Addr(), m.Group); why != "" {
+			reply.Status, reply.Reason = StatusRefused, why
+			p.emit(Event{Kind: "refuse", Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
+			break
+		}
+		p.join(src.Addr(), m)
+	case TypeKeepalive:
+		reply.Type = TypeKeepaliveAck
+		if !p.keepalive(src.Addr(), m.Group) {
+			reply.Status = StatusUnknown
+		}
+	case TypeLeave:
+		reply.Type = TypeJoinAck
+		p.leave(src.Addr(), m.Group, "leave")
+	}
+	p.send(dst, src, &reply)
+}
+
+// admit says why an edge may not join a group, or "" when it may.
+func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
+	e := p.cfg.Edges[addr]
+	if e == nil {
+		return "not an edge of this proxy"
+	}
+	if !slices.Contains(e.Groups, g) {
+		return fmt.Sprintf("edge %s may not join %s", e.Name, g)
+	}
+	return ""
+}
+
+func (p *Proxy) join(addr netip.Addr, m *Message) {
+	p.mu.Lock()
+	ts := p.local[m.Group]
+	if ts == nil {
+		ts = map[netip.Addr]*target{}
+		p.local[m.Group] = ts
+	}
+	t, known := ts[addr]
+	if !known || t.port != m.Port {
+		p.stats.Joins++
+	}
+	if !known {
+		t = &target{}
+		ts[addr] = t
+	}
+	t.name, t.port, t.lastSeen = m.Name, m.Port, p.cfg.Now()
+	p.mu.Unlock()
+	p.cfg.Router.AddTarget(m.Group, netip.AddrPortFrom(addr, m.Port))
+	if !known {
+		p.emit(Event{Kind: "join", Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
+		p.register(m.Group)
+	}
+}
+
+func (p *Proxy) keepalive(addr netip.Addr, g router.Group) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.local[g][addr]
+	if t == nil {
+		return false
+	}
+	t.lastSeen = p.cfg.Now()
+	return true
+}
+
+func (p *Proxy) leave(addr netip.Addr, g router.Group, kind string) {
+	p.mu.Lock()
+	t := p.local[g][addr]
+	if t != nil {
+		delete(p.local[g], addr)
+		if len(p.local[g]) == 0 {
+			delete(p.local, g)
+		}
+	}
+	p.mu.Unlock()
+	if t == nil {
+		return
+	}
+	p.cfg.Router.RemoveTarget(g, addr)
+	p.emit(Event{Kind: kind, Group: g, Target: netip.AddrPortFrom(addr, t.port), Name: t.name})
+	p.register(g)
+}
+
+// register tells the group's RAPs how many targets joined here, and does the
+// same for the echo pseudo-group of its IP so that IAPs can answer ping.
+func (p *Proxy) register(g router.Group) {
+	p.mu.Lock()
+	now := p.cfg.Now()
+	n := len(p.local[g])
+	echo := router.EchoGroup(g.Addr)
+	onIP := 0
+	for lg, ts := range p.local {
+		if lg.Addr == g.Addr {
+			onIP += len(ts)
+		}
+	}
+	p.regAt[g], p.regAt[echo] = now, now
+	if n == 0 {
+		delete(p.regAt, g)
+	}
+	if onIP == 0 {
+		delete(p.regAt, echo)
+	}
+	p.mu.Unlock()
+	p.registerCount(g, n)
+	p.registerCount(echo, onIP)
+}
+
+func (p *Proxy) registerCount(g router.Group, n int) {
+	raps := p.RAPs(g)
+	p.emit(Event{Kind: "register", Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n}}})
+	m := Message{Type: TypeRegister, Group: g, Name: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL}
+	for _, name := range raps {
+		if name == p.cfg.Self.Name {
+			p.handleRegister(p.cfg.Self.Addr, &m)
+			continue
+		}
+		p.mu.Lock()
+		p.seq++
+		m.Seq = p.seq
+		p.mu.Unlock()
+		p.send(p.selfPort(), netip.AddrPortFrom(p.byName[name].Addr, p.cfg.ControlPort), &m)
+	}
+}
+
+func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stats.Registers++
+	japs := p.rap[m.Group]
+	if m.Targets == 0 {
+		delete(japs, jap)
+		if len(japs) == 0 {
+			delete(p.rap, m.Group)
+		}
+		return
+	}
+	if japs == nil {
+		japs = map[netip.Addr]*rapEntry{}
+		p.rap[m.Group] = japs
+	}
+	japs[jap] = &rapEntry{name: m.Name, targets: int(m.Targets), expires: p.cfg.Now() + int64(m.TTL)}
+}
+
+// japsLocked lists a group's live JAPs, sorted by address for stable answers.
+func (p *Proxy) japsLocked(g router.Group, now int64) []router.JAP {
+	var out []router.JAP
+	for addr, e := range p.rap[g] {
+		if e.expires > now && e.targets > 0 {
+			out = append(out, router.JAP{Addr: addr, Targets: e.targets})
+		}
+	}
+	slices.SortFunc(out, func(a, b router.JAP) int { return a.Addr.Compare(b.Addr) })
+	return out
+}
+
+func (p *Proxy) handleResolve(src netip.AddrPort, m *Message) {
+	p.mu.Lock()
+	p.stats.ResolvesAnswered++
+	japs := p.japsLocked(m.Group, p.cfg.Now())
+	p.mu.Unlock()
+	reply := Message{Type: TypeResolveReply, Seq: m.Seq, Group: m.Group, Status: StatusOK, TTL: p.cfg.CacheTTL, JAPs: japs}
+	p.send(p.selfPort(), src, &reply)
+}
+
+// Resolve asks the group's RAP which JAPs serve it; the router holds the
+// group's packets until the answer comes (or its queue times out).
+func (p *Proxy) Resolve(g router.Group) {
+	p.mu.Lock()
+	pr := p.pending[g]
+	if pr == nil {
+		pr = &pendingResolve{}
+		p.pending[g] = pr
+	}
+	p.mu.Unlock()
+	p.askRAP(g, pr)
+}
+
+// askRAP sends the next try of a resolve: RAPs in rank order, round robin.
+func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
+	raps := p.RAPs(g)
+	p.mu.Lock()
+	name := raps[pr.tries%len(raps)]
+	pr.tries++
+	p.seq++
+	pr.seq = p.seq
+	pr.retryAt = p.cfg.Now() + int64(p.cfg.ResolveRetry)
+	p.stats.ResolvesSent++
+	seq := pr.seq
+	p.mu.Unlock()
+	p.emit(Event{Kind: "resolve", Group: g, RAPs: []string{name}})
+	m := Message{Type: TypeResolve, Seq: seq, Group: g}
+	if name == p.cfg.Self.Name {
+		// This proxy is a RAP of the group: answer from its own table.
+		p.mu.Lock()
+		japs := p.japsLocked(g, p.cfg.Now())
+		p.mu.Unlock()
+		p.handleResolveReply(&Message{Type: TypeResolveReply, Seq: seq, Group: g, TTL: p.cfg.CacheTTL, JAPs: japs})
+		return
+	}
+	p.send(p.selfPort(), netip.AddrPortFrom(p.byName[name].Addr, p.cfg.ControlPort), &m)
+}
+
+func (p *Proxy) handleResolveReply(m *Message) {
+	p.mu.Lock()
+	pr := p.pending[m.Group]
+	if pr == nil || pr.seq != m.Seq {
+		p.mu.Unlock()
+		return
+	}
+	delete(p.pending, m.Group)
+	p.mu.Unlock()
+	p.emit(Event{Kind: "resolved", Group: m.Group, JAPs: m.JAPs})
+	for _, pkt := range p.cfg.Router.Resolved(m.Group, m.JAPs, m.TTL, p.cfg.Now()) {
+		p.cfg.Send(pkt)
+	}
+}
+
+// Tick runs the timers: resolve retries, silent targets, registration refresh
+// and soft-state expiry. Call it often (every 100 ms or so).
+func (p *Proxy) Tick() {
+	now := p.cfg.Now()
+	type gone struct {
+		g    router.Group
+		addr netip.Addr
+	}
+	var retry []router.Group
+	var expired []gone
+	var refresh []router.Group
+	p.mu.Lock()
+	for g, pr := range p.pending {
+		if now >= pr.retryAt {
+			if pr.tries >= 2*p.cfg.Replicas {
+				delete(p.pending, g) // the router times the queue out
+				continue
+			}
+			retry = append(retry, g)
+		}
+	}
+	for g, ts := range p.local {
+		for addr, t := range ts {
+			if now-t.lastSeen > int64(p.cfg.TargetTimeout) {
+				expired = append(expired, gone{g, addr})
+			}
+		}
+	}
+	for g, at := range p.regAt {
+		if !g.IsEcho() && now-at > int64(p.cfg.RegisterTTL/3) {
+			refresh = append(refresh, g)
+		}
+	}
+	for g, japs := range p.rap {
+		for addr, e := range japs {
+			if e.expires <= now {
+				delete(japs, addr)
+			}
+		}
+		if len(japs) == 0 {
+			delete(p.rap, g)
+		}
+	}
+	p.mu.Unlock()
+	for _, g := range retry {
+		p.mu.Lock()
+		pr := p.pending[g]
+		p.mu.Unlock()
+		if pr != nil {
+			p.askRAP(g, pr)
+		}
+	}
+	for _, e := range expired {
+		p.leave(e.addr, e.g, "expire")
+	}
+	for _, g := range refresh {
+		p.register(g)
+	}
+}

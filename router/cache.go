@@ -1,0 +1,159 @@
+package router
+
+import (
+	"encoding/binary"
+	"slices"
+	"time"
+)
+
+// The IAP's knowledge of groups: a cache of each group's JAPs as a RAP
+// reported them, and the packets of groups being resolved.
+
+// resolveTimeout is how long packets wait for a group to be resolved.
+const resolveTimeout = int64(3 * time.Second)
+
+// cacheEntry is a group's JAP list as the IAP uses it.
+type cacheEntry struct {
+	japs    []uint32 // IPv4 overlay addresses of the JAPs that have targets, sorted
+	known   bool     // the RAP knew the group (its list was not empty)
+	expires int64
+}
+
+// live reports whether some JAP has targets.
+func (e *cacheEntry) live() bool { return len(e.japs) > 0 }
+
+// pending holds a group's packets while it is resolved.
+type pending struct {
+	pkts    [][]byte // copies, each with Headroom free before the packet
+	started int64    // when the resolve was asked for
+}
+
+// cached returns g's unexpired cache entry, or nil.
+func (r *Router) cached(g Group, now int64) *cacheEntry {
+	r.gmu.RLock()
+	e := r.cache[g]
+	r.gmu.RUnlock()
+	if e == nil || now >= e.expires {
+		return nil
+	}
+	return e
+}
+
+// enqueue holds a copy of buf[p.off:p.end] until g is resolved, and
+// records that (or a drop) in res. When the group was resolved after the
+// caller's cache miss it returns the entry to route with instead.
+func (r *Router) enqueue(res *Result, g Group, buf []byte, p *parsed, now int64) *cacheEntry {
+	r.gmu.Lock()
+	if e := r.cache[g]; e != nil && now < e.expires {
+		r.gmu.Unlock()
+		return e
+	}
+	q := r.queues[g]
+	resolve := false
+	var timedOut int
+	switch {
+	case q == nil:
+		q = &pending{started: now}
+		r.queues[g] = q
+		resolve = true
+	case now-q.started > resolveTimeout:
+		// The answer never came (Expire has not run yet): ask again.
+		timedOut = len(q.pkts)
+		q.pkts, q.started = nil, now
+		resolve = true
+	}
+	if len(q.pkts) >= r.queueLimit {
+		r.gmu.Unlock()
+		r.drop(res, DropQueueFull).Group = g
+		return nil
+	}
+	pkt := make([]byte, Headroom+p.end-p.off)
+	copy(pkt[Headroom:], buf[p.off:p.end])
+	q.pkts = append(q.pkts, pkt)
+	r.gmu.Unlock()
+	r.st.drops[DropResolveTimeout].Add(uint64(timedOut))
+	r.st.queued.Add(1)
+	*res = Result{Action: Queued, Start: p.off, End: p.end, Group: g, Resolve: resolve}
+	return nil
+}
+
+// Resolved installs g's JAP list in the cache for ttl (an empty list means
+// "no such group" and is kept for Config.NegativeTTL), then routes the
+// packets that waited for it. It returns those to forward, each a slice
+// holding exactly the packet; the others are dropped and counted.
+func (r *Router) Resolved(g Group, japs []JAP, ttl time.Duration, now int64) [][]byte {
+	g.Addr = g.Addr.Unmap()
+	e := &cacheEntry{known: len(japs) > 0}
+	for _, j := range japs {
+		if a := j.Addr.Unmap(); j.Targets > 0 && a.Is4() {
+			b := a.As4()
+			e.japs = append(e.japs, binary.BigEndian.Uint32(b[:]))
+		}
+	}
+	// Sorted and unique, so that every IAP given the same JAPs picks the
+	// same one for a flow whatever order its RAP listed them in.
+	slices.Sort(e.japs)
+	e.japs = slices.Compact(e.japs)
+	if !e.known {
+		ttl = r.negTTL
+	}
+	e.expires = now + int64(ttl)
+
+	r.gmu.Lock()
+	r.cache[g] = e
+	q := r.queues[g]
+	delete(r.queues, g)
+	r.gmu.Unlock()
+	if q == nil {
+		return nil
+	}
+	var out [][]byte
+	for _, pkt := range q.pkts {
+		var p parsed
+		if reason := p.parse(pkt, Headroom, len(pkt)); reason != DropNone {
+			r.drop(&Result{}, reason) // cannot happen: it parsed when queued
+			continue
+		}
+		var res Result
+		if p.proto == ProtoICMP || p.proto == ProtoICMPv6 {
+			r.echoAnycast(&res, pkt, &p, now, e)
+		} else {
+			r.ingress(&res, pkt, &p, now, e)
+		}
+		if res.Action == Forward {
+			out = append(out, pkt[res.Start:res.End:res.End])
+		}
+	}
+	return out
+}
+
+// Invalidate forgets g's cached JAP list; the next new flow resolves it
+// again. Flows keep their JAP.
+func (r *Router) Invalidate(g Group) {
+	g.Addr = g.Addr.Unmap()
+	r.gmu.Lock()
+	delete(r.cache, g)
+	r.gmu.Unlock()
+}
+
+// Expire removes idle flows, expired cache entries, and the queues of
+// resolves that took too long (their packets are dropped, and the next
+// packet of the group asks again).
+func (r *Router) Expire(now int64) {
+	r.expireFlows(now)
+	var timedOut int
+	r.gmu.Lock()
+	for g, e := range r.cache {
+		if now >= e.expires {
+			delete(r.cache, g)
+		}
+	}
+	for g, q := range r.queues {
+		if now-q.started > resolveTimeout {
+			timedOut += len(q.pkts)
+			delete(r.queues, g)
+		}
+	}
+	r.gmu.Unlock()
+	r.st.drops[DropResolveTimeout].Add(uint64(timedOut))
+}

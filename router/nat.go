@@ -1,0 +1,86 @@
+package router
+
+import "encoding/binary"
+
+// The JAP's NAT: the destination A:ap becomes T:tp, and the client's
+// address is kept so targets see who calls. When the reply tuple
+// T:tp → C:cp is already another flow's, the client port cp is remapped.
+// Checksums are updated incrementally (RFC 1624) with deltas computed once
+// per flow.
+
+// Remapped client ports are searched in [natPortMin, 65535].
+const (
+	natPortMin   = 1024
+	natPortRange = 65536 - natPortMin
+)
+
+// natFlow returns the JAP flow of the client packet p (key k, hash h),
+// creating it with target tgt when there is none. The caller has chosen
+// tgt; it is used only when the flow is new. ok is false when every client
+// port of the reply tuple is taken.
+func (r *Router) natFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, ok bool) {
+	t := r.jap
+	s := t.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.m[*k]; f != nil { // created meanwhile by another peer's goroutine
+		return f, true
+	}
+	f = &flow{key: *k, h: h}
+	f.peer.Store(iap)
+	f.last.Store(now)
+	f.rkey = flowKey{src: tgt.addr, dst: k.src, sport: tgt.port, dport: k.sport, proto: k.proto, fam: k.fam}
+	f.setDeltas()
+	if !t.claimRev(f) {
+		// Search deterministically from a hash of the flow, wrapping
+		// within the unprivileged range, for a port no flow uses.
+		start := int(h>>32) % natPortRange
+		ok := false
+		for i := 0; i < natPortRange && !ok; i++ {
+			f.rkey.dport = uint16(natPortMin + (start+i)%natPortRange)
+			f.setDeltas()
+			ok = t.claimRev(f)
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	r.st.evicted.Add(t.makeRoomLocked(s, &r.to))
+	s.m[*k] = f
+	t.n.Add(1)
+	return f, true
+}
+
+// setDeltas computes the checksum deltas of the forward rewrite
+// A:ap → T:tp (and cp → cpOut) from key and rkey.
+func (f *flow) setDeltas() {
+	k, rk := &f.key, &f.rkey
+	f.dAddr = delta(addrBytes(&k.dst, k.fam), addrBytes(&rk.src, k.fam))
+	f.dL4 = fold(uint64(f.dAddr) + uint64(delta16(k.dport, rk.sport)) + uint64(delta16(k.sport, rk.dport)))
+}
+
+// natForward rewrites a client packet C:cp → A:ap into C:cpOut → T:tp.
+func natForward(buf []byte, p *parsed, f *flow) {
+	rk := &f.rkey
+	copy(buf[p.dstOff():], addrBytes(&rk.src, rk.fam))
+	binary.BigEndian.PutUint16(buf[p.l4:], rk.dport)
+	binary.BigEndian.PutUint16(buf[p.l4+2:], rk.sport)
+	fixChecksums(buf, p, f.dAddr, f.dL4)
+}
+
+// natReverse rewrites a target's reply T:tp → C:cpOut into A:ap → C:cp.
+func natReverse(buf []byte, p *parsed, f *flow) {
+	k := &f.key
+	copy(buf[p.srcOff():], addrBytes(&k.dst, k.fam))
+	binary.BigEndian.PutUint16(buf[p.l4:], k.dport)
+	binary.BigEndian.PutUint16(buf[p.l4+2:], k.sport)
+	fixChecksums(buf, p, ^f.dAddr, ^f.dL4) // ~d is −d in ones' complement
+}
+
+func fixChecksums(buf []byte, p *parsed, dAddr, dL4 uint16) {
+	v4 := p.fam == 4
+	if v4 {
+		adjustAt(buf, p.off+ipv4Checksum, dAddr)
+	}
+	adjustL4(buf, p.l4ChecksumOff(), p.proto == ProtoUDP, v4, dL4)
+}

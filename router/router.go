@@ -1,0 +1,596 @@
+// Package router is pias's packet logic: parse, classify, flow tables, NAT,
+// IAP→JAP encapsulation and target selection. It is pure: no sockets and no
+// goroutines of its own. Callers pass the time in; methods are safe for
+// concurrent use (wireguard-go delivers from one goroutine per peer).
+package router
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Headroom is the space Route needs before a packet to prepend the IAP→JAP
+// outer IPv4 header.
+const Headroom = EncapOverhead
+
+// EncapOverhead is the size of the outer IPv4 header of an encapsulated packet.
+const EncapOverhead = 20
+
+// Action says what the caller does with a packet after Route.
+type Action uint8
+
+const (
+	// Drop: the packet is gone; Result.Reason says why (and is counted).
+	Drop Action = iota
+	// Forward: send buf[Start:End] into WireGuard, which routes it by its
+	// destination address. Route may have rewritten, encapsulated,
+	// decapsulated or answered it in place.
+	Forward
+	// Control: a UDP control message for this node's overlay. The UDP payload
+	// is buf[Start:End]; Src and Dst are the datagram's addresses (Dst is this
+	// proxy's overlay address, or an anycast address when an edge sent it).
+	Control
+	// Queued: the packet waits in the router for the group in Result.Group to
+	// be resolved. When Result.Resolve is true the caller must ask a RAP and
+	// later call Resolved; otherwise a request is already outstanding.
+	Queued
+)
+
+// Result is the verdict of Route.
+type Result struct {
+	Action     Action
+	Start, End int
+	Reason     DropReason
+	Group      Group
+	Resolve    bool
+	Src, Dst   netip.AddrPort
+}
+
+// JAP is a join proxy of a group as a RAP reports it.
+type JAP struct {
+	Addr    netip.Addr // the proxy's IPv4 overlay address
+	Targets int        // roughly how many targets joined through it
+}
+
+// Timeouts are the idle timeouts of flows by protocol and TCP state.
+type Timeouts struct {
+	TCPSyn         time.Duration // a TCP flow not yet established
+	TCPEstablished time.Duration
+	TCPClosing     time.Duration // after FIN from both sides, or RST
+	UDP            time.Duration
+	ICMP           time.Duration
+}
+
+// DefaultTimeouts are sane idle timeouts for an overlay of hobbyist networks.
+var DefaultTimeouts = Timeouts{
+	TCPSyn:         30 * time.Second,
+	TCPEstablished: 2 * time.Hour,
+	TCPClosing:     10 * time.Second,
+	UDP:            60 * time.Second,
+	ICMP:           30 * time.Second,
+}
+
+// Config is what a proxy's router needs to know about itself.
+type Config struct {
+	// Self lists this proxy's overlay addresses; the IPv4 one is the outer
+	// source of encapsulated packets.
+	Self []netip.Addr
+	// Anycast lists the anycast prefixes owned by the service.
+	Anycast []netip.Prefix
+	// ControlPort is the UDP port of control messages, on overlay and anycast
+	// addresses alike.
+	ControlPort uint16
+	// MTU is the MTU of the WireGuard tunnels; TCP MSS is clamped so that an
+	// encapsulated segment still fits.
+	MTU int
+	// MaxFlows caps each flow table; the stalest flows are evicted first.
+	MaxFlows int
+	// QueueLimit caps the packets held per group while it is resolved.
+	QueueLimit int
+	// Timeouts are the flows' idle timeouts; zero fields take DefaultTimeouts.
+	Timeouts Timeouts
+	// NegativeTTL is how long a group that has no JAP is remembered as such.
+	NegativeTTL time.Duration
+}
+
+// Router is a proxy's data path. The zero value is not usable; call New.
+type Router struct {
+	self4      uint32     // the IPv4 overlay address: encapsulation source
+	selfV4     []uint32   // all IPv4 overlay addresses of this proxy
+	selfV6     [][16]byte // its IPv6 overlay addresses
+	any4       []prefix4
+	any6       []prefix6
+	ctrlPort   uint16
+	mss4       uint16 // MSS clamps for IPv4 and IPv6 flows
+	mss6       uint16
+	encSum4    uint64 // constant part of the outer header's checksum, per inner family
+	encSum6    uint64
+	to         timeouts
+	negTTL     time.Duration
+	queueLimit int
+
+	proxies atomic.Pointer[proxySet]
+	iap     *table // IAP flows: client → JAP
+	jap     *table // JAP flows: the NAT
+
+	gmu     sync.RWMutex // guards the group state below
+	targets map[Group]*targetSet
+	byAddr  map[netip.Addr]int // local targets per anycast IP, for echo
+	cache   map[Group]*cacheEntry
+	queues  map[Group]*pending
+
+	st counters
+}
+
+type prefix4 struct{ net, mask uint32 }
+
+type prefix6 struct{ hi, lo, mhi, mlo uint64 }
+
+// New checks cfg, fills in its defaults and returns a router.
+func New(cfg Config) (*Router, error) {
+	r := &Router{
+		targets: make(map[Group]*targetSet),
+		byAddr:  make(map[netip.Addr]int),
+		cache:   make(map[Group]*cacheEntry),
+		queues:  make(map[Group]*pending),
+	}
+	if cfg.ControlPort == 0 {
+		return nil, errors.New("router: the control port is not set")
+	}
+	r.ctrlPort = cfg.ControlPort
+	if len(cfg.Anycast) == 0 {
+		return nil, errors.New("router: no anycast prefix is set")
+	}
+	for _, p := range cfg.Anycast {
+		if !p.IsValid() || p.Addr().Zone() != "" {
+			return nil, fmt.Errorf("router: anycast prefix %v is not valid", p)
+		}
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())).Masked()
+		if !p.IsValid() {
+			return nil, fmt.Errorf("router: anycast prefix %v is not valid", p)
+		}
+		if p.Addr().Is4() {
+			b := p.Addr().As4()
+			r.any4 = append(r.any4, prefix4{net: binary.BigEndian.Uint32(b[:]), mask: ^uint32(0) << (32 - p.Bits())})
+			if p.Bits() == 0 {
+				r.any4[len(r.any4)-1].mask = 0
+			}
+		} else {
+			b := p.Addr().As16()
+			m := prefixMask6(p.Bits())
+			r.any6 = append(r.any6, prefix6{
+				hi: binary.BigEndian.Uint64(b[:8]), lo: binary.BigEndian.Uint64(b[8:]),
+				mhi: binary.BigEndian.Uint64(m[:8]), mlo: binary.BigEndian.Uint64(m[8:]),
+			})
+		}
+	}
+	for _, a := range cfg.Self {
+		a = a.Unmap()
+		if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() {
+			return nil, fmt.Errorf("router: overlay address %v is not valid", a)
+		}
+		k := key16(a)
+		if r.isAnycast(&k, famOf(a)) {
+			return nil, fmt.Errorf("router: overlay address %v is inside an anycast prefix", a)
+		}
+		if a.Is4() {
+			b := a.As4()
+			r.selfV4 = append(r.selfV4, binary.BigEndian.Uint32(b[:]))
+		} else {
+			r.selfV6 = append(r.selfV6, k)
+		}
+	}
+	if len(r.selfV4) == 0 {
+		return nil, errors.New("router: this proxy has no IPv4 overlay address")
+	}
+	r.self4 = r.selfV4[0]
+	r.encSum4 = encapSum(r.self4, ProtoIPIP)
+	r.encSum6 = encapSum(r.self4, ProtoIPv6)
+
+	if cfg.MTU == 0 {
+		cfg.MTU = 1420
+	}
+	if cfg.MTU < 576 || cfg.MTU > 65535 {
+		return nil, fmt.Errorf("router: MTU %d is not between 576 and 65535", cfg.MTU)
+	}
+	r.mss4 = uint16(cfg.MTU - EncapOverhead - 40)
+	r.mss6 = uint16(cfg.MTU - EncapOverhead - 60)
+
+	if cfg.MaxFlows == 0 {
+		cfg.MaxFlows = 65536
+	}
+	if cfg.QueueLimit == 0 {
+		cfg.QueueLimit = 16
+	}
+	if cfg.NegativeTTL == 0 {
+		cfg.NegativeTTL = time.Second
+	}
+	if cfg.MaxFlows < 0 || cfg.QueueLimit < 0 || cfg.NegativeTTL < 0 {
+		return nil, errors.New("router: MaxFlows, QueueLimit and NegativeTTL must not be negative")
+	}
+	r.queueLimit = cfg.QueueLimit
+	r.negTTL = cfg.NegativeTTL
+
+	t, d := cfg.Timeouts, DefaultTimeouts
+	for _, f := range []struct{ v, def *time.Duration }{
+		{&t.TCPSyn, &d.TCPSyn}, {&t.TCPEstablished, &d.TCPEstablished},
+		{&t.TCPClosing, &d.TCPClosing}, {&t.UDP, &d.UDP}, {&t.ICMP, &d.ICMP},
+	} {
+		if *f.v < 0 {
+			return nil, errors.New("router: timeouts must not be negative")
+		}
+		if *f.v == 0 {
+			*f.v = *f.def
+		}
+	}
+	r.to = timeouts{syn: int64(t.TCPSyn), est: int64(t.TCPEstablished), closing: int64(t.TCPClosing),
+		udp: int64(t.UDP), icmp: int64(t.ICMP)}
+
+	r.iap = newTable(cfg.MaxFlows, false)
+	r.jap = newTable(cfg.MaxFlows, true)
+	r.proxies.Store(&proxySet{})
+	return r, nil
+}
+
+// unmapBits is how many prefix bits a v4-mapped address spends on the
+// mapping.
+func unmapBits(a netip.Addr) int {
+	if a.Is4In6() {
+		return 96
+	}
+	return 0
+}
+
+func prefixMask6(bits int) (m [16]byte) {
+	for i := range m {
+		switch {
+		case bits >= 8:
+			m[i] = 0xff
+			bits -= 8
+		case bits > 0:
+			m[i] = ^byte(0xff >> bits)
+			bits = 0
+		}
+	}
+	return m
+}
+
+func (r *Router) isAnycast(a *[16]byte, fam uint8) bool {
+	if fam == 4 {
+		return r.isAnycast4(v4(a))
+	}
+	return r.isAnycast6(a)
+}
+
+func (r *Router) isAnycast4(x uint32) bool {
+	for _, p := range r.any4 {
+		if x&p.mask == p.net {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Router) isAnycast6(a *[16]byte) bool {
+	hi, lo := binary.BigEndian.Uint64(a[:8]), binary.BigEndian.Uint64(a[8:])
+	for _, p := range r.any6 {
+		if hi&p.mhi == p.hi && lo&p.mlo == p.lo {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Router) isSelf4(x uint32) bool {
+	for _, s := range r.selfV4 {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *Router) isSelf6(a *[16]byte) bool {
+	for i := range r.selfV6 {
+		if *a == r.selfV6[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// The packet's destination: this proxy, or an anycast address?
+func (r *Router) toSelf(p *parsed) bool {
+	if p.fam == 4 {
+		return r.isSelf4(p.dst4)
+	}
+	return r.isSelf6(&p.dst)
+}
+
+func (r *Router) srcAnycast(p *parsed) bool {
+	if p.fam == 4 {
+		return r.isAnycast4(p.src4)
+	}
+	return r.isAnycast6(&p.src)
+}
+
+func (r *Router) dstAnycast(p *parsed) bool {
+	if p.fam == 4 {
+		return r.isAnycast4(p.dst4)
+	}
+	return r.isAnycast6(&p.dst)
+}
+
+// Route decides what happens to the IP packet buf[start:end], editing it in
+// place; buf must have Headroom bytes free before start. See Action for what
+// the caller does with the result.
+func (r *Router) Route(buf []byte, start, end int, now int64) Result {
+	// The stages fill in one Result by pointer: returned by value through
+	// each of them, its ~130 bytes cost more than the NAT.
+	var res Result
+	r.route(&res, buf, start, end, now)
+	return res
+}
+
+func (r *Router) route(res *Result, buf []byte, start, end int, now int64) *Result {
+	var p parsed
+	if reason := p.parse(buf, start, end); reason != DropNone {
+		return r.drop(res, reason)
+	}
+	switch {
+	case r.toSelf(&p):
+		switch p.proto {
+		case ProtoIPIP, ProtoIPv6:
+			return r.decapsulate(res, buf, &p, now)
+		case ProtoUDP:
+			if p.dport == r.ctrlPort {
+				return r.control(res, buf, &p)
+			}
+		case ProtoICMP, ProtoICMPv6:
+			return r.echoSelf(res, buf, &p)
+		}
+		return r.drop(res, DropNotForUs)
+	case r.dstAnycast(&p):
+		switch p.proto {
+		case ProtoUDP:
+			if p.dport == r.ctrlPort {
+				return r.control(res, buf, &p)
+			}
+			return r.ingress(res, buf, &p, now, nil)
+		case ProtoTCP:
+			return r.ingress(res, buf, &p, now, nil)
+		case ProtoICMP, ProtoICMPv6:
+			return r.echoAnycast(res, buf, &p, now, nil)
+		}
+		return r.drop(res, DropUnsupported)
+	}
+	switch p.proto {
+	case ProtoTCP, ProtoUDP:
+		return r.reply(res, buf, &p, now)
+	case ProtoICMP, ProtoICMPv6:
+		return r.drop(res, DropICMPUnsupported)
+	}
+	return r.drop(res, DropNotForUs)
+}
+
+// control hands a control message to the overlay.
+func (r *Router) control(res *Result, buf []byte, p *parsed) *Result {
+	r.st.control.Add(1)
+	ulen := int(binary.BigEndian.Uint16(buf[p.l4+4:]))
+	*res = Result{
+		Action: Control,
+		Start:  p.l4 + udpLen,
+		End:    p.l4 + ulen,
+		Src:    netipAddrPort(p.src, p.fam, p.sport),
+		Dst:    netipAddrPort(p.dst, p.fam, p.dport),
+	}
+	return res
+}
+
+// decapsulate handles a packet another proxy encapsulated to this one: a
+// client's packet for a group joined here (JAP), or a reply for a client
+// that came in here (IAP).
+func (r *Router) decapsulate(res *Result, buf []byte, p *parsed, now int64) *Result {
+	outer := p.src4
+	if !r.proxies.Load().has4(outer) {
+		return r.drop(res, DropNotFromProxy)
+	}
+	var in parsed
+	if reason := in.parse(buf, p.l4, p.end); reason != DropNone {
+		return r.drop(res, reason)
+	}
+	if (p.proto == ProtoIPIP) != (in.fam == 4) {
+		return r.drop(res, DropMalformed)
+	}
+	var toClient bool
+	switch {
+	case r.srcAnycast(&in):
+		toClient = true
+	case r.dstAnycast(&in):
+	default:
+		return r.drop(res, DropNotForUs)
+	}
+	switch in.proto {
+	case ProtoTCP, ProtoUDP:
+	case ProtoICMP, ProtoICMPv6:
+		return r.drop(res, DropICMPUnsupported)
+	default:
+		return r.drop(res, DropUnsupported)
+	}
+	if toClient {
+		return r.egress(res, buf, &in, now)
+	}
+	return r.join(res, buf, &in, &in.flowKey, in.hash(), outer, now)
+}
+
+// ingress is the IAP step: a client's packet to a group goes to the JAP its
+// flow sticks to, picked when the flow is new. override, when not nil, is
+// the group's cache entry (Resolved routes with it).
+func (r *Router) ingress(res *Result, buf []byte, p *parsed, now int64, override *cacheEntry) *Result {
+	k := &p.flowKey
+	h := k.hash()
+	f := r.iap.get(k, h)
+	if f == nil {
+		if f = r.newIngress(res, buf, p, k, h, now, override); f == nil {
+			return res
+		}
+	}
+	f.touch(now)
+	if p.proto == ProtoTCP {
+		f.tcp(p.tcpFlags, false)
+		if p.tcpFlags&(tcpSYN|tcpACK) == tcpSYN {
+			clampMSS(buf, p, r.clampFor(p.fam))
+		}
+	}
+	jap := f.peer.Load()
+	if jap == r.self4 { // this proxy is the JAP too
+		return r.join(res, buf, p, k, h, r.self4, now)
+	}
+	return r.encapsulate(res, buf, p.off, p.end, p.fam, jap, uint32(h))
+}
+
+// newIngress picks the JAP of a new IAP flow and creates the flow. It
+// returns nil, with the result (a drop, or Queued) in res, when there is no
+// JAP yet.
+func (r *Router) newIngress(res *Result, buf []byte, p *parsed, k *flowKey, h uint64, now int64, override *cacheEntry) *flow {
+	proxies := r.proxies.Load()
+	if proxies.has(&p.src, p.fam) {
+		// Proxies talk to groups only encapsulated; this is not a client.
+		r.drop(res, DropNotForUs)
+		return nil
+	}
+	g := Group{Addr: addrOf(p.dst, p.fam), Port: p.dport, Proto: p.proto}
+	jap := uint32(0)
+	if _, _, ok := r.localTargets(g, &p.src); ok {
+		// A local target that is not the sender: serve the flow here, no
+		// RAP needed.
+		jap = r.self4
+	} else {
+		e := override
+		if e == nil {
+			e = r.cached(g, now)
+		}
+		if e == nil {
+			if e = r.enqueue(res, g, buf, p, now); e == nil {
+				return nil
+			}
+		}
+		if !e.known {
+			r.drop(res, DropNoGroup).Group = g
+			return nil
+		}
+		// Among the other live JAPs, by rendezvous hash of the 5-tuple: a
+		// flow's JAP depends only on the flow and the JAP list, and a JAP
+		// that comes or goes moves only its share of new flows.
+		var best uint64
+		for _, a := range e.japs {
+			if a == r.self4 || !proxies.has4(a) {
+				continue
+			}
+			if s := mix64(h ^ uint64(a)*0x9e3779b97f4a7c15); jap == 0 || s > best {
+				jap, best = a, s
+			}
+		}
+		if jap == 0 {
+			r.drop(res, DropNoTarget).Group = g
+			return nil
+		}
+	}
+
+	t := r.iap
+	s := t.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if f := s.m[*k]; f != nil {
+		return f
+	}
+	f := &flow{key: *k, h: h}
+	f.peer.Store(jap)
+	f.last.Store(now)
+	r.st.evicted.Add(t.makeRoomLocked(s, &r.to))
+	s.m[*k] = f
+	t.n.Add(1)
+	return f
+}
+
+// join is the JAP step: a client's packet for a group joined here goes to
+// the flow's local target, NATed. iap is the proxy the packet came from.
+func (r *Router) join(res *Result, buf []byte, p *parsed, k *flowKey, h uint64, iap uint32, now int64) *Result {
+	f := r.jap.get(k, h)
+	if f == nil {
+		g := Group{Addr: addrOf(p.dst, p.fam), Port: p.dport, Proto: p.proto}
+		ts, list, ok := r.localTargets(g, &p.src)
+		if !ok { // none, or only the sender itself
+			r.drop(res, DropNoTarget).Group = g
+			return res
+		}
+		if f, ok = r.natFlow(k, h, ts.pick(list, &p.src), iap, now); !ok {
+			return r.drop(res, DropNoPort)
+		}
+	} else if f.peer.Load() != iap {
+		f.peer.Store(iap) // the client moved to another IAP: follow it
+	}
+	f.touch(now)
+	if p.proto == ProtoTCP {
+		f.tcp(p.tcpFlags, false)
+	}
+	natForward(buf, p, f)
+	r.st.forward(uint32(h))
+	res.Action, res.Start, res.End = Forward, p.off, p.end
+	return res
+}
+
+// reply is the JAP's reply step: a local target's packet to a client is
+// translated back (A:ap as source) and sent to the flow's IAP.
+func (r *Router) reply(res *Result, buf []byte, p *parsed, now int64) *Result {
+	f := r.jap.getRev(&p.flowKey)
+	if f == nil {
+		if r.proxies.Load().has(&p.src, p.fam) {
+			return r.drop(res, DropNotForUs)
+		}
+		return r.drop(res, DropNoFlow)
+	}
+	f.touch(now)
+	if p.proto == ProtoTCP {
+		f.tcp(p.tcpFlags, true)
+		if p.tcpFlags&(tcpSYN|tcpACK) == tcpSYN|tcpACK {
+			clampMSS(buf, p, r.clampFor(p.fam))
+		}
+	}
+	natReverse(buf, p, f)
+	iap := f.peer.Load()
+	if iap != r.self4 {
+		return r.encapsulate(res, buf, p.off, p.end, p.fam, iap, uint32(f.h))
+	}
+	// This proxy is the flow's IAP too: deliver to the client directly.
+	if fi := r.iap.get(&f.key, f.h); fi != nil {
+		fi.touch(now)
+		if p.proto == ProtoTCP {
+			fi.tcp(p.tcpFlags, true)
+		}
+	}
+	r.st.forward(uint32(f.h))
+	res.Action, res.Start, res.End = Forward, p.off, p.end
+	return res
+}
+
+// egress is the IAP's reply step: a JAP sent back a reply for a client of
+// this proxy; it goes to the client as it is.
+func (r *Router) egress(res *Result, buf []byte, in *parsed, now int64) *Result {
+	k := flowKey{src: in.dst, dst: in.src, sport: in.dport, dport: in.sport, proto: in.proto, fam: in.fam}
+	h := k.hash()
+	if f := r.iap.get(&k, h); f != nil {
+		f.touch(now)
+		if in.proto == ProtoTCP {
+			f.tcp(in.tcpFlags, true)
+		}
+	}
+	r.st.forward(uint32(h))
+	res.Action, res.Start, res.End = Forward, in.off, in.end
+	return res
+}

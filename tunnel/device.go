@@ -1,0 +1,103 @@
+// Package tunnel holds pias's devices: the wireguard-go device of a node, the
+// in-memory tun.Device that joins it to a proxy's router, and the host
+// interfaces of edges.
+package tunnel
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"golang.zx2c4.com/wireguard/conn"
+	"golang.zx2c4.com/wireguard/device"
+	"golang.zx2c4.com/wireguard/tun"
+)
+
+// Peer is one WireGuard peer of a node.
+type Peer struct {
+	PublicKey  [32]byte
+	Endpoint   netip.AddrPort // zero when the peer dials us
+	AllowedIPs []netip.Prefix
+	Keepalive  time.Duration // persistent keepalive; zero disables it
+}
+
+// Device is a node's wireguard-go device.
+type Device struct {
+	*device.Device
+	bind conn.Bind
+}
+
+// Logf is a printf-style logger.
+type Logf func(format string, args ...any)
+
+// NewDevice starts a wireguard-go device on t and bind with the given private
+// key, UDP listen port (0 picks one) and peers, and brings it up.
+func NewDevice(t tun.Device, bind conn.Bind, priv [32]byte, port uint16, peers []Peer, logf Logf) (*Device, error) {
+	if bind == nil {
+		bind = conn.NewDefaultBind()
+	}
+	logger := &device.Logger{Verbosef: device.DiscardLogf, Errorf: device.DiscardLogf}
+	if logf != nil {
+		logger.Errorf = logf
+	}
+	d := &Device{Device: device.NewDevice(t, bind, logger), bind: bind}
+	if err := d.IpcSet(uapiConfig(priv, port, peers)); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("configure wireguard: %w", err)
+	}
+	if err := d.Up(); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("bring wireguard up: %w", err)
+	}
+	return d, nil
+}
+
+// ListenPort reports the UDP port the device actually listens on.
+func (d *Device) ListenPort() (uint16, error) {
+	s, err := d.IpcGet()
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(s, "\n") {
+		if v, ok := strings.CutPrefix(line, "listen_port="); ok {
+			var p uint16
+			_, err := fmt.Sscan(v, &p)
+			return p, err
+		}
+	}
+	return 0, fmt.Errorf("wireguard reports no listen port")
+}
+
+// uapiConfig renders the wireguard-go UAPI "set" text for a full configuration.
+func uapiConfig(priv [32]byte, port uint16, peers []Peer) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "private_key=%s\nlisten_port=%d\n", hex.EncodeToString(priv[:]), port)
+	writePeers(&b, peers)
+	return b.String()
+}
+
+// SetPeers replaces the device's peers.
+func (d *Device) SetPeers(peers []Peer) error {
+	var b strings.Builder
+	writePeers(&b, peers)
+	return d.IpcSet(b.String())
+}
+
+func writePeers(b *strings.Builder, peers []Peer) {
+	b.WriteString("replace_peers=true\n")
+	for _, p := range peers {
+		fmt.Fprintf(b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
+		if p.Endpoint.IsValid() {
+			fmt.Fprintf(b, "endpoint=%s\n", p.Endpoint)
+		}
+		if p.Keepalive > 0 {
+			fmt.Fprintf(b, "persistent_keepalive_interval=%d\n", int(p.Keepalive/time.Second))
+		}
+		b.WriteString("replace_allowed_ips=true\n")
+		for _, a := range p.AllowedIPs {
+			fmt.Fprintf(b, "allowed_ip=%s\n", a)
+		}
+	}
+}
