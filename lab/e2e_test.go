@@ -36,17 +36,7 @@ func testCtx(t *testing.T) context.Context {
 }
 
 // targetsOf lists the targets that joined g.
-func targetsOf(h *Harness, g router.Group) []string {
-	var out []string
-	for _, n := range h.Lab.Nodes {
-		for _, s := range n.Groups {
-			if s.Group == g.String() {
-				out = append(out, n.Name)
-			}
-		}
-	}
-	return out
-}
+func targetsOf(h *Harness, g router.Group) []string { return h.TargetsOf(g) }
 
 // answeredBy checks that ans is "NAME: want" for a NAME among names, and returns NAME.
 func answeredBy(t *testing.T, ans, want string, names []string) string {

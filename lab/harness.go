@@ -184,6 +184,19 @@ func (h *Harness) Home(edge string) *node.Proxy {
 	return h.Proxies[h.Edges[edge].Config.Proxies[0].Name]
 }
 
+// TargetsOf names the targets that join g, in lab order.
+func (h *Harness) TargetsOf(g router.Group) []string {
+	var out []string
+	for _, n := range h.Lab.Nodes {
+		for _, s := range n.Groups {
+			if s.Group == g.String() {
+				out = append(out, n.Name)
+			}
+		}
+	}
+	return out
+}
+
 // ProxyByAddr finds a proxy by its IPv4 overlay address.
 func (h *Harness) ProxyByAddr(a netip.Addr) *node.Proxy {
 	for _, p := range h.Proxies {

@@ -31,12 +31,15 @@ type Edge struct {
 // once the device is up; a target's joins go on in the background
 // (Edge.Target.WaitJoined waits for them).
 func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
-	if cfg.Interface != config.InterfaceNetstack {
-		return nil, fmt.Errorf("%s %s: interface %q is not available in this build; use \"netstack\"", cfg.Role, cfg.Name, cfg.Interface)
-	}
-	host, err := tunnel.NewNetstack(cfg.Address, cfg.MTU)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+	host := opts.Host
+	if host == nil {
+		if cfg.Interface != config.InterfaceNetstack {
+			return nil, fmt.Errorf("%s %s: interface %q is not available yet; use \"netstack\"", cfg.Role, cfg.Name, cfg.Interface)
+		}
+		var err error
+		if host, err = tunnel.NewNetstack(cfg.Address, cfg.MTU); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+		}
 	}
 	var peers []tunnel.Peer
 	for i, pp := range cfg.Proxies {
@@ -52,12 +55,13 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		peers = append(peers, peer)
 	}
 	e := &Edge{Name: cfg.Name, Config: cfg, Host: host}
+	var err error
 	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
 		host.TUN.Close()
 		return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
 	}
-	if cfg.Role == config.RoleTarget {
+	if cfg.Role == config.RoleTarget && host.Net != nil {
 		var groups []overlay.Membership
 		for _, s := range cfg.Groups {
 			groups = append(groups, overlay.Membership{Group: s.Group, Port: s.Port})

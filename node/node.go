@@ -25,6 +25,9 @@ type Options struct {
 	OnEvent func(overlay.Event)
 	// Bind is the WireGuard underlay; nil is the standard UDP bind.
 	Bind conn.Bind
+	// Host, if set, is the host interface an edge uses instead of the one its
+	// config names (tests use it for raw packet access).
+	Host *tunnel.Host
 }
 
 // tick is how often a proxy runs its timers.

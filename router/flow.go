@@ -56,8 +56,9 @@ const (
 // change after the flow is published, so readers need no lock.
 type flow struct {
 	key  flowKey // as the client sends it: C:cp → A:ap
-	h    uint64  // key.hash()
 	rkey flowKey // JAP flows: the reply as the target sends it: T:tp → C:cpOut
+	h    uint64  // key.hash()
+	rh   uint64  // rkey.hash()
 	// JAP flows: checksum deltas of the forward NAT rewrite, the address
 	// part alone (IPv4 header) and all of it (TCP/UDP checksum). The reply
 	// rewrite is their negation.
@@ -140,16 +141,17 @@ func stateName(f *flow) string {
 	return "syn"
 }
 
-// shard is one lock's worth of a table. Padding keeps two shards' locks off
-// one cache line.
+// shard is one mutex's worth of a table; lookups take no lock (see
+// flowMap). Padding keeps two shards' hot words off one cache line.
 type shard struct {
-	mu sync.RWMutex
-	m  map[flowKey]*flow
-	_  [40]byte
+	mu sync.Mutex
+	m  flowMap
+	_  [24]byte
 }
 
 // table is a flow table, sharded by key hash so that peers on different
-// cores rarely share a lock. A JAP table also indexes its flows by reply key
+// cores rarely wait for each other's inserts, and so that each shard's
+// eviction scans stay small. A JAP table also indexes its flows by reply key
 // in rev (its own shards, locked after the forward shard, never before).
 type table struct {
 	shards   []shard
@@ -170,60 +172,62 @@ func newTable(maxFlows int, withRev bool) *table {
 	}
 	t := &table{shards: make([]shard, ns), mask: uint64(ns - 1), shardCap: maxFlows / ns}
 	for i := range t.shards {
-		t.shards[i].m = make(map[flowKey]*flow)
+		t.shards[i].m.init(false)
 	}
 	if withRev {
 		t.rev = make([]shard, ns)
 		for i := range t.rev {
-			t.rev[i].m = make(map[flowKey]*flow)
+			t.rev[i].m.init(true)
 		}
 	}
 	return t
 }
 
-func (t *table) shard(h uint64) *shard      { return &t.shards[h&t.mask] }
-func (t *table) revShard(k *flowKey) *shard { return &t.rev[k.hash()&t.mask] }
+func (t *table) shard(h uint64) *shard { return &t.shards[h&t.mask] }
 
-func (t *table) get(k *flowKey, h uint64) *flow {
-	s := t.shard(h)
-	s.mu.RLock()
-	f := s.m[*k]
-	s.mu.RUnlock()
-	return f
-}
+// get finds the flow of key k (hash h), without locking.
+func (t *table) get(k *flowKey, h uint64) *flow { return t.shard(h).m.get(k, h) }
 
+// getRev finds the flow whose reply key is k, without locking.
 func (t *table) getRev(k *flowKey) *flow {
-	s := t.revShard(k)
-	s.mu.RLock()
-	f := s.m[*k]
-	s.mu.RUnlock()
-	return f
+	h := k.hash()
+	return t.rev[h&t.mask].m.get(k, h)
 }
 
 // claimRev indexes f under its reply key unless that key is taken. f must
 // be complete: once claimed, replies find it.
 func (t *table) claimRev(f *flow) bool {
-	s := t.revShard(&f.rkey)
+	f.rh = f.rkey.hash()
+	s := &t.rev[f.rh&t.mask]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, taken := s.m[f.rkey]; taken {
+	if s.m.get(&f.rkey, f.rh) != nil {
 		return false
 	}
-	s.m[f.rkey] = f
+	s.m.put(f)
 	return true
 }
 
-// removeLocked deletes f from its (locked) forward shard s and from the
+// insertLocked adds f to its locked forward shard s, evicting first if s is
+// full. It returns how many flows it evicted.
+func (t *table) insertLocked(s *shard, f *flow, to *timeouts) uint64 {
+	n := t.makeRoomLocked(s, to)
+	s.m.put(f)
+	t.n.Add(1)
+	return n
+}
+
+// removeLocked deletes f from its locked forward shard s and from the
 // reply index.
 func (t *table) removeLocked(s *shard, f *flow) {
-	delete(s.m, f.key)
+	if !s.m.delete(f) {
+		return
+	}
 	t.n.Add(-1)
 	if t.rev != nil {
-		rs := t.revShard(&f.rkey)
+		rs := &t.rev[f.rh&t.mask]
 		rs.mu.Lock()
-		if rs.m[f.rkey] == f {
-			delete(rs.m, f.rkey)
-		}
+		rs.m.delete(f)
 		rs.mu.Unlock()
 	}
 }
@@ -232,21 +236,17 @@ func (t *table) removeLocked(s *shard, f *flow) {
 const evictSample = 8
 
 // makeRoomLocked evicts from the locked shard s while it is full: of a few
-// flows (Go's map iteration starts at a random place, so these are a random
-// sample), the one whose idle timeout runs out first. It returns how many
-// flows it evicted.
+// flows from a random place, the one whose idle timeout runs out first. It
+// returns how many flows it evicted.
 func (t *table) makeRoomLocked(s *shard, to *timeouts) uint64 {
 	var n uint64
-	for len(s.m) >= t.shardCap && len(s.m) > 0 {
+	var buf [evictSample]*flow
+	for s.m.n >= t.shardCap && s.m.n > 0 {
 		var victim *flow
 		var deadline int64
-		i := 0
-		for _, f := range s.m {
+		for _, f := range s.m.sample(buf[:0]) {
 			if d := f.last.Load() + to.of(f); victim == nil || d < deadline {
 				victim, deadline = f, d
-			}
-			if i++; i == evictSample {
-				break
 			}
 		}
 		t.removeLocked(s, victim)
@@ -261,26 +261,24 @@ func (t *table) deleteWhere(drop func(*flow) bool) int {
 	for i := range t.shards {
 		s := &t.shards[i]
 		s.mu.Lock()
-		for _, f := range s.m {
+		s.m.each(func(f *flow) {
 			if drop(f) {
 				t.removeLocked(s, f)
 				n++
 			}
-		}
+		})
 		s.mu.Unlock()
 	}
 	return n
 }
 
-// each calls fn for every flow, under the shards' read locks.
+// each calls fn for every flow.
 func (t *table) each(fn func(*flow)) {
 	for i := range t.shards {
 		s := &t.shards[i]
-		s.mu.RLock()
-		for _, f := range s.m {
-			fn(f)
-		}
-		s.mu.RUnlock()
+		s.mu.Lock()
+		s.m.each(fn)
+		s.mu.Unlock()
 	}
 }
 

@@ -23,7 +23,7 @@ func (r *Router) natFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int6
 	s := t.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f := s.m[*k]; f != nil { // created meanwhile by another peer's goroutine
+	if f := s.m.get(k, h); f != nil { // created meanwhile by another peer's goroutine
 		return f, true
 	}
 	f = &flow{key: *k, h: h}
@@ -45,9 +45,7 @@ func (r *Router) natFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int6
 			return nil, false
 		}
 	}
-	r.st.evicted.Add(t.makeRoomLocked(s, &r.to))
-	s.m[*k] = f
-	t.n.Add(1)
+	r.st.evicted.Add(t.insertLocked(s, f, &r.to))
 	return f, true
 }
 

@@ -82,8 +82,8 @@ func (p *parsed) parse(buf []byte, start, end int) DropReason {
 		p.proto = b[9]
 		p.src4 = binary.BigEndian.Uint32(b[ipv4Src:])
 		p.dst4 = binary.BigEndian.Uint32(b[ipv4Dst:])
-		putV4(&p.src, p.src4)
-		putV4(&p.dst, p.dst4)
+		putV4(&p.src, b[ipv4Src:])
+		putV4(&p.dst, b[ipv4Dst:])
 		p.l4 = start + ihl
 		p.end = start + total
 	case 6:
@@ -158,11 +158,13 @@ func (p *parsed) parseL4(buf []byte) DropReason {
 	return DropNone
 }
 
-// putV4 writes the IPv4 address at a[:4] v4-mapped into k, with two
-// word stores (a composite literal costs byte stores and a copy).
-func putV4(k *[16]byte, a uint32) {
+// putV4 writes the IPv4 address at a[:4] v4-mapped into k with two 8-byte
+// stores, as the hash reads it back: a composite literal, or a big-endian
+// put the compiler splits into bytes, would make those reads wait for the
+// stores to retire (store forwarding fails), which cost more than the NAT.
+func putV4(k *[16]byte, a []byte) {
 	binary.LittleEndian.PutUint64(k[:8], 0)
-	binary.BigEndian.PutUint64(k[8:], 0xffff<<32|uint64(a))
+	binary.LittleEndian.PutUint64(k[8:], 0xffff0000|uint64(binary.LittleEndian.Uint32(a))<<32)
 }
 
 // srcOff and dstOff locate the addresses in the buffer.

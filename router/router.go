@@ -506,15 +506,13 @@ func (r *Router) newIngress(res *Result, buf []byte, p *parsed, k *flowKey, h ui
 	s := t.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if f := s.m[*k]; f != nil {
+	if f := s.m.get(k, h); f != nil {
 		return f
 	}
 	f := &flow{key: *k, h: h}
 	f.peer.Store(jap)
 	f.last.Store(now)
-	r.st.evicted.Add(t.makeRoomLocked(s, &r.to))
-	s.m[*k] = f
-	t.n.Add(1)
+	r.st.evicted.Add(t.insertLocked(s, f, &r.to))
 	return f
 }
 

@@ -1,0 +1,233 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
+)
+
+// narrator writes the demo's log: control-plane events as they happen and
+// the steps with their verdicts.
+type narrator struct {
+	mu     sync.Mutex
+	w      io.Writer
+	start  time.Time
+	failed []string
+	seen   map[string]bool // register events are repeated by refreshes
+	names  map[netip.Addr]string
+	quiet  bool // set when the story is over: shutdown chatter is not part of it
+}
+
+func (n *narrator) printf(format string, args ...any) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.quiet {
+		return
+	}
+	fmt.Fprintf(n.w, "%6.2fs  %s\n", time.Since(n.start).Seconds(), fmt.Sprintf(format, args...))
+}
+
+func (n *narrator) step(title string) { n.printf("── %s", title) }
+
+func (n *narrator) check(ok bool, format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if ok {
+		n.printf("   ✓ %s", msg)
+		return
+	}
+	n.printf("   ✗ %s", msg)
+	n.mu.Lock()
+	n.failed = append(n.failed, msg)
+	n.mu.Unlock()
+}
+
+func (n *narrator) japList(japs []router.JAP) string {
+	var parts []string
+	for _, j := range japs {
+		parts = append(parts, fmt.Sprintf("%s (%d)", n.names[j.Addr], j.Targets))
+	}
+	if len(parts) == 0 {
+		return "none"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (n *narrator) event(e overlay.Event) {
+	if e.Group.IsEcho() {
+		return // the echo pseudo-group shadows every registration; skip it
+	}
+	switch e.Kind {
+	case "join":
+		n.printf("   %-3s JAP  %s (%s) joined %s", e.Proxy, e.Name, e.Target, e.Group)
+	case "register":
+		key := fmt.Sprintf("%s %s %v", e.Proxy, e.Group, e.JAPs)
+		n.mu.Lock()
+		dup := n.seen[key]
+		n.seen[key] = true
+		n.mu.Unlock()
+		if !dup {
+			n.printf("   %-3s JAP  registers %s with its RAPs %s: %s", e.Proxy, e.Group, strings.Join(e.RAPs, ", "), n.japList(e.JAPs))
+		}
+	case "resolve":
+		self := ""
+		if len(e.RAPs) == 1 && e.RAPs[0] == e.Proxy {
+			self = " (itself)"
+		}
+		n.printf("   %-3s IAP  cache miss for %s: asks RAP %s%s", e.Proxy, e.Group, strings.Join(e.RAPs, ", "), self)
+	case "resolved":
+		n.printf("   %-3s IAP  %s is served by JAPs %s", e.Proxy, e.Group, n.japList(e.JAPs))
+	case "refuse":
+		n.printf("   %-3s JAP  refused %s for %s: %s", e.Proxy, e.Name, e.Group, e.Reason)
+	}
+}
+
+// RunDemo runs the whole overlay in this process, on userspace netstacks and
+// loopback UDP, and narrates it to w: 3 proxies in 2 clusters, 3 targets in
+// 2 groups on one anycast IP, 2 clients. It returns an error unless every
+// step really worked.
+func RunDemo(ctx context.Context, w io.Writer) error {
+	n := &narrator{w: w, start: time.Now(), seen: map[string]bool{}, names: map[netip.Addr]string{}}
+	shape := Options{Proxies: 3, Clusters: 2, Targets: 3, Clients: 2, Groups: 2}
+	n.step("Starting 3 proxies in 2 clusters, 3 targets and 2 clients, each its own wireguard-go device")
+	h, err := Start(shape, HarnessOptions{OnEvent: n.event})
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	for _, nd := range h.Lab.Nodes {
+		if nd.Role == config.RoleProxy {
+			n.names[nd.Address[0]] = nd.Name
+		}
+	}
+	for _, nd := range h.Lab.Nodes {
+		switch nd.Role {
+		case config.RoleProxy:
+			n.printf("   %-3s proxy   cluster %s  overlay %s  WireGuard on %s", nd.Name, nd.Cluster, nd.Address[0], nd.Endpoint)
+		case config.RoleTarget:
+			n.printf("   %-3s target  overlay %s  attached to %s  serves %s on port %d", nd.Name, nd.Address[0], nd.Home, nd.Groups[0].Group, nd.Groups[0].Port)
+		case config.RoleClient:
+			n.printf("   %-3s client  overlay %s  attached to %s", nd.Name, nd.Address[0], nd.Home)
+		}
+	}
+	if err := h.ServeTargets(); err != nil {
+		return err
+	}
+
+	n.step("Targets join their groups by sending JOIN to the group's anycast address")
+	readyCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	err = h.WaitReady(readyCtx)
+	cancel()
+	n.check(err == nil, "every target joined through its proxy, and every group's RAPs know its JAPs%s", errSuffix(err))
+	if err != nil {
+		return errors.New("demo failed: targets did not join")
+	}
+	tcpGroup, udpGroup := GroupN(0), GroupN(1)
+	for _, g := range []router.Group{tcpGroup, udpGroup} {
+		raps := h.Proxies[h.Names(config.RoleProxy)[0]].Overlay.RAPs(g)
+		n.printf("   %s: RAPs %s (rendezvous hash, k=2); targets %s", g, strings.Join(raps, ", "), strings.Join(h.TargetsOf(g), ", "))
+	}
+
+	stepCtx := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 10*time.Second) }
+	clients := h.Names(config.RoleClient)
+
+	n.step(fmt.Sprintf("TCP: each client opens a connection to %s and sends a line", tcpGroup))
+	for _, c := range clients {
+		sctx, cancel := stepCtx()
+		ans, err := h.AskTCP(sctx, c, tcpGroup, "hello from "+c)
+		cancel()
+		n.reply(h, c, tcpGroup, "hello from "+c, ans, err)
+	}
+
+	n.step(fmt.Sprintf("UDP: each client sends a datagram to %s", udpGroup))
+	for _, c := range clients {
+		sctx, cancel := stepCtx()
+		ans, err := h.AskUDP(sctx, c, udpGroup, "query from "+c)
+		cancel()
+		n.reply(h, c, udpGroup, "query from "+c, ans, err)
+	}
+
+	n.step(fmt.Sprintf("ping %s: the IAP answers for an anycast IP that has a live group", tcpGroup.Addr))
+	{
+		sctx, cancel := stepCtx()
+		rtt, err := h.Ping(sctx, clients[0], tcpGroup.Addr)
+		cancel()
+		n.check(err == nil, "%s got an echo reply from %s in %v%s", clients[0], tcpGroup.Addr, rtt.Round(time.Microsecond), errSuffix(err))
+	}
+
+	sender := h.TargetsOf(tcpGroup)[0]
+	n.step(fmt.Sprintf("A target is a client of its own group: %s sends to %s", sender, tcpGroup))
+	{
+		sctx, cancel := stepCtx()
+		ans, err := h.AskTCP(sctx, sender, tcpGroup, "hello from "+sender)
+		cancel()
+		who := n.reply(h, sender, tcpGroup, "hello from "+sender, ans, err)
+		n.check(who != "" && who != sender, "%s was not handed its own packets", sender)
+	}
+
+	n.step("Data-path counters")
+	for _, name := range h.Names(config.RoleProxy) {
+		s := h.Proxies[name].Router.Stats()
+		n.printf("   %-3s forwarded %d, control %d, queued %d, dropped %d", name, s.Forwarded, s.Control, s.Queued, sumDrops(s))
+	}
+	defer func() { n.mu.Lock(); n.quiet = true; n.mu.Unlock() }()
+	if len(n.failed) > 0 {
+		n.printf("FAILED: %d step(s): %s", len(n.failed), strings.Join(n.failed, "; "))
+		return fmt.Errorf("demo failed: %d step(s) did not work", len(n.failed))
+	}
+	n.printf("All steps worked.")
+	return nil
+}
+
+// reply checks an answer from a group and tells which target answered and
+// which IAP and JAP carried it; it returns the answering target.
+func (n *narrator) reply(h *Harness, from string, g router.Group, sent, ans string, err error) string {
+	if err != nil {
+		n.check(false, "%s → %s: %v", from, g, err)
+		return ""
+	}
+	who, rest, _ := strings.Cut(ans, ": ")
+	members := h.TargetsOf(g)
+	ok := rest == sent && contains(members, who)
+	iap := h.Home(from)
+	jap := "?"
+	for _, f := range iap.Router.Flows() {
+		if f.Kind == "iap" && f.Group == g && contains(h.Edges[from].Config.Address, f.Client.Addr()) {
+			jap = n.names[f.JAP]
+		}
+	}
+	n.check(ok, "%s → %s answered %q  (IAP %s → JAP %s → target %s)", from, g, ans, iap.Name, jap, who)
+	return who
+}
+
+func contains[T comparable](s []T, v T) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ": " + err.Error()
+}
+
+func sumDrops(s router.Stats) uint64 {
+	var t uint64
+	for _, d := range s.Drops {
+		t += d
+	}
+	return t
+}
