@@ -114,8 +114,8 @@ func BenchmarkNewFlow(b *testing.B) {
 				copy(buf[Headroom:], orig)
 				// A new source address and port; the router does not check
 				// checksums, so they are not fixed.
-				binary.BigEndian.PutUint16(buf[Headroom+12+2:], uint16(i>>16)|0x8000) // 100.64.128+x.y: never a proxy
-				binary.BigEndian.PutUint16(buf[Headroom+20:], uint16(i)|1024)
+				binary.BigEndian.PutUint16(buf[Headroom+12+2:], uint16(i/60000)|0x8000) // 100.64.128+x.y: never a proxy
+				binary.BigEndian.PutUint16(buf[Headroom+20:], uint16(1024+i%60000))
 				if res := r.Route(buf, Headroom, len(buf), int64(i)); res.Action != Forward {
 					b.Fatal(res)
 				}

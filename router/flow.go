@@ -232,8 +232,9 @@ func (t *table) removeLocked(s *shard, f *flow) {
 	}
 }
 
-// evictSample is how many flows an insert into a full shard looks at.
-const evictSample = 8
+// evictSample is how many flows an insert into a full shard looks at
+// (as Redis's approximate LRU does; each costs a cache miss).
+const evictSample = 5
 
 // makeRoomLocked evicts from the locked shard s while it is full: of a few
 // flows from a random place, the one whose idle timeout runs out first. It

@@ -8,15 +8,22 @@ import (
 // flowMap is a hash table of flows whose lookups take no lock. With a Go
 // map every lookup needs at least a read lock, and RWMutex.RLock is an
 // atomic add on a line that every core's peers share; established flows
-// only read the table, so here they just load slot pointers. Writers
-// (insert, delete, rebuild) are serialized by the owning shard's mutex.
+// only read the table, so here they just load slot words. Writers (insert,
+// delete, rebuild) are serialized by the owning shard's mutex.
 //
 // Open addressing with linear probing, on the key hash the router computes
-// anyway for sharding. A deleted slot holds a tombstone so that probes go on
-// past it, unless the next slot is empty, when no probe can need it. A
-// rebuild copies the live flows into a fresh array that replaces the old
-// one atomically (a reader still on the old array sees a valid, if stale,
-// table). At most 3/4 of the slots are used, so every probe ends.
+// anyway for sharding. Each slot keeps a tag (the key's hash) beside the
+// flow pointer, so a probe compares tags in one cache line and dereferences
+// only a flow whose tag matches. A deleted slot holds a tombstone tag so
+// that probes go on past it, unless the next slot is empty, when no probe
+// can need it. A rebuild copies the live flows into a fresh array that
+// replaces the old one atomically (a reader still on the old array sees a
+// valid, if stale, table). At most 3/4 of the slots are used, so every
+// probe ends.
+//
+// A reader may see a slot between its tag and pointer stores; it checks the
+// flow's key whenever the tag matches, so it can at worst miss a flow that
+// is being inserted at that moment, as if it had looked a moment earlier.
 type flowMap struct {
 	arr  atomic.Pointer[slots]
 	rev  bool // keyed by rkey (a JAP's reply index) instead of key
@@ -24,19 +31,26 @@ type flowMap struct {
 	used int  // live flows and tombstones (writers only)
 }
 
+type slot struct {
+	tag atomic.Uint64 // tagEmpty, tagDeleted, or tagOf(the key's hash)
+	f   atomic.Pointer[flow]
+}
+
 type slots struct {
-	s    []atomic.Pointer[flow]
+	s    []slot
 	mask uint64
 }
 
-// tombstone marks a deleted slot; no key equals its zero key (fam is 0).
-var tombstone = &flow{}
+const (
+	tagEmpty   = 0
+	tagDeleted = 1
+	minSlots   = 8
+)
 
-const minSlots = 8
+// tagOf makes a hash a tag: bit 1 set, so it is neither empty nor deleted.
+func tagOf(h uint64) uint64 { return h | 2 }
 
-func newSlots(n int) *slots {
-	return &slots{s: make([]atomic.Pointer[flow], n), mask: uint64(n - 1)}
-}
+func newSlots(n int) *slots { return &slots{s: make([]slot, n), mask: uint64(n - 1)} }
 
 func (m *flowMap) init(rev bool) {
 	m.rev = rev
@@ -61,13 +75,16 @@ func (m *flowMap) hashOf(f *flow) uint64 {
 // without the lock, concurrently with writers.
 func (m *flowMap) get(k *flowKey, h uint64) *flow {
 	a := m.arr.Load()
+	tag := tagOf(h)
 	for i := h; ; i++ {
-		f := a.s[i&a.mask].Load()
-		if f == nil {
+		s := &a.s[i&a.mask]
+		switch t := s.tag.Load(); t {
+		case tagEmpty:
 			return nil
-		}
-		if m.hashOf(f) == h && *m.keyOf(f) == *k {
-			return f
+		case tag:
+			if f := s.f.Load(); f != nil && *m.keyOf(f) == *k {
+				return f
+			}
 		}
 	}
 }
@@ -78,14 +95,15 @@ func (m *flowMap) put(f *flow) {
 	if (m.used+1)*4 > len(a.s)*3 {
 		a = m.rebuild(m.n + 1)
 	}
-	for i := m.hashOf(f); ; i++ {
-		slot := &a.s[i&a.mask]
-		x := slot.Load()
-		if x == nil || x == tombstone {
-			if x == nil {
+	h := m.hashOf(f)
+	for i := h; ; i++ {
+		s := &a.s[i&a.mask]
+		if t := s.tag.Load(); t == tagEmpty || t == tagDeleted {
+			if t == tagEmpty {
 				m.used++
 			}
-			slot.Store(f)
+			s.f.Store(f) // pointer first: a reader that sees the tag finds the flow
+			s.tag.Store(tagOf(h))
 			m.n++
 			return
 		}
@@ -96,21 +114,22 @@ func (m *flowMap) put(f *flow) {
 func (m *flowMap) delete(f *flow) bool {
 	a := m.arr.Load()
 	for i := m.hashOf(f); ; i++ {
-		slot := &a.s[i&a.mask]
-		x := slot.Load()
-		if x == nil {
+		s := &a.s[i&a.mask]
+		if s.tag.Load() == tagEmpty {
 			return false
 		}
-		if x == f {
-			if a.s[(i+1)&a.mask].Load() == nil {
-				slot.Store(nil)
-				m.used--
-			} else {
-				slot.Store(tombstone)
-			}
-			m.n--
-			return true
+		if s.f.Load() != f {
+			continue
 		}
+		if a.s[(i+1)&a.mask].tag.Load() == tagEmpty {
+			s.tag.Store(tagEmpty)
+			m.used--
+		} else {
+			s.tag.Store(tagDeleted)
+		}
+		s.f.Store(nil)
+		m.n--
+		return true
 	}
 }
 
@@ -123,13 +142,15 @@ func (m *flowMap) rebuild(want int) *slots {
 	}
 	old, a := m.arr.Load(), newSlots(size)
 	for i := range old.s {
-		f := old.s[i].Load()
-		if f == nil || f == tombstone {
+		f := old.s[i].f.Load()
+		if f == nil {
 			continue
 		}
-		for j := m.hashOf(f); ; j++ {
-			if slot := &a.s[j&a.mask]; slot.Load() == nil {
-				slot.Store(f)
+		h := m.hashOf(f)
+		for j := h; ; j++ {
+			if s := &a.s[j&a.mask]; s.tag.Load() == tagEmpty {
+				s.f.Store(f)
+				s.tag.Store(tagOf(h))
 				break
 			}
 		}
@@ -144,18 +165,18 @@ func (m *flowMap) rebuild(want int) *slots {
 func (m *flowMap) each(fn func(*flow)) {
 	a := m.arr.Load()
 	for i := range a.s {
-		if f := a.s[i].Load(); f != nil && f != tombstone {
+		if f := a.s[i].f.Load(); f != nil {
 			fn(f)
 		}
 	}
 }
 
-// sample returns up to n flows from a random place. Lock held.
+// sample appends up to cap(out) flows found from a random place. Lock held.
 func (m *flowMap) sample(out []*flow) []*flow {
 	a := m.arr.Load()
 	start := rand.Uint64()
 	for i := uint64(0); i <= a.mask && len(out) < cap(out); i++ {
-		if f := a.s[(start+i)&a.mask].Load(); f != nil && f != tombstone {
+		if f := a.s[(start+i)&a.mask].f.Load(); f != nil {
 			out = append(out, f)
 		}
 	}

@@ -1,0 +1,66 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+
+	"github.com/pias-net/pias/lab"
+)
+
+func init() {
+	register("lab", "lab gen: write a consistent set of node configs (and lab.json)", runLab)
+}
+
+func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
+		w, rc := stdout, 0
+		if len(args) == 0 {
+			w, rc = stderr, 2
+		}
+		fmt.Fprintln(w, "Usage: pias lab gen --out DIR [--proxies N] [--clusters C] [--targets M] [--clients K] [--groups G] [--underlay CIDR]")
+		fmt.Fprintln(w, "  (pias lab gen --help for the flags)")
+		return rc
+	}
+	if args[0] != "gen" {
+		fmt.Fprintf(stderr, "pias lab: unknown subcommand %q (want gen)\n", args[0])
+		return 2
+	}
+	fs, parse := flags("lab gen", "lab gen --out DIR [flags]", stdout, stderr)
+	out := fs.String("out", "", "directory to write the lab into; must be new or empty (required)")
+	proxies := fs.Int("proxies", 3, "number of proxies")
+	clusters := fs.Int("clusters", 2, "number of proxy clusters")
+	targets := fs.Int("targets", 3, "number of targets")
+	clients := fs.Int("clients", 2, "number of clients")
+	groups := fs.Int("groups", 2, "number of groups (tcp and udp alternating, two per anycast IP)")
+	underlay := fs.String("underlay", lab.DefaultUnderlay.String(), "underlay: one address (consecutive ports) or a prefix (consecutive addresses)")
+	basePort := fs.Uint("base-port", uint(lab.DefaultBasePort), "first WireGuard UDP port")
+	if rc := parse(args[1:]); rc >= 0 {
+		return rc
+	}
+	if *out == "" {
+		fmt.Fprintln(stderr, "pias lab gen: --out DIR is required")
+		return 2
+	}
+	u, err := netip.ParsePrefix(*underlay)
+	if err != nil {
+		a, err2 := netip.ParseAddr(*underlay)
+		if err2 != nil {
+			fmt.Fprintf(stderr, "pias lab gen: --underlay %q is not an address or prefix\n", *underlay)
+			return 2
+		}
+		u = netip.PrefixFrom(a, a.BitLen())
+	}
+	if *basePort == 0 || *basePort > 65535 {
+		fmt.Fprintf(stderr, "pias lab gen: --base-port %d is not a port\n", *basePort)
+		return 2
+	}
+	l, err := lab.Generate(lab.Options{Out: *out, Proxies: *proxies, Clusters: *clusters, Targets: *targets,
+		Clients: *clients, Groups: *groups, Underlay: u, BasePort: uint16(*basePort)})
+	if err != nil {
+		fmt.Fprintf(stderr, "pias lab gen: %v\n", err)
+		return 2
+	}
+	fmt.Fprintf(stdout, "wrote %d nodes to %s (see %s)\n", len(l.Nodes), *out, l.Path(lab.LabFile))
+	return 0
+}

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net/netip"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/node"
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
+)
+
+func init() {
+	register("proxy", "run a proxy (no root, no host interface)", runProxy)
+	register("target", "run a target: join its groups and serve them", runTarget)
+	register("client", "run a client: reach groups through its proxy", runClient)
+}
+
+// eventLogger prints control-plane events one per line.
+func eventLogger(w io.Writer) func(overlay.Event) {
+	l := log.New(w, "", log.LstdFlags)
+	return func(e overlay.Event) {
+		if e.Group.IsEcho() {
+			return
+		}
+		var b strings.Builder
+		fmt.Fprintf(&b, "%s %s %s", e.Kind, e.Group, e.Name)
+		if e.Target.IsValid() {
+			fmt.Fprintf(&b, " %s", e.Target)
+		}
+		if len(e.RAPs) > 0 {
+			fmt.Fprintf(&b, " raps=%s", strings.Join(e.RAPs, ","))
+		}
+		for _, j := range e.JAPs {
+			fmt.Fprintf(&b, " jap=%s/%d", j.Addr, j.Targets)
+		}
+		if e.Reason != "" {
+			fmt.Fprintf(&b, " reason=%q", e.Reason)
+		}
+		l.Print(b.String())
+	}
+}
+
+// configError prints a config problem as its one line and returns 2.
+func configError(stderr io.Writer, cmd string, err error) int {
+	var ce *config.Error
+	if errors.As(err, &ce) {
+		fmt.Fprintln(stderr, ce)
+	} else {
+		fmt.Fprintf(stderr, "pias %s: %v\n", cmd, err)
+	}
+	return 2
+}
+
+// untilSignal blocks until SIGINT or SIGTERM.
+func untilSignal() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	<-ctx.Done()
+}
+
+func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs, parse := flags("proxy", "proxy -c proxy.toml", stdout, stderr)
+	path := fs.String("c", "", "the proxy's config file (required)")
+	if rc := parse(args); rc >= 0 {
+		return rc
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "pias proxy: -c FILE is required")
+		return 2
+	}
+	cfg, err := config.LoadProxy(*path)
+	if err != nil {
+		return configError(stderr, "proxy", err)
+	}
+	p, err := node.StartProxy(cfg, node.Options{OnEvent: eventLogger(stdout), Logf: log.New(stderr, cfg.Name+": ", log.LstdFlags).Printf})
+	if err != nil {
+		fmt.Fprintf(stderr, "pias proxy: %v\n", err)
+		return 1
+	}
+	port, _ := p.ListenPort()
+	fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, %d proxies, %d edges\n",
+		cfg.Name, cfg.Cluster, joinAddrs(cfg.Address), port, len(cfg.Proxies)+1, len(cfg.Edges))
+	untilSignal()
+	p.Close()
+	fmt.Fprintf(stdout, "proxy %s stopped\n", cfg.Name)
+	return 0
+}
+
+func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs, parse := flags("target", "target -c target.toml", stdout, stderr)
+	path := fs.String("c", "", "the target's config file (required)")
+	if rc := parse(args); rc >= 0 {
+		return rc
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "pias target: -c FILE is required")
+		return 2
+	}
+	cfg, err := config.LoadTarget(*path)
+	if err != nil {
+		return configError(stderr, "target", err)
+	}
+	e, err := node.StartEdge(cfg, node.Options{OnEvent: eventLogger(stdout), Logf: log.New(stderr, cfg.Name+": ", log.LstdFlags).Printf})
+	if err != nil {
+		fmt.Fprintf(stderr, "pias target: %v\n", err)
+		return 1
+	}
+	defer e.Close()
+	// On the userspace netstack, the group's traffic reaches the service
+	// that runs on this host's loopback, on the configured local port.
+	for _, s := range cfg.Groups {
+		for _, a := range cfg.Address {
+			f, err := e.Host.ServeFromHost(netip.AddrPortFrom(a, s.Port), s.Group.Proto == router.ProtoUDP)
+			if err != nil {
+				fmt.Fprintf(stderr, "pias target: serve %s: %v\n", s.Group, err)
+				return 1
+			}
+			defer f.Close()
+		}
+		fmt.Fprintf(stdout, "target %s: %s → localhost:%d/%s\n", cfg.Name, s.Group, s.Port, router.ProtoName(s.Group.Proto))
+	}
+	fmt.Fprintf(stdout, "target %s up: overlay %s, attached to %s\n", cfg.Name, joinAddrs(cfg.Address), cfg.Proxies[0].Name)
+	untilSignal()
+	fmt.Fprintf(stdout, "target %s leaving its groups\n", cfg.Name)
+	return 0
+}
+
+// forwardFlag collects --forward LISTEN=GROUP values.
+type forwardFlag []string
+
+func (f *forwardFlag) String() string     { return strings.Join(*f, ",") }
+func (f *forwardFlag) Set(v string) error { *f = append(*f, v); return nil }
+
+func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs, parse := flags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr)
+	path := fs.String("c", "", "the client's config file (required)")
+	var fwd forwardFlag
+	fs.Var(&fwd, "forward", "relay a local `LISTEN=GROUP` (host address:port = anycast group) through the overlay; repeatable")
+	if rc := parse(args); rc >= 0 {
+		return rc
+	}
+	if *path == "" {
+		fmt.Fprintln(stderr, "pias client: -c FILE is required")
+		return 2
+	}
+	type forward struct {
+		listen netip.AddrPort
+		group  router.Group
+	}
+	var forwards []forward
+	for _, v := range fwd {
+		l, g, ok := strings.Cut(v, "=")
+		listen, err1 := netip.ParseAddrPort(l)
+		group, err2 := router.ParseGroup(g)
+		if !ok || err1 != nil || err2 != nil {
+			fmt.Fprintf(stderr, "pias client: --forward %q: want LISTEN=GROUP, e.g. 127.0.0.1:8080=100.65.0.1:80/tcp\n", v)
+			return 2
+		}
+		forwards = append(forwards, forward{listen, group})
+	}
+	cfg, err := config.LoadClient(*path)
+	if err != nil {
+		return configError(stderr, "client", err)
+	}
+	for _, f := range forwards {
+		if !cfg.InAnycast(f.group.Addr) {
+			fmt.Fprintf(stderr, "pias client: --forward %s: %s is outside the anycast prefixes of %s\n", f.group, f.group.Addr, *path)
+			return 2
+		}
+	}
+	e, err := node.StartEdge(cfg, node.Options{Logf: log.New(stderr, cfg.Name+": ", log.LstdFlags).Printf})
+	if err != nil {
+		fmt.Fprintf(stderr, "pias client: %v\n", err)
+		return 1
+	}
+	defer e.Close()
+	for _, f := range forwards {
+		from := cfg.Addr4()
+		if f.group.Addr.Is6() {
+			from = cfg.Addr6()
+		}
+		if !from.IsValid() {
+			fmt.Fprintf(stderr, "pias client: --forward %s: %s has no overlay address of that family\n", f.group, cfg.Name)
+			return 2
+		}
+		fw, err := e.Host.ForwardToOverlay(f.listen, netip.AddrPortFrom(f.group.Addr, f.group.Port), from, f.group.Proto == router.ProtoUDP)
+		if err != nil {
+			fmt.Fprintf(stderr, "pias client: --forward %s: %v\n", f.listen, err)
+			return 1
+		}
+		defer fw.Close()
+		fmt.Fprintf(stdout, "client %s: %s/%s → %s\n", cfg.Name, f.listen, router.ProtoName(f.group.Proto), f.group)
+	}
+	fmt.Fprintf(stdout, "client %s up: overlay %s, anycast %s via %s\n", cfg.Name, joinAddrs(cfg.Address), joinPrefixes(cfg.AnycastPrefix), cfg.Proxies[0].Name)
+	untilSignal()
+	return 0
+}
+
+func joinAddrs(as []netip.Addr) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ", ")
+}
+
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
