@@ -220,4 +220,3 @@ func joinPrefixes(ps []netip.Prefix) string {
 	}
 	return strings.Join(s, ", ")
 }
-
