@@ -6,8 +6,6 @@ package router
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -85,16 +83,19 @@ type Config struct {
 	// ControlPort is the UDP port of control messages, on overlay and anycast
 	// addresses alike.
 	ControlPort uint16
-	// MTU is the MTU of the WireGuard tunnels; TCP MSS is clamped so that an
-	// encapsulated segment still fits.
+	// MTU is the MTU of the WireGuard tunnels (default DefaultMTU, at least
+	// 576); TCP MSS is clamped so that an encapsulated segment still fits.
 	MTU int
-	// MaxFlows caps each flow table; the stalest flows are evicted first.
+	// MaxFlows caps each flow table (default DefaultMaxFlows); the stalest
+	// flows are evicted first.
 	MaxFlows int
-	// QueueLimit caps the packets held per group while it is resolved.
+	// QueueLimit caps the packets held per group while it is resolved
+	// (default DefaultQueueLimit).
 	QueueLimit int
 	// Timeouts are the flows' idle timeouts; zero fields take DefaultTimeouts.
 	Timeouts Timeouts
-	// NegativeTTL is how long a group that has no JAP is remembered as such.
+	// NegativeTTL is how long a group that has no JAP is remembered as such
+	// (default DefaultNegativeTTL).
 	NegativeTTL time.Duration
 }
 
@@ -125,139 +126,6 @@ type Router struct {
 	queues  map[Group]*pending
 
 	st counters
-}
-
-type prefix4 struct{ net, mask uint32 }
-
-type prefix6 struct{ hi, lo, mhi, mlo uint64 }
-
-// New checks cfg, fills in its defaults and returns a router.
-func New(cfg Config) (*Router, error) {
-	r := &Router{
-		targets: make(map[Group]*targetSet),
-		byAddr:  make(map[netip.Addr]int),
-		cache:   make(map[Group]*cacheEntry),
-		queues:  make(map[Group]*pending),
-	}
-	if cfg.ControlPort == 0 {
-		return nil, errors.New("router: the control port is not set")
-	}
-	r.ctrlPort = cfg.ControlPort
-	if len(cfg.Anycast) == 0 {
-		return nil, errors.New("router: no anycast prefix is set")
-	}
-	for _, p := range cfg.Anycast {
-		if !p.IsValid() || p.Addr().Zone() != "" {
-			return nil, fmt.Errorf("router: anycast prefix %v is not valid", p)
-		}
-		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())).Masked()
-		if !p.IsValid() {
-			return nil, fmt.Errorf("router: anycast prefix %v is not valid", p)
-		}
-		if p.Addr().Is4() {
-			b := p.Addr().As4()
-			r.any4 = append(r.any4, prefix4{net: binary.BigEndian.Uint32(b[:]), mask: ^uint32(0) << (32 - p.Bits())})
-			if p.Bits() == 0 {
-				r.any4[len(r.any4)-1].mask = 0
-			}
-		} else {
-			b := p.Addr().As16()
-			m := prefixMask6(p.Bits())
-			r.any6 = append(r.any6, prefix6{
-				hi: binary.BigEndian.Uint64(b[:8]), lo: binary.BigEndian.Uint64(b[8:]),
-				mhi: binary.BigEndian.Uint64(m[:8]), mlo: binary.BigEndian.Uint64(m[8:]),
-			})
-		}
-	}
-	for _, a := range cfg.Self {
-		a = a.Unmap()
-		if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() {
-			return nil, fmt.Errorf("router: overlay address %v is not valid", a)
-		}
-		k := key16(a)
-		if r.isAnycast(&k, famOf(a)) {
-			return nil, fmt.Errorf("router: overlay address %v is inside an anycast prefix", a)
-		}
-		if a.Is4() {
-			b := a.As4()
-			r.selfV4 = append(r.selfV4, binary.BigEndian.Uint32(b[:]))
-		} else {
-			r.selfV6 = append(r.selfV6, k)
-		}
-	}
-	if len(r.selfV4) == 0 {
-		return nil, errors.New("router: this proxy has no IPv4 overlay address")
-	}
-	r.self4 = r.selfV4[0]
-	r.encSum4 = encapSum(r.self4, ProtoIPIP)
-	r.encSum6 = encapSum(r.self4, ProtoIPv6)
-
-	if cfg.MTU == 0 {
-		cfg.MTU = 1420
-	}
-	if cfg.MTU < 576 || cfg.MTU > 65535 {
-		return nil, fmt.Errorf("router: MTU %d is not between 576 and 65535", cfg.MTU)
-	}
-	r.mss4 = uint16(cfg.MTU - EncapOverhead - 40)
-	r.mss6 = uint16(cfg.MTU - EncapOverhead - 60)
-
-	if cfg.MaxFlows == 0 {
-		cfg.MaxFlows = 65536
-	}
-	if cfg.QueueLimit == 0 {
-		cfg.QueueLimit = 16
-	}
-	if cfg.NegativeTTL == 0 {
-		cfg.NegativeTTL = time.Second
-	}
-	if cfg.MaxFlows < 0 || cfg.QueueLimit < 0 || cfg.NegativeTTL < 0 {
-		return nil, errors.New("router: MaxFlows, QueueLimit and NegativeTTL must not be negative")
-	}
-	r.queueLimit = cfg.QueueLimit
-	r.negTTL = cfg.NegativeTTL
-
-	t, d := cfg.Timeouts, DefaultTimeouts
-	for _, f := range []struct{ v, def *time.Duration }{
-		{&t.TCPSyn, &d.TCPSyn}, {&t.TCPEstablished, &d.TCPEstablished},
-		{&t.TCPClosing, &d.TCPClosing}, {&t.UDP, &d.UDP}, {&t.ICMP, &d.ICMP},
-	} {
-		if *f.v < 0 {
-			return nil, errors.New("router: timeouts must not be negative")
-		}
-		if *f.v == 0 {
-			*f.v = *f.def
-		}
-	}
-	r.to = timeouts{syn: int64(t.TCPSyn), est: int64(t.TCPEstablished), closing: int64(t.TCPClosing),
-		udp: int64(t.UDP), icmp: int64(t.ICMP)}
-
-	r.iap = newTable(cfg.MaxFlows, false)
-	r.jap = newTable(cfg.MaxFlows, true)
-	r.proxies.Store(&proxySet{})
-	return r, nil
-}
-
-// unmapBits is how many prefix bits a v4-mapped address spends on the
-// mapping.
-func unmapBits(a netip.Addr) int {
-	if a.Is4In6() {
-		return 96
-	}
-	return 0
-}
-
-func prefixMask6(bits int) (m [16]byte) {
-	for i := range m {
-		switch {
-		case bits >= 8:
-			m[i] = 0xff
-			bits -= 8
-		case bits > 0:
-			m[i] = ^byte(0xff >> bits)
-			bits = 0
-		}
-	}
-	return m
 }
 
 func (r *Router) isAnycast(a *[16]byte, fam uint8) bool {
@@ -326,9 +194,18 @@ func (r *Router) dstAnycast(p *parsed) bool {
 	return r.isAnycast6(&p.dst)
 }
 
-// Route decides what happens to the IP packet buf[start:end], editing it in
-// place; buf must have Headroom bytes free before start. See Action for what
-// the caller does with the result.
+// Route decides what happens to the IP packet buf[start:end], which any
+// peer's WireGuard decrypted, editing it in place; buf must have Headroom
+// bytes free before start. See Action for what the caller does with the
+// result. By destination:
+//   - this proxy: an encapsulated packet from another proxy (decapsulated,
+//     then the JAP or the IAP's reply step), a control message, or a ping;
+//   - an anycast address: a control message, a ping, or a client's packet
+//     (the IAP step);
+//   - anything else: a local target's reply (the JAP's reply step).
+//
+// Route does not allocate except for a packet it queues or a flow it
+// creates.
 func (r *Router) Route(buf []byte, start, end int, now int64) Result {
 	// The stages fill in one Result by pointer: returned by value through
 	// each of them, its ~130 bytes cost more than the NAT.
@@ -578,7 +455,9 @@ func (r *Router) reply(res *Result, buf []byte, p *parsed, now int64) *Result {
 }
 
 // egress is the IAP's reply step: a JAP sent back a reply for a client of
-// this proxy; it goes to the client as it is.
+// this proxy; it goes to the client as it is. It goes even when the IAP
+// flow is gone (expired here while the JAP's lives on): only proxies can
+// send encapsulated packets, and the JAP knows the flow.
 func (r *Router) egress(res *Result, buf []byte, in *parsed, now int64) *Result {
 	k := flowKey{src: in.dst, dst: in.src, sport: in.dport, dport: in.sport, proto: in.proto, fam: in.fam}
 	h := k.hash()

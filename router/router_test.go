@@ -578,7 +578,6 @@ func TestMalformed(t *testing.T) {
 		"short ICMP":       ipWrap(client.Addr(), p1, ProtoICMP, make([]byte, 4)),
 		"short IPv6":       good6[:39],
 		"IPv6 len":         mod(good6, func(b []byte) []byte { b[5]++; return b }),
-		"inner family":     encap(p2, p1, good6)[:0],
 	}
 	// An IPv4 packet announced as IPv6-in-IPv4.
 	wrong := encap(p2, p1, good)
@@ -587,12 +586,7 @@ func TestMalformed(t *testing.T) {
 	cases["inner family"] = wrong
 	r := newRouter(t, selfP1())
 	for name, b := range cases {
-		t.Run(name, func(t *testing.T) {
-			if len(b) == 0 {
-				t.Skip()
-			}
-			mustDrop(t, r, b, 0, DropMalformed)
-		})
+		t.Run(name, func(t *testing.T) { mustDrop(t, r, b, 0, DropMalformed) })
 	}
 	// Bad bounds from the caller.
 	if res := r.Route(good, 10, 5, 0); res.Action != Drop || res.Reason != DropMalformed {
