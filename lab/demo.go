@@ -98,16 +98,19 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 	n := &narrator{w: w, start: time.Now(), seen: map[string]bool{}, names: map[netip.Addr]string{}}
 	shape := Options{Proxies: 3, Clusters: 2, Targets: 3, Clients: 2, Groups: 2}
 	n.step("Starting 3 proxies in 2 clusters, 3 targets and 2 clients, each its own wireguard-go device")
-	h, err := Start(shape, HarnessOptions{OnEvent: n.event})
+	// Proxy names are known before any node starts, so events can use them.
+	named := func(l *Lab) {
+		for _, nd := range l.Nodes {
+			if nd.Role == config.RoleProxy {
+				n.names[nd.Address[0]] = nd.Name
+			}
+		}
+	}
+	h, err := Start(shape, HarnessOptions{OnEvent: n.event, Generated: named})
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	for _, nd := range h.Lab.Nodes {
-		if nd.Role == config.RoleProxy {
-			n.names[nd.Address[0]] = nd.Name
-		}
-	}
 	for _, nd := range h.Lab.Nodes {
 		switch nd.Role {
 		case config.RoleProxy:

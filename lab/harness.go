@@ -41,6 +41,9 @@ type HarnessOptions struct {
 	Dir     string
 	OnEvent func(overlay.Event)
 	Logf    func(format string, args ...any)
+	// Generated, if set, sees the lab after it is written and before any
+	// node starts.
+	Generated func(*Lab)
 }
 
 // Start generates a lab of the given shape on loopback and starts all of it.
@@ -83,6 +86,9 @@ func start(shape Options, hopts HarnessOptions) (h *Harness, err error) {
 	}
 	if h.Lab, err = Generate(shape); err != nil {
 		return h, err
+	}
+	if hopts.Generated != nil {
+		hopts.Generated(h.Lab)
 	}
 	nopts := node.Options{Logf: hopts.Logf, OnEvent: hopts.OnEvent}
 	for _, nd := range h.Lab.Nodes {

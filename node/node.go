@@ -33,6 +33,10 @@ type Options struct {
 // tick is how often a proxy runs its timers.
 const tick = 100 * time.Millisecond
 
+// proxyKeepalive keeps the proxy mesh's WireGuard sessions (and any NAT on
+// the way) alive.
+const proxyKeepalive = 25 * time.Second
+
 // Proxy is a running proxy: WireGuard ↔ router ↔ WireGuard, no host interface.
 type Proxy struct {
 	Name    string
@@ -66,7 +70,11 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	var peers []tunnel.Peer
 	for _, pp := range cfg.Proxies {
 		members = append(members, overlay.Member{Name: pp.Name, Addr: addr4(pp.Address), Cluster: pp.Cluster})
-		peers = append(peers, tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: hostPrefixes(pp.Address)})
+		// The keepalive makes every proxy handshake with every other as soon
+		// as it starts. Without it, the first control messages between two
+		// proxies often set off handshakes from both ends at once, which
+		// WireGuard resolves only by its 5 s retry.
+		peers = append(peers, tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: hostPrefixes(pp.Address), Keepalive: proxyKeepalive})
 	}
 	edges := map[netip.Addr]*overlay.EdgePolicy{}
 	for _, e := range cfg.Edges {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ func NewDevice(t tun.Device, bind conn.Bind, priv [32]byte, port uint16, peers [
 	logger := &device.Logger{Verbosef: device.DiscardLogf, Errorf: device.DiscardLogf}
 	if logf != nil {
 		logger.Errorf = logf
+		if os.Getenv("PIAS_WG_VERBOSE") != "" {
+			logger.Verbosef = logf
+		}
 	}
 	d := &Device{Device: device.NewDevice(t, bind, logger), bind: bind}
 	if err := d.IpcSet(uapiConfig(priv, port, peers)); err != nil {

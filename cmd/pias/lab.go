@@ -49,6 +49,11 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "pias lab gen: --underlay %q is not an address or prefix\n", *underlay)
 			return 2
 		}
+		if a.Zone() != "" {
+			// PrefixFrom would drop the zone silently.
+			fmt.Fprintf(stderr, "pias lab gen: --underlay %q: want an address without a zone\n", *underlay)
+			return 2
+		}
 		u = netip.PrefixFrom(a, a.BitLen())
 	}
 	if *basePort == 0 || *basePort > 65535 {

@@ -32,7 +32,10 @@ func eventLogger(w io.Writer) func(overlay.Event) {
 			return
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "%s %s %s", e.Kind, e.Group, e.Name)
+		fmt.Fprintf(&b, "%s %s", e.Kind, e.Group)
+		if e.Name != "" {
+			fmt.Fprintf(&b, " %s", e.Name)
+		}
 		if e.Target.IsValid() {
 			fmt.Fprintf(&b, " %s", e.Target)
 		}
@@ -202,6 +205,7 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "client %s up: overlay %s, anycast %s via %s\n", cfg.Name, joinAddrs(cfg.Address), joinPrefixes(cfg.AnycastPrefix), cfg.Proxies[0].Name)
 	untilSignal()
+	fmt.Fprintf(stdout, "client %s stopped\n", cfg.Name)
 	return 0
 }
 
