@@ -37,6 +37,12 @@ type Options struct {
 	Clients  int
 	Groups   int // ≥ 1 when Targets > 0
 
+	// IPv6 gives every group i an IPv6 twin, GroupN6(i) on fd65::(1+i/2),
+	// with the same port, protocol and local port: every target joins both
+	// twins, proxies let it, and lab.json lists the twins after the IPv4
+	// groups.
+	IPv6 bool
+
 	// Underlay is where the nodes' WireGuard UDP sockets live. A single
 	// address (/32, /128) gives every node that address with consecutive
 	// ports from BasePort; a wider prefix gives every node its own host
@@ -137,6 +143,17 @@ func GroupN(i int) router.Group {
 	return router.Group{Addr: a, Port: 53, Proto: router.ProtoUDP}
 }
 
+// GroupN6 is the IPv6 twin of GroupN(i): the same port and protocol on
+// fd65::(1+i/2) (fd65::1 for groups 0 and 1, fd65::2 for 2 and 3, …).
+func GroupN6(i int) router.Group {
+	g := GroupN(i)
+	a := netip.MustParseAddr("fd65::").As16()
+	n := uint32(1 + i/2)
+	a[12], a[13], a[14], a[15] = byte(n>>24), byte(n>>16), byte(n>>8), byte(n)
+	g.Addr = netip.AddrFrom16(a)
+	return g
+}
+
 // LocalPort is the port a lab target serves group g on: g's port + 8000.
 func LocalPort(g router.Group) uint16 { return g.Port + 8000 }
 
@@ -173,6 +190,11 @@ func Generate(opts Options) (*Lab, error) {
 	}
 	for i := range opts.Groups {
 		l.Groups = append(l.Groups, GroupN(i).String())
+	}
+	if opts.IPv6 {
+		for i := range opts.Groups {
+			l.Groups = append(l.Groups, GroupN6(i).String())
+		}
 	}
 
 	var nodes []*genNode
@@ -218,6 +240,10 @@ func Generate(opts Options) (*Lab, error) {
 		}
 		g := GroupN(j % opts.Groups)
 		t.Groups = []Service{{g.String(), LocalPort(g)}}
+		if opts.IPv6 {
+			g6 := GroupN6(j % opts.Groups)
+			t.Groups = append(t.Groups, Service{g6.String(), LocalPort(g6)})
+		}
 		t.proxies = homeFirst(j % opts.Proxies)
 		t.Home = proxies[t.proxies[0]].Name
 	}

@@ -24,9 +24,14 @@ func TestGenerate(t *testing.T) {
 		{Proxies: 2, Clusters: 2, Targets: 3, Clients: 2, Groups: 2, Underlay: netip.MustParsePrefix("198.18.0.0/24")},
 		{Proxies: 2, Clusters: 1, Targets: 2, Clients: 1, Groups: 4, Underlay: netip.MustParsePrefix("fd00:18::/64"), BasePort: 4000},
 		{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1, Underlay: netip.MustParsePrefix("::1/128"), BasePort: 65532},
+		{Proxies: 3, Clusters: 2, Targets: 4, Clients: 2, Groups: 3, IPv6: true},
+		{Proxies: 1, Clusters: 1, Targets: 0, Clients: 1, Groups: 2, IPv6: true},
 	}
 	for _, o := range shapes {
 		name := fmt.Sprintf("p%d-c%d-t%d-cl%d-g%d-%s", o.Proxies, o.Clusters, o.Targets, o.Clients, o.Groups, o.Underlay)
+		if o.IPv6 {
+			name += "-ipv6"
+		}
 		t.Run(name, func(t *testing.T) {
 			o.Out = filepath.Join(t.TempDir(), "lab")
 			l, err := Generate(o)
@@ -66,12 +71,20 @@ func checkLab(t *testing.T, o Options, l *Lab) {
 	if nProxies != o.Proxies || nTargets != o.Targets || nClients != o.Clients || len(l.Nodes) != o.Proxies+o.Targets+o.Clients {
 		t.Fatalf("nodes: %d proxies, %d targets, %d clients", nProxies, nTargets, nClients)
 	}
-	if len(l.Groups) != o.Groups || l.Underlay != underlay || l.ControlPort != config.DefaultControlPort {
+	wantGroups := o.Groups
+	if o.IPv6 {
+		wantGroups *= 2
+	}
+	if len(l.Groups) != wantGroups || l.Underlay != underlay || l.ControlPort != config.DefaultControlPort {
 		t.Errorf("lab header: %+v", l)
 	}
 	for i, g := range l.Groups {
-		if g != GroupN(i).String() {
-			t.Errorf("group %d = %s", i, g)
+		want := GroupN(i)
+		if i >= o.Groups {
+			want = GroupN6(i - o.Groups)
+		}
+		if g != want.String() {
+			t.Errorf("group %d = %s, want %s", i, g, want)
 		}
 	}
 
@@ -210,7 +223,19 @@ func checkEdge(t *testing.T, o Options, l *Lab, j int, n Node) {
 	if n.Role == config.RoleTarget {
 		g := GroupN(j % o.Groups)
 		want := []config.Service{{Group: g, Port: g.Port + 8000}}
-		if !reflect.DeepEqual(e.Groups, want) || len(n.Groups) != 1 || n.Groups[0].Group != g.String() || n.Groups[0].Port != g.Port+8000 || n.WGQuick != "" {
+		if o.IPv6 {
+			g6 := GroupN6(j % o.Groups)
+			want = append(want, config.Service{Group: g6, Port: g6.Port + 8000})
+		}
+		var got []config.Service
+		for _, s := range n.Groups {
+			gg, err := router.ParseGroup(s.Group)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, config.Service{Group: gg, Port: s.Port})
+		}
+		if !reflect.DeepEqual(e.Groups, want) || !reflect.DeepEqual(got, want) || n.WGQuick != "" {
 			t.Errorf("%s: groups %v / %v, want %v", n.Name, e.Groups, n.Groups, want)
 		}
 		return
@@ -342,6 +367,55 @@ func TestGenerateDefaults(t *testing.T) {
 	if _, err := Generate(o); err == nil || !strings.Contains(err.Error(), "not empty") {
 		t.Errorf("second Generate: %v", err)
 	}
+}
+
+func TestGenerateIPv6(t *testing.T) {
+	o := Options{Out: t.TempDir(), Proxies: 2, Clusters: 1, Targets: 3, Clients: 1, Groups: 3, IPv6: true}
+	l, err := Generate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[100.65.0.1:80/tcp 100.65.0.1:53/udp 100.65.0.2:80/tcp [fd65::1]:80/tcp [fd65::1]:53/udp [fd65::2]:80/tcp]"
+	if fmt.Sprint(l.Groups) != want {
+		t.Errorf("groups %v, want %s", l.Groups, want)
+	}
+	for i, w := range []string{"[fd65::1]:80/tcp", "[fd65::1]:53/udp", "[fd65::2]:80/tcp", "[fd65::2]:53/udp", "[fd65::a]:53/udp"} {
+		if i == 4 {
+			i = 19
+		}
+		if g := GroupN6(i).String(); g != w {
+			t.Errorf("GroupN6(%d) = %s, want %s", i, g, w)
+		}
+	}
+	// t2 joins group 1 and its twin, on the same local port.
+	if g := l.Node("t2").Groups; fmt.Sprint(g) != "[{100.65.0.1:53/udp 8053} {[fd65::1]:53/udp 8053}]" {
+		t.Errorf("t2 groups %v", g)
+	}
+	tc, err := config.LoadTarget(l.Path("t3.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(tc.Groups) != "[{100.65.0.2:80/tcp 8080} {[fd65::2]:80/tcp 8080}]" {
+		t.Errorf("t3.toml groups %v", tc.Groups)
+	}
+	// Proxies let each target join both twins.
+	pc, err := config.LoadProxy(l.Path("p1.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range pc.Edges {
+		if e.Name == "t1" && fmt.Sprint(e.Groups) != "[100.65.0.1:80/tcp [fd65::1]:80/tcp]" {
+			t.Errorf("p1.toml: t1 may join %v", e.Groups)
+		}
+		if e.Name == "cl1" && len(e.Groups) != 0 {
+			t.Errorf("p1.toml: cl1 may join %v", e.Groups)
+		}
+	}
+	back, err := ReadLab(o.Out)
+	if err != nil || !reflect.DeepEqual(back, l) {
+		t.Errorf("lab.json does not round-trip: %v", err)
+	}
+	checkLab(t, o, l)
 }
 
 func TestGenerateErrors(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -30,8 +31,20 @@ func (h *Harness) ServeTargets() error {
 		if e.Config.Role != config.RoleTarget {
 			continue
 		}
+		// Twin groups (IPv4 and IPv6, same port) share one service per
+		// address.
+		type service struct {
+			at    netip.AddrPort
+			proto uint8
+		}
+		served := map[service]bool{}
 		for _, s := range e.Config.Groups {
 			for _, a := range e.Config.Address {
+				sv := service{netip.AddrPortFrom(a, s.Port), s.Group.Proto}
+				if served[sv] {
+					continue
+				}
+				served[sv] = true
 				stop, err := serveNamed(e, netip.AddrPortFrom(a, s.Port), s.Group.Proto, name)
 				if err != nil {
 					return fmt.Errorf("serve %s on %s: %w", s.Group, name, err)
@@ -205,6 +218,13 @@ func (h *Harness) AskUDP(ctx context.Context, from string, g router.Group, msg s
 
 // Ping sends ICMP echo requests from an edge to addr until one is answered,
 // and returns the round-trip time of the answered one.
+//
+// Each request goes out on a fresh ping socket whose reader is already
+// waiting: wireguard-go's netstack PingConn.ReadFrom waits for a "readable"
+// notification before it reads, and gVisor notifies only when a socket's
+// queue goes from empty to non-empty, so a reply that arrives before the
+// read begins is never read, nor is anything after it (the socket is deaf
+// for good). A fast answer (an IAP answers pings itself) often wins that race.
 func (h *Harness) Ping(ctx context.Context, from string, addr netip.Addr) (time.Duration, error) {
 	e := h.Edges[from]
 	if e == nil {
@@ -214,6 +234,23 @@ func (h *Harness) Ping(ctx context.Context, from string, addr netip.Addr) (time.
 	if err != nil {
 		return 0, err
 	}
+	for seq := 1; ; seq++ {
+		rtt, err := pingOnce(ctx, e, la, addr, seq)
+		if err == nil {
+			return rtt, nil
+		}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, fmt.Errorf("%s ping %s: %w", from, addr, err)
+		}
+		if ctx.Err() != nil {
+			return 0, fmt.Errorf("%s ping %s: %w", from, addr, ctx.Err())
+		}
+	}
+}
+
+// pingOnce sends one echo request on a new ping socket and waits up to a
+// second (or until ctx's deadline) for its reply.
+func pingOnce(ctx context.Context, e *node.Edge, la, addr netip.Addr, seq int) (time.Duration, error) {
 	c, err := e.Host.Net.DialPingAddr(la, addr)
 	if err != nil {
 		return 0, err
@@ -224,30 +261,43 @@ func (h *Harness) Ping(ctx context.Context, from string, addr netip.Addr) (time.
 	if addr.Is6() {
 		typ, proto = ipv6.ICMPTypeEchoRequest, 58
 	}
-	buf := make([]byte, 1500)
-	for seq := 1; ; seq++ {
-		data := []byte(fmt.Sprintf("pias ping %d", seq))
-		req, _ := (&icmp.Message{Type: typ, Body: &icmp.Echo{Seq: seq, Data: data}}).Marshal(nil)
-		start := time.Now()
-		if _, err := c.Write(req); err != nil {
-			return 0, err
-		}
-		c.SetReadDeadline(time.Now().Add(time.Second))
+	data := []byte(fmt.Sprintf("pias ping %d", seq))
+	req, _ := (&icmp.Message{Type: typ, Body: &icmp.Echo{Seq: seq, Data: data}}).Marshal(nil)
+	deadline := time.Now().Add(time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	c.SetReadDeadline(deadline)
+	start := time.Now()
+	reading := make(chan struct{})
+	got := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		close(reading)
 		for {
 			n, err := c.Read(buf)
 			if err != nil {
-				break
+				got <- err
+				return
 			}
 			m, err := icmp.ParseMessage(proto, buf[:n])
 			if err != nil {
 				continue
 			}
 			if echo, ok := m.Body.(*icmp.Echo); ok && echo.Seq == seq && bytes.Equal(echo.Data, data) {
-				return time.Since(start), nil
+				got <- nil
+				return
 			}
 		}
-		if ctx.Err() != nil {
-			return 0, fmt.Errorf("%s ping %s: %w", from, addr, errors.Join(ctx.Err()))
-		}
+	}()
+	<-reading
+	if _, err := c.Write(req); err != nil {
+		c.Close()
+		<-got
+		return 0, err
 	}
+	if err := <-got; err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
 }

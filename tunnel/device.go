@@ -96,9 +96,9 @@ func writePeers(b *strings.Builder, peers []Peer) {
 		if p.Endpoint.IsValid() {
 			fmt.Fprintf(b, "endpoint=%s\n", p.Endpoint)
 		}
-		if p.Keepalive > 0 {
-			fmt.Fprintf(b, "persistent_keepalive_interval=%d\n", int(p.Keepalive/time.Second))
-		}
+		// Always written: wireguard-go carries a keepalive over to the peers
+		// that follow it in one set when the value is left out.
+		fmt.Fprintf(b, "persistent_keepalive_interval=%d\n", int(p.Keepalive/time.Second))
 		b.WriteString("replace_allowed_ips=true\n")
 		for _, a := range p.AllowedIPs {
 			fmt.Fprintf(b, "allowed_ip=%s\n", a)

@@ -1,0 +1,309 @@
+package lab
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pias-net/pias/node"
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
+	"github.com/pias-net/pias/tunnel"
+)
+
+// eventLog records what the control planes of a lab did.
+type eventLog struct {
+	mu     sync.Mutex
+	events []overlay.Event
+}
+
+func (l *eventLog) add(e overlay.Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+}
+
+// match returns the recorded events for which keep is true.
+func (l *eventLog) match(keep func(overlay.Event) bool) []overlay.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []overlay.Event
+	for _, e := range l.events {
+		if keep(e) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// startLabEvents is startLab that also records every control-plane event.
+func startLabEvents(t *testing.T, shape Options) (*Harness, *eventLog) {
+	t.Helper()
+	log := &eventLog{}
+	h, err := Start(shape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	if err := h.ServeTargets(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := h.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return h, log
+}
+
+// shortCtx is a context for something that is expected to time out.
+func shortCtx(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// ask sends one request to g from an edge over g's protocol (a fresh TCP
+// connection or a fresh UDP socket) and returns the answer.
+func ask(ctx context.Context, h *Harness, from string, g router.Group, msg string) (string, error) {
+	if g.Proto == router.ProtoTCP {
+		return h.AskTCP(ctx, from, g, msg)
+	}
+	return h.AskUDP(ctx, from, g, msg)
+}
+
+// addr4Of is an edge's or proxy's IPv4 overlay address, from lab.json.
+func addr4Of(t *testing.T, h *Harness, name string) netip.Addr {
+	t.Helper()
+	n := h.Node(name)
+	if n == nil {
+		t.Fatalf("no node %q", name)
+	}
+	for _, a := range n.Address {
+		if a.Is4() {
+			return a
+		}
+	}
+	t.Fatalf("%s has no IPv4 address", name)
+	return netip.Addr{}
+}
+
+// addrOfFamily is a node's overlay address of the family of like.
+func addrOfFamily(t *testing.T, h *Harness, name string, like netip.Addr) netip.Addr {
+	t.Helper()
+	for _, a := range h.Node(name).Address {
+		if a.Is4() == like.Is4() {
+			return a
+		}
+	}
+	t.Fatalf("%s has no address of the family of %s", name, like)
+	return netip.Addr{}
+}
+
+// homeOf is the proxy (name) an edge is attached to.
+func homeOf(h *Harness, edge string) *node.Proxy {
+	return h.Proxies[h.Node(edge).Home]
+}
+
+// findFlow returns the flow of kind at p whose client is c and group g.
+func findFlow(p *node.Proxy, kind string, c netip.AddrPort, g router.Group) (router.Flow, bool) {
+	for _, f := range p.Router.Flows() {
+		if f.Kind == kind && f.Client == c && f.Group == g {
+			return f, true
+		}
+	}
+	return router.Flow{}, false
+}
+
+// localAddrPort is the local address of a connection as netip.
+func localAddrPort(t *testing.T, a fmt.Stringer) netip.AddrPort {
+	t.Helper()
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		t.Fatalf("local address %s: %v", a, err)
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// udpAsker is a UDP socket of an edge connected to a group: one flow.
+type udpAsker struct {
+	c interface {
+		Write([]byte) (int, error)
+		Read([]byte) (int, error)
+		SetReadDeadline(time.Time) error
+		Close() error
+	}
+	local netip.AddrPort
+}
+
+func dialUDP(t *testing.T, h *Harness, from string, g router.Group) *udpAsker {
+	t.Helper()
+	e := h.Edges[from]
+	la := addrOfFamily(t, h, from, g.Addr)
+	c, err := e.Host.Net.DialUDPAddrPort(netip.AddrPortFrom(la, 0), netip.AddrPortFrom(g.Addr, g.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &udpAsker{c: c, local: localAddrPort(t, c.LocalAddr())}
+}
+
+// ask sends msg (again every second) until an answer comes or ctx ends.
+func (u *udpAsker) ask(ctx context.Context, msg string) (string, error) {
+	buf := make([]byte, 2048)
+	for {
+		if _, err := u.c.Write([]byte(msg)); err != nil {
+			return "", err
+		}
+		u.c.SetReadDeadline(time.Now().Add(time.Second))
+		n, err := u.c.Read(buf)
+		if err == nil {
+			return string(buf[:n]), nil
+		}
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("%s: no answer: %w", u.local, ctx.Err())
+		}
+	}
+}
+
+// dropsDelta is how much each drop counter of p grew since before.
+func dropsDelta(p *node.Proxy, before router.Stats) map[router.DropReason]uint64 {
+	now := p.Router.Stats()
+	out := map[router.DropReason]uint64{}
+	for r := router.DropReason(0); r < router.NumDropReasons; r++ {
+		if d := now.Drops[r] - before.Drops[r]; d > 0 {
+			out[r] = d
+		}
+	}
+	return out
+}
+
+// waitDrops waits until p counted at least n more drops for reason than in
+// before.
+func waitDrops(ctx context.Context, p *node.Proxy, before router.Stats, reason router.DropReason, n uint64) error {
+	return WaitFor(ctx, func() error {
+		if d := dropsDelta(p, before); d[reason] < n {
+			return fmt.Errorf("%s drops %v: want at least %d %s", p.Name, d, n, reason)
+		}
+		return nil
+	})
+}
+
+// checkAllWork asks every group of h from each of the given (netstack)
+// clients, so that every proxy is seen forwarding as IAP or JAP.
+func checkAllWork(t *testing.T, ctx context.Context, h *Harness, clients []string) {
+	t.Helper()
+	for _, c := range clients {
+		for _, g := range h.groups() {
+			ans, err := ask(ctx, h, c, g, "still there? "+c)
+			if err != nil {
+				t.Fatalf("%s → %s: %v", c, g, err)
+			}
+			answeredBy(t, ans, "still there? "+c, targetsOf(h, g))
+		}
+	}
+}
+
+// sortedKeys lists a set's members in order, for messages.
+func sortedKeys(m map[string]int) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// dumpLab logs what every proxy knows, for a failing test: its WireGuard
+// peers (handshake age, bytes), RAP table, control-plane and router counters.
+func dumpLab(t *testing.T, h *Harness) {
+	t.Helper()
+	names := map[string]string{} // public key (hex) → node name
+	for _, n := range h.Lab.Nodes {
+		names[fmt.Sprintf("%x", n.PublicKey[:])] = n.Name
+	}
+	for _, pn := range h.Names("proxy") {
+		p := h.Proxies[pn]
+		s, err := p.Device.IpcGet()
+		if err != nil {
+			t.Logf("%s: %v", pn, err)
+			continue
+		}
+		var peers []string
+		var cur string
+		for _, line := range strings.Split(s, "\n") {
+			k, v, _ := strings.Cut(line, "=")
+			switch k {
+			case "public_key":
+				cur = names[v]
+			case "last_handshake_time_sec":
+				if v == "0" {
+					peers = append(peers, cur+":never")
+				} else {
+					var sec int64
+					fmt.Sscan(v, &sec)
+					peers = append(peers, fmt.Sprintf("%s:%ds", cur, time.Now().Unix()-sec))
+				}
+			case "rx_bytes", "tx_bytes":
+				peers[len(peers)-1] += "/" + v
+			}
+		}
+		st := p.Router.Stats()
+		var drops []string
+		for r := router.DropReason(1); r < router.NumDropReasons; r++ {
+			if st.Drops[r] > 0 {
+				drops = append(drops, fmt.Sprintf("%s=%d", r, st.Drops[r]))
+			}
+		}
+		t.Logf("%s: peers (handshake age/tx/rx) %v\n\tRAP table %v\n\toverlay %+v\n\trouter fwd=%d ctl=%d queued=%d drops %v",
+			pn, peers, p.Overlay.RAPTable(), p.Overlay.Stats(), st.Forwarded, st.Control, st.Queued, drops)
+	}
+}
+
+// peerTraffic reads, for every peer of d, the bytes sent to and received
+// from it and whether a handshake completed, keyed by the peer's node name.
+func peerTraffic(t *testing.T, h *Harness, d *tunnel.Device) map[string]peerStats {
+	t.Helper()
+	names := map[string]string{}
+	for _, n := range h.Lab.Nodes {
+		names[hex.EncodeToString(n.PublicKey[:])] = n.Name
+	}
+	s, err := d.IpcGet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]peerStats{}
+	cur := ""
+	for _, line := range strings.Split(s, "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "public_key":
+			cur = names[v]
+		case "tx_bytes", "rx_bytes", "last_handshake_time_sec":
+			n, _ := strconv.ParseUint(v, 10, 64)
+			ps := out[cur]
+			switch k {
+			case "tx_bytes":
+				ps.tx = n
+			case "rx_bytes":
+				ps.rx = n
+			default:
+				ps.handshake = n != 0
+			}
+			out[cur] = ps
+		}
+	}
+	return out
+}
+
+type peerStats struct {
+	tx, rx    uint64
+	handshake bool
+}
