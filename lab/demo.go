@@ -98,34 +98,30 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 	n := &narrator{w: w, start: time.Now(), seen: map[string]bool{}, names: map[netip.Addr]string{}}
 	shape := Options{Proxies: 3, Clusters: 2, Targets: 3, Clients: 2, Groups: 2}
 	n.step("Starting 3 proxies in 2 clusters, 3 targets and 2 clients, each its own wireguard-go device")
-	// Proxy names are known before any node starts, so events can use them.
-	named := func(l *Lab) {
+	// The lab is described, and proxy names are known to the event
+	// narrator, before any node starts: targets join as soon as they run.
+	described := func(l *Lab) {
 		for _, nd := range l.Nodes {
-			if nd.Role == config.RoleProxy {
+			switch nd.Role {
+			case config.RoleProxy:
 				n.names[nd.Address[0]] = nd.Name
+				n.printf("   %-3s proxy   cluster %s  overlay %s  WireGuard on %s", nd.Name, nd.Cluster, nd.Address[0], nd.Endpoint)
+			case config.RoleTarget:
+				n.printf("   %-3s target  overlay %s  attached to %s  serves %s on port %d", nd.Name, nd.Address[0], nd.Home, nd.Groups[0].Group, nd.Groups[0].Port)
+			case config.RoleClient:
+				n.printf("   %-3s client  overlay %s  attached to %s", nd.Name, nd.Address[0], nd.Home)
 			}
 		}
+		n.step("Targets join their groups by sending JOIN to the group's anycast address")
 	}
-	h, err := Start(shape, HarnessOptions{OnEvent: n.event, Generated: named})
+	h, err := Start(shape, HarnessOptions{OnEvent: n.event, Generated: described})
 	if err != nil {
 		return err
 	}
 	defer h.Close()
-	for _, nd := range h.Lab.Nodes {
-		switch nd.Role {
-		case config.RoleProxy:
-			n.printf("   %-3s proxy   cluster %s  overlay %s  WireGuard on %s", nd.Name, nd.Cluster, nd.Address[0], nd.Endpoint)
-		case config.RoleTarget:
-			n.printf("   %-3s target  overlay %s  attached to %s  serves %s on port %d", nd.Name, nd.Address[0], nd.Home, nd.Groups[0].Group, nd.Groups[0].Port)
-		case config.RoleClient:
-			n.printf("   %-3s client  overlay %s  attached to %s", nd.Name, nd.Address[0], nd.Home)
-		}
-	}
 	if err := h.ServeTargets(); err != nil {
 		return err
 	}
-
-	n.step("Targets join their groups by sending JOIN to the group's anycast address")
 	readyCtx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	err = h.WaitReady(readyCtx)
 	cancel()
