@@ -39,7 +39,23 @@ const (
 	DefaultInterface   = InterfaceNetstack
 
 	MaxNameLen = 15 // names become parts of interface names
+
+	// MaxInterfaceNameLen is the longest interface name (Linux's IFNAMSIZ
+	// less the terminating NUL).
+	MaxInterfaceNameLen = 15
+	// DefaultInterfacePrefix starts the default interface_name.
+	DefaultInterfacePrefix = "pias-"
 )
+
+// DefaultInterfaceName is the interface_name of a node called name when its
+// file sets none: "pias-" + name, cut to MaxInterfaceNameLen bytes.
+func DefaultInterfaceName(name string) string {
+	s := DefaultInterfacePrefix + name
+	if len(s) > MaxInterfaceNameLen {
+		s = s[:MaxInterfaceNameLen]
+	}
+	return s
+}
 
 // DefaultOverlayPrefix is the default overlay_prefix: 100.64.0.0/16, fd64::/64.
 func DefaultOverlayPrefix() []netip.Prefix {
@@ -65,6 +81,13 @@ type Node struct {
 	ControlPort    uint16
 	Listen         netip.AddrPort // WireGuard UDP listen address; port 0 = any
 	Proxies        []ProxyPeer    // proxies: every other proxy; edges: proxies to attach to, preferred first
+	// InterfaceName names the node's interfaces on the host: the kernel TUN
+	// of an edge with interface "tun" or "water", and, for every node, the
+	// UAPI socket /var/run/wireguard/NAME.sock that `wg show NAME` reads.
+	// Default DefaultInterfaceName(Name). 1..15 bytes of [a-zA-Z0-9_.-],
+	// not "." or "..". (macOS wants "utun" or "utunN" for a kernel TUN;
+	// package tunnel checks that when it runs there.)
+	InterfaceName string
 }
 
 // Proxy is a proxy's configuration.

@@ -201,6 +201,14 @@ func TestBadFiles(t *testing.T) {
 		{"rap_replicas out of range", RoleProxy, ins(proxyBase, 5, `rap_replicas = 0`), 6, "rap_replicas", "out of range 1..16"},
 		{"control_port out of range", RoleClient, ins(clientBase, 3, `control_port = 0`), 4, "control_port", "out of range"},
 		{"bad interface", RoleTarget, ins(targetBase, 3, `interface = "wintun"`), 4, "interface", `"wintun"`},
+		{"interface_name with slash", RoleProxy, ins(proxyBase, 5, `interface_name = "pias/p1"`), 6, "interface_name", `"pias/p1": want 1..15 characters of a-z, A-Z, 0-9`},
+		{"interface_name too long", RoleTarget, ins(targetBase, 3, `interface_name = "abcdefghijklmnop"`), 4, "interface_name", "want 1..15"},
+		{"interface_name empty", RoleClient, ins(clientBase, 3, `interface_name = ""`), 4, "interface_name", `"": want 1..15`},
+		{"interface_name dotdot", RoleClient, ins(clientBase, 3, `interface_name = ".."`), 4, "interface_name", `not "." or ".."`},
+		{"interface_name space", RoleTarget, ins(targetBase, 3, `interface_name = "wg 0"`), 4, "interface_name", "want 1..15"},
+		{"interface_name non-ascii", RoleTarget, ins(targetBase, 3, `interface_name = "wgé"`), 4, "interface_name", "want 1..15"},
+		{"interface_name wrong type", RoleProxy, ins(proxyBase, 5, `interface_name = 7`), 6, "interface_name", "want a string, got an integer"},
+		{"interface_name in peer", RoleProxy, ins(proxyBase, 9, `interface_name = "wg1"`), 10, "proxy.interface_name", "unknown key"},
 		{"bad name", RoleProxy, set(proxyBase, 1, `name = "P1"`), 1, "name", "a-z"},
 		{"long name", RoleProxy, set(proxyBase, 1, `name = "abcdefghijklmnop"`), 1, "name", "1..15"},
 		{"bad cluster", RoleTarget, ins(targetBase, 8, `cluster = "EU west"`), 9, "proxy.cluster", "a-z"},
@@ -287,7 +295,7 @@ func TestGoodFiles(t *testing.T) {
 		fmt.Sprint(p.OverlayPrefix) != fmt.Sprint(DefaultOverlayPrefix()) || fmt.Sprint(p.AnycastPrefix) != fmt.Sprint(DefaultAnycastPrefix()) ||
 		p.Addr4() != netip.MustParseAddr("100.64.0.1") || p.Addr6() != netip.MustParseAddr("fd64::1") ||
 		p.PrivateKey.PublicKey() != p.PublicKey || p.PublicKey != tk.pubs["p1"] || p.Path == "" ||
-		p.PrivateKeyFile != filepath.Join(tk.dir, "p1.key") {
+		p.PrivateKeyFile != filepath.Join(tk.dir, "p1.key") || p.InterfaceName != "pias-p1" {
 		t.Errorf("proxy: %+v", p)
 	}
 	if len(p.Proxies) != 1 || p.Proxies[0].Name != "p2" || p.Proxies[0].PublicKey != tk.pubs["p2"] ||
@@ -305,7 +313,7 @@ func TestGoodFiles(t *testing.T) {
 	}
 	if tg.Role != RoleTarget || tg.Interface != InterfaceNetstack || tg.Keepalive != DefaultKeepalive ||
 		tg.Listen != netip.MustParseAddrPort("0.0.0.0:0") || len(tg.Groups) != 1 || tg.Groups[0] != (Service{g, 8080}) ||
-		len(tg.Proxies) != 1 || tg.Proxies[0].Cluster != "" {
+		len(tg.Proxies) != 1 || tg.Proxies[0].Cluster != "" || tg.InterfaceName != "pias-t1" {
 		t.Errorf("target: %+v", tg)
 	}
 
@@ -315,6 +323,7 @@ private_key_file = "t1.key"
 address = ["fd00:1::5"]
 listen = "[::1]:5000"
 interface = "tun"
+interface_name = "utun7"
 keepalive = "1m30s"
 overlay_prefix = ["10.0.0.0/8", "fd00:1::/48"]
 anycast_prefix = ["192.0.2.0/24", "fd00:2::/48"]
@@ -339,7 +348,7 @@ port = 65535
 	}
 	if tg.Interface != InterfaceTUN || tg.Keepalive != 90*time.Second || tg.MTU != 9000 || tg.ControlPort != 4000 ||
 		tg.Listen.String() != "[::1]:5000" || len(tg.Groups) != 2 || tg.Groups[0].Group.String() != "[fd00:2::1]:4000/tcp" ||
-		tg.Groups[1].Port != 65535 || tg.Addr4().IsValid() || tg.Proxies[0].Cluster != "west" {
+		tg.Groups[1].Port != 65535 || tg.Addr4().IsValid() || tg.Proxies[0].Cluster != "west" || tg.InterfaceName != "utun7" {
 		t.Errorf("full target: %+v", tg)
 	}
 
@@ -347,8 +356,42 @@ port = 65535
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cl.Role != RoleClient || len(cl.Groups) != 0 || cl.PublicKey != tk.pubs["cl1"] {
+	if cl.Role != RoleClient || len(cl.Groups) != 0 || cl.PublicKey != tk.pubs["cl1"] || cl.InterfaceName != "pias-cl1" {
 		t.Errorf("client: %+v", cl)
+	}
+
+	// interface_name: the default is cut to 15 bytes; any valid name is kept.
+	for _, tc := range []struct{ name, line, want string }{
+		{"abcdefghijklmno", "", "pias-abcdefghij"},
+		{"abcdefghij", "", "pias-abcdefghij"},
+		{"a", "", "pias-a"},
+		{"cl1", `interface_name = "wg0"`, "wg0"},
+		{"cl1", `interface_name = "My_If.2-x"`, "My_If.2-x"},
+		{"cl1", `interface_name = "abcdefghijklmno"`, "abcdefghijklmno"},
+		{"cl1", `interface_name = "utun"`, "utun"},
+		{"cl1", `interface_name = "."`, ""}, // rejected
+	} {
+		text := set(clientBase, 1, fmt.Sprintf("name = %q", tc.name))
+		if tc.line != "" {
+			text = ins(text, 3, tc.line)
+		}
+		cl, err := LoadClient(tk.write(t, "ifname.toml", text))
+		if tc.want == "" {
+			if err == nil {
+				t.Errorf("%s: loaded, want an error", tc.line)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s %s: %v", tc.name, tc.line, err)
+			continue
+		}
+		if cl.InterfaceName != tc.want {
+			t.Errorf("%s %s: interface name %q, want %q", tc.name, tc.line, cl.InterfaceName, tc.want)
+		}
+	}
+	if got := DefaultInterfaceName("abcdefghijklmno"); got != "pias-abcdefghij" || len(got) != MaxInterfaceNameLen {
+		t.Errorf("DefaultInterfaceName = %q", got)
 	}
 
 	// A proxy alone (no peers, no edges), absolute key path.
@@ -408,6 +451,9 @@ func TestExamples(t *testing.T) {
 	}
 	for _, pp := range append(tg.Proxies, cl.Proxies...) {
 		check("edge files", pp.Name, pp.PublicKey)
+	}
+	if p.InterfaceName != "pias-p1" || tg.InterfaceName != "pias-t1" || cl.InterfaceName != "wg-cl1" {
+		t.Errorf("example interface names: %q %q %q", p.InterfaceName, tg.InterfaceName, cl.InterfaceName)
 	}
 	if len(tg.Groups) != 1 || len(cl.Groups) != 0 || len(p.Edges) != 2 {
 		t.Errorf("unexpected example contents")

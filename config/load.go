@@ -152,6 +152,11 @@ func (d *decoder) node(t *table, role string, n *Node, x *cross) {
 		}
 	}
 
+	n.InterfaceName = DefaultInterfaceName(n.Name)
+	if s, ok := t.str("interface_name", false); ok && d.interfaceName("interface_name", s) {
+		n.InterfaceName = s
+	}
+
 	n.Address = d.addresses(t, "address", role == RoleProxy, n, x)
 
 	n.MTU = DefaultMTU
@@ -352,6 +357,18 @@ var (
 func (d *decoder) name(path, s string) bool {
 	if !nameRE.MatchString(s) || len(s) > MaxNameLen {
 		d.errf(path, "%q: want 1..%d characters of a-z, 0-9 and '-', not starting with '-'", s, MaxNameLen)
+		return false
+	}
+	return true
+}
+
+var interfaceNameRE = regexp.MustCompile(`^[a-zA-Z0-9_.-]+$`)
+
+// interfaceName checks an interface name the way Linux does, a little
+// stricter (only [a-zA-Z0-9_.-]).
+func (d *decoder) interfaceName(path, s string) bool {
+	if !interfaceNameRE.MatchString(s) || len(s) > MaxInterfaceNameLen || s == "." || s == ".." {
+		d.errf(path, "%q: want 1..%d characters of a-z, A-Z, 0-9, '_', '.' and '-' (not \".\" or \"..\")", s, MaxInterfaceNameLen)
 		return false
 	}
 	return true

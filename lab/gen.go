@@ -49,6 +49,14 @@ type Options struct {
 	// address (.1, .2, …) and port BasePort. Default 127.0.0.1/32.
 	Underlay netip.Prefix
 	BasePort uint16 // default 51820
+
+	// Interface is the edges' host interface (config's interface key);
+	// default netstack.
+	Interface string
+	// InterfacePrefix, when set, names every node's interface (and UAPI
+	// socket) PREFIX+NAME instead of the default pias-NAME, so that labs
+	// sharing a host (namespaces share /var/run/wireguard) never collide.
+	InterfacePrefix string
 }
 
 func (o *Options) defaults() {
@@ -58,6 +66,16 @@ func (o *Options) defaults() {
 	if o.BasePort == 0 {
 		o.BasePort = DefaultBasePort
 	}
+	if o.Interface == "" {
+		o.Interface = config.DefaultInterface
+	}
+}
+
+// longestName is the length of the longest node name the lab will have.
+func (o *Options) longestName() int {
+	n := len(fmt.Sprintf("p%d", o.Proxies))
+	n = max(n, len(fmt.Sprintf("t%d", o.Targets)))
+	return max(n, len(fmt.Sprintf("cl%d", o.Clients)))
 }
 
 func (o *Options) validate() error {
@@ -78,6 +96,10 @@ func (o *Options) validate() error {
 		return fmt.Errorf("lab: %d groups: want 0..%d", o.Groups, MaxGroups)
 	case o.Targets > 0 && o.Groups < 1:
 		return fmt.Errorf("lab: %d targets but no groups: want at least 1 group", o.Targets)
+	case o.Interface != config.InterfaceNetstack && o.Interface != config.InterfaceTUN && o.Interface != config.InterfaceWater:
+		return fmt.Errorf("lab: interface %q: want netstack, tun or water", o.Interface)
+	case o.InterfacePrefix != "" && len(o.InterfacePrefix)+o.longestName() > config.MaxInterfaceNameLen:
+		return fmt.Errorf("lab: interface prefix %q is too long: prefix and node name must fit %d bytes", o.InterfacePrefix, config.MaxInterfaceNameLen)
 	}
 	u := o.Underlay
 	if u.Addr().Zone() != "" || u.Addr().Is4In6() {
@@ -159,8 +181,10 @@ func LocalPort(g router.Group) uint16 { return g.Port + 8000 }
 
 type genNode struct {
 	Node
-	priv    config.Key
-	proxies []int // edges: indexes of the proxies they list, home first
+	priv     config.Key
+	proxies  []int  // edges: indexes of the proxies they list, home first
+	iface    string // edges: host interface
+	ifPrefix string // interface names are ifPrefix+Name when set
 }
 
 // Generate writes a lab into opts.Out: for every node NAME.key and
@@ -203,7 +227,7 @@ func Generate(opts Options) (*Lab, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lab: %v", err)
 		}
-		g := &genNode{priv: k, Node: Node{
+		g := &genNode{priv: k, iface: opts.Interface, ifPrefix: opts.InterfacePrefix, Node: Node{
 			Name:      name,
 			Role:      role,
 			Config:    name + ".toml",
@@ -338,6 +362,9 @@ func commonTOML(b *strings.Builder, l *Lab, n *genNode) {
 	}
 	fmt.Fprintf(b, "mtu = %d\n", config.DefaultMTU)
 	fmt.Fprintf(b, "control_port = %d\n", l.ControlPort)
+	if n.ifPrefix != "" {
+		fmt.Fprintf(b, "interface_name = %s\n", q(n.ifPrefix+n.Name))
+	}
 }
 
 func proxyPeerTOML(b *strings.Builder, p *genNode, home bool) {
@@ -382,7 +409,7 @@ func proxyTOML(l *Lab, n *genNode, proxies, nodes []*genNode) string {
 func edgeTOML(l *Lab, n *genNode, proxies []*genNode) string {
 	var b strings.Builder
 	commonTOML(&b, l, n)
-	fmt.Fprintf(&b, "interface = %s\n", q(config.DefaultInterface))
+	fmt.Fprintf(&b, "interface = %s\n", q(n.iface))
 	fmt.Fprintf(&b, "keepalive = %s\n", q(config.DefaultKeepalive.String()))
 	for i, pi := range n.proxies {
 		proxyPeerTOML(&b, proxies[pi], i == 0)

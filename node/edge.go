@@ -2,6 +2,7 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -24,6 +25,7 @@ type Edge struct {
 	Host   *tunnel.Host
 	Device *tunnel.Device
 	Target *overlay.Target // nil for clients
+	uapi   io.Closer       // nil unless Options.UAPI
 	once   sync.Once
 }
 
@@ -33,11 +35,17 @@ type Edge struct {
 func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 	host := opts.Host
 	if host == nil {
-		if cfg.Interface != config.InterfaceNetstack {
-			return nil, fmt.Errorf("%s %s: interface %q is not available yet; use \"netstack\"", cfg.Role, cfg.Name, cfg.Interface)
-		}
 		var err error
-		if host, err = tunnel.NewNetstack(cfg.Address, cfg.MTU); err != nil {
+		switch cfg.Interface {
+		case config.InterfaceNetstack:
+			host, err = tunnel.NewNetstack(cfg.Address, cfg.MTU)
+		default:
+			// A kernel interface with the overlay addresses, and the anycast
+			// and overlay prefixes routed into it.
+			routes := append(append([]netip.Prefix(nil), cfg.AnycastPrefix...), cfg.OverlayPrefix...)
+			host, err = tunnel.NewKernelTUN(cfg.Interface, cfg.InterfaceName, cfg.Address, routes, cfg.MTU)
+		}
+		if err != nil {
 			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
 		}
 	}
@@ -58,10 +66,21 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 	var err error
 	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
-		host.TUN.Close()
+		host.Close()
 		return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
 	}
-	if cfg.Role == config.RoleTarget && host.Net != nil {
+	if opts.UAPI {
+		name := cfg.InterfaceName
+		if host.Name != "" {
+			name = host.Name // macOS picks utun numbers itself
+		}
+		if e.uapi, err = e.Device.ListenUAPI(name); err != nil {
+			e.Device.Close()
+			host.Close()
+			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+		}
+	}
+	if cfg.Role == config.RoleTarget {
 		var groups []overlay.Membership
 		for _, s := range cfg.Groups {
 			groups = append(groups, overlay.Membership{Group: s.Group, Port: s.Port})
@@ -75,18 +94,23 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 			OnEvent:     opts.OnEvent,
 		})
 		if err != nil {
-			e.Device.Close()
+			e.Close()
 			return nil, fmt.Errorf("target %s: %w", cfg.Name, err)
 		}
 	}
 	return e, nil
 }
 
-// dialUDP opens a UDP socket from the edge's overlay address of raddr's family.
+// dialUDP opens a UDP socket from the edge's overlay address of raddr's
+// family, on the netstack or, for a kernel TUN, the host's own stack.
 func (e *Edge) dialUDP(raddr netip.AddrPort) (net.Conn, error) {
 	for _, a := range e.Config.Address {
 		if a.Is4() == raddr.Addr().Is4() {
-			return e.Host.Net.DialUDPAddrPort(netip.AddrPortFrom(a, 0), raddr)
+			laddr := netip.AddrPortFrom(a, 0)
+			if e.Host.Net == nil {
+				return net.DialUDP("udp", net.UDPAddrFromAddrPort(laddr), net.UDPAddrFromAddrPort(raddr))
+			}
+			return e.Host.Net.DialUDPAddrPort(laddr, raddr)
 		}
 	}
 	return nil, fmt.Errorf("no overlay address of the family of %s", raddr.Addr())
@@ -98,6 +122,11 @@ func (e *Edge) Close() {
 		if e.Target != nil {
 			e.Target.Close()
 		}
-		e.Device.Close() // closes the host interface too
+		if e.uapi != nil {
+			e.uapi.Close()
+		}
+		// The device closes the host interface; a kernel TUN removes its
+		// routes and addresses first.
+		e.Device.Close()
 	})
 }

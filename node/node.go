@@ -5,6 +5,7 @@ package node
 
 import (
 	"fmt"
+	"io"
 	"net/netip"
 	"sync"
 	"time"
@@ -28,6 +29,10 @@ type Options struct {
 	// Host, if set, is the host interface an edge uses instead of the one its
 	// config names (tests use it for raw packet access).
 	Host *tunnel.Host
+	// UAPI opens the node's WireGuard UAPI socket (/var/run/wireguard/NAME.sock,
+	// NAME its interface_name) so that `wg show NAME` works. It needs write
+	// access to that directory, usually root.
+	UAPI bool
 }
 
 // tick is how often a proxy runs its timers.
@@ -45,6 +50,7 @@ type Proxy struct {
 	Overlay *overlay.Proxy
 	Device  *tunnel.Device
 	tun     *tunnel.MemTUN
+	uapi    io.Closer
 	now     func() int64 // monotonic nanoseconds: the router's and overlay's clock
 	stop    chan struct{}
 	done    sync.WaitGroup
@@ -104,6 +110,12 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		p.tun.Close()
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
+	if opts.UAPI {
+		if p.uapi, err = p.Device.ListenUAPI(cfg.InterfaceName); err != nil {
+			p.Device.Close()
+			return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
+		}
+	}
 	p.done.Add(1)
 	go p.timers()
 	return p, nil
@@ -149,6 +161,9 @@ func (p *Proxy) Close() {
 	p.once.Do(func() {
 		close(p.stop)
 		p.done.Wait()
+		if p.uapi != nil {
+			p.uapi.Close()
+		}
 		p.Device.Close() // closes the MemTUN too
 	})
 }

@@ -35,6 +35,8 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	groups := fs.Int("groups", 2, "number of groups (tcp and udp alternating, two per anycast IP)")
 	underlay := fs.String("underlay", lab.DefaultUnderlay.String(), "underlay: one address (consecutive ports) or a prefix (consecutive addresses)")
 	basePort := fs.Uint("base-port", uint(lab.DefaultBasePort), "first WireGuard UDP port")
+	iface := fs.String("interface", "netstack", "edges' host interface: netstack, tun or water")
+	ifPrefix := fs.String("ifprefix", "", "name every node's interface and UAPI socket PREFIX+NAME (default pias-NAME)")
 	if rc := parse(args[1:]); rc >= 0 {
 		return rc
 	}
@@ -61,7 +63,8 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 2
 	}
 	l, err := lab.Generate(lab.Options{Out: *out, Proxies: *proxies, Clusters: *clusters, Targets: *targets,
-		Clients: *clients, Groups: *groups, Underlay: u, BasePort: uint16(*basePort)})
+		Clients: *clients, Groups: *groups, Underlay: u, BasePort: uint16(*basePort),
+		Interface: *iface, InterfacePrefix: *ifPrefix})
 	if err != nil {
 		fmt.Fprintf(stderr, "pias lab gen: %v\n", err)
 		return 2

@@ -64,6 +64,9 @@ func TestScripts(t *testing.T) {
 			// many times, so keep GORACE's other options but not that.
 			env.Setenv("GORACE", strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 			env.Setenv("BASEPORT", strconv.Itoa(base))
+			// Interface names are global on a host (UAPI sockets live in one
+			// directory): every script gets its own prefix.
+			env.Setenv("IFPREFIX", fmt.Sprintf("pt%04x", rand.IntN(1<<16)))
 			for i := range 8 {
 				env.Setenv("PORT"+strconv.Itoa(i), strconv.Itoa(base+i))
 			}

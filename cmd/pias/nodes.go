@@ -16,6 +16,7 @@ import (
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
+	"github.com/pias-net/pias/tunnel"
 )
 
 func init() {
@@ -63,6 +64,33 @@ func configError(stderr io.Writer, cmd string, err error) int {
 	return 2
 }
 
+// nodeOptions are the options every real node runs with: events logged,
+// wireguard-go's errors on stderr, and the UAPI socket for `wg show` when
+// this user may create it (root, usually); without it a node still runs.
+func nodeOptions(name string, stdout, stderr io.Writer, events bool) node.Options {
+	o := node.Options{Logf: log.New(stderr, name+": ", log.LstdFlags).Printf, UAPI: uapiWritable()}
+	if events {
+		o.OnEvent = eventLogger(stdout)
+	}
+	if !o.UAPI {
+		fmt.Fprintf(stderr, "pias: note: %s is not writable, so `wg show` will not see %s\n", tunnel.UAPIDir, name)
+	}
+	return o
+}
+
+func uapiWritable() bool {
+	if os.MkdirAll(tunnel.UAPIDir, 0o755) != nil {
+		return false
+	}
+	f, err := os.CreateTemp(tunnel.UAPIDir, ".pias-probe-")
+	if err != nil {
+		return false
+	}
+	f.Close()
+	os.Remove(f.Name())
+	return true
+}
+
 // untilSignal blocks until SIGINT or SIGTERM.
 func untilSignal() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -84,7 +112,7 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, "proxy", err)
 	}
-	p, err := node.StartProxy(cfg, node.Options{OnEvent: eventLogger(stdout), Logf: log.New(stderr, cfg.Name+": ", log.LstdFlags).Printf})
+	p, err := node.StartProxy(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, true))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias proxy: %v\n", err)
 		return 1
@@ -112,15 +140,20 @@ func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, "target", err)
 	}
-	e, err := node.StartEdge(cfg, node.Options{OnEvent: eventLogger(stdout), Logf: log.New(stderr, cfg.Name+": ", log.LstdFlags).Printf})
+	e, err := node.StartEdge(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, true))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias target: %v\n", err)
 		return 1
 	}
 	defer e.Close()
 	// On the userspace netstack, the group's traffic reaches the service
-	// that runs on this host's loopback, on the configured local port.
+	// that runs on this host's loopback, on the configured local port; on a
+	// kernel TUN it reaches the service directly.
 	for _, s := range cfg.Groups {
+		if e.Host.Net == nil {
+			fmt.Fprintf(stdout, "target %s: %s → port %d/%s on %s\n", cfg.Name, s.Group, s.Port, router.ProtoName(s.Group.Proto), e.Host.Name)
+			continue
+		}
 		for _, a := range cfg.Address {
 			f, err := e.Host.ServeFromHost(netip.AddrPortFrom(a, s.Port), s.Group.Proto == router.ProtoUDP)
 			if err != nil {
@@ -180,7 +213,11 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 			return 2
 		}
 	}
-	e, err := node.StartEdge(cfg, node.Options{Logf: log.New(stderr, cfg.Name+": ", log.LstdFlags).Printf})
+	if len(forwards) > 0 && cfg.Interface != config.InterfaceNetstack {
+		fmt.Fprintf(stderr, "pias client: --forward needs interface = \"netstack\"; with a kernel TUN, programs reach groups directly\n")
+		return 2
+	}
+	e, err := node.StartEdge(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, false))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias client: %v\n", err)
 		return 1

@@ -1,0 +1,314 @@
+#!/usr/bin/env bash
+# The network-namespace lab: every pias node in its own network namespace
+# with a real kernel TUN (edges) and real programs (curl, ping, iperf3, wg),
+# joined through a bridge namespace on the benchmark range 198.18.0.0/24.
+# Nothing outside the lab's own namespaces is ever addressed. Linux, root.
+#
+#   scripts/lab.sh test [--driver tun|water] [--delay]   up, check everything, down (always)
+#   scripts/lab.sh up   [--driver tun|water] [--delay]   build and start; prints the run directory
+#   scripts/lab.sh down [RUNDIR]                          stop and remove a run (default: the last one)
+#   scripts/lab.sh bench                                  iperf3 through pias vs a direct wireguard-go
+#                                                         tunnel, for both drivers
+#
+# Every name a run creates (namespaces, links, interfaces, UAPI sockets)
+# carries the run's prefix, so two runs never collide and down removes
+# exactly what up made.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/.." && pwd)
+state_root=${PIAS_LAB_ROOT:-/tmp/pias-lab}
+last_link="$state_root/last"
+
+log() { printf '[lab %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+need() {
+  for c in "$@"; do command -v "$c" >/dev/null || die "$c is not installed (see .ci/run for the packages)"; done
+}
+
+# ---------------------------------------------------------------- up / down
+
+up() {
+  local driver=tun delay=0
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --driver) driver=$2; shift 2 ;;
+      --delay) delay=1; shift ;;
+      *) die "up: unknown argument $1" ;;
+    esac
+  done
+  [ "$(id -u)" = 0 ] || die "the lab needs root (network namespaces)"
+  need ip go curl ping iperf3 wg
+  mkdir -p "$state_root"
+  local prefix="pl$(head -c2 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  run="$state_root/$prefix"
+  mkdir -p "$run/bin" "$run/logs" "$run/pids"
+  echo "$prefix" >"$run/prefix"
+  ln -sfn "$run" "$last_link"
+  log "run $prefix in $run (driver $driver)"
+
+  (cd "$repo" && go build -o "$run/bin/pias" ./cmd/pias && go build -o "$run/bin/labserver" ./scripts/labserver &&
+    go build -o "$run/bin/wireguard-go" golang.zx2c4.com/wireguard)
+
+  # 3 proxies in 2 clusters, 3 targets (one per group), 3 clients: cl1 and
+  # cl2 run pias, cl3 is a plain WireGuard client (wireguard-go + wg).
+  "$run/bin/pias" lab gen --out "$run/lab" --proxies 3 --clusters 2 --targets 3 --clients 3 --groups 3 \
+    --underlay 198.18.0.0/24 --interface "$driver" --ifprefix "$prefix" >/dev/null
+
+  local br="$prefix-br"
+  ip netns add "$br"
+  echo "$br" >>"$run/netns"
+  ip -n "$br" link add br0 type bridge
+  ip -n "$br" link set br0 up
+  ip -n "$br" link set lo up
+
+  local name addr
+  while read -r name addr cluster; do
+    local ns="$prefix-$name"
+    ip netns add "$ns"
+    echo "$ns" >>"$run/netns"
+    ip -n "$ns" link set lo up
+    ip link add "v$prefix$name" netns "$br" type veth peer name eth0 netns "$ns"
+    ip -n "$br" link set "v$prefix$name" master br0 up
+    ip -n "$ns" addr add "$addr/24" dev eth0
+    ip -n "$ns" link set eth0 up
+    if [ "$delay" = 1 ]; then
+      # "Near" and "far": cluster c1 is 2 ms from the bridge, everything else 10 ms.
+      local ms=10
+      [ "$cluster" = c1 ] && ms=2
+      ip netns exec "$br" tc qdisc add dev "v$prefix$name" root netem delay "${ms}ms"
+    fi
+  done < <(labjson nodes)
+
+  # Proxies first, then targets with their services, then clients.
+  for name in $(labjson names proxy); do
+    start "$name" "$run/bin/pias" proxy -c "$run/lab/$name.toml"
+  done
+  for name in $(labjson names proxy); do
+    wait_log "$name" "up:"
+  done
+  for name in $(labjson names target); do
+    local port proto
+    read -r port proto < <(labjson service "$name")
+    if [ "$proto" = udp ]; then
+      start "$name-svc" "$run/bin/labserver" serve -name "$name" -udp ":$port"
+    elif [ "$name" = t3 ]; then
+      start "$name-svc" iperf3 -s -p "$port"
+    else
+      start "$name-svc" "$run/bin/labserver" serve -name "$name" -http ":$port"
+    fi
+    start "$name" "$run/bin/pias" target -c "$run/lab/$name.toml"
+  done
+  for name in cl1 cl2; do
+    start "$name" "$run/bin/pias" client -c "$run/lab/$name.toml"
+  done
+  plain_client cl3
+  for name in $(labjson names target) cl1 cl2; do
+    wait_log "$name" "up:"
+  done
+  log "lab up"
+  echo "$run"
+}
+
+# start NAME CMD... runs CMD in NAME's namespace (NAME-svc runs in NAME's too).
+start() {
+  local name=$1; shift
+  local ns="$(cat "$run/prefix")-${name%-svc}"
+  ip netns exec "$ns" "$@" >"$run/logs/$name.log" 2>&1 &
+  echo "$!" >"$run/pids/$name"
+}
+
+wait_log() {
+  local name=$1 pattern=$2
+  for _ in $(seq 100); do
+    grep -q "$pattern" "$run/logs/$name.log" 2>/dev/null && return 0
+    kill -0 "$(cat "$run/pids/$name")" 2>/dev/null || { cat "$run/logs/$name.log" >&2; die "$name exited"; }
+    sleep 0.1
+  done
+  cat "$run/logs/$name.log" >&2
+  die "$name did not come up"
+}
+
+# plain_client NAME: the official userspace WireGuard with the wg-quick file
+# that lab gen wrote, and no pias code at all.
+plain_client() {
+  local name=$1 prefix ns ifname conf
+  prefix=$(cat "$run/prefix")
+  ns="$prefix-$name"
+  ifname="$prefix$name"
+  conf="$run/lab/$name.wg.conf"
+  echo "$ifname" >>"$run/plain"
+  ip netns exec "$ns" env WG_PROCESS_FOREGROUND=1 "$run/bin/wireguard-go" "$ifname" >"$run/logs/$name.log" 2>&1 &
+  echo "$!" >"$run/pids/$name"
+  for _ in $(seq 50); do [ -S "/var/run/wireguard/$ifname.sock" ] && break; sleep 0.1; done
+  # wg-quick's own fields (Address, MTU) are applied by hand, the rest by wg.
+  ip netns exec "$ns" wg setconf "$ifname" <(grep -v -E '^(Address|MTU|DNS) *=' "$conf")
+  for a in $(awk -F' *= *' '/^Address/ {gsub(/,/, " ", $2); print $2}' "$conf"); do
+    ip -n "$ns" addr add "$a" dev "$ifname"
+  done
+  ip -n "$ns" link set "$ifname" mtu 1420 up
+  for p in $(awk -F' *= *' '/^AllowedIPs/ {gsub(/,/, " ", $2); print $2}' "$conf"); do
+    ip -n "$ns" route add "$p" dev "$ifname"
+  done
+}
+
+down() {
+  local target=${1:-}
+  if [ -z "$target" ]; then
+    [ -e "$last_link" ] || { log "nothing to take down"; return 0; }
+    target=$(readlink -f "$last_link")
+  fi
+  [ -d "$target" ] || { log "no run at $target"; return 0; }
+  run=$target
+  local prefix
+  prefix=$(cat "$run/prefix")
+  log "taking down $prefix"
+  # SIGTERM first so nodes remove what they added, then make sure.
+  for f in "$run"/pids/*; do [ -e "$f" ] && kill -TERM "$(cat "$f")" 2>/dev/null || true; done
+  for _ in $(seq 50); do
+    local alive=0
+    for f in "$run"/pids/*; do [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for f in "$run"/pids/*; do [ -e "$f" ] && kill -KILL "$(cat "$f")" 2>/dev/null || true; done
+  if [ -e "$run/netns" ]; then
+    tac "$run/netns" | while read -r ns; do ip netns del "$ns" 2>/dev/null || true; done
+  fi
+  rm -f /var/run/wireguard/"$prefix"*.sock
+  rm -rf "$run"
+  [ "$(readlink -f "$last_link" 2>/dev/null)" = "$target" ] && rm -f "$last_link"
+  log "down"
+}
+
+# labjson QUERY...: facts from lab.json, read by the lab package itself
+# (nodes | names ROLE | service NAME | group I | endpoint NAME).
+labjson() {
+  "$run/bin/labserver" labjson "$run/lab/lab.json" "$@"
+}
+
+# ---------------------------------------------------------------- checks
+
+in_ns() { local name=$1; shift; ip netns exec "$(cat "$run/prefix")-$name" "$@"; }
+
+check() {
+  local failed=0
+  ok() { log "ok: $*"; }
+  bad() { log "FAILED: $*"; failed=1; }
+
+  local http_group udp_group perf_group
+  http_group=$(labjson group 0)   # 100.65.0.1:80/tcp, served by t1
+  udp_group=$(labjson group 1)    # 100.65.0.1:53/udp, served by t2
+  perf_group=$(labjson group 2)   # 100.65.0.2:80/tcp, iperf3 on t3
+  local http_addr=${http_group%/tcp} udp_addr=${udp_group%/udp} perf_addr=${perf_group%/tcp}
+
+  for c in cl1 cl2 cl3; do
+    local out
+    if out=$(in_ns "$c" curl -sS --max-time 10 --retry 3 --retry-all-errors "http://$http_addr/hello"); then
+      case $out in t1:*) ok "$c curl $http_addr → $out" ;; *) bad "$c curl answered '$out', not t1" ;; esac
+    else
+      bad "$c curl http://$http_addr/ failed"
+    fi
+  done
+  for c in cl1 cl2 cl3; do
+    local out
+    if out=$(in_ns "$c" "$run/bin/labserver" ask-udp "$udp_addr" "hello from $c"); then
+      [ "$out" = "t2: hello from $c" ] && ok "$c UDP $udp_addr → $out" || bad "$c UDP answered '$out'"
+    else
+      bad "$c UDP to $udp_addr got no answer"
+    fi
+  done
+  for c in cl1 cl3; do
+    if in_ns "$c" ping -c 3 -i 0.2 -W 2 "${http_addr%:*}" >/dev/null; then
+      ok "$c ping ${http_addr%:*}"
+    else
+      bad "$c ping ${http_addr%:*} failed"
+    fi
+  done
+  local mbps
+  if mbps=$(iperf cl1 "${perf_addr%:*}" "${perf_addr##*:}"); then
+    ok "cl1 iperf3 → $perf_group: $mbps Mbit/s"
+    echo "$mbps" >"$run/iperf-anycast"
+  else
+    bad "iperf3 through $perf_group failed"
+  fi
+  # wg show in a proxy's namespace: its peers, with traffic counted.
+  local p1if
+  p1if="$(cat "$run/prefix")p1"
+  local transfer
+  if transfer=$(in_ns p1 wg show "$p1if" transfer) && [ -n "$transfer" ] &&
+    awk '$2 > 0 && $3 > 0 {n++} END {exit !(n > 0)}' <<<"$transfer"; then
+    ok "wg show $p1if: $(wc -l <<<"$transfer") peers, $(awk '$2 > 0 {n++} END {print n+0}' <<<"$transfer") with traffic"
+  else
+    bad "wg show $p1if shows no peers with traffic"
+  fi
+  return $failed
+}
+
+# iperf CLIENT ADDR PORT → Mbit/s of a 3 s stream.
+iperf() {
+  local out
+  out=$(in_ns "$1" iperf3 -c "$2" -p "$3" -t 3 -f m) || return 1
+  awk '/receiver/ {print $(NF-2); exit}' <<<"$out"
+}
+
+# direct_baseline: one wireguard-go tunnel between cl1's and t3's namespaces
+# over the same underlay, with iperf3 through it, in the same run.
+direct_baseline() {
+  local prefix ka kb pa pb a_if b_if a_ip b_ip
+  prefix=$(cat "$run/prefix")
+  a_if="${prefix}da"; b_if="${prefix}db"
+  a_ip=$(labjson endpoint cl1); b_ip=$(labjson endpoint t3)
+  a_ip=${a_ip%:*}; b_ip=${b_ip%:*}
+  ka=$(wg genkey); kb=$(wg genkey)
+  pa=$(wg pubkey <<<"$ka"); pb=$(wg pubkey <<<"$kb")
+  echo "$a_if" >>"$run/plain"; echo "$b_if" >>"$run/plain"
+  in_ns cl1 env WG_PROCESS_FOREGROUND=1 "$run/bin/wireguard-go" "$a_if" >"$run/logs/direct-a.log" 2>&1 &
+  echo "$!" >"$run/pids/direct-a"
+  in_ns t3 env WG_PROCESS_FOREGROUND=1 "$run/bin/wireguard-go" "$b_if" >"$run/logs/direct-b.log" 2>&1 &
+  echo "$!" >"$run/pids/direct-b"
+  for _ in $(seq 50); do [ -S "/var/run/wireguard/$a_if.sock" ] && [ -S "/var/run/wireguard/$b_if.sock" ] && break; sleep 0.1; done
+  in_ns cl1 wg set "$a_if" listen-port 51999 private-key <(echo "$ka") peer "$pb" endpoint "$b_ip:51999" allowed-ips 100.127.0.2/32
+  in_ns t3 wg set "$b_if" listen-port 51999 private-key <(echo "$kb") peer "$pa" endpoint "$a_ip:51999" allowed-ips 100.127.0.1/32
+  in_ns cl1 ip addr add 100.127.0.1/32 dev "$a_if"; in_ns cl1 ip link set "$a_if" mtu 1420 up
+  in_ns cl1 ip route add 100.127.0.2/32 dev "$a_if"
+  in_ns t3 ip addr add 100.127.0.2/32 dev "$b_if"; in_ns t3 ip link set "$b_if" mtu 1420 up
+  in_ns t3 ip route add 100.127.0.1/32 dev "$b_if"
+  local port
+  read -r port _ < <(labjson service t3)
+  iperf cl1 100.127.0.2 "$port"
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd=${1:-}
+[ $# -gt 0 ] && shift
+case $cmd in
+  up) up "$@" ;;
+  down) down "$@" ;;
+  test)
+    run=""
+    trap 'rc=$?; [ -n "${run:-}" ] && down "$run"; exit $rc' EXIT
+    up "$@" >/dev/null
+    check || die "some checks failed (logs were in $run/logs)"
+    if direct=$(direct_baseline); then
+      log "ok: direct wireguard-go tunnel cl1 → t3: $direct Mbit/s"
+      anycast=$(cat "$run/iperf-anycast")
+      log "iperf3: through pias $anycast Mbit/s, direct wireguard-go $direct Mbit/s, ratio $(awk -v a="$anycast" -v d="$direct" 'BEGIN {printf "%.2f", a / d}')"
+    else
+      die "direct wireguard-go baseline failed"
+    fi
+    log "all checks passed"
+    ;;
+  bench)
+    for d in tun water; do
+      "$0" test --driver "$d" 2>&1 | grep -E 'iperf3:|FAIL' | sed "s/^/[$d] /"
+    done
+    ;;
+  *)
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    [ -z "$cmd" ] && exit 2
+    [ "$cmd" = -h ] || [ "$cmd" = --help ] || exit 2
+    ;;
+esac
