@@ -13,19 +13,7 @@ import (
 // startLab starts an in-process lab for a test and waits until it is ready.
 func startLab(t *testing.T, shape Options) *Harness {
 	t.Helper()
-	h, err := Start(shape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	if err := h.ServeTargets(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	if err := h.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
+	h, _ := startLabEvents(t, shape)
 	return h
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -98,17 +99,30 @@ func untilSignal() {
 	<-ctx.Done()
 }
 
+// nodeFlags is flags for a node command, whose -c FILE is required: parse
+// returns the file, or an exit status ≥ 0 to return at once.
+func nodeFlags(role, synopsis string, stdout, stderr io.Writer) (*flag.FlagSet, func([]string) (string, int)) {
+	fs, parse := flags(role, synopsis, stdout, stderr)
+	path := fs.String("c", "", "the "+role+"'s config file (required)")
+	return fs, func(args []string) (string, int) {
+		if rc := parse(args); rc >= 0 {
+			return "", rc
+		}
+		if *path == "" {
+			fmt.Fprintf(stderr, "pias %s: -c FILE is required\n", role)
+			return "", 2
+		}
+		return *path, -1
+	}
+}
+
 func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs, parse := flags("proxy", "proxy -c proxy.toml", stdout, stderr)
-	path := fs.String("c", "", "the proxy's config file (required)")
-	if rc := parse(args); rc >= 0 {
+	_, parse := nodeFlags("proxy", "proxy -c proxy.toml", stdout, stderr)
+	path, rc := parse(args)
+	if rc >= 0 {
 		return rc
 	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "pias proxy: -c FILE is required")
-		return 2
-	}
-	cfg, err := config.LoadProxy(*path)
+	cfg, err := config.LoadProxy(path)
 	if err != nil {
 		return configError(stderr, "proxy", err)
 	}
@@ -127,16 +141,12 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 }
 
 func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs, parse := flags("target", "target -c target.toml", stdout, stderr)
-	path := fs.String("c", "", "the target's config file (required)")
-	if rc := parse(args); rc >= 0 {
+	_, parse := nodeFlags("target", "target -c target.toml", stdout, stderr)
+	path, rc := parse(args)
+	if rc >= 0 {
 		return rc
 	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "pias target: -c FILE is required")
-		return 2
-	}
-	cfg, err := config.LoadTarget(*path)
+	cfg, err := config.LoadTarget(path)
 	if err != nil {
 		return configError(stderr, "target", err)
 	}
@@ -177,16 +187,12 @@ func (f *forwardFlag) String() string     { return strings.Join(*f, ",") }
 func (f *forwardFlag) Set(v string) error { *f = append(*f, v); return nil }
 
 func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs, parse := flags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr)
-	path := fs.String("c", "", "the client's config file (required)")
+	fs, parse := nodeFlags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr)
 	var fwd forwardFlag
 	fs.Var(&fwd, "forward", "relay a local `LISTEN=GROUP` (host address:port = anycast group) through the overlay; repeatable")
-	if rc := parse(args); rc >= 0 {
+	path, rc := parse(args)
+	if rc >= 0 {
 		return rc
-	}
-	if *path == "" {
-		fmt.Fprintln(stderr, "pias client: -c FILE is required")
-		return 2
 	}
 	type forward struct {
 		listen netip.AddrPort
@@ -203,13 +209,13 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		}
 		forwards = append(forwards, forward{listen, group})
 	}
-	cfg, err := config.LoadClient(*path)
+	cfg, err := config.LoadClient(path)
 	if err != nil {
 		return configError(stderr, "client", err)
 	}
 	for _, f := range forwards {
 		if !cfg.InAnycast(f.group.Addr) {
-			fmt.Fprintf(stderr, "pias client: --forward %s: %s is outside the anycast prefixes of %s\n", f.group, f.group.Addr, *path)
+			fmt.Fprintf(stderr, "pias client: --forward %s: %s is outside the anycast prefixes of %s\n", f.group, f.group.Addr, path)
 			return 2
 		}
 	}
