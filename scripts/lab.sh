@@ -77,7 +77,8 @@ up() {
       # "Near" and "far": cluster c1 is 2 ms from the bridge, everything else 10 ms.
       local ms=10
       [ "$cluster" = c1 ] && ms=2
-      ip netns exec "$br" tc qdisc add dev "v$prefix$name" root netem delay "${ms}ms"
+      ip netns exec "$br" tc qdisc add dev "v$prefix$name" root netem delay "${ms}ms" 2>/dev/null ||
+        die "--delay needs tc netem, which this kernel lacks (module sch_netem)"
     fi
   done < <(labjson nodes)
 
