@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pias-net/pias/node"
+)
+
+func init() {
+	register("status", "show what a running node knows (peers, groups, JAPs, targets, flows)", runStatus)
+}
+
+func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
+	fs, parse := flags("status", "status [--json] INTERFACE_NAME   (a node's interface_name, default pias-NAME)", stdout, stderr)
+	asJSON := fs.Bool("json", false, "print the node's status as JSON")
+	// The name is a positional argument: parse flags, then take it.
+	var name string
+	if len(args) > 0 && !strings.HasPrefix(args[len(args)-1], "-") {
+		name, args = args[len(args)-1], args[:len(args)-1]
+	}
+	if rc := parse(args); rc >= 0 {
+		return rc
+	}
+	if name == "" {
+		fmt.Fprintln(stderr, "pias status: which node? give its interface_name (default pias-NAME)")
+		return 2
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var raw json.RawMessage
+	if err := node.ReadStatus(ctx, node.AdminSocket(name), &raw); err != nil {
+		fmt.Fprintf(stderr, "pias status: %v\n", err)
+		return 1
+	}
+	if *asJSON {
+		stdout.Write(raw)
+		return 0
+	}
+	var st node.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		fmt.Fprintf(stderr, "pias status: %v\n", err)
+		return 1
+	}
+	printStatus(stdout, &st)
+	return 0
+}
+
+func printStatus(w io.Writer, st *node.Status) {
+	fmt.Fprintf(w, "%s %s (interface %s, overlay %s)\n", st.Role, st.Name, st.Interface, joinAddrs(st.Address))
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	defer tw.Flush()
+	if e := st.Edge; e != nil {
+		fmt.Fprintf(tw, "attached to\t%s\n", e.Attached)
+		if len(e.Groups) > 0 {
+			fmt.Fprintf(tw, "groups\t%s\t(joined: %v)\n", strings.Join(e.Groups, ", "), e.Joined)
+		}
+	}
+	p := st.Proxy
+	if p == nil {
+		return
+	}
+	fmt.Fprintf(tw, "cluster\t%s\n", p.Cluster)
+	fmt.Fprintln(tw, "\nJAP: targets joined here")
+	for _, g := range sortedKeys(p.Targets) {
+		var ts []string
+		for _, t := range p.Targets[g] {
+			ts = append(ts, t.String())
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", g, strings.Join(ts, ", "))
+	}
+	fmt.Fprintln(tw, "\nRAP: JAPs of the groups this proxy is a RAP of")
+	for _, g := range sortedKeys(p.RAP) {
+		var js []string
+		for _, j := range p.RAP[g] {
+			js = append(js, fmt.Sprintf("%s (%d)", j.Addr, j.Targets))
+		}
+		fmt.Fprintf(tw, "  %s\t%s\n", g, strings.Join(js, ", "))
+	}
+	fmt.Fprintf(tw, "\nflows: %d\n", len(p.Flows))
+	for _, f := range p.Flows {
+		via := "JAP " + f.JAP.String()
+		if f.Kind == "jap" {
+			via = fmt.Sprintf("from IAP %s to %s", f.IAP, f.Target)
+		}
+		fmt.Fprintf(tw, "  %s\t%s → %s\t%s\t%s\n", f.Kind, f.Client, f.Group, via, f.State)
+	}
+	fmt.Fprintln(tw, "\ncounters")
+	for _, k := range sortedKeys(p.Counters) {
+		fmt.Fprintf(tw, "  %s\t%d\n", k, p.Counters[k])
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,94 @@
+package node
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/router"
+)
+
+// Status is what a running node knows, as `pias status` shows it.
+type Status struct {
+	Name      string       `json:"name"`
+	Role      string       `json:"role"`
+	Interface string       `json:"interface"`
+	Address   []netip.Addr `json:"address"`
+	Proxy     *ProxyStatus `json:"proxy,omitempty"`
+	Edge      *EdgeStatus  `json:"edge,omitempty"`
+}
+
+// ProxyStatus is a proxy's view: its JAP, RAP and IAP state and counters.
+type ProxyStatus struct {
+	Cluster string `json:"cluster"`
+	// Targets lists, per group, the targets that joined through this proxy.
+	Targets map[string][]netip.AddrPort `json:"targets"`
+	// RAP lists, per group this proxy is a RAP of, the JAPs it knows.
+	RAP      map[string][]router.JAP `json:"rap"`
+	Flows    []router.Flow           `json:"flows"`
+	Counters map[string]uint64       `json:"counters"`
+}
+
+// EdgeStatus is a target's or client's view.
+type EdgeStatus struct {
+	// Attached is the proxy the anycast prefix is routed to.
+	Attached string   `json:"attached"`
+	Groups   []string `json:"groups,omitempty"` // a target's groups
+	Joined   bool     `json:"joined"`           // a target: every group joined
+}
+
+// Status reports what the proxy knows now.
+func (p *Proxy) Status() Status {
+	cfg := p.Config
+	ps := &ProxyStatus{
+		Cluster:  cfg.Cluster,
+		Targets:  map[string][]netip.AddrPort{},
+		RAP:      map[string][]router.JAP{},
+		Flows:    p.Router.Flows(),
+		Counters: map[string]uint64{},
+	}
+	seen := map[router.Group]bool{}
+	for _, e := range cfg.Edges {
+		for _, g := range e.Groups {
+			if seen[g] {
+				continue
+			}
+			seen[g] = true
+			if ts := p.Router.Targets(g); len(ts) > 0 {
+				ps.Targets[g.String()] = ts
+			}
+		}
+	}
+	for g, japs := range p.Overlay.RAPTable() {
+		ps.RAP[g.String()] = japs
+	}
+	st := p.Router.Stats()
+	ps.Counters["forwarded"] = st.Forwarded
+	ps.Counters["control"] = st.Control
+	ps.Counters["queued"] = st.Queued
+	ps.Counters["evicted"] = st.Evicted
+	for r, n := range st.Drops {
+		if n > 0 {
+			ps.Counters["drop:"+router.DropReason(r).String()] = n
+		}
+	}
+	return Status{Name: cfg.Name, Role: config.RoleProxy, Interface: cfg.InterfaceName, Address: cfg.Address, Proxy: ps}
+}
+
+// Status reports what the edge knows now.
+func (e *Edge) Status() Status {
+	cfg := e.Config
+	es := &EdgeStatus{Attached: cfg.Proxies[0].Name}
+	for _, s := range cfg.Groups {
+		es.Groups = append(es.Groups, s.Group.String())
+	}
+	slices.Sort(es.Groups)
+	if e.Target != nil {
+		es.Joined = e.Target.Joined()
+	}
+	name := cfg.InterfaceName
+	if e.Host.Name != "" {
+		name = e.Host.Name
+	}
+	return Status{Name: cfg.Name, Role: cfg.Role, Interface: name, Address: cfg.Address, Edge: es}
+}
