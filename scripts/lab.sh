@@ -9,6 +9,9 @@
 #   scripts/lab.sh down [RUNDIR]                          stop and remove a run (default: the last one)
 #   scripts/lab.sh bench                                  iperf3 through pias vs a direct wireguard-go
 #                                                         tunnel, for both drivers
+#   scripts/lab.sh chaos [--driver tun|water]             while a client sends requests: SIGKILL its
+#                                                         proxy, restart it, cut a proxy's link; count
+#                                                         failed requests and the longest gap
 #
 # Every name a run creates (namespaces, links, interfaces, UAPI sockets)
 # carries the run's prefix, so two runs never collide and down removes
@@ -184,7 +187,7 @@ down() {
 }
 
 # labjson QUERY...: facts from lab.json, read by the lab package itself
-# (nodes | names ROLE | service NAME | group I | endpoint NAME).
+# (nodes | names ROLE | service NAME | group I | endpoint NAME | home NAME).
 labjson() {
   "$run/bin/labserver" labjson "$run/lab/lab.json" "$@"
 }
@@ -301,6 +304,39 @@ case $cmd in
       die "direct wireguard-go baseline failed"
     fi
     log "all checks passed"
+    ;;
+  chaos)
+    run=""
+    trap 'rc=$?; [ -n "${run:-}" ] && down "$run"; exit $rc' EXIT
+    up "$@" >/dev/null
+    http_group=$(labjson group 0)
+    url="http://${http_group%/tcp}/chaos"
+    # One request every 100 ms for the whole scenario, 500 ms timeout each.
+    in_ns cl1 "$run/bin/labserver" hammer "$url" 30s 100ms >"$run/logs/hammer.log" 2>&1 &
+    hammer=$!
+    sleep 3
+    victim=$(labjson home cl1)
+    log "SIGKILL $victim (cl1's proxy, its IAP)"
+    kill -KILL "$(cat "$run/pids/$victim")"
+    sleep 6
+    log "restart $victim"
+    start "$victim" "$run/bin/pias" proxy -c "$run/lab/$victim.toml"
+    wait_log "$victim" "up:"
+    sleep 5
+    jap=$(labjson home t1)
+    log "cut $jap's link (t1's proxy, its JAP)"
+    in_ns "$jap" ip link set eth0 down
+    sleep 6
+    log "heal $jap's link"
+    in_ns "$jap" ip link set eth0 up
+    wait "$hammer" || true
+    summary=$(cat "$run/logs/hammer.log")
+    log "chaos: $summary"
+    read -r _ requests _ failures _ gap <<<"$summary"
+    [ -n "${gap:-}" ] || die "the request stream did not report"
+    # Delivery must resume after every fault: no gap near a fault's length.
+    [ "$gap" -le "${PIAS_CHAOS_MAX_GAP_MS:-4000}" ] || die "longest gap ${gap} ms"
+    log "chaos passed: $failures of $requests requests failed, longest gap $gap ms"
     ;;
   bench)
     for d in tun water; do

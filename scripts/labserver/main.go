@@ -5,6 +5,7 @@
 //	labserver serve -name t1 [-http :8080] [-udp :8053]
 //	labserver ask-udp ADDR:PORT MESSAGE
 //	labserver labjson LAB.JSON nodes | names ROLE | service NAME | group I | endpoint NAME
+//	labserver hammer URL DURATION INTERVAL     requests until DURATION, then a summary
 package main
 
 import (
@@ -38,6 +39,12 @@ func main() {
 			fmt.Fprintln(os.Stderr, "labserver labjson:", err)
 			os.Exit(2)
 		}
+	case "hammer":
+		if len(os.Args) != 5 {
+			fmt.Fprintln(os.Stderr, "usage: labserver hammer URL DURATION INTERVAL")
+			os.Exit(2)
+		}
+		hammer(os.Args[2], os.Args[3], os.Args[4])
 	case "ask-udp":
 		if len(os.Args) != 4 {
 			fmt.Fprintln(os.Stderr, "usage: labserver ask-udp ADDR:PORT MESSAGE")
@@ -159,6 +166,12 @@ func labJSON(w io.Writer, args []string) error {
 			return fmt.Errorf("no group %q", arg)
 		}
 		fmt.Fprintln(w, l.Groups[i])
+	case "home": // an edge's home proxy
+		n, err := node()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(w, n.Home)
 	case "endpoint":
 		n, err := node()
 		if err != nil {
@@ -169,4 +182,50 @@ func labJSON(w io.Writer, args []string) error {
 		return fmt.Errorf("unknown query %q", args[1])
 	}
 	return nil
+}
+
+// hammer sends one HTTP request every interval until duration has passed or
+// SIGTERM comes, each with a short timeout, and prints one summary line:
+// requests, failures, and the longest time without a successful answer.
+func hammer(url, duration, interval string) {
+	d, err1 := time.ParseDuration(duration)
+	iv, err2 := time.ParseDuration(interval)
+	if err1 != nil || err2 != nil {
+		fmt.Fprintln(os.Stderr, "labserver hammer: bad duration")
+		os.Exit(2)
+	}
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, os.Interrupt, syscall.SIGTERM)
+	client := &http.Client{Timeout: 500 * time.Millisecond, Transport: &http.Transport{DisableKeepAlives: true}}
+	start := time.Now()
+	lastOK := start
+	var requests, failures int
+	var gap time.Duration
+	tick := time.NewTicker(iv)
+	defer tick.Stop()
+	for time.Since(start) < d {
+		requests++
+		resp, err := client.Get(url)
+		if err == nil {
+			_, err = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("%s", resp.Status)
+			}
+		}
+		now := time.Now()
+		if err != nil {
+			failures++
+		} else {
+			gap = max(gap, now.Sub(lastOK))
+			lastOK = now
+		}
+		select {
+		case <-tick.C:
+		case <-stop:
+			d = 0
+		}
+	}
+	gap = max(gap, time.Since(lastOK))
+	fmt.Printf("requests %d failures %d longest_gap_ms %d\n", requests, failures, gap.Milliseconds())
 }
