@@ -25,7 +25,11 @@ type Edge struct {
 	Host   *tunnel.Host
 	Device *tunnel.Device
 	Target *overlay.Target // nil for clients
-	uapi   io.Closer       // nil unless Options.UAPI
+	// Attach keeps the anycast and overlay prefixes on the nearest live
+	// proxy of the config (emulated native anycast); nil if the config
+	// lists a single proxy.
+	Attach *overlay.Attacher
+	uapi   io.Closer // nil unless Options.UAPI
 	once   sync.Once
 }
 
@@ -54,9 +58,10 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		allowed := hostPrefixes(pp.Address)
 		peer := tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint}
 		if i == 0 {
-			// Emulated native anycast, first cut: the anycast prefix (and
-			// the rest of the overlay) lives behind the preferred proxy.
-			allowed = append(append(allowed, cfg.AnycastPrefix...), cfg.OverlayPrefix...)
+			// Emulated native anycast: the anycast prefix (and the rest of
+			// the overlay) starts behind the preferred proxy; the attacher
+			// moves it to the nearest live one.
+			allowed = append(allowed, movedPrefixes(cfg)...)
 			peer.Keepalive = edgeKeepalive
 		}
 		peer.AllowedIPs = allowed
@@ -98,7 +103,84 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 			return nil, fmt.Errorf("target %s: %w", cfg.Name, err)
 		}
 	}
+	if len(cfg.Proxies) > 1 {
+		if err := e.startAttacher(opts); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+		}
+	}
 	return e, nil
+}
+
+// movedPrefixes are what emulated anycast moves between proxies.
+func movedPrefixes(cfg *config.Edge) []netip.Prefix {
+	return append(append([]netip.Prefix(nil), cfg.AnycastPrefix...), cfg.OverlayPrefix...)
+}
+
+// AttachConfig is the probing and switching rule of every edge this process
+// starts; tests may change it before starting edges.
+var AttachConfig = overlay.DefaultAttachConfig
+
+// startAttacher probes every proxy of the config and moves the prefixes to
+// the nearest live one; a target joins its groups again after each move.
+func (e *Edge) startAttacher(opts Options) error {
+	cfg := e.Config
+	var names []string
+	var addrs []netip.Addr
+	for _, pp := range cfg.Proxies {
+		names = append(names, pp.Name)
+		addrs = append(addrs, pp.Addr4())
+	}
+	var err error
+	e.Attach, err = overlay.StartAttacher(overlay.AttacherConfig{
+		Names:        names,
+		Addrs:        addrs,
+		AttachConfig: AttachConfig,
+		Probe:        e.ping,
+		Apply:        e.moveTo,
+		Reset:        e.resetPeer,
+		Logf:         opts.Logf,
+		OnMove: func(m overlay.AttachMove) {
+			if e.Target != nil {
+				e.Target.Rejoin()
+			}
+			if opts.OnEvent != nil {
+				opts.OnEvent(overlay.Event{
+					Proxy:  names[m.To],
+					Kind:   "move",
+					Name:   cfg.Name,
+					Reason: fmt.Sprintf("%s → %s (%s)", names[m.From], names[m.To], m.Reason),
+				})
+			}
+		},
+	})
+	return err
+}
+
+// moveTo puts the moved prefixes on proxy to, leaving proxy from with only
+// its own addresses (so probes keep reaching every proxy).
+func (e *Edge) moveTo(from, to int) error {
+	ps := e.Config.Proxies
+	return e.Device.UpdateAllowedIPs([]tunnel.Peer{
+		{PublicKey: ps[to].PublicKey, AllowedIPs: append(hostPrefixes(ps[to].Address), movedPrefixes(e.Config)...)},
+		{PublicKey: ps[from].PublicKey, AllowedIPs: hostPrefixes(ps[from].Address)},
+	})
+}
+
+// resetPeer drops the WireGuard session with proxy i by replacing the peer
+// with a fresh copy, so that the next packet to it starts a handshake. The
+// peer keeps the prefixes it carries.
+func (e *Edge) resetPeer(i int, current bool) {
+	pp := e.Config.Proxies[i]
+	allowed := hostPrefixes(pp.Address)
+	if current {
+		allowed = append(allowed, movedPrefixes(e.Config)...)
+	}
+	var keepalive time.Duration
+	if i == 0 {
+		keepalive = edgeKeepalive
+	}
+	e.Device.ResetPeer(tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: allowed, Keepalive: keepalive})
 }
 
 // dialUDP opens a UDP socket from the edge's overlay address of raddr's
@@ -119,6 +201,9 @@ func (e *Edge) dialUDP(raddr netip.AddrPort) (net.Conn, error) {
 // Close leaves the groups and stops the edge.
 func (e *Edge) Close() {
 	e.once.Do(func() {
+		if e.Attach != nil {
+			e.Attach.Close()
+		}
 		if e.Target != nil {
 			e.Target.Close()
 		}

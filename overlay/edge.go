@@ -43,6 +43,8 @@ type Target struct {
 	joined map[router.Group]bool
 	errs   map[router.Group]string
 	change chan struct{}
+	kicks  []chan struct{} // one per membership: join again now
+	conns  []net.Conn      // the memberships' sockets, to cut a wait short
 }
 
 // StartTarget starts joining every group of cfg in the background.
@@ -62,10 +64,28 @@ func StartTarget(cfg TargetConfig) (*Target, error) {
 			t.wg.Wait()
 			return nil, fmt.Errorf("join %s: %w", m.Group, err)
 		}
+		kick := make(chan struct{}, 1)
+		t.kicks = append(t.kicks, kick)
+		t.conns = append(t.conns, c)
 		t.wg.Add(1)
-		go t.run(ctx, c, m)
+		go t.run(ctx, c, m, kick)
 	}
 	return t, nil
+}
+
+// Rejoin makes every membership join again at once, through whatever proxy
+// the anycast prefix reaches now: the edge moved, so that proxy becomes the
+// target's JAP. A join under way finishes first, then the next one starts.
+func (t *Target) Rejoin() {
+	for i, k := range t.kicks {
+		select {
+		case k <- struct{}{}:
+		default: // already asked
+		}
+		// End a wait for an answer that the old proxy may never send; run
+		// sees the kick before it waits again.
+		t.conns[i].SetReadDeadline(time.Now())
+	}
 }
 
 // Joined reports whether every group is joined right now.
@@ -125,12 +145,13 @@ func (t *Target) event(e Event) {
 }
 
 // run keeps one membership alive over its own socket.
-func (t *Target) run(ctx context.Context, c net.Conn, m Membership) {
+func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan struct{}) {
 	defer t.wg.Done()
 	defer c.Close()
 	var seq uint32
 	buf := make([]byte, 2048)
 	joined := false
+	kicked := false
 	misses := 0
 	exchange := func(typ Type, wait time.Duration) (*Message, error) {
 		seq++
@@ -145,6 +166,9 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership) {
 		deadline := time.Now().Add(wait)
 		for {
 			c.SetReadDeadline(deadline)
+			if len(kick) > 0 {
+				return nil, errMoved
+			}
 			n, err := c.Read(buf)
 			if err != nil {
 				return nil, err
@@ -162,6 +186,24 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership) {
 			}
 			return
 		}
+		moved := kicked
+		kicked = false
+		if !moved {
+			select {
+			case <-kick:
+				moved = true
+			default:
+			}
+		}
+		if moved {
+			// Moved to another proxy: join there now rather than wait for a
+			// keepalive to be answered "unknown".
+			if joined {
+				t.event(Event{Kind: "rejoin", Group: m.Group, Reason: "moved"})
+			}
+			joined = false
+			t.setJoined(m.Group, false, "")
+		}
 		if !joined {
 			ack, err := exchange(TypeJoin, 500*time.Millisecond)
 			switch {
@@ -178,11 +220,14 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership) {
 			t.event(Event{Kind: "joined", Group: m.Group, Target: netip.AddrPortFrom(netip.Addr{}, m.Port)})
 			t.setJoined(m.Group, true, "")
 		}
-		if !sleep(ctx, t.cfg.Keepalive) {
+		if passed, k := sleepKick(ctx, kick, t.cfg.Keepalive); !passed {
+			kicked = k
 			continue
 		}
 		ack, err := exchange(TypeKeepalive, t.cfg.Keepalive)
 		switch {
+		case errors.Is(err, errMoved) || len(kick) > 0:
+			// Moved while waiting: the loop joins the new proxy.
 		case err != nil:
 			if misses++; misses >= 3 {
 				joined = false
@@ -196,6 +241,23 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership) {
 		default:
 			misses = 0
 		}
+	}
+}
+
+var errMoved = errors.New("moved to another proxy")
+
+// sleepKick waits d or until ctx ends or a kick comes; it reports whether d
+// passed, and whether a kick ended the wait.
+func sleepKick(ctx context.Context, kick <-chan struct{}, d time.Duration) (passed, kicked bool) {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true, false
+	case <-ctx.Done():
+		return false, false
+	case <-kick:
+		return false, true
 	}
 }
 

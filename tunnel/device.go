@@ -92,16 +92,45 @@ func (d *Device) SetPeers(peers []Peer) error {
 func writePeers(b *strings.Builder, peers []Peer) {
 	b.WriteString("replace_peers=true\n")
 	for _, p := range peers {
-		fmt.Fprintf(b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
-		if p.Endpoint.IsValid() {
-			fmt.Fprintf(b, "endpoint=%s\n", p.Endpoint)
-		}
-		// Always written: wireguard-go carries a keepalive over to the peers
-		// that follow it in one set when the value is left out.
-		fmt.Fprintf(b, "persistent_keepalive_interval=%d\n", int(p.Keepalive/time.Second))
-		b.WriteString("replace_allowed_ips=true\n")
+		writePeer(b, p)
+	}
+}
+
+func writePeer(b *strings.Builder, p Peer) {
+	fmt.Fprintf(b, "public_key=%s\n", hex.EncodeToString(p.PublicKey[:]))
+	if p.Endpoint.IsValid() {
+		fmt.Fprintf(b, "endpoint=%s\n", p.Endpoint)
+	}
+	// Always written: wireguard-go carries a keepalive over to the peers
+	// that follow it in one set when the value is left out.
+	fmt.Fprintf(b, "persistent_keepalive_interval=%d\n", int(p.Keepalive/time.Second))
+	b.WriteString("replace_allowed_ips=true\n")
+	for _, a := range p.AllowedIPs {
+		fmt.Fprintf(b, "allowed_ip=%s\n", a)
+	}
+}
+
+// UpdateAllowedIPs replaces the allowed IPs of the given peers, which must
+// already be peers of the device, and touches nothing else: no other peer,
+// no endpoint, no keepalive, no handshake. Peers are set in order, and a
+// prefix set on one peer leaves whichever peer held it, so to move a prefix
+// list the peer that gains it first: it never lacks a peer in between.
+func (d *Device) UpdateAllowedIPs(peers []Peer) error {
+	var b strings.Builder
+	for _, p := range peers {
+		fmt.Fprintf(&b, "public_key=%s\nupdate_only=true\nreplace_allowed_ips=true\n", hex.EncodeToString(p.PublicKey[:]))
 		for _, a := range p.AllowedIPs {
-			fmt.Fprintf(b, "allowed_ip=%s\n", a)
+			fmt.Fprintf(&b, "allowed_ip=%s\n", a)
 		}
 	}
+	return d.IpcSet(b.String())
+}
+
+// ResetPeer removes a peer and adds it again as p, in one set: its session
+// and handshake state are gone, so the next packet to it handshakes anew.
+func (d *Device) ResetPeer(p Peer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "public_key=%s\nremove=true\n", hex.EncodeToString(p.PublicKey[:]))
+	writePeer(&b, p)
+	return d.IpcSet(b.String())
 }

@@ -1,0 +1,145 @@
+package overlay
+
+import (
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func newTestSelector() (*Selector, time.Time) {
+	names := []string{"p1", "p2", "p3"}
+	addrs := []netip.Addr{netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("100.64.0.3")}
+	return NewSelector(names, addrs, AttachConfig{}), time.Unix(1000, 0)
+}
+
+// round feeds one probe result per candidate (rtt 0 = lost) and decides.
+func round(s *Selector, now time.Time, rtts ...time.Duration) (int, bool) {
+	for i, r := range rtts {
+		s.Observe(i, r > 0, r, now)
+	}
+	return s.Decide(now)
+}
+
+func TestSelectorStaysOnEqualRTTs(t *testing.T) {
+	s, now := newTestSelector()
+	ms := time.Millisecond
+	for i := 0; i < 100; i++ {
+		now = now.Add(200 * ms)
+		// Jitter around equal means: never clearly better for long.
+		j := time.Duration(i%3) * ms / 2
+		if cur, moved := round(s, now, 5*ms+j, 5*ms-j, 5*ms); moved || cur != 0 {
+			t.Fatalf("round %d: moved to %d", i, cur)
+		}
+	}
+	if st := s.Status(); st.Moves != 0 || st.Current != "p1" {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestSelectorLeavesDeadAtOnce(t *testing.T) {
+	s, now := newTestSelector()
+	ms := time.Millisecond
+	round(s, now, 5*ms, 7*ms, 6*ms)
+	// p1 stops answering: moves on its third miss, to the lowest RTT.
+	for miss := 1; miss <= 3; miss++ {
+		now = now.Add(200 * ms)
+		cur, moved := round(s, now, 0, 7*ms, 6*ms)
+		if miss < 3 && moved {
+			t.Fatalf("moved after %d misses", miss)
+		}
+		if miss == 3 && (!moved || cur != 2) {
+			t.Fatalf("after 3 misses: current %d moved %v, want p3", cur, moved)
+		}
+	}
+	st := s.Status()
+	if st.Candidates[0].Live || !st.Candidates[2].Current {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+func TestSelectorNeedsClearAndLastingGain(t *testing.T) {
+	s, now := newTestSelector()
+	ms := time.Millisecond
+	round(s, now, 10*ms, 20*ms, 20*ms)
+	// p2 becomes 15 % better: not clearly, never moves.
+	for i := 0; i < 30; i++ {
+		now = now.Add(200 * ms)
+		if _, moved := round(s, now, 10*ms, 8500*time.Microsecond, 20*ms); moved {
+			t.Fatalf("moved for a 15%% gain")
+		}
+	}
+	// Gains below MinGain do not count either, whatever the percentage.
+	s2, now2 := newTestSelector()
+	for i := 0; i < 30; i++ {
+		now2 = now2.Add(200 * ms)
+		if _, moved := round(s2, now2, 800*time.Microsecond, 100*time.Microsecond, 0); moved {
+			t.Fatalf("moved for a gain under 1 ms")
+		}
+	}
+	// p3 becomes 50 % better: moves after Hold, not before.
+	var start time.Time
+	for i := 0; ; i++ {
+		now = now.Add(200 * ms)
+		cur, moved := round(s, now, 10*ms, 20*ms, 5*ms)
+		if i == 0 {
+			// The EWMA needs a few samples; count from when it is clear.
+			continue
+		}
+		if start.IsZero() && s.better == 2 {
+			start = s.since
+		}
+		if moved {
+			if cur != 2 {
+				t.Fatalf("moved to %d", cur)
+			}
+			if held := now.Sub(start); held < 2*time.Second {
+				t.Fatalf("moved after %v, want ≥ 2s", held)
+			}
+			break
+		}
+		if i > 50 {
+			t.Fatal("never moved to a clearly better proxy")
+		}
+	}
+}
+
+func TestSelectorBriefGainResetsHold(t *testing.T) {
+	s, now := newTestSelector()
+	ms := time.Millisecond
+	round(s, now, 10*ms, 20*ms, 20*ms)
+	for i := 0; i < 40; i++ {
+		now = now.Add(200 * ms)
+		p2 := 2 * ms
+		if i%8 == 7 {
+			p2 = 200 * ms // a spike: the gain is not lasting
+		}
+		// Reset the estimate so each spike counts (as a comeback would).
+		if _, moved := round(s, now, 10*ms, p2, 20*ms); moved {
+			if i%8 < 7 && now.Sub(s.since) < 2*time.Second {
+				t.Fatalf("moved at round %d before the gain lasted", i)
+			}
+		}
+	}
+}
+
+func TestSelectorNowhereToGo(t *testing.T) {
+	s, now := newTestSelector()
+	for i := 0; i < 5; i++ {
+		now = now.Add(200 * time.Millisecond)
+		if cur, moved := round(s, now, 0, 0, 0); moved || cur != 0 {
+			t.Fatalf("moved to %d with every proxy silent", cur)
+		}
+	}
+	// The first to answer takes the prefix at once.
+	now = now.Add(200 * time.Millisecond)
+	if cur, moved := round(s, now, 0, 0, 3*time.Millisecond); !moved || cur != 2 {
+		t.Fatalf("current %d moved %v, want p3", cur, moved)
+	}
+	// A dead proxy that comes back is not clearly better at equal RTT.
+	for i := 0; i < 20; i++ {
+		now = now.Add(200 * time.Millisecond)
+		if _, moved := round(s, now, 3*time.Millisecond, 0, 3*time.Millisecond); moved {
+			t.Fatal("moved back at equal RTT")
+		}
+	}
+}
