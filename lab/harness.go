@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -29,6 +30,7 @@ type Harness struct {
 	Edges   map[string]*node.Edge
 
 	opts    HarnessOptions
+	killed  map[string]bool
 	mu      sync.Mutex
 	servers []func()
 	tempDir bool
@@ -236,6 +238,9 @@ func (h *Harness) registered() error {
 			}
 			for _, rapName := range jap.Overlay.RAPs(g) {
 				rap := h.Proxies[rapName]
+				if rap == nil {
+					return fmt.Errorf("JAP %s still counts dead %s as RAP of %s", jap.Name, rapName, g)
+				}
 				if !slices.ContainsFunc(rap.Overlay.RAPTable()[g], func(j router.JAP) bool { return j.Addr == jap.Config.Addr4() }) {
 					return fmt.Errorf("RAP %s does not know JAP %s for %s yet", rapName, jap.Name, g)
 				}
@@ -276,3 +281,134 @@ func waitFor(ctx context.Context, cond func() error) error {
 
 // WaitFor polls cond until it returns nil or ctx ends.
 func WaitFor(ctx context.Context, cond func() error) error { return waitFor(ctx, cond) }
+
+// KillProxy stops a proxy the way SIGKILL would: it stops answering at once
+// and says goodbye to nobody. It leaves Proxies; RestartProxy brings it back.
+func (h *Harness) KillProxy(name string) error {
+	p := h.Proxies[name]
+	if p == nil {
+		return fmt.Errorf("lab: no running proxy %s", name)
+	}
+	p.Close()
+	delete(h.Proxies, name)
+	if h.killed == nil {
+		h.killed = map[string]bool{}
+	}
+	h.killed[name] = true
+	return nil
+}
+
+// RestartProxy starts a killed proxy again from its config, with empty
+// state, on the same ports.
+func (h *Harness) RestartProxy(name string) error {
+	if !h.killed[name] {
+		return fmt.Errorf("lab: proxy %s was not killed", name)
+	}
+	nd := h.Node(name)
+	cfg, err := config.LoadProxy(filepath.Join(h.Dir, nd.Config))
+	if err != nil {
+		return err
+	}
+	var p *node.Proxy
+	// The old socket may take a moment to be released.
+	for try := 0; ; try++ {
+		p, err = node.StartProxy(cfg, node.Options{Logf: h.opts.Logf, OnEvent: h.opts.OnEvent})
+		if err == nil || try == 20 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	delete(h.killed, name)
+	h.Proxies[name] = p
+	return nil
+}
+
+// Consistent checks that the control plane agrees with the running lab:
+// every running proxy sees exactly the running proxies as live; no target
+// is joined at two proxies, and one whose home proxy runs is joined
+// somewhere (edges may move: emulated anycast); and every group's
+// RAPs (by the hash over running proxies) list exactly the JAPs that have
+// targets for it, with their counts, and no other proxy lists any.
+func (h *Harness) Consistent() error {
+	var live []string
+	for name := range h.Proxies {
+		live = append(live, name)
+	}
+	slices.Sort(live)
+	for _, p := range h.Proxies {
+		if got := p.Overlay.Live(); !slices.Equal(got, live) {
+			return fmt.Errorf("%s sees live proxies %v, running are %v", p.Name, got, live)
+		}
+	}
+	groups := h.groups()
+	for _, name := range h.Names(config.RoleTarget) {
+		e := h.Edges[name]
+		home := e.Config.Proxies[0].Name
+		for _, s := range e.Config.Groups {
+			var at []string
+			for _, p := range h.Proxies {
+				if slices.ContainsFunc(p.Router.Targets(s.Group), func(a netip.AddrPort) bool { return slices.Contains(e.Config.Address, a.Addr()) }) {
+					at = append(at, p.Name)
+				}
+			}
+			// A target is joined at one proxy: its home while that runs;
+			// when it does not, the edge may have moved elsewhere.
+			_, homeUp := h.Proxies[home]
+			if len(at) > 1 || (homeUp && len(at) == 0) {
+				return fmt.Errorf("target %s of %s is joined at %v (home %s)", name, s.Group, at, home)
+			}
+		}
+	}
+	// Expected RAP tables: group → JAP address → target count.
+	want := map[router.Group]map[netip.Addr]int{}
+	for _, p := range h.Proxies {
+		for _, g := range groups {
+			n := len(p.Router.Targets(g))
+			if n == 0 {
+				continue
+			}
+			for _, gg := range []router.Group{g, router.EchoGroup(g.Addr)} {
+				if want[gg] == nil {
+					want[gg] = map[netip.Addr]int{}
+				}
+				want[gg][p.Config.Addr4()] += n
+			}
+		}
+	}
+	for _, p := range h.Proxies {
+		table := p.Overlay.RAPTable()
+		for g, japs := range table {
+			if !slices.Contains(overlay.RAPs(g, live, p.Config.RAPReplicas), p.Name) {
+				return fmt.Errorf("%s is not a RAP of %s but lists JAPs %v", p.Name, g, japs)
+			}
+		}
+		for g, w := range want {
+			if !slices.Contains(overlay.RAPs(g, live, p.Config.RAPReplicas), p.Name) {
+				continue
+			}
+			got := map[netip.Addr]int{}
+			for _, j := range table[g] {
+				got[j.Addr] = j.Targets
+			}
+			if !sameKeys(got, w) || (!g.IsEcho() && !maps.Equal(got, w)) {
+				return fmt.Errorf("RAP %s of %s lists %v, want %v", p.Name, g, got, w)
+			}
+		}
+	}
+	return nil
+}
+
+func sameKeys(a, b map[netip.Addr]int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			return false
+		}
+	}
+	return true
+}

@@ -121,6 +121,12 @@ func movedPrefixes(cfg *config.Edge) []netip.Prefix {
 // starts; tests may change it before starting edges.
 var AttachConfig = overlay.DefaultAttachConfig
 
+func attachConfig(cfg *config.Edge) overlay.AttachConfig {
+	c := AttachConfig
+	c.OnlyOnFailure = c.OnlyOnFailure || cfg.Role == config.RoleTarget
+	return c
+}
+
 // startAttacher probes every proxy of the config and moves the prefixes to
 // the nearest live one; a target joins its groups again after each move.
 func (e *Edge) startAttacher(opts Options) error {
@@ -135,7 +141,7 @@ func (e *Edge) startAttacher(opts Options) error {
 	e.Attach, err = overlay.StartAttacher(overlay.AttacherConfig{
 		Names:        names,
 		Addrs:        addrs,
-		AttachConfig: AttachConfig,
+		AttachConfig: attachConfig(cfg),
 		Probe:        e.ping,
 		Apply:        e.moveTo,
 		Reset:        e.resetPeer,

@@ -142,6 +142,9 @@ func (p *Proxy) timers() {
 	defer p.done.Done()
 	t := time.NewTicker(tick)
 	defer t.Stop()
+	hc := time.NewTicker(p.Overlay.ProbeInterval())
+	defer hc.Stop()
+	p.Overlay.HealthTick() // announce this proxy at once
 	for {
 		select {
 		case <-p.stop:
@@ -149,6 +152,8 @@ func (p *Proxy) timers() {
 		case <-t.C:
 			p.Overlay.Tick()
 			p.Router.Expire(p.now())
+		case <-hc.C:
+			p.Overlay.HealthTick()
 		}
 	}
 }

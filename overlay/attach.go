@@ -26,16 +26,23 @@ type AttachConfig struct {
 	MinGain time.Duration // default 1 ms
 	Hold    time.Duration // default 2 s
 	Alpha   float64       // EWMA weight of a new RTT sample; default 0.25
+	// OnlyOnFailure moves only away from a dead proxy, never for RTT. A
+	// target wants this: flows in progress reach it through its JAP, and
+	// WireGuard only accepts them from the peer that carries the overlay
+	// prefix, so a move for speed would break them.
+	OnlyOnFailure bool
 }
 
 // DefaultAttachConfig is the default switching rule: probes every 200 ms,
-// dead after 3 misses (under 1 s), switch when ≥ 20 % and ≥ 1 ms better for 2 s.
+// dead after 3 misses (under 1 s), switch when ≥ 30 % and ≥ 5 ms better for
+// 5 s. The margins are wide because a busy proxy answers probes late: a
+// stream through it must not push its client away.
 var DefaultAttachConfig = AttachConfig{
 	Interval: 200 * time.Millisecond,
 	Misses:   3,
-	Margin:   0.2,
-	MinGain:  time.Millisecond,
-	Hold:     2 * time.Second,
+	Margin:   0.3,
+	MinGain:  5 * time.Millisecond,
+	Hold:     5 * time.Second,
 	Alpha:    0.25,
 }
 
@@ -155,7 +162,7 @@ func (s *Selector) Decide(now time.Time) (current int, moved bool) {
 		return s.current, true
 	}
 	cur := s.cands[s.current]
-	clearly := best >= 0 && cur.Live &&
+	clearly := best >= 0 && cur.Live && !s.cfg.OnlyOnFailure &&
 		float64(s.cands[best].RTT) <= (1-s.cfg.Margin)*float64(cur.RTT) &&
 		cur.RTT-s.cands[best].RTT >= s.cfg.MinGain
 	if !clearly {

@@ -9,7 +9,34 @@ import (
 func newTestSelector() (*Selector, time.Time) {
 	names := []string{"p1", "p2", "p3"}
 	addrs := []netip.Addr{netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.2"), netip.MustParseAddr("100.64.0.3")}
-	return NewSelector(names, addrs, AttachConfig{}), time.Unix(1000, 0)
+	// The rule the tests below are written for, whatever the defaults.
+	cfg := AttachConfig{Interval: 200 * time.Millisecond, Misses: 3, Margin: 0.2, MinGain: time.Millisecond, Hold: 2 * time.Second, Alpha: 0.25}
+	return NewSelector(names, addrs, cfg), time.Unix(1000, 0)
+}
+
+func TestSelectorOnlyOnFailure(t *testing.T) {
+	s, now := newTestSelector()
+	s.cfg.OnlyOnFailure = true
+	ms := time.Millisecond
+	for i := 0; i < 50; i++ {
+		now = now.Add(200 * ms)
+		if _, moved := round(s, now, 10*ms, 20*ms, 1*ms); moved {
+			t.Fatal("moved for speed although only failures may move it")
+		}
+	}
+	for i := 0; ; i++ {
+		now = now.Add(200 * ms)
+		cur, moved := round(s, now, 0, 20*ms, 1*ms)
+		if moved {
+			if cur != 2 {
+				t.Fatalf("moved to %d, want the nearest live one (2)", cur)
+			}
+			break
+		}
+		if i > 5 {
+			t.Fatal("did not leave a dead proxy")
+		}
+	}
 }
 
 // round feeds one probe result per candidate (rtt 0 = lost) and decides.

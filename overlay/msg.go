@@ -60,6 +60,21 @@ const (
 	TypeResolve
 	// TypeResolveReply: RAP → IAP: the answer to a TypeResolve.
 	TypeResolveReply
+	// TypeProbe: proxy → proxy: are you alive? Seq is the nonce; Name and
+	// Incarnation are the sender's.
+	TypeProbe
+	// TypeProbeAck: the answer to a TypeProbe (Seq echoed); Name and
+	// Incarnation are the probed proxy's. A helper forwards it to whoever
+	// asked it to probe with a TypeProbeReq.
+	TypeProbeAck
+	// TypeProbeReq: proxy → proxy: probe the proxy Name for me and send me
+	// its TypeProbeAck with this Seq (SWIM's ping-req: confirms a suspicion).
+	TypeProbeReq
+	// TypeFail: proxy → proxies: proxy Name, incarnation Incarnation, is dead.
+	TypeFail
+	// TypeAlive: proxy → proxies: proxy Name is alive at Incarnation (a
+	// start, or a refutation of a TypeFail).
+	TypeAlive
 
 	typeEnd // one past the last type
 )
@@ -73,6 +88,11 @@ var typeNames = [...]string{
 	TypeRegister:     "register",
 	TypeResolve:      "resolve",
 	TypeResolveReply: "resolve-reply",
+	TypeProbe:        "probe",
+	TypeProbeAck:     "probe-ack",
+	TypeProbeReq:     "probe-req",
+	TypeFail:         "fail",
+	TypeAlive:        "alive",
 }
 
 // String names t, e.g. "join-ack".
@@ -133,10 +153,14 @@ func (s Status) String() string {
 //	Register      group name:string targets:u32 ttl_ms:u32
 //	Resolve       group
 //	ResolveReply  group status:u8 reason:string ttl_ms:u32 n:u8 n×(addr targets:u32)
+//
+// The proxy health messages carry no group:
+//
+//	Probe, ProbeAck, ProbeReq, Fail, Alive   name:string incarnation:u32
 type Message struct {
 	Type    Type
 	Seq     uint32       // matches replies to requests
-	Group   router.Group // all types
+	Group   router.Group // all types but the health messages (zero there)
 	Port    uint16       // Join, Leave, Keepalive: the target's local service port
 	Name    string       // Join: the target's name (logs); Register: the JAP's name
 	Status  Status       // JoinAck, KeepaliveAck, ResolveReply
@@ -147,6 +171,8 @@ type Message struct {
 	// (truncated), at most math.MaxUint32 of them.
 	TTL  time.Duration
 	JAPs []router.JAP // ResolveReply: at most MaxJAPs, Targets in [0, MaxUint32]
+	// Incarnation: health messages: the incarnation of the proxy Name.
+	Incarnation uint32
 }
 
 // fields says which optional fields a type carries.
@@ -158,7 +184,11 @@ const (
 	fStatus // and Reason
 	fRegister
 	fResolveReply
+	fNoGroup     // health messages: no group
+	fIncarnation // health messages
 )
+
+const fHealth = fNoGroup | fName | fIncarnation
 
 var typeFields = [...]fields{
 	TypeJoin:         fPort | fName,
@@ -169,6 +199,11 @@ var typeFields = [...]fields{
 	TypeRegister:     fName | fRegister,
 	TypeResolve:      0,
 	TypeResolveReply: fStatus | fResolveReply,
+	TypeProbe:        fHealth,
+	TypeProbeAck:     fHealth,
+	TypeProbeReq:     fHealth,
+	TypeFail:         fHealth,
+	TypeAlive:        fHealth,
 }
 
 // MarshalBinary encodes m into a new slice.
@@ -184,19 +219,25 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 	if !m.Type.valid() {
 		return b, fmt.Errorf("pias message: cannot encode unknown %v", m.Type)
 	}
-	if err := checkGroup(m.Group); err != nil {
+	f := typeFields[m.Type]
+	if f&fNoGroup != 0 {
+		if m.Group != (router.Group{}) {
+			return b, fmt.Errorf("pias message: cannot encode %v: it carries no group", m.Type)
+		}
+	} else if err := checkGroup(m.Group); err != nil {
 		return b, fmt.Errorf("pias message: cannot encode %v: %v", m.Type, err)
 	}
-	f := typeFields[m.Type]
 	orig := b
 	fail := func(format string, args ...any) ([]byte, error) {
 		return orig, fmt.Errorf("pias message: cannot encode %v for %v: %s", m.Type, m.Group, fmt.Sprintf(format, args...))
 	}
 	b = append(b, magic0, magic1, Version, byte(m.Type))
 	b = binary.BigEndian.AppendUint32(b, m.Seq)
-	b = appendAddr(b, m.Group.Addr)
-	b = binary.BigEndian.AppendUint16(b, m.Group.Port)
-	b = append(b, m.Group.Proto)
+	if f&fNoGroup == 0 {
+		b = appendAddr(b, m.Group.Addr)
+		b = binary.BigEndian.AppendUint16(b, m.Group.Port)
+		b = append(b, m.Group.Proto)
+	}
 	if f&fPort != 0 {
 		b = binary.BigEndian.AppendUint16(b, m.Port)
 	}
@@ -242,6 +283,9 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 			b = binary.BigEndian.AppendUint32(b, uint32(j.Targets))
 		}
 	}
+	if f&fIncarnation != 0 {
+		b = binary.BigEndian.AppendUint32(b, m.Incarnation)
+	}
 	return b, nil
 }
 
@@ -271,15 +315,17 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 	d.b = b[HeaderLen:]
 	d.what = n.Type.String()
 
-	n.Group.Addr = d.addr("group address family", "group address")
-	n.Group.Port = d.u16("group port")
-	n.Group.Proto = d.u8("group protocol")
-	if d.err == nil {
-		if err := checkGroup(n.Group); err != nil {
-			d.fail(err)
+	f := typeFields[n.Type]
+	if f&fNoGroup == 0 {
+		n.Group.Addr = d.addr("group address family", "group address")
+		n.Group.Port = d.u16("group port")
+		n.Group.Proto = d.u8("group protocol")
+		if d.err == nil {
+			if err := checkGroup(n.Group); err != nil {
+				d.fail(err)
+			}
 		}
 	}
-	f := typeFields[n.Type]
 	if f&fPort != 0 {
 		n.Port = d.u16("port")
 	}
@@ -315,6 +361,9 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 				n.JAPs = append(n.JAPs, router.JAP{Addr: a, Targets: int(t)})
 			}
 		}
+	}
+	if f&fIncarnation != 0 {
+		n.Incarnation = d.u32("incarnation")
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))

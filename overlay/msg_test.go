@@ -71,12 +71,18 @@ var roundTrips = []roundTrip{
 		JAPs: []router.JAP{{Addr: netip.MustParseAddr("100.64.0.2"), Targets: 3}, {Addr: netip.MustParseAddr("100.64.0.9"), Targets: 0}}}},
 	{"resolve-reply-none", Message{Type: TypeResolveReply, Seq: 11, Group: g6, Status: StatusUnknown, TTL: 5 * time.Second}},
 	{"resolve-reply-max", Message{Type: TypeResolveReply, Seq: 12, Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Millisecond, JAPs: manyJAPs(MaxJAPs)}},
+	{"probe", Message{Type: TypeProbe, Seq: 13, Name: "p1", Incarnation: 1764000000}},
+	{"probe-ack", Message{Type: TypeProbeAck, Seq: 13, Name: "p2", Incarnation: math.MaxUint32}},
+	{"probe-req", Message{Type: TypeProbeReq, Seq: 14, Name: maxStr}},
+	{"fail", Message{Type: TypeFail, Seq: 0, Name: "p3", Incarnation: 7}},
+	{"alive", Message{Type: TypeAlive, Seq: 1, Name: "p3", Incarnation: 8}},
 }
 
 func messagesEqual(a, b *Message) bool {
 	return a.Type == b.Type && a.Seq == b.Seq && a.Group == b.Group && a.Port == b.Port &&
 		a.Name == b.Name && a.Status == b.Status && a.Reason == b.Reason &&
-		a.Targets == b.Targets && a.TTL == b.TTL && slices.Equal(a.JAPs, b.JAPs)
+		a.Targets == b.Targets && a.TTL == b.TTL && slices.Equal(a.JAPs, b.JAPs) &&
+		a.Incarnation == b.Incarnation
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -144,6 +150,9 @@ func TestOnlyMeaningfulFields(t *testing.T) {
 		full.Targets = 9
 		full.TTL = 9 * time.Second
 		full.JAPs = []router.JAP{{Addr: netip.MustParseAddr("100.64.0.9"), Targets: 9}}
+		if typeFields[full.Type]&fIncarnation == 0 {
+			full.Incarnation = 9
+		}
 		b, err := full.MarshalBinary()
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
@@ -171,6 +180,9 @@ func TestOnlyMeaningfulFields(t *testing.T) {
 		}
 		if f&fResolveReply != 0 {
 			want.JAPs = full.JAPs
+		}
+		if f&fIncarnation != 0 {
+			want.Incarnation = full.Incarnation
 		}
 		if !messagesEqual(&got, &want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, got, want)
@@ -257,7 +269,7 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4, "unknown version 0"},
 		{"version 2", "5049" + "02" + "07" + "00000001" + grp4, "unknown version 2"},
 		{"type 0", "5049" + "01" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 9", "5049" + "01" + "09" + "00000001" + grp4, "unknown type(9)"},
+		{"type 14", "5049" + "01" + "0e" + "00000001" + grp4, "unknown type(14)"},
 		{"type 255", "5049" + "01" + "ff" + "00000001" + grp4, "unknown type(255)"},
 		{"truncated seq", "5049" + "01" + "07" + "000000", "truncated header"},
 		{"no group", hdrRes, "truncated group address family"},
@@ -337,7 +349,7 @@ func TestAppendBinaryErrors(t *testing.T) {
 		want string
 	}{
 		{"type 0", Message{Group: g4}, "unknown type(0)"},
-		{"type 9", Message{Type: typeEnd, Group: g4}, "unknown type(9)"},
+		{"type 14", Message{Type: typeEnd, Group: g4}, "unknown type(14)"},
 		{"zero group", Message{Type: TypeResolve}, "invalid address"},
 		{"zoned group", Message{Type: TypeResolve, Group: zoned}, "zone"},
 		{"mapped group", Message{Type: TypeResolve, Group: mapped}, "IPv4-mapped"},
@@ -410,7 +422,8 @@ func TestAllocs(t *testing.T) {
 func corpusSeeds(t testing.TB) map[string][]byte {
 	seeds := map[string][]byte{}
 	for _, name := range []string{"join", "join-ack-refused", "leave", "keepalive", "keepalive-ack-unknown",
-		"register", "resolve", "resolve-reply", "resolve-reply-none"} {
+		"register", "resolve", "resolve-reply", "resolve-reply-none",
+		"probe", "probe-ack", "probe-req", "fail", "alive"} {
 		m := roundTripMessage(name)
 		b, err := m.MarshalBinary()
 		if err != nil {
@@ -422,6 +435,7 @@ func corpusSeeds(t testing.TB) map[string][]byte {
 	seeds["truncated-group"] = seeds["valid-resolve"][:HeaderLen+3]
 	seeds["truncated-join-name"] = seeds["valid-join"][:len(seeds["valid-join"])-1]
 	seeds["truncated-resolve-reply-jap"] = seeds["valid-resolve-reply"][:len(seeds["valid-resolve-reply"])-6]
+	seeds["truncated-probe-incarnation"] = seeds["valid-probe"][:len(seeds["valid-probe"])-1]
 	return seeds
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pias-net/pias/router"
@@ -28,6 +29,8 @@ type EdgePolicy struct {
 type ProxyConfig struct {
 	Self    Member
 	Members []Member // every proxy, self included (static full mesh for now)
+	// Health are the timers of proxy health monitoring (see health.go).
+	Health HealthConfig
 	// Edges maps each accepted edge's overlay addresses to its policy.
 	Edges       map[netip.Addr]*EdgePolicy
 	Replicas    int // RAPs per group (k)
@@ -49,10 +52,10 @@ type ProxyConfig struct {
 // Event is a control-plane happening worth telling a person about.
 type Event struct {
 	Proxy  string
-	Kind   string // "join", "leave", "expire", "register", "resolve", "resolved", "refuse"
+	Kind   string // "join", "leave", "expire", "register", "resolve", "resolved", "refuse", "dead", "alive"
 	Group  router.Group
 	Target netip.AddrPort // join, leave, expire
-	Name   string         // the target's or JAP's name
+	Name   string         // the target's or JAP's name; dead, alive: the proxy's
 	RAPs   []string       // register, resolve: the group's RAPs
 	JAPs   []router.JAP   // resolved
 	Reason string         // refuse
@@ -91,11 +94,23 @@ type Proxy struct {
 	rap     map[router.Group]map[netip.Addr]*rapEntry
 	pending map[router.Group]*pendingResolve
 	stats   ProxyStats
+
+	health *health
+	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
+	memMu  sync.Mutex               // serializes membership changes
 }
 
 // ProxyStats counts control-plane work, for tests and status.
 type ProxyStats struct {
 	ResolvesSent, ResolvesAnswered, Registers, Joins uint64
+	// ControlSent and ControlReceived count control messages this proxy
+	// sent to or got from other nodes (edges included), health included.
+	ControlSent, ControlReceived uint64
+	// Health: probes sent (own and relayed), probe requests sent, deaths
+	// declared by this proxy, Alive announcements sent by this proxy.
+	Probes, ProbeReqs, FailsDeclared, AlivesSent uint64
+	// MembershipChanges counts changes of the live proxy set applied here.
+	MembershipChanges uint64
 }
 
 // NewProxy checks cfg and returns a proxy control plane.
@@ -138,20 +153,98 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		p.byAddr[m.Addr] = m
 		addrs = append(addrs, m.Addr)
 	}
+	live := slices.Clone(p.names)
+	slices.Sort(live)
+	live = slices.Compact(live)
+	p.live.Store(&live)
 	cfg.Router.SetProxies(addrs)
+	p.health = newHealth(cfg.Health, cfg.Self, members, cfg.Now, func(to netip.Addr, m *Message) {
+		p.send(p.selfPort(), netip.AddrPortFrom(to, cfg.ControlPort), m)
+	}, p.membershipChanged)
+	p.cfg.Health = p.health.cfg
 	return p, nil
 }
 
-// RAPs names the members that are the group's rendezvous proxies.
+// RAPs names the live members that are the group's rendezvous proxies.
 func (p *Proxy) RAPs(g router.Group) []string {
-	return RAPs(g, p.names, p.cfg.Replicas)
+	return RAPs(g, *p.live.Load(), p.cfg.Replicas)
 }
+
+// Live names the proxies this proxy believes alive (suspects included),
+// itself included, sorted.
+func (p *Proxy) Live() []string { return slices.Clone(*p.live.Load()) }
+
+// Members is a snapshot of every proxy's health as this proxy sees it: this
+// proxy first, then the others by name.
+func (p *Proxy) Members() []MemberInfo { return p.health.snapshot() }
+
+// ProbeInterval is how often HealthTick must be called.
+func (p *Proxy) ProbeInterval() time.Duration { return p.cfg.Health.ProbeInterval }
+
+// HealthTick runs one round of health monitoring: call it every
+// ProbeInterval. The first call announces this proxy (Alive).
+func (p *Proxy) HealthTick() { p.health.tick() }
 
 // Stats returns the control-plane counters.
 func (p *Proxy) Stats() ProxyStats {
+	p.health.mu.Lock()
+	hs := p.health.stats
+	p.health.mu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.stats
+	st := p.stats
+	st.Probes, st.ProbeReqs, st.FailsDeclared, st.AlivesSent = hs.probes, hs.probeReqs, hs.fails, hs.alives
+	return st
+}
+
+// membershipChanged applies a change of the live proxy set: RAPs move by
+// the hash over live proxies, the router stops using dead JAPs and forgets
+// cached JAP lists naming them, RAP state of dead JAPs and of groups this
+// proxy no longer is a RAP of is dropped, and every local group is
+// registered again at once with its (maybe new) RAPs.
+func (p *Proxy) membershipChanged(c change) {
+	p.memMu.Lock()
+	defer p.memMu.Unlock()
+	live := p.health.live()
+	names := make([]string, len(live))
+	addrs := make([]netip.Addr, len(live))
+	for i, m := range live {
+		names[i], addrs[i] = m.Name, m.Addr
+	}
+	p.live.Store(&names)
+	p.cfg.Router.SetProxies(addrs)
+	gone := append(slices.Clone(c.dead), c.reset...)
+	for _, m := range gone {
+		p.cfg.Router.ForgetJAP(m.Addr)
+	}
+	p.mu.Lock()
+	p.stats.MembershipChanges++
+	for g, japs := range p.rap {
+		if !slices.Contains(RAPs(g, names, p.cfg.Replicas), p.cfg.Self.Name) {
+			delete(p.rap, g)
+			continue
+		}
+		for _, m := range gone {
+			delete(japs, m.Addr)
+		}
+		if len(japs) == 0 {
+			delete(p.rap, g)
+		}
+	}
+	groups := make([]router.Group, 0, len(p.local))
+	for g := range p.local {
+		groups = append(groups, g)
+	}
+	p.mu.Unlock()
+	for _, m := range c.dead {
+		p.emit(Event{Kind: "dead", Name: m.Name})
+	}
+	for _, m := range append(slices.Clone(c.revived), c.reset...) {
+		p.emit(Event{Kind: "alive", Name: m.Name})
+	}
+	for _, g := range groups {
+		p.register(g)
+	}
 }
 
 // RAPTable returns what this proxy knows as RAP: each group's live JAPs.
@@ -186,6 +279,9 @@ func (p *Proxy) send(src, dst netip.AddrPort, m *Message) {
 	if err != nil {
 		return
 	}
+	p.mu.Lock()
+	p.stats.ControlSent++
+	p.mu.Unlock()
 	p.cfg.Send(buf[:n])
 }
 
@@ -200,7 +296,14 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 		return
 	}
 	_, fromProxy := p.byAddr[src.Addr()]
+	p.mu.Lock()
+	p.stats.ControlReceived++
+	p.mu.Unlock()
 	switch m.Type {
+	case TypeProbe, TypeProbeAck, TypeProbeReq, TypeFail, TypeAlive:
+		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
+			p.health.handle(src.Addr(), &m)
+		}
 	case TypeJoin, TypeLeave, TypeKeepalive:
 		// Edges speak to the group's anycast address; emulated anycast made
 		// this proxy the one that hears them, so it becomes their JAP.

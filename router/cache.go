@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/binary"
+	"net/netip"
 	"slices"
 	"time"
 )
@@ -156,4 +157,27 @@ func (r *Router) Expire(now int64) {
 	}
 	r.gmu.Unlock()
 	r.st.drops[DropResolveTimeout].Add(uint64(timedOut))
+}
+
+// ForgetJAP forgets every cached JAP list that names jap (a proxy that
+// died or restarted), so that the next new flow of those groups resolves
+// again. It returns how many groups it forgot. Flows keep their JAP;
+// SetProxies drops those whose JAP is no longer a proxy.
+func (r *Router) ForgetJAP(jap netip.Addr) int {
+	jap = jap.Unmap()
+	if !jap.Is4() {
+		return 0
+	}
+	b := jap.As4()
+	a := binary.BigEndian.Uint32(b[:])
+	n := 0
+	r.gmu.Lock()
+	for g, e := range r.cache {
+		if _, found := slices.BinarySearch(e.japs, a); found {
+			delete(r.cache, g)
+			n++
+		}
+	}
+	r.gmu.Unlock()
+	return n
 }

@@ -1,0 +1,563 @@
+package overlay
+
+import (
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// 2-tier proxy health monitoring (paper §3.6), SWIM-like:
+//
+//   - Tier 1: every proxy probes every other proxy of its own cluster.
+//   - Tier 2: every proxy probes WatchPerCluster proxies in each of
+//     WatchClusters other clusters. Clusters and members are picked by
+//     rendezvous hash of (watcher, cluster) and (watcher, member), so the
+//     choice is deterministic, spread evenly, and every cluster is watched by
+//     about N·WatchClusters/(clusters-1) outsiders. Dead members are skipped,
+//     so a cluster's watchers move to its live members.
+//   - A member that leaves ProbeMisses probes in a row unanswered is
+//     suspected. The suspicion is confirmed SWIM-style: ConfirmHelpers other
+//     live proxies are asked (ProbeReq) to probe it, and direct probes go on.
+//     Any answer, direct or relayed, clears it; none within ConfirmTimeout
+//     makes it dead.
+//   - A death is sent (Fail) to every live proxy; a proxy that learns it
+//     from a Fail forwards it once to every live proxy, so the loss of one
+//     copy does not matter.
+//   - Comebacks: a proxy announces Alive with its incarnation when it starts
+//     (the wall clock in seconds, so a restart has a higher one). A proxy
+//     that hears a Fail about itself refutes it with Alive at a higher
+//     incarnation. Dead members are still probed, slowly (DeadProbeInterval),
+//     and a dead member that answers with a stale incarnation is told (Fail)
+//     so that it refutes.
+//
+// Precedence of news about a member, as in SWIM: Alive(i) beats what is
+// known at incarnation < i; Fail(i) beats Alive or suspicion at ≤ i.
+
+// MemberState is how a proxy sees another proxy.
+type MemberState uint8
+
+// Member states.
+const (
+	StateAlive MemberState = iota
+	StateSuspect
+	StateDead
+)
+
+// String names s.
+func (s MemberState) String() string {
+	switch s {
+	case StateAlive:
+		return "alive"
+	case StateSuspect:
+		return "suspect"
+	case StateDead:
+		return "dead"
+	}
+	return "state(?)"
+}
+
+// MemberInfo is a snapshot of one member as this proxy sees it.
+type MemberInfo struct {
+	Name        string
+	Addr        netip.Addr
+	Cluster     string
+	State       MemberState
+	RTT         time.Duration // smoothed probe round trip; 0 until measured
+	Incarnation uint32
+	Watched     bool // this proxy probes it
+}
+
+// HealthConfig are the timers and fan-outs of health monitoring.
+type HealthConfig struct {
+	ProbeInterval     time.Duration // default 100ms
+	ProbeMisses       int           // unanswered probes in a row before suspicion; default 3
+	ConfirmTimeout    time.Duration // suspicion → death without an answer; default 3 probe intervals
+	ConfirmHelpers    int           // proxies asked to probe a suspect; default 2
+	WatchClusters     int           // other clusters each proxy watches; default 2
+	WatchPerCluster   int           // proxies watched in each; default 2
+	DeadProbeInterval time.Duration // how often dead members are probed for a comeback; default 1s
+	// Incarnation is this proxy's incarnation at start; default the wall
+	// clock in seconds, so that a restarted proxy outranks its past self.
+	Incarnation uint32
+}
+
+func (c *HealthConfig) defaults() {
+	if c.ProbeInterval <= 0 {
+		c.ProbeInterval = 100 * time.Millisecond
+	}
+	if c.ProbeMisses <= 0 {
+		c.ProbeMisses = 3
+	}
+	if c.ConfirmTimeout <= 0 {
+		c.ConfirmTimeout = 3 * c.ProbeInterval
+	}
+	if c.ConfirmHelpers < 0 {
+		c.ConfirmHelpers = 0
+	} else if c.ConfirmHelpers == 0 {
+		c.ConfirmHelpers = 2
+	}
+	if c.WatchClusters <= 0 {
+		c.WatchClusters = 2
+	}
+	if c.WatchPerCluster <= 0 {
+		c.WatchPerCluster = 2
+	}
+	if c.DeadProbeInterval <= 0 {
+		c.DeadProbeInterval = time.Second
+	}
+	if c.Incarnation == 0 {
+		c.Incarnation = uint32(time.Now().Unix())
+	}
+}
+
+// probeWindow is how many recent probes of a member an ack may answer.
+const probeWindow = 8
+
+type sentProbe struct {
+	seq      uint32
+	at       int64
+	indirect bool
+}
+
+type mstate struct {
+	Member
+	state       MemberState
+	inc         uint32
+	srtt        int64 // ns, 0 = none
+	outstanding int   // probes sent since the last ack
+	sent        [probeWindow]sentProbe
+	next        int
+	suspectAt   int64
+	lastProbe   int64
+}
+
+// relay is a probe this proxy sends for another (ProbeReq).
+type relay struct {
+	from    netip.Addr
+	seq     uint32
+	expires int64
+}
+
+// change is what health tells its owner after a membership change.
+type change struct {
+	dead    []Member // newly dead
+	revived []Member // dead → alive
+	reset   []Member // alive at a new incarnation: restarted, state lost
+}
+
+func (c *change) empty() bool { return len(c.dead)+len(c.revived)+len(c.reset) == 0 }
+
+// health is the failure detector of one proxy. It is transport-agnostic:
+// send delivers a message to a member's control port, now is the clock,
+// changed hears membership changes (called without locks held).
+type health struct {
+	cfg     HealthConfig
+	self    Member
+	now     func() int64
+	send    func(to netip.Addr, m *Message)
+	changed func(change)
+
+	mu        sync.Mutex
+	inc       uint32
+	members   map[string]*mstate // every other proxy
+	byAddr    map[netip.Addr]*mstate
+	order     []string // sorted names of members
+	nonce     uint32
+	relays    map[uint32]relay
+	announced bool
+	lastTick  int64
+	stats     healthStats
+}
+
+type healthStats struct {
+	probes, fails, alives, probeReqs uint64
+}
+
+func newHealth(cfg HealthConfig, self Member, members []Member, now func() int64, send func(netip.Addr, *Message), changed func(change)) *health {
+	cfg.defaults()
+	h := &health{cfg: cfg, self: self, now: now, send: send, changed: changed, inc: cfg.Incarnation,
+		members: map[string]*mstate{}, byAddr: map[netip.Addr]*mstate{}, relays: map[uint32]relay{}}
+	for _, m := range members {
+		if m.Name == self.Name || h.members[m.Name] != nil {
+			continue
+		}
+		ms := &mstate{Member: m}
+		h.members[m.Name] = ms
+		h.byAddr[m.Addr] = ms
+		h.order = append(h.order, m.Name)
+	}
+	slices.Sort(h.order)
+	return h
+}
+
+type outMsg struct {
+	to netip.Addr
+	m  Message
+}
+
+// flush sends what a locked section queued, then reports a change.
+func (h *health) flush(out []outMsg, ch change) {
+	for i := range out {
+		h.send(out[i].to, &out[i].m)
+	}
+	if !ch.empty() && h.changed != nil {
+		h.changed(ch)
+	}
+}
+
+func (h *health) nextNonce() uint32 {
+	h.nonce++
+	if h.nonce == 0 {
+		h.nonce++
+	}
+	return h.nonce
+}
+
+// hrw is the rendezvous weight of b for a.
+func hrw(a, b string) uint64 {
+	h := uint64(fnvOffset)
+	for i := 0; i < len(a); i++ {
+		h ^= uint64(a[i])
+		h *= fnvPrime
+	}
+	h ^= 0xff
+	h *= fnvPrime
+	return weight(h, b)
+}
+
+// watchedLocked returns the names of the non-dead members this proxy
+// probes: its cluster, and a few members of a few other clusters.
+func (h *health) watchedLocked() map[string]bool {
+	out := map[string]bool{}
+	others := map[string][]*mstate{}
+	for _, name := range h.order {
+		m := h.members[name]
+		if m.state == StateDead {
+			continue
+		}
+		if m.Cluster == h.self.Cluster {
+			out[name] = true
+		} else {
+			others[m.Cluster] = append(others[m.Cluster], m)
+		}
+	}
+	clusters := make([]string, 0, len(others))
+	for c := range others {
+		clusters = append(clusters, c)
+	}
+	byWeight := func(key func(string) uint64) func(a, b string) int {
+		return func(a, b string) int {
+			wa, wb := key(a), key(b)
+			switch {
+			case wa > wb:
+				return -1
+			case wa < wb:
+				return 1
+			}
+			return compareStrings(a, b)
+		}
+	}
+	slices.SortFunc(clusters, byWeight(func(c string) uint64 { return hrw(h.self.Name, "cluster:"+c) }))
+	for _, c := range clusters[:min(len(clusters), h.cfg.WatchClusters)] {
+		ms := others[c]
+		names := make([]string, len(ms))
+		for i, m := range ms {
+			names[i] = m.Name
+		}
+		slices.SortFunc(names, byWeight(func(n string) uint64 { return hrw(h.self.Name, n) }))
+		for _, n := range names[:min(len(names), h.cfg.WatchPerCluster)] {
+			out[n] = true
+		}
+	}
+	return out
+}
+
+func compareStrings(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func (h *health) probeLocked(out []outMsg, m *mstate, now int64, indirect bool) []outMsg {
+	seq := h.nextNonce()
+	m.sent[m.next%probeWindow] = sentProbe{seq: seq, at: now, indirect: indirect}
+	m.next++
+	h.stats.probes++
+	return append(out, outMsg{m.Addr, Message{Type: TypeProbe, Seq: seq, Name: h.self.Name, Incarnation: h.inc}})
+}
+
+func (h *health) broadcastLocked(out []outMsg, msg Message, except ...netip.Addr) []outMsg {
+	for _, name := range h.order {
+		m := h.members[name]
+		if m.state == StateDead || slices.Contains(except, m.Addr) {
+			continue
+		}
+		out = append(out, outMsg{m.Addr, msg})
+	}
+	return out
+}
+
+// tick runs one probe round. Call it every ProbeInterval.
+func (h *health) tick() {
+	now := h.now()
+	var out []outMsg
+	var ch change
+	h.mu.Lock()
+	if !h.announced {
+		h.announced = true
+		// Everyone, dead or not: a restart must be heard.
+		for _, name := range h.order {
+			out = append(out, outMsg{h.members[name].Addr, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc}})
+			h.stats.alives++
+		}
+	}
+	for seq, r := range h.relays {
+		if now >= r.expires {
+			delete(h.relays, seq)
+		}
+	}
+	watched := h.watchedLocked()
+	for _, name := range h.order {
+		m := h.members[name]
+		switch {
+		case m.state == StateDead:
+			if now-m.lastProbe >= int64(h.cfg.DeadProbeInterval) {
+				m.lastProbe = now
+				out = h.probeLocked(out, m, now, false)
+			}
+			continue
+		case !watched[name]:
+			m.outstanding = 0
+			if m.state == StateSuspect {
+				m.state = StateAlive
+			}
+			continue
+		}
+		if m.state == StateAlive && m.outstanding >= h.cfg.ProbeMisses {
+			m.state, m.suspectAt = StateSuspect, now
+			// Ask helpers to probe it for us: a different path, and a
+			// second opinion before a death is declared.
+			seq := h.nextNonce()
+			m.sent[m.next%probeWindow] = sentProbe{seq: seq, at: now, indirect: true}
+			m.next++
+			for _, hn := range h.helpersLocked(m) {
+				h.stats.probeReqs++
+				out = append(out, outMsg{h.members[hn].Addr, Message{Type: TypeProbeReq, Seq: seq, Name: m.Name, Incarnation: m.inc}})
+			}
+		}
+		if m.state == StateSuspect && now-m.suspectAt >= int64(h.cfg.ConfirmTimeout) {
+			m.state, m.outstanding, m.lastProbe = StateDead, 0, now
+			h.stats.fails++
+			ch.dead = append(ch.dead, m.Member)
+			out = h.broadcastLocked(out, Message{Type: TypeFail, Name: m.Name, Incarnation: m.inc}, m.Addr)
+			continue
+		}
+		m.outstanding++
+		m.lastProbe = now
+		out = h.probeLocked(out, m, now, false)
+	}
+	h.lastTick = now
+	h.mu.Unlock()
+	h.flush(out, ch)
+}
+
+// helpersLocked picks up to ConfirmHelpers live members, not m, to probe m.
+func (h *health) helpersLocked(m *mstate) []string {
+	var cands []string
+	for _, name := range h.order {
+		o := h.members[name]
+		if o != m && o.state == StateAlive {
+			cands = append(cands, name)
+		}
+	}
+	slices.SortFunc(cands, func(a, b string) int {
+		wa, wb := hrw(h.self.Name+"/"+m.Name, a), hrw(h.self.Name+"/"+m.Name, b)
+		switch {
+		case wa > wb:
+			return -1
+		case wa < wb:
+			return 1
+		}
+		return compareStrings(a, b)
+	})
+	return cands[:min(len(cands), h.cfg.ConfirmHelpers)]
+}
+
+// handle takes a health message from the proxy at src.
+func (h *health) handle(src netip.Addr, msg *Message) {
+	now := h.now()
+	var out []outMsg
+	var ch change
+	h.mu.Lock()
+	from := h.byAddr[src]
+	if from == nil {
+		h.mu.Unlock()
+		return
+	}
+	switch msg.Type {
+	case TypeProbe:
+		out = append(out, outMsg{src, Message{Type: TypeProbeAck, Seq: msg.Seq, Name: h.self.Name, Incarnation: h.inc}})
+		if msg.Name == from.Name {
+			out = h.aliveEvidenceLocked(out, &ch, from, msg.Incarnation)
+		}
+	case TypeProbeAck:
+		if r, ok := h.relays[msg.Seq]; ok && msg.Name == from.Name {
+			delete(h.relays, msg.Seq)
+			out = append(out, outMsg{r.from, Message{Type: TypeProbeAck, Seq: r.seq, Name: msg.Name, Incarnation: msg.Incarnation}})
+		}
+		m := h.members[msg.Name]
+		if m == nil {
+			break
+		}
+		for i := range m.sent {
+			sp := &m.sent[i]
+			if sp.seq == 0 || sp.seq != msg.Seq {
+				continue
+			}
+			direct := !sp.indirect && from == m
+			if direct {
+				sample := now - sp.at
+				if m.srtt == 0 {
+					m.srtt = sample
+				} else {
+					m.srtt += (sample - m.srtt) / 8
+				}
+			}
+			sp.seq = 0
+			if direct || sp.indirect {
+				out = h.aliveEvidenceLocked(out, &ch, m, msg.Incarnation)
+			}
+			break
+		}
+	case TypeProbeReq:
+		target := h.members[msg.Name]
+		if target == nil || msg.Name == h.self.Name {
+			break
+		}
+		seq := h.nextNonce()
+		h.relays[seq] = relay{from: src, seq: msg.Seq, expires: now + int64(h.cfg.ConfirmTimeout)*2}
+		h.stats.probes++
+		out = append(out, outMsg{target.Addr, Message{Type: TypeProbe, Seq: seq, Name: h.self.Name, Incarnation: h.inc}})
+	case TypeFail:
+		if msg.Name == h.self.Name {
+			// Refute: we are alive, at a higher incarnation than the rumor.
+			if msg.Incarnation >= h.inc {
+				h.inc = msg.Incarnation + 1
+			}
+			h.stats.alives++
+			out = h.broadcastLocked(out, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc})
+			// Dead members are skipped by broadcast, but the sender thinks
+			// we are dead and is alive itself.
+			if from.state == StateDead {
+				out = append(out, outMsg{src, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc}})
+			}
+			break
+		}
+		m := h.members[msg.Name]
+		if m == nil {
+			break
+		}
+		if (m.state != StateDead && msg.Incarnation >= m.inc) || (m.state == StateDead && msg.Incarnation > m.inc) {
+			wasDead := m.state == StateDead
+			m.state, m.inc, m.outstanding, m.lastProbe = StateDead, msg.Incarnation, 0, now
+			if !wasDead {
+				ch.dead = append(ch.dead, m.Member)
+				// Forward once: new to us, so maybe new to others.
+				out = h.broadcastLocked(out, *msg, src, m.Addr)
+			}
+		}
+	case TypeAlive:
+		if msg.Name != from.Name {
+			// Forwarded news about a third proxy.
+			if m := h.members[msg.Name]; m != nil && msg.Incarnation > m.inc {
+				out = h.newIncarnationLocked(out, &ch, m, msg.Incarnation, src)
+			}
+			break
+		}
+		if msg.Incarnation > from.inc {
+			out = h.newIncarnationLocked(out, &ch, from, msg.Incarnation, src)
+		} else if from.state == StateDead {
+			out = append(out, outMsg{src, Message{Type: TypeFail, Name: from.Name, Incarnation: from.inc}})
+		}
+	}
+	h.mu.Unlock()
+	h.flush(out, ch)
+}
+
+// newIncarnationLocked applies Alive(inc) for m, inc > m.inc.
+func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc uint32, src netip.Addr) []outMsg {
+	old, oldInc := m.state, m.inc
+	m.inc, m.state, m.outstanding = inc, StateAlive, 0
+	switch {
+	case old == StateDead:
+		ch.revived = append(ch.revived, m.Member)
+		// Forward once, and tell the newcomer whom we know dead.
+		out = h.broadcastLocked(out, Message{Type: TypeAlive, Name: m.Name, Incarnation: inc}, src, m.Addr)
+		out = h.deadListLocked(out, m.Addr)
+	case oldInc != 0:
+		// A restart (or refutation) we had not noticed: its state is gone.
+		ch.reset = append(ch.reset, m.Member)
+		out = h.deadListLocked(out, m.Addr)
+	}
+	return out
+}
+
+func (h *health) deadListLocked(out []outMsg, to netip.Addr) []outMsg {
+	for _, name := range h.order {
+		if d := h.members[name]; d.state == StateDead && d.Addr != to {
+			out = append(out, outMsg{to, Message{Type: TypeFail, Name: d.Name, Incarnation: d.inc}})
+		}
+	}
+	return out
+}
+
+// aliveEvidenceLocked handles an answer (or probe) from m carrying inc.
+func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, m *mstate, inc uint32) []outMsg {
+	switch {
+	case m.state == StateDead && inc > m.inc:
+		out = h.newIncarnationLocked(out, ch, m, inc, netip.Addr{})
+	case m.state == StateDead:
+		// It is up but was declared dead at this incarnation: tell it, so
+		// that it refutes.
+		out = append(out, outMsg{m.Addr, Message{Type: TypeFail, Name: m.Name, Incarnation: m.inc}})
+	default:
+		if inc > m.inc {
+			m.inc = inc
+		}
+		m.state, m.outstanding = StateAlive, 0
+	}
+	return out
+}
+
+// snapshot lists every member, self first then by name.
+func (h *health) snapshot() []MemberInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	watched := h.watchedLocked()
+	out := []MemberInfo{{Name: h.self.Name, Addr: h.self.Addr, Cluster: h.self.Cluster, State: StateAlive, Incarnation: h.inc}}
+	for _, name := range h.order {
+		m := h.members[name]
+		out = append(out, MemberInfo{Name: m.Name, Addr: m.Addr, Cluster: m.Cluster, State: m.state,
+			RTT: time.Duration(m.srtt), Incarnation: m.inc, Watched: watched[name]})
+	}
+	return out
+}
+
+// live lists the members not known dead, self included, sorted by name.
+func (h *health) live() []Member {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := []Member{h.self}
+	for _, name := range h.order {
+		if m := h.members[name]; m.state != StateDead {
+			out = append(out, m.Member)
+		}
+	}
+	slices.SortFunc(out, func(a, b Member) int { return compareStrings(a.Name, b.Name) })
+	return out
+}
