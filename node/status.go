@@ -3,6 +3,7 @@ package node
 import (
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/router"
@@ -21,6 +22,8 @@ type Status struct {
 // ProxyStatus is a proxy's view: its JAP, RAP and IAP state and counters.
 type ProxyStatus struct {
 	Cluster string `json:"cluster"`
+	// Members is every proxy and its health as this proxy sees it.
+	Members []MemberStatus `json:"members"`
 	// Targets lists, per group, the targets that joined through this proxy.
 	Targets map[string][]netip.AddrPort `json:"targets"`
 	// RAP lists, per group this proxy is a RAP of, the JAPs it knows.
@@ -29,12 +32,33 @@ type ProxyStatus struct {
 	Counters map[string]uint64       `json:"counters"`
 }
 
+// MemberStatus is one proxy as another sees it.
+type MemberStatus struct {
+	Name    string     `json:"name"`
+	Addr    netip.Addr `json:"addr"`
+	Cluster string     `json:"cluster"`
+	State   string     `json:"state"`
+	RTTms   float64    `json:"rtt_ms,omitempty"`
+	Watched bool       `json:"watched"` // this proxy probes it
+}
+
+// CandidateStatus is a proxy an edge may attach to.
+type CandidateStatus struct {
+	Name   string     `json:"name"`
+	Addr   netip.Addr `json:"addr"`
+	Live   bool       `json:"live"`
+	RTTms  float64    `json:"rtt_ms,omitempty"`
+	Misses int        `json:"misses"`
+}
+
 // EdgeStatus is a target's or client's view.
 type EdgeStatus struct {
 	// Attached is the proxy the anycast prefix is routed to.
-	Attached string   `json:"attached"`
-	Groups   []string `json:"groups,omitempty"` // a target's groups
-	Joined   bool     `json:"joined"`           // a target: every group joined
+	Attached   string            `json:"attached"`
+	Moves      int               `json:"moves"`
+	Candidates []CandidateStatus `json:"candidates,omitempty"`
+	Groups     []string          `json:"groups,omitempty"` // a target's groups
+	Joined     bool              `json:"joined"`           // a target: every group joined
 }
 
 // Status reports what the proxy knows now.
@@ -46,6 +70,10 @@ func (p *Proxy) Status() Status {
 		RAP:      map[string][]router.JAP{},
 		Flows:    p.Router.Flows(),
 		Counters: map[string]uint64{},
+	}
+	for _, m := range p.Overlay.Members() {
+		ps.Members = append(ps.Members, MemberStatus{Name: m.Name, Addr: m.Addr, Cluster: m.Cluster,
+			State: m.State.String(), RTTms: ms(m.RTT), Watched: m.Watched})
 	}
 	seen := map[router.Group]bool{}
 	for _, e := range cfg.Edges {
@@ -79,6 +107,13 @@ func (p *Proxy) Status() Status {
 func (e *Edge) Status() Status {
 	cfg := e.Config
 	es := &EdgeStatus{Attached: cfg.Proxies[0].Name}
+	if e.Attach != nil {
+		st := e.Attach.Status()
+		es.Attached, es.Moves = st.Current, st.Moves
+		for _, c := range st.Candidates {
+			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(c.RTT), Misses: c.Misses})
+		}
+	}
 	for _, s := range cfg.Groups {
 		es.Groups = append(es.Groups, s.Group.String())
 	}
@@ -92,3 +127,6 @@ func (e *Edge) Status() Status {
 	}
 	return Status{Name: cfg.Name, Role: cfg.Role, Interface: name, Address: cfg.Address, Edge: es}
 }
+
+// ms is d in milliseconds, rounded to microseconds.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

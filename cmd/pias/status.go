@@ -57,7 +57,14 @@ func printStatus(w io.Writer, st *node.Status) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	defer tw.Flush()
 	if e := st.Edge; e != nil {
-		fmt.Fprintf(tw, "attached to\t%s\n", e.Attached)
+		fmt.Fprintf(tw, "attached to\t%s\t(%d moves)\n", e.Attached, e.Moves)
+		for _, c := range e.Candidates {
+			state := "dead"
+			if c.Live {
+				state = "live"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\trtt %.2f ms\n", c.Name, c.Addr, state, c.RTTms)
+		}
 		if len(e.Groups) > 0 {
 			fmt.Fprintf(tw, "groups\t%s\t(joined: %v)\n", strings.Join(e.Groups, ", "), e.Joined)
 		}
@@ -67,6 +74,14 @@ func printStatus(w io.Writer, st *node.Status) {
 		return
 	}
 	fmt.Fprintf(tw, "cluster\t%s\n", p.Cluster)
+	fmt.Fprintln(tw, "\nmembers")
+	for _, m := range p.Members {
+		watched := ""
+		if m.Watched {
+			watched = "watched"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\trtt %.2f ms\t%s\n", m.Name, m.Addr, m.Cluster, m.State, m.RTTms, watched)
+	}
 	fmt.Fprintln(tw, "\nJAP: targets joined here")
 	for _, g := range sortedKeys(p.Targets) {
 		var ts []string
