@@ -28,7 +28,7 @@ func init() {
 
 // eventLogger prints control-plane events one per line.
 func eventLogger(w io.Writer) func(overlay.Event) {
-	l := log.New(w, "", log.LstdFlags)
+	l := log.New(w, "", log.LstdFlags|log.Lmicroseconds)
 	return func(e overlay.Event) {
 		if e.Group.IsEcho() {
 			return
