@@ -87,6 +87,18 @@ func (n *narrator) event(e overlay.Event) {
 		n.printf("   %-3s IAP  %s is served by JAPs %s", e.Proxy, e.Group, n.japList(e.JAPs))
 	case "refuse":
 		n.printf("   %-3s JAP  refused %s for %s: %s", e.Proxy, e.Name, e.Group, e.Reason)
+	case "dead", "alive":
+		// Every proxy says so; the first one tells the story.
+		key := e.Kind + " " + e.Name
+		n.mu.Lock()
+		dup := n.seen[key]
+		n.seen[key] = true
+		n.mu.Unlock()
+		if !dup {
+			n.printf("   %-3s      health monitoring: %s is %s (told to every proxy)", e.Proxy, e.Name, e.Kind)
+		}
+	case "move":
+		n.printf("   %-3s edge %s moves its anycast route: %s", e.Name, e.Name, e.Reason)
 	}
 }
 
@@ -172,9 +184,16 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 		n.check(who != "" && who != sender, "%s was not handed its own packets", sender)
 	}
 
+	n.failover(ctx, h, tcpGroup, clients)
+
 	n.step("Data-path counters")
 	for _, name := range h.Names(config.RoleProxy) {
-		s := h.Proxies[name].Router.Stats()
+		p := h.Proxies[name]
+		if p == nil {
+			n.printf("   %-3s (killed)", name)
+			continue
+		}
+		s := p.Router.Stats()
 		n.printf("   %-3s forwarded %d, control %d, queued %d, dropped %d", name, s.Forwarded, s.Control, s.Queued, sumDrops(s))
 	}
 	defer func() { n.mu.Lock(); n.quiet = true; n.mu.Unlock() }()
@@ -184,6 +203,62 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 	}
 	n.printf("All steps worked.")
 	return nil
+}
+
+// failover kills the JAP of the group's first target without warning and
+// shows the overlay healing: the death is detected and told to every proxy,
+// the target moves to another proxy and joins again there, and clients are
+// answered again.
+func (n *narrator) failover(ctx context.Context, h *Harness, g router.Group, clients []string) {
+	target := h.TargetsOf(g)[0]
+	jap := h.Home(target).Name
+	n.step(fmt.Sprintf("A proxy dies: %s, the JAP of %s, is killed without a word", jap, target))
+	killed := time.Now()
+	if err := h.KillProxy(jap); err != nil {
+		n.check(false, "kill %s: %v", jap, err)
+		return
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	err := WaitFor(wctx, func() error {
+		for name, p := range h.Proxies {
+			for _, m := range p.Overlay.Members() {
+				if m.Name == jap && m.State != overlay.StateDead {
+					return fmt.Errorf("%s still sees %s %s", name, jap, m.State)
+				}
+			}
+		}
+		return nil
+	})
+	n.check(err == nil, "every live proxy knows %s is dead, %v after the kill%s", jap, time.Since(killed).Round(time.Millisecond), errSuffix(err))
+	addr := h.Edges[target].Config.Addr4()
+	var newJAP string
+	err = WaitFor(wctx, func() error {
+		for name, p := range h.Proxies {
+			for _, t := range p.Router.Targets(g) {
+				if t.Addr() == addr {
+					newJAP = name
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("%s has not joined again", target)
+	})
+	n.check(err == nil, "%s joined %s again through %s, %v after the kill%s", target, g, newJAP, time.Since(killed).Round(time.Millisecond), errSuffix(err))
+	for _, c := range clients {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var ans string
+		err := WaitFor(actx, func() error {
+			var err error
+			ans, err = h.AskTCP(actx, c, g, "still there? from "+c)
+			return err
+		})
+		cancel()
+		who := n.reply(h, c, g, "still there? from "+c, ans, err)
+		if who != "" {
+			n.printf("   (%s answered %v after the kill)", c, time.Since(killed).Round(time.Millisecond))
+		}
+	}
 }
 
 // reply checks an answer from a group and tells which target answered and
