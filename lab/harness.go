@@ -18,6 +18,7 @@ import (
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
+	"github.com/pias-net/pias/tunnel"
 )
 
 // Harness is an in-process lab: every node of a generated lab running in
@@ -32,6 +33,7 @@ type Harness struct {
 	opts    HarnessOptions
 	killed  map[string]bool
 	mu      sync.Mutex
+	binds   map[string]*tunnel.LossyBind // every node's underlay, by name; guarded by mu
 	servers []func()
 	tempDir bool
 }
@@ -67,7 +69,7 @@ func Start(shape Options, hopts HarnessOptions) (*Harness, error) {
 var errPortsTaken = errors.New("lab ports taken")
 
 func start(shape Options, hopts HarnessOptions) (h *Harness, err error) {
-	h = &Harness{opts: hopts, Proxies: map[string]*node.Proxy{}, Edges: map[string]*node.Edge{}}
+	h = &Harness{opts: hopts, Proxies: map[string]*node.Proxy{}, Edges: map[string]*node.Edge{}, binds: map[string]*tunnel.LossyBind{}}
 	h.Dir = hopts.Dir
 	if h.Dir == "" {
 		if h.Dir, err = os.MkdirTemp("", "pias-lab-"); err != nil {
@@ -92,9 +94,9 @@ func start(shape Options, hopts HarnessOptions) (h *Harness, err error) {
 	if hopts.Generated != nil {
 		hopts.Generated(h.Lab)
 	}
-	nopts := node.Options{Logf: hopts.Logf, OnEvent: hopts.OnEvent}
 	for _, nd := range h.Lab.Nodes {
 		path := filepath.Join(h.Dir, nd.Config)
+		nopts := h.nodeOptions(nd.Name)
 		switch nd.Role {
 		case config.RoleProxy:
 			cfg, err := config.LoadProxy(path)
@@ -312,7 +314,7 @@ func (h *Harness) RestartProxy(name string) error {
 	var p *node.Proxy
 	// The old socket may take a moment to be released.
 	for try := 0; ; try++ {
-		p, err = node.StartProxy(cfg, node.Options{Logf: h.opts.Logf, OnEvent: h.opts.OnEvent})
+		p, err = node.StartProxy(cfg, h.nodeOptions(name))
 		if err == nil || try == 20 {
 			break
 		}
@@ -324,6 +326,90 @@ func (h *Harness) RestartProxy(name string) error {
 	delete(h.killed, name)
 	h.Proxies[name] = p
 	return nil
+}
+
+// nodeOptions are the options a node of the harness starts with: its own
+// LossyBind, fresh, carrying the rules its previous bind (if any) had, so
+// that a restarted node is still partitioned or delayed as before.
+func (h *Harness) nodeOptions(name string) node.Options {
+	b := tunnel.NewLossyBind(nil)
+	h.mu.Lock()
+	if old := h.binds[name]; old != nil {
+		b.SetRules(old.Rules())
+	}
+	h.binds[name] = b
+	h.mu.Unlock()
+	return node.Options{Logf: h.opts.Logf, OnEvent: h.opts.OnEvent, Bind: b}
+}
+
+// Bind is the underlay of the named node (the one it runs on now, or ran on
+// last if it was killed); nil if there is no such node.
+func (h *Harness) Bind(name string) *tunnel.LossyBind {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.binds[name]
+}
+
+// endpoint is a node's WireGuard address on the underlay: what other nodes
+// send to, and so what a LossyBind rule names.
+func (h *Harness) endpoint(name string) (netip.AddrPort, error) {
+	nd := h.Node(name)
+	if nd == nil {
+		return netip.AddrPort{}, fmt.Errorf("lab: no node %s", name)
+	}
+	return nd.Endpoint, nil
+}
+
+// editRule changes the rule of from's underlay for packets to to.
+func (h *Harness) editRule(from, to string, edit func(*tunnel.Rule)) error {
+	ep, err := h.endpoint(to)
+	if err != nil {
+		return err
+	}
+	b := h.Bind(from)
+	if b == nil {
+		return fmt.Errorf("lab: no node %s", from)
+	}
+	h.mu.Lock() // serialises read-modify-write of one rule
+	defer h.mu.Unlock()
+	r := b.Rule(ep)
+	edit(&r)
+	b.SetRule(ep, r)
+	return nil
+}
+
+// Partition cuts every node of a off from every node of b, both ways: each
+// side's underlay drops what it sends to the other. Nodes in neither set
+// are untouched, and delays set with SetDelay stay. Heal undoes it.
+func (h *Harness) Partition(a, b []string) error {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return fmt.Errorf("lab: %s is on both sides of a partition", x)
+			}
+			for _, pair := range [][2]string{{x, y}, {y, x}} {
+				if err := h.editRule(pair[0], pair[1], func(r *tunnel.Rule) { r.Drop = true }); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// Heal removes every partition and every delay.
+func (h *Harness) Heal() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, b := range h.binds {
+		b.Clear()
+	}
+}
+
+// SetDelay delays what from sends to to by d (one direction; zero removes
+// the delay). Delays add up with the loopback's own latency.
+func (h *Harness) SetDelay(from, to string, d time.Duration) error {
+	return h.editRule(from, to, func(r *tunnel.Rule) { r.Delay = d })
 }
 
 // Consistent checks that the control plane agrees with the running lab:

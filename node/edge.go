@@ -148,7 +148,7 @@ func (e *Edge) startAttacher(opts Options) error {
 		Logf:         opts.Logf,
 		OnMove: func(m overlay.AttachMove) {
 			if e.Target != nil {
-				e.Target.Rejoin()
+				e.Target.Moved(addrs[m.From])
 			}
 			if opts.OnEvent != nil {
 				opts.OnEvent(overlay.Event{

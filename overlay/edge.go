@@ -77,6 +77,29 @@ func StartTarget(cfg TargetConfig) (*Target, error) {
 // the anycast prefix reaches now: the edge moved, so that proxy becomes the
 // target's JAP. A join under way finishes first, then the next one starts.
 func (t *Target) Rejoin() {
+	t.rejoin()
+}
+
+// Moved is Rejoin after the edge moved away from the proxy at old, which may
+// still be alive (the edge may have lost only its own path to it): that
+// proxy is told, at its overlay address, to drop the target at once, so it
+// stops sending the groups' flows where the target no longer accepts them.
+func (t *Target) Moved(old netip.Addr) {
+	for _, m := range t.cfg.Groups {
+		leave := Message{Type: TypeLeave, Group: m.Group, Port: m.Port, Name: t.cfg.Name}
+		b, err := leave.AppendBinary(nil)
+		if err != nil {
+			continue
+		}
+		if c, err := t.cfg.Dial(netip.AddrPortFrom(old, t.cfg.ControlPort)); err == nil {
+			c.Write(b) // best effort: the old proxy may be dead
+			c.Close()
+		}
+	}
+	t.rejoin()
+}
+
+func (t *Target) rejoin() {
 	for i, k := range t.kicks {
 		select {
 		case k <- struct{}{}:

@@ -3,6 +3,7 @@ package overlay
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -45,8 +46,14 @@ type ProxyConfig struct {
 
 	TargetTimeout time.Duration // a target silent this long is dropped; default 15s
 	RegisterTTL   time.Duration // soft-state lifetime at RAPs; default 30s
-	CacheTTL      time.Duration // how long IAPs may cache an answer; default 10s
-	ResolveRetry  time.Duration // ask the next RAP after this; default 500ms
+	// Inaccuracy is how far, in percent of the count last reported, a
+	// group's target count at this JAP may drift before the JAP tells the
+	// group's RAPs again (two-tier membership). Crossing zero is always
+	// told at once, and every count is refreshed every RegisterTTL/3. Zero
+	// means the default, 25; a negative value reports every change.
+	Inaccuracy   float64
+	CacheTTL     time.Duration // how long IAPs may cache an answer; default 10s
+	ResolveRetry time.Duration // ask the next RAP after this; default 500ms
 }
 
 // Event is a control-plane happening worth telling a person about.
@@ -67,6 +74,12 @@ type target struct {
 	lastSeen int64
 }
 
+// report is what a JAP last told a group's RAPs: the count and when.
+type report struct {
+	count int
+	at    int64
+}
+
 type rapEntry struct {
 	name    string
 	targets int
@@ -83,17 +96,18 @@ type pendingResolve struct {
 // their registration with RAPs), RAP (which JAPs serve a group) and IAP
 // (resolving groups for the router).
 type Proxy struct {
-	cfg     ProxyConfig
-	names   []string
-	byName  map[string]Member
-	byAddr  map[netip.Addr]Member
-	mu      sync.Mutex
-	seq     uint32
-	local   map[router.Group]map[netip.Addr]*target // JAP: targets joined here
-	regAt   map[router.Group]int64                  // JAP: when each group was last registered
-	rap     map[router.Group]map[netip.Addr]*rapEntry
-	pending map[router.Group]*pendingResolve
-	stats   ProxyStats
+	cfg      ProxyConfig
+	names    []string
+	byName   map[string]Member
+	byAddr   map[netip.Addr]Member
+	mu       sync.Mutex
+	seq      uint32
+	local    map[router.Group]map[netip.Addr]*target // JAP: targets joined here
+	reported map[router.Group]*report                // JAP: what each group's RAPs were last told
+	regMu    sync.Mutex                              // orders registrations: a later count is never sent before an earlier one
+	rap      map[router.Group]map[netip.Addr]*rapEntry
+	pending  map[router.Group]*pendingResolve
+	stats    ProxyStats
 
 	health *health
 	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
@@ -103,6 +117,10 @@ type Proxy struct {
 // ProxyStats counts control-plane work, for tests and status.
 type ProxyStats struct {
 	ResolvesSent, ResolvesAnswered, Registers, Joins uint64
+	// RegistersSent counts registrations this proxy sent as JAP (one per
+	// RAP, itself included); RegistersSuppressed counts target-count
+	// changes it did not report because they stayed within Inaccuracy.
+	RegistersSent, RegistersSuppressed uint64
 	// ControlSent and ControlReceived count control messages this proxy
 	// sent to or got from other nodes (edges included), health included.
 	ControlSent, ControlReceived uint64
@@ -133,14 +151,20 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	def(&cfg.RegisterTTL, 30*time.Second)
 	def(&cfg.CacheTTL, 10*time.Second)
 	def(&cfg.ResolveRetry, 500*time.Millisecond)
+	switch {
+	case cfg.Inaccuracy == 0:
+		cfg.Inaccuracy = DefaultInaccuracy
+	case cfg.Inaccuracy < 0:
+		cfg.Inaccuracy = 0
+	}
 	p := &Proxy{
-		cfg:     cfg,
-		byName:  map[string]Member{},
-		byAddr:  map[netip.Addr]Member{},
-		local:   map[router.Group]map[netip.Addr]*target{},
-		regAt:   map[router.Group]int64{},
-		rap:     map[router.Group]map[netip.Addr]*rapEntry{},
-		pending: map[router.Group]*pendingResolve{},
+		cfg:      cfg,
+		byName:   map[string]Member{},
+		byAddr:   map[netip.Addr]Member{},
+		local:    map[router.Group]map[netip.Addr]*target{},
+		reported: map[router.Group]*report{},
+		rap:      map[router.Group]map[netip.Addr]*rapEntry{},
+		pending:  map[router.Group]*pendingResolve{},
 	}
 	members := append([]Member(nil), cfg.Members...)
 	if !slices.ContainsFunc(members, func(m Member) bool { return m.Name == cfg.Self.Name }) {
@@ -242,8 +266,9 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range append(slices.Clone(c.revived), c.reset...) {
 		p.emit(Event{Kind: "alive", Name: m.Name})
 	}
+	// New RAPs must learn everything: always send, drift or not.
 	for _, g := range groups {
-		p.register(g)
+		p.register(g, true)
 	}
 }
 
@@ -306,8 +331,17 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 		}
 	case TypeJoin, TypeLeave, TypeKeepalive:
 		// Edges speak to the group's anycast address; emulated anycast made
-		// this proxy the one that hears them, so it becomes their JAP.
-		if fromProxy || dst.Addr() != m.Group.Addr {
+		// this proxy the one that hears them, so it becomes their JAP. A
+		// target that moved away also tells its old JAP, at the JAP's own
+		// address, to drop it (no answer: it has already moved).
+		if fromProxy {
+			return
+		}
+		if m.Type == TypeLeave && dst.Addr() == p.cfg.Self.Addr {
+			p.leave(src.Addr(), m.Group, "leave")
+			return
+		}
+		if dst.Addr() != m.Group.Addr {
 			return
 		}
 		p.handleEdge(src, dst, &m)
@@ -381,7 +415,7 @@ func (p *Proxy) join(addr netip.Addr, m *Message) {
 	p.cfg.Router.AddTarget(m.Group, netip.AddrPortFrom(addr, m.Port))
 	if !known {
 		p.emit(Event{Kind: "join", Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
-		p.register(m.Group)
+		p.register(m.Group, false)
 	}
 }
 
@@ -411,38 +445,85 @@ func (p *Proxy) leave(addr netip.Addr, g router.Group, kind string) {
 	}
 	p.cfg.Router.RemoveTarget(g, addr)
 	p.emit(Event{Kind: kind, Group: g, Target: netip.AddrPortFrom(addr, t.port), Name: t.name})
-	p.register(g)
+	p.register(g, false)
 }
 
-// register tells the group's RAPs how many targets joined here, and does the
-// same for the echo pseudo-group of its IP so that IAPs can answer ping.
-func (p *Proxy) register(g router.Group) {
-	p.mu.Lock()
-	now := p.cfg.Now()
-	n := len(p.local[g])
-	echo := router.EchoGroup(g.Addr)
-	onIP := 0
+// DefaultInaccuracy is ProxyConfig.Inaccuracy's default, in percent.
+const DefaultInaccuracy = 25
+
+// shouldReport is the two-tier membership rule: a JAP that last told a
+// group's RAPs it had last targets and now has n tells them again when the
+// count crosses zero (0→n or n→0) or drifts from last by more than pct
+// percent of last.
+func shouldReport(last, n int, pct float64) bool {
+	if (last == 0) != (n == 0) {
+		return true
+	}
+	if last == 0 {
+		return false
+	}
+	return math.Abs(float64(n-last))*100 > pct*float64(last)
+}
+
+// register reports the group's target count here to its RAPs, and does the
+// same for the echo pseudo-group of its IP so that IAPs can answer ping,
+// each when the two-tier membership rule says so, or always with force
+// (new RAPs, refresh).
+func (p *Proxy) register(g router.Group, force bool) {
+	p.report(g, force)
+	p.report(router.EchoGroup(g.Addr), force)
+}
+
+// countLocked is how many targets joined here for g; for an echo
+// pseudo-group, for any group of its IP.
+func (p *Proxy) countLocked(g router.Group) int {
+	if !g.IsEcho() {
+		return len(p.local[g])
+	}
+	n := 0
 	for lg, ts := range p.local {
 		if lg.Addr == g.Addr {
-			onIP += len(ts)
+			n += len(ts)
 		}
 	}
-	p.regAt[g], p.regAt[echo] = now, now
-	if n == 0 {
-		delete(p.regAt, g)
+	return n
+}
+
+// report sends g's count to its RAPs if force or the rule says so, and
+// remembers what it told them.
+func (p *Proxy) report(g router.Group, force bool) {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	p.mu.Lock()
+	n := p.countLocked(g)
+	r := p.reported[g]
+	last := 0
+	if r != nil {
+		last = r.count
 	}
-	if onIP == 0 {
-		delete(p.regAt, echo)
+	if (r == nil && n == 0) || (!force && !shouldReport(last, n, p.cfg.Inaccuracy)) {
+		if last != n {
+			p.stats.RegistersSuppressed++
+		}
+		p.mu.Unlock()
+		return
+	}
+	if n == 0 {
+		delete(p.reported, g)
+	} else {
+		p.reported[g] = &report{count: n, at: p.cfg.Now()}
 	}
 	p.mu.Unlock()
 	p.registerCount(g, n)
-	p.registerCount(echo, onIP)
 }
 
 func (p *Proxy) registerCount(g router.Group, n int) {
 	raps := p.RAPs(g)
 	p.emit(Event{Kind: "register", Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n}}})
 	m := Message{Type: TypeRegister, Group: g, Name: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL}
+	p.mu.Lock()
+	p.stats.RegistersSent += uint64(len(raps))
+	p.mu.Unlock()
 	for _, name := range raps {
 		if name == p.cfg.Self.Name {
 			p.handleRegister(p.cfg.Self.Addr, &m)
@@ -577,8 +658,8 @@ func (p *Proxy) Tick() {
 			}
 		}
 	}
-	for g, at := range p.regAt {
-		if !g.IsEcho() && now-at > int64(p.cfg.RegisterTTL/3) {
+	for g, r := range p.reported {
+		if now-r.at > int64(p.cfg.RegisterTTL/3) {
 			refresh = append(refresh, g)
 		}
 	}
@@ -604,7 +685,9 @@ func (p *Proxy) Tick() {
 	for _, e := range expired {
 		p.leave(e.addr, e.g, "expire")
 	}
+	// The slow refresh: RAP state is soft, and a count within the
+	// inaccuracy threshold is brought up to date here.
 	for _, g := range refresh {
-		p.register(g)
+		p.report(g, true)
 	}
 }
