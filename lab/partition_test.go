@@ -116,7 +116,7 @@ func TestFailoverClusterDies(t *testing.T) {
 		if at := joinedAt(h, who, g); len(at) == 0 {
 			t.Fatalf("answer %d from %s, which is joined nowhere live", i, who)
 		}
-		if d > time.Second {
+		if d > 3*time.Second { // a resolve retry is 0.5 s; a stale cache 10 s
 			t.Errorf("new connection %d took %v", i, d)
 		}
 	}

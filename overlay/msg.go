@@ -75,6 +75,10 @@ const (
 	// TypeAlive: proxy → proxies: proxy Name is alive at Incarnation (a
 	// start, or a refutation of a TypeFail).
 	TypeAlive
+	// TypeMoved: JAP → proxies: the target at Target (Name) has joined
+	// Group through me; a proxy that still holds it drops it at once (the
+	// target left it, perhaps without being able to say so).
+	TypeMoved
 
 	typeEnd // one past the last type
 )
@@ -93,6 +97,7 @@ var typeNames = [...]string{
 	TypeProbeReq:     "probe-req",
 	TypeFail:         "fail",
 	TypeAlive:        "alive",
+	TypeMoved:        "moved",
 }
 
 // String names t, e.g. "join-ack".
@@ -173,6 +178,8 @@ type Message struct {
 	JAPs []router.JAP // ResolveReply: at most MaxJAPs, Targets in [0, MaxUint32]
 	// Incarnation: health messages: the incarnation of the proxy Name.
 	Incarnation uint32
+	// Target: TypeMoved: the overlay address of the target that moved.
+	Target netip.Addr
 }
 
 // fields says which optional fields a type carries.
@@ -186,6 +193,7 @@ const (
 	fResolveReply
 	fNoGroup     // health messages: no group
 	fIncarnation // health messages
+	fTarget      // a target's overlay address
 )
 
 const fHealth = fNoGroup | fName | fIncarnation
@@ -204,6 +212,7 @@ var typeFields = [...]fields{
 	TypeProbeReq:     fHealth,
 	TypeFail:         fHealth,
 	TypeAlive:        fHealth,
+	TypeMoved:        fName | fTarget,
 }
 
 // MarshalBinary encodes m into a new slice.
@@ -286,6 +295,12 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 	if f&fIncarnation != 0 {
 		b = binary.BigEndian.AppendUint32(b, m.Incarnation)
 	}
+	if f&fTarget != 0 {
+		if err := checkAddr(m.Target); err != nil {
+			return fail("target: %v", err)
+		}
+		b = appendAddr(b, m.Target)
+	}
 	return b, nil
 }
 
@@ -364,6 +379,9 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 	}
 	if f&fIncarnation != 0 {
 		n.Incarnation = d.u32("incarnation")
+	}
+	if f&fTarget != 0 {
+		n.Target = d.addr("target address family", "target address")
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))

@@ -357,6 +357,12 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 		if fromProxy {
 			p.handleResolveReply(&m)
 		}
+	case TypeMoved:
+		// Another proxy is now this target's JAP: drop it here if it was
+		// ours, whether or not it could tell us itself.
+		if fromProxy {
+			p.leave(m.Target, m.Group, "moved")
+		}
 	}
 }
 
@@ -416,6 +422,23 @@ func (p *Proxy) join(addr netip.Addr, m *Message) {
 	if !known {
 		p.emit(Event{Kind: "join", Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
 		p.register(m.Group, false)
+		p.tellMoved(addr, m)
+	}
+}
+
+// tellMoved tells every other live proxy that a target joined a group here,
+// so that a JAP it left (perhaps without a word: its path there may be what
+// failed) drops it at once instead of after its keepalive timeout. Joins
+// are rare, and proxies few.
+func (p *Proxy) tellMoved(addr netip.Addr, m *Message) {
+	moved := Message{Type: TypeMoved, Group: m.Group, Name: m.Name, Target: addr}
+	for _, name := range p.Live() {
+		if name == p.cfg.Self.Name {
+			continue
+		}
+		if mb, ok := p.byName[name]; ok {
+			p.send(p.selfPort(), netip.AddrPortFrom(mb.Addr, p.cfg.ControlPort), &moved)
+		}
 	}
 }
 
