@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pias-net/pias/router"
@@ -45,6 +46,10 @@ type Target struct {
 	change chan struct{}
 	kicks  []chan struct{} // one per membership: join again now
 	conns  []net.Conn      // the memberships' sockets, to cut a wait short
+	// epoch numbers joins: proxies keep the target where it joined last.
+	// It starts at the clock's seconds so that a restarted target's joins
+	// still come after its old ones.
+	epoch atomic.Uint32
 }
 
 // StartTarget starts joining every group of cfg in the background.
@@ -57,6 +62,7 @@ func StartTarget(cfg TargetConfig) (*Target, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Target{cfg: cfg, cancel: cancel, joined: map[router.Group]bool{}, errs: map[router.Group]string{}, change: make(chan struct{})}
+	t.epoch.Store(uint32(time.Now().Unix()))
 	for _, m := range cfg.Groups {
 		c, err := cfg.Dial(netip.AddrPortFrom(m.Group.Addr, cfg.ControlPort))
 		if err != nil {
@@ -179,6 +185,9 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 	exchange := func(typ Type, wait time.Duration) (*Message, error) {
 		seq++
 		req := Message{Type: typ, Seq: seq, Group: m.Group, Port: m.Port, Name: t.cfg.Name}
+		if typ == TypeJoin {
+			req.Incarnation = t.epoch.Add(1)
+		}
 		b, err := req.AppendBinary(nil)
 		if err != nil {
 			return nil, err

@@ -177,6 +177,8 @@ type Message struct {
 	TTL  time.Duration
 	JAPs []router.JAP // ResolveReply: at most MaxJAPs, Targets in [0, MaxUint32]
 	// Incarnation: health messages: the incarnation of the proxy Name.
+	// TypeJoin and TypeMoved: the target's join epoch, which grows with each
+	// join, so that of two proxies holding one target the later join wins.
 	Incarnation uint32
 	// Target: TypeMoved: the overlay address of the target that moved.
 	Target netip.Addr
@@ -199,7 +201,7 @@ const (
 const fHealth = fNoGroup | fName | fIncarnation
 
 var typeFields = [...]fields{
-	TypeJoin:         fPort | fName,
+	TypeJoin:         fPort | fName | fIncarnation,
 	TypeJoinAck:      fStatus,
 	TypeLeave:        fPort,
 	TypeKeepalive:    fPort,
@@ -212,7 +214,7 @@ var typeFields = [...]fields{
 	TypeProbeReq:     fHealth,
 	TypeFail:         fHealth,
 	TypeAlive:        fHealth,
-	TypeMoved:        fName | fTarget,
+	TypeMoved:        fName | fTarget | fIncarnation,
 }
 
 // MarshalBinary encodes m into a new slice.

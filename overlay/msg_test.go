@@ -52,7 +52,7 @@ func roundTripMessage(name string) Message {
 
 // roundTrips are valid messages, each with only the fields its type carries.
 var roundTrips = []roundTrip{
-	{"join", Message{Type: TypeJoin, Seq: 1, Group: g4, Port: 8080, Name: "web-1"}},
+	{"join", Message{Type: TypeJoin, Seq: 1, Group: g4, Port: 8080, Name: "web-1", Incarnation: 1764000000}},
 	{"join-v6-echo", Message{Type: TypeJoin, Seq: math.MaxUint32, Group: echo6, Port: 0, Name: ""}},
 	{"join-long-name", Message{Type: TypeJoin, Seq: 2, Group: g6, Port: 53, Name: maxStr}},
 	{"join-ack", Message{Type: TypeJoinAck, Seq: 1, Group: g4, Status: StatusOK}},
@@ -199,8 +199,8 @@ func TestWireFormat(t *testing.T) {
 		hex string
 	}{
 		{
-			Message{Type: TypeJoin, Seq: 0x01020304, Group: g4, Port: 8080, Name: "web1"},
-			"5049" + "01" + "01" + "01020304" + "04" + "64410001" + "0050" + "06" + "1f90" + "04" + hex.EncodeToString([]byte("web1")),
+			Message{Type: TypeJoin, Seq: 0x01020304, Group: g4, Port: 8080, Name: "web1", Incarnation: 0x0a0b0c0d},
+			"5049" + "01" + "01" + "01020304" + "04" + "64410001" + "0050" + "06" + "1f90" + "04" + hex.EncodeToString([]byte("web1")) + "0a0b0c0d",
 		},
 		{
 			Message{Type: TypeKeepaliveAck, Seq: 9, Group: echo4, Status: StatusUnknown},
@@ -294,7 +294,7 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"join no name", hdrJoin + grp4 + "1f90", "truncated name length"},
 		{"join short name", hdrJoin + grp4 + "1f90" + "05" + "77656231", "truncated name"},
 		{"join name not utf-8", hdrJoin + grp4 + "1f90" + "02" + "c328", "name is not UTF-8"},
-		{"join trailing", hdrJoin + grp4 + "1f90" + "00" + "00", "1 trailing bytes"},
+		{"join trailing", hdrJoin + grp4 + "1f90" + "00" + "00000001" + "00", "1 trailing bytes"},
 		{"ack no status", hdrAck + grp4, "truncated status"},
 		{"ack status 3", hdrAck + grp4 + "03" + "00", "unknown status(3)"},
 		{"ack no reason", hdrAck + grp4 + "02", "truncated reason length"},

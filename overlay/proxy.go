@@ -72,6 +72,7 @@ type target struct {
 	name     string
 	port     uint16
 	lastSeen int64
+	epoch    uint32 // of its last join here (see Message.Incarnation)
 }
 
 // report is what a JAP last told a group's RAPs: the count and when.
@@ -256,8 +257,12 @@ func (p *Proxy) membershipChanged(c change) {
 		}
 	}
 	groups := make([]router.Group, 0, len(p.local))
-	for g := range p.local {
+	var mine []Message // a TypeMoved for every target joined here
+	for g, ts := range p.local {
 		groups = append(groups, g)
+		for addr, t := range ts {
+			mine = append(mine, Message{Type: TypeMoved, Group: g, Name: t.name, Target: addr, Incarnation: t.epoch})
+		}
 	}
 	p.mu.Unlock()
 	for _, m := range c.dead {
@@ -265,6 +270,11 @@ func (p *Proxy) membershipChanged(c change) {
 	}
 	for _, m := range append(slices.Clone(c.revived), c.reset...) {
 		p.emit(Event{Kind: "alive", Name: m.Name})
+		// A proxy cut off for a while may still hold targets that have
+		// joined here since: it missed the TypeMoved then, so tell it now.
+		for i := range mine {
+			p.send(p.selfPort(), netip.AddrPortFrom(m.Addr, p.cfg.ControlPort), &mine[i])
+		}
 	}
 	// New RAPs must learn everything: always send, drift or not.
 	for _, g := range groups {
@@ -360,7 +370,7 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 	case TypeMoved:
 		// Another proxy is now this target's JAP: drop it here if it was
 		// ours, whether or not it could tell us itself.
-		if fromProxy {
+		if fromProxy && p.joinedBefore(m.Target, m.Group, m.Incarnation) {
 			p.leave(m.Target, m.Group, "moved")
 		}
 	}
@@ -416,7 +426,7 @@ func (p *Proxy) join(addr netip.Addr, m *Message) {
 		t = &target{}
 		ts[addr] = t
 	}
-	t.name, t.port, t.lastSeen = m.Name, m.Port, p.cfg.Now()
+	t.name, t.port, t.lastSeen, t.epoch = m.Name, m.Port, p.cfg.Now(), m.Incarnation
 	p.mu.Unlock()
 	p.cfg.Router.AddTarget(m.Group, netip.AddrPortFrom(addr, m.Port))
 	if !known {
@@ -426,12 +436,23 @@ func (p *Proxy) join(addr netip.Addr, m *Message) {
 	}
 }
 
+// joinedBefore reports whether the target at addr joined g here with an
+// epoch older than epoch: then its join elsewhere is the newer one. (A
+// proxy cut off for a while and the target's new JAP tell each other about
+// the same target; only the stale record must go.)
+func (p *Proxy) joinedBefore(addr netip.Addr, g router.Group, epoch uint32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.local[g][addr]
+	return t != nil && int32(epoch-t.epoch) > 0 // serial-number order: wraps safely
+}
+
 // tellMoved tells every other live proxy that a target joined a group here,
 // so that a JAP it left (perhaps without a word: its path there may be what
 // failed) drops it at once instead of after its keepalive timeout. Joins
 // are rare, and proxies few.
 func (p *Proxy) tellMoved(addr netip.Addr, m *Message) {
-	moved := Message{Type: TypeMoved, Group: m.Group, Name: m.Name, Target: addr}
+	moved := Message{Type: TypeMoved, Group: m.Group, Name: m.Name, Target: addr, Incarnation: m.Incarnation}
 	for _, name := range p.Live() {
 		if name == p.cfg.Self.Name {
 			continue

@@ -180,7 +180,11 @@ down() {
   if [ -e "$run/netns" ]; then
     tac "$run/netns" | while read -r ns; do ip netns del "$ns" 2>/dev/null || true; done
   fi
-  rm -f /var/run/wireguard/"$prefix"*.sock
+  rm -f /var/run/wireguard/"$prefix"*.sock /var/run/pias/"$prefix"*.sock
+  # PIAS_LAB_LOGS=DIR keeps the run's logs (node output, request streams).
+  if [ -n "${PIAS_LAB_LOGS:-}" ]; then
+    mkdir -p "$PIAS_LAB_LOGS" && cp -r "$run/logs" "$PIAS_LAB_LOGS/$prefix" && log "logs kept in $PIAS_LAB_LOGS/$prefix"
+  fi
   rm -rf "$run"
   [ "$(readlink -f "$last_link" 2>/dev/null)" = "$target" ] && rm -f "$last_link"
   log "down"
@@ -295,7 +299,7 @@ case $cmd in
     run=""
     trap 'rc=$?; [ -n "${run:-}" ] && down "$run"; exit $rc' EXIT
     up "$@" >/dev/null
-    check || die "some checks failed (logs were in $run/logs)"
+    check || die "some checks failed (PIAS_LAB_LOGS=DIR keeps the logs)"
     if direct=$(direct_baseline); then
       log "ok: direct wireguard-go tunnel cl1 → t3: $direct Mbit/s"
       anycast=$(cat "$run/iperf-anycast")
@@ -361,8 +365,10 @@ case $cmd in
     log "heal $jap's link"
     in_ns "$jap" ip link set eth0 up
     phase_end
-    # Delivery must resume after every fault: no gap near a fault's length.
-    [ "$worst" -le "${PIAS_CHAOS_MAX_GAP_MS:-4000}" ] || die "longest gap ${worst} ms"
+    # Delivery must resume after every fault, by failover: the fallback
+    # timers (IAP cache 10 s, target timeout 15 s, WireGuard 15 s) would
+    # leave gaps well over the bound.
+    [ "$worst" -le "${PIAS_CHAOS_MAX_GAP_MS:-6000}" ] || die "longest gap ${worst} ms"
     log "chaos passed: longest gap $worst ms"
     ;;
   bench)
