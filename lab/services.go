@@ -2,7 +2,6 @@ package lab
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,10 +11,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/node"
@@ -216,88 +211,25 @@ func (h *Harness) AskUDP(ctx context.Context, from string, g router.Group, msg s
 	}
 }
 
-// Ping sends ICMP echo requests from an edge to addr until one is answered,
-// and returns the round-trip time of the answered one.
-//
-// Each request goes out on a fresh ping socket whose reader is already
-// waiting: wireguard-go's netstack PingConn.ReadFrom waits for a "readable"
-// notification before it reads, and gVisor notifies only when a socket's
-// queue goes from empty to non-empty, so a reply that arrives before the
-// read begins is never read, nor is anything after it (the socket is deaf
-// for good). A fast answer (an IAP answers pings itself) often wins that race.
+// Ping sends ICMP echo requests from an edge to addr (node.Edge.Ping, one a
+// second) until one is answered, and returns its round-trip time.
 func (h *Harness) Ping(ctx context.Context, from string, addr netip.Addr) (time.Duration, error) {
 	e := h.Edges[from]
 	if e == nil {
 		return 0, fmt.Errorf("no edge %q", from)
 	}
-	la, err := localAddr(e, addr)
-	if err != nil {
-		return 0, err
-	}
-	for seq := 1; ; seq++ {
-		rtt, err := pingOnce(ctx, e, la, addr, seq)
+	for {
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		rtt, err := e.Ping(tctx, addr)
+		cancel()
 		if err == nil {
 			return rtt, nil
-		}
-		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			return 0, fmt.Errorf("%s ping %s: %w", from, addr, err)
 		}
 		if ctx.Err() != nil {
 			return 0, fmt.Errorf("%s ping %s: %w", from, addr, ctx.Err())
 		}
-	}
-}
-
-// pingOnce sends one echo request on a new ping socket and waits up to a
-// second (or until ctx's deadline) for its reply.
-func pingOnce(ctx context.Context, e *node.Edge, la, addr netip.Addr, seq int) (time.Duration, error) {
-	c, err := e.Host.Net.DialPingAddr(la, addr)
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	var typ icmp.Type = ipv4.ICMPTypeEcho
-	proto := 1
-	if addr.Is6() {
-		typ, proto = ipv6.ICMPTypeEchoRequest, 58
-	}
-	data := []byte(fmt.Sprintf("pias ping %d", seq))
-	req, _ := (&icmp.Message{Type: typ, Body: &icmp.Echo{Seq: seq, Data: data}}).Marshal(nil)
-	deadline := time.Now().Add(time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	c.SetReadDeadline(deadline)
-	start := time.Now()
-	reading := make(chan struct{})
-	got := make(chan error, 1)
-	go func() {
-		buf := make([]byte, 1500)
-		close(reading)
-		for {
-			n, err := c.Read(buf)
-			if err != nil {
-				got <- err
-				return
-			}
-			m, err := icmp.ParseMessage(proto, buf[:n])
-			if err != nil {
-				continue
-			}
-			if echo, ok := m.Body.(*icmp.Echo); ok && echo.Seq == seq && bytes.Equal(echo.Data, data) {
-				got <- nil
-				return
-			}
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			return 0, fmt.Errorf("%s ping %s: %w", from, addr, err)
 		}
-	}()
-	<-reading
-	if _, err := c.Write(req); err != nil {
-		c.Close()
-		<-got
-		return 0, err
 	}
-	if err := <-got; err != nil {
-		return 0, err
-	}
-	return time.Since(start), nil
 }

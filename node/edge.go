@@ -142,7 +142,7 @@ func (e *Edge) startAttacher(opts Options) error {
 		Names:        names,
 		Addrs:        addrs,
 		AttachConfig: attachConfig(cfg),
-		Probe:        e.ping,
+		Probe:        e.Ping,
 		Apply:        e.moveTo,
 		Reset:        e.resetPeer,
 		Logf:         opts.Logf,

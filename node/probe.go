@@ -17,10 +17,10 @@ import (
 
 var probeSeq atomic.Uint32
 
-// ping sends one ICMP echo request from the edge's overlay address to addr
-// (a proxy's overlay address, which the proxy answers itself) and waits for
-// the reply until ctx ends.
-func (e *Edge) ping(ctx context.Context, addr netip.Addr) (time.Duration, error) {
+// Ping sends one ICMP echo request from the edge's overlay address to addr
+// (a proxy's overlay address, which the proxy answers itself, or an anycast
+// address) and waits for the reply until ctx ends.
+func (e *Edge) Ping(ctx context.Context, addr netip.Addr) (time.Duration, error) {
 	var la netip.Addr
 	for _, a := range e.Config.Address {
 		if a.Is4() == addr.Is4() {
@@ -36,7 +36,7 @@ func (e *Edge) ping(ctx context.Context, addr netip.Addr) (time.Duration, error)
 	if e.Host.Net != nil {
 		// A fresh socket per request, its reader waiting before the request
 		// leaves: gVisor's ping socket never wakes a reader for a reply that
-		// was queued before the read began (see lab.Harness.Ping).
+		// was queued before the read began, and is deaf for good after.
 		c, err = e.Host.Net.DialPingAddr(la, addr)
 	} else {
 		c, err = kernelPing(la, addr)
