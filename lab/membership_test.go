@@ -145,3 +145,37 @@ func rapsFollowErr(h *Harness, jap *node.Proxy, g router.Group) error {
 	}
 	return nil
 }
+
+// When a JAP's last target of a group leaves, IAPs that cached that JAP
+// must not keep sending the group's new flows there until their cache
+// expires (10 s): the JAP tells them, and they resolve again.
+func TestIAPForgetsAJAPWithoutTargets(t *testing.T) {
+	t.Parallel()
+	// 3 proxies; group 0 has t1 (at p1) and t3 (at p3); cl1 is at p2.
+	h := startLab(t, Options{Proxies: 3, Clusters: 1, Targets: 3, Clients: 1, Groups: 2})
+	ctx := testCtx(t)
+	g := GroupN(0)
+	if got := h.TargetsOf(g); !slices.Equal(got, []string{"t1", "t3"}) {
+		t.Fatalf("targets of %s: %v", g, got)
+	}
+	// Warm p2's cache with both JAPs.
+	for i := 0; i < 4; i++ {
+		if _, err := h.AskTCP(ctx, "cl1", g, "warm"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gone := h.Home("t1").Name
+	h.Edges["t1"].Close() // leaves: its JAP has no target for g any more
+	start := time.Now()
+	for i := 0; i < 12; i++ {
+		// Well under the IAP's 10 s cache TTL: only a fresh resolve helps.
+		actx, cancel := context.WithTimeout(ctx, 4*time.Second)
+		ans, err := h.AskTCP(actx, "cl1", g, "after")
+		cancel()
+		if err != nil {
+			t.Fatalf("connection %d after t1 left %s: %v", i, gone, err)
+		}
+		answeredBy(t, ans, "after", []string{"t3"})
+	}
+	t.Logf("12 new connections after %s lost its last target took %v", gone, time.Since(start))
+}

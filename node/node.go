@@ -134,6 +134,10 @@ func (p *Proxy) handle(buf []byte, start, end int) (int, int, bool) {
 		if res.Resolve {
 			p.Overlay.Resolve(res.Group)
 		}
+	case router.Drop:
+		if res.Reason == router.DropNoTarget && res.Src.IsValid() {
+			p.Overlay.NoTarget(res.Src.Addr(), res.Group)
+		}
 	}
 	return 0, 0, false
 }

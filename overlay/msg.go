@@ -79,6 +79,9 @@ const (
 	// Group through me; a proxy that still holds it drops it at once (the
 	// target left it, perhaps without being able to say so).
 	TypeMoved
+	// TypeNoTarget: JAP → IAP: I have no target for Group any more; forget
+	// me for it and resolve again.
+	TypeNoTarget
 
 	typeEnd // one past the last type
 )
@@ -98,6 +101,7 @@ var typeNames = [...]string{
 	TypeFail:         "fail",
 	TypeAlive:        "alive",
 	TypeMoved:        "moved",
+	TypeNoTarget:     "no-target",
 }
 
 // String names t, e.g. "join-ack".
@@ -215,6 +219,7 @@ var typeFields = [...]fields{
 	TypeFail:         fHealth,
 	TypeAlive:        fHealth,
 	TypeMoved:        fName | fTarget | fIncarnation,
+	TypeNoTarget:     0,
 }
 
 // MarshalBinary encodes m into a new slice.

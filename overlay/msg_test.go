@@ -77,6 +77,7 @@ var roundTrips = []roundTrip{
 	{"fail", Message{Type: TypeFail, Seq: 0, Name: "p3", Incarnation: 7}},
 	{"alive", Message{Type: TypeAlive, Seq: 1, Name: "p3", Incarnation: 8}},
 	{"moved", Message{Type: TypeMoved, Seq: 2, Group: g4, Name: "t1", Target: netip.MustParseAddr("100.64.1.1")}},
+	{"no-target", Message{Type: TypeNoTarget, Seq: 4, Group: g4}},
 	{"moved6", Message{Type: TypeMoved, Seq: 3, Group: g4, Name: "t1", Target: netip.MustParseAddr("fd64::1:1")}},
 }
 
@@ -271,7 +272,7 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4, "unknown version 0"},
 		{"version 2", "5049" + "02" + "07" + "00000001" + grp4, "unknown version 2"},
 		{"type 0", "5049" + "01" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 15", "5049" + "01" + "0f" + "00000001" + grp4, "unknown type(15)"},
+		{"type 16", "5049" + "01" + "10" + "00000001" + grp4, "unknown type(16)"},
 		{"type 255", "5049" + "01" + "ff" + "00000001" + grp4, "unknown type(255)"},
 		{"truncated seq", "5049" + "01" + "07" + "000000", "truncated header"},
 		{"no group", hdrRes, "truncated group address family"},
@@ -351,7 +352,7 @@ func TestAppendBinaryErrors(t *testing.T) {
 		want string
 	}{
 		{"type 0", Message{Group: g4}, "unknown type(0)"},
-		{"type 15", Message{Type: typeEnd, Group: g4}, "unknown type(15)"},
+		{"type 16", Message{Type: typeEnd, Group: g4}, "unknown type(16)"},
 		{"zero group", Message{Type: TypeResolve}, "invalid address"},
 		{"zoned group", Message{Type: TypeResolve, Group: zoned}, "zone"},
 		{"mapped group", Message{Type: TypeResolve, Group: mapped}, "IPv4-mapped"},
@@ -425,7 +426,7 @@ func corpusSeeds(t testing.TB) map[string][]byte {
 	seeds := map[string][]byte{}
 	for _, name := range []string{"join", "join-ack-refused", "leave", "keepalive", "keepalive-ack-unknown",
 		"register", "resolve", "resolve-reply", "resolve-reply-none",
-		"probe", "probe-ack", "probe-req", "fail", "alive", "moved"} {
+		"probe", "probe-ack", "probe-req", "fail", "alive", "moved", "no-target"} {
 		m := roundTripMessage(name)
 		b, err := m.MarshalBinary()
 		if err != nil {

@@ -109,6 +109,9 @@ type Proxy struct {
 	rap      map[router.Group]map[netip.Addr]*rapEntry
 	pending  map[router.Group]*pendingResolve
 	stats    ProxyStats
+	// noTargetSent: when each IAP was last told this JAP has no target for
+	// a group (guarded by mu).
+	noTargetSent map[noTargetKey]int64
 
 	health *health
 	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
@@ -367,6 +370,10 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 		if fromProxy {
 			p.handleResolveReply(&m)
 		}
+	case TypeNoTarget:
+		if fromProxy {
+			p.cfg.Router.ForgetJAPFor(m.Group, src.Addr())
+		}
 	case TypeMoved:
 		// Another proxy is now this target's JAP: drop it here if it was
 		// ours, whether or not it could tell us itself.
@@ -434,6 +441,33 @@ func (p *Proxy) join(addr netip.Addr, m *Message) {
 		p.register(m.Group, false)
 		p.tellMoved(addr, m)
 	}
+}
+
+// NoTarget tells the IAP at iap that this proxy has no target for g any
+// more (the router dropped its packet for that): the IAP forgets this JAP
+// for g and resolves again, instead of sending there until its cache
+// expires. At most one notice per IAP and group every noTargetEvery.
+func (p *Proxy) NoTarget(iap netip.Addr, g router.Group) {
+	now := p.cfg.Now()
+	key := noTargetKey{iap, g}
+	p.mu.Lock()
+	if last, ok := p.noTargetSent[key]; ok && now-last < int64(noTargetEvery) {
+		p.mu.Unlock()
+		return
+	}
+	if p.noTargetSent == nil || len(p.noTargetSent) > 4096 {
+		p.noTargetSent = map[noTargetKey]int64{} // bounded: forget old notices
+	}
+	p.noTargetSent[key] = now
+	p.mu.Unlock()
+	p.send(p.selfPort(), netip.AddrPortFrom(iap, p.cfg.ControlPort), &Message{Type: TypeNoTarget, Group: g})
+}
+
+const noTargetEvery = 200 * time.Millisecond
+
+type noTargetKey struct {
+	iap netip.Addr
+	g   router.Group
 }
 
 // joinedBefore reports whether the target at addr joined g here with an

@@ -181,3 +181,28 @@ func (r *Router) ForgetJAP(jap netip.Addr) int {
 	r.gmu.Unlock()
 	return n
 }
+
+// ForgetJAPFor is what an IAP does when a JAP says it has no target for g
+// any more: drop the cached JAP list of g if it names jap, and the flows of
+// g that go to jap, so that the next packet of each resolves again and goes
+// where targets are. It reports how many flows it dropped.
+func (r *Router) ForgetJAPFor(g Group, jap netip.Addr) int {
+	jap, g.Addr = jap.Unmap(), g.Addr.Unmap()
+	if !jap.Is4() {
+		return 0
+	}
+	b := jap.As4()
+	a := binary.BigEndian.Uint32(b[:])
+	r.gmu.Lock()
+	if e := r.cache[g]; e != nil {
+		if _, found := slices.BinarySearch(e.japs, a); found {
+			delete(r.cache, g)
+		}
+	}
+	r.gmu.Unlock()
+	ga, fam := key16(g.Addr), famOf(g.Addr)
+	return r.iap.deleteWhere(func(f *flow) bool {
+		k := &f.key
+		return k.dst == ga && k.dport == g.Port && k.proto == g.Proto && k.fam == fam && f.peer.Load() == a
+	})
+}

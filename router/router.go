@@ -44,9 +44,12 @@ type Result struct {
 	Action     Action
 	Start, End int
 	Reason     DropReason
-	Group      Group
-	Resolve    bool
-	Src, Dst   netip.AddrPort
+	// Group: Queued, and drops for want of a group or target. For a
+	// DropNoTarget at a JAP, Src is the IAP that sent the packet (when it
+	// is another proxy): it holds a JAP list that no longer fits.
+	Group    Group
+	Resolve  bool
+	Src, Dst netip.AddrPort
 }
 
 // JAP is a join proxy of a group as a RAP reports it.
@@ -402,6 +405,11 @@ func (r *Router) join(res *Result, buf []byte, p *parsed, k *flowKey, h uint64, 
 		ts, list, ok := r.localTargets(g, &p.src)
 		if !ok { // none, or only the sender itself
 			r.drop(res, DropNoTarget).Group = g
+			if iap != r.self4 {
+				// Tell the caller which IAP still sends here: it can tell
+				// that IAP to look again (see Result).
+				res.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(iap >> 24), byte(iap >> 16), byte(iap >> 8), byte(iap)}), 0)
+			}
 			return res
 		}
 		if f, ok = r.natFlow(k, h, ts.pick(list, &p.src), iap, now); !ok {
