@@ -98,7 +98,7 @@ func (n *narrator) event(e overlay.Event) {
 			n.printf("   %-3s      health monitoring: %s is %s (told to every proxy)", e.Proxy, e.Name, e.Kind)
 		}
 	case "move":
-		n.printf("   %-3s edge %s moves its anycast route: %s", e.Name, e.Name, e.Reason)
+		n.printf("   %-3s edge moves its anycast route: %s", e.Name, e.Reason)
 	}
 }
 
