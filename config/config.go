@@ -32,6 +32,7 @@ const (
 // Defaults.
 const (
 	DefaultRAPReplicas = 2
+	DefaultInaccuracy  = 25 // percent
 	DefaultMTU         = 1420
 	DefaultControlPort = 51821
 	DefaultListenPort  = 51820
@@ -95,7 +96,13 @@ type Proxy struct {
 	Node
 	Cluster     string
 	RAPReplicas int
-	Edges       []EdgePeer // targets and clients this proxy accepts
+	// Timers of the control plane (zero: the overlay's defaults).
+	ProbeInterval time.Duration // health probes between proxies
+	ProbeMisses   int           // unanswered probes in a row before suspicion
+	TargetTimeout time.Duration // a target silent this long is dropped
+	CacheTTL      time.Duration // how long IAPs may cache a RAP's answer
+	Inaccuracy    int           // percent a JAP's count may drift before it re-reports; 0: report every change
+	Edges         []EdgePeer    // targets and clients this proxy accepts
 }
 
 // Edge is a target's or a client's configuration.

@@ -199,6 +199,12 @@ func TestBadFiles(t *testing.T) {
 		{"port out of range", RoleTarget, set(targetBase, 11, `port = 70000`), 11, "group.port", "out of range 1..65535"},
 		{"mtu out of range", RoleProxy, ins(proxyBase, 5, `mtu = 1000`), 6, "mtu", "out of range 1280..9000"},
 		{"rap_replicas out of range", RoleProxy, ins(proxyBase, 5, `rap_replicas = 0`), 6, "rap_replicas", "out of range 1..16"},
+		{"probe_interval too short", RoleProxy, ins(proxyBase, 5, `probe_interval = "1ms"`), 6, "probe_interval", "want 10ms to 10s"},
+		{"probe_interval not a duration", RoleProxy, ins(proxyBase, 5, `probe_interval = "fast"`), 6, "probe_interval", "is not a duration"},
+		{"probe_misses out of range", RoleProxy, ins(proxyBase, 5, `probe_misses = 0`), 6, "probe_misses", "out of range 1..100"},
+		{"target_timeout too short", RoleProxy, ins(proxyBase, 5, `target_timeout = "10ms"`), 6, "target_timeout", "want 1s to 1h0m0s"},
+		{"inaccuracy out of range", RoleProxy, ins(proxyBase, 5, `inaccuracy = 101`), 6, "inaccuracy", "out of range 0..100"},
+		{"timer key in target", RoleTarget, ins(targetBase, 3, `cache_ttl = "5s"`), 4, "cache_ttl", "unknown key"},
 		{"control_port out of range", RoleClient, ins(clientBase, 3, `control_port = 0`), 4, "control_port", "out of range"},
 		{"bad interface", RoleTarget, ins(targetBase, 3, `interface = "wintun"`), 4, "interface", `"wintun"`},
 		{"interface_name with slash", RoleProxy, ins(proxyBase, 5, `interface_name = "pias/p1"`), 6, "interface_name", `"pias/p1": want 1..15 characters of a-z, A-Z, 0-9`},
@@ -283,6 +289,18 @@ func TestMissingFile(t *testing.T) {
 	}
 }
 
+func TestProxyTimers(t *testing.T) {
+	tk := setup(t)
+	p, err := LoadProxy(tk.write(t, "p1.toml", ins(proxyBase, 5, "probe_interval = \"250ms\"\nprobe_misses = 5\ntarget_timeout = \"4s\"\ncache_ttl = \"2s\"\ninaccuracy = 0")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ProbeInterval != 250*time.Millisecond || p.ProbeMisses != 5 || p.TargetTimeout != 4*time.Second ||
+		p.CacheTTL != 2*time.Second || p.Inaccuracy != 0 {
+		t.Errorf("timers: %v %d %v %v %d", p.ProbeInterval, p.ProbeMisses, p.TargetTimeout, p.CacheTTL, p.Inaccuracy)
+	}
+}
+
 func TestGoodFiles(t *testing.T) {
 	tk := setup(t)
 
@@ -295,7 +313,8 @@ func TestGoodFiles(t *testing.T) {
 		fmt.Sprint(p.OverlayPrefix) != fmt.Sprint(DefaultOverlayPrefix()) || fmt.Sprint(p.AnycastPrefix) != fmt.Sprint(DefaultAnycastPrefix()) ||
 		p.Addr4() != netip.MustParseAddr("100.64.0.1") || p.Addr6() != netip.MustParseAddr("fd64::1") ||
 		p.PrivateKey.PublicKey() != p.PublicKey || p.PublicKey != tk.pubs["p1"] || p.Path == "" ||
-		p.PrivateKeyFile != filepath.Join(tk.dir, "p1.key") || p.InterfaceName != "pias-p1" {
+		p.PrivateKeyFile != filepath.Join(tk.dir, "p1.key") || p.InterfaceName != "pias-p1" ||
+		p.ProbeInterval != 0 || p.TargetTimeout != 0 || p.CacheTTL != 0 || p.Inaccuracy != DefaultInaccuracy {
 		t.Errorf("proxy: %+v", p)
 	}
 	if len(p.Proxies) != 1 || p.Proxies[0].Name != "p2" || p.Proxies[0].PublicKey != tk.pubs["p2"] ||

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"regexp"
 	"sort"
+	"time"
 
 	"github.com/pias-net/pias/router"
 )
@@ -26,6 +27,27 @@ func LoadProxy(path string) (*Proxy, error) {
 	p.RAPReplicas = DefaultRAPReplicas
 	if n, ok := t.integer("rap_replicas", false, 1, 16); ok {
 		p.RAPReplicas = int(n)
+	}
+	durationKey := func(key string, min, max time.Duration, into *time.Duration) {
+		if s, ok := t.str(key, false); ok {
+			if v, ok := d.duration(key, s); ok {
+				if v < min || v > max {
+					d.errf(key, "%s: want %v to %v", s, min, max)
+					return
+				}
+				*into = v
+			}
+		}
+	}
+	durationKey("probe_interval", 10*time.Millisecond, 10*time.Second, &p.ProbeInterval)
+	if n, ok := t.integer("probe_misses", false, 1, 100); ok {
+		p.ProbeMisses = int(n)
+	}
+	durationKey("target_timeout", time.Second, time.Hour, &p.TargetTimeout)
+	durationKey("cache_ttl", 100*time.Millisecond, time.Hour, &p.CacheTTL)
+	p.Inaccuracy = DefaultInaccuracy
+	if n, ok := t.integer("inaccuracy", false, 0, 100); ok {
+		p.Inaccuracy = int(n)
 	}
 	for _, et := range t.tables("edge") {
 		p.Edges = append(p.Edges, d.edgePeer(et, &p.Node, x))

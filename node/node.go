@@ -101,6 +101,11 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		Send:        p.tun.Inject,
 		Now:         now,
 		OnEvent:     opts.OnEvent,
+
+		TargetTimeout: cfg.TargetTimeout,
+		CacheTTL:      cfg.CacheTTL,
+		Inaccuracy:    inaccuracy(cfg.Inaccuracy),
+		Health:        overlay.HealthConfig{ProbeInterval: cfg.ProbeInterval, ProbeMisses: cfg.ProbeMisses},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
@@ -175,6 +180,15 @@ func (p *Proxy) Close() {
 		}
 		p.Device.Close() // closes the MemTUN too
 	})
+}
+
+// inaccuracy maps the config's percent to the overlay's, which reads 0 as
+// its default and a negative value as "report every change".
+func inaccuracy(percent int) float64 {
+	if percent == 0 {
+		return -1
+	}
+	return float64(percent)
 }
 
 // addr4 is the IPv4 address among addrs.
