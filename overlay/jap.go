@@ -1,0 +1,252 @@
+package overlay
+
+// The JAP role: targets join here, and this proxy tells the groups' RAPs
+// (two-tier membership) and the other proxies (a target that moved).
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/pias-net/pias/router"
+)
+
+// report is what a JAP last told a group's RAPs: the count and when.
+type report struct {
+	count int
+	at    int64
+}
+
+func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
+	reply := Message{Seq: m.Seq, Group: m.Group, Port: m.Port, Status: StatusOK}
+	switch m.Type {
+	case TypeJoin:
+		reply.Type = TypeJoinAck
+		if why := p.admit(src.Addr(), m.Group); why != "" {
+			reply.Status, reply.Reason = StatusRefused, why
+			p.emit(Event{Kind: "refuse", Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
+			break
+		}
+		p.join(src.Addr(), m)
+	case TypeKeepalive:
+		reply.Type = TypeKeepaliveAck
+		if !p.keepalive(src.Addr(), m.Group) {
+			reply.Status = StatusUnknown
+		}
+	case TypeLeave:
+		reply.Type = TypeJoinAck
+		p.leave(src.Addr(), m.Group, "leave")
+	}
+	p.send(dst, src, &reply)
+}
+
+// admit says why an edge may not join a group, or "" when it may.
+func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
+	e := p.cfg.Edges[addr]
+	if e == nil {
+		return "not an edge of this proxy"
+	}
+	if !slices.Contains(e.Groups, g) {
+		return fmt.Sprintf("edge %s may not join %s", e.Name, g)
+	}
+	return ""
+}
+
+func (p *Proxy) join(addr netip.Addr, m *Message) {
+	p.mu.Lock()
+	ts := p.local[m.Group]
+	if ts == nil {
+		ts = map[netip.Addr]*target{}
+		p.local[m.Group] = ts
+	}
+	t, known := ts[addr]
+	if !known || t.port != m.Port {
+		p.stats.Joins++
+	}
+	if !known {
+		t = &target{}
+		ts[addr] = t
+	}
+	t.name, t.port, t.lastSeen, t.epoch = m.Name, m.Port, p.cfg.Now(), m.Incarnation
+	p.mu.Unlock()
+	p.cfg.Router.AddTarget(m.Group, netip.AddrPortFrom(addr, m.Port))
+	if !known {
+		p.emit(Event{Kind: "join", Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
+		p.register(m.Group, false)
+		p.tellMoved(addr, m)
+	}
+}
+
+// NoTarget tells the IAP at iap that this proxy has no target for g any
+// more (the router dropped its packet for that): the IAP forgets this JAP
+// for g and resolves again, instead of sending there until its cache
+// expires. At most one notice per IAP and group every noTargetEvery.
+func (p *Proxy) NoTarget(iap netip.Addr, g router.Group) {
+	now := p.cfg.Now()
+	key := noTargetKey{iap, g}
+	p.mu.Lock()
+	if last, ok := p.noTargetSent[key]; ok && now-last < int64(noTargetEvery) {
+		p.mu.Unlock()
+		return
+	}
+	if p.noTargetSent == nil || len(p.noTargetSent) > 4096 {
+		p.noTargetSent = map[noTargetKey]int64{} // bounded: forget old notices
+	}
+	p.noTargetSent[key] = now
+	p.mu.Unlock()
+	p.send(p.selfPort(), netip.AddrPortFrom(iap, p.cfg.ControlPort), &Message{Type: TypeNoTarget, Group: g})
+}
+
+const noTargetEvery = 200 * time.Millisecond
+
+type noTargetKey struct {
+	iap netip.Addr
+	g   router.Group
+}
+
+// joinedBefore reports whether the target at addr joined g here with an
+// epoch older than epoch: then its join elsewhere is the newer one. (A
+// proxy cut off for a while and the target's new JAP tell each other about
+// the same target; only the stale record must go.)
+func (p *Proxy) joinedBefore(addr netip.Addr, g router.Group, epoch uint32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.local[g][addr]
+	return t != nil && int32(epoch-t.epoch) > 0 // serial-number order: wraps safely
+}
+
+// tellMoved tells every other live proxy that a target joined a group here,
+// so that a JAP it left (perhaps without a word: its path there may be what
+// failed) drops it at once instead of after its keepalive timeout. Joins
+// are rare, and proxies few.
+func (p *Proxy) tellMoved(addr netip.Addr, m *Message) {
+	moved := Message{Type: TypeMoved, Group: m.Group, Name: m.Name, Target: addr, Incarnation: m.Incarnation}
+	for _, name := range p.Live() {
+		if name == p.cfg.Self.Name {
+			continue
+		}
+		if mb, ok := p.byName[name]; ok {
+			p.send(p.selfPort(), netip.AddrPortFrom(mb.Addr, p.cfg.ControlPort), &moved)
+		}
+	}
+}
+
+func (p *Proxy) keepalive(addr netip.Addr, g router.Group) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.local[g][addr]
+	if t == nil {
+		return false
+	}
+	t.lastSeen = p.cfg.Now()
+	return true
+}
+
+func (p *Proxy) leave(addr netip.Addr, g router.Group, kind string) {
+	p.mu.Lock()
+	t := p.local[g][addr]
+	if t != nil {
+		delete(p.local[g], addr)
+		if len(p.local[g]) == 0 {
+			delete(p.local, g)
+		}
+	}
+	p.mu.Unlock()
+	if t == nil {
+		return
+	}
+	p.cfg.Router.RemoveTarget(g, addr)
+	p.emit(Event{Kind: kind, Group: g, Target: netip.AddrPortFrom(addr, t.port), Name: t.name})
+	p.register(g, false)
+}
+
+// DefaultInaccuracy is ProxyConfig.Inaccuracy's default, in percent.
+const DefaultInaccuracy = 25
+
+// shouldReport is the two-tier membership rule: a JAP that last told a
+// group's RAPs it had last targets and now has n tells them again when the
+// count crosses zero (0→n or n→0) or drifts from last by more than pct
+// percent of last.
+func shouldReport(last, n int, pct float64) bool {
+	if (last == 0) != (n == 0) {
+		return true
+	}
+	if last == 0 {
+		return false
+	}
+	return math.Abs(float64(n-last))*100 > pct*float64(last)
+}
+
+// register reports the group's target count here to its RAPs, and does the
+// same for the echo pseudo-group of its IP so that IAPs can answer ping,
+// each when the two-tier membership rule says so, or always with force
+// (new RAPs, refresh).
+func (p *Proxy) register(g router.Group, force bool) {
+	p.report(g, force)
+	p.report(router.EchoGroup(g.Addr), force)
+}
+
+// countLocked is how many targets joined here for g; for an echo
+// pseudo-group, for any group of its IP.
+func (p *Proxy) countLocked(g router.Group) int {
+	if !g.IsEcho() {
+		return len(p.local[g])
+	}
+	n := 0
+	for lg, ts := range p.local {
+		if lg.Addr == g.Addr {
+			n += len(ts)
+		}
+	}
+	return n
+}
+
+// report sends g's count to its RAPs if force or the rule says so, and
+// remembers what it told them.
+func (p *Proxy) report(g router.Group, force bool) {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	p.mu.Lock()
+	n := p.countLocked(g)
+	r := p.reported[g]
+	last := 0
+	if r != nil {
+		last = r.count
+	}
+	if (r == nil && n == 0) || (!force && !shouldReport(last, n, p.cfg.Inaccuracy)) {
+		if last != n {
+			p.stats.RegistersSuppressed++
+		}
+		p.mu.Unlock()
+		return
+	}
+	if n == 0 {
+		delete(p.reported, g)
+	} else {
+		p.reported[g] = &report{count: n, at: p.cfg.Now()}
+	}
+	p.mu.Unlock()
+	p.registerCount(g, n)
+}
+
+func (p *Proxy) registerCount(g router.Group, n int) {
+	raps := p.RAPs(g)
+	p.emit(Event{Kind: "register", Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n}}})
+	m := Message{Type: TypeRegister, Group: g, Name: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL}
+	p.mu.Lock()
+	p.stats.RegistersSent += uint64(len(raps))
+	p.mu.Unlock()
+	for _, name := range raps {
+		if name == p.cfg.Self.Name {
+			p.handleRegister(p.cfg.Self.Addr, &m)
+			continue
+		}
+		p.mu.Lock()
+		p.seq++
+		m.Seq = p.seq
+		p.mu.Unlock()
+		p.send(p.selfPort(), netip.AddrPortFrom(p.byName[name].Addr, p.cfg.ControlPort), &m)
+	}
+}
