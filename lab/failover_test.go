@@ -200,25 +200,7 @@ func TestFailoverProxyRestarts(t *testing.T) {
 	g, client, victims := pickRAPCase(t, h, false)
 	victim := victims[0]
 	t.Logf("group %s RAPs %v, JAPs %v; restarting %s", g, h.Home(client).Overlay.RAPs(g), japsOf(h, g), victim)
-	killed := time.Now()
-	if err := h.KillProxy(victim); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, h, victim, overlay.StateDead, 5*time.Second)
-	t.Logf("marked dead everywhere %v after the kill", time.Since(killed))
-	waitConsistent(t, h, 20*time.Second)
-	restarted := time.Now()
-	if err := h.RestartProxy(victim); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, h, victim, overlay.StateAlive, 10*time.Second)
-	t.Logf("%s alive again everywhere %v after its restart", victim, time.Since(restarted))
-	// Consistent includes: the restarted proxy is a RAP again for its groups
-	// and holds their JAPs, and its targets joined it again (that waits on
-	// the targets' WireGuard sessions to the new process and their next
-	// keepalive).
-	waitConsistent(t, h, 40*time.Second)
-	t.Logf("consistent again (RAP duty back, its targets rejoined) %v after its restart", time.Since(restarted))
+	killThenRestart(t, h, victim)
 	if !slices.Contains(h.Home(client).Overlay.RAPs(g), victim) {
 		t.Fatalf("%s is not a RAP of %s again", victim, g)
 	}
@@ -257,21 +239,7 @@ func TestFailoverJAPRestarts(t *testing.T) {
 	g := GroupN(0)
 	client := "cl4"
 	victim := "p1" // t1 of group 0 is attached there
-	killed := time.Now()
-	if err := h.KillProxy(victim); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, h, victim, overlay.StateDead, 5*time.Second)
-	t.Logf("%s marked dead everywhere %v after the kill", victim, time.Since(killed))
-	waitConsistent(t, h, 20*time.Second)
-	restarted := time.Now()
-	if err := h.RestartProxy(victim); err != nil {
-		t.Fatal(err)
-	}
-	waitState(t, h, victim, overlay.StateAlive, 10*time.Second)
-	t.Logf("%s alive again everywhere %v after its restart", victim, time.Since(restarted))
-	waitConsistent(t, h, 40*time.Second)
-	t.Logf("consistent again %v after its restart", time.Since(restarted))
+	killThenRestart(t, h, victim)
 	// Its own targets may have moved to another proxy while it was dead
 	// (emulated anycast at the edges); any target joined there now must be
 	// reachable through it as JAP.
@@ -307,4 +275,28 @@ func remoteJAP(h *Harness, client string, g router.Group) (jap, iap string) {
 		iap = ""
 	}
 	return jap, iap
+}
+
+// killThenRestart kills a proxy without warning, waits until every proxy
+// sees it dead and the lab is consistent, restarts it with empty state and
+// waits until it is alive everywhere and the lab consistent again: a RAP
+// again for its groups, holding their JAPs, its targets joined where they
+// are (which waits on the edges' WireGuard sessions to the new process).
+func killThenRestart(t *testing.T, h *Harness, victim string) {
+	t.Helper()
+	killed := time.Now()
+	if err := h.KillProxy(victim); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, h, victim, overlay.StateDead, 5*time.Second)
+	t.Logf("%s marked dead everywhere %v after the kill", victim, time.Since(killed))
+	waitConsistent(t, h, 20*time.Second)
+	restarted := time.Now()
+	if err := h.RestartProxy(victim); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, h, victim, overlay.StateAlive, 10*time.Second)
+	t.Logf("%s alive again everywhere %v after its restart", victim, time.Since(restarted))
+	waitConsistent(t, h, 40*time.Second)
+	t.Logf("consistent again %v after its restart", time.Since(restarted))
 }
