@@ -143,6 +143,10 @@ func (n *Node) Addr4() netip.Addr { return pick(n.Address, true) }
 // Addr6 is n's IPv6 overlay address (invalid if it has none).
 func (n *Node) Addr6() netip.Addr { return pick(n.Address, false) }
 
+// AddrLike is n's overlay address of a's family (invalid if it has none):
+// the source for talking to a.
+func (n *Node) AddrLike(a netip.Addr) netip.Addr { return pick(n.Address, a.Is4()) }
+
 // Addr4 is p's IPv4 overlay address.
 func (p *ProxyPeer) Addr4() netip.Addr { return pick(p.Address, true) }
 

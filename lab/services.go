@@ -119,16 +119,6 @@ func serveNamed(e *node.Edge, at netip.AddrPort, proto uint8, name string) (stop
 	}, nil
 }
 
-// localAddr is the edge's overlay address of a's family.
-func localAddr(e *node.Edge, a netip.Addr) (netip.Addr, error) {
-	for _, l := range e.Config.Address {
-		if l.Is4() == a.Is4() {
-			return l, nil
-		}
-	}
-	return netip.Addr{}, fmt.Errorf("%s has no address of the family of %s", e.Name, a)
-}
-
 // Conversation is an open TCP connection from an edge to a group.
 type Conversation struct {
 	c net.Conn
@@ -186,9 +176,9 @@ func (h *Harness) AskUDP(ctx context.Context, from string, g router.Group, msg s
 	if e == nil {
 		return "", fmt.Errorf("no edge %q", from)
 	}
-	la, err := localAddr(e, g.Addr)
-	if err != nil {
-		return "", err
+	la := e.Config.AddrLike(g.Addr)
+	if !la.IsValid() {
+		return "", fmt.Errorf("%s has no address of the family of %s", from, g.Addr)
 	}
 	c, err := e.Host.Net.DialUDPAddrPort(netip.AddrPortFrom(la, 0), netip.AddrPortFrom(g.Addr, g.Port))
 	if err != nil {

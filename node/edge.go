@@ -192,16 +192,15 @@ func (e *Edge) resetPeer(i int, current bool) {
 // dialUDP opens a UDP socket from the edge's overlay address of raddr's
 // family, on the netstack or, for a kernel TUN, the host's own stack.
 func (e *Edge) dialUDP(raddr netip.AddrPort) (net.Conn, error) {
-	for _, a := range e.Config.Address {
-		if a.Is4() == raddr.Addr().Is4() {
-			laddr := netip.AddrPortFrom(a, 0)
-			if e.Host.Net == nil {
-				return net.DialUDP("udp", net.UDPAddrFromAddrPort(laddr), net.UDPAddrFromAddrPort(raddr))
-			}
-			return e.Host.Net.DialUDPAddrPort(laddr, raddr)
-		}
+	a := e.Config.AddrLike(raddr.Addr())
+	if !a.IsValid() {
+		return nil, fmt.Errorf("no overlay address of the family of %s", raddr.Addr())
 	}
-	return nil, fmt.Errorf("no overlay address of the family of %s", raddr.Addr())
+	laddr := netip.AddrPortFrom(a, 0)
+	if e.Host.Net == nil {
+		return net.DialUDP("udp", net.UDPAddrFromAddrPort(laddr), net.UDPAddrFromAddrPort(raddr))
+	}
+	return e.Host.Net.DialUDPAddrPort(laddr, raddr)
 }
 
 // Close leaves the groups and stops the edge.

@@ -75,7 +75,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	members := []overlay.Member{{Name: cfg.Name, Addr: self, Cluster: cfg.Cluster}}
 	var peers []tunnel.Peer
 	for _, pp := range cfg.Proxies {
-		members = append(members, overlay.Member{Name: pp.Name, Addr: addr4(pp.Address), Cluster: pp.Cluster})
+		members = append(members, overlay.Member{Name: pp.Name, Addr: pp.Addr4(), Cluster: pp.Cluster})
 		// The keepalive makes every proxy handshake with every other as soon
 		// as it starts. Without it, the first control messages between two
 		// proxies often set off handshakes from both ends at once, which
@@ -189,16 +189,6 @@ func inaccuracy(percent int) float64 {
 		return -1
 	}
 	return float64(percent)
-}
-
-// addr4 is the IPv4 address among addrs.
-func addr4(addrs []netip.Addr) netip.Addr {
-	for _, a := range addrs {
-		if a.Is4() {
-			return a
-		}
-	}
-	return netip.Addr{}
 }
 
 // hostPrefixes turns addresses into single-host prefixes (WireGuard AllowedIPs).

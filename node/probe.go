@@ -21,13 +21,7 @@ var probeSeq atomic.Uint32
 // (a proxy's overlay address, which the proxy answers itself, or an anycast
 // address) and waits for the reply until ctx ends.
 func (e *Edge) Ping(ctx context.Context, addr netip.Addr) (time.Duration, error) {
-	var la netip.Addr
-	for _, a := range e.Config.Address {
-		if a.Is4() == addr.Is4() {
-			la = a
-			break
-		}
-	}
+	la := e.Config.AddrLike(addr)
 	if !la.IsValid() {
 		return 0, fmt.Errorf("no overlay address of the family of %s", addr)
 	}

@@ -244,10 +244,7 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	defer e.Close()
 	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, stderr)()
 	for _, f := range forwards {
-		from := cfg.Addr4()
-		if f.group.Addr.Is6() {
-			from = cfg.Addr6()
-		}
+		from := cfg.AddrLike(f.group.Addr)
 		if !from.IsValid() {
 			fmt.Fprintf(stderr, "pias client: --forward %s: %s has no overlay address of that family\n", f.group, cfg.Name)
 			return 2
