@@ -36,7 +36,9 @@ const (
 	DefaultMTU         = 1420
 	DefaultControlPort = 51821
 	DefaultListenPort  = 51820
-	DefaultKeepalive   = 5 * time.Second
+	DefaultKeepalive   = time.Second
+	DefaultWeight      = 1
+	MaxWeight          = 1000 // as overlay.MaxWeight
 	DefaultInterface   = InterfaceNetstack
 
 	MaxNameLen = 15 // names become parts of interface names
@@ -103,6 +105,12 @@ type Proxy struct {
 	CacheTTL      time.Duration // how long IAPs may cache a RAP's answer
 	Inaccuracy    int           // percent a JAP's count may drift before it re-reports; 0: report every change
 	Edges         []EdgePeer    // targets and clients this proxy accepts
+	// MeshKey, read from MeshKeyFile, is the secret shared by the proxies
+	// of one overlay: a proxy that proves it may join with only one live
+	// proxy as seed, and this proxy admits newcomers that prove it. Nil:
+	// the mesh is the configured one.
+	MeshKey     *Key
+	MeshKeyFile string
 }
 
 // Edge is a target's or a client's configuration.
@@ -131,10 +139,14 @@ type EdgePeer struct {
 	Groups    []router.Group // groups the edge may join; empty: none
 }
 
-// Service is a group a target joins and the local port its service listens on.
+// Service is a group a target joins and the local port its service listens
+// on, with the group's selection policy (the same for every target of the
+// group) and this target's share of the load.
 type Service struct {
-	Group router.Group
-	Port  uint16
+	Group  router.Group
+	Port   uint16
+	Policy router.Policy
+	Weight int // 1..MaxWeight, default 1
 }
 
 // Addr4 is n's IPv4 overlay address (invalid if it has none).

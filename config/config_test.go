@@ -161,6 +161,14 @@ func TestBadFiles(t *testing.T) {
 		{"proxy listen port 0", RoleProxy, set(proxyBase, 3, `listen = "127.0.0.1:0"`), 3, "listen", "port 0"},
 		{"malformed group", RoleProxy, set(proxyBase, 16, `groups = ["100.65.0.1:80/sctp"]`), 16, "edge.groups", "not tcp or udp"},
 		{"malformed target group", RoleTarget, set(targetBase, 10, `group = "100.65.0.1/tcp"`), 10, "group.group", "100.65.0.1/tcp"},
+		{"bad select", RoleTarget, ins(targetBase, 11, `select = "nearest"`), 12, "group.select", `"nearest" is not one of proximity, load, random, affinity`},
+		{"bad scope", RoleTarget, ins(targetBase, 11, `scope = "region"`), 12, "group.scope", `"region" is not one of any, same-cluster`},
+		{"replicate tcp", RoleTarget, ins(targetBase, 11, `replicate = 3`), 12, "group.replicate", "only UDP groups replicate"},
+		{"replicate too many", RoleTarget, ins(set(targetBase, 10, `group = "100.65.0.1:53/udp"`), 11, `replicate = 17`), 12, "group.replicate", "17"},
+		{"weight zero", RoleTarget, ins(targetBase, 11, `weight = 0`), 12, "group.weight", "0"},
+		{"weight string", RoleTarget, ins(targetBase, 11, `weight = "3"`), 12, "group.weight", "want an integer"},
+		{"malformed mesh key file", RoleProxy, ins(proxyBase, 5, `mesh_key_file = "bad.key"`), 6, "mesh_key_file", "not a mesh key"},
+		{"missing mesh key file", RoleProxy, ins(proxyBase, 5, `mesh_key_file = "nope.key"`), 6, "mesh_key_file", "no such file"},
 		{"malformed duration", RoleTarget, ins(targetBase, 3, `keepalive = "5 seconds"`), 4, "keepalive", "not a duration"},
 		{"negative duration", RoleClient, ins(clientBase, 3, `keepalive = "-1s"`), 4, "keepalive", "positive"},
 		{"own address outside overlay", RoleProxy, set(proxyBase, 4, `address = ["10.0.0.1"]`), 4, "address", "outside overlay_prefix"},
@@ -331,7 +339,7 @@ func TestGoodFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	if tg.Role != RoleTarget || tg.Interface != InterfaceNetstack || tg.Keepalive != DefaultKeepalive ||
-		tg.Listen != netip.MustParseAddrPort("0.0.0.0:0") || len(tg.Groups) != 1 || tg.Groups[0] != (Service{g, 8080}) ||
+		tg.Listen != netip.MustParseAddrPort("0.0.0.0:0") || len(tg.Groups) != 1 || tg.Groups[0] != (Service{Group: g, Port: 8080, Weight: 1}) ||
 		len(tg.Proxies) != 1 || tg.Proxies[0].Cluster != "" || tg.InterfaceName != "pias-t1" {
 		t.Errorf("target: %+v", tg)
 	}
@@ -483,5 +491,21 @@ func TestExamples(t *testing.T) {
 	}
 	if _, err := LoadProxy("examples/client.toml"); err == nil {
 		t.Errorf("LoadProxy(client.toml) succeeded")
+	}
+}
+
+// TestGroupPolicy reads a [[group]]'s policy keys and weight.
+func TestGroupPolicy(t *testing.T) {
+	tk := setup(t)
+	text := set(targetBase, 10, `group = "100.65.0.1:53/udp"`) + "port = 5353\n"
+	text = strings.Replace(text, "port = 8080\n", "port = 8080\nselect = \"affinity\"\nscope = \"same-cluster\"\nreplicate = 3\nweight = 7\n", 1)
+	tg, err := LoadTarget(tk.write(t, "t1.toml", strings.Replace(text, "port = 5353\n", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Service{Group: router.Group{Addr: netip.MustParseAddr("100.65.0.1"), Port: 53, Proto: router.ProtoUDP}, Port: 8080,
+		Policy: router.Policy{Select: router.SelectAffinity, Scope: router.ScopeSameCluster, Replicate: 3}, Weight: 7}
+	if len(tg.Groups) != 1 || tg.Groups[0] != want {
+		t.Errorf("groups %+v, want %+v", tg.Groups, want)
 	}
 }

@@ -335,8 +335,9 @@ func (d *decoder) duration(path, s string) (time.Duration, bool) {
 	return v, true
 }
 
-// keyFile reads a private key from a file holding its base64 form.
-func (d *decoder) keyFile(path, name string) (Key, string, bool) {
+// keyFile reads a 32-byte key from a file holding its base64 form; what
+// names the key in errors.
+func (d *decoder) keyFile(path, name, what string) (Key, string, bool) {
 	file := name
 	if !filepath.IsAbs(file) {
 		file = filepath.Join(d.dir, file)
@@ -352,11 +353,11 @@ func (d *decoder) keyFile(path, name string) (Key, string, bool) {
 	}
 	k, err := ParseKey(strings.TrimSpace(string(data)))
 	if err != nil {
-		d.errf(path, "%s: not a WireGuard private key: %v", file, err)
+		d.errf(path, "%s: not a %s: %v", file, what, err)
 		return Key{}, file, false
 	}
 	if k.IsZero() {
-		d.errf(path, "%s: the private key is all zeroes", file)
+		d.errf(path, "%s: the %s is all zeroes", file, what)
 		return Key{}, file, false
 	}
 	return k, file, true

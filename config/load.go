@@ -49,6 +49,11 @@ func LoadProxy(path string) (*Proxy, error) {
 	if n, ok := t.integer("inaccuracy", false, 0, 100); ok {
 		p.Inaccuracy = int(n)
 	}
+	if s, ok := t.str("mesh_key_file", false); ok {
+		if k, file, ok := d.keyFile("mesh_key_file", s, "mesh key (32 bytes in base64, as pias genkey writes)"); ok {
+			p.MeshKey, p.MeshKeyFile = &k, file
+		}
+	}
 	for _, et := range t.tables("edge") {
 		p.Edges = append(p.Edges, d.edgePeer(et, &p.Node, x))
 	}
@@ -132,6 +137,7 @@ func loadEdge(path, role string) (*Edge, error) {
 			if n, ok := gt.integer("port", true, 1, 65535); ok {
 				s.Port = uint16(n)
 			}
+			d.groupPolicy(gt, &s)
 			gt.done()
 			e.Groups = append(e.Groups, s)
 		}
@@ -152,7 +158,7 @@ func (d *decoder) node(t *table, role string, n *Node, x *cross) {
 		x.add(&x.names, s, "name", d)
 	}
 	if s, ok := t.str("private_key_file", true); ok {
-		k, file, ok := d.keyFile("private_key_file", s)
+		k, file, ok := d.keyFile("private_key_file", s, "WireGuard private key")
 		n.PrivateKeyFile = file
 		if ok {
 			n.PrivateKey = k
@@ -470,4 +476,33 @@ func isEmptyArray(v any) bool {
 		return len(v) == 0
 	}
 	return false
+}
+
+// groupPolicy reads a [[group]]'s selection policy and the target's weight.
+func (d *decoder) groupPolicy(gt *table, s *Service) {
+	s.Weight = DefaultWeight
+	if str, ok := gt.str("select", false); ok {
+		if v, err := router.ParseSelect(str); err != nil {
+			d.errf(gt.sub("select"), "%v", err)
+		} else {
+			s.Policy.Select = v
+		}
+	}
+	if str, ok := gt.str("scope", false); ok {
+		if v, err := router.ParseScope(str); err != nil {
+			d.errf(gt.sub("scope"), "%v", err)
+		} else {
+			s.Policy.Scope = v
+		}
+	}
+	if n, ok := gt.integer("replicate", false, 1, router.MaxReplicate); ok {
+		if n > 1 && s.Group.Proto != router.ProtoUDP && s.Group.Addr.IsValid() {
+			d.errf(gt.sub("replicate"), "%d: only UDP groups replicate (%s is not)", n, s.Group)
+		} else {
+			s.Policy.Replicate = int(n)
+		}
+	}
+	if n, ok := gt.integer("weight", false, 1, MaxWeight); ok {
+		s.Weight = int(n)
+	}
 }

@@ -25,6 +25,7 @@ type narrator struct {
 	seen   map[string]bool // register events are repeated by refreshes
 	names  map[netip.Addr]string
 	quiet  bool // set when the story is over: shutdown chatter is not part of it
+	gen    int  // the lab whose events are told (on)
 }
 
 func (n *narrator) printf(format string, args ...any) {
@@ -59,6 +60,32 @@ func (n *narrator) japList(japs []router.JAP) string {
 		return "none"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// on returns the OnEvent of a new lab: it narrates the events keep keeps
+// (nil: all) until the next lab starts, so a closed lab's shutdown
+// chatter is not told.
+func (n *narrator) on(keep func(overlay.Event) bool) func(overlay.Event) {
+	n.mu.Lock()
+	n.gen++
+	gen := n.gen
+	n.seen = map[string]bool{}
+	n.mu.Unlock()
+	return func(e overlay.Event) {
+		n.mu.Lock()
+		current := n.gen == gen
+		n.mu.Unlock()
+		if current && (keep == nil || keep(e)) {
+			n.event(e)
+		}
+	}
+}
+
+// hush stops telling the current lab's events: it is closing.
+func (n *narrator) hush() {
+	n.mu.Lock()
+	n.gen++
+	n.mu.Unlock()
 }
 
 func (n *narrator) event(e overlay.Event) {
@@ -104,8 +131,9 @@ func (n *narrator) event(e overlay.Event) {
 
 // RunDemo runs the whole overlay in this process, on userspace netstacks and
 // loopback UDP, and narrates it to w: 3 proxies in 2 clusters, 3 targets in
-// 2 groups on one anycast IP, 2 clients. It returns an error unless every
-// step really worked.
+// 2 groups on one anycast IP, 2 clients; then, on small labs of their own,
+// target selection by proximity and by affinity (demo_selection.go). It
+// returns an error unless every step really worked.
 func RunDemo(ctx context.Context, w io.Writer) error {
 	n := &narrator{w: w, start: time.Now(), seen: map[string]bool{}, names: map[netip.Addr]string{}}
 	shape := Options{Proxies: 3, Clusters: 2, Targets: 3, Clients: 2, Groups: 2}
@@ -126,11 +154,12 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 		}
 		n.step("Targets join their groups by sending JOIN to the group's anycast address")
 	}
-	h, err := Start(shape, HarnessOptions{OnEvent: n.event, Generated: described})
+	h, err := Start(shape, HarnessOptions{OnEvent: n.on(nil), Generated: described})
 	if err != nil {
 		return err
 	}
-	defer h.Close()
+	closeLab := sync.OnceFunc(func() { n.hush(); h.Close() })
+	defer closeLab()
 	if err := h.ServeTargets(); err != nil {
 		return err
 	}
@@ -196,6 +225,10 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 		s := p.Router.Stats()
 		n.printf("   %-3s forwarded %d, control %d, queued %d, dropped %d", name, s.Forwarded, s.Control, s.Queued, sumDrops(s))
 	}
+	closeLab()
+
+	n.selection(ctx)
+
 	defer func() { n.mu.Lock(); n.quiet = true; n.mu.Unlock() }()
 	if len(n.failed) > 0 {
 		n.printf("FAILED: %d step(s): %s", len(n.failed), strings.Join(n.failed, "; "))

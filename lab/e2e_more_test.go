@@ -196,7 +196,7 @@ func TestJoinMakesJAPAndRegistersWithRAPs(t *testing.T) {
 				t.Errorf("register events of %s for %s: %+v, want RAPs %v", jap.Name, g, regs, raps)
 			}
 			// Every RAP lists the JAP with its number of targets; no other proxy lists it.
-			wantJAP := router.JAP{Addr: jap.Config.Addr4(), Targets: len(jap.Router.Targets(g))}
+			wantJAP := router.JAP{Addr: jap.Config.Addr4(), Targets: len(jap.Router.Targets(g)), Weight: len(jap.Router.Targets(g))}
 			err = WaitFor(ctx, func() error {
 				for _, pn := range proxies {
 					listed := slices.ContainsFunc(h.Proxies[pn].Overlay.RAPTable()[g], func(j router.JAP) bool { return j.Addr == wantJAP.Addr })

@@ -57,7 +57,15 @@ type Options struct {
 	// socket) PREFIX+NAME instead of the default pias-NAME, so that labs
 	// sharing a host (namespaces share /var/run/wireguard) never collide.
 	InterfacePrefix string
+
+	// Seeded makes the last Seeded proxies newcomers: their files name only
+	// p1, as seed, and no other file names them; they join through p1 with
+	// the lab's mesh key (every proxy file has mesh_key_file = "mesh.key").
+	Seeded int
 }
+
+// MeshKeyFile is the lab's mesh key, shared by its proxies.
+const MeshKeyFile = "mesh.key"
 
 func (o *Options) defaults() {
 	if !o.Underlay.IsValid() {
@@ -86,6 +94,8 @@ func (o *Options) validate() error {
 		return fmt.Errorf("lab: %d proxies: want at least 1", o.Proxies)
 	case o.Proxies > MaxNodesPerRole:
 		return fmt.Errorf("lab: %d proxies: at most %d", o.Proxies, MaxNodesPerRole)
+	case o.Seeded < 0 || o.Seeded >= o.Proxies:
+		return fmt.Errorf("lab: %d seeded proxies: want 0..%d (p1 is the seed)", o.Seeded, o.Proxies-1)
 	case o.Clusters < 1 || o.Clusters > o.Proxies:
 		return fmt.Errorf("lab: %d clusters: want 1..%d (at most one per proxy)", o.Clusters, o.Proxies)
 	case o.Targets < 0 || o.Targets > MaxNodesPerRole:
@@ -185,6 +195,7 @@ type genNode struct {
 	proxies  []int  // edges: indexes of the proxies they list, home first
 	iface    string // edges: host interface
 	ifPrefix string // interface names are ifPrefix+Name when set
+	seeded   bool   // proxies: a newcomer that knows only p1
 }
 
 // Generate writes a lab into opts.Out: for every node NAME.key and
@@ -246,6 +257,7 @@ func Generate(opts Options) (*Lab, error) {
 			return nil, err
 		}
 		p.Cluster = "c" + strconv.Itoa(i%opts.Clusters+1)
+		p.seeded = i >= opts.Proxies-opts.Seeded
 		proxies = append(proxies, p)
 	}
 	homeFirst := func(home int) []int {
@@ -281,6 +293,13 @@ func Generate(opts Options) (*Lab, error) {
 		c.WGQuick = c.Name + ".wg.conf"
 	}
 
+	mesh, err := config.GeneratePrivateKey()
+	if err != nil {
+		return nil, fmt.Errorf("lab: %v", err)
+	}
+	if err := writeFile(l.Path(MeshKeyFile), mesh.String()+"\n", 0o600); err != nil {
+		return nil, err
+	}
 	for _, n := range nodes {
 		var text string
 		if n.Role == config.RoleProxy {
@@ -382,8 +401,14 @@ func proxyPeerTOML(b *strings.Builder, p *genNode, home bool) {
 func proxyTOML(l *Lab, n *genNode, proxies, nodes []*genNode) string {
 	var b strings.Builder
 	commonTOML(&b, l, n)
+	fmt.Fprintf(&b, "mesh_key_file = %s\n", q(MeshKeyFile))
 	for _, p := range proxies {
-		if p != n {
+		switch {
+		case p == n:
+		case n.seeded && p == proxies[0]:
+			b.WriteString("\n# The seed: this proxy joins through it and learns the others.")
+			proxyPeerTOML(&b, p, false)
+		case !n.seeded && !p.seeded:
 			proxyPeerTOML(&b, p, false)
 		}
 	}

@@ -222,10 +222,10 @@ func checkEdge(t *testing.T, o Options, l *Lab, j int, n Node) {
 	}
 	if n.Role == config.RoleTarget {
 		g := GroupN(j % o.Groups)
-		want := []config.Service{{Group: g, Port: g.Port + 8000}}
+		want := []config.Service{{Group: g, Port: g.Port + 8000, Weight: config.DefaultWeight}}
 		if o.IPv6 {
 			g6 := GroupN6(j % o.Groups)
-			want = append(want, config.Service{Group: g6, Port: g6.Port + 8000})
+			want = append(want, config.Service{Group: g6, Port: g6.Port + 8000, Weight: config.DefaultWeight})
 		}
 		var got []config.Service
 		for _, s := range n.Groups {
@@ -233,7 +233,7 @@ func checkEdge(t *testing.T, o Options, l *Lab, j int, n Node) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got = append(got, config.Service{Group: gg, Port: s.Port})
+			got = append(got, config.Service{Group: gg, Port: s.Port, Weight: config.DefaultWeight})
 		}
 		if !reflect.DeepEqual(e.Groups, want) || !reflect.DeepEqual(got, want) || n.WGQuick != "" {
 			t.Errorf("%s: groups %v / %v, want %v", n.Name, e.Groups, n.Groups, want)
@@ -395,7 +395,7 @@ func TestGenerateIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(tc.Groups) != "[{100.65.0.2:80/tcp 8080} {[fd65::2]:80/tcp 8080}]" {
+	if fmt.Sprint(tc.Groups) != "[{100.65.0.2:80/tcp 8080 select=proximity replicate=0 scope=any 1} {[fd65::2]:80/tcp 8080 select=proximity replicate=0 scope=any 1}]" {
 		t.Errorf("t3.toml groups %v", tc.Groups)
 	}
 	// Proxies let each target join both twins.

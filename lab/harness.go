@@ -35,6 +35,7 @@ type Harness struct {
 	mu      sync.Mutex
 	binds   map[string]*tunnel.LossyBind // every node's underlay, by name; guarded by mu
 	servers []func()
+	served  map[string]bool // targets ServeTargets has served
 	tempDir bool
 }
 
@@ -48,6 +49,8 @@ type HarnessOptions struct {
 	// Generated, if set, sees the lab after it is written and before any
 	// node starts.
 	Generated func(*Lab)
+	// Hold names nodes that Start does not start; StartNode starts them.
+	Hold []string
 }
 
 // Start generates a lab of the given shape on loopback and starts all of it.
@@ -95,36 +98,66 @@ func start(shape Options, hopts HarnessOptions) (h *Harness, err error) {
 		hopts.Generated(h.Lab)
 	}
 	for _, nd := range h.Lab.Nodes {
-		path := filepath.Join(h.Dir, nd.Config)
-		nopts := h.nodeOptions(nd.Name)
-		switch nd.Role {
-		case config.RoleProxy:
-			cfg, err := config.LoadProxy(path)
-			if err != nil {
-				return h, err
-			}
-			p, err := node.StartProxy(cfg, nopts)
-			if err != nil {
-				return h, fmt.Errorf("%w: %v", errPortsTaken, err)
-			}
-			h.Proxies[nd.Name] = p
-		default:
-			load := config.LoadClient
-			if nd.Role == config.RoleTarget {
-				load = config.LoadTarget
-			}
-			cfg, err := load(path)
-			if err != nil {
-				return h, err
-			}
-			e, err := node.StartEdge(cfg, nopts)
-			if err != nil {
-				return h, fmt.Errorf("%w: %v", errPortsTaken, err)
-			}
-			h.Edges[nd.Name] = e
+		if slices.Contains(hopts.Hold, nd.Name) {
+			continue
+		}
+		if err := h.startNode(nd); err != nil {
+			return h, err
 		}
 	}
 	return h, nil
+}
+
+func (h *Harness) startNode(nd Node) error {
+	path := filepath.Join(h.Dir, nd.Config)
+	nopts := h.nodeOptions(nd.Name)
+	switch nd.Role {
+	case config.RoleProxy:
+		cfg, err := config.LoadProxy(path)
+		if err != nil {
+			return err
+		}
+		p, err := node.StartProxy(cfg, nopts)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errPortsTaken, err)
+		}
+		h.mu.Lock()
+		h.Proxies[nd.Name] = p
+		h.mu.Unlock()
+	default:
+		load := config.LoadClient
+		if nd.Role == config.RoleTarget {
+			load = config.LoadTarget
+		}
+		cfg, err := load(path)
+		if err != nil {
+			return err
+		}
+		e, err := node.StartEdge(cfg, nopts)
+		if err != nil {
+			return fmt.Errorf("%w: %v", errPortsTaken, err)
+		}
+		h.mu.Lock()
+		h.Edges[nd.Name] = e
+		h.mu.Unlock()
+	}
+	return nil
+}
+
+// StartNode starts a node that HarnessOptions.Hold kept back.
+func (h *Harness) StartNode(name string) error {
+	nd := h.Node(name)
+	if nd == nil {
+		return fmt.Errorf("lab: no node %s", name)
+	}
+	h.mu.Lock()
+	_, p := h.Proxies[name]
+	_, e := h.Edges[name]
+	h.mu.Unlock()
+	if p || e {
+		return fmt.Errorf("lab: %s is running", name)
+	}
+	return h.startNode(*nd)
 }
 
 // freePorts finds n consecutive UDP ports that are free right now, on both
@@ -432,6 +465,9 @@ func (h *Harness) Consistent() error {
 	groups := h.groups()
 	for _, name := range h.Names(config.RoleTarget) {
 		e := h.Edges[name]
+		if e == nil {
+			continue // held back, not started
+		}
 		home := e.Config.Proxies[0].Name
 		for _, s := range e.Config.Groups {
 			var at []string

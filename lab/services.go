@@ -20,10 +20,18 @@ import (
 // ServeTargets starts, in every target's netstack and for each of its groups,
 // a service on the group's local port that answers every request (a line over
 // TCP, a datagram over UDP) with "NAME: request", so that the caller sees which
-// target answered.
+// target answered. Targets it served before are left alone, so it may be
+// called again after StartNode.
 func (h *Harness) ServeTargets() error {
 	for name, e := range h.Edges {
-		if e.Config.Role != config.RoleTarget {
+		h.mu.Lock()
+		done := h.served[name]
+		if h.served == nil {
+			h.served = map[string]bool{}
+		}
+		h.served[name] = true
+		h.mu.Unlock()
+		if done || e.Config.Role != config.RoleTarget {
 			continue
 		}
 		// Twin groups (IPv4 and IPv6, same port) share one service per

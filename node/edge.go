@@ -88,7 +88,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 	if cfg.Role == config.RoleTarget {
 		var groups []overlay.Membership
 		for _, s := range cfg.Groups {
-			groups = append(groups, overlay.Membership{Group: s.Group, Port: s.Port})
+			groups = append(groups, overlay.Membership{Group: s.Group, Port: s.Port, Policy: s.Policy, Weight: s.Weight})
 		}
 		e.Target, err = overlay.StartTarget(overlay.TargetConfig{
 			Name:        cfg.Name,

@@ -55,6 +55,7 @@ type Proxy struct {
 	stop    chan struct{}
 	done    sync.WaitGroup
 	once    sync.Once
+	mu      sync.Mutex // guards Device while StartProxy sets it
 }
 
 // StartProxy starts the proxy that cfg describes.
@@ -72,10 +73,10 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
 	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, now: now, stop: make(chan struct{})}
-	members := []overlay.Member{{Name: cfg.Name, Addr: self, Cluster: cfg.Cluster}}
+	members := []overlay.Member{{Name: cfg.Name, Addr: self, Addr6: cfg.Addr6(), Cluster: cfg.Cluster, PublicKey: cfg.PublicKey, Endpoint: cfg.Listen}}
 	var peers []tunnel.Peer
 	for _, pp := range cfg.Proxies {
-		members = append(members, overlay.Member{Name: pp.Name, Addr: pp.Addr4(), Cluster: pp.Cluster})
+		members = append(members, overlay.Member{Name: pp.Name, Addr: pp.Addr4(), Addr6: pp.Addr6(), Cluster: pp.Cluster, PublicKey: pp.PublicKey, Endpoint: pp.Endpoint})
 		// The keepalive makes every proxy handshake with every other as soon
 		// as it starts. Without it, the first control messages between two
 		// proxies often set off handshakes from both ends at once, which
@@ -91,16 +92,24 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		peers = append(peers, tunnel.Peer{PublicKey: e.PublicKey, AllowedIPs: hostPrefixes(e.Address)})
 	}
 	p.tun = tunnel.NewMemTUN(cfg.Name, cfg.MTU, p.handle)
+	bind := tunnel.NewSideBind(opts.Bind, overlay.UnderlayMagic)
+	var meshKey []byte
+	if cfg.MeshKey != nil {
+		meshKey = cfg.MeshKey[:]
+	}
 	p.Overlay, err = overlay.NewProxy(overlay.ProxyConfig{
-		Self:        members[0],
-		Members:     members,
-		Edges:       edges,
-		Replicas:    cfg.RAPReplicas,
-		ControlPort: cfg.ControlPort,
-		Router:      r,
-		Send:        p.tun.Inject,
-		Now:         now,
-		OnEvent:     opts.OnEvent,
+		Self:         members[0],
+		Members:      members,
+		MeshKey:      meshKey,
+		AddPeer:      p.addPeer,
+		SendUnderlay: bind.SendTo,
+		Edges:        edges,
+		Replicas:     cfg.RAPReplicas,
+		ControlPort:  cfg.ControlPort,
+		Router:       r,
+		Send:         p.tun.Inject,
+		Now:          now,
+		OnEvent:      opts.OnEvent,
 
 		TargetTimeout: cfg.TargetTimeout,
 		CacheTTL:      cfg.CacheTTL,
@@ -110,10 +119,19 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
-	p.Device, err = tunnel.NewDevice(p.tun, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
+	bind.SetHandler(p.Overlay.HandleUnderlay)
+	dev, err := tunnel.NewDevice(p.tun, bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
 		p.tun.Close()
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
+	}
+	p.mu.Lock()
+	p.Device = dev
+	p.mu.Unlock()
+	if cfg.Listen.Port() == 0 {
+		if port, err := dev.ListenPort(); err == nil {
+			p.Overlay.SetEndpoint(netip.AddrPortFrom(cfg.Listen.Addr(), port))
+		}
 	}
 	if opts.UAPI {
 		if p.uapi, err = p.Device.ListenUAPI(cfg.InterfaceName); err != nil {
@@ -132,6 +150,9 @@ func (p *Proxy) handle(buf []byte, start, end int) (int, int, bool) {
 	res := p.Router.Route(buf, start, end, p.now())
 	switch res.Action {
 	case router.Forward:
+		if res.Copies > 0 {
+			p.injectCopies(&res)
+		}
 		return res.Start, res.End, true
 	case router.Control:
 		p.Overlay.HandleControl(res.Src, res.Dst, buf[res.Start:res.End])
@@ -165,6 +186,32 @@ func (p *Proxy) timers() {
 			p.Overlay.HealthTick()
 		}
 	}
+}
+
+// injectCopies sends the extra packets of a replicated datagram (a group
+// with replicate ≥ 2); the main packet goes the usual way.
+func (p *Proxy) injectCopies(res *router.Result) {
+	dst := make([]byte, res.End-res.Start)
+	for i := range res.Copies {
+		if s, e, ok := p.Router.Copy(res, i, dst); ok {
+			p.tun.Inject(dst[s:e])
+		}
+	}
+}
+
+// addPeer makes a proxy learned at run time a WireGuard peer.
+func (p *Proxy) addPeer(m overlay.Member, keepalive bool) error {
+	p.mu.Lock()
+	dev := p.Device
+	p.mu.Unlock()
+	if dev == nil {
+		return fmt.Errorf("device not up yet")
+	}
+	pr := tunnel.Peer{PublicKey: m.PublicKey, Endpoint: m.Endpoint, AllowedIPs: hostPrefixes(m.Addrs())}
+	if keepalive {
+		pr.Keepalive = proxyKeepalive
+	}
+	return dev.AddPeer(pr)
 }
 
 // ListenPort is the UDP port WireGuard listens on.

@@ -19,6 +19,11 @@ type AttachConfig struct {
 	Interval time.Duration // between probes of one candidate; default 200 ms
 	Timeout  time.Duration // a probe unanswered this long is a miss; default Interval
 	Misses   int           // consecutive misses that make a candidate dead; default 3
+	// StartMisses is Misses for a candidate that has never answered: its
+	// first WireGuard handshake may take a while on a busy host, and an
+	// edge that gives up on its preferred proxy then moves for nothing.
+	// Default 10 (2 s at the default Interval).
+	StartMisses int
 	// A live candidate replaces the current proxy only when its smoothed RTT
 	// is lower by at least Margin (fraction of the current RTT) and MinGain,
 	// continuously for Hold.
@@ -38,12 +43,13 @@ type AttachConfig struct {
 // 5 s. The margins are wide because a busy proxy answers probes late: a
 // stream through it must not push its client away.
 var DefaultAttachConfig = AttachConfig{
-	Interval: 200 * time.Millisecond,
-	Misses:   3,
-	Margin:   0.3,
-	MinGain:  5 * time.Millisecond,
-	Hold:     5 * time.Second,
-	Alpha:    0.25,
+	Interval:    200 * time.Millisecond,
+	Misses:      3,
+	StartMisses: 10,
+	Margin:      0.3,
+	MinGain:     5 * time.Millisecond,
+	Hold:        5 * time.Second,
+	Alpha:       0.25,
 }
 
 func (c AttachConfig) withDefaults() AttachConfig {
@@ -56,6 +62,9 @@ func (c AttachConfig) withDefaults() AttachConfig {
 	}
 	if c.Misses <= 0 {
 		c.Misses = d.Misses
+	}
+	if c.StartMisses <= 0 {
+		c.StartMisses = max(d.StartMisses, c.Misses)
 	}
 	if c.Margin <= 0 {
 		c.Margin = d.Margin
@@ -137,7 +146,15 @@ func (s *Selector) Observe(i int, ok bool, rtt time.Duration, now time.Time) {
 }
 
 // dead reports whether candidate i has missed enough probes to be given up.
-func (s *Selector) dead(i int) bool { return s.cands[i].Misses >= s.cfg.Misses }
+func (s *Selector) dead(i int) bool { return s.cands[i].Misses >= s.deadAfter(i) }
+
+// deadAfter is how many misses in a row make candidate i dead.
+func (s *Selector) deadAfter(i int) int {
+	if s.cands[i].LastOK.IsZero() {
+		return s.cfg.StartMisses
+	}
+	return s.cfg.Misses
+}
 
 // Decide returns the current candidate after applying the rule at now, and
 // whether it just changed: at once away from a dead current proxy (to the
@@ -327,7 +344,7 @@ func (a *Attacher) observe(i int, ok bool, rtt time.Duration) {
 	defer a.mu.Unlock()
 	now := time.Now()
 	a.sel.Observe(i, ok, rtt, now)
-	if m := a.sel.cands[i].Misses; a.cfg.Reset != nil && m >= a.cfg.Misses && (m-a.cfg.Misses)%ResetEvery == 0 {
+	if m, n := a.sel.cands[i].Misses, a.sel.deadAfter(i); a.cfg.Reset != nil && m >= n && (m-n)%ResetEvery == 0 {
 		a.cfg.Reset(i, i == a.applied)
 	}
 	wasDead := a.sel.dead(a.applied)

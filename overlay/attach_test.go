@@ -151,7 +151,7 @@ func TestSelectorBriefGainResetsHold(t *testing.T) {
 
 func TestSelectorNowhereToGo(t *testing.T) {
 	s, now := newTestSelector()
-	for i := 0; i < 5; i++ {
+	for i := 0; i < DefaultAttachConfig.StartMisses; i++ {
 		now = now.Add(200 * time.Millisecond)
 		if cur, moved := round(s, now, 0, 0, 0); moved || cur != 0 {
 			t.Fatalf("moved to %d with every proxy silent", cur)
@@ -167,6 +167,39 @@ func TestSelectorNowhereToGo(t *testing.T) {
 		now = now.Add(200 * time.Millisecond)
 		if _, moved := round(s, now, 3*time.Millisecond, 0, 3*time.Millisecond); moved {
 			t.Fatal("moved back at equal RTT")
+		}
+	}
+}
+
+// TestSelectorStartGrace: a preferred proxy that has not answered yet (its
+// first handshake may be slow) is given StartMisses probes, not Misses,
+// before the edge moves away; once it has answered, Misses again.
+func TestSelectorStartGrace(t *testing.T) {
+	s, now := newTestSelector()
+	ms := time.Millisecond
+	start := DefaultAttachConfig.StartMisses
+	for i := 1; i < start; i++ {
+		now = now.Add(200 * ms)
+		if _, moved := round(s, now, 0, 5*ms, 5*ms); moved {
+			t.Fatalf("moved after %d misses of a proxy not heard yet, want %d", i, start)
+		}
+	}
+	now = now.Add(200 * ms)
+	if cur, moved := round(s, now, 0, 5*ms, 6*ms); !moved || cur != 1 {
+		t.Fatalf("after %d misses: current %d moved %v, want p2", start, cur, moved)
+	}
+	// p2 has answered: three misses are enough now.
+	for i := 1; ; i++ {
+		now = now.Add(200 * ms)
+		cur, moved := round(s, now, 0, 0, 6*ms)
+		if moved {
+			if i != 3 || cur != 2 {
+				t.Fatalf("left p2 for %d after %d misses, want p3 after 3", cur, i)
+			}
+			break
+		}
+		if i > 3 {
+			t.Fatal("did not leave p2 after 3 misses")
 		}
 	}
 }

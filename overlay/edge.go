@@ -16,8 +16,10 @@ import (
 // Membership is one group a target joins, with the local port its service
 // listens on.
 type Membership struct {
-	Group router.Group
-	Port  uint16
+	Group  router.Group
+	Port   uint16
+	Policy router.Policy // the group's, as this target states it
+	Weight int           // this target's share under load; 0 means 1
 }
 
 // TargetConfig is what a target's control plane needs.
@@ -25,7 +27,7 @@ type TargetConfig struct {
 	Name        string
 	Groups      []Membership
 	ControlPort uint16
-	Keepalive   time.Duration // default 5s
+	Keepalive   time.Duration // default 1s
 	// Dial opens a UDP socket to raddr on the target's host interface.
 	Dial func(raddr netip.AddrPort) (net.Conn, error)
 	// OnEvent, if set, hears "joined", "refused" and "rejoin" events.
@@ -58,7 +60,7 @@ func StartTarget(cfg TargetConfig) (*Target, error) {
 		return nil, errors.New("overlay: target needs a dialer")
 	}
 	if cfg.Keepalive <= 0 {
-		cfg.Keepalive = 5 * time.Second
+		cfg.Keepalive = time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Target{cfg: cfg, cancel: cancel, joined: map[router.Group]bool{}, errs: map[router.Group]string{}, change: make(chan struct{})}
@@ -187,6 +189,7 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 		req := Message{Type: typ, Seq: seq, Group: m.Group, Port: m.Port, Name: t.cfg.Name}
 		if typ == TypeJoin {
 			req.Incarnation = t.epoch.Add(1)
+			req.Policy, req.Weight, req.Keepalive = m.Policy, uint32(max(m.Weight, 1)), t.cfg.Keepalive
 		}
 		b, err := req.AppendBinary(nil)
 		if err != nil {

@@ -42,7 +42,30 @@ const (
 	StateAlive MemberState = iota
 	StateSuspect
 	StateDead
+	// StateJoining: a proxy learned at run time that has not yet been
+	// heard from. It is neither probed nor sent anything until it speaks
+	// (the newcomer makes the first contact, so that two WireGuard
+	// handshakes never cross: crossed ones stall for 5 s), or until
+	// joinQuiet has passed.
+	StateJoining
 )
+
+// startGrace is how long a member this proxy has not heard from yet is
+// probed before it is suspected: the first WireGuard handshakes of a
+// proxy that just started take a while on a busy host, and a death
+// declared for that would move RAP duties back and forth for nothing.
+const startGrace = 2 * time.Second
+
+// missesFor is how many unanswered probes in a row make m a suspect.
+func (h *health) missesFor(m *mstate) int {
+	if m.heard {
+		return h.cfg.ProbeMisses
+	}
+	return max(h.cfg.ProbeMisses, int(startGrace/h.cfg.ProbeInterval))
+}
+
+// joinQuiet is how long a joining member is left to make first contact.
+const joinQuiet = 3 * time.Second
 
 // String names s.
 func (s MemberState) String() string {
@@ -53,6 +76,8 @@ func (s MemberState) String() string {
 		return "suspect"
 	case StateDead:
 		return "dead"
+	case StateJoining:
+		return "joining"
 	}
 	return "state(?)"
 }
@@ -128,8 +153,10 @@ type mstate struct {
 	outstanding int   // probes sent since the last ack
 	sent        [probeWindow]sentProbe
 	next        int
-	suspectAt   int64
+	suspectAt   int64 // StateJoining: when it was added
 	lastProbe   int64
+	deadAt      int64 // when it last became dead here
+	heard       bool  // it has said something since this proxy started
 }
 
 // relay is a probe this proxy sends for another (ProbeReq).
@@ -144,9 +171,10 @@ type change struct {
 	dead    []Member // newly dead
 	revived []Member // dead → alive
 	reset   []Member // alive at a new incarnation: restarted, state lost
+	added   []Member // new to this proxy and alive (joining → alive, or learned alive)
 }
 
-func (c *change) empty() bool { return len(c.dead)+len(c.revived)+len(c.reset) == 0 }
+func (c *change) empty() bool { return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added) == 0 }
 
 // health is the failure detector of one proxy. It is transport-agnostic:
 // send delivers a message to a member's control port, now is the clock,
@@ -233,7 +261,7 @@ func (h *health) watchedLocked() map[string]bool {
 	others := map[string][]*mstate{}
 	for _, name := range h.order {
 		m := h.members[name]
-		if m.state == StateDead {
+		if m.state == StateDead || m.state == StateJoining {
 			continue
 		}
 		if m.Cluster == h.self.Cluster {
@@ -294,7 +322,7 @@ func (h *health) probeLocked(out []outMsg, m *mstate, now int64, indirect bool) 
 func (h *health) broadcastLocked(out []outMsg, msg Message, except ...netip.Addr) []outMsg {
 	for _, name := range h.order {
 		m := h.members[name]
-		if m.state == StateDead || slices.Contains(except, m.Addr) {
+		if m.state == StateDead || m.state == StateJoining || slices.Contains(except, m.Addr) {
 			continue
 		}
 		out = append(out, outMsg{m.Addr, msg})
@@ -312,6 +340,9 @@ func (h *health) tick() {
 		h.announced = true
 		// Everyone, dead or not: a restart must be heard.
 		for _, name := range h.order {
+			if h.members[name].state == StateJoining {
+				continue
+			}
 			out = append(out, outMsg{h.members[name].Addr, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc}})
 			h.stats.alives++
 		}
@@ -325,6 +356,14 @@ func (h *health) tick() {
 	for _, name := range h.order {
 		m := h.members[name]
 		switch {
+		case m.state == StateJoining:
+			if now-m.suspectAt < int64(joinQuiet) {
+				continue
+			}
+			// It never called: call it.
+			m.state = StateAlive
+			ch.added = append(ch.added, m.Member)
+			continue
 		case m.state == StateDead:
 			if now-m.lastProbe >= int64(h.cfg.DeadProbeInterval) {
 				m.lastProbe = now
@@ -338,7 +377,7 @@ func (h *health) tick() {
 			}
 			continue
 		}
-		if m.state == StateAlive && m.outstanding >= h.cfg.ProbeMisses {
+		if m.state == StateAlive && m.outstanding >= h.missesFor(m) {
 			m.state, m.suspectAt = StateSuspect, now
 			// Ask helpers to probe it for us: a different path, and a
 			// second opinion before a death is declared.
@@ -351,7 +390,7 @@ func (h *health) tick() {
 			}
 		}
 		if m.state == StateSuspect && now-m.suspectAt >= int64(h.cfg.ConfirmTimeout) {
-			m.state, m.outstanding, m.lastProbe = StateDead, 0, now
+			m.state, m.outstanding, m.lastProbe, m.deadAt = StateDead, 0, now, now
 			h.stats.fails++
 			ch.dead = append(ch.dead, m.Member)
 			out = h.broadcastLocked(out, Message{Type: TypeFail, Name: m.Name, Incarnation: m.inc}, m.Addr)
@@ -398,6 +437,12 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 	if from == nil {
 		h.mu.Unlock()
 		return
+	}
+	from.heard = true
+	if from.state == StateJoining {
+		// Its first word: the newcomer's handshake is done, talk back.
+		from.state, from.outstanding = StateAlive, 0
+		ch.added = append(ch.added, from.Member)
 	}
 	switch msg.Type {
 	case TypeProbe:
@@ -466,6 +511,9 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 			wasDead := m.state == StateDead
 			m.state, m.inc, m.outstanding, m.lastProbe = StateDead, msg.Incarnation, 0, now
 			if !wasDead {
+				m.deadAt = now
+			}
+			if !wasDead {
 				ch.dead = append(ch.dead, m.Member)
 				// Forward once: new to us, so maybe new to others.
 				out = h.broadcastLocked(out, *msg, src, m.Addr)
@@ -491,6 +539,10 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 
 // newIncarnationLocked applies Alive(inc) for m, inc > m.inc.
 func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc uint32, src netip.Addr) []outMsg {
+	if m.state == StateJoining {
+		m.inc = inc // news from a third proxy: still wait for its own word
+		return out
+	}
 	old, oldInc := m.state, m.inc
 	m.inc, m.state, m.outstanding = inc, StateAlive, 0
 	switch {
@@ -554,10 +606,78 @@ func (h *health) live() []Member {
 	defer h.mu.Unlock()
 	out := []Member{h.self}
 	for _, name := range h.order {
-		if m := h.members[name]; m.state != StateDead {
+		if m := h.members[name]; m.state != StateDead && m.state != StateJoining {
 			out = append(out, m.Member)
 		}
 	}
 	slices.SortFunc(out, func(a, b Member) int { return compareStrings(a.Name, b.Name) })
 	return out
+}
+
+// add makes m, learned at run time, a member at incarnation inc in state
+// StateAlive, StateDead or StateJoining; announce sends it this proxy's
+// Alive (a newcomer's first contact). It returns false when m is known.
+func (h *health) add(m Member, inc uint32, state MemberState, announce bool) bool {
+	if m.Name == h.self.Name {
+		return false
+	}
+	now := h.now()
+	var out []outMsg
+	var ch change
+	h.mu.Lock()
+	if h.members[m.Name] != nil || h.byAddr[m.Addr] != nil {
+		h.mu.Unlock()
+		return false
+	}
+	ms := &mstate{Member: m, state: state, inc: inc, suspectAt: now, lastProbe: now}
+	if state == StateDead {
+		ms.deadAt = now
+	}
+	h.members[m.Name] = ms
+	h.byAddr[m.Addr] = ms
+	h.order = append(h.order, m.Name)
+	slices.Sort(h.order)
+	if state == StateAlive {
+		ch.added = append(ch.added, m)
+	}
+	if announce && state != StateJoining {
+		h.stats.alives++
+		out = append(out, outMsg{m.Addr, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc}})
+	}
+	h.mu.Unlock()
+	h.flush(out, ch)
+	return true
+}
+
+// state is how this proxy sees the member called name, and its incarnation.
+func (h *health) state(name string) (MemberState, uint32, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if name == h.self.Name {
+		return StateAlive, h.inc, true
+	}
+	m := h.members[name]
+	if m == nil {
+		return 0, 0, false
+	}
+	return m.state, m.inc, true
+}
+
+// incarnation is this proxy's current incarnation.
+func (h *health) incarnation() uint32 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.inc
+}
+
+// deadSince is when the member called name last became dead here; false
+// if it never did.
+func (h *health) deadSince(name string) (int64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := h.members[name]
+	if m == nil || m.deadAt == 0 {
+		return 0, false
+	}
+	return m.deadAt, true
 }

@@ -3,7 +3,10 @@ package overlay
 // The IAP role: resolving groups for the router through their RAPs.
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
+	"time"
 
 	"github.com/pias-net/pias/router"
 )
@@ -38,12 +41,12 @@ func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
 	if name == p.cfg.Self.Name {
 		// This proxy is a RAP of the group: answer from its own table.
 		p.mu.Lock()
-		japs := p.japsLocked(g, p.cfg.Now())
+		japs, pol := p.japsLocked(g, p.cfg.Now())
 		p.mu.Unlock()
-		p.handleResolveReply(&Message{Type: TypeResolveReply, Seq: seq, Group: g, TTL: p.cfg.CacheTTL, JAPs: japs})
+		p.handleResolveReply(&Message{Type: TypeResolveReply, Seq: seq, Group: g, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol})
 		return
 	}
-	p.send(p.selfPort(), netip.AddrPortFrom(p.byName[name].Addr, p.cfg.ControlPort), &m)
+	p.send(p.selfPort(), netip.AddrPortFrom(p.addrOf(name), p.cfg.ControlPort), &m)
 }
 
 func (p *Proxy) handleResolveReply(m *Message) {
@@ -55,8 +58,50 @@ func (p *Proxy) handleResolveReply(m *Message) {
 	}
 	delete(p.pending, m.Group)
 	p.mu.Unlock()
-	p.emit(Event{Kind: "resolved", Group: m.Group, JAPs: m.JAPs})
-	for _, pkt := range p.cfg.Router.Resolved(m.Group, m.JAPs, m.TTL, p.cfg.Now()) {
+	japs := p.rankJAPs(m.JAPs)
+	p.emit(Event{Kind: "resolved", Group: m.Group, JAPs: japs, Reason: m.Policy.String()})
+	for _, pkt := range p.cfg.Router.ResolvedPolicy(m.Group, m.Policy, japs, m.TTL, p.cfg.Now()) {
 		p.cfg.Send(pkt)
 	}
+}
+
+// rankJAPs orders a group's JAPs by distance from this proxy, nearest
+// first, and marks those of its cluster (proximity and scoping). The
+// distance is the health probes' smoothed RTT; a JAP this proxy does not
+// probe is as far as the members of its cluster that it does probe, on
+// average; a JAP of a cluster it measures nothing of comes last (ordered
+// as the RAP sent them). This proxy itself is at distance zero.
+func (p *Proxy) rankJAPs(japs []router.JAP) []router.JAP {
+	out := slices.Clone(japs)
+	tbl := p.members.Load()
+	rtt := map[string]time.Duration{}
+	sum, cnt := map[string]time.Duration{}, map[string]int{}
+	for _, mi := range p.Members() {
+		if mi.RTT > 0 && mi.State != StateDead {
+			rtt[mi.Name] = mi.RTT
+			sum[mi.Cluster] += mi.RTT
+			cnt[mi.Cluster]++
+		}
+	}
+	const unknown = time.Duration(1<<63 - 1)
+	dist := func(j router.JAP) time.Duration {
+		m, ok := tbl.byAddr[j.Addr]
+		switch {
+		case j.Addr == p.cfg.Self.Addr:
+			return 0
+		case !ok:
+			return unknown
+		case rtt[m.Name] > 0:
+			return rtt[m.Name]
+		case cnt[m.Cluster] > 0:
+			return sum[m.Cluster] / time.Duration(cnt[m.Cluster])
+		}
+		return unknown
+	}
+	for i := range out {
+		m, ok := tbl.byAddr[out[i].Addr]
+		out[i].SameCluster = out[i].Addr == p.cfg.Self.Addr || (ok && m.Cluster == p.cfg.Self.Cluster)
+	}
+	slices.SortStableFunc(out, func(a, b router.JAP) int { return cmp.Compare(dist(a), dist(b)) })
+	return out
 }

@@ -15,8 +15,10 @@ import (
 
 // report is what a JAP last told a group's RAPs: the count and when.
 type report struct {
-	count int
-	at    int64
+	count  int
+	weight int
+	policy router.Policy
+	at     int64
 }
 
 func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
@@ -29,7 +31,10 @@ func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
 			p.emit(Event{Kind: "refuse", Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
 			break
 		}
-		p.join(src.Addr(), m)
+		if why := p.join(src.Addr(), m); why != "" {
+			reply.Status, reply.Reason = StatusRefused, why
+			p.emit(Event{Kind: "refuse", Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
+		}
 	case TypeKeepalive:
 		reply.Type = TypeKeepaliveAck
 		if !p.keepalive(src.Addr(), m.Group) {
@@ -54,13 +59,34 @@ func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
 	return ""
 }
 
-func (p *Proxy) join(addr netip.Addr, m *Message) {
+// join takes a target into a group, or says why not: a group has one
+// policy, stated alike by every target that joins it (the first one here
+// sets it; a later one that states another is refused, so that nobody's
+// traffic is split by a policy its owner did not choose).
+func (p *Proxy) join(addr netip.Addr, m *Message) string {
 	p.mu.Lock()
 	ts := p.local[m.Group]
+	if imp, ok := p.imposed[m.Group]; ok && len(ts) == 0 {
+		if p.cfg.Now() < imp.until && imp.policy != m.Policy {
+			p.mu.Unlock()
+			return fmt.Sprintf("group %s has policy %v (its RAPs say, from targets that joined first elsewhere); this join asks for %v", m.Group, imp.policy, m.Policy)
+		}
+		delete(p.imposed, m.Group)
+	}
+	if pol, ok := p.policy[m.Group]; ok && len(ts) > 0 && pol != m.Policy {
+		if _, self := ts[addr]; !self || len(ts) > 1 {
+			p.mu.Unlock()
+			return fmt.Sprintf("group %s has policy %v here; this join asks for %v", m.Group, pol, m.Policy)
+		}
+	}
 	if ts == nil {
 		ts = map[netip.Addr]*target{}
 		p.local[m.Group] = ts
 	}
+	if p.policy == nil {
+		p.policy = map[router.Group]router.Policy{}
+	}
+	p.policy[m.Group] = m.Policy
 	t, known := ts[addr]
 	if !known || t.port != m.Port {
 		p.stats.Joins++
@@ -69,14 +95,27 @@ func (p *Proxy) join(addr netip.Addr, m *Message) {
 		t = &target{}
 		ts[addr] = t
 	}
-	t.name, t.port, t.lastSeen, t.epoch = m.Name, m.Port, p.cfg.Now(), m.Incarnation
+	t.name, t.port, t.lastSeen, t.epoch, t.weight = m.Name, m.Port, p.cfg.Now(), m.Incarnation, int(m.Weight)
+	t.timeout = p.targetTimeout(m.Keepalive)
 	p.mu.Unlock()
-	p.cfg.Router.AddTarget(m.Group, netip.AddrPortFrom(addr, m.Port))
+	p.cfg.Router.SetPolicy(m.Group, m.Policy)
+	p.cfg.Router.AddTargetWeight(m.Group, netip.AddrPortFrom(addr, m.Port), max(int(m.Weight), 1))
 	if !known {
 		p.emit(Event{Kind: "join", Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
 		p.register(m.Group, false)
 		p.tellMoved(addr, m)
 	}
+	return ""
+}
+
+// targetTimeout is how long a target that sends keepalives every ka may
+// stay silent: three missed keepalives and a little, at most the proxy's
+// TargetTimeout (ka 0: a target that did not say).
+func (p *Proxy) targetTimeout(ka time.Duration) time.Duration {
+	if ka <= 0 {
+		return p.cfg.TargetTimeout
+	}
+	return min(3*ka+ka/2, p.cfg.TargetTimeout)
 }
 
 // NoTarget tells the IAP at iap that this proxy has no target for g any
@@ -127,8 +166,8 @@ func (p *Proxy) tellMoved(addr netip.Addr, m *Message) {
 		if name == p.cfg.Self.Name {
 			continue
 		}
-		if mb, ok := p.byName[name]; ok {
-			p.send(p.selfPort(), netip.AddrPortFrom(mb.Addr, p.cfg.ControlPort), &moved)
+		if a := p.addrOf(name); a.IsValid() {
+			p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), &moved)
 		}
 	}
 }
@@ -152,6 +191,9 @@ func (p *Proxy) leave(addr netip.Addr, g router.Group, kind string) {
 		if len(p.local[g]) == 0 {
 			delete(p.local, g)
 		}
+	}
+	if len(p.local[g]) == 0 {
+		delete(p.policy, g)
 	}
 	p.mu.Unlock()
 	if t == nil {
@@ -190,17 +232,16 @@ func (p *Proxy) register(g router.Group, force bool) {
 
 // countLocked is how many targets joined here for g; for an echo
 // pseudo-group, for any group of its IP.
-func (p *Proxy) countLocked(g router.Group) int {
-	if !g.IsEcho() {
-		return len(p.local[g])
-	}
-	n := 0
+func (p *Proxy) countLocked(g router.Group) (n, weight int) {
 	for lg, ts := range p.local {
-		if lg.Addr == g.Addr {
+		if lg == g || (g.IsEcho() && lg.Addr == g.Addr) {
 			n += len(ts)
+			for _, t := range ts {
+				weight += max(t.weight, 1)
+			}
 		}
 	}
-	return n
+	return n, weight
 }
 
 // report sends g's count to its RAPs if force or the rule says so, and
@@ -209,13 +250,17 @@ func (p *Proxy) report(g router.Group, force bool) {
 	p.regMu.Lock()
 	defer p.regMu.Unlock()
 	p.mu.Lock()
-	n := p.countLocked(g)
+	n, w := p.countLocked(g)
+	pol := p.policy[g]
 	r := p.reported[g]
-	last := 0
+	last, lastW := 0, 0
 	if r != nil {
-		last = r.count
+		last, lastW = r.count, r.weight
 	}
-	if (r == nil && n == 0) || (!force && !shouldReport(last, n, p.cfg.Inaccuracy)) {
+	if r != nil && r.policy != pol {
+		force = true
+	}
+	if (r == nil && n == 0) || (!force && !shouldReport(last, n, p.cfg.Inaccuracy) && !shouldReport(lastW, w, p.cfg.Inaccuracy)) {
 		if last != n {
 			p.stats.RegistersSuppressed++
 		}
@@ -225,16 +270,16 @@ func (p *Proxy) report(g router.Group, force bool) {
 	if n == 0 {
 		delete(p.reported, g)
 	} else {
-		p.reported[g] = &report{count: n, at: p.cfg.Now()}
+		p.reported[g] = &report{count: n, weight: w, policy: pol, at: p.cfg.Now()}
 	}
 	p.mu.Unlock()
-	p.registerCount(g, n)
+	p.registerCount(g, n, w, pol)
 }
 
-func (p *Proxy) registerCount(g router.Group, n int) {
+func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy) {
 	raps := p.RAPs(g)
-	p.emit(Event{Kind: "register", Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n}}})
-	m := Message{Type: TypeRegister, Group: g, Name: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL}
+	p.emit(Event{Kind: "register", Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
+	m := Message{Type: TypeRegister, Group: g, Name: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight)}
 	p.mu.Lock()
 	p.stats.RegistersSent += uint64(len(raps))
 	p.mu.Unlock()
@@ -247,6 +292,41 @@ func (p *Proxy) registerCount(g router.Group, n int) {
 		p.seq++
 		m.Seq = p.seq
 		p.mu.Unlock()
-		p.send(p.selfPort(), netip.AddrPortFrom(p.byName[name].Addr, p.cfg.ControlPort), &m)
+		p.send(p.selfPort(), netip.AddrPortFrom(p.addrOf(name), p.cfg.ControlPort), &m)
+	}
+}
+
+// imposedPolicy is a group's policy as its RAPs told this JAP after a
+// conflict: joins that state another are refused until it expires (the
+// RAPs' state is soft too).
+type imposedPolicy struct {
+	policy router.Policy
+	until  int64
+}
+
+// handlePolicy takes a RAP's word that a group has another policy than the
+// targets joined here state: they are dropped, and their joins (and any
+// like them) are refused while it holds. A target learns it at its next
+// keepalive ("unknown"), joins again, and is refused with the reason.
+func (p *Proxy) handlePolicy(rap netip.Addr, m *Message) {
+	p.mu.Lock()
+	pol, ok := p.policy[m.Group]
+	if !ok || pol == m.Policy {
+		p.mu.Unlock()
+		return
+	}
+	if p.imposed == nil {
+		p.imposed = map[router.Group]imposedPolicy{}
+	}
+	p.imposed[m.Group] = imposedPolicy{policy: m.Policy, until: p.cfg.Now() + int64(p.cfg.RegisterTTL)}
+	var drop []netip.Addr
+	for addr := range p.local[m.Group] {
+		drop = append(drop, addr)
+	}
+	p.mu.Unlock()
+	p.emit(Event{Kind: "refuse", Group: m.Group, Reason: fmt.Sprintf(
+		"group %s has policy %v at its RAPs; dropping %d target(s) here that state %v", m.Group, m.Policy, len(drop), pol)})
+	for _, addr := range drop {
+		p.leave(addr, m.Group, "refuse")
 	}
 }

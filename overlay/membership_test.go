@@ -150,7 +150,7 @@ func (pn *proxyNet) p(name string) *Proxy {
 // as emulated anycast would deliver it to jap.
 func (pn *proxyNet) edge(jap *Proxy, typ Type, i int) {
 	pn.t.Helper()
-	m := Message{Type: typ, Seq: 1, Group: testGroup, Port: 8080, Name: fmt.Sprintf("t%d", i)}
+	m := Message{Type: typ, Seq: 1, Group: testGroup, Port: 8080, Name: fmt.Sprintf("t%d", i), Weight: 1}
 	b, err := m.MarshalBinary()
 	if err != nil {
 		pn.t.Fatal(err)

@@ -30,7 +30,9 @@ const (
 	MaxJAPs = 64
 	// MaxLen is the size of the longest valid message: a ResolveReply with an
 	// IPv6 group, the longest reason, and MaxJAPs IPv6 JAPs.
-	MaxLen = HeaderLen + maxGroupLen + 1 + 1 + MaxString + 4 + 1 + MaxJAPs*(1+16+4)
+	MaxLen = HeaderLen + maxGroupLen + 1 + 1 + MaxString + 4 + 1 + MaxJAPs*(1+16+4+4) + policyLen
+
+	policyLen = 3
 
 	maxGroupLen = 1 + 16 + 2 + 1
 )
@@ -82,6 +84,15 @@ const (
 	// TypeNoTarget: JAP → IAP: I have no target for Group any more; forget
 	// me for it and resolve again.
 	TypeNoTarget
+	// TypeMember: proxy → proxy: the proxy Name (Peer: its addresses,
+	// cluster, WireGuard key and endpoint; Incarnation) is a member of the
+	// overlay. Flags say whether the sender believes it dead, and whether
+	// this is the sync a newcomer gets (see members.go).
+	TypeMember
+	// TypePolicy: RAP → JAP: Group has Policy (its JAPs that registered
+	// first said so); the JAP's targets of Group that stated another were
+	// not registered, and the JAP refuses them.
+	TypePolicy
 
 	typeEnd // one past the last type
 )
@@ -102,6 +113,8 @@ var typeNames = [...]string{
 	TypeAlive:        "alive",
 	TypeMoved:        "moved",
 	TypeNoTarget:     "no-target",
+	TypeMember:       "member",
+	TypePolicy:       "policy",
 }
 
 // String names t, e.g. "join-ack".
@@ -154,18 +167,23 @@ func (s Status) String() string {
 //	addr     family:u8 (4 or 6) then 4 or 16 bytes
 //	string   length:u8 then that many bytes of UTF-8
 //
-//	Join          group port:u16 name:string
+//	policy   select:u8 replicate:u8 scope:u8 (router.Policy)
+//
+//	Join          group port:u16 name:string incarnation:u32 policy weight:u32 keepalive_ms:u32
 //	JoinAck       group status:u8 reason:string
 //	Leave         group port:u16
 //	Keepalive     group port:u16
 //	KeepaliveAck  group status:u8 reason:string
-//	Register      group name:string targets:u32 ttl_ms:u32
+//	Register      group name:string targets:u32 ttl_ms:u32 policy weight:u32
 //	Resolve       group
-//	ResolveReply  group status:u8 reason:string ttl_ms:u32 n:u8 n×(addr targets:u32)
+//	ResolveReply  group status:u8 reason:string ttl_ms:u32 n:u8 n×(addr targets:u32 weight:u32) policy
+//	Policy        group policy
 //
 // The proxy health messages carry no group:
 //
 //	Probe, ProbeAck, ProbeReq, Fail, Alive   name:string incarnation:u32
+//	Member   name:string incarnation:u32 flags:u8 cluster:string addr4
+//	         [addr6 if flags&MemberHas6] key:32 bytes endpoint:addr port:u16
 type Message struct {
 	Type    Type
 	Seq     uint32       // matches replies to requests
@@ -186,10 +204,32 @@ type Message struct {
 	Incarnation uint32
 	// Target: TypeMoved: the overlay address of the target that moved.
 	Target netip.Addr
+	// Peer: TypeMember: the member (its Name is the message's Name).
+	Peer Member
+	// Policy: Join: the group's policy as the target's file states it;
+	// Register, ResolveReply: the group's policy as the JAP (RAP) has it.
+	Policy router.Policy
+	// Weight: Join: the target's weight (1..MaxWeight); Register: the sum
+	// of the weights of the JAP's targets of Group.
+	Weight uint32
+	// Keepalive: Join: how often the target sends keepalives (the JAP drops
+	// it after a few missed); whole milliseconds on the wire.
+	Keepalive time.Duration
+	// Flags: TypeMember: MemberDead, MemberSync (MemberHas6 is set by the
+	// codec from Peer.Addr6).
+	Flags uint8
 }
 
+// TypeMember flags.
+const (
+	MemberHas6  uint8 = 1 << iota // Peer.Addr6 follows
+	MemberDead                    // the sender believes the member dead
+	MemberSync                    // sent to a newcomer (or a proxy back from the dead): contact it
+	memberFlags = MemberHas6 | MemberDead | MemberSync
+)
+
 // fields says which optional fields a type carries.
-type fields uint8
+type fields uint16
 
 const (
 	fPort fields = 1 << iota
@@ -200,19 +240,25 @@ const (
 	fNoGroup     // health messages: no group
 	fIncarnation // health messages
 	fTarget      // a target's overlay address
+	fMember      // a proxy's record
+	fPolicy      // a group's policy and a weight
+	fKeepalive   // a target's keepalive interval
 )
+
+// MaxWeight is the largest weight of one target.
+const MaxWeight = 1000
 
 const fHealth = fNoGroup | fName | fIncarnation
 
 var typeFields = [...]fields{
-	TypeJoin:         fPort | fName | fIncarnation,
+	TypeJoin:         fPort | fName | fIncarnation | fPolicy | fKeepalive,
 	TypeJoinAck:      fStatus,
 	TypeLeave:        fPort,
 	TypeKeepalive:    fPort,
 	TypeKeepaliveAck: fStatus,
-	TypeRegister:     fName | fRegister,
+	TypeRegister:     fName | fRegister | fPolicy,
 	TypeResolve:      0,
-	TypeResolveReply: fStatus | fResolveReply,
+	TypeResolveReply: fStatus | fResolveReply | fPolicy,
 	TypeProbe:        fHealth,
 	TypeProbeAck:     fHealth,
 	TypeProbeReq:     fHealth,
@@ -220,6 +266,8 @@ var typeFields = [...]fields{
 	TypeAlive:        fHealth,
 	TypeMoved:        fName | fTarget | fIncarnation,
 	TypeNoTarget:     0,
+	TypeMember:       fNoGroup | fName | fIncarnation | fMember,
+	TypePolicy:       fPolicy,
 }
 
 // MarshalBinary encodes m into a new slice.
@@ -295,8 +343,12 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 			if j.Targets < 0 || uint64(j.Targets) > math.MaxUint32 {
 				return fail("JAP %v: target count %d out of range", j.Addr, j.Targets)
 			}
+			if j.Weight < 0 || uint64(j.Weight) > math.MaxUint32 {
+				return fail("JAP %v: weight %d out of range", j.Addr, j.Weight)
+			}
 			b = appendAddr(b, j.Addr)
 			b = binary.BigEndian.AppendUint32(b, uint32(j.Targets))
+			b = binary.BigEndian.AppendUint32(b, uint32(j.Weight))
 		}
 	}
 	if f&fIncarnation != 0 {
@@ -308,7 +360,45 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 		}
 		b = appendAddr(b, m.Target)
 	}
+	if f&fMember != 0 {
+		var err error
+		if b, err = appendMember(b, m); err != nil {
+			return fail("%v", err)
+		}
+	}
+	if f&fPolicy != 0 {
+		if err := checkPolicy(m.Policy); err != nil {
+			return fail("%v", err)
+		}
+		b = append(b, byte(m.Policy.Select), byte(m.Policy.Replicate), byte(m.Policy.Scope))
+		if m.Type == TypeJoin && (m.Weight < 1 || m.Weight > MaxWeight) {
+			return fail("weight %d: want 1..%d", m.Weight, MaxWeight)
+		}
+		if m.Type == TypeJoin || m.Type == TypeRegister {
+			b = binary.BigEndian.AppendUint32(b, m.Weight)
+		}
+	}
+	if f&fKeepalive != 0 {
+		ms, err := ttlMillis(m.Keepalive)
+		if err != nil {
+			return fail("keepalive: %v", err)
+		}
+		b = binary.BigEndian.AppendUint32(b, ms)
+	}
 	return b, nil
+}
+
+// checkPolicy reports whether p can be encoded.
+func checkPolicy(p router.Policy) error {
+	switch {
+	case p.Select > router.SelectAffinity:
+		return fmt.Errorf("unknown %v", p.Select)
+	case p.Scope > router.ScopeSameCluster:
+		return fmt.Errorf("unknown %v", p.Scope)
+	case p.Replicate < 0 || p.Replicate > router.MaxReplicate:
+		return fmt.Errorf("replicate %d: want 0..%d", p.Replicate, router.MaxReplicate)
+	}
+	return nil
 }
 
 // UnmarshalBinary decodes b, which must be exactly one message, into m. It
@@ -377,10 +467,11 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 			for i := 0; i < count && d.err == nil; i++ {
 				a := d.addr("JAP address family", "JAP address")
 				t := d.u32("JAP target count")
-				if uint64(t) > math.MaxInt {
-					d.fail(fmt.Errorf("JAP %v: target count %d does not fit an int", a, t))
+				w := d.u32("JAP weight")
+				if uint64(t) > math.MaxInt || uint64(w) > math.MaxInt {
+					d.fail(fmt.Errorf("JAP %v: target count %d or weight %d does not fit an int", a, t, w))
 				}
-				n.JAPs = append(n.JAPs, router.JAP{Addr: a, Targets: int(t)})
+				n.JAPs = append(n.JAPs, router.JAP{Addr: a, Targets: int(t), Weight: int(w)})
 			}
 		}
 	}
@@ -389,6 +480,26 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 	}
 	if f&fTarget != 0 {
 		n.Target = d.addr("target address family", "target address")
+	}
+	if f&fMember != 0 {
+		d.member(&n)
+	}
+	if f&fPolicy != 0 {
+		n.Policy = router.Policy{Select: router.Select(d.u8("select")), Replicate: int(d.u8("replicate")), Scope: router.Scope(d.u8("scope"))}
+		if d.err == nil {
+			if err := checkPolicy(n.Policy); err != nil {
+				d.fail(err)
+			}
+		}
+		if n.Type == TypeJoin || n.Type == TypeRegister {
+			n.Weight = d.u32("weight")
+			if d.err == nil && n.Type == TypeJoin && (n.Weight < 1 || n.Weight > MaxWeight) {
+				d.fail(fmt.Errorf("weight %d: want 1..%d", n.Weight, MaxWeight))
+			}
+		}
+	}
+	if f&fKeepalive != 0 {
+		n.Keepalive = time.Duration(d.u32("keepalive")) * time.Millisecond
 	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail(fmt.Errorf("%d trailing bytes", len(d.b)))
@@ -549,4 +660,65 @@ func appendAddr(b []byte, a netip.Addr) []byte {
 func appendString(b []byte, s string) []byte {
 	b = append(b, byte(len(s)))
 	return append(b, s...)
+}
+
+// appendMember appends the fMember part of a TypeMember.
+func appendMember(b []byte, m *Message) ([]byte, error) {
+	pr := &m.Peer
+	if m.Flags&^memberFlags != 0 {
+		return b, fmt.Errorf("unknown flags %#x", m.Flags&^memberFlags)
+	}
+	if err := checkString(pr.Cluster); err != nil {
+		return b, fmt.Errorf("cluster: %v", err)
+	}
+	if !pr.Addr.Is4() {
+		return b, fmt.Errorf("member address %v is not IPv4", pr.Addr)
+	}
+	if pr.Addr6.IsValid() && (!pr.Addr6.Is6() || pr.Addr6.Is4In6() || pr.Addr6.Zone() != "") {
+		return b, fmt.Errorf("member IPv6 address %v is not plain IPv6", pr.Addr6)
+	}
+	if err := checkAddr(pr.Endpoint.Addr()); err != nil || pr.Endpoint.Port() == 0 {
+		return b, fmt.Errorf("endpoint %v is not IP:PORT", pr.Endpoint)
+	}
+	flags := m.Flags &^ MemberHas6
+	if pr.Addr6.IsValid() {
+		flags |= MemberHas6
+	}
+	b = append(b, flags)
+	b = appendString(b, pr.Cluster)
+	b = appendAddr(b, pr.Addr)
+	if pr.Addr6.IsValid() {
+		b = appendAddr(b, pr.Addr6)
+	}
+	b = append(b, pr.PublicKey[:]...)
+	b = appendAddr(b, pr.Endpoint.Addr())
+	return binary.BigEndian.AppendUint16(b, pr.Endpoint.Port()), nil
+}
+
+// member reads the fMember part of a TypeMember into n.
+func (d *decoder) member(n *Message) {
+	n.Flags = d.u8("member flags")
+	if d.err == nil && n.Flags&^memberFlags != 0 {
+		d.fail(fmt.Errorf("unknown member flags %#x", n.Flags&^memberFlags))
+	}
+	pr := &n.Peer
+	pr.Name = n.Name
+	pr.Cluster = d.str("cluster length", "cluster")
+	pr.Addr = d.addr("member address family", "member address")
+	if d.err == nil && !pr.Addr.Is4() {
+		d.fail(fmt.Errorf("member address %v is not IPv4", pr.Addr))
+	}
+	if n.Flags&MemberHas6 != 0 {
+		pr.Addr6 = d.addr("member IPv6 address family", "member IPv6 address")
+		if d.err == nil && !pr.Addr6.Is6() {
+			d.fail(fmt.Errorf("member IPv6 address %v is not IPv6", pr.Addr6))
+		}
+	}
+	copy(pr.PublicKey[:], d.take(32, "public key"))
+	ep := d.addr("endpoint family", "endpoint")
+	port := d.u16("endpoint port")
+	if d.err == nil && port == 0 {
+		d.fail(errors.New("endpoint port 0"))
+	}
+	pr.Endpoint = netip.AddrPortFrom(ep, port)
 }

@@ -31,9 +31,9 @@ func manyJAPs(n int) []router.JAP {
 	js := make([]router.JAP, n)
 	for i := range js {
 		if i%2 == 0 {
-			js[i] = router.JAP{Addr: netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), Targets: i}
+			js[i] = router.JAP{Addr: netip.AddrFrom4([4]byte{100, 64, byte(i >> 8), byte(i)}), Targets: i, Weight: i * 7}
 		} else {
-			js[i] = router.JAP{Addr: netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x64, 14: byte(i >> 8), 15: byte(i)}), Targets: math.MaxUint32 - i}
+			js[i] = router.JAP{Addr: netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x64, 14: byte(i >> 8), 15: byte(i)}), Targets: math.MaxUint32 - i, Weight: math.MaxUint32 - 2*i}
 		}
 	}
 	return js
@@ -52,9 +52,11 @@ func roundTripMessage(name string) Message {
 
 // roundTrips are valid messages, each with only the fields its type carries.
 var roundTrips = []roundTrip{
-	{"join", Message{Type: TypeJoin, Seq: 1, Group: g4, Port: 8080, Name: "web-1", Incarnation: 1764000000}},
-	{"join-v6-echo", Message{Type: TypeJoin, Seq: math.MaxUint32, Group: echo6, Port: 0, Name: ""}},
-	{"join-long-name", Message{Type: TypeJoin, Seq: 2, Group: g6, Port: 53, Name: maxStr}},
+	{"join", Message{Type: TypeJoin, Seq: 1, Group: g4, Port: 8080, Name: "web-1", Incarnation: 1764000000,
+		Policy: router.Policy{Select: router.SelectLoad, Replicate: 3, Scope: router.ScopeSameCluster}, Weight: 10, Keepalive: 10 * time.Second}},
+	{"join-v6-echo", Message{Type: TypeJoin, Seq: math.MaxUint32, Group: echo6, Port: 0, Name: "", Weight: MaxWeight,
+		Policy: router.Policy{Select: router.SelectAffinity, Replicate: router.MaxReplicate, Scope: router.ScopeSameCluster}, Keepalive: math.MaxUint32 * time.Millisecond}},
+	{"join-long-name", Message{Type: TypeJoin, Seq: 2, Group: g6, Port: 53, Name: maxStr, Weight: 1}},
 	{"join-ack", Message{Type: TypeJoinAck, Seq: 1, Group: g4, Status: StatusOK}},
 	{"join-ack-refused", Message{Type: TypeJoinAck, Seq: 3, Group: g6, Status: StatusRefused, Reason: "group not allowed by certificate"}},
 	{"leave", Message{Type: TypeLeave, Seq: 4, Group: g6, Port: 5353}},
@@ -62,15 +64,19 @@ var roundTrips = []roundTrip{
 	{"keepalive-ack", Message{Type: TypeKeepaliveAck, Seq: 5, Group: g4, Status: StatusOK}},
 	{"keepalive-ack-unknown", Message{Type: TypeKeepaliveAck, Seq: 6, Group: g4, Status: StatusUnknown}},
 	{"keepalive-ack-refused", Message{Type: TypeKeepaliveAck, Seq: 6, Group: g6, Status: StatusRefused, Reason: maxStr}},
-	{"register", Message{Type: TypeRegister, Seq: 7, Group: g4, Name: "proxy-a", Targets: 12, TTL: 90 * time.Second}},
+	{"register", Message{Type: TypeRegister, Seq: 7, Group: g4, Name: "proxy-a", Targets: 12, TTL: 90 * time.Second,
+		Policy: router.Policy{Select: router.SelectRandom, Replicate: 2}, Weight: 35}},
 	{"register-withdraw", Message{Type: TypeRegister, Seq: 8, Group: g6, Name: "proxy-b", Targets: 0, TTL: 0}},
-	{"register-max", Message{Type: TypeRegister, Seq: 9, Group: echo6, Name: maxStr, Targets: math.MaxUint32, TTL: math.MaxUint32 * time.Millisecond}},
+	{"register-max", Message{Type: TypeRegister, Seq: 9, Group: echo6, Name: maxStr, Targets: math.MaxUint32, TTL: math.MaxUint32 * time.Millisecond,
+		Policy: router.Policy{Select: router.SelectAffinity, Replicate: router.MaxReplicate, Scope: router.ScopeSameCluster}, Weight: math.MaxUint32}},
 	{"resolve", Message{Type: TypeResolve, Seq: 10, Group: g4}},
 	{"resolve-v6", Message{Type: TypeResolve, Seq: 0, Group: echo6}},
 	{"resolve-reply", Message{Type: TypeResolveReply, Seq: 10, Group: g4, Status: StatusOK, TTL: 30 * time.Second,
-		JAPs: []router.JAP{{Addr: netip.MustParseAddr("100.64.0.2"), Targets: 3}, {Addr: netip.MustParseAddr("100.64.0.9"), Targets: 0}}}},
+		JAPs:   []router.JAP{{Addr: netip.MustParseAddr("100.64.0.2"), Targets: 3, Weight: 250}, {Addr: netip.MustParseAddr("100.64.0.9"), Targets: 0}},
+		Policy: router.Policy{Select: router.SelectLoad, Scope: router.ScopeSameCluster}}},
 	{"resolve-reply-none", Message{Type: TypeResolveReply, Seq: 11, Group: g6, Status: StatusUnknown, TTL: 5 * time.Second}},
-	{"resolve-reply-max", Message{Type: TypeResolveReply, Seq: 12, Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Millisecond, JAPs: manyJAPs(MaxJAPs)}},
+	{"resolve-reply-max", Message{Type: TypeResolveReply, Seq: 12, Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Millisecond, JAPs: manyJAPs(MaxJAPs),
+		Policy: router.Policy{Select: router.SelectAffinity, Replicate: router.MaxReplicate, Scope: router.ScopeSameCluster}}},
 	{"probe", Message{Type: TypeProbe, Seq: 13, Name: "p1", Incarnation: 1764000000}},
 	{"probe-ack", Message{Type: TypeProbeAck, Seq: 13, Name: "p2", Incarnation: math.MaxUint32}},
 	{"probe-req", Message{Type: TypeProbeReq, Seq: 14, Name: maxStr}},
@@ -79,13 +85,21 @@ var roundTrips = []roundTrip{
 	{"moved", Message{Type: TypeMoved, Seq: 2, Group: g4, Name: "t1", Target: netip.MustParseAddr("100.64.1.1")}},
 	{"no-target", Message{Type: TypeNoTarget, Seq: 4, Group: g4}},
 	{"moved6", Message{Type: TypeMoved, Seq: 3, Group: g4, Name: "t1", Target: netip.MustParseAddr("fd64::1:1")}},
+	{"policy", Message{Type: TypePolicy, Seq: 7, Group: g6, Policy: router.Policy{Select: router.SelectAffinity, Replicate: 2, Scope: router.ScopeSameCluster}}},
+	{"member", Message{Type: TypeMember, Seq: 5, Name: "p4", Incarnation: 1764000001, Peer: Member{
+		Name: "p4", Addr: netip.MustParseAddr("100.64.0.4"), Cluster: "c2", PublicKey: [32]byte{1, 2, 3, 31: 9},
+		Endpoint: netip.MustParseAddrPort("198.18.0.4:51820")}}},
+	{"member6-sync-dead", Message{Type: TypeMember, Seq: 6, Name: maxStr, Incarnation: math.MaxUint32, Flags: MemberHas6 | MemberSync | MemberDead, Peer: Member{
+		Name: maxStr, Addr: netip.MustParseAddr("100.64.0.5"), Addr6: netip.MustParseAddr("fd64::5"), Cluster: maxStr, PublicKey: [32]byte{0: 0xff, 31: 0xff},
+		Endpoint: netip.MustParseAddrPort("[2001:db8::5]:65535")}}},
 }
 
 func messagesEqual(a, b *Message) bool {
 	return a.Type == b.Type && a.Seq == b.Seq && a.Group == b.Group && a.Port == b.Port &&
 		a.Name == b.Name && a.Status == b.Status && a.Reason == b.Reason &&
 		a.Targets == b.Targets && a.TTL == b.TTL && slices.Equal(a.JAPs, b.JAPs) &&
-		a.Incarnation == b.Incarnation
+		a.Incarnation == b.Incarnation && a.Target == b.Target && a.Peer == b.Peer && a.Flags == b.Flags &&
+		a.Policy == b.Policy && a.Weight == b.Weight && a.Keepalive == b.Keepalive
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -130,8 +144,10 @@ func TestMaxLen(t *testing.T) {
 	js := manyJAPs(MaxJAPs)
 	for i := range js {
 		js[i].Addr = netip.AddrFrom16([16]byte{0: 0xfd, 15: byte(i)})
+		js[i].Weight = math.MaxUint32
 	}
-	m := Message{Type: TypeResolveReply, Group: g6, Status: StatusRefused, Reason: maxStr, JAPs: js}
+	m := Message{Type: TypeResolveReply, Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Hour, JAPs: js,
+		Policy: router.Policy{Select: router.SelectAffinity, Replicate: router.MaxReplicate, Scope: router.ScopeSameCluster}}
 	b, err := m.MarshalBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -152,9 +168,27 @@ func TestOnlyMeaningfulFields(t *testing.T) {
 		full.Reason = "r"
 		full.Targets = 9
 		full.TTL = 9 * time.Second
-		full.JAPs = []router.JAP{{Addr: netip.MustParseAddr("100.64.0.9"), Targets: 9}}
+		full.JAPs = []router.JAP{{Addr: netip.MustParseAddr("100.64.0.9"), Targets: 9, Weight: 99}}
+		full.Policy = router.Policy{Select: router.SelectRandom, Replicate: 9, Scope: router.ScopeSameCluster}
+		full.Weight = 9 // valid for a join too
+		full.Keepalive = 9 * time.Second
+		if typeFields[full.Type]&fPolicy == 0 {
+			// Not even checked where not carried.
+			full.Policy = router.Policy{Select: 200, Replicate: -1, Scope: 200}
+			full.Weight = 0
+		}
+		if typeFields[full.Type]&fKeepalive == 0 {
+			full.Keepalive = -time.Second
+		}
 		if typeFields[full.Type]&fIncarnation == 0 {
 			full.Incarnation = 9
+		}
+		if typeFields[full.Type]&fTarget == 0 {
+			full.Target = netip.MustParseAddr("100.64.9.9")
+		}
+		if typeFields[full.Type]&fMember == 0 {
+			full.Peer = roundTripMessage("member").Peer
+			full.Flags = MemberDead
 		}
 		b, err := full.MarshalBinary()
 		if err != nil {
@@ -187,6 +221,22 @@ func TestOnlyMeaningfulFields(t *testing.T) {
 		if f&fIncarnation != 0 {
 			want.Incarnation = full.Incarnation
 		}
+		if f&fTarget != 0 {
+			want.Target = full.Target
+		}
+		if f&fMember != 0 {
+			want.Peer, want.Flags = full.Peer, full.Flags
+			want.Peer.Name = full.Name
+		}
+		if f&fPolicy != 0 {
+			want.Policy = full.Policy
+			if full.Type == TypeJoin || full.Type == TypeRegister { // only these carry a weight of their own
+				want.Weight = full.Weight
+			}
+		}
+		if f&fKeepalive != 0 {
+			want.Keepalive = full.Keepalive
+		}
 		if !messagesEqual(&got, &want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, got, want)
 		}
@@ -200,22 +250,34 @@ func TestWireFormat(t *testing.T) {
 		hex string
 	}{
 		{
-			Message{Type: TypeJoin, Seq: 0x01020304, Group: g4, Port: 8080, Name: "web1", Incarnation: 0x0a0b0c0d},
-			"5049" + "01" + "01" + "01020304" + "04" + "64410001" + "0050" + "06" + "1f90" + "04" + hex.EncodeToString([]byte("web1")) + "0a0b0c0d",
+			Message{Type: TypeJoin, Seq: 0x01020304, Group: g4, Port: 8080, Name: "web1", Incarnation: 0x0a0b0c0d,
+				Policy: router.Policy{Select: router.SelectAffinity, Replicate: 2, Scope: router.ScopeSameCluster}, Weight: 1000, Keepalive: 15 * time.Second},
+			"5049" + "01" + "01" + "01020304" + "04" + "64410001" + "0050" + "06" + "1f90" + "04" + hex.EncodeToString([]byte("web1")) + "0a0b0c0d" +
+				"03" + "02" + "01" + "000003e8" + "00003a98",
 		},
 		{
 			Message{Type: TypeKeepaliveAck, Seq: 9, Group: echo4, Status: StatusUnknown},
 			"5049" + "01" + "05" + "00000009" + "04" + "64410002" + "0000" + "01" + "01" + "00",
 		},
 		{
-			Message{Type: TypeRegister, Seq: 1, Group: g4, Name: "p", Targets: 258, TTL: 90 * time.Second},
-			"5049" + "01" + "06" + "00000001" + "04" + "64410001" + "0050" + "06" + "01" + "70" + "00000102" + "00015f90",
+			Message{Type: TypeRegister, Seq: 1, Group: g4, Name: "p", Targets: 258, TTL: 90 * time.Second,
+				Policy: router.Policy{Select: router.SelectLoad}, Weight: 0x01020304},
+			"5049" + "01" + "06" + "00000001" + "04" + "64410001" + "0050" + "06" + "01" + "70" + "00000102" + "00015f90" +
+				"01" + "00" + "00" + "01020304",
 		},
 		{
 			Message{Type: TypeResolveReply, Seq: 7, Group: g6, Status: StatusOK, TTL: 1500 * time.Millisecond,
-				JAPs: []router.JAP{{Addr: netip.MustParseAddr("100.64.0.2"), Targets: 3}}},
+				JAPs:   []router.JAP{{Addr: netip.MustParseAddr("100.64.0.2"), Targets: 3, Weight: 300}},
+				Policy: router.Policy{Select: router.SelectRandom, Replicate: 16}},
 			"5049" + "01" + "08" + "00000007" + "06" + "fd650000000000000000000000000001" + "0035" + "11" +
-				"00" + "00" + "000005dc" + "01" + "04" + "64400002" + "00000003",
+				"00" + "00" + "000005dc" + "01" + "04" + "64400002" + "00000003" + "0000012c" + "02" + "10" + "00",
+		},
+		{
+			Message{Type: TypeMember, Seq: 2, Name: "p", Incarnation: 5, Flags: MemberSync, Peer: Member{
+				Name: "p", Addr: netip.MustParseAddr("100.64.0.4"), Addr6: netip.MustParseAddr("fd64::4"), Cluster: "c",
+				PublicKey: [32]byte{0: 0xaa, 31: 0xbb}, Endpoint: netip.MustParseAddrPort("198.18.0.4:51820")}},
+			"5049" + "01" + "10" + "00000002" + "01" + "70" + "00000005" + "05" + "01" + "63" + "04" + "64400004" +
+				"06" + "fd640000000000000000000000000004" + "aa" + strings.Repeat("00", 30) + "bb" + "04" + "c6120004" + "ca6c",
 		},
 	} {
 		b, err := tc.m.MarshalBinary()
@@ -224,6 +286,14 @@ func TestWireFormat(t *testing.T) {
 		}
 		if got := hex.EncodeToString(b); got != tc.hex {
 			t.Errorf("%v:\n got %s\nwant %s", tc.m.Type, got, tc.hex)
+		}
+		want := tc.m
+		if want.Peer.Addr6.IsValid() {
+			want.Flags |= MemberHas6 // set by the codec
+		}
+		var got Message
+		if err := got.UnmarshalBinary(mustHex(tc.hex)); err != nil || !messagesEqual(&got, &want) {
+			t.Errorf("%v: UnmarshalBinary(%s) = %+v, %v; want %+v", tc.m.Type, tc.hex, got, err, want)
 		}
 	}
 }
@@ -240,6 +310,16 @@ func TestTTLTruncatedToMillis(t *testing.T) {
 	}
 	if got.TTL != time.Millisecond {
 		t.Errorf("TTL %v came back as %v, want 1ms", m.TTL, got.TTL)
+	}
+	m = Message{Type: TypeJoin, Group: g4, Weight: 1, Keepalive: 2500*time.Microsecond + 999*time.Nanosecond}
+	if b, err = m.MarshalBinary(); err != nil {
+		t.Fatal(err)
+	}
+	if err := got.UnmarshalBinary(b); err != nil {
+		t.Fatal(err)
+	}
+	if got.Keepalive != 2*time.Millisecond {
+		t.Errorf("Keepalive %v came back as %v, want 2ms", m.Keepalive, got.Keepalive)
 	}
 }
 
@@ -258,10 +338,34 @@ func TestUnmarshalMalformed(t *testing.T) {
 		hdrReg    = "5049" + "01" + "06" + "00000001"
 		hdrRes    = "5049" + "01" + "07" + "00000001"
 		hdrReply  = "5049" + "01" + "08" + "00000001"
+		hdrMember = "5049" + "01" + "10" + "00000001"
 		grp4      = "04" + "64410001" + "0050" + "06"
-		jap4      = "04" + "64400002" + "00000003"
+		jap4      = "04" + "64400002" + "00000003" + "00000005"
 		replyHead = hdrReply + grp4 + "00" + "00" + "00001000"
+		policy    = "01" + "02" + "01"                                    // load, replicate 2, same cluster
+		joinHead  = hdrJoin + grp4 + "1f90" + "00" + "00000001"           // up to the policy
+		regHead   = hdrReg + grp4 + "01" + "70" + "00000001" + "00000001" // up to the policy
+		// memberHead is a member message up to its flags; memberRest
+		// follows flags without MemberHas6.
+		memberHead = hdrMember + "02" + "7034" + "00000001"
+		memberKey  = "01" + "00000000000000000000000000000000000000000000000000000000000000"
+		memberRest = "02" + "6331" + "04" + "64400004" + memberKey + "04" + "c6120004" + "ca6c"
 	)
+	// The pieces the cases break make valid messages, so that each case
+	// fails for the reason its name gives.
+	for _, h := range []string{
+		joinHead + policy + "000003e8" + "00002710",
+		regHead + policy + "00000000",
+		replyHead + "00" + policy,
+		replyHead + "01" + jap4 + policy,
+		memberHead + "00" + memberRest,
+		memberHead + "07" + "02" + "6331" + "04" + "64400004" + "06" + "fd640000000000000000000000000005" + memberKey + "04" + "c6120004" + "ca6c",
+	} {
+		var m Message
+		if err := m.UnmarshalBinary(mustHex(h)); err != nil {
+			t.Errorf("UnmarshalBinary(%s): %v", h, err)
+		}
+	}
 	for _, tc := range []struct {
 		name, hex, want string
 	}{
@@ -272,7 +376,9 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4, "unknown version 0"},
 		{"version 2", "5049" + "02" + "07" + "00000001" + grp4, "unknown version 2"},
 		{"type 0", "5049" + "01" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 16", "5049" + "01" + "10" + "00000001" + grp4, "unknown type(16)"},
+		{"type 18", "5049" + "01" + "12" + "00000001" + grp4, "unknown type(18)"},
+		{"policy trailing", "5049" + "01" + "11" + "00000001" + grp4 + "010000" + "00", "1 trailing bytes"},
+		{"policy select 4", "5049" + "01" + "11" + "00000001" + grp4 + "040000", "unknown select(4)"},
 		{"type 255", "5049" + "01" + "ff" + "00000001" + grp4, "unknown type(255)"},
 		{"truncated seq", "5049" + "01" + "07" + "000000", "truncated header"},
 		{"no group", hdrRes, "truncated group address family"},
@@ -295,7 +401,20 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"join no name", hdrJoin + grp4 + "1f90", "truncated name length"},
 		{"join short name", hdrJoin + grp4 + "1f90" + "05" + "77656231", "truncated name"},
 		{"join name not utf-8", hdrJoin + grp4 + "1f90" + "02" + "c328", "name is not UTF-8"},
-		{"join trailing", hdrJoin + grp4 + "1f90" + "00" + "00000001" + "00", "1 trailing bytes"},
+		{"join no incarnation", hdrJoin + grp4 + "1f90" + "00" + "000000", "truncated incarnation"},
+		{"join no policy", joinHead, "truncated select"},
+		{"join no replicate", joinHead + "01", "truncated replicate"},
+		{"join no scope", joinHead + "0102", "truncated scope"},
+		{"join select 4", joinHead + "04" + "00" + "00" + "00000001" + "00002710", "unknown select(4)"},
+		{"join select 255", joinHead + "ff" + "00" + "00" + "00000001" + "00002710", "unknown select(255)"},
+		{"join scope 2", joinHead + "00" + "00" + "02" + "00000001" + "00002710", "unknown scope(2)"},
+		{"join replicate 17", joinHead + "00" + "11" + "00" + "00000001" + "00002710", "replicate 17: want 0..16"},
+		{"join no weight", joinHead + policy + "000001", "truncated weight"},
+		{"join weight 0", joinHead + policy + "00000000" + "00002710", "weight 0: want 1..1000"},
+		{"join weight 1001", joinHead + policy + "000003e9" + "00002710", "weight 1001: want 1..1000"},
+		{"join weight max", joinHead + policy + "ffffffff" + "00002710", "weight 4294967295: want 1..1000"},
+		{"join no keepalive", joinHead + policy + "000003e8" + "000027", "truncated keepalive"},
+		{"join trailing", joinHead + policy + "000003e8" + "00002710" + "00", "1 trailing bytes"},
 		{"ack no status", hdrAck + grp4, "truncated status"},
 		{"ack status 3", hdrAck + grp4 + "03" + "00", "unknown status(3)"},
 		{"ack no reason", hdrAck + grp4 + "02", "truncated reason length"},
@@ -303,16 +422,46 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"ack reason not utf-8", hdrAck + grp4 + "02" + "01" + "ff", "reason is not UTF-8"},
 		{"register no targets", hdrReg + grp4 + "01" + "70" + "000001", "truncated target count"},
 		{"register no ttl", hdrReg + grp4 + "01" + "70" + "00000001" + "0000", "truncated ttl"},
-		{"register trailing", hdrReg + grp4 + "01" + "70" + "00000001" + "00000001" + "ff", "1 trailing bytes"},
+		{"register no policy", regHead, "truncated select"},
+		{"register select 4", regHead + "04" + "00" + "00" + "00000001", "unknown select(4)"},
+		{"register scope 2", regHead + "00" + "00" + "02" + "00000001", "unknown scope(2)"},
+		{"register replicate 17", regHead + "00" + "11" + "00" + "00000001", "replicate 17"},
+		{"register no weight", regHead + policy + "0000", "truncated weight"},
+		{"register trailing", regHead + policy + "00000000" + "ff", "1 trailing bytes"},
 		{"reply no ttl", hdrReply + grp4 + "00" + "00" + "0000", "truncated ttl"},
 		{"reply no count", replyHead, "truncated JAP count"},
 		{"reply 65 JAPs", replyHead + "41" + strings.Repeat(jap4, 65), "65 JAPs"},
 		{"reply 255 JAPs", replyHead + "ff", "255 JAPs"},
 		{"reply missing JAP", replyHead + "02" + jap4, "truncated JAP address family"},
-		{"reply JAP family 7", replyHead + "01" + "07" + "64400002" + "00000003", "invalid address family 7"},
-		{"reply JAP mapped", replyHead + "01" + "06" + "00000000000000000000ffff64400002" + "00000003", "IPv4-mapped"},
+		{"reply JAP family 7", replyHead + "01" + "07" + "64400002" + "00000003" + "00000005" + policy, "invalid address family 7"},
+		{"reply JAP mapped", replyHead + "01" + "06" + "00000000000000000000ffff64400002" + "00000003" + "00000005" + policy, "IPv4-mapped"},
 		{"reply JAP no targets", replyHead + "01" + "04" + "64400002" + "0000", "truncated JAP target count"},
-		{"reply trailing", replyHead + "01" + jap4 + "00", "1 trailing bytes"},
+		{"reply JAP no weight", replyHead + "01" + "04" + "64400002" + "00000003" + "000005", "truncated JAP weight"},
+		{"reply no policy", replyHead + "01" + jap4, "truncated select"},
+		{"reply select 4", replyHead + "00" + "04" + "00" + "00", "unknown select(4)"},
+		{"reply scope 2", replyHead + "00" + "00" + "00" + "02", "unknown scope(2)"},
+		{"reply replicate 17", replyHead + "01" + jap4 + "00" + "11" + "00", "replicate 17"},
+		{"reply weight after policy", replyHead + "01" + jap4 + policy + "00000001", "4 trailing bytes"},
+		{"reply trailing", replyHead + "01" + jap4 + policy + "00", "1 trailing bytes"},
+		{"member no incarnation", hdrMember + "02" + "7034" + "0000", "truncated incarnation"},
+		{"member no flags", memberHead, "truncated member flags"},
+		{"member unknown flags", memberHead + "08" + memberRest, "unknown member flags 0x8"},
+		{"member flags 0xff", memberHead + "ff" + memberRest, "unknown member flags 0xf8"},
+		{"member no cluster", memberHead + "00", "truncated cluster length"},
+		{"member cluster not utf-8", memberHead + "00" + "01" + "ff" + "04" + "64400004" + memberKey + "04" + "c6120004" + "ca6c", "cluster is not UTF-8"},
+		{"member IPv6 member address", memberHead + "00" + "02" + "6331" + "06" + "fd640000000000000000000000000004" + memberKey + "04" + "c6120004" + "ca6c",
+			"member address fd64::4 is not IPv4"},
+		{"member mapped member address", memberHead + "00" + "02" + "6331" + "06" + "00000000000000000000ffff64400004" + memberKey + "04" + "c6120004" + "ca6c",
+			"IPv4-mapped"},
+		{"member has6 without IPv6", memberHead + "01" + memberRest, "member IPv6 address: invalid address family"},
+		{"member IPv4 as IPv6 address", memberHead + "01" + "02" + "6331" + "04" + "64400004" + "04" + "64400005" + memberKey + "04" + "c6120004" + "ca6c",
+			"member IPv6 address 100.64.0.5 is not IPv6"},
+		{"member short key", memberHead + "00" + "02" + "6331" + "04" + "64400004" + strings.Repeat("00", 31), "truncated public key"},
+		{"member no endpoint", memberHead + "00" + "02" + "6331" + "04" + "64400004" + memberKey, "truncated endpoint family"},
+		{"member endpoint family 0", memberHead + "00" + "02" + "6331" + "04" + "64400004" + memberKey + "00" + "c6120004" + "ca6c", "invalid address family 0"},
+		{"member endpoint no port", memberHead + "00" + "02" + "6331" + "04" + "64400004" + memberKey + "04" + "c6120004" + "ca", "truncated endpoint port"},
+		{"member endpoint port 0", memberHead + "00" + "02" + "6331" + "04" + "64400004" + memberKey + "04" + "c6120004" + "0000", "endpoint port 0"},
+		{"member trailing", memberHead + "00" + memberRest + "00", "1 trailing bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := mustHex(tc.hex)
@@ -346,13 +495,21 @@ func TestAppendBinaryErrors(t *testing.T) {
 		}
 		return []router.JAP{{Addr: addr, Targets: n}}
 	}
+	japWeight := func(w int) []router.JAP {
+		return []router.JAP{{Addr: netip.MustParseAddr("100.64.0.1"), Targets: 1, Weight: w}}
+	}
+	member := func(f func(m *Message)) Message {
+		m := roundTripMessage("member")
+		f(&m)
+		return m
+	}
 	for _, tc := range []struct {
 		name string
 		m    Message
 		want string
 	}{
 		{"type 0", Message{Group: g4}, "unknown type(0)"},
-		{"type 16", Message{Type: typeEnd, Group: g4}, "unknown type(16)"},
+		{"type 18", Message{Type: typeEnd, Group: g4}, "unknown type(18)"},
 		{"zero group", Message{Type: TypeResolve}, "invalid address"},
 		{"zoned group", Message{Type: TypeResolve, Group: zoned}, "zone"},
 		{"mapped group", Message{Type: TypeResolve, Group: mapped}, "IPv4-mapped"},
@@ -360,7 +517,7 @@ func TestAppendBinaryErrors(t *testing.T) {
 		{"proto ipip", Message{Type: TypeResolve, Group: router.Group{Addr: g4.Addr, Port: 80, Proto: router.ProtoIPIP}}, "protocol 4"},
 		{"echo with port", Message{Type: TypeResolve, Group: router.Group{Addr: g4.Addr, Port: 7, Proto: router.ProtoICMP}}, "echo group"},
 		{"icmpv6 with v4", Message{Type: TypeResolve, Group: router.Group{Addr: g4.Addr, Proto: router.ProtoICMPv6}}, "echo group"},
-		{"long name", Message{Type: TypeJoin, Group: g4, Name: long}, "name: 256 bytes"},
+		{"long name", Message{Type: TypeJoin, Group: g4, Name: long, Weight: 1}, "name: 256 bytes"},
 		{"name not utf-8", Message{Type: TypeRegister, Group: g4, Name: "\xff"}, "name: not UTF-8"},
 		{"long reason", Message{Type: TypeJoinAck, Group: g4, Status: StatusRefused, Reason: long}, "reason: 256 bytes"},
 		{"status 3", Message{Type: TypeKeepaliveAck, Group: g4, Status: statusEnd}, "unknown status(3)"},
@@ -371,6 +528,32 @@ func TestAppendBinaryErrors(t *testing.T) {
 		{"JAP mapped", Message{Type: TypeResolveReply, Group: g4, JAPs: jap("::ffff:100.64.0.1", 1)}, "IPv4-mapped"},
 		{"JAP negative", Message{Type: TypeResolveReply, Group: g4, JAPs: jap("100.64.0.1", -1)}, "out of range"},
 		{"JAP too many targets", Message{Type: TypeResolveReply, Group: g4, JAPs: jap("100.64.0.1", math.MaxUint32+1)}, "out of range"},
+		{"JAP negative weight", Message{Type: TypeResolveReply, Group: g4, JAPs: japWeight(-1)}, "weight -1 out of range"},
+		{"JAP weight too large", Message{Type: TypeResolveReply, Group: g4, JAPs: japWeight(math.MaxUint32 + 1)}, "weight 4294967296 out of range"},
+		{"join select 4", Message{Type: TypeJoin, Group: g4, Weight: 1, Policy: router.Policy{Select: 4}}, "unknown select(4)"},
+		{"register select 4", Message{Type: TypeRegister, Group: g4, Policy: router.Policy{Select: 4}}, "unknown select(4)"},
+		{"reply select 255", Message{Type: TypeResolveReply, Group: g4, Policy: router.Policy{Select: 255}}, "unknown select(255)"},
+		{"join scope 2", Message{Type: TypeJoin, Group: g4, Weight: 1, Policy: router.Policy{Scope: 2}}, "unknown scope(2)"},
+		{"reply scope 2", Message{Type: TypeResolveReply, Group: g4, Policy: router.Policy{Scope: 2}}, "unknown scope(2)"},
+		{"join replicate 17", Message{Type: TypeJoin, Group: g4, Weight: 1, Policy: router.Policy{Replicate: router.MaxReplicate + 1}}, "replicate 17: want 0..16"},
+		{"register replicate 17", Message{Type: TypeRegister, Group: g4, Policy: router.Policy{Replicate: 17}}, "replicate 17"},
+		{"reply replicate -1", Message{Type: TypeResolveReply, Group: g4, Policy: router.Policy{Replicate: -1}}, "replicate -1"},
+		{"join weight 0", Message{Type: TypeJoin, Group: g4}, "weight 0: want 1..1000"},
+		{"join weight 1001", Message{Type: TypeJoin, Group: g4, Weight: MaxWeight + 1}, "weight 1001: want 1..1000"},
+		{"join negative keepalive", Message{Type: TypeJoin, Group: g4, Weight: 1, Keepalive: -time.Millisecond}, "keepalive: ttl -1ms out of range"},
+		{"join keepalive too long", Message{Type: TypeJoin, Group: g4, Weight: 1, Keepalive: (math.MaxUint32 + 1) * time.Millisecond}, "keepalive: ttl"},
+		{"member with group", member(func(m *Message) { m.Group = g4 }), "carries no group"},
+		{"member unknown flags", member(func(m *Message) { m.Flags = 0x08 }), "unknown flags 0x8"},
+		{"member long cluster", member(func(m *Message) { m.Peer.Cluster = long }), "cluster: 256 bytes"},
+		{"member zero address", member(func(m *Message) { m.Peer.Addr = netip.Addr{} }), "member address invalid IP is not IPv4"},
+		{"member IPv6 address", member(func(m *Message) { m.Peer.Addr = netip.MustParseAddr("fd64::4") }), "member address fd64::4 is not IPv4"},
+		{"member mapped address", member(func(m *Message) { m.Peer.Addr = netip.MustParseAddr("::ffff:100.64.0.4") }), "is not IPv4"},
+		{"member IPv4 as IPv6 address", member(func(m *Message) { m.Peer.Addr6 = netip.MustParseAddr("100.64.0.5") }), "not plain IPv6"},
+		{"member mapped IPv6 address", member(func(m *Message) { m.Peer.Addr6 = netip.MustParseAddr("::ffff:100.64.0.5") }), "not plain IPv6"},
+		{"member zoned IPv6 address", member(func(m *Message) { m.Peer.Addr6 = netip.MustParseAddr("fe80::5%eth0") }), "not plain IPv6"},
+		{"member zero endpoint", member(func(m *Message) { m.Peer.Endpoint = netip.AddrPort{} }), "is not IP:PORT"},
+		{"member endpoint port 0", member(func(m *Message) { m.Peer.Endpoint = netip.MustParseAddrPort("198.18.0.4:0") }), "endpoint 198.18.0.4:0 is not IP:PORT"},
+		{"member mapped endpoint", member(func(m *Message) { m.Peer.Endpoint = netip.MustParseAddrPort("[::ffff:198.18.0.4]:51820") }), "is not IP:PORT"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			buf := []byte("keep")
@@ -395,7 +578,8 @@ func TestStrings(t *testing.T) {
 	for ty, want := range map[Type]string{
 		TypeJoin: "join", TypeJoinAck: "join-ack", TypeLeave: "leave", TypeKeepalive: "keepalive",
 		TypeKeepaliveAck: "keepalive-ack", TypeRegister: "register", TypeResolve: "resolve",
-		TypeResolveReply: "resolve-reply", 0: "type(0)", 200: "type(200)",
+		TypeResolveReply: "resolve-reply", TypeMoved: "moved", TypeNoTarget: "no-target", TypeMember: "member",
+		TypePolicy: "policy", typeEnd: "type(18)", 0: "type(0)", 200: "type(200)",
 	} {
 		if got := ty.String(); got != want {
 			t.Errorf("Type(%d).String() = %q, want %q", uint8(ty), got, want)
@@ -426,7 +610,7 @@ func corpusSeeds(t testing.TB) map[string][]byte {
 	seeds := map[string][]byte{}
 	for _, name := range []string{"join", "join-ack-refused", "leave", "keepalive", "keepalive-ack-unknown",
 		"register", "resolve", "resolve-reply", "resolve-reply-none",
-		"probe", "probe-ack", "probe-req", "fail", "alive", "moved", "no-target"} {
+		"probe", "probe-ack", "probe-req", "fail", "alive", "moved", "no-target", "member", "member6-sync-dead"} {
 		m := roundTripMessage(name)
 		b, err := m.MarshalBinary()
 		if err != nil {
@@ -436,9 +620,17 @@ func corpusSeeds(t testing.TB) map[string][]byte {
 	}
 	seeds["truncated-header"] = seeds["valid-resolve"][:5]
 	seeds["truncated-group"] = seeds["valid-resolve"][:HeaderLen+3]
-	seeds["truncated-join-name"] = seeds["valid-join"][:len(seeds["valid-join"])-1]
-	seeds["truncated-resolve-reply-jap"] = seeds["valid-resolve-reply"][:len(seeds["valid-resolve-reply"])-6]
+	// valid-join: header, IPv4 group (8), port (2), name "web-1" (1+5),
+	// incarnation (4), policy (3), weight (4), keepalive (4).
+	seeds["truncated-join-name"] = seeds["valid-join"][:HeaderLen+8+2+1+3]
+	seeds["truncated-join-keepalive"] = seeds["valid-join"][:len(seeds["valid-join"])-1]
+	// valid-resolve-reply ends with a JAP's targets and weight (4+4) and
+	// the policy (3).
+	seeds["truncated-resolve-reply-jap"] = seeds["valid-resolve-reply"][:len(seeds["valid-resolve-reply"])-3-6]
+	seeds["truncated-resolve-reply-policy"] = seeds["valid-resolve-reply"][:len(seeds["valid-resolve-reply"])-1]
 	seeds["truncated-probe-incarnation"] = seeds["valid-probe"][:len(seeds["valid-probe"])-1]
+	// valid-member ends with the public key (32) and endpoint (1+4+2).
+	seeds["truncated-member-key"] = seeds["valid-member"][:len(seeds["valid-member"])-7-1]
 	return seeds
 }
 

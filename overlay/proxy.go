@@ -14,9 +14,20 @@ import (
 
 // Member is a proxy of the overlay as every proxy knows it.
 type Member struct {
-	Name    string
-	Addr    netip.Addr // IPv4 overlay address: where its control port listens
-	Cluster string
+	Name      string
+	Addr      netip.Addr // IPv4 overlay address: where its control port listens
+	Addr6     netip.Addr // IPv6 overlay address, if it has one
+	Cluster   string
+	PublicKey [32]byte       // WireGuard public key
+	Endpoint  netip.AddrPort // WireGuard UDP address
+}
+
+// Addrs lists m's overlay addresses.
+func (m *Member) Addrs() []netip.Addr {
+	if m.Addr6.IsValid() {
+		return []netip.Addr{m.Addr, m.Addr6}
+	}
+	return []netip.Addr{m.Addr}
 }
 
 // EdgePolicy is what a proxy lets one edge do: which groups it may join.
@@ -27,8 +38,20 @@ type EdgePolicy struct {
 
 // ProxyConfig is what a proxy's control plane needs.
 type ProxyConfig struct {
-	Self    Member
-	Members []Member // every proxy, self included (static full mesh for now)
+	Self Member
+	// Members are the configured proxies (self may be included): a static
+	// full mesh, or, with a MeshKey, seeds through which this proxy joins.
+	Members []Member
+	// MeshKey, if set, lets this proxy admit newcomers that prove it and
+	// join through its seeds itself (see members.go).
+	MeshKey []byte
+	// AddPeer makes a proxy learned at run time a WireGuard peer (or
+	// updates its endpoint); keepalive asks for a persistent keepalive,
+	// which also starts the handshake at once.
+	AddPeer func(m Member, keepalive bool) error
+	// SendUnderlay sends a datagram from the WireGuard UDP socket, outside
+	// the tunnels: the admission of newcomers.
+	SendUnderlay func(to netip.AddrPort, pkt []byte) error
 	// Health are the timers of proxy health monitoring (see health.go).
 	Health HealthConfig
 	// Edges maps each accepted edge's overlay addresses to its policy.
@@ -43,7 +66,10 @@ type ProxyConfig struct {
 	// OnEvent, if set, is told what the control plane did (logs, the demo).
 	OnEvent func(Event)
 
-	TargetTimeout time.Duration // a target silent this long is dropped; default 15s
+	// TargetTimeout: a target silent this long is dropped; default 15s. A
+	// target that says how often it sends keepalives is dropped sooner,
+	// after three and a half of its intervals.
+	TargetTimeout time.Duration
 	RegisterTTL   time.Duration // soft-state lifetime at RAPs; default 30s
 	// Inaccuracy is how far, in percent of the count last reported, a
 	// group's target count at this JAP may drift before the JAP tells the
@@ -71,12 +97,17 @@ type target struct {
 	name     string
 	port     uint16
 	lastSeen int64
-	epoch    uint32 // of its last join here (see Message.Incarnation)
+	epoch    uint32        // of its last join here (see Message.Incarnation)
+	weight   int           // its share of load (Message.Weight)
+	timeout  time.Duration // silent this long, it is dropped
 }
 
 type rapEntry struct {
 	name    string
 	targets int
+	weight  int
+	policy  router.Policy
+	since   int64 // first registered (while the entry lived)
 	expires int64
 }
 
@@ -90,21 +121,25 @@ type pendingResolve struct {
 // their registration with RAPs), RAP (which JAPs serve a group) and IAP
 // (resolving groups for the router).
 type Proxy struct {
-	cfg      ProxyConfig
-	names    []string
-	byName   map[string]Member
-	byAddr   map[netip.Addr]Member
-	mu       sync.Mutex
-	seq      uint32
-	local    map[router.Group]map[netip.Addr]*target // JAP: targets joined here
-	reported map[router.Group]*report                // JAP: what each group's RAPs were last told
-	regMu    sync.Mutex                              // orders registrations: a later count is never sent before an earlier one
-	rap      map[router.Group]map[netip.Addr]*rapEntry
-	pending  map[router.Group]*pendingResolve
-	stats    ProxyStats
+	cfg       ProxyConfig
+	members   atomic.Pointer[memberTable] // every known proxy, self included
+	admission joinState                   // this proxy's admission through its seeds (guarded by mu)
+	tblMu     sync.Mutex                  // serializes writes of members (and cfg.Self)
+	mu        sync.Mutex
+	seq       uint32
+	local     map[router.Group]map[netip.Addr]*target // JAP: targets joined here
+	policy    map[router.Group]router.Policy          // JAP: the policy of each group joined here
+	imposed   map[router.Group]imposedPolicy          // JAP: policies RAPs told us after a conflict
+	reported  map[router.Group]*report                // JAP: what each group's RAPs were last told
+	regMu     sync.Mutex                              // orders registrations: a later count is never sent before an earlier one
+	rap       map[router.Group]map[netip.Addr]*rapEntry
+	pending   map[router.Group]*pendingResolve
+	stats     ProxyStats
 	// noTargetSent: when each IAP was last told this JAP has no target for
 	// a group (guarded by mu).
 	noTargetSent map[noTargetKey]int64
+	// addedAt: when each proxy learned at run time was added (guarded by mu).
+	addedAt map[string]int64
 
 	health *health
 	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
@@ -156,29 +191,23 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	}
 	p := &Proxy{
 		cfg:      cfg,
-		byName:   map[string]Member{},
-		byAddr:   map[netip.Addr]Member{},
 		local:    map[router.Group]map[netip.Addr]*target{},
 		reported: map[router.Group]*report{},
 		rap:      map[router.Group]map[netip.Addr]*rapEntry{},
 		pending:  map[router.Group]*pendingResolve{},
 	}
-	members := append([]Member(nil), cfg.Members...)
-	if !slices.ContainsFunc(members, func(m Member) bool { return m.Name == cfg.Self.Name }) {
-		members = append(members, cfg.Self)
+	members := []Member{cfg.Self}
+	for _, m := range cfg.Members {
+		if m.Name != cfg.Self.Name {
+			members = append(members, m)
+			p.admission.seeds = append(p.admission.seeds, m)
+		}
 	}
-	addrs := make([]netip.Addr, 0, len(members))
-	for _, m := range members {
-		p.names = append(p.names, m.Name)
-		p.byName[m.Name] = m
-		p.byAddr[m.Addr] = m
-		addrs = append(addrs, m.Addr)
-	}
-	live := slices.Clone(p.names)
-	slices.Sort(live)
-	live = slices.Compact(live)
+	tbl := newMemberTable(members)
+	p.members.Store(tbl)
+	live := slices.Clone(tbl.names)
 	p.live.Store(&live)
-	cfg.Router.SetProxies(addrs)
+	cfg.Router.SetProxies(tbl.addrs())
 	p.health = newHealth(cfg.Health, cfg.Self, members, cfg.Now, func(to netip.Addr, m *Message) {
 		p.send(p.selfPort(), netip.AddrPortFrom(to, cfg.ControlPort), m)
 	}, p.membershipChanged)
@@ -264,7 +293,11 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range c.dead {
 		p.emit(Event{Kind: "dead", Name: m.Name})
 	}
+	for _, m := range c.added {
+		p.emit(Event{Kind: "alive", Name: m.Name})
+	}
 	for _, m := range append(slices.Clone(c.revived), c.reset...) {
+		p.syncMissed(m)
 		p.emit(Event{Kind: "alive", Name: m.Name})
 		// A proxy cut off for a while may still hold targets that have
 		// joined here since: it missed the TypeMoved then, so tell it now.
@@ -312,7 +345,7 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 	if err := m.UnmarshalBinary(payload); err != nil {
 		return
 	}
-	_, fromProxy := p.byAddr[src.Addr()]
+	fromProxy := p.isProxy(src.Addr())
 	p.mu.Lock()
 	p.stats.ControlReceived++
 	p.mu.Unlock()
@@ -353,6 +386,14 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 		if fromProxy {
 			p.cfg.Router.ForgetJAPFor(m.Group, src.Addr())
 		}
+	case TypePolicy:
+		if fromProxy {
+			p.handlePolicy(src.Addr(), &m)
+		}
+	case TypeMember:
+		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
+			p.handleMember(src.Addr(), &m)
+		}
 	case TypeMoved:
 		// Another proxy is now this target's JAP: drop it here if it was
 		// ours, whether or not it could tell us itself.
@@ -366,6 +407,7 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 // and soft-state expiry. Call it often (every 100 ms or so).
 func (p *Proxy) Tick() {
 	now := p.cfg.Now()
+	p.joinTick(now)
 	type gone struct {
 		g    router.Group
 		addr netip.Addr
@@ -385,7 +427,7 @@ func (p *Proxy) Tick() {
 	}
 	for g, ts := range p.local {
 		for addr, t := range ts {
-			if now-t.lastSeen > int64(p.cfg.TargetTimeout) {
+			if now-t.lastSeen > int64(t.timeout) {
 				expired = append(expired, gone{g, addr})
 			}
 		}

@@ -4,6 +4,7 @@ package overlay
 // proxy of, and the answers to IAPs' resolves.
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 
@@ -17,7 +18,7 @@ func (p *Proxy) RAPTable() map[router.Group][]router.JAP {
 	now := p.cfg.Now()
 	out := map[router.Group][]router.JAP{}
 	for g := range p.rap {
-		if japs := p.japsLocked(g, now); len(japs) > 0 {
+		if japs, _ := p.japsLocked(g, now); len(japs) > 0 {
 			out[g] = japs
 		}
 	}
@@ -25,41 +26,91 @@ func (p *Proxy) RAPTable() map[router.Group][]router.JAP {
 }
 
 func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
+	// Keep state only for groups this proxy is a RAP of by its own view:
+	// a JAP whose view is behind (it has not heard of a proxy yet) would
+	// leave an entry here that nobody asks for and nobody withdraws. The
+	// JAP registers again when its view catches up.
+	if m.Targets != 0 && !slices.Contains(p.RAPs(m.Group), p.cfg.Self.Name) {
+		return
+	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.stats.Registers++
+	conflict := p.registerLocked(jap, m)
+	p.mu.Unlock()
+	if conflict == nil {
+		return
+	}
+	p.emit(Event{Kind: "refuse", Group: m.Group, Name: m.Name, Reason: fmt.Sprintf(
+		"JAP %s registers %s with %v, but the group has %v (from %s)", m.Name, m.Group, m.Policy, conflict.policy, conflict.name)})
+	told := Message{Type: TypePolicy, Group: m.Group, Policy: conflict.policy}
+	if jap == p.cfg.Self.Addr {
+		// Our own registration: the caller holds regMu, which dropping
+		// the targets takes again.
+		go p.handlePolicy(jap, &told)
+		return
+	}
+	p.send(p.selfPort(), netip.AddrPortFrom(jap, p.cfg.ControlPort), &told)
+}
+
+// registerLocked applies a registration. One group, one policy: the JAPs
+// that registered first set it, and a JAP whose targets state another is
+// not registered; registerLocked returns the entry it conflicts with.
+func (p *Proxy) registerLocked(jap netip.Addr, m *Message) *rapEntry {
 	japs := p.rap[m.Group]
 	if m.Targets == 0 {
 		delete(japs, jap)
 		if len(japs) == 0 {
 			delete(p.rap, m.Group)
 		}
-		return
+		return nil
+	}
+	now := p.cfg.Now()
+	since := now
+	if e := japs[jap]; e != nil {
+		since = e.since
+	}
+	for addr, e := range japs {
+		if addr != jap && e.expires > now && e.targets > 0 && e.policy != m.Policy && e.since <= since {
+			delete(japs, jap)
+			return e
+		}
 	}
 	if japs == nil {
 		japs = map[netip.Addr]*rapEntry{}
 		p.rap[m.Group] = japs
 	}
-	japs[jap] = &rapEntry{name: m.Name, targets: int(m.Targets), expires: p.cfg.Now() + int64(m.TTL)}
+	japs[jap] = &rapEntry{name: m.Name, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, since: since, expires: now + int64(m.TTL)}
+	return nil
 }
 
-// japsLocked lists a group's live JAPs, sorted by address for stable answers.
-func (p *Proxy) japsLocked(g router.Group, now int64) []router.JAP {
+// japsLocked lists a group's live JAPs, sorted by address for stable
+// answers, and the group's policy. JAPs agree on it, as each refuses joins
+// that state another; should two disagree all the same (targets that
+// joined different JAPs at once), the one with more targets wins, then the
+// lower address.
+func (p *Proxy) japsLocked(g router.Group, now int64) ([]router.JAP, router.Policy) {
 	var out []router.JAP
+	var pol router.Policy
+	best := -1
 	for addr, e := range p.rap[g] {
 		if e.expires > now && e.targets > 0 {
-			out = append(out, router.JAP{Addr: addr, Targets: e.targets})
+			out = append(out, router.JAP{Addr: addr, Targets: e.targets, Weight: e.weight})
 		}
 	}
 	slices.SortFunc(out, func(a, b router.JAP) int { return a.Addr.Compare(b.Addr) })
-	return out
+	for _, j := range out {
+		if e := p.rap[g][j.Addr]; e.targets > best {
+			best, pol = e.targets, e.policy
+		}
+	}
+	return out, pol
 }
 
 func (p *Proxy) handleResolve(src netip.AddrPort, m *Message) {
 	p.mu.Lock()
 	p.stats.ResolvesAnswered++
-	japs := p.japsLocked(m.Group, p.cfg.Now())
+	japs, pol := p.japsLocked(m.Group, p.cfg.Now())
 	p.mu.Unlock()
-	reply := Message{Type: TypeResolveReply, Seq: m.Seq, Group: m.Group, Status: StatusOK, TTL: p.cfg.CacheTTL, JAPs: japs}
+	reply := Message{Type: TypeResolveReply, Seq: m.Seq, Group: m.Group, Status: StatusOK, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol}
 	p.send(p.selfPort(), src, &reply)
 }

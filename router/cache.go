@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/binary"
+	"math"
 	"net/netip"
 	"slices"
 	"time"
@@ -15,8 +16,10 @@ const resolveTimeout = int64(3 * time.Second)
 
 // cacheEntry is a group's JAP list as the IAP uses it.
 type cacheEntry struct {
-	japs    []uint32 // IPv4 overlay addresses of the JAPs that have targets, sorted
-	known   bool     // the RAP knew the group (its list was not empty)
+	japs    []uint32  // IPv4 overlay addresses of the JAPs that have targets, sorted
+	pref    []japInfo // the same JAPs in the caller's order of preference
+	pol     Policy    // the group's policy
+	known   bool      // the RAP knew the group (its list was not empty)
 	expires int64
 }
 
@@ -81,20 +84,37 @@ func (r *Router) enqueue(res *Result, g Group, buf []byte, p *parsed, now int64)
 // Resolved installs g's JAP list in the cache for ttl (an empty list means
 // "no such group" and is kept for Config.NegativeTTL), then routes the
 // packets that waited for it. It returns those to forward, each a slice
-// holding exactly the packet; the others are dropped and counted.
+// holding exactly the packet (the copies of replicated datagrams
+// included); the others are dropped and counted. It is ResolvedPolicy with
+// the zero Policy.
 func (r *Router) Resolved(g Group, japs []JAP, ttl time.Duration, now int64) [][]byte {
+	return r.ResolvedPolicy(g, Policy{}, japs, ttl, now)
+}
+
+// ResolvedPolicy is Resolved for a group whose new flows pick JAPs by pol.
+// japs are in order of preference for SelectProximity, nearest first;
+// the other selections do not depend on their order.
+func (r *Router) ResolvedPolicy(g Group, pol Policy, japs []JAP, ttl time.Duration, now int64) [][]byte {
 	g.Addr = g.Addr.Unmap()
-	e := &cacheEntry{known: len(japs) > 0}
+	e := &cacheEntry{known: len(japs) > 0, pol: pol.normal()}
 	for _, j := range japs {
-		if a := j.Addr.Unmap(); j.Targets > 0 && a.Is4() {
-			b := a.As4()
-			e.japs = append(e.japs, binary.BigEndian.Uint32(b[:]))
+		a := j.Addr.Unmap()
+		if j.Targets <= 0 || !a.Is4() {
+			continue
 		}
+		b := a.As4()
+		addr := binary.BigEndian.Uint32(b[:])
+		if slices.ContainsFunc(e.pref, func(x japInfo) bool { return x.addr == addr }) {
+			continue // the first mention is the nearest
+		}
+		w := j.Weight
+		if w <= 0 {
+			w = j.Targets
+		}
+		e.pref = append(e.pref, japInfo{addr: addr, targets: clampU32(j.Targets), weight: clampU32(w), same: j.SameCluster})
+		e.japs = append(e.japs, addr)
 	}
-	// Sorted and unique, so that every IAP given the same JAPs picks the
-	// same one for a flow whatever order its RAP listed them in.
-	slices.Sort(e.japs)
-	e.japs = slices.Compact(e.japs)
+	slices.Sort(e.japs) // for lookups; pref keeps the order
 	if !e.known {
 		ttl = r.negTTL
 	}
@@ -123,10 +143,18 @@ func (r *Router) Resolved(g Group, japs []JAP, ttl time.Duration, now int64) [][
 		}
 		if res.Action == Forward {
 			out = append(out, pkt[res.Start:res.End:res.End])
+			for i := range res.Copies {
+				c := make([]byte, res.End-res.Start)
+				if start, end, ok := r.Copy(&res, i, c); ok {
+					out = append(out, c[start:end:end])
+				}
+			}
 		}
 	}
 	return out
 }
+
+func clampU32(n int) uint32 { return uint32(min(max(n, 0), math.MaxUint32)) }
 
 // Invalidate forgets g's cached JAP list; the next new flow resolves it
 // again. Flows keep their JAP.

@@ -27,10 +27,11 @@ type prefix6 struct{ hi, lo, mhi, mlo uint64 }
 // and sends new flows to no other JAP.
 func New(cfg Config) (*Router, error) {
 	r := &Router{
-		targets: make(map[Group]*targetSet),
-		byAddr:  make(map[netip.Addr]int),
-		cache:   make(map[Group]*cacheEntry),
-		queues:  make(map[Group]*pending),
+		targets:  make(map[Group]*targetSet),
+		policies: make(map[Group]Policy),
+		byAddr:   make(map[netip.Addr]int),
+		cache:    make(map[Group]*cacheEntry),
+		queues:   make(map[Group]*pending),
 	}
 	if cfg.ControlPort == 0 {
 		return nil, errors.New("router: the control port is not set")

@@ -8,6 +8,9 @@ import (
 // IAP→JAP encapsulation: IP in IPv4 (protocol 4 for IPv4 packets, 41 for
 // IPv6 ones), outer source this proxy's IPv4 overlay address. WireGuard
 // routes by destination; the outer header makes the JAP the destination.
+// The outer identification field is 0, except in the copies of a
+// replicated datagram: there it is 0x52 in the high byte and, in the low
+// byte, how many targets the JAP delivers the copy to (see replicaMark).
 
 // proxySet is the overlay addresses of all proxies, replaced as a whole.
 type proxySet struct {

@@ -68,6 +68,9 @@ type flow struct {
 	// part alone (IPv4 header) and all of it (TCP/UDP checksum). The reply
 	// rewrite is their negation.
 	dAddr, dL4 uint16
+	// JAP flows: the live-flow counter of the target (target.flows),
+	// decremented when the flow leaves the table.
+	tflows *atomic.Int64
 }
 
 // touch records a packet at now. Writes are skipped within a millisecond so
@@ -190,6 +193,11 @@ func (t *table) shard(h uint64) *shard { return &t.shards[h&t.mask] }
 // get finds the flow of key k (hash h), without locking.
 func (t *table) get(k *flowKey, h uint64) *flow { return t.shard(h).m.get(k, h) }
 
+// getAll appends the flows of key k (hash h) to out, without locking.
+func (t *table) getAll(k *flowKey, h uint64, out []*flow) []*flow {
+	return t.shard(h).m.getAll(k, h, out)
+}
+
 // getRev finds the flow whose reply key is k, without locking.
 func (t *table) getRev(k *flowKey) *flow {
 	h := k.hash()
@@ -226,6 +234,9 @@ func (t *table) removeLocked(s *shard, f *flow) {
 		return
 	}
 	t.n.Add(-1)
+	if f.tflows != nil {
+		f.tflows.Add(-1)
+	}
 	if t.rev != nil {
 		rs := &t.rev[f.rh&t.mask]
 		rs.mu.Lock()

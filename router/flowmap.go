@@ -89,7 +89,28 @@ func (m *flowMap) get(k *flowKey, h uint64) *flow {
 	}
 }
 
-// put adds f, whose key must not be present. Lock held.
+// getAll appends to out, up to its capacity, the flows with key k (hash
+// h): a JAP's replicated datagrams have a flow per target under the one
+// client key. It is safe without the lock, as get is.
+func (m *flowMap) getAll(k *flowKey, h uint64, out []*flow) []*flow {
+	a := m.arr.Load()
+	tag := tagOf(h)
+	for i := h; len(out) < cap(out); i++ {
+		s := &a.s[i&a.mask]
+		switch t := s.tag.Load(); t {
+		case tagEmpty:
+			return out
+		case tag:
+			if f := s.f.Load(); f != nil && *m.keyOf(f) == *k {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// put adds f, whose key must not be present unless f is a replica (see
+// getAll). Lock held.
 func (m *flowMap) put(f *flow) {
 	a := m.arr.Load()
 	if (m.used+1)*4 > len(a.s)*3 {

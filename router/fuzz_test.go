@@ -17,6 +17,8 @@ func fuzzSeeds() map[string][]byte {
 	ap53v6 := netip.AddrPortFrom(anyIP6, 53)
 	frag := udp(client, ap53, "frag")
 	frag[6] |= 0x20
+	replica := encap(p1, p2, udp(client, netip.AddrPortFrom(anyIP, 5353), "replicate"))
+	replica[4], replica[5] = replicaMark>>8, 3 // outer checksum not fixed: not checked
 	return map[string][]byte{
 		"iap-tcp4-syn":     pkt{src: client, dst: anyTCP, proto: ProtoTCP, flags: tcpSYN, mss: 1460}.build(),
 		"iap-tcp6-syn":     pkt{src: client6, dst: anyTCP6, proto: ProtoTCP, flags: tcpSYN, mss: 1460, nopMSS: true}.build(),
@@ -35,6 +37,8 @@ func fuzzSeeds() map[string][]byte {
 		"echo4-anycast":    echo(client.Addr(), anyIP, 8),
 		"echo6-anycast":    echoTo(client6.Addr(), anyIP6),
 		"fragment4":        frag,
+		"jap-udp4-replica": replica,
+		"iap-udp4-replica": udp(client, netip.AddrPortFrom(anyIP.Next(), 53), "replicate"),
 		"encap-not-proxy":  encap(client.Addr(), p2, tcp(client, anyTCP, tcpSYN)),
 	}
 }
@@ -67,6 +71,14 @@ func fuzzRouter(t testing.TB) *Router {
 	}
 	other := Group{Addr: anyIP.Next(), Port: 80, Proto: ProtoTCP}
 	r.Resolved(other, []JAP{{Addr: p3, Targets: 1}}, time.Hour, 0)
+	// Replicated groups: served here (p2), and elsewhere.
+	rep := Policy{Select: SelectAffinity, Replicate: 3}
+	here := Group{Addr: anyIP, Port: 5353, Proto: ProtoUDP}
+	r.SetPolicy(here, rep)
+	r.AddTargetWeight(here, tgt, 2)
+	r.AddTarget(here, tgt2)
+	r.ResolvedPolicy(Group{Addr: anyIP.Next(), Port: 53, Proto: ProtoUDP}, Policy{Select: SelectLoad, Replicate: 3},
+		[]JAP{{Addr: p1, Targets: 1}, {Addr: p3, Targets: 2}}, time.Hour, 0)
 	return r
 }
 
@@ -95,6 +107,16 @@ func FuzzRoute(f *testing.F) {
 			var p parsed
 			if reason := p.parse(out, 0, len(out)); reason != DropNone {
 				t.Fatalf("forwarded a packet that does not parse (%v): % x", reason, out)
+			}
+			for i := range res.Copies {
+				c := make([]byte, res.End-res.Start)
+				start, end, ok := r.Copy(&res, i, c)
+				if !ok {
+					t.Fatalf("Copy %d of %+v failed", i, res)
+				}
+				if reason := p.parse(c, start, end); reason != DropNone {
+					t.Fatalf("copy %d does not parse (%v): % x", i, reason, c[start:end])
+				}
 			}
 		case Control:
 			if res.Start < Headroom {

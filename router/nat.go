@@ -19,14 +19,39 @@ const (
 // tgt; it is used only when the flow is new. ok is false when every client
 // port of the reply tuple is taken.
 func (r *Router) natFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, ok bool) {
-	t := r.jap
-	s := t.shard(h)
+	s := r.jap.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f := s.m.get(k, h); f != nil { // created meanwhile by another peer's goroutine
 		return f, true
 	}
-	f = &flow{key: *k, h: h}
+	return r.newNATFlowLocked(s, k, h, tgt, iap, now)
+}
+
+// replicaFlow is natFlow for one of a replicated datagram's targets: it
+// returns the JAP flow of key k to tgt, creating it beside the key's flows
+// to other targets.
+func (r *Router) replicaFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, ok bool) {
+	s := r.jap.shard(h)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var buf [MaxReplicate]*flow
+	for _, f := range s.m.getAll(k, h, buf[:0]) {
+		if f.to(tgt) {
+			return f, true
+		}
+	}
+	return r.newNATFlowLocked(s, k, h, tgt, iap, now)
+}
+
+// to reports whether the JAP flow f goes to tgt.
+func (f *flow) to(tgt *target) bool { return f.rkey.src == tgt.addr && f.rkey.sport == tgt.port }
+
+// newNATFlowLocked creates the JAP flow of key k to tgt in the locked
+// shard s.
+func (r *Router) newNATFlowLocked(s *shard, k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, ok bool) {
+	t := r.jap
+	f = &flow{key: *k, h: h, tflows: tgt.flows}
 	f.peer.Store(iap)
 	f.last.Store(now)
 	f.rkey = flowKey{src: tgt.addr, dst: k.src, sport: tgt.port, dport: k.sport, proto: k.proto, fam: k.fam}
@@ -44,6 +69,9 @@ func (r *Router) natFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int6
 		if !ok {
 			return nil, false
 		}
+	}
+	if f.tflows != nil {
+		f.tflows.Add(1)
 	}
 	r.st.evicted.Add(t.insertLocked(s, f, &r.to))
 	return f, true
@@ -73,6 +101,21 @@ func natReverse(buf []byte, p *parsed, f *flow) {
 	binary.BigEndian.PutUint16(buf[p.l4:], k.dport)
 	binary.BigEndian.PutUint16(buf[p.l4+2:], k.sport)
 	fixChecksums(buf, p, ^f.dAddr, ^f.dL4) // ~d is −d in ones' complement
+}
+
+// natRetarget rewrites a client packet that the flow from translated (nil:
+// none, the packet is as the client sent it) as the flow to translates it.
+func natRetarget(buf []byte, p *parsed, from, to *flow) {
+	if from == nil {
+		natForward(buf, p, to)
+		return
+	}
+	rk := &to.rkey
+	copy(buf[p.dstOff():], addrBytes(&rk.src, rk.fam))
+	binary.BigEndian.PutUint16(buf[p.l4:], rk.dport)
+	binary.BigEndian.PutUint16(buf[p.l4+2:], rk.sport)
+	// Undo from's deltas, apply to's.
+	fixChecksums(buf, p, fold(uint64(^from.dAddr)+uint64(to.dAddr)), fold(uint64(^from.dL4)+uint64(to.dL4)))
 }
 
 func fixChecksums(buf []byte, p *parsed, dAddr, dL4 uint16) {

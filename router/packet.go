@@ -14,6 +14,7 @@ const (
 	udpLen     = 8
 	icmpMinLen = 8 // type, code, checksum, and the echo identifier and sequence
 
+	ipv4ID       = 4
 	ipv4Checksum = 10
 	ipv4Src      = 12
 	ipv4Dst      = 16

@@ -50,12 +50,27 @@ type Result struct {
 	Group    Group
 	Resolve  bool
 	Src, Dst netip.AddrPort
+	// Copies is how many more packets a Forward carries besides
+	// buf[Start:End]: a datagram of a group with Policy.Replicate ≥ 2 goes
+	// to several targets (through other JAPs, or NATed to local targets).
+	// It is 0 for every other packet. For each i in [0, Copies) the caller
+	// calls Copy(&res, i, dst) and forwards the copy into WireGuard exactly
+	// as the main packet, and it does so before it reuses or changes buf
+	// (the copies are made from buf[Start:End]).
+	Copies int
+	rep    *replicas // what the copies are
 }
 
 // JAP is a join proxy of a group as a RAP reports it.
 type JAP struct {
 	Addr    netip.Addr // the proxy's IPv4 overlay address
 	Targets int        // roughly how many targets joined through it
+	// Weight is the sum of the weights of those targets (Router.Weight);
+	// 0 means Targets. SelectLoad picks JAPs in proportion to it.
+	Weight int `json:",omitempty"`
+	// SameCluster: the JAP is in this IAP's cluster (set by the caller for
+	// ScopeSameCluster; not part of what RAPs report).
+	SameCluster bool `json:",omitempty"`
 }
 
 // Timeouts are the idle timeouts of flows by protocol and TCP state.
@@ -122,11 +137,14 @@ type Router struct {
 	iap     *table // IAP flows: client → JAP
 	jap     *table // JAP flows: the NAT
 
-	gmu     sync.RWMutex // guards the group state below
-	targets map[Group]*targetSet
-	byAddr  map[netip.Addr]int // local targets per anycast IP, for echo
-	cache   map[Group]*cacheEntry
-	queues  map[Group]*pending
+	gmu      sync.RWMutex // guards the group state below
+	targets  map[Group]*targetSet
+	policies map[Group]Policy   // the groups' policies, when not the zero one
+	byAddr   map[netip.Addr]int // local targets per anycast IP, for echo
+	cache    map[Group]*cacheEntry
+	queues   map[Group]*pending
+
+	rnd func() uint64 // tests: the random source, instead of math/rand/v2's
 
 	st counters
 }
@@ -305,6 +323,11 @@ func (r *Router) decapsulate(res *Result, buf []byte, p *parsed, now int64) *Res
 	if toClient {
 		return r.egress(res, buf, &in, now)
 	}
+	if in.proto == ProtoUDP {
+		if quota := replicaQuota(buf[p.off:]); quota >= 2 {
+			return r.joinReplicas(res, buf, &in, in.hash(), outer, quota, now)
+		}
+	}
 	return r.join(res, buf, &in, &in.flowKey, in.hash(), outer, now)
 }
 
@@ -345,14 +368,14 @@ func (r *Router) newIngress(res *Result, buf []byte, p *parsed, k *flowKey, h ui
 		return nil
 	}
 	g := Group{Addr: addrOf(p.dst, p.fam), Port: p.dport, Proto: p.proto}
-	jap := uint32(0)
-	if _, _, ok := r.localTargets(g, &p.src); ok {
-		// A local target that is not the sender: serve the flow here, no
-		// RAP needed.
-		jap = r.self4
-	} else {
-		e := override
-		if e == nil {
+	// Local targets that are not the sender make this proxy a JAP
+	// candidate, at distance 0; then the policy is the one this proxy holds
+	// for g as its JAP, else the one the RAP gave with the JAP list.
+	loc := r.localTargets(g, &p.src)
+	pol := loc.pol
+	var e *cacheEntry
+	if !loc.ok || pol.needsJAPs(g, loc.n) {
+		if e = override; e == nil {
 			e = r.cached(g, now)
 		}
 		if e == nil {
@@ -360,26 +383,28 @@ func (r *Router) newIngress(res *Result, buf []byte, p *parsed, k *flowKey, h ui
 				return nil
 			}
 		}
-		if !e.known {
-			r.drop(res, DropNoGroup).Group = g
-			return nil
-		}
-		// Among the other live JAPs, by rendezvous hash of the 5-tuple: a
-		// flow's JAP depends only on the flow and the JAP list, and a JAP
-		// that comes or goes moves only its share of new flows.
-		var best uint64
-		for _, a := range e.japs {
-			if a == r.self4 || !proxies.has4(a) {
-				continue
+		if !loc.ok {
+			if !e.known {
+				r.drop(res, DropNoGroup).Group = g
+				return nil
 			}
-			if s := mix64(h ^ uint64(a)*0x9e3779b97f4a7c15); jap == 0 || s > best {
-				jap, best = a, s
-			}
+			pol = e.pol
 		}
-		if jap == 0 {
-			r.drop(res, DropNoTarget).Group = g
-			return nil
-		}
+	}
+	var self japInfo
+	if loc.ok {
+		self = japInfo{addr: r.self4, targets: uint32(loc.n), weight: loc.weight, same: true}
+	}
+	if pol.replicates(g) {
+		// No IAP flow: each datagram is planned anew (alike, while the
+		// JAP list is).
+		r.ingressReplicas(res, buf, p, h, g, pol, e, &self, &loc, proxies, now)
+		return nil
+	}
+	jap := r.chooseJAP(pol, e, &self, &p.src, h, proxies)
+	if jap == 0 {
+		r.drop(res, DropNoTarget).Group = g
+		return nil
 	}
 
 	t := r.iap
@@ -402,17 +427,13 @@ func (r *Router) join(res *Result, buf []byte, p *parsed, k *flowKey, h uint64, 
 	f := r.jap.get(k, h)
 	if f == nil {
 		g := Group{Addr: addrOf(p.dst, p.fam), Port: p.dport, Proto: p.proto}
-		ts, list, ok := r.localTargets(g, &p.src)
-		if !ok { // none, or only the sender itself
-			r.drop(res, DropNoTarget).Group = g
-			if iap != r.self4 {
-				// Tell the caller which IAP still sends here: it can tell
-				// that IAP to look again (see Result).
-				res.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(iap >> 24), byte(iap >> 16), byte(iap >> 8), byte(iap)}), 0)
-			}
-			return res
+		loc := r.localTargets(g, &p.src)
+		tgt := r.pickTarget(&loc, loc.pol.Select, &p.src)
+		if tgt == nil { // none, or only the sender itself
+			return r.noTarget(res, g, iap)
 		}
-		if f, ok = r.natFlow(k, h, ts.pick(list, &p.src), iap, now); !ok {
+		var ok bool
+		if f, ok = r.natFlow(k, h, tgt, iap, now); !ok {
 			return r.drop(res, DropNoPort)
 		}
 	} else if f.peer.Load() != iap {
@@ -425,6 +446,18 @@ func (r *Router) join(res *Result, buf []byte, p *parsed, k *flowKey, h uint64, 
 	natForward(buf, p, f)
 	r.st.forward(uint32(h))
 	res.Action, res.Start, res.End = Forward, p.off, p.end
+	return res
+}
+
+// noTarget drops a client's packet for g at a JAP that has no target for
+// it (none, or only the sender itself).
+func (r *Router) noTarget(res *Result, g Group, iap uint32) *Result {
+	r.drop(res, DropNoTarget).Group = g
+	if iap != r.self4 {
+		// Tell the caller which IAP still sends here: it can tell that IAP
+		// to look again (see Result).
+		res.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte{byte(iap >> 24), byte(iap >> 16), byte(iap >> 8), byte(iap)}), 0)
+	}
 	return res
 }
 

@@ -788,11 +788,12 @@ func client2Port(i uint16) netip.AddrPort {
 }
 
 func TestJAPChoiceByHash(t *testing.T) {
-	// Two IAPs with the same JAPs (in any order) send a flow to the same JAP,
-	// and flows spread over the JAPs.
+	// Under SelectLoad, two IAPs with the same JAPs (in any order) send a
+	// flow to the same JAP, and flows spread over the JAPs by weight.
 	a, b := newRouter(t, selfP1()), newRouter(t, selfP3())
-	a.Resolved(gUDP, []JAP{{Addr: p2, Targets: 1}, {Addr: p3, Targets: 4}}, time.Hour, 0)
-	b.Resolved(gUDP, []JAP{{Addr: p1, Targets: 1}, {Addr: p2, Targets: 4}, {Addr: p3, Targets: 0}}, time.Hour, 0)
+	load := Policy{Select: SelectLoad}
+	a.ResolvedPolicy(gUDP, load, []JAP{{Addr: p2, Targets: 1}, {Addr: p3, Targets: 4, Weight: 1}}, time.Hour, 0)
+	b.ResolvedPolicy(gUDP, load, []JAP{{Addr: p1, Targets: 1}, {Addr: p2, Targets: 4, Weight: 1}, {Addr: p3, Targets: 0}}, time.Hour, 0)
 	ap := netip.AddrPortFrom(anyIP, 53)
 	seen := map[netip.Addr]int{}
 	for i := range 200 {
@@ -811,7 +812,7 @@ func TestJAPChoiceByHash(t *testing.T) {
 	}
 	// Same list, different order: same choices.
 	c2 := newRouter(t, selfP3())
-	c2.Resolved(gUDP, []JAP{{Addr: p2, Targets: 1}, {Addr: p1, Targets: 1}}, time.Hour, 0)
+	c2.ResolvedPolicy(gUDP, load, []JAP{{Addr: p2, Targets: 1}, {Addr: p1, Targets: 1}}, time.Hour, 0)
 	for i := range 50 {
 		c := netip.AddrPortFrom(client.Addr(), uint16(3000+i))
 		x := decode(t, mustForward(t, b, udp(c, ap, "x"), 0)).dst.Addr()

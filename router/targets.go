@@ -1,6 +1,7 @@
 package router
 
 import (
+	"math"
 	"net/netip"
 	"slices"
 	"sync/atomic"
@@ -8,10 +9,19 @@ import (
 
 // target is a local target of a group in key form.
 type target struct {
-	addr [16]byte
-	port uint16
-	ap   netip.AddrPort
+	addr   [16]byte
+	port   uint16
+	weight uint32 // in [1, maxWeight]
+	key    uint64 // addrHash(addr), for rendezvous hashing
+	ap     netip.AddrPort
+	// flows counts the target's live JAP flows (SelectLoad). Each flow
+	// holds the counter and takes itself off it when removed; the list's
+	// copies share it.
+	flows *atomic.Int64
 }
+
+// maxWeight bounds target weights, so that load comparisons stay in range.
+const maxWeight = 1 << 16
 
 // targetSet is a group's local targets. The list is copied on change, so a
 // reader may keep using a list it got under the lock; rr survives changes.
@@ -23,14 +33,24 @@ type targetSet struct {
 // AddTarget records a local target of g: its overlay address and the port
 // its service listens on. It returns false when the target was already
 // present (its port is then updated, and its flows to the old port are
-// dropped) or when its address family differs from the group's.
+// dropped) or when its address family differs from the group's. It is
+// AddTargetWeight with weight 1.
 func (r *Router) AddTarget(g Group, t netip.AddrPort) bool {
+	return r.AddTargetWeight(g, t, 1)
+}
+
+// AddTargetWeight is AddTarget for a target of the given weight (at least
+// 1; at most 65536), its share of new flows under SelectLoad and
+// SelectAffinity relative to the group's other local targets. A present
+// target takes the new weight; its flows stay.
+func (r *Router) AddTargetWeight(g Group, t netip.AddrPort, weight int) bool {
 	g.Addr = g.Addr.Unmap()
 	t = netip.AddrPortFrom(t.Addr().Unmap(), t.Port())
 	if famOf(t.Addr()) != famOf(g.Addr) {
 		return false
 	}
-	nt := target{addr: key16(t.Addr()), port: t.Port(), ap: t}
+	nt := target{addr: key16(t.Addr()), port: t.Port(), weight: uint32(min(max(weight, 1), maxWeight)), ap: t}
+	nt.key = addrHash(&nt.addr)
 	r.gmu.Lock()
 	ts := r.targets[g]
 	if ts == nil {
@@ -39,13 +59,15 @@ func (r *Router) AddTarget(g Group, t netip.AddrPort) bool {
 	}
 	i := slices.IndexFunc(ts.list, func(x target) bool { return x.addr == nt.addr })
 	if i < 0 {
+		nt.flows = new(atomic.Int64)
 		ts.list = append(slices.Clip(ts.list), nt)
 		r.byAddr[g.Addr]++
 		r.gmu.Unlock()
 		return true
 	}
 	old := ts.list[i]
-	if old.port != nt.port {
+	if old.port != nt.port || old.weight != nt.weight {
+		nt.flows = old.flows
 		l := slices.Clone(ts.list)
 		l[i] = nt
 		ts.list = l
@@ -112,22 +134,53 @@ func (r *Router) Targets(g Group) []netip.AddrPort {
 	return out
 }
 
-// localTargets returns g's local targets (the set, for round-robin) and
-// whether one of them is not the sender.
-func (r *Router) localTargets(g Group, sender *[16]byte) (*targetSet, []target, bool) {
+// Weight is the sum of the weights of g's local targets: what this proxy
+// reports as its JAP.Weight for g.
+func (r *Router) Weight(g Group) int {
+	g.Addr = g.Addr.Unmap()
 	r.gmu.RLock()
-	ts := r.targets[g]
-	var list []target
-	if ts != nil {
-		list = ts.list
-	}
-	r.gmu.RUnlock()
-	for i := range list {
-		if list[i].addr != *sender {
-			return ts, list, true
+	defer r.gmu.RUnlock()
+	w := 0
+	if ts := r.targets[g]; ts != nil {
+		for i := range ts.list {
+			w += int(ts.list[i].weight)
 		}
 	}
-	return ts, list, false
+	return w
+}
+
+// localSet is a group's local targets as a new flow from a sender sees
+// them.
+type localSet struct {
+	ts     *targetSet // for round-robin; nil when there are no targets
+	list   []target
+	n      int    // targets other than the sender
+	weight uint32 // their summed weight
+	ok     bool   // n > 0
+	pol    Policy // the group's policy (SetPolicy)
+}
+
+// localTargets returns g's local targets, as sender sees them.
+func (r *Router) localTargets(g Group, sender *[16]byte) localSet {
+	var l localSet
+	r.gmu.RLock()
+	if l.ts = r.targets[g]; l.ts != nil {
+		l.list = l.ts.list
+	}
+	if len(r.policies) > 0 {
+		l.pol = r.policies[g]
+	}
+	r.gmu.RUnlock()
+	var w uint64
+	for i := range l.list {
+		if l.list[i].addr != *sender {
+			l.n++
+			w += uint64(l.list[i].weight)
+		}
+	}
+	l.weight = uint32(min(w, math.MaxUint32))
+	l.ok = l.n > 0
+	return l
 }
 
 // pick chooses, round-robin, a target of list that is not the sender.

@@ -126,6 +126,14 @@ func (d *Device) UpdateAllowedIPs(peers []Peer) error {
 	return d.IpcSet(b.String())
 }
 
+// AddPeer adds p as a peer, or updates it if it is one already (its
+// endpoint, keepalive and allowed IPs), leaving every other peer alone.
+func (d *Device) AddPeer(p Peer) error {
+	var b strings.Builder
+	writePeer(&b, p)
+	return d.IpcSet(b.String())
+}
+
 // ResetPeer removes a peer and adds it again as p, in one set: its session
 // and handshake state are gone, so the next packet to it handshakes anew.
 func (d *Device) ResetPeer(p Peer) error {

@@ -37,6 +37,7 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	basePort := fs.Uint("base-port", uint(lab.DefaultBasePort), "first WireGuard UDP port")
 	iface := fs.String("interface", "netstack", "edges' host interface: netstack, tun or water")
 	ifPrefix := fs.String("ifprefix", "", "name every node's interface and UAPI socket PREFIX+NAME (default pias-NAME)")
+	seeded := fs.Int("seeded", 0, "make the last N proxies newcomers that know only p1 (their seed) and join with the mesh key")
 	if rc := parse(args[1:]); rc >= 0 {
 		return rc
 	}
@@ -64,7 +65,7 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	l, err := lab.Generate(lab.Options{Out: *out, Proxies: *proxies, Clusters: *clusters, Targets: *targets,
 		Clients: *clients, Groups: *groups, Underlay: u, BasePort: uint16(*basePort),
-		Interface: *iface, InterfacePrefix: *ifPrefix})
+		Interface: *iface, InterfacePrefix: *ifPrefix, Seeded: *seeded})
 	if err != nil {
 		fmt.Fprintf(stderr, "pias lab gen: %v\n", err)
 		return 2
