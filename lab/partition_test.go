@@ -225,3 +225,90 @@ func TestPartitionClustersThenHeal(t *testing.T) {
 		t.Logf("after the heal %s served by %s in %v", c, who, d)
 	}
 }
+
+// TestPartialPartition cuts the link between clusters c1 and c2 while c3
+// still reaches both. Nobody is declared dead (helpers in c3 vouch for
+// each side), so nothing flaps; a c1 proxy stops using c2's JAPs for new
+// flows, and its client, whose group has targets only in c2 and c3, is
+// answered from c3. When the link heals, c2 is used again.
+func TestPartialPartition(t *testing.T) {
+	// p1, p4 in c1; p2, p5 in c2; p3, p6 in c3. The group's targets are
+	// t2, t5 (c2) and t3, t6 (c3); t1 and t4 (c1) stay down. cl3 is on p4.
+	log := &eventLog{}
+	h, err := Start(Options{Proxies: 6, Clusters: 3, Targets: 6, Clients: 3, Groups: 1}, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{"t1", "t4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	if err := h.ServeTargets(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t)
+	if err := h.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const client = "cl3"
+	if h.Node(client).Home != "p4" {
+		t.Fatalf("%s is on %s, want p4", client, h.Node(client).Home)
+	}
+	g := GroupN(0)
+	c2 := []string{"t2", "t5"}
+	deaths := func() int { return len(log.match(func(e overlay.Event) bool { return e.Kind == "dead" })) }
+	before := deaths()
+	cut := time.Now()
+	if err := h.Partition([]string{"p1", "p4"}, []string{"p2", "p5"}); err != nil {
+		t.Fatal(err)
+	}
+	// p4 notices the cut, and its client's new connections go to c3.
+	if err := WaitFor(ctx, func() error {
+		for range 6 {
+			who, err := answerer(ctx, h, client, g)
+			if err != nil {
+				return err
+			}
+			if slices.Contains(c2, who) {
+				return fmt.Errorf("answered by %s, behind the cut", who)
+			}
+		}
+		return nil
+	}); err != nil {
+		for _, e := range log.match(func(e overlay.Event) bool {
+			return e.Kind == "dead" || e.Kind == "alive" || e.Kind == "unreachable" || e.Kind == "reachable" || e.Kind == "move" || (e.Proxy == "p4" && (e.Kind == "resolve" || e.Kind == "resolved"))
+		}) {
+			t.Logf("%s %s %s %v %s", e.Proxy, e.Kind, e.Name, e.JAPs, e.Reason)
+		}
+		t.Logf("p4 members: %+v", h.Proxies["p4"].Overlay.Members())
+		t.Fatal(err)
+	}
+	t.Logf("%s answered only from c3 %v after the cut", client, time.Since(cut).Round(time.Millisecond))
+	// Stable: for two more seconds every request is answered, from c3, and
+	// nobody dies.
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		who, err := answerer(ctx, h, client, g)
+		if err != nil || slices.Contains(c2, who) {
+			t.Fatalf("after the cut: answered by %q (%v)", who, err)
+		}
+	}
+	if n := deaths() - before; n != 0 {
+		t.Fatalf("%d deaths declared over a cut link; want none (c3 reaches both sides)", n)
+	}
+	for _, p := range h.Proxies {
+		if live := p.Overlay.Live(); len(live) != 6 {
+			t.Errorf("%s sees %v alive, want all six", p.Name, live)
+		}
+	}
+	healed := time.Now()
+	h.Heal()
+	if err := WaitFor(ctx, func() error {
+		if len(log.match(func(e overlay.Event) bool { return e.Kind == "reachable" && e.Proxy == "p4" })) < 2 {
+			return fmt.Errorf("p4 does not reach c2 again")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("p4 reaches c2 again %v after the heal", time.Since(healed).Round(time.Millisecond))
+	if err := WaitFor(ctx, h.Consistent); err != nil {
+		t.Fatal(err)
+	}
+}

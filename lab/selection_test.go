@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
 )
@@ -421,5 +422,92 @@ func TestLoadWeights(t *testing.T) {
 	t.Logf("the next 10 after t5 (weight 1) joined: %v", count)
 	if count["t5"] < 8 {
 		t.Fatalf("t5 got %d of the next 10 connections, want ≥ 8 (it is the least loaded)", count["t5"])
+	}
+}
+
+// TestRandomUniform: select = "random" over t1 (at p1) and t3, t5 (at p3,
+// p2): 600 new connections from a client on p2 spread uniformly over the
+// three, across JAPs. Chi-square with 2 degrees of freedom against the
+// 0.1 % critical value, 13.82: at 1 % (9.21) a uniform source fails one run
+// in a hundred by design; router.TestRandomUniform checks the 1 % level
+// with fixed seeds.
+func TestRandomUniform(t *testing.T) {
+	h, _ := startSelectionLabFor(t, Options{Proxies: 3, Clusters: 1, Targets: 6, Clients: 1, Groups: 2}, `select = "random"`, []string{"t1", "t3", "t5"})
+	ctx := testCtx(t)
+	g := GroupN(0)
+	count := map[string]int{}
+	const n = 600
+	for range n {
+		who, err := answerer(ctx, h, "cl1", g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		count[who]++
+	}
+	chi2 := 0.0
+	for _, name := range []string{"t1", "t3", "t5"} {
+		d := float64(count[name]) - n/3.0
+		chi2 += d * d / (n / 3.0)
+	}
+	t.Logf("%d connections: %v, chi-square %.2f", n, count, chi2)
+	if len(count) != 3 || chi2 > 13.82 {
+		t.Fatalf("not uniform: %v (chi-square %.2f > 13.82)", count, chi2)
+	}
+}
+
+// TestScopeSameCluster: scope = "same-cluster" keeps new flows in the
+// client's proxy's cluster, and a target calling its own group never gets
+// its own packets: with no other target in its cluster, it gets none.
+func TestScopeSameCluster(t *testing.T) {
+	// Group 0: t1 (p1, c1), t3 (p3, c1), t5 (p1, c1)... and t2, t4 in the
+	// other group. Clusters: p1, p3 in c1; p2, p4 in c2.
+	h, _ := startSelectionLabFor(t, Options{Proxies: 4, Clusters: 2, Targets: 6, Clients: 2, Groups: 2}, `scope = "same-cluster"`, []string{"t1", "t3", "t5"})
+	ctx := testCtx(t)
+	g := GroupN(0)
+	inGroup := h.TargetsOf(g)
+	var c1, c2 []string
+	for _, tn := range inGroup {
+		if cl := h.Proxies[h.Node(tn).Home].Config.Cluster; cl == "c1" {
+			c1 = append(c1, tn)
+		} else {
+			c2 = append(c2, tn)
+		}
+	}
+	t.Logf("targets of %s: c1 %v, c2 %v", g, c1, c2)
+	for _, c := range h.Names(config.RoleClient) {
+		cluster := h.Home(c).Config.Cluster
+		want := c1
+		if cluster == "c2" {
+			want = c2
+		}
+		for range 10 {
+			who, err := answerer(ctx, h, c, g)
+			if len(want) == 0 {
+				if err == nil {
+					t.Fatalf("%s (on %s, %s) reached %s; its cluster has no target", c, h.Home(c).Name, cluster, who)
+				}
+				break
+			}
+			if err != nil || !slices.Contains(want, who) {
+				t.Fatalf("%s (on %s, %s) answered by %q (%v), want one of %v", c, h.Home(c).Name, cluster, who, err, want)
+			}
+		}
+	}
+	// A target of the group calls it: never itself, only others of its cluster.
+	for _, tn := range inGroup {
+		cluster := h.Proxies[h.Node(tn).Home].Config.Cluster
+		others := slices.DeleteFunc(slices.Clone(map[string][]string{"c1": c1, "c2": c2}[cluster]), func(s string) bool { return s == tn })
+		for range 5 {
+			who, err := answerer(ctx, h, tn, g)
+			if len(others) == 0 {
+				if err == nil {
+					t.Fatalf("%s reached %s; no other target in %s", tn, who, cluster)
+				}
+				break
+			}
+			if err != nil || !slices.Contains(others, who) {
+				t.Fatalf("%s calling its group: answered by %q (%v), want one of %v", tn, who, err, others)
+			}
+		}
 	}
 }

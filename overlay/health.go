@@ -157,6 +157,8 @@ type mstate struct {
 	lastProbe   int64
 	deadAt      int64 // when it last became dead here
 	heard       bool  // it has said something since this proxy started
+	lastHeard   int64 // when it last said something
+	unreachable bool  // alive for others, but its probes go unanswered here
 }
 
 // relay is a probe this proxy sends for another (ProbeReq).
@@ -172,9 +174,19 @@ type change struct {
 	revived []Member // dead → alive
 	reset   []Member // alive at a new incarnation: restarted, state lost
 	added   []Member // new to this proxy and alive (joining → alive, or learned alive)
+	// unreachable: alive (others reach it) but not from here any more;
+	// reachable: from here again. Only this proxy's data path cares.
+	unreachable, reachable []Member
 }
 
-func (c *change) empty() bool { return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added) == 0 }
+func (c *change) empty() bool {
+	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added)+len(c.unreachable)+len(c.reachable) == 0
+}
+
+// onlyReach reports whether c is only about this proxy's own reachability.
+func (c *change) onlyReach() bool {
+	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added) == 0
+}
 
 // health is the failure detector of one proxy. It is transport-agnostic:
 // send delivers a message to a member's control port, now is the clock,
@@ -400,12 +412,51 @@ func (h *health) tick() {
 		m.lastProbe = now
 		out = h.probeLocked(out, m, now, false)
 	}
+	h.reachLocked(&ch, now, watched)
 	h.lastTick = now
 	h.mu.Unlock()
 	h.flush(out, ch)
 }
 
-// helpersLocked picks up to ConfirmHelpers live members, not m, to probe m.
+// reachLocked notes the watched members that are alive by others' word
+// (a helper reached them, or nobody declared them dead) but silent to this
+// proxy for ProbeMisses+1 probe intervals: the path between the two is
+// cut while the rest of the overlay still reaches both. This proxy's data
+// path then avoids them (change.unreachable) until they answer again.
+func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
+	limit := int64(h.cfg.ProbeMisses+1) * int64(h.cfg.ProbeInterval)
+	for _, name := range h.order {
+		m := h.members[name]
+		cut := m.heard && watched[name] && (m.state == StateAlive || m.state == StateSuspect) && now-m.lastHeard > limit
+		switch {
+		case cut && !m.unreachable:
+			m.unreachable = true
+			ch.unreachable = append(ch.unreachable, m.Member)
+		case !cut && m.unreachable:
+			m.unreachable = false
+			ch.reachable = append(ch.reachable, m.Member)
+		}
+	}
+}
+
+// unreachableAddrs lists the addresses of the members reachLocked found cut.
+func (h *health) unreachableAddrs() map[netip.Addr]bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[netip.Addr]bool{}
+	for _, m := range h.members {
+		if m.unreachable && m.state != StateDead {
+			out[m.Addr] = true
+		}
+	}
+	return out
+}
+
+// helpersLocked picks up to ConfirmHelpers live members, not m, to probe
+// m: first those of a third cluster (neither ours nor m's), whose paths to
+// m are the least like ours — when only the link between two clusters is
+// cut, they still reach m, and m is not declared dead for everyone over a
+// fault of one path — then the others, each set by rendezvous hash.
 func (h *health) helpersLocked(m *mstate) []string {
 	var cands []string
 	for _, name := range h.order {
@@ -414,7 +465,17 @@ func (h *health) helpersLocked(m *mstate) []string {
 			cands = append(cands, name)
 		}
 	}
+	third := func(name string) bool {
+		c := h.members[name].Cluster
+		return c != h.self.Cluster && c != m.Cluster
+	}
 	slices.SortFunc(cands, func(a, b string) int {
+		if ta, tb := third(a), third(b); ta != tb {
+			if ta {
+				return -1
+			}
+			return 1
+		}
 		wa, wb := hrw(h.self.Name+"/"+m.Name, a), hrw(h.self.Name+"/"+m.Name, b)
 		switch {
 		case wa > wb:
@@ -438,7 +499,7 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 		h.mu.Unlock()
 		return
 	}
-	from.heard = true
+	from.heard, from.lastHeard = true, now
 	if from.state == StateJoining {
 		// Its first word: the newcomer's handshake is done, talk back.
 		from.state, from.outstanding = StateAlive, 0

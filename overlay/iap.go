@@ -26,7 +26,19 @@ func (p *Proxy) Resolve(g router.Group) {
 
 // askRAP sends the next try of a resolve: RAPs in rank order, round robin.
 func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
-	raps := p.RAPs(g)
+	raps := p.reachableFirst(p.RAPs(g))
+	if cut := p.health.unreachableAddrs(); len(raps) > 0 && cut[p.addrOf(raps[0])] {
+		// Cut off from every RAP of the group (a link between clusters is
+		// down): ask a proxy this one still reaches, which asks a RAP for
+		// us. The one the hash of the group picks, so asks concentrate.
+		var via []string
+		for _, n := range p.Live() {
+			if n != p.cfg.Self.Name && !cut[p.addrOf(n)] {
+				via = append(via, n)
+			}
+		}
+		raps = RAPs(g, via, 1)
+	}
 	p.mu.Lock()
 	name := raps[pr.tries%len(raps)]
 	pr.tries++
@@ -50,6 +62,9 @@ func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
 }
 
 func (p *Proxy) handleResolveReply(m *Message) {
+	if p.relayed(m) {
+		return
+	}
 	p.mu.Lock()
 	pr := p.pending[m.Group]
 	if pr == nil || pr.seq != m.Seq {
@@ -103,5 +118,24 @@ func (p *Proxy) rankJAPs(japs []router.JAP) []router.JAP {
 		out[i].SameCluster = out[i].Addr == p.cfg.Self.Addr || (ok && m.Cluster == p.cfg.Self.Cluster)
 	}
 	slices.SortStableFunc(out, func(a, b router.JAP) int { return cmp.Compare(dist(a), dist(b)) })
+	return out
+}
+
+// reachableFirst orders proxy names so that those this proxy is cut off
+// from come last (stable otherwise): others may still reach them, this
+// proxy would only wait for its retry.
+func (p *Proxy) reachableFirst(names []string) []string {
+	cut := p.health.unreachableAddrs()
+	out := slices.Clone(names)
+	slices.SortStableFunc(out, func(a, b string) int {
+		ca, cb := cut[p.addrOf(a)], cut[p.addrOf(b)]
+		switch {
+		case ca && !cb:
+			return 1
+		case cb && !ca:
+			return -1
+		}
+		return 0
+	})
 	return out
 }

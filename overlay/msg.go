@@ -175,7 +175,7 @@ func (s Status) String() string {
 //	Keepalive     group port:u16
 //	KeepaliveAck  group status:u8 reason:string
 //	Register      group name:string targets:u32 ttl_ms:u32 policy weight:u32
-//	Resolve       group
+//	Resolve       group hops:u16 (in Port: 1 when a proxy asks for another)
 //	ResolveReply  group status:u8 reason:string ttl_ms:u32 n:u8 n×(addr targets:u32 weight:u32) policy
 //	Policy        group policy
 //
@@ -188,7 +188,7 @@ type Message struct {
 	Type    Type
 	Seq     uint32       // matches replies to requests
 	Group   router.Group // all types but the health messages (zero there)
-	Port    uint16       // Join, Leave, Keepalive: the target's local service port
+	Port    uint16       // Join, Leave, Keepalive: the target's local service port; Resolve: hops
 	Name    string       // Join: the target's name (logs); Register: the JAP's name
 	Status  Status       // JoinAck, KeepaliveAck, ResolveReply
 	Reason  string       // JoinAck, KeepaliveAck, ResolveReply: why (with StatusRefused)
@@ -257,7 +257,7 @@ var typeFields = [...]fields{
 	TypeKeepalive:    fPort,
 	TypeKeepaliveAck: fStatus,
 	TypeRegister:     fName | fRegister | fPolicy,
-	TypeResolve:      0,
+	TypeResolve:      fPort,
 	TypeResolveReply: fStatus | fResolveReply | fPolicy,
 	TypeProbe:        fHealth,
 	TypeProbeAck:     fHealth,

@@ -140,6 +140,9 @@ type Proxy struct {
 	noTargetSent map[noTargetKey]int64
 	// addedAt: when each proxy learned at run time was added (guarded by mu).
 	addedAt map[string]int64
+	// relays: resolves this proxy passes on for proxies cut off from RAPs
+	// (guarded by mu), by the seq of its own ask.
+	relays map[uint32]resolveRelay
 
 	health *health
 	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
@@ -256,13 +259,28 @@ func (p *Proxy) membershipChanged(c change) {
 	p.memMu.Lock()
 	defer p.memMu.Unlock()
 	live := p.health.live()
+	cut := p.health.unreachableAddrs()
 	names := make([]string, len(live))
-	addrs := make([]netip.Addr, len(live))
+	addrs := make([]netip.Addr, 0, len(live))
 	for i, m := range live {
-		names[i], addrs[i] = m.Name, m.Addr
+		names[i] = m.Name
+		// A proxy cut off from this one is no JAP for its new flows.
+		if !cut[m.Addr] {
+			addrs = append(addrs, m.Addr)
+		}
 	}
 	p.live.Store(&names)
 	p.cfg.Router.SetProxies(addrs)
+	for _, m := range c.unreachable {
+		p.cfg.Router.ForgetJAP(m.Addr)
+		p.emit(Event{Kind: "unreachable", Name: m.Name})
+	}
+	for _, m := range c.reachable {
+		p.emit(Event{Kind: "reachable", Name: m.Name})
+	}
+	if c.onlyReach() {
+		return
+	}
 	gone := append(slices.Clone(c.dead), c.reset...)
 	for _, m := range gone {
 		p.cfg.Router.ForgetJAP(m.Addr)

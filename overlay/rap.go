@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/pias-net/pias/router"
 )
@@ -107,10 +108,68 @@ func (p *Proxy) japsLocked(g router.Group, now int64) ([]router.JAP, router.Poli
 }
 
 func (p *Proxy) handleResolve(src netip.AddrPort, m *Message) {
+	if m.Port == 0 && !slices.Contains(p.RAPs(m.Group), p.cfg.Self.Name) && p.isProxy(src.Addr()) {
+		// Not a RAP of the group: a proxy cut off from all its RAPs asks
+		// through this one (see askRAP). Ask a RAP and relay the answer;
+		// once only (hops), so views that differ cannot make a loop.
+		p.relayResolve(src, m)
+		return
+	}
 	p.mu.Lock()
 	p.stats.ResolvesAnswered++
 	japs, pol := p.japsLocked(m.Group, p.cfg.Now())
 	p.mu.Unlock()
 	reply := Message{Type: TypeResolveReply, Seq: m.Seq, Group: m.Group, Status: StatusOK, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol}
 	p.send(p.selfPort(), src, &reply)
+}
+
+// resolveRelay is a resolve this proxy passes on for a proxy cut off from
+// the group's RAPs.
+type resolveRelay struct {
+	to      netip.AddrPort
+	seq     uint32 // the asker's
+	expires int64
+}
+
+// relayTTL bounds how long a relayed resolve waits for its answer.
+const relayTTL = 2 * time.Second
+
+func (p *Proxy) relayResolve(src netip.AddrPort, m *Message) {
+	raps := p.reachableFirst(p.RAPs(m.Group))
+	if len(raps) == 0 || raps[0] == p.cfg.Self.Name {
+		return
+	}
+	now := p.cfg.Now()
+	p.mu.Lock()
+	if p.relays == nil {
+		p.relays = map[uint32]resolveRelay{}
+	}
+	for seq, r := range p.relays {
+		if now >= r.expires {
+			delete(p.relays, seq)
+		}
+	}
+	p.seq++
+	seq := p.seq
+	p.relays[seq] = resolveRelay{to: src, seq: m.Seq, expires: now + int64(relayTTL)}
+	p.mu.Unlock()
+	p.send(p.selfPort(), netip.AddrPortFrom(p.addrOf(raps[0]), p.cfg.ControlPort), &Message{Type: TypeResolve, Seq: seq, Group: m.Group, Port: 1})
+}
+
+// relayed passes a RAP's answer on to the proxy this one asked for, and
+// reports whether m was such an answer.
+func (p *Proxy) relayed(m *Message) bool {
+	p.mu.Lock()
+	r, ok := p.relays[m.Seq]
+	if ok {
+		delete(p.relays, m.Seq)
+	}
+	p.mu.Unlock()
+	if !ok {
+		return false
+	}
+	reply := *m
+	reply.Seq = r.seq
+	p.send(p.selfPort(), r.to, &reply)
+	return true
 }
