@@ -37,6 +37,8 @@ const (
 	DefaultControlPort = 51821
 	DefaultListenPort  = 51820
 	DefaultKeepalive   = time.Second
+	MinKeepalive       = 100 * time.Millisecond
+	MaxKeepalive       = time.Hour // a JAP wants one at least every third of its target_timeout
 	DefaultWeight      = 1
 	MaxWeight          = 1000 // as overlay.MaxWeight
 	DefaultInterface   = InterfaceNetstack

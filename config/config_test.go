@@ -169,6 +169,8 @@ func TestBadFiles(t *testing.T) {
 		{"weight string", RoleTarget, ins(targetBase, 11, `weight = "3"`), 12, "group.weight", "want an integer"},
 		{"malformed mesh key file", RoleProxy, ins(proxyBase, 5, `mesh_key_file = "bad.key"`), 6, "mesh_key_file", "not a mesh key"},
 		{"missing mesh key file", RoleProxy, ins(proxyBase, 5, `mesh_key_file = "nope.key"`), 6, "mesh_key_file", "no such file"},
+		{"keepalive too short", RoleTarget, ins(targetBase, 3, `keepalive = "50ms"`), 4, "keepalive", "want 100ms to 1h0m0s"},
+		{"keepalive too long", RoleTarget, ins(targetBase, 3, `keepalive = "2h"`), 4, "keepalive", "want 100ms to 1h0m0s"},
 		{"malformed duration", RoleTarget, ins(targetBase, 3, `keepalive = "5 seconds"`), 4, "keepalive", "not a duration"},
 		{"negative duration", RoleClient, ins(clientBase, 3, `keepalive = "-1s"`), 4, "keepalive", "positive"},
 		{"own address outside overlay", RoleProxy, set(proxyBase, 4, `address = ["10.0.0.1"]`), 4, "address", "outside overlay_prefix"},

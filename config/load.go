@@ -102,7 +102,11 @@ func loadEdge(path, role string) (*Edge, error) {
 	e.Keepalive = DefaultKeepalive
 	if s, ok := t.str("keepalive", false); ok {
 		if v, ok := d.duration("keepalive", s); ok {
-			e.Keepalive = v
+			if v < MinKeepalive || v > MaxKeepalive {
+				d.errf("keepalive", "%s: want %v to %v", s, MinKeepalive, MaxKeepalive)
+			} else {
+				e.Keepalive = v
+			}
 		}
 	}
 
@@ -496,11 +500,12 @@ func (d *decoder) groupPolicy(gt *table, s *Service) {
 		}
 	}
 	if n, ok := gt.integer("replicate", false, 1, router.MaxReplicate); ok {
-		if n > 1 && s.Group.Proto != router.ProtoUDP && s.Group.Addr.IsValid() {
+		switch {
+		case n > 1 && s.Group.Proto != router.ProtoUDP && s.Group.Addr.IsValid():
 			d.errf(gt.sub("replicate"), "%d: only UDP groups replicate (%s is not)", n, s.Group)
-		} else {
+		case n > 1:
 			s.Policy.Replicate = int(n)
-		}
+		} // 1: one copy, no replication, the same policy as leaving it out
 	}
 	if n, ok := gt.integer("weight", false, 1, MaxWeight); ok {
 		s.Weight = int(n)

@@ -184,6 +184,7 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 	joined := false
 	kicked := false
 	misses := 0
+	lost := false // the last keepalive went unanswered: its wait was the interval
 	exchange := func(typ Type, wait time.Duration) (*Message, error) {
 		seq++
 		req := Message{Type: typ, Seq: seq, Group: m.Group, Port: m.Port, Name: t.cfg.Name}
@@ -193,7 +194,7 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 		}
 		b, err := req.AppendBinary(nil)
 		if err != nil {
-			return nil, err
+			return nil, &encodeError{err}
 		}
 		if _, err := c.Write(b); err != nil {
 			return nil, err
@@ -241,7 +242,15 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 		}
 		if !joined {
 			ack, err := exchange(TypeJoin, 500*time.Millisecond)
+			var enc *encodeError
 			switch {
+			case errors.As(err, &enc):
+				// This target's own settings cannot be sent: say so, and do
+				// not spin.
+				t.event(Event{Kind: "refused", Group: m.Group, Reason: enc.Error()})
+				t.setJoined(m.Group, false, enc.Error())
+				sleep(ctx, time.Second)
+				continue
 			case err != nil:
 				// No answer yet (tunnel still coming up): try again at once.
 				continue
@@ -255,11 +264,14 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 			t.event(Event{Kind: "joined", Group: m.Group, Target: netip.AddrPortFrom(netip.Addr{}, m.Port)})
 			t.setJoined(m.Group, true, "")
 		}
-		if passed, k := sleepKick(ctx, kick, t.cfg.Keepalive); !passed {
-			kicked = k
-			continue
+		if !lost {
+			if passed, k := sleepKick(ctx, kick, t.cfg.Keepalive); !passed {
+				kicked = k
+				continue
+			}
 		}
 		ack, err := exchange(TypeKeepalive, t.cfg.Keepalive)
+		lost = err != nil && !errors.Is(err, errMoved)
 		switch {
 		case errors.Is(err, errMoved) || len(kick) > 0:
 			// Moved while waiting: the loop joins the new proxy.
@@ -280,6 +292,12 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 }
 
 var errMoved = errors.New("moved to another proxy")
+
+// encodeError is a message the target cannot even encode (its own
+// settings are out of range): trying again will not help.
+type encodeError struct{ err error }
+
+func (e *encodeError) Error() string { return e.err.Error() }
 
 // sleepKick waits d or until ctx ends or a kick comes; it reports whether d
 // passed, and whether a kick ended the wait.

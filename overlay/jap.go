@@ -64,6 +64,13 @@ func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
 // sets it; a later one that states another is refused, so that nobody's
 // traffic is split by a policy its owner did not choose).
 func (p *Proxy) join(addr netip.Addr, m *Message) string {
+	if m.Policy.Replicate == 1 {
+		m.Policy.Replicate = 0 // one copy is no replication: the same policy
+	}
+	if m.Keepalive > p.cfg.TargetTimeout/3 {
+		return fmt.Sprintf("keepalive %v is too slow for this proxy: its targets must send one at least every %v (its target_timeout is %v)",
+			m.Keepalive, p.cfg.TargetTimeout/3, p.cfg.TargetTimeout)
+	}
 	p.mu.Lock()
 	ts := p.local[m.Group]
 	if imp, ok := p.imposed[m.Group]; ok && len(ts) == 0 {
@@ -109,13 +116,14 @@ func (p *Proxy) join(addr netip.Addr, m *Message) string {
 }
 
 // targetTimeout is how long a target that sends keepalives every ka may
-// stay silent: three missed keepalives and a little, at most the proxy's
-// TargetTimeout (ka 0: a target that did not say).
+// stay silent: three lost in a row and the fourth late, at most the
+// proxy's TargetTimeout (ka 0: a target that did not say; join refuses a
+// ka above TargetTimeout/3).
 func (p *Proxy) targetTimeout(ka time.Duration) time.Duration {
 	if ka <= 0 {
 		return p.cfg.TargetTimeout
 	}
-	return min(3*ka+ka/2, p.cfg.TargetTimeout)
+	return min(4*ka+ka/2, p.cfg.TargetTimeout)
 }
 
 // NoTarget tells the IAP at iap that this proxy has no target for g any
@@ -309,6 +317,9 @@ type imposedPolicy struct {
 // like them) are refused while it holds. A target learns it at its next
 // keepalive ("unknown"), joins again, and is refused with the reason.
 func (p *Proxy) handlePolicy(rap netip.Addr, m *Message) {
+	if raps := p.RAPs(m.Group); len(raps) == 0 || p.addrOf(raps[0]) != rap {
+		return // only the group's arbiter decides (see registerLocked)
+	}
 	p.mu.Lock()
 	pol, ok := p.policy[m.Group]
 	if !ok || pol == m.Policy {

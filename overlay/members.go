@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"time"
@@ -39,7 +40,10 @@ import (
 // A restarted proxy says hello to its seeds again and gets the whole list.
 // A proxy back from the dead (a healed partition) may have missed joins:
 // every proxy that learned one while it was away tells it (MemberSync).
-// Every proxy is a WireGuard peer of every
+// Anti-entropy covers what a lost message or a cut link hid: every
+// digestEvery each proxy sends one live proxy, at random, a hash of the
+// proxies it knows (TypeDigest); if they differ, each sends the other its
+// whole list. Every proxy is a WireGuard peer of every
 // proxy it knows; members are never forgotten (a dead one may come back).
 
 // memberTable is an immutable snapshot of the known proxies.
@@ -140,8 +144,15 @@ func (p *Proxy) joinTick(now int64) {
 	if p.cfg.MeshKey == nil || p.cfg.SendUnderlay == nil {
 		return
 	}
+	alone := len(p.Live()) <= 1
 	p.mu.Lock()
 	j := &p.admission
+	if j.welcomed && alone && len(j.seeds) > 0 {
+		// Admitted once, but nobody is alive any more: perhaps the seed
+		// died before it told us of the others, or forgot us. Say hello
+		// again.
+		j.welcomed = false
+	}
 	if j.welcomed || len(j.seeds) == 0 || now < j.next {
 		p.mu.Unlock()
 		return
@@ -179,7 +190,7 @@ func (p *Proxy) joinTick(now int64) {
 // HandleUnderlay takes a datagram that arrived on the WireGuard socket with
 // the UnderlayMagic prefix.
 func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
-	if p.cfg.MeshKey == nil {
+	if p.cfg.MeshKey == nil || p.cfg.SendUnderlay == nil {
 		return
 	}
 	kind, body, err := openUnderlay(p.cfg.MeshKey, pkt, time.Now())
@@ -493,4 +504,65 @@ func parseWelcome(b []byte) (welcomeMsg, error) {
 		return welcomeMsg{}, errors.New("welcome: a refusal needs a reason, an admission has none")
 	}
 	return w, nil
+}
+
+// digestEvery is how often a proxy compares its member list with another's.
+const digestEvery = 2 * time.Second
+
+// digest hashes the known proxies (name and key; members are never
+// forgotten, so equal hashes mean equal lists).
+func (p *Proxy) digest() uint32 {
+	h := uint32(2166136261)
+	add := func(b []byte) {
+		for _, c := range b {
+			h = (h ^ uint32(c)) * 16777619
+		}
+	}
+	for _, m := range p.Known() {
+		add([]byte(m.Name))
+		add([]byte{0})
+		add(m.PublicKey[:])
+	}
+	return h
+}
+
+// digestTick sends this proxy's digest to one live proxy, now and then.
+func (p *Proxy) digestTick(now int64) {
+	p.mu.Lock()
+	if now < p.nextDigest {
+		p.mu.Unlock()
+		return
+	}
+	p.nextDigest = now + int64(digestEvery)
+	p.mu.Unlock()
+	cut := p.health.unreachableAddrs()
+	var to []netip.Addr
+	for _, n := range p.Live() {
+		if a := p.addrOf(n); n != p.cfg.Self.Name && a.IsValid() && !cut[a] {
+			to = append(to, a)
+		}
+	}
+	if len(to) == 0 {
+		return
+	}
+	a := to[rand.IntN(len(to))]
+	p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), &Message{Type: TypeDigest, Name: p.cfg.Self.Name, Incarnation: p.digest()})
+}
+
+// handleDigest compares another proxy's member list with this one's: if
+// they differ, it sends its list, and answers with its own digest (once:
+// an answer is not answered) so that the other sends its list back.
+func (p *Proxy) handleDigest(src netip.Addr, m *Message) {
+	mine := p.digest()
+	if m.Incarnation == mine {
+		return
+	}
+	from, ok := p.members.Load().byAddr[src]
+	if !ok {
+		return
+	}
+	p.sync(from)
+	if m.Seq == 0 {
+		p.send(p.selfPort(), netip.AddrPortFrom(src, p.cfg.ControlPort), &Message{Type: TypeDigest, Seq: 1, Name: p.cfg.Self.Name, Incarnation: mine})
+	}
 }

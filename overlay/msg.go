@@ -93,6 +93,10 @@ const (
 	// first said so); the JAP's targets of Group that stated another were
 	// not registered, and the JAP refuses them.
 	TypePolicy
+	// TypeDigest: proxy → proxy: Incarnation is a hash of every proxy the
+	// sender knows (anti-entropy); a proxy that knows others sends it its
+	// whole list (TypeMember, MemberSync). Seq 1 marks an answer to one.
+	TypeDigest
 
 	typeEnd // one past the last type
 )
@@ -115,6 +119,7 @@ var typeNames = [...]string{
 	TypeNoTarget:     "no-target",
 	TypeMember:       "member",
 	TypePolicy:       "policy",
+	TypeDigest:       "digest",
 }
 
 // String names t, e.g. "join-ack".
@@ -181,7 +186,7 @@ func (s Status) String() string {
 //
 // The proxy health messages carry no group:
 //
-//	Probe, ProbeAck, ProbeReq, Fail, Alive   name:string incarnation:u32
+//	Probe, ProbeAck, ProbeReq, Fail, Alive, Digest   name:string incarnation:u32
 //	Member   name:string incarnation:u32 flags:u8 cluster:string addr4
 //	         [addr6 if flags&MemberHas6] key:32 bytes endpoint:addr port:u16
 type Message struct {
@@ -268,6 +273,7 @@ var typeFields = [...]fields{
 	TypeNoTarget:     0,
 	TypeMember:       fNoGroup | fName | fIncarnation | fMember,
 	TypePolicy:       fPolicy,
+	TypeDigest:       fNoGroup | fName | fIncarnation,
 }
 
 // MarshalBinary encodes m into a new slice.

@@ -85,6 +85,7 @@ var roundTrips = []roundTrip{
 	{"moved", Message{Type: TypeMoved, Seq: 2, Group: g4, Name: "t1", Target: netip.MustParseAddr("100.64.1.1")}},
 	{"no-target", Message{Type: TypeNoTarget, Seq: 4, Group: g4}},
 	{"moved6", Message{Type: TypeMoved, Seq: 3, Group: g4, Name: "t1", Target: netip.MustParseAddr("fd64::1:1")}},
+	{"digest", Message{Type: TypeDigest, Seq: 1, Name: "p2", Incarnation: 0xdeadbeef}},
 	{"policy", Message{Type: TypePolicy, Seq: 7, Group: g6, Policy: router.Policy{Select: router.SelectAffinity, Replicate: 2, Scope: router.ScopeSameCluster}}},
 	{"member", Message{Type: TypeMember, Seq: 5, Name: "p4", Incarnation: 1764000001, Peer: Member{
 		Name: "p4", Addr: netip.MustParseAddr("100.64.0.4"), Cluster: "c2", PublicKey: [32]byte{1, 2, 3, 31: 9},
@@ -376,7 +377,7 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4, "unknown version 0"},
 		{"version 2", "5049" + "02" + "07" + "00000001" + grp4, "unknown version 2"},
 		{"type 0", "5049" + "01" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 18", "5049" + "01" + "12" + "00000001" + grp4, "unknown type(18)"},
+		{"type 19", "5049" + "01" + "13" + "00000001" + grp4, "unknown type(19)"},
 		{"policy trailing", "5049" + "01" + "11" + "00000001" + grp4 + "010000" + "00", "1 trailing bytes"},
 		{"policy select 4", "5049" + "01" + "11" + "00000001" + grp4 + "040000", "unknown select(4)"},
 		{"type 255", "5049" + "01" + "ff" + "00000001" + grp4, "unknown type(255)"},
@@ -510,7 +511,7 @@ func TestAppendBinaryErrors(t *testing.T) {
 		want string
 	}{
 		{"type 0", Message{Group: g4}, "unknown type(0)"},
-		{"type 18", Message{Type: typeEnd, Group: g4}, "unknown type(18)"},
+		{"type 19", Message{Type: typeEnd, Group: g4}, "unknown type(19)"},
 		{"zero group", Message{Type: TypeResolve}, "invalid address"},
 		{"zoned group", Message{Type: TypeResolve, Group: zoned}, "zone"},
 		{"mapped group", Message{Type: TypeResolve, Group: mapped}, "IPv4-mapped"},
@@ -580,7 +581,7 @@ func TestStrings(t *testing.T) {
 		TypeJoin: "join", TypeJoinAck: "join-ack", TypeLeave: "leave", TypeKeepalive: "keepalive",
 		TypeKeepaliveAck: "keepalive-ack", TypeRegister: "register", TypeResolve: "resolve",
 		TypeResolveReply: "resolve-reply", TypeMoved: "moved", TypeNoTarget: "no-target", TypeMember: "member",
-		TypePolicy: "policy", typeEnd: "type(18)", 0: "type(0)", 200: "type(200)",
+		TypePolicy: "policy", TypeDigest: "digest", typeEnd: "type(19)", 0: "type(0)", 200: "type(200)",
 	} {
 		if got := ty.String(); got != want {
 			t.Errorf("Type(%d).String() = %q, want %q", uint8(ty), got, want)

@@ -68,7 +68,7 @@ type ProxyConfig struct {
 
 	// TargetTimeout: a target silent this long is dropped; default 15s. A
 	// target that says how often it sends keepalives is dropped sooner,
-	// after three and a half of its intervals.
+	// after four and a half of its intervals (three lost, the fourth late).
 	TargetTimeout time.Duration
 	RegisterTTL   time.Duration // soft-state lifetime at RAPs; default 30s
 	// Inaccuracy is how far, in percent of the count last reported, a
@@ -143,6 +143,8 @@ type Proxy struct {
 	// relays: resolves this proxy passes on for proxies cut off from RAPs
 	// (guarded by mu), by the seq of its own ask.
 	relays map[uint32]resolveRelay
+	// nextDigest: when this proxy next compares member lists (guarded by mu).
+	nextDigest int64
 
 	health *health
 	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
@@ -404,6 +406,10 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 		if fromProxy {
 			p.cfg.Router.ForgetJAPFor(m.Group, src.Addr())
 		}
+	case TypeDigest:
+		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
+			p.handleDigest(src.Addr(), &m)
+		}
 	case TypePolicy:
 		if fromProxy {
 			p.handlePolicy(src.Addr(), &m)
@@ -426,6 +432,7 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 func (p *Proxy) Tick() {
 	now := p.cfg.Now()
 	p.joinTick(now)
+	p.digestTick(now)
 	type gone struct {
 		g    router.Group
 		addr netip.Addr

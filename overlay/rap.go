@@ -54,8 +54,12 @@ func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
 }
 
 // registerLocked applies a registration. One group, one policy: the JAPs
-// that registered first set it, and a JAP whose targets state another is
-// not registered; registerLocked returns the entry it conflicts with.
+// that registered first set it. The group's first RAP (by the hash over
+// live proxies) is its arbiter: there, a JAP whose targets state another
+// policy is not registered, and registerLocked returns the entry it
+// conflicts with. (One arbiter, so that two RAPs that heard two JAPs in
+// opposite orders cannot each turn one away; the other RAPs keep every
+// entry until the loser withdraws.)
 func (p *Proxy) registerLocked(jap netip.Addr, m *Message) *rapEntry {
 	japs := p.rap[m.Group]
 	if m.Targets == 0 {
@@ -70,10 +74,12 @@ func (p *Proxy) registerLocked(jap netip.Addr, m *Message) *rapEntry {
 	if e := japs[jap]; e != nil {
 		since = e.since
 	}
-	for addr, e := range japs {
-		if addr != jap && e.expires > now && e.targets > 0 && e.policy != m.Policy && e.since <= since {
-			delete(japs, jap)
-			return e
+	if raps := p.RAPs(m.Group); len(raps) > 0 && raps[0] == p.cfg.Self.Name {
+		for addr, e := range japs {
+			if addr != jap && e.expires > now && e.targets > 0 && e.policy != m.Policy && e.since <= since {
+				delete(japs, jap)
+				return e
+			}
 		}
 	}
 	if japs == nil {
