@@ -36,19 +36,8 @@ func allKnowAlive(h *Harness, names []string) error {
 // a configured peer, RAP duties move onto p4, and a target that attaches to
 // p4 is reached by every client through p4 as its JAP.
 func TestNewProxyJoinsThroughASeed(t *testing.T) {
-	log := &eventLog{}
-	h, err := Start(dynamicShape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{"p4", "t4"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	if err := h.ServeTargets(); err != nil {
-		t.Fatal(err)
-	}
+	h, log := startLabWith(t, dynamicShape, HarnessOptions{Hold: []string{"p4", "t4"}})
 	ctx := testCtx(t)
-	if err := h.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	all := h.Names(config.RoleProxy)
 	if len(h.Proxies["p1"].Overlay.Known()) != 3 {
 		t.Fatalf("before p4 starts, p1 knows %d proxies, want 3", len(h.Proxies["p1"].Overlay.Known()))
@@ -197,16 +186,8 @@ func rewrite(t *testing.T, path, old, new string) {
 // the proxies that learned p4 meanwhile tell p3, and everyone knows
 // everyone alive.
 func TestNewProxyJoinsDuringAPartition(t *testing.T) {
-	log := &eventLog{}
-	h, err := Start(dynamicShape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{"p4", "t4"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
+	h, _ := startLabWith(t, dynamicShape, HarnessOptions{Hold: []string{"p4", "t4"}})
 	ctx := testCtx(t)
-	if err := h.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	if err := h.Partition([]string{"p3"}, []string{"p1", "p2"}); err != nil {
 		t.Fatal(err)
 	}

@@ -234,19 +234,8 @@ func TestPartitionClustersThenHeal(t *testing.T) {
 func TestPartialPartition(t *testing.T) {
 	// p1, p4 in c1; p2, p5 in c2; p3, p6 in c3. The group's targets are
 	// t2, t5 (c2) and t3, t6 (c3); t1 and t4 (c1) stay down. cl3 is on p4.
-	log := &eventLog{}
-	h, err := Start(Options{Proxies: 6, Clusters: 3, Targets: 6, Clients: 3, Groups: 1}, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{"t1", "t4"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	if err := h.ServeTargets(); err != nil {
-		t.Fatal(err)
-	}
+	h, log := startLabWith(t, Options{Proxies: 6, Clusters: 3, Targets: 6, Clients: 3, Groups: 1}, HarnessOptions{Hold: []string{"t1", "t4"}})
 	ctx := testCtx(t)
-	if err := h.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	const client = "cl3"
 	if h.Node(client).Home != "p4" {
 		t.Fatalf("%s is on %s, want p4", client, h.Node(client).Home)

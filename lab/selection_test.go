@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -15,26 +14,11 @@ import (
 	"github.com/pias-net/pias/router"
 )
 
-// withGroupKeys adds TOML keys to every [[group]] of the named targets'
-// files (after its port line).
+// withGroupKeys is setGroupKeys for tests.
 func withGroupKeys(t *testing.T, l *Lab, keys string, targets ...string) {
 	t.Helper()
-	for _, name := range targets {
-		path := l.Path(name + ".toml")
-		b, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, line := range strings.Split(string(b), "\n") {
-			out = append(out, line)
-			if strings.HasPrefix(line, "port = ") {
-				out = append(out, keys)
-			}
-		}
-		if err := os.WriteFile(path, []byte(strings.Join(out, "\n")), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	if err := setGroupKeys(l, keys, targets...); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -50,20 +34,8 @@ func startSelectionLab(t *testing.T, shape Options, keys string, hold ...string)
 // startSelectionLabFor is startSelectionLab for some targets only.
 func startSelectionLabFor(t *testing.T, shape Options, keys string, targets []string, hold ...string) (*Harness, *eventLog) {
 	t.Helper()
-	log := &eventLog{}
-	h, err := Start(shape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: hold,
+	return startLabWith(t, shape, HarnessOptions{Hold: hold,
 		Generated: func(l *Lab) { withGroupKeys(t, l, keys, targets...) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	if err := h.ServeTargets(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.WaitReady(testCtx(t)); err != nil {
-		t.Fatal(err)
-	}
-	return h, log
 }
 
 // answerer asks g once from client over a fresh connection and returns the
@@ -300,20 +272,9 @@ func TestConflictingPolicyRefused(t *testing.T) {
 		{"other JAP", "t3", "p3", "has policy select=proximity replicate=0 scope=any (its RAPs say"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			log := &eventLog{}
-			h, err := Start(Options{Proxies: 3, Clusters: 1, Targets: 5, Clients: 1, Groups: 1}, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{tc.target},
+			h, log := startLabWith(t, Options{Proxies: 3, Clusters: 1, Targets: 5, Clients: 1, Groups: 1}, HarnessOptions{Hold: []string{tc.target},
 				Generated: func(l *Lab) { withGroupKeys(t, l, `select = "load"`, tc.target) }})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(h.Close)
-			if err := h.ServeTargets(); err != nil {
-				t.Fatal(err)
-			}
 			ctx := testCtx(t)
-			if err := h.WaitReady(ctx); err != nil {
-				t.Fatal(err)
-			}
 			if err := h.StartNode(tc.target); err != nil {
 				t.Fatal(err)
 			}
@@ -365,23 +326,12 @@ func TestConflictingPolicyRefused(t *testing.T) {
 // takes the next new connections at once, being the least loaded.
 func TestLoadWeights(t *testing.T) {
 	shape := Options{Proxies: 2, Clusters: 1, Targets: 5, Clients: 1, Groups: 2}
-	log := &eventLog{}
-	h, err := Start(shape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{"t5"},
+	h, _ := startLabWith(t, shape, HarnessOptions{Hold: []string{"t5"},
 		Generated: func(l *Lab) {
 			withGroupKeys(t, l, "select = \"load\"\nweight = 3", "t1")
 			withGroupKeys(t, l, "select = \"load\"\nweight = 1", "t3", "t5")
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.Close)
-	if err := h.ServeTargets(); err != nil {
-		t.Fatal(err)
-	}
 	ctx := testCtx(t)
-	if err := h.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
 	g := GroupN(0)
 	if h.Node("cl1").Home != "p2" || h.Node("t1").Home != "p1" || h.Node("t3").Home != "p1" || h.Node("t5").Home != "p1" {
 		t.Fatal("lab shape changed: want cl1 on p2, t1, t3, t5 on p1")

@@ -46,8 +46,17 @@ func (l *eventLog) match(keep func(overlay.Event) bool) []overlay.Event {
 // startLabEvents is startLab that also records every control-plane event.
 func startLabEvents(t *testing.T, shape Options) (*Harness, *eventLog) {
 	t.Helper()
+	return startLabWith(t, shape, HarnessOptions{})
+}
+
+// startLabWith starts a lab with extra harness options (nodes held back,
+// files edited before the start) in a temporary directory, serves every
+// started target, waits until it is ready, and records every event.
+func startLabWith(t *testing.T, shape Options, hopts HarnessOptions) (*Harness, *eventLog) {
+	t.Helper()
 	log := &eventLog{}
-	h, err := Start(shape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add})
+	hopts.Dir, hopts.Logf, hopts.OnEvent = t.TempDir(), t.Logf, log.add
+	h, err := Start(shape, hopts)
 	if err != nil {
 		t.Fatal(err)
 	}
