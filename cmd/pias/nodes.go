@@ -34,7 +34,10 @@ func eventLogger(w io.Writer) func(overlay.Event) {
 			return
 		}
 		var b strings.Builder
-		fmt.Fprintf(&b, "%s %s", e.Kind, e.Group)
+		b.WriteString(e.Kind)
+		if e.Group.Addr.IsValid() {
+			fmt.Fprintf(&b, " %s", e.Group)
+		}
 		if e.Name != "" {
 			fmt.Fprintf(&b, " %s", e.Name)
 		}
