@@ -26,10 +26,19 @@ type ProxyStatus struct {
 	Members []MemberStatus `json:"members"`
 	// Targets lists, per group, the targets that joined through this proxy.
 	Targets map[string][]netip.AddrPort `json:"targets"`
+	// Groups describes, per group joined here, its policy and each
+	// target's weight and live flows.
+	Groups map[string]GroupStatus `json:"groups"`
 	// RAP lists, per group this proxy is a RAP of, the JAPs it knows.
 	RAP      map[string][]router.JAP `json:"rap"`
 	Flows    []router.Flow           `json:"flows"`
 	Counters map[string]uint64       `json:"counters"`
+}
+
+// GroupStatus is a group as its JAP sees it.
+type GroupStatus struct {
+	Policy  string              `json:"policy"`
+	Targets []router.TargetLoad `json:"targets"`
 }
 
 // MemberStatus is one proxy as another sees it.
@@ -67,6 +76,7 @@ func (p *Proxy) Status() Status {
 	ps := &ProxyStatus{
 		Cluster:  cfg.Cluster,
 		Targets:  map[string][]netip.AddrPort{},
+		Groups:   map[string]GroupStatus{},
 		RAP:      map[string][]router.JAP{},
 		Flows:    p.Router.Flows(),
 		Counters: map[string]uint64{},
@@ -84,6 +94,7 @@ func (p *Proxy) Status() Status {
 			seen[g] = true
 			if ts := p.Router.Targets(g); len(ts) > 0 {
 				ps.Targets[g.String()] = ts
+				ps.Groups[g.String()] = GroupStatus{Policy: p.Router.Policy(g).String(), Targets: p.Router.Loads(g)}
 			}
 		}
 	}

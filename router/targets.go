@@ -134,6 +134,29 @@ func (r *Router) Targets(g Group) []netip.AddrPort {
 	return out
 }
 
+// TargetLoad is a local target with its weight and live flows, for status.
+type TargetLoad struct {
+	Target netip.AddrPort `json:"target"`
+	Weight int            `json:"weight"`
+	Flows  int            `json:"flows"` // live JAP flows to it
+}
+
+// Loads lists g's local targets with their weights and live flows.
+func (r *Router) Loads(g Group) []TargetLoad {
+	g.Addr = g.Addr.Unmap()
+	r.gmu.RLock()
+	defer r.gmu.RUnlock()
+	ts := r.targets[g]
+	if ts == nil {
+		return nil
+	}
+	out := make([]TargetLoad, len(ts.list))
+	for i, t := range ts.list {
+		out[i] = TargetLoad{Target: t.ap, Weight: int(t.weight), Flows: int(t.flows.Load())}
+	}
+	return out
+}
+
 // Weight is the sum of the weights of g's local targets: what this proxy
 // reports as its JAP.Weight for g.
 func (r *Router) Weight(g Group) int {

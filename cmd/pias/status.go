@@ -82,19 +82,26 @@ func printStatus(w io.Writer, st *node.Status) {
 		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\trtt %.2f ms\t%s\n", m.Name, m.Addr, m.Cluster, m.State, m.RTTms, watched)
 	}
-	fmt.Fprintln(tw, "\nJAP: targets joined here")
+	fmt.Fprintln(tw, "\nJAP: targets joined here (weight, live flows)")
 	for _, g := range sortedKeys(p.Targets) {
 		var ts []string
-		for _, t := range p.Targets[g] {
-			ts = append(ts, t.String())
+		gs, ok := p.Groups[g]
+		if ok {
+			for _, t := range gs.Targets {
+				ts = append(ts, fmt.Sprintf("%s (w%d, %d flows)", t.Target, t.Weight, t.Flows))
+			}
+		} else {
+			for _, t := range p.Targets[g] {
+				ts = append(ts, t.String())
+			}
 		}
-		fmt.Fprintf(tw, "  %s\t%s\n", g, strings.Join(ts, ", "))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\n", g, gs.Policy, strings.Join(ts, ", "))
 	}
 	fmt.Fprintln(tw, "\nRAP: JAPs of the groups this proxy is a RAP of")
 	for _, g := range sortedKeys(p.RAP) {
 		var js []string
 		for _, j := range p.RAP[g] {
-			js = append(js, fmt.Sprintf("%s (%d)", j.Addr, j.Targets))
+			js = append(js, fmt.Sprintf("%s (%d targets, weight %d)", j.Addr, j.Targets, j.Weight))
 		}
 		fmt.Fprintf(tw, "  %s\t%s\n", g, strings.Join(js, ", "))
 	}
