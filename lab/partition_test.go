@@ -281,6 +281,16 @@ func TestPartialPartition(t *testing.T) {
 	if n := deaths() - before; n != 0 {
 		t.Fatalf("%d deaths declared over a cut link; want none (c3 reaches both sides)", n)
 	}
+	// p4's status says which proxies it is cut off from: c2's.
+	var cutOff []string
+	for _, m := range h.Proxies["p4"].Overlay.Members() {
+		if m.Unreachable {
+			cutOff = append(cutOff, m.Name)
+		}
+	}
+	if !slices.Equal(cutOff, []string{"p2", "p5"}) {
+		t.Errorf("p4 marks %v unreachable, want [p2 p5]", cutOff)
+	}
 	for _, p := range h.Proxies {
 		if live := p.Overlay.Live(); len(live) != 6 {
 			t.Errorf("%s sees %v alive, want all six", p.Name, live)

@@ -49,6 +49,8 @@ type MemberStatus struct {
 	State   string     `json:"state"`
 	RTTms   float64    `json:"rtt_ms,omitempty"`
 	Watched bool       `json:"watched"` // this proxy probes it
+	// Unreachable: alive for others, but cut off from this proxy.
+	Unreachable bool `json:"unreachable,omitempty"`
 }
 
 // CandidateStatus is a proxy an edge may attach to.
@@ -83,7 +85,7 @@ func (p *Proxy) Status() Status {
 	}
 	for _, m := range p.Overlay.Members() {
 		ps.Members = append(ps.Members, MemberStatus{Name: m.Name, Addr: m.Addr, Cluster: m.Cluster,
-			State: m.State.String(), RTTms: ms(m.RTT), Watched: m.Watched})
+			State: m.State.String(), RTTms: ms(m.RTT), Watched: m.Watched, Unreachable: m.Unreachable})
 	}
 	seen := map[router.Group]bool{}
 	for _, e := range cfg.Edges {

@@ -91,6 +91,9 @@ type MemberInfo struct {
 	RTT         time.Duration // smoothed probe round trip; 0 until measured
 	Incarnation uint32
 	Watched     bool // this proxy probes it
+	// Unreachable: alive by others' word, but not answering this proxy
+	// (a link between the two is cut); no JAP for its new flows.
+	Unreachable bool
 }
 
 // HealthConfig are the timers and fan-outs of health monitoring.
@@ -656,7 +659,7 @@ func (h *health) snapshot() []MemberInfo {
 	for _, name := range h.order {
 		m := h.members[name]
 		out = append(out, MemberInfo{Name: m.Name, Addr: m.Addr, Cluster: m.Cluster, State: m.state,
-			RTT: time.Duration(m.srtt), Incarnation: m.inc, Watched: watched[name]})
+			RTT: time.Duration(m.srtt), Incarnation: m.inc, Watched: watched[name], Unreachable: m.unreachable && m.state != StateDead})
 	}
 	return out
 }

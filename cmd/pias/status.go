@@ -80,6 +80,9 @@ func printStatus(w io.Writer, st *node.Status) {
 		if m.Watched {
 			watched = "watched"
 		}
+		if m.Unreachable {
+			watched += " unreachable from here"
+		}
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\trtt %.2f ms\t%s\n", m.Name, m.Addr, m.Cluster, m.State, m.RTTms, watched)
 	}
 	fmt.Fprintln(tw, "\nJAP: targets joined here (weight, live flows)")
