@@ -26,8 +26,9 @@ func (p *Proxy) Resolve(g router.Group) {
 
 // askRAP sends the next try of a resolve: RAPs in rank order, round robin.
 func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
-	raps := p.reachableFirst(p.RAPs(g))
-	if cut := p.health.unreachableAddrs(); len(raps) > 0 && cut[p.addrOf(raps[0])] {
+	cut := p.health.unreachableAddrs()
+	raps := p.reachableFirst(p.RAPs(g), cut)
+	if len(raps) > 0 && cut[p.addrOf(raps[0])] {
 		// Cut off from every RAP of the group (a link between clusters is
 		// down): ask a proxy this one still reaches, which asks a RAP for
 		// us. The one the hash of the group picks, so asks concentrate.
@@ -37,7 +38,9 @@ func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
 				via = append(via, n)
 			}
 		}
-		raps = RAPs(g, via, 1)
+		if len(via) > 0 { // else nobody is reachable: keep trying the RAPs
+			raps = RAPs(g, via, 1)
+		}
 	}
 	p.mu.Lock()
 	name := raps[pr.tries%len(raps)]
@@ -58,7 +61,7 @@ func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
 		p.handleResolveReply(&Message{Type: TypeResolveReply, Seq: seq, Group: g, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol})
 		return
 	}
-	p.send(p.selfPort(), netip.AddrPortFrom(p.addrOf(name), p.cfg.ControlPort), &m)
+	p.sendTo(p.addrOf(name), &m)
 }
 
 func (p *Proxy) handleResolveReply(m *Message) {
@@ -124,8 +127,7 @@ func (p *Proxy) rankJAPs(japs []router.JAP) []router.JAP {
 // reachableFirst orders proxy names so that those this proxy is cut off
 // from come last (stable otherwise): others may still reach them, this
 // proxy would only wait for its retry.
-func (p *Proxy) reachableFirst(names []string) []string {
-	cut := p.health.unreachableAddrs()
+func (p *Proxy) reachableFirst(names []string, cut map[netip.Addr]bool) []string {
 	out := slices.Clone(names)
 	slices.SortStableFunc(out, func(a, b string) int {
 		ca, cb := cut[p.addrOf(a)], cut[p.addrOf(b)]

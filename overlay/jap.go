@@ -143,7 +143,7 @@ func (p *Proxy) NoTarget(iap netip.Addr, g router.Group) {
 	}
 	p.noTargetSent[key] = now
 	p.mu.Unlock()
-	p.send(p.selfPort(), netip.AddrPortFrom(iap, p.cfg.ControlPort), &Message{Type: TypeNoTarget, Group: g})
+	p.sendTo(iap, &Message{Type: TypeNoTarget, Group: g})
 }
 
 const noTargetEvery = 200 * time.Millisecond
@@ -175,7 +175,7 @@ func (p *Proxy) tellMoved(addr netip.Addr, m *Message) {
 			continue
 		}
 		if a := p.addrOf(name); a.IsValid() {
-			p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), &moved)
+			p.sendTo(a, &moved)
 		}
 	}
 }
@@ -300,7 +300,7 @@ func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy) 
 		p.seq++
 		m.Seq = p.seq
 		p.mu.Unlock()
-		p.send(p.selfPort(), netip.AddrPortFrom(p.addrOf(name), p.cfg.ControlPort), &m)
+		p.sendTo(p.addrOf(name), &m)
 	}
 }
 

@@ -283,7 +283,7 @@ func (p *Proxy) flood(m Message, except ...netip.Addr) {
 		if name == self || !a.IsValid() || slices.Contains(except, a) {
 			continue
 		}
-		p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), &m)
+		p.sendTo(a, &m)
 	}
 }
 
@@ -293,14 +293,19 @@ func (p *Proxy) sync(to Member) {
 		if mb.Name == to.Name || mb.PublicKey == [32]byte{} || !mb.Endpoint.IsValid() {
 			continue
 		}
-		st, inc, _ := p.health.state(mb.Name)
-		flags := MemberSync
-		if st == StateDead {
-			flags |= MemberDead
-		}
-		p.send(p.selfPort(), netip.AddrPortFrom(to.Addr, p.cfg.ControlPort),
-			&Message{Type: TypeMember, Name: mb.Name, Incarnation: inc, Peer: mb, Flags: flags})
+		p.sendRecord(to.Addr, mb)
 	}
+}
+
+// sendRecord tells the proxy at to of mb (MemberSync: to calls it), with
+// its incarnation and whether this proxy believes it dead.
+func (p *Proxy) sendRecord(to netip.Addr, mb Member) {
+	st, inc, _ := p.health.state(mb.Name)
+	flags := MemberSync
+	if st == StateDead {
+		flags |= MemberDead
+	}
+	p.sendTo(to, &Message{Type: TypeMember, Name: mb.Name, Incarnation: inc, Peer: mb, Flags: flags})
 }
 
 // handleMember learns of a proxy from another proxy: the flood of a seed
@@ -392,14 +397,7 @@ func (p *Proxy) syncMissed(m Member) {
 	p.mu.Unlock()
 	tbl := p.members.Load()
 	for _, name := range missed {
-		mb := tbl.byName[name]
-		st, inc, _ := p.health.state(name)
-		flags := MemberSync
-		if st == StateDead {
-			flags |= MemberDead
-		}
-		p.send(p.selfPort(), netip.AddrPortFrom(m.Addr, p.cfg.ControlPort),
-			&Message{Type: TypeMember, Name: mb.Name, Incarnation: inc, Peer: mb, Flags: flags})
+		p.sendRecord(m.Addr, tbl.byName[name])
 	}
 }
 
@@ -546,7 +544,7 @@ func (p *Proxy) digestTick(now int64) {
 		return
 	}
 	a := to[rand.IntN(len(to))]
-	p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), &Message{Type: TypeDigest, Name: p.cfg.Self.Name, Incarnation: p.digest()})
+	p.sendTo(a, &Message{Type: TypeDigest, Name: p.cfg.Self.Name, Incarnation: p.digest()})
 }
 
 // handleDigest compares another proxy's member list with this one's: if
@@ -563,6 +561,6 @@ func (p *Proxy) handleDigest(src netip.Addr, m *Message) {
 	}
 	p.sync(from)
 	if m.Seq == 0 {
-		p.send(p.selfPort(), netip.AddrPortFrom(src, p.cfg.ControlPort), &Message{Type: TypeDigest, Seq: 1, Name: p.cfg.Self.Name, Incarnation: mine})
+		p.sendTo(src, &Message{Type: TypeDigest, Seq: 1, Name: p.cfg.Self.Name, Incarnation: mine})
 	}
 }

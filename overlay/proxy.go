@@ -214,7 +214,7 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	p.live.Store(&live)
 	cfg.Router.SetProxies(tbl.addrs())
 	p.health = newHealth(cfg.Health, cfg.Self, members, cfg.Now, func(to netip.Addr, m *Message) {
-		p.send(p.selfPort(), netip.AddrPortFrom(to, cfg.ControlPort), m)
+		p.sendTo(to, m)
 	}, p.membershipChanged)
 	p.cfg.Health = p.health.cfg
 	return p, nil
@@ -322,7 +322,7 @@ func (p *Proxy) membershipChanged(c change) {
 		// A proxy cut off for a while may still hold targets that have
 		// joined here since: it missed the TypeMoved then, so tell it now.
 		for i := range mine {
-			p.send(p.selfPort(), netip.AddrPortFrom(m.Addr, p.cfg.ControlPort), &mine[i])
+			p.sendTo(m.Addr, &mine[i])
 		}
 	}
 	// New RAPs must learn everything: always send, drift or not.
@@ -353,6 +353,11 @@ func (p *Proxy) send(src, dst netip.AddrPort, m *Message) {
 	p.stats.ControlSent++
 	p.mu.Unlock()
 	p.cfg.Send(buf[:n])
+}
+
+// sendTo sends m to the control port of the node at a.
+func (p *Proxy) sendTo(a netip.Addr, m *Message) {
+	p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), m)
 }
 
 func (p *Proxy) selfPort() netip.AddrPort {

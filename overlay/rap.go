@@ -50,7 +50,7 @@ func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
 		go p.handlePolicy(jap, &told)
 		return
 	}
-	p.send(p.selfPort(), netip.AddrPortFrom(jap, p.cfg.ControlPort), &told)
+	p.sendTo(jap, &told)
 }
 
 // registerLocked applies a registration. One group, one policy: the JAPs
@@ -141,7 +141,7 @@ type resolveRelay struct {
 const relayTTL = 2 * time.Second
 
 func (p *Proxy) relayResolve(src netip.AddrPort, m *Message) {
-	raps := p.reachableFirst(p.RAPs(m.Group))
+	raps := p.reachableFirst(p.RAPs(m.Group), p.health.unreachableAddrs())
 	if len(raps) == 0 || raps[0] == p.cfg.Self.Name {
 		return
 	}
@@ -159,7 +159,7 @@ func (p *Proxy) relayResolve(src netip.AddrPort, m *Message) {
 	seq := p.seq
 	p.relays[seq] = resolveRelay{to: src, seq: m.Seq, expires: now + int64(relayTTL)}
 	p.mu.Unlock()
-	p.send(p.selfPort(), netip.AddrPortFrom(p.addrOf(raps[0]), p.cfg.ControlPort), &Message{Type: TypeResolve, Seq: seq, Group: m.Group, Port: 1})
+	p.sendTo(p.addrOf(raps[0]), &Message{Type: TypeResolve, Seq: seq, Group: m.Group, Port: 1})
 }
 
 // relayed passes a RAP's answer on to the proxy this one asked for, and

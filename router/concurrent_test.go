@@ -17,78 +17,48 @@ func TestConcurrentUse(t *testing.T) {
 	jap.AddTarget(gUDP, tgt)
 	jap.AddTarget(gUDP, tgt2)
 
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for w := range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range 500 {
-				now := int64(i) * int64(time.Millisecond)
-				c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 64, 1, byte(w)}), uint16(1000+i%100))
-				b := udp(c, ap, "x")
-				res, out := route(iap, b, now)
-				switch res.Action {
-				case Queued:
-					if res.Resolve {
-						for _, p := range iap.Resolved(gUDP, []JAP{{Addr: p2, Targets: 2}}, time.Second, now) {
-							route(jap, p, now)
-						}
+	hammer(t, 8, func(w int) {
+		for i := range 500 {
+			now := int64(i) * int64(time.Millisecond)
+			c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 64, 1, byte(w)}), uint16(1000+i%100))
+			b := udp(c, ap, "x")
+			res, out := route(iap, b, now)
+			switch res.Action {
+			case Queued:
+				if res.Resolve {
+					for _, p := range iap.Resolved(gUDP, []JAP{{Addr: p2, Targets: 2}}, time.Second, now) {
+						route(jap, p, now)
 					}
-				case Forward:
-					if d, err := decodeErr(out); err == nil && d.proto == ProtoIPIP {
-						if res, out := route(jap, out, now); res.Action == Forward {
-							if d, err := decodeErr(out); err == nil {
-								route(jap, udp(d.dst, d.src, "y"), now)
-							} else {
-								t.Error(err)
-							}
-						}
+				}
+			case Forward:
+				if d, err := decodeErr(out); err == nil && d.proto == ProtoIPIP {
+					if res, out := route(jap, out, now); res.Action == Forward {
+						replyTo(t, jap, out, now)
 					}
 				}
 			}
-		}()
-	}
-	ctl := make(chan struct{})
-	go func() {
-		defer close(ctl)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			now := int64(i) * int64(10*time.Millisecond)
-			iap.Expire(now)
-			jap.Expire(now)
-			if i%2 == 0 {
-				jap.RemoveTarget(gUDP, tgt2.Addr())
-				iap.Invalidate(gUDP)
-			} else {
-				jap.AddTarget(gUDP, tgt2)
-				iap.SetProxies(proxyIPs)
-			}
-			switch i % 8 {
-			case 0:
-				iap.AddTarget(gUDP, tgt) // some flows stay local for a while
-			case 4:
-				iap.RemoveTarget(gUDP, tgt.Addr())
-			}
-			iap.Flows()
-			jap.Stats()
-			jap.Targets(gUDP)
 		}
-	}()
-	// Wait for the workers, then stop the control loop.
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(time.Minute):
-		t.Fatal("workers stuck")
-	}
-	close(stop)
-	<-ctl
+	}, func(i int) {
+		now := int64(i) * int64(10*time.Millisecond)
+		iap.Expire(now)
+		jap.Expire(now)
+		if i%2 == 0 {
+			jap.RemoveTarget(gUDP, tgt2.Addr())
+			iap.Invalidate(gUDP)
+		} else {
+			jap.AddTarget(gUDP, tgt2)
+			iap.SetProxies(proxyIPs)
+		}
+		switch i % 8 {
+		case 0:
+			iap.AddTarget(gUDP, tgt) // some flows stay local for a while
+		case 4:
+			iap.RemoveTarget(gUDP, tgt.Addr())
+		}
+		iap.Flows()
+		jap.Stats()
+		jap.Targets(gUDP)
+	})
 	// How many packets get through depends on how the workers interleave
 	// with the control loop; that some do shows the JAP kept working.
 	if st := jap.Stats(); st.Forwarded == 0 {
@@ -106,5 +76,46 @@ func TestConcurrentUse(t *testing.T) {
 		if n["iap"] != st.IAPFlows || n["jap"] != st.JAPFlows {
 			t.Errorf("counters %d/%d, tables %d/%d", st.IAPFlows, st.JAPFlows, n["iap"], n["jap"])
 		}
+	}
+}
+
+// hammer runs work on n goroutines (each told its number) while control
+// runs again and again (told its round) until every worker is done.
+func hammer(t *testing.T, n int, work func(w int), control func(i int)) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for w := range n {
+		wg.Go(func() { work(w) })
+	}
+	stop, ctl := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ctl)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			control(i)
+		}
+	}()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		t.Fatal("workers stuck")
+	}
+	close(stop)
+	<-ctl
+}
+
+// replyTo has the target that got out (a packet a JAP forwarded to it)
+// answer through the JAP.
+func replyTo(t *testing.T, jap *Router, out []byte, now int64) {
+	if d, err := decodeErr(out); err == nil {
+		route(jap, udp(d.dst, d.src, "y"), now)
+	} else {
+		t.Error(err)
 	}
 }

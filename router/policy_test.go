@@ -5,7 +5,6 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -665,58 +664,37 @@ func TestConcurrentPolicies(t *testing.T) {
 	iap.ResolvedPolicy(gRep, Policy{Replicate: 3}, []JAP{{Addr: p2, Targets: 3}}, time.Hour, 0)
 	iap.ResolvedPolicy(gUDP, Policy{Select: SelectLoad}, []JAP{{Addr: p2, Targets: 3}}, time.Hour, 0)
 
-	var wg sync.WaitGroup
-	stop := make(chan struct{})
-	for w := range 6 {
-		wg.Go(func() {
-			for i := range 400 {
-				now := int64(i) * int64(time.Millisecond)
-				c := clientN(true, w, uint16(1000+i%50))
-				port := []uint16{53, 5353}[i%2]
-				res, outs := routeAll(t, iap, udp(c, netip.AddrPortFrom(anyIP, port), "x"), now)
-				if res.Action != Forward {
-					continue
-				}
-				for _, o := range outs {
-					if _, outs := routeAll(t, jap, o, now); len(outs) > 0 {
-						if d, err := decodeErr(outs[0]); err == nil {
-							route(jap, udp(d.dst, d.src, "y"), now)
-						} else {
-							t.Error(err)
-						}
-					}
+	hammer(t, 6, func(w int) {
+		for i := range 400 {
+			now := int64(i) * int64(time.Millisecond)
+			c := clientN(true, w, uint16(1000+i%50))
+			port := []uint16{53, 5353}[i%2]
+			res, outs := routeAll(t, iap, udp(c, netip.AddrPortFrom(anyIP, port), "x"), now)
+			if res.Action != Forward {
+				continue
+			}
+			for _, o := range outs {
+				if _, outs := routeAll(t, jap, o, now); len(outs) > 0 {
+					replyTo(t, jap, outs[0], now)
 				}
 			}
-		})
-	}
-	ctl := make(chan struct{})
-	go func() {
-		defer close(ctl)
-		for i := 0; ; i++ {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			jap.Expire(int64(i) * int64(10*time.Millisecond))
-			switch i % 4 {
-			case 0:
-				jap.RemoveTarget(gRep, tgtN(gUDP, 2).Addr())
-				jap.AddTargetWeight(gUDP, tgtN(gUDP, 1), 5)
-			case 1:
-				jap.SetPolicy(gUDP, Policy{Select: SelectAffinity})
-			case 2:
-				jap.AddTarget(gRep, tgtN(gUDP, 2))
-				jap.AddTargetWeight(gUDP, tgtN(gUDP, 1), 1)
-			case 3:
-				jap.SetPolicy(gUDP, Policy{Select: SelectLoad})
-			}
-			jap.Flows()
 		}
-	}()
-	wg.Wait()
-	close(stop)
-	<-ctl
+	}, func(i int) {
+		jap.Expire(int64(i) * int64(10*time.Millisecond))
+		switch i % 4 {
+		case 0:
+			jap.RemoveTarget(gRep, tgtN(gUDP, 2).Addr())
+			jap.AddTargetWeight(gUDP, tgtN(gUDP, 1), 5)
+		case 1:
+			jap.SetPolicy(gUDP, Policy{Select: SelectAffinity})
+		case 2:
+			jap.AddTarget(gRep, tgtN(gUDP, 2))
+			jap.AddTargetWeight(gUDP, tgtN(gUDP, 1), 1)
+		case 3:
+			jap.SetPolicy(gUDP, Policy{Select: SelectLoad})
+		}
+		jap.Flows()
+	})
 	if jap.Stats().Forwarded == 0 {
 		t.Errorf("the JAP forwarded no packets")
 	}
