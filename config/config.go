@@ -122,7 +122,16 @@ type Edge struct {
 	Interface string // InterfaceNetstack, InterfaceTUN or InterfaceWater
 	Keepalive time.Duration
 	Groups    []Service // targets: at least one; clients: none
+	// LearnProxies: the edge asks its current proxy, while it runs, which
+	// other live proxies would admit it, and makes them candidates too
+	// (up to MaxCandidates in all). Default true.
+	LearnProxies bool
 }
+
+// MaxCandidates is the most proxies an edge attaches to, configured and
+// learned together; an edge whose file lists more keeps them all but
+// learns none.
+const MaxCandidates = 16
 
 // ProxyPeer is a proxy as another node's file describes it.
 type ProxyPeer struct {

@@ -169,6 +169,7 @@ func TestBadFiles(t *testing.T) {
 		{"weight string", RoleTarget, ins(targetBase, 11, `weight = "3"`), 12, "group.weight", "want an integer"},
 		{"malformed mesh key file", RoleProxy, ins(proxyBase, 5, `mesh_key_file = "bad.key"`), 6, "mesh_key_file", "not a mesh key"},
 		{"missing mesh key file", RoleProxy, ins(proxyBase, 5, `mesh_key_file = "nope.key"`), 6, "mesh_key_file", "no such file"},
+		{"learn_proxies not a boolean", RoleClient, ins(clientBase, 3, `learn_proxies = "yes"`), 4, "learn_proxies", "want true or false, got a string"},
 		{"keepalive too short", RoleTarget, ins(targetBase, 3, `keepalive = "50ms"`), 4, "keepalive", "want 100ms to 1h0m0s"},
 		{"keepalive too long", RoleTarget, ins(targetBase, 3, `keepalive = "2h"`), 4, "keepalive", "want 100ms to 1h0m0s"},
 		{"malformed duration", RoleTarget, ins(targetBase, 3, `keepalive = "5 seconds"`), 4, "keepalive", "not a duration"},
@@ -342,7 +343,7 @@ func TestGoodFiles(t *testing.T) {
 	}
 	if tg.Role != RoleTarget || tg.Interface != InterfaceNetstack || tg.Keepalive != DefaultKeepalive ||
 		tg.Listen != netip.MustParseAddrPort("0.0.0.0:0") || len(tg.Groups) != 1 || tg.Groups[0] != (Service{Group: g, Port: 8080, Weight: 1}) ||
-		len(tg.Proxies) != 1 || tg.Proxies[0].Cluster != "" || tg.InterfaceName != "pias-t1" {
+		len(tg.Proxies) != 1 || tg.Proxies[0].Cluster != "" || tg.InterfaceName != "pias-t1" || !tg.LearnProxies {
 		t.Errorf("target: %+v", tg)
 	}
 
@@ -354,6 +355,7 @@ listen = "[::1]:5000"
 interface = "tun"
 interface_name = "utun7"
 keepalive = "1m30s"
+learn_proxies = false
 overlay_prefix = ["10.0.0.0/8", "fd00:1::/48"]
 anycast_prefix = ["192.0.2.0/24", "fd00:2::/48"]
 mtu = 9000
@@ -377,7 +379,7 @@ port = 65535
 	}
 	if tg.Interface != InterfaceTUN || tg.Keepalive != 90*time.Second || tg.MTU != 9000 || tg.ControlPort != 4000 ||
 		tg.Listen.String() != "[::1]:5000" || len(tg.Groups) != 2 || tg.Groups[0].Group.String() != "[fd00:2::1]:4000/tcp" ||
-		tg.Groups[1].Port != 65535 || tg.Addr4().IsValid() || tg.Proxies[0].Cluster != "west" || tg.InterfaceName != "utun7" {
+		tg.Groups[1].Port != 65535 || tg.Addr4().IsValid() || tg.Proxies[0].Cluster != "west" || tg.InterfaceName != "utun7" || tg.LearnProxies {
 		t.Errorf("full target: %+v", tg)
 	}
 

@@ -189,6 +189,20 @@ func (t *table) str(key string, required bool) (string, bool) {
 	return s, true
 }
 
+// boolean reads true or false.
+func (t *table) boolean(key string, required bool) (bool, bool) {
+	v, ok := t.get(key, required)
+	if !ok {
+		return false, false
+	}
+	b, ok := v.(bool)
+	if !ok {
+		t.d.errf(t.sub(key), "want true or false, got %s", typeName(v))
+		return false, false
+	}
+	return b, true
+}
+
 // integer reads an integer in [lo, hi].
 func (t *table) integer(key string, required bool, lo, hi int64) (int64, bool) {
 	v, ok := t.get(key, required)

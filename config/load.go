@@ -110,6 +110,11 @@ func loadEdge(path, role string) (*Edge, error) {
 		}
 	}
 
+	e.LearnProxies = true
+	if b, ok := t.boolean("learn_proxies", false); ok {
+		e.LearnProxies = b
+	}
+
 	switch role {
 	case RoleClient:
 		if t.has("group") {

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -225,6 +226,136 @@ func TestNewProxyJoinsDuringAPartition(t *testing.T) {
 	}
 	t.Logf("all four alive everywhere %v after the heal", time.Since(healed).Round(time.Millisecond))
 	if err := WaitFor(ctx, h.Consistent); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// learnShape: p1 and two newcomers, p2 (c2) and p3 (c1), that join through
+// p1; t1, cl1 and cl2 attach to p1 (see TestEdgesLearnNewProxies).
+var learnShape = Options{Proxies: 3, Clusters: 2, Targets: 1, Clients: 2, Groups: 1, Seeded: 2}
+
+// TestEdgesLearnNewProxies: edges whose files name only p1 learn, from p1,
+// the newcomers that would admit them: t1 learns p2 and p3, cl1 only p2
+// (p3's file does not list cl1), cl2 none (learn_proxies = false). When p1
+// dies, cl1 moves to p2 and t1 to a newcomer, and cl1 reaches t1 again
+// through proxies neither file names.
+func TestEdgesLearnNewProxies(t *testing.T) {
+	h, log := startLabWith(t, learnShape, HarnessOptions{Hold: []string{"p2", "p3"}, Generated: func(l *Lab) {
+		for _, e := range []string{"t1", "cl1", "cl2"} {
+			keepBlocks(t, l.Path(e+".toml"), func(block string) bool {
+				return !strings.HasPrefix(block, "[[proxy]]") || strings.Contains(block, `name = "p1"`)
+			})
+		}
+		rewrite(t, l.Path("cl2.toml"), "keepalive =", "learn_proxies = false\nkeepalive =")
+		keepBlocks(t, l.Path("p3.toml"), func(block string) bool {
+			return !strings.HasPrefix(block, "[[edge]]") || !strings.Contains(block, `name = "cl1"`)
+		})
+	}})
+	ctx := testCtx(t)
+	g := GroupN(0)
+	if _, err := ask(ctx, h, "cl1", g, "hello"); err != nil {
+		t.Fatalf("cl1 through p1: %v", err)
+	}
+	if h.Edges["cl2"].Attach != nil {
+		t.Errorf("cl2 (one proxy, learn_proxies = false) runs an attacher")
+	}
+
+	start := time.Now()
+	for _, n := range []string{"p2", "p3"} {
+		if err := h.StartNode(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// p1 knows what the newcomers admit.
+	p1 := h.Proxies["p1"].Overlay
+	if err := WaitFor(ctx, func() error {
+		for edge, want := range map[string][]string{"t1": {"p1", "p3", "p2"}, "cl1": {"p1", "p2"}} {
+			if got := p1.Admitting(h.Edges[edge].Config.PublicKey); !slices.Equal(got, want) {
+				return fmt.Errorf("p1 says %v admit %s, want %v", got, edge, want)
+			}
+		}
+		return nil
+	}); err != nil {
+		dumpLab(t, h)
+		t.Fatal(err)
+	}
+	// The edges learn them, and probe them live.
+	learned := func(edge string, want ...string) error {
+		st := h.Edges[edge].Attach.Status()
+		var live []string
+		for _, c := range st.Candidates {
+			if c.Live {
+				live = append(live, c.Name)
+			}
+		}
+		slices.Sort(live)
+		if !slices.Equal(live, want) {
+			return fmt.Errorf("%s has live candidates %v, want %v", edge, live, want)
+		}
+		return nil
+	}
+	if err := WaitFor(ctx, func() error {
+		return errors.Join(learned("t1", "p1", "p2", "p3"), learned("cl1", "p1", "p2"))
+	}); err != nil {
+		dumpLab(t, h)
+		t.Fatal(err)
+	}
+	t.Logf("edges learned the newcomers and found them live %v after they started", time.Since(start).Round(time.Millisecond))
+	for _, e := range []string{"t1", "cl1"} {
+		if len(log.match(func(ev overlay.Event) bool {
+			return ev.Kind == "learned" && ev.Name == e && strings.HasSuffix(ev.Reason, "told by p1")
+		})) == 0 {
+			t.Errorf("no learned event for %s", e)
+		}
+	}
+
+	if err := h.KillProxy("p1"); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := WaitFor(ctx, func() error {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := ask(actx, h, "cl1", g, "again")
+		return err
+	}); err != nil {
+		dumpLab(t, h)
+		t.Fatalf("cl1 never reached t1 after p1 died: %v", err)
+	}
+	t.Logf("cl1 reached t1 again %v after p1 was killed", time.Since(killed).Round(time.Millisecond))
+	if cur := h.Edges["cl1"].Attach.Current(); cur != "p2" {
+		t.Errorf("cl1 is on %s, want p2", cur)
+	}
+	if cur := h.Edges["t1"].Attach.Current(); cur != "p2" && cur != "p3" {
+		t.Errorf("t1 is on %s, want a newcomer", cur)
+	}
+	if err := WaitFor(ctx, h.Consistent); err != nil {
+		dumpLab(t, h)
+		t.Fatal(err)
+	}
+	// Never told of p3, cl1 has not learned it (p2 answers it now too).
+	for _, c := range h.Edges["cl1"].Attach.Status().Candidates {
+		if c.Name == "p3" {
+			t.Errorf("cl1 learned p3, whose file does not admit it")
+		}
+	}
+}
+
+// keepBlocks keeps only the blank-line-separated blocks of a file that
+// keep accepts.
+func keepBlocks(t *testing.T, path string, keep func(block string) bool) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, block := range strings.Split(string(b), "\n\n") {
+		if keep(block) {
+			out = append(out, block)
+		}
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(out, "\n\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,11 +27,16 @@ type Edge struct {
 	Device *tunnel.Device
 	Target *overlay.Target // nil for clients
 	// Attach keeps the anycast and overlay prefixes on the nearest live
-	// proxy of the config (emulated native anycast); nil if the config
-	// lists a single proxy.
+	// proxy of the config or learned (emulated native anycast); nil if the
+	// config lists a single proxy and learns none.
 	Attach *overlay.Attacher
 	uapi   io.Closer // nil unless Options.UAPI
 	once   sync.Once
+	stop   chan struct{}
+	done   sync.WaitGroup
+
+	mu      sync.Mutex
+	proxies []config.ProxyPeer // the attacher's candidates, by index: the config's, then learned ones
 }
 
 // StartEdge starts the target or client that cfg describes. It returns
@@ -67,7 +73,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		peer.AllowedIPs = allowed
 		peers = append(peers, peer)
 	}
-	e := &Edge{Name: cfg.Name, Config: cfg, Host: host}
+	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, stop: make(chan struct{}), proxies: slices.Clone(cfg.Proxies)}
 	var err error
 	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
@@ -103,13 +109,24 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 			return nil, fmt.Errorf("target %s: %w", cfg.Name, err)
 		}
 	}
-	if len(cfg.Proxies) > 1 {
+	if len(cfg.Proxies) > 1 || cfg.LearnProxies {
 		if err := e.startAttacher(opts); err != nil {
 			e.Close()
 			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
 		}
 	}
+	if cfg.LearnProxies && len(cfg.Proxies) < config.MaxCandidates {
+		e.done.Add(1)
+		go e.learnLoop(opts)
+	}
 	return e, nil
+}
+
+// proxy is candidate i.
+func (e *Edge) proxy(i int) config.ProxyPeer {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.proxies[i]
 }
 
 // movedPrefixes are what emulated anycast moves between proxies.
@@ -147,15 +164,16 @@ func (e *Edge) startAttacher(opts Options) error {
 		Reset:        e.resetPeer,
 		Logf:         opts.Logf,
 		OnMove: func(m overlay.AttachMove) {
+			from, to := e.proxy(m.From), e.proxy(m.To)
 			if e.Target != nil {
-				e.Target.Moved(addrs[m.From])
+				e.Target.Moved(from.Addr4())
 			}
 			if opts.OnEvent != nil {
 				opts.OnEvent(overlay.Event{
-					Proxy:  names[m.To],
+					Proxy:  to.Name,
 					Kind:   "move",
 					Name:   cfg.Name,
-					Reason: fmt.Sprintf("%s → %s (%s)", names[m.From], names[m.To], m.Reason),
+					Reason: fmt.Sprintf("%s → %s (%s)", from.Name, to.Name, m.Reason),
 				})
 			}
 		},
@@ -166,10 +184,10 @@ func (e *Edge) startAttacher(opts Options) error {
 // moveTo puts the moved prefixes on proxy to, leaving proxy from with only
 // its own addresses (so probes keep reaching every proxy).
 func (e *Edge) moveTo(from, to int) error {
-	ps := e.Config.Proxies
+	f, t := e.proxy(from), e.proxy(to)
 	return e.Device.UpdateAllowedIPs([]tunnel.Peer{
-		{PublicKey: ps[to].PublicKey, AllowedIPs: append(hostPrefixes(ps[to].Address), movedPrefixes(e.Config)...)},
-		{PublicKey: ps[from].PublicKey, AllowedIPs: hostPrefixes(ps[from].Address)},
+		{PublicKey: t.PublicKey, AllowedIPs: append(hostPrefixes(t.Address), movedPrefixes(e.Config)...)},
+		{PublicKey: f.PublicKey, AllowedIPs: hostPrefixes(f.Address)},
 	})
 }
 
@@ -177,7 +195,7 @@ func (e *Edge) moveTo(from, to int) error {
 // with a fresh copy, so that the next packet to it starts a handshake. The
 // peer keeps the prefixes it carries.
 func (e *Edge) resetPeer(i int, current bool) {
-	pp := e.Config.Proxies[i]
+	pp := e.proxy(i)
 	allowed := hostPrefixes(pp.Address)
 	if current {
 		allowed = append(allowed, movedPrefixes(e.Config)...)
@@ -206,6 +224,8 @@ func (e *Edge) dialUDP(raddr netip.AddrPort) (net.Conn, error) {
 // Close leaves the groups and stops the edge.
 func (e *Edge) Close() {
 	e.once.Do(func() {
+		close(e.stop)
+		e.done.Wait()
 		if e.Attach != nil {
 			e.Attach.Close()
 		}

@@ -85,7 +85,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	}
 	edges := map[netip.Addr]*overlay.EdgePolicy{}
 	for _, e := range cfg.Edges {
-		pol := &overlay.EdgePolicy{Name: e.Name, Groups: e.Groups}
+		pol := &overlay.EdgePolicy{Name: e.Name, PublicKey: e.PublicKey, Groups: e.Groups}
 		for _, a := range e.Address {
 			edges[a] = pol
 		}

@@ -60,6 +60,9 @@ type CandidateStatus struct {
 	Live   bool       `json:"live"`
 	RTTms  float64    `json:"rtt_ms,omitempty"`
 	Misses int        `json:"misses"`
+	// Learned: not in the edge's file; its current proxy said it would
+	// admit the edge.
+	Learned bool `json:"learned,omitempty"`
 }
 
 // EdgeStatus is a target's or client's view.
@@ -123,8 +126,8 @@ func (e *Edge) Status() Status {
 	if e.Attach != nil {
 		st := e.Attach.Status()
 		es.Attached, es.Moves = st.Current, st.Moves
-		for _, c := range st.Candidates {
-			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(c.RTT), Misses: c.Misses})
+		for i, c := range st.Candidates {
+			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(c.RTT), Misses: c.Misses, Learned: i >= len(cfg.Proxies)})
 		}
 	}
 	for _, s := range cfg.Groups {

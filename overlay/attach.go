@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -204,6 +205,13 @@ func (s *Selector) moveTo(i int) {
 // Current is the candidate that carries the prefix now.
 func (s *Selector) Current() int { return s.current }
 
+// Add makes a candidate learned at run time; it starts unheard, so it gets
+// StartMisses probes before it counts as dead. It returns its index.
+func (s *Selector) Add(name string, addr netip.Addr) int {
+	s.cands = append(s.cands, CandidateStatus{Name: name, Addr: addr})
+	return len(s.cands) - 1
+}
+
 // Status reports every candidate.
 func (s *Selector) Status() AttachStatus {
 	st := AttachStatus{Current: s.cands[s.current].Name, Moves: s.moves}
@@ -251,10 +259,12 @@ type AttacherConfig struct {
 // picks.
 type Attacher struct {
 	cfg    AttacherConfig
+	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
 	mu      sync.Mutex
+	closed  bool
 	sel     *Selector
 	applied int // the candidate the prefix actually sits on
 	change  chan struct{}
@@ -270,21 +280,50 @@ func StartAttacher(cfg AttacherConfig) (*Attacher, error) {
 		return nil, fmt.Errorf("overlay: attacher needs Probe and Apply")
 	}
 	cfg.AttachConfig = cfg.AttachConfig.withDefaults()
+	// Add grows these; the caller's arrays stay untouched.
+	cfg.Names, cfg.Addrs = slices.Clone(cfg.Names), slices.Clone(cfg.Addrs)
 	ctx, cancel := context.WithCancel(context.Background())
-	a := &Attacher{cfg: cfg, cancel: cancel, sel: NewSelector(cfg.Names, cfg.Addrs, cfg.AttachConfig), change: make(chan struct{}), moves: make(chan AttachMove, 64)}
+	a := &Attacher{cfg: cfg, ctx: ctx, cancel: cancel, sel: NewSelector(cfg.Names, cfg.Addrs, cfg.AttachConfig), change: make(chan struct{}), moves: make(chan AttachMove, 64)}
 	if cfg.OnMove != nil {
 		a.wg.Add(1)
 		go a.tell(ctx)
 	}
-	for i := range cfg.Names {
+	for i, addr := range cfg.Addrs {
 		a.wg.Add(1)
-		go a.probeLoop(ctx, i)
+		go a.probeLoop(ctx, i, addr)
 	}
 	return a, nil
 }
 
+// Add makes the proxy name at addr a candidate while the attacher runs (a
+// proxy the edge learned of), probes it from now on, and returns its
+// index, the one Apply and Reset get; -1 after Close.
+func (a *Attacher) Add(name string, addr netip.Addr) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.closed {
+		return -1
+	}
+	a.cfg.Names = append(a.cfg.Names, name)
+	a.cfg.Addrs = append(a.cfg.Addrs, addr)
+	i := a.sel.Add(name, addr)
+	a.wg.Add(1)
+	go a.probeLoop(a.ctx, i, addr)
+	return i
+}
+
+// Name is the name of candidate i.
+func (a *Attacher) Name(i int) string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cfg.Names[i]
+}
+
 // Close stops probing; the prefix stays where it is.
 func (a *Attacher) Close() {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
 	a.cancel()
 	a.wg.Wait()
 }
@@ -315,13 +354,13 @@ func (a *Attacher) Changed() <-chan struct{} {
 	return a.change
 }
 
-func (a *Attacher) probeLoop(ctx context.Context, i int) {
+func (a *Attacher) probeLoop(ctx context.Context, i int, addr netip.Addr) {
 	defer a.wg.Done()
 	t := time.NewTicker(a.cfg.Interval)
 	defer t.Stop()
 	for {
 		pctx, cancel := context.WithTimeout(ctx, a.cfg.Timeout)
-		rtt, err := a.cfg.Probe(pctx, a.cfg.Addrs[i])
+		rtt, err := a.cfg.Probe(pctx, addr)
 		cancel()
 		if ctx.Err() != nil {
 			return

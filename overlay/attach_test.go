@@ -1,7 +1,9 @@
 package overlay
 
 import (
+	"context"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -201,5 +203,68 @@ func TestSelectorStartGrace(t *testing.T) {
 		if i > 3 {
 			t.Fatal("did not leave p2 after 3 misses")
 		}
+	}
+}
+
+// TestAttacherAdd: a candidate added while the attacher runs is probed,
+// and takes the prefix when the only configured proxy dies.
+func TestAttacherAdd(t *testing.T) {
+	p1, p2 := netip.MustParseAddr("100.64.0.1"), netip.MustParseAddr("100.64.0.2")
+	var mu sync.Mutex
+	alive := map[netip.Addr]bool{p1: true, p2: true}
+	probed := map[netip.Addr]int{}
+	moves := make(chan [2]int, 4)
+	a, err := StartAttacher(AttacherConfig{
+		Names:        []string{"p1"},
+		Addrs:        []netip.Addr{p1},
+		AttachConfig: AttachConfig{Interval: 5 * time.Millisecond, OnlyOnFailure: true},
+		Probe: func(ctx context.Context, addr netip.Addr) (time.Duration, error) {
+			mu.Lock()
+			probed[addr]++
+			up := alive[addr]
+			mu.Unlock()
+			if !up {
+				<-ctx.Done()
+				return 0, ctx.Err()
+			}
+			return time.Millisecond, nil
+		},
+		Apply: func(from, to int) error {
+			moves <- [2]int{from, to}
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if i := a.Add("p2", p2); i != 1 {
+		t.Fatalf("Add returned %d, want 1", i)
+	}
+	mu.Lock()
+	alive[p1] = false
+	mu.Unlock()
+	select {
+	case m := <-moves:
+		if m != [2]int{0, 1} {
+			t.Fatalf("moved %v, want p1 → p2", m)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("never moved to the added candidate")
+	}
+	if st := a.Status(); st.Current != "p2" || len(st.Candidates) != 2 || !st.Candidates[1].Live {
+		t.Errorf("status %+v", st)
+	}
+	if a.Name(1) != "p2" {
+		t.Errorf("Name(1) = %q", a.Name(1))
+	}
+	a.Close()
+	if i := a.Add("p3", netip.MustParseAddr("100.64.0.3")); i != -1 {
+		t.Errorf("Add after Close returned %d, want -1", i)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if probed[p2] == 0 {
+		t.Error("p2 never probed")
 	}
 }

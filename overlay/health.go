@@ -678,6 +678,26 @@ func (h *health) live() []Member {
 	return out
 }
 
+// liveMember is a live member other than this proxy, with its incarnation.
+type liveMember struct {
+	Member
+	inc uint32
+}
+
+// liveInfo lists the members other than this proxy that are not known
+// dead, by name.
+func (h *health) liveInfo() []liveMember {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []liveMember
+	for _, name := range h.order {
+		if m := h.members[name]; m.state != StateDead && m.state != StateJoining {
+			out = append(out, liveMember{m.Member, m.inc})
+		}
+	}
+	return out
+}
+
 // add makes m, learned at run time, a member at incarnation inc in state
 // StateAlive, StateDead or StateJoining; announce sends it this proxy's
 // Alive (a newcomer's first contact). It returns false when m is known.

@@ -50,7 +50,7 @@ func TestShouldReport(t *testing.T) {
 
 // proxyNet runs full proxy control planes over an in-memory network with a
 // fake clock: every packet a proxy sends to another proxy's address is
-// handed to that proxy; packets to edges are dropped.
+// handed to that proxy; packets to edges are kept in toEdges.
 type proxyNet struct {
 	t       *testing.T
 	mu      sync.Mutex
@@ -58,6 +58,7 @@ type proxyNet struct {
 	proxies map[netip.Addr]*Proxy
 	members []Member
 	queue   [][]byte
+	toEdges [][]byte // packets for addresses that are no proxy's
 }
 
 var (
@@ -70,7 +71,8 @@ func edgeAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 66, 0, byt
 func newProxyNet(t *testing.T, n, edges int, mod func(*ProxyConfig)) *proxyNet {
 	pn := &proxyNet{t: t, now: int64(time.Hour), proxies: map[netip.Addr]*Proxy{}}
 	for i := range n {
-		pn.members = append(pn.members, Member{Name: fmt.Sprintf("p%d", i+1), Addr: netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 1)}), Cluster: "c1"})
+		pn.members = append(pn.members, Member{Name: fmt.Sprintf("p%d", i+1), Addr: netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 1)}), Cluster: "c1",
+			PublicKey: [32]byte{0xee, byte(i + 1)}, Endpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)}), 51820)})
 	}
 	pol := &EdgePolicy{Name: "t", Groups: []router.Group{testGroup}}
 	policies := map[netip.Addr]*EdgePolicy{}
@@ -132,6 +134,10 @@ func (pn *proxyNet) deliver() {
 		sp, dp := binary.BigEndian.Uint16(pkt[ihl:]), binary.BigEndian.Uint16(pkt[ihl+2:])
 		if p := pn.proxies[dst]; p != nil {
 			p.HandleControl(netip.AddrPortFrom(src, sp), netip.AddrPortFrom(dst, dp), pkt[ihl+8:])
+		} else {
+			pn.mu.Lock()
+			pn.toEdges = append(pn.toEdges, pkt)
+			pn.mu.Unlock()
 		}
 	}
 }

@@ -28,14 +28,35 @@ const (
 	MaxString = 255
 	// MaxJAPs is the most JAPs a ResolveReply can carry.
 	MaxJAPs = 64
-	// MaxLen is the size of the longest valid message: a ResolveReply with an
-	// IPv6 group, the longest reason, and MaxJAPs IPv6 JAPs.
-	MaxLen = HeaderLen + maxGroupLen + 1 + 1 + MaxString + 4 + 1 + MaxJAPs*(1+16+4+4) + policyLen
+	// MaxKeys is the most edge public keys one Admits carries; a proxy that
+	// admits more sends several parts.
+	MaxKeys = 32
+	// MaxPeers is the most proxies a Proxies can carry.
+	MaxPeers = 16
+	// MaxLen is the size of the longest valid message: a Proxies with
+	// MaxPeers peers, each with the longest name and cluster, an IPv6
+	// address, and an IPv6 endpoint. (The longest ResolveReply, with an IPv6
+	// group, the longest reason, and MaxJAPs IPv6 JAPs, is maxResolveReplyLen,
+	// and the longest Admits maxAdmitsLen.)
+	MaxLen = HeaderLen + 4 + 1 + MaxPeers*maxPeerLen
 
 	policyLen = 3
 
 	maxGroupLen = 1 + 16 + 2 + 1
+
+	maxResolveReplyLen = HeaderLen + maxGroupLen + 1 + 1 + MaxString + 4 + 1 + MaxJAPs*(1+16+4+4) + policyLen
+	maxAdmitsLen       = HeaderLen + 1 + MaxString + 4 + 1 + 1 + 1 + MaxKeys*32
+
+	// maxPeerLen is the longest record of one peer of a Proxies: name,
+	// flags, cluster, IPv4 address, IPv6 address, key, IPv6 endpoint.
+	maxPeerLen = 1 + MaxString + 1 + 1 + MaxString + 1 + 4 + 1 + 16 + 32 + 1 + 16 + 2
+	// minPeerLen is the shortest: a one-byte name, an empty cluster, no
+	// IPv6 address, an IPv4 endpoint.
+	minPeerLen = 1 + 1 + 1 + 1 + 1 + 4 + 32 + 1 + 4 + 2
 )
+
+// MaxLen is at least the length of any other message.
+const _ = uint(MaxLen-maxResolveReplyLen) + uint(MaxLen-maxAdmitsLen)
 
 // magic starts every control message.
 const magic0, magic1 = 'P', 'I'
@@ -97,6 +118,24 @@ const (
 	// sender knows (anti-entropy); a proxy that knows others sends it its
 	// whole list (TypeMember, MemberSync). Seq 1 marks an answer to one.
 	TypeDigest
+	// TypeAdmitsReq: proxy → proxy: send me the WireGuard public keys of the
+	// edges your file admits (TypeAdmits). Name and Incarnation are the
+	// asker's.
+	TypeAdmitsReq
+	// TypeAdmits: proxy → proxy: part Part of Parts (counted from 0) of the
+	// list of WireGuard public keys (Keys) of the edges that the proxy Name,
+	// at Incarnation, admits. A proxy that admits no edge sends one part
+	// with no keys.
+	TypeAdmits
+	// TypeProxiesReq: edge → proxy: which live proxies would admit me?
+	// Incarnation is the digest of the proxy list the edge got last (0 if
+	// none); there is no name.
+	TypeProxiesReq
+	// TypeProxies: proxy → edge: the answer to a TypeProxiesReq: Peers, the
+	// live proxies that would admit the edge, and Incarnation, the digest of
+	// that list. No peers means the list has not changed since the digest
+	// the edge sent.
+	TypeProxies
 
 	typeEnd // one past the last type
 )
@@ -120,6 +159,10 @@ var typeNames = [...]string{
 	TypeMember:       "member",
 	TypePolicy:       "policy",
 	TypeDigest:       "digest",
+	TypeAdmitsReq:    "admits-req",
+	TypeAdmits:       "admits",
+	TypeProxiesReq:   "proxies-req",
+	TypeProxies:      "proxies",
 }
 
 // String names t, e.g. "join-ack".
@@ -184,15 +227,24 @@ func (s Status) String() string {
 //	ResolveReply  group status:u8 reason:string ttl_ms:u32 n:u8 n×(addr targets:u32 weight:u32) policy
 //	Policy        group policy
 //
-// The proxy health messages carry no group:
+// The messages between proxies about proxies, and those between an edge and
+// a proxy about proxies, carry no group:
 //
-//	Probe, ProbeAck, ProbeReq, Fail, Alive, Digest   name:string incarnation:u32
-//	Member   name:string incarnation:u32 flags:u8 cluster:string addr4
-//	         [addr6 if flags&MemberHas6] key:32 bytes endpoint:addr port:u16
+//	peer     flags:u8 cluster:string addr4 [addr6 if flags&MemberHas6]
+//	         key:32 bytes endpoint:addr port:u16
+//
+//	Probe, ProbeAck, ProbeReq, Fail, Alive, Digest, AdmitsReq   name:string incarnation:u32
+//	Member      name:string incarnation:u32 peer
+//	Admits      name:string incarnation:u32 part:u8 parts:u8 n:u8 n×(key:32 bytes)
+//	ProxiesReq  incarnation:u32
+//	Proxies     incarnation:u32 n:u8 n×(name:string peer)
+//
+// An Admits has 1 ≤ parts, part < parts, and n ≤ MaxKeys; a Proxies has n ≤
+// MaxPeers, names that are not empty, and no peer flag but MemberHas6.
 type Message struct {
 	Type    Type
 	Seq     uint32       // matches replies to requests
-	Group   router.Group // all types but the health messages (zero there)
+	Group   router.Group // all types but those listed above without one (zero there)
 	Port    uint16       // Join, Leave, Keepalive: the target's local service port; Resolve: hops
 	Name    string       // Join: the target's name (logs); Register: the JAP's name
 	Status  Status       // JoinAck, KeepaliveAck, ResolveReply
@@ -206,6 +258,7 @@ type Message struct {
 	// Incarnation: health messages: the incarnation of the proxy Name.
 	// TypeJoin and TypeMoved: the target's join epoch, which grows with each
 	// join, so that of two proxies holding one target the later join wins.
+	// TypeProxiesReq, TypeProxies: the digest of a proxy list.
 	Incarnation uint32
 	// Target: TypeMoved: the overlay address of the target that moved.
 	Target netip.Addr
@@ -223,6 +276,16 @@ type Message struct {
 	// Flags: TypeMember: MemberDead, MemberSync (MemberHas6 is set by the
 	// codec from Peer.Addr6).
 	Flags uint8
+	// Part, Parts: TypeAdmits: this is part Part, counted from 0, of Parts
+	// (1 ≤ Parts, Part < Parts).
+	Part, Parts uint8
+	// Keys: TypeAdmits: WireGuard public keys of edges the proxy Name
+	// admits, at most MaxKeys (nil after UnmarshalBinary when none).
+	Keys [][32]byte
+	// Peers: TypeProxies: the proxies that would admit the edge, at most
+	// MaxPeers, each with a name (nil after UnmarshalBinary when none). On
+	// the wire a peer's flags are MemberHas6 when its Addr6 is set, else 0.
+	Peers []Member
 }
 
 // TypeMember flags.
@@ -248,6 +311,8 @@ const (
 	fMember      // a proxy's record
 	fPolicy      // a group's policy and a weight
 	fKeepalive   // a target's keepalive interval
+	fKeys        // part of a proxy's list of admitted edge keys
+	fPeers       // a list of proxies' records
 )
 
 // MaxWeight is the largest weight of one target.
@@ -274,6 +339,10 @@ var typeFields = [...]fields{
 	TypeMember:       fNoGroup | fName | fIncarnation | fMember,
 	TypePolicy:       fPolicy,
 	TypeDigest:       fNoGroup | fName | fIncarnation,
+	TypeAdmitsReq:    fHealth,
+	TypeAdmits:       fHealth | fKeys,
+	TypeProxiesReq:   fNoGroup | fIncarnation,
+	TypeProxies:      fNoGroup | fIncarnation | fPeers,
 }
 
 // MarshalBinary encodes m into a new slice.
@@ -283,8 +352,8 @@ func (m *Message) MarshalBinary() ([]byte, error) {
 
 // AppendBinary appends the encoding of m to b. It fails, returning b as it
 // was, when m cannot be encoded: unknown type or status, an invalid group, a
-// string too long or not UTF-8, a TTL out of range, or too many or invalid
-// JAPs.
+// string too long or not UTF-8, a TTL out of range, too many or invalid
+// JAPs, keys, or peers, or parts out of range.
 func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 	if !m.Type.valid() {
 		return b, fmt.Errorf("pias message: cannot encode unknown %v", m.Type)
@@ -370,6 +439,35 @@ func (m *Message) AppendBinary(b []byte) ([]byte, error) {
 		var err error
 		if b, err = appendMember(b, m); err != nil {
 			return fail("%v", err)
+		}
+	}
+	if f&fKeys != 0 {
+		if err := checkParts(m.Part, m.Parts); err != nil {
+			return fail("%v", err)
+		}
+		if len(m.Keys) > MaxKeys {
+			return fail("%d keys, at most %d fit", len(m.Keys), MaxKeys)
+		}
+		b = append(b, m.Part, m.Parts, byte(len(m.Keys)))
+		for _, k := range m.Keys {
+			b = append(b, k[:]...)
+		}
+	}
+	if f&fPeers != 0 {
+		if len(m.Peers) > MaxPeers {
+			return fail("%d peers, at most %d fit", len(m.Peers), MaxPeers)
+		}
+		b = append(b, byte(len(m.Peers)))
+		for i := range m.Peers {
+			pr := &m.Peers[i]
+			if err := checkPeerName(pr.Name); err != nil {
+				return fail("peer %d: %v", i, err)
+			}
+			b = appendString(b, pr.Name)
+			var err error
+			if b, err = appendPeer(b, 0, pr); err != nil {
+				return fail("peer %d (%s): %v", i, pr.Name, err)
+			}
 		}
 	}
 	if f&fPolicy != 0 {
@@ -488,7 +586,50 @@ func (m *Message) UnmarshalBinary(b []byte) error {
 		n.Target = d.addr("target address family", "target address")
 	}
 	if f&fMember != 0 {
-		d.member(&n)
+		n.Flags, n.Peer = d.peer(memberFlags)
+		n.Peer.Name = n.Name
+	}
+	if f&fKeys != 0 {
+		n.Part = d.u8("part")
+		n.Parts = d.u8("parts")
+		if d.err == nil {
+			if err := checkParts(n.Part, n.Parts); err != nil {
+				d.fail(err)
+			}
+		}
+		count := int(d.u8("key count"))
+		if d.err == nil && count > MaxKeys {
+			d.fail(fmt.Errorf("%d keys, at most %d allowed", count, MaxKeys))
+		}
+		if p := d.take(count*32, "keys"); d.err == nil && count > 0 {
+			n.Keys = make([][32]byte, count)
+			for i := range n.Keys {
+				n.Keys[i] = [32]byte(p[i*32:])
+			}
+		}
+	}
+	if f&fPeers != 0 {
+		count := int(d.u8("peer count"))
+		if d.err == nil && count > MaxPeers {
+			d.fail(fmt.Errorf("%d peers, at most %d allowed", count, MaxPeers))
+		}
+		if d.err == nil && count > 0 {
+			n.Peers = make([]Member, 0, min(count, len(d.b)/minPeerLen))
+			for i := 0; i < count && d.err == nil; i++ {
+				name := d.str("peer name length", "peer name")
+				if d.err == nil {
+					if err := checkPeerName(name); err != nil {
+						d.fail(err)
+					}
+				}
+				_, pr := d.peer(MemberHas6)
+				pr.Name = name
+				if d.err != nil {
+					d.err = fmt.Errorf("peer %d: %w", i, d.err)
+				}
+				n.Peers = append(n.Peers, pr)
+			}
+		}
 	}
 	if f&fPolicy != 0 {
 		n.Policy = router.Policy{Select: router.Select(d.u8("select")), Replicate: int(d.u8("replicate")), Scope: router.Scope(d.u8("scope"))}
@@ -668,12 +809,39 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
+// checkParts reports whether part of parts is a part of an Admits.
+func checkParts(part, parts uint8) error {
+	switch {
+	case parts == 0:
+		return errors.New("0 parts, want at least 1")
+	case part >= parts:
+		return fmt.Errorf("part %d of %d parts (parts count from 0)", part, parts)
+	}
+	return nil
+}
+
+// checkPeerName reports whether s can be the name of a peer of a Proxies.
+func checkPeerName(s string) error {
+	if s == "" {
+		return errors.New("empty name")
+	}
+	if err := checkString(s); err != nil {
+		return fmt.Errorf("name: %v", err)
+	}
+	return nil
+}
+
 // appendMember appends the fMember part of a TypeMember.
 func appendMember(b []byte, m *Message) ([]byte, error) {
-	pr := &m.Peer
 	if m.Flags&^memberFlags != 0 {
 		return b, fmt.Errorf("unknown flags %#x", m.Flags&^memberFlags)
 	}
+	return appendPeer(b, m.Flags, &m.Peer)
+}
+
+// appendPeer appends the record of pr (not its name) with flags, in which
+// it sets MemberHas6 from pr.Addr6.
+func appendPeer(b []byte, flags uint8, pr *Member) ([]byte, error) {
 	if err := checkString(pr.Cluster); err != nil {
 		return b, fmt.Errorf("cluster: %v", err)
 	}
@@ -686,7 +854,7 @@ func appendMember(b []byte, m *Message) ([]byte, error) {
 	if err := checkAddr(pr.Endpoint.Addr()); err != nil || pr.Endpoint.Port() == 0 {
 		return b, fmt.Errorf("endpoint %v is not IP:PORT", pr.Endpoint)
 	}
-	flags := m.Flags &^ MemberHas6
+	flags &^= MemberHas6
 	if pr.Addr6.IsValid() {
 		flags |= MemberHas6
 	}
@@ -701,20 +869,19 @@ func appendMember(b []byte, m *Message) ([]byte, error) {
 	return binary.BigEndian.AppendUint16(b, pr.Endpoint.Port()), nil
 }
 
-// member reads the fMember part of a TypeMember into n.
-func (d *decoder) member(n *Message) {
-	n.Flags = d.u8("member flags")
-	if d.err == nil && n.Flags&^memberFlags != 0 {
-		d.fail(fmt.Errorf("unknown member flags %#x", n.Flags&^memberFlags))
+// peer reads a record appendPeer wrote, whose flags may only be those in
+// allowed, and returns its flags and the member (without a name).
+func (d *decoder) peer(allowed uint8) (flags uint8, pr Member) {
+	flags = d.u8("member flags")
+	if d.err == nil && flags&^allowed != 0 {
+		d.fail(fmt.Errorf("unknown member flags %#x", flags&^allowed))
 	}
-	pr := &n.Peer
-	pr.Name = n.Name
 	pr.Cluster = d.str("cluster length", "cluster")
 	pr.Addr = d.addr("member address family", "member address")
 	if d.err == nil && !pr.Addr.Is4() {
 		d.fail(fmt.Errorf("member address %v is not IPv4", pr.Addr))
 	}
-	if n.Flags&MemberHas6 != 0 {
+	if flags&MemberHas6 != 0 {
 		pr.Addr6 = d.addr("member IPv6 address family", "member IPv6 address")
 		if d.err == nil && !pr.Addr6.Is6() {
 			d.fail(fmt.Errorf("member IPv6 address %v is not IPv6", pr.Addr6))
@@ -727,4 +894,5 @@ func (d *decoder) member(n *Message) {
 		d.fail(errors.New("endpoint port 0"))
 	}
 	pr.Endpoint = netip.AddrPortFrom(ep, port)
+	return flags, pr
 }

@@ -39,6 +39,42 @@ func manyJAPs(n int) []router.JAP {
 	return js
 }
 
+func manyKeys(n int) [][32]byte {
+	ks := make([][32]byte, n)
+	for i := range ks {
+		ks[i] = [32]byte{0: byte(i), 1: 0xed, 31: byte(255 - i)}
+	}
+	return ks
+}
+
+// manyPeers returns n peers for a Proxies, every other one with IPv6
+// addresses; long ones have the longest name and cluster.
+func manyPeers(n int, long bool) []Member {
+	ps := make([]Member, n)
+	for i := range ps {
+		p := Member{Name: fmt.Sprintf("proxy-%d", i), Cluster: fmt.Sprintf("c%d", i%3),
+			Addr: netip.AddrFrom4([4]byte{100, 64, 1, byte(i)}), PublicKey: [32]byte{0: 0x50, 1: byte(i), 31: 0x05},
+			Endpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}), 51820+uint16(i))}
+		if i%2 == 1 {
+			p.Addr6 = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x64, 14: 1, 15: byte(i)})
+			p.Endpoint = netip.AddrPortFrom(netip.AddrFrom16([16]byte{0: 0x20, 1: 0x01, 2: 0x0d, 3: 0xb8, 14: 1, 15: byte(i)}), 65535-uint16(i))
+		}
+		if long {
+			p.Name = maxStr[:MaxString-1] + string(rune('a'+i)) // maxStr ends in a one-byte "x"
+			p.Cluster = maxStr
+		}
+		ps[i] = p
+	}
+	return ps
+}
+
+var (
+	peer4 = Member{Name: "p6", Addr: netip.MustParseAddr("100.64.0.6"), Cluster: "c1", PublicKey: [32]byte{0: 6, 31: 6},
+		Endpoint: netip.MustParseAddrPort("198.18.0.6:51820")}
+	peer6 = Member{Name: "p7", Addr: netip.MustParseAddr("100.64.0.7"), Addr6: netip.MustParseAddr("fd64::7"), PublicKey: [32]byte{0: 7, 31: 7},
+		Endpoint: netip.MustParseAddrPort("[2001:db8::7]:51821")}
+)
+
 type roundTrip struct {
 	name string
 	m    Message
@@ -93,6 +129,18 @@ var roundTrips = []roundTrip{
 	{"member6-sync-dead", Message{Type: TypeMember, Seq: 6, Name: maxStr, Incarnation: math.MaxUint32, Flags: MemberHas6 | MemberSync | MemberDead, Peer: Member{
 		Name: maxStr, Addr: netip.MustParseAddr("100.64.0.5"), Addr6: netip.MustParseAddr("fd64::5"), Cluster: maxStr, PublicKey: [32]byte{0: 0xff, 31: 0xff},
 		Endpoint: netip.MustParseAddrPort("[2001:db8::5]:65535")}}},
+	{"admits-req", Message{Type: TypeAdmitsReq, Seq: 7, Name: "p5", Incarnation: 1764000002}},
+	{"admits-none", Message{Type: TypeAdmits, Seq: 8, Name: "p5", Incarnation: 1764000002, Parts: 1}},
+	{"admits-one", Message{Type: TypeAdmits, Seq: 9, Name: "p5", Incarnation: 1764000002, Part: 1, Parts: 3, Keys: manyKeys(1)}},
+	{"admits-max", Message{Type: TypeAdmits, Seq: math.MaxUint32, Name: maxStr, Incarnation: math.MaxUint32, Part: 254, Parts: 255, Keys: manyKeys(MaxKeys)}},
+	{"proxies-req", Message{Type: TypeProxiesReq, Seq: 10}},
+	{"proxies-req-digest", Message{Type: TypeProxiesReq, Seq: 11, Incarnation: 0xfeedface}},
+	{"proxies-none", Message{Type: TypeProxies, Seq: 11, Incarnation: 0xfeedface}},
+	{"proxies-one", Message{Type: TypeProxies, Seq: 12, Incarnation: 1, Peers: []Member{peer4}}},
+	{"proxies-one6", Message{Type: TypeProxies, Seq: 13, Incarnation: 2, Peers: []Member{peer6}}},
+	{"proxies-two", Message{Type: TypeProxies, Seq: 14, Incarnation: 3, Peers: []Member{peer4, peer6}}},
+	{"proxies-max", Message{Type: TypeProxies, Seq: 15, Incarnation: math.MaxUint32, Peers: manyPeers(MaxPeers, false)}},
+	{"proxies-max-long", Message{Type: TypeProxies, Seq: 16, Incarnation: 4, Peers: manyPeers(MaxPeers, true)}},
 }
 
 func messagesEqual(a, b *Message) bool {
@@ -100,7 +148,8 @@ func messagesEqual(a, b *Message) bool {
 		a.Name == b.Name && a.Status == b.Status && a.Reason == b.Reason &&
 		a.Targets == b.Targets && a.TTL == b.TTL && slices.Equal(a.JAPs, b.JAPs) &&
 		a.Incarnation == b.Incarnation && a.Target == b.Target && a.Peer == b.Peer && a.Flags == b.Flags &&
-		a.Policy == b.Policy && a.Weight == b.Weight && a.Keepalive == b.Keepalive
+		a.Policy == b.Policy && a.Weight == b.Weight && a.Keepalive == b.Keepalive &&
+		a.Part == b.Part && a.Parts == b.Parts && slices.Equal(a.Keys, b.Keys) && slices.Equal(a.Peers, b.Peers)
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -140,21 +189,41 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-// TestMaxLen checks MaxLen is the size of the largest message.
+// TestMaxLen checks MaxLen is the size of the largest message, and the
+// sizes of the largest messages of the other variable-length types.
 func TestMaxLen(t *testing.T) {
 	js := manyJAPs(MaxJAPs)
 	for i := range js {
 		js[i].Addr = netip.AddrFrom16([16]byte{0: 0xfd, 15: byte(i)})
 		js[i].Weight = math.MaxUint32
 	}
-	m := Message{Type: TypeResolveReply, Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Hour, JAPs: js,
-		Policy: router.Policy{Select: router.SelectAffinity, Replicate: router.MaxReplicate, Scope: router.ScopeSameCluster}}
-	b, err := m.MarshalBinary()
-	if err != nil {
-		t.Fatal(err)
+	ps := manyPeers(MaxPeers, true)
+	for i := range ps {
+		ps[i].Addr6 = netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x64, 15: byte(i)})
+		ps[i].Endpoint = netip.AddrPortFrom(netip.AddrFrom16([16]byte{0: 0x20, 1: 0x01, 15: byte(i)}), 51820)
 	}
-	if len(b) != MaxLen {
-		t.Errorf("largest message is %d bytes, MaxLen is %d", len(b), MaxLen)
+	for _, tc := range []struct {
+		m    Message
+		want int
+	}{
+		{Message{Type: TypeProxies, Incarnation: 1, Peers: ps}, MaxLen},
+		{Message{Type: TypeResolveReply, Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Hour, JAPs: js,
+			Policy: router.Policy{Select: router.SelectAffinity, Replicate: router.MaxReplicate, Scope: router.ScopeSameCluster}}, maxResolveReplyLen},
+		{Message{Type: TypeAdmits, Name: maxStr, Parts: 1, Keys: manyKeys(MaxKeys)}, maxAdmitsLen},
+	} {
+		b, err := tc.m.MarshalBinary()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) != tc.want {
+			t.Errorf("largest %v is %d bytes, want %d", tc.m.Type, len(b), tc.want)
+		}
+		if len(b) > MaxLen {
+			t.Errorf("largest %v is %d bytes, MaxLen is %d", tc.m.Type, len(b), MaxLen)
+		}
+	}
+	if MaxLen != 9389 {
+		t.Errorf("MaxLen = %d, want 9389", MaxLen)
 	}
 }
 
@@ -189,7 +258,15 @@ func TestOnlyMeaningfulFields(t *testing.T) {
 		}
 		if typeFields[full.Type]&fMember == 0 {
 			full.Peer = roundTripMessage("member").Peer
-			full.Flags = MemberDead
+			full.Flags = 0xff // not even checked (TypeProxies: its peers' flags come from their Addr6)
+		}
+		if typeFields[full.Type]&fKeys == 0 {
+			// Not even checked where not carried.
+			full.Part, full.Parts = 9, 0
+			full.Keys = manyKeys(MaxKeys + 1)
+		}
+		if typeFields[full.Type]&fPeers == 0 {
+			full.Peers = []Member{{Name: "invalid"}} // not even checked
 		}
 		b, err := full.MarshalBinary()
 		if err != nil {
@@ -238,6 +315,12 @@ func TestOnlyMeaningfulFields(t *testing.T) {
 		if f&fKeepalive != 0 {
 			want.Keepalive = full.Keepalive
 		}
+		if f&fKeys != 0 {
+			want.Part, want.Parts, want.Keys = full.Part, full.Parts, full.Keys
+		}
+		if f&fPeers != 0 {
+			want.Peers = full.Peers
+		}
 		if !messagesEqual(&got, &want) {
 			t.Errorf("%s:\n got %+v\nwant %+v", tc.name, got, want)
 		}
@@ -279,6 +362,34 @@ func TestWireFormat(t *testing.T) {
 				PublicKey: [32]byte{0: 0xaa, 31: 0xbb}, Endpoint: netip.MustParseAddrPort("198.18.0.4:51820")}},
 			"5049" + "01" + "10" + "00000002" + "01" + "70" + "00000005" + "05" + "01" + "63" + "04" + "64400004" +
 				"06" + "fd640000000000000000000000000004" + "aa" + strings.Repeat("00", 30) + "bb" + "04" + "c6120004" + "ca6c",
+		},
+		{
+			Message{Type: TypeAdmitsReq, Seq: 3, Name: "p", Incarnation: 6},
+			"5049" + "01" + "13" + "00000003" + "01" + "70" + "00000006",
+		},
+		{
+			Message{Type: TypeAdmits, Seq: 4, Name: "p", Incarnation: 7, Part: 1, Parts: 2, Keys: [][32]byte{{0: 0xaa, 31: 0xbb}, {0: 0xcc, 31: 0xdd}}},
+			"5049" + "01" + "14" + "00000004" + "01" + "70" + "00000007" + "01" + "02" + "02" +
+				"aa" + strings.Repeat("00", 30) + "bb" + "cc" + strings.Repeat("00", 30) + "dd",
+		},
+		{
+			Message{Type: TypeAdmits, Seq: 5, Name: "p", Incarnation: 7, Parts: 1},
+			"5049" + "01" + "14" + "00000005" + "01" + "70" + "00000007" + "00" + "01" + "00",
+		},
+		{
+			Message{Type: TypeProxiesReq, Seq: 6, Incarnation: 0x0a0b0c0d},
+			"5049" + "01" + "15" + "00000006" + "0a0b0c0d",
+		},
+		{
+			Message{Type: TypeProxies, Seq: 6, Incarnation: 0x0a0b0c0d},
+			"5049" + "01" + "16" + "00000006" + "0a0b0c0d" + "00",
+		},
+		{
+			Message{Type: TypeProxies, Seq: 7, Incarnation: 0x01020304, Peers: []Member{peer4, peer6}},
+			"5049" + "01" + "16" + "00000007" + "01020304" + "02" +
+				"02" + "7036" + "00" + "02" + "6331" + "04" + "64400006" + "06" + strings.Repeat("00", 30) + "06" + "04" + "c6120006" + "ca6c" +
+				"02" + "7037" + "01" + "00" + "04" + "64400007" + "06" + "fd640000000000000000000000000007" +
+				"07" + strings.Repeat("00", 30) + "07" + "06" + "20010db8000000000000000000000007" + "ca6d",
 		},
 	} {
 		b, err := tc.m.MarshalBinary()
@@ -351,6 +462,19 @@ func TestUnmarshalMalformed(t *testing.T) {
 		memberHead = hdrMember + "02" + "7034" + "00000001"
 		memberKey  = "01" + "00000000000000000000000000000000000000000000000000000000000000"
 		memberRest = "02" + "6331" + "04" + "64400004" + memberKey + "04" + "c6120004" + "ca6c"
+
+		hdrAdmitsReq  = "5049" + "01" + "13" + "00000001"
+		hdrAdmits     = "5049" + "01" + "14" + "00000001"
+		hdrProxiesReq = "5049" + "01" + "15" + "00000001"
+		hdrProxies    = "5049" + "01" + "16" + "00000001"
+		admitsHead    = hdrAdmits + "02" + "7035" + "00000001" // up to part
+		key           = "abababababababababababababababababababababababababababababababab"
+		proxiesHead   = hdrProxies + "00000001" // up to the peer count
+		// peerRest follows a peer's name and flags without MemberHas6;
+		// peerRest6 with it.
+		peerRest  = "02" + "6331" + "04" + "64400006" + memberKey + "04" + "c6120006" + "ca6c"
+		peerRest6 = "00" + "04" + "64400007" + "06" + "fd640000000000000000000000000007" + memberKey + "06" + "20010db8000000000000000000000007" + "ca6d"
+		peer      = "02" + "7036" + "00" + peerRest
 	)
 	// The pieces the cases break make valid messages, so that each case
 	// fails for the reason its name gives.
@@ -361,6 +485,14 @@ func TestUnmarshalMalformed(t *testing.T) {
 		replyHead + "01" + jap4 + policy,
 		memberHead + "00" + memberRest,
 		memberHead + "07" + "02" + "6331" + "04" + "64400004" + "06" + "fd640000000000000000000000000005" + memberKey + "04" + "c6120004" + "ca6c",
+		hdrAdmitsReq + "02" + "7035" + "00000001",
+		admitsHead + "00" + "01" + "00",
+		admitsHead + "fe" + "ff" + "02" + key + key,
+		admitsHead + "00" + "01" + "20" + strings.Repeat(key, 32),
+		hdrProxiesReq + "00000000",
+		proxiesHead + "00",
+		proxiesHead + "02" + peer + "02" + "7037" + "01" + peerRest6,
+		proxiesHead + "10" + strings.Repeat(peer, 16),
 	} {
 		var m Message
 		if err := m.UnmarshalBinary(mustHex(h)); err != nil {
@@ -377,7 +509,7 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4, "unknown version 0"},
 		{"version 2", "5049" + "02" + "07" + "00000001" + grp4, "unknown version 2"},
 		{"type 0", "5049" + "01" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 19", "5049" + "01" + "13" + "00000001" + grp4, "unknown type(19)"},
+		{"type 23", "5049" + "01" + "17" + "00000001" + grp4, "unknown type(23)"},
 		{"policy trailing", "5049" + "01" + "11" + "00000001" + grp4 + "010000" + "00", "1 trailing bytes"},
 		{"policy select 4", "5049" + "01" + "11" + "00000001" + grp4 + "040000", "unknown select(4)"},
 		{"type 255", "5049" + "01" + "ff" + "00000001" + grp4, "unknown type(255)"},
@@ -464,6 +596,55 @@ func TestUnmarshalMalformed(t *testing.T) {
 		{"member endpoint no port", memberHead + "00" + "02" + "6331" + "04" + "64400004" + memberKey + "04" + "c6120004" + "ca", "truncated endpoint port"},
 		{"member endpoint port 0", memberHead + "00" + "02" + "6331" + "04" + "64400004" + memberKey + "04" + "c6120004" + "0000", "endpoint port 0"},
 		{"member trailing", memberHead + "00" + memberRest + "00", "1 trailing bytes"},
+		{"admits-req no name", hdrAdmitsReq, "truncated name length"},
+		{"admits-req no incarnation", hdrAdmitsReq + "02" + "7035" + "000000", "truncated incarnation"},
+		{"admits-req trailing", hdrAdmitsReq + "02" + "7035" + "00000001" + "00", "1 trailing bytes"},
+		{"admits name not utf-8", hdrAdmits + "01" + "ff" + "00000001" + "00" + "01" + "00", "name is not UTF-8"},
+		{"admits no incarnation", hdrAdmits + "02" + "7035" + "0000", "truncated incarnation"},
+		{"admits no part", admitsHead, "truncated part"},
+		{"admits no parts", admitsHead + "00", "truncated parts"},
+		{"admits parts 0", admitsHead + "00" + "00" + "00", "0 parts, want at least 1"},
+		{"admits part 1 of 1", admitsHead + "01" + "01" + "00", "part 1 of 1 parts"},
+		{"admits part 255 of 255", admitsHead + "ff" + "ff" + "00", "part 255 of 255 parts"},
+		{"admits part 3 of 2", admitsHead + "03" + "02" + "01" + key, "part 3 of 2 parts"},
+		{"admits no key count", admitsHead + "00" + "01", "truncated key count"},
+		{"admits 33 keys", admitsHead + "00" + "01" + "21" + strings.Repeat(key, 33), "33 keys, at most 32 allowed"},
+		{"admits 255 keys", admitsHead + "00" + "01" + "ff", "255 keys"},
+		{"admits short key", admitsHead + "00" + "01" + "01" + key[:62], "truncated keys"},
+		{"admits missing key", admitsHead + "00" + "01" + "02" + key, "truncated keys"},
+		{"admits trailing", admitsHead + "00" + "01" + "01" + key + "00", "1 trailing bytes"},
+		{"admits none trailing", admitsHead + "00" + "01" + "00" + "00", "1 trailing bytes"},
+		{"proxies-req no incarnation", hdrProxiesReq + "000000", "truncated incarnation"},
+		{"proxies-req trailing", hdrProxiesReq + "00000000" + "00", "1 trailing bytes"},
+		{"proxies no incarnation", hdrProxies + "0000", "truncated incarnation"},
+		{"proxies no count", proxiesHead, "truncated peer count"},
+		{"proxies 17 peers", proxiesHead + "11" + strings.Repeat(peer, 17), "17 peers, at most 16 allowed"},
+		{"proxies 255 peers", proxiesHead + "ff", "255 peers"},
+		{"proxies missing peer", proxiesHead + "02" + peer, "peer 1: truncated peer name length"},
+		{"proxies no peer name", proxiesHead + "01" + "02" + "70", "peer 0: truncated peer name"},
+		{"proxies empty peer name", proxiesHead + "01" + "00" + "00" + peerRest, "peer 0: empty name"},
+		{"proxies peer name not utf-8", proxiesHead + "01" + "01" + "ff" + "00" + peerRest, "peer 0: peer name is not UTF-8"},
+		{"proxies peer no flags", proxiesHead + "01" + "02" + "7036", "peer 0: truncated member flags"},
+		{"proxies peer dead", proxiesHead + "01" + "02" + "7036" + "02" + peerRest, "peer 0: unknown member flags 0x2"},
+		{"proxies peer sync", proxiesHead + "01" + "02" + "7036" + "04" + peerRest, "peer 0: unknown member flags 0x4"},
+		{"proxies peer flags 0x8", proxiesHead + "01" + "02" + "7036" + "08" + peerRest, "peer 0: unknown member flags 0x8"},
+		{"proxies peer flags 0xff", proxiesHead + "01" + "02" + "7036" + "ff" + peerRest6, "peer 0: unknown member flags 0xfe"},
+		{"proxies second peer flags", proxiesHead + "02" + peer + "02" + "7037" + "03" + peerRest6, "peer 1: unknown member flags 0x2"},
+		{"proxies peer has6 without IPv6", proxiesHead + "01" + "02" + "7036" + "01" + peerRest, "peer 0: member IPv6 address: invalid address family 1"},
+		{"proxies peer IPv6 without has6", proxiesHead + "01" + "02" + "7037" + "00" + peerRest6, "peer 0: endpoint: invalid address family 0"},
+		{"proxies peer cluster not utf-8", proxiesHead + "01" + "02" + "7036" + "00" + "01" + "ff" + "04" + "64400006" + memberKey + "04" + "c6120006" + "ca6c",
+			"peer 0: cluster is not UTF-8"},
+		{"proxies peer IPv6 member address", proxiesHead + "01" + "02" + "7036" + "00" + "00" + "06" + "fd640000000000000000000000000006" + memberKey + "04" + "c6120006" + "ca6c",
+			"peer 0: member address fd64::6 is not IPv4"},
+		{"proxies peer IPv4 as IPv6 address", proxiesHead + "01" + "02" + "7036" + "01" + "00" + "04" + "64400006" + "04" + "64400007" + memberKey + "04" + "c6120006" + "ca6c",
+			"peer 0: member IPv6 address 100.64.0.7 is not IPv6"},
+		{"proxies peer short key", proxiesHead + "01" + "02" + "7036" + "00" + "00" + "04" + "64400006" + strings.Repeat("00", 31), "peer 0: truncated public key"},
+		{"proxies peer mapped endpoint", proxiesHead + "01" + "02" + "7036" + "00" + "00" + "04" + "64400006" + memberKey + "06" + "00000000000000000000ffffc6120006" + "ca6c",
+			"peer 0: endpoint ::ffff:198.18.0.6: IPv4-mapped"},
+		{"proxies peer endpoint port 0", proxiesHead + "01" + "02" + "7036" + "00" + "00" + "04" + "64400006" + memberKey + "04" + "c6120006" + "0000", "peer 0: endpoint port 0"},
+		{"proxies peer no endpoint port", proxiesHead + "01" + "02" + "7036" + "00" + "00" + "04" + "64400006" + memberKey + "04" + "c6120006", "peer 0: truncated endpoint port"},
+		{"proxies trailing", proxiesHead + "01" + peer + "00", "1 trailing bytes"},
+		{"proxies none trailing", proxiesHead + "00" + "00", "1 trailing bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := mustHex(tc.hex)
@@ -505,13 +686,27 @@ func TestAppendBinaryErrors(t *testing.T) {
 		f(&m)
 		return m
 	}
+	admits := func(f func(m *Message)) Message {
+		m := roundTripMessage("admits-one")
+		m.Keys = slices.Clone(m.Keys)
+		f(&m)
+		return m
+	}
+	// proxies calls f with a copy of the round trip "proxies-two", whose
+	// Peers are peer4 and peer6.
+	proxies := func(f func(m *Message)) Message {
+		m := roundTripMessage("proxies-two")
+		m.Peers = slices.Clone(m.Peers)
+		f(&m)
+		return m
+	}
 	for _, tc := range []struct {
 		name string
 		m    Message
 		want string
 	}{
 		{"type 0", Message{Group: g4}, "unknown type(0)"},
-		{"type 19", Message{Type: typeEnd, Group: g4}, "unknown type(19)"},
+		{"type 23", Message{Type: typeEnd, Group: g4}, "unknown type(23)"},
 		{"zero group", Message{Type: TypeResolve}, "invalid address"},
 		{"zoned group", Message{Type: TypeResolve, Group: zoned}, "zone"},
 		{"mapped group", Message{Type: TypeResolve, Group: mapped}, "IPv4-mapped"},
@@ -556,6 +751,41 @@ func TestAppendBinaryErrors(t *testing.T) {
 		{"member zero endpoint", member(func(m *Message) { m.Peer.Endpoint = netip.AddrPort{} }), "is not IP:PORT"},
 		{"member endpoint port 0", member(func(m *Message) { m.Peer.Endpoint = netip.MustParseAddrPort("198.18.0.4:0") }), "endpoint 198.18.0.4:0 is not IP:PORT"},
 		{"member mapped endpoint", member(func(m *Message) { m.Peer.Endpoint = netip.MustParseAddrPort("[::ffff:198.18.0.4]:51820") }), "is not IP:PORT"},
+		{"admits-req with group", Message{Type: TypeAdmitsReq, Group: g4, Name: "p"}, "carries no group"},
+		{"admits-req long name", Message{Type: TypeAdmitsReq, Name: long}, "name: 256 bytes"},
+		{"admits with group", admits(func(m *Message) { m.Group = g6 }), "carries no group"},
+		{"admits name not utf-8", admits(func(m *Message) { m.Name = "\xff" }), "name: not UTF-8"},
+		{"admits parts 0", admits(func(m *Message) { m.Part, m.Parts = 0, 0 }), "0 parts, want at least 1"},
+		{"admits part 1 of 1", admits(func(m *Message) { m.Part, m.Parts = 1, 1 }), "part 1 of 1 parts"},
+		{"admits part 255 of 255", admits(func(m *Message) { m.Part, m.Parts = 255, 255 }), "part 255 of 255 parts"},
+		{"admits part 5 of 2", admits(func(m *Message) { m.Part, m.Parts = 5, 2 }), "part 5 of 2 parts"},
+		{"admits no keys, parts 0", admits(func(m *Message) { m.Keys, m.Part, m.Parts = nil, 0, 0 }), "0 parts"},
+		{"admits 33 keys", admits(func(m *Message) { m.Keys = manyKeys(MaxKeys + 1) }), "33 keys, at most 32 fit"},
+		{"admits 256 keys", admits(func(m *Message) { m.Keys = manyKeys(256) }), "256 keys, at most 32 fit"},
+		{"proxies-req with group", Message{Type: TypeProxiesReq, Group: g4}, "carries no group"},
+		{"proxies with group", proxies(func(m *Message) { m.Group = g4 }), "carries no group"},
+		{"proxies 17 peers", proxies(func(m *Message) { m.Peers = manyPeers(MaxPeers+1, false) }), "17 peers, at most 16 fit"},
+		{"proxies 256 peers", proxies(func(m *Message) { m.Peers = slices.Repeat([]Member{peer4}, 256) }), "256 peers, at most 16 fit"},
+		{"proxies peer empty name", proxies(func(m *Message) { m.Peers[0].Name = "" }), "peer 0: empty name"},
+		{"proxies peer long name", proxies(func(m *Message) { m.Peers[1].Name = long }), "peer 1: name: 256 bytes"},
+		{"proxies peer name not utf-8", proxies(func(m *Message) { m.Peers[0].Name = "p\xff" }), "peer 0: name: not UTF-8"},
+		{"proxies peer long cluster", proxies(func(m *Message) { m.Peers[0].Cluster = long }), "peer 0 (p6): cluster: 256 bytes"},
+		{"proxies peer cluster not utf-8", proxies(func(m *Message) { m.Peers[1].Cluster = "\xff" }), "peer 1 (p7): cluster: not UTF-8"},
+		{"proxies peer zero address", proxies(func(m *Message) { m.Peers[0].Addr = netip.Addr{} }), "peer 0 (p6): member address invalid IP is not IPv4"},
+		{"proxies peer IPv6 address", proxies(func(m *Message) { m.Peers[1].Addr = netip.MustParseAddr("fd64::7") }), "peer 1 (p7): member address fd64::7 is not IPv4"},
+		{"proxies peer mapped address", proxies(func(m *Message) { m.Peers[0].Addr = netip.MustParseAddr("::ffff:100.64.0.6") }), "is not IPv4"},
+		{"proxies peer IPv4 as IPv6 address", proxies(func(m *Message) { m.Peers[0].Addr6 = netip.MustParseAddr("100.64.0.8") }), "peer 0 (p6): member IPv6 address 100.64.0.8 is not plain IPv6"},
+		{"proxies peer mapped IPv6 address", proxies(func(m *Message) { m.Peers[1].Addr6 = netip.MustParseAddr("::ffff:100.64.0.7") }), "not plain IPv6"},
+		{"proxies peer zoned IPv6 address", proxies(func(m *Message) { m.Peers[1].Addr6 = netip.MustParseAddr("fe80::7%eth0") }), "not plain IPv6"},
+		{"proxies peer zero endpoint", proxies(func(m *Message) { m.Peers[0].Endpoint = netip.AddrPort{} }), "peer 0 (p6): endpoint invalid AddrPort is not IP:PORT"},
+		{"proxies peer endpoint port 0", proxies(func(m *Message) { m.Peers[0].Endpoint = netip.MustParseAddrPort("198.18.0.6:0") }), "peer 0 (p6): endpoint 198.18.0.6:0 is not IP:PORT"},
+		{"proxies peer IPv6 endpoint port 0", proxies(func(m *Message) { m.Peers[1].Endpoint = netip.MustParseAddrPort("[2001:db8::7]:0") }), "peer 1 (p7): endpoint [2001:db8::7]:0 is not IP:PORT"},
+		{"proxies peer mapped endpoint", proxies(func(m *Message) { m.Peers[1].Endpoint = netip.MustParseAddrPort("[::ffff:198.18.0.7]:51820") }), "is not IP:PORT"},
+		{"proxies peer zoned endpoint", proxies(func(m *Message) { m.Peers[1].Endpoint = netip.MustParseAddrPort("[fe80::7%eth0]:51820") }), "is not IP:PORT"},
+		// A peer of a Proxies has no flags of its own to be unknown: they
+		// come from its Addr6 (and Message.Flags is not carried), see
+		// TestOnlyMeaningfulFields; the decoder's side is in
+		// TestUnmarshalMalformed.
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			buf := []byte("keep")
@@ -581,7 +811,8 @@ func TestStrings(t *testing.T) {
 		TypeJoin: "join", TypeJoinAck: "join-ack", TypeLeave: "leave", TypeKeepalive: "keepalive",
 		TypeKeepaliveAck: "keepalive-ack", TypeRegister: "register", TypeResolve: "resolve",
 		TypeResolveReply: "resolve-reply", TypeMoved: "moved", TypeNoTarget: "no-target", TypeMember: "member",
-		TypePolicy: "policy", TypeDigest: "digest", typeEnd: "type(19)", 0: "type(0)", 200: "type(200)",
+		TypePolicy: "policy", TypeDigest: "digest", TypeAdmitsReq: "admits-req", TypeAdmits: "admits",
+		TypeProxiesReq: "proxies-req", TypeProxies: "proxies", typeEnd: "type(23)", 0: "type(0)", 200: "type(200)",
 	} {
 		if got := ty.String(); got != want {
 			t.Errorf("Type(%d).String() = %q, want %q", uint8(ty), got, want)
@@ -595,14 +826,15 @@ func TestStrings(t *testing.T) {
 }
 
 func TestAllocs(t *testing.T) {
-	m := roundTrips[len(roundTrips)-1].m
 	buf := make([]byte, 0, MaxLen)
-	if n := testing.AllocsPerRun(100, func() {
-		if _, err := m.AppendBinary(buf); err != nil {
-			t.Fatal(err)
+	for _, tc := range roundTrips {
+		if n := testing.AllocsPerRun(100, func() {
+			if _, err := tc.m.AppendBinary(buf); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("%s: AppendBinary into a large enough buffer: %v allocations, want 0", tc.name, n)
 		}
-	}); n != 0 {
-		t.Errorf("AppendBinary into a large enough buffer: %v allocations, want 0", n)
 	}
 }
 
@@ -612,7 +844,8 @@ func corpusSeeds(t testing.TB) map[string][]byte {
 	seeds := map[string][]byte{}
 	for _, name := range []string{"join", "join-ack-refused", "leave", "keepalive", "keepalive-ack-unknown",
 		"register", "resolve", "resolve-reply", "resolve-reply-none",
-		"probe", "probe-ack", "probe-req", "fail", "alive", "moved", "no-target", "member", "member6-sync-dead"} {
+		"probe", "probe-ack", "probe-req", "fail", "alive", "moved", "no-target", "member", "member6-sync-dead",
+		"policy", "digest", "admits-req", "admits-none", "admits-one", "proxies-req-digest", "proxies-none", "proxies-two"} {
 		m := roundTripMessage(name)
 		b, err := m.MarshalBinary()
 		if err != nil {
@@ -633,6 +866,11 @@ func corpusSeeds(t testing.TB) map[string][]byte {
 	seeds["truncated-probe-incarnation"] = seeds["valid-probe"][:len(seeds["valid-probe"])-1]
 	// valid-member ends with the public key (32) and endpoint (1+4+2).
 	seeds["truncated-member-key"] = seeds["valid-member"][:len(seeds["valid-member"])-7-1]
+	// valid-admits-one ends with its one key.
+	seeds["truncated-admits-key"] = seeds["valid-admits-one"][:len(seeds["valid-admits-one"])-1]
+	// valid-proxies-two ends with an IPv6 peer's key (32) and endpoint
+	// (1+16+2).
+	seeds["truncated-proxies-peer"] = seeds["valid-proxies-two"][:len(seeds["valid-proxies-two"])-19-1]
 	return seeds
 }
 
@@ -655,6 +893,7 @@ func TestFuzzCorpus(t *testing.T) {
 			}
 		}
 	}
+	types := map[Type]bool{}
 	for name, b := range seeds {
 		got, err := os.ReadFile(filepath.Join(dir, name))
 		if err != nil {
@@ -668,6 +907,13 @@ func TestFuzzCorpus(t *testing.T) {
 		err = m.UnmarshalBinary(b)
 		if valid := strings.HasPrefix(name, "valid-"); valid != (err == nil) {
 			t.Errorf("%s: UnmarshalBinary: %v", name, err)
+		} else if valid {
+			types[m.Type] = true
+		}
+	}
+	for ty := TypeJoin; ty < typeEnd; ty++ {
+		if !types[ty] {
+			t.Errorf("no valid seed of %v", ty)
 		}
 	}
 }
@@ -706,7 +952,7 @@ func FuzzMessage(f *testing.F) {
 }
 
 func BenchmarkAppendBinary(b *testing.B) {
-	m := roundTrips[len(roundTrips)-1].m
+	m := roundTripMessage("member6-sync-dead")
 	buf := make([]byte, 0, MaxLen)
 	for b.Loop() {
 		if _, err := m.AppendBinary(buf); err != nil {

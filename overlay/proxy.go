@@ -32,8 +32,9 @@ func (m *Member) Addrs() []netip.Addr {
 
 // EdgePolicy is what a proxy lets one edge do: which groups it may join.
 type EdgePolicy struct {
-	Name   string
-	Groups []router.Group
+	Name      string
+	PublicKey [32]byte // its WireGuard key: other proxies learn it admits the edge
+	Groups    []router.Group
 }
 
 // ProxyConfig is what a proxy's control plane needs.
@@ -84,7 +85,7 @@ type ProxyConfig struct {
 // Event is a control-plane happening worth telling a person about.
 type Event struct {
 	Proxy  string
-	Kind   string // "join", "leave", "expire", "register", "resolve", "resolved", "refuse", "dead", "alive"
+	Kind   string // "join", "leave", "expire", "register", "resolve", "resolved", "refuse", "dead", "alive"; edges: "move", "learned"
 	Group  router.Group
 	Target netip.AddrPort // join, leave, expire
 	Name   string         // the target's or JAP's name; dead, alive: the proxy's
@@ -145,6 +146,10 @@ type Proxy struct {
 	relays map[uint32]resolveRelay
 	// nextDigest: when this proxy next compares member lists (guarded by mu).
 	nextDigest int64
+	// admits: the edge keys each member admits (guarded by mu); ownAdmits:
+	// this proxy's (see admits.go).
+	admits    map[string]*admitSet
+	ownAdmits [][32]byte
 
 	health *health
 	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
@@ -200,6 +205,9 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		reported: map[router.Group]*report{},
 		rap:      map[router.Group]map[netip.Addr]*rapEntry{},
 		pending:  map[router.Group]*pendingResolve{},
+		admits:   map[string]*admitSet{},
+
+		ownAdmits: ownAdmits(cfg.Edges),
 	}
 	members := []Member{cfg.Self}
 	for _, m := range cfg.Members {
@@ -316,6 +324,7 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range c.added {
 		p.emit(Event{Kind: "alive", Name: m.Name})
 	}
+	p.forgetAdmits(append(slices.Clone(c.revived), c.reset...))
 	for _, m := range append(slices.Clone(c.revived), c.reset...) {
 		p.syncMissed(m)
 		p.emit(Event{Kind: "alive", Name: m.Name})
@@ -423,6 +432,19 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
 			p.handleMember(src.Addr(), &m)
 		}
+	case TypeAdmitsReq:
+		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
+			p.handleAdmitsReq(src.Addr())
+		}
+	case TypeAdmits:
+		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
+			p.handleAdmits(src.Addr(), &m)
+		}
+	case TypeProxiesReq:
+		// An edge asks which proxies would admit it (it learns them).
+		if !fromProxy && dst.Addr() == p.cfg.Self.Addr {
+			p.handleProxiesReq(src, dst, &m)
+		}
 	case TypeMoved:
 		// Another proxy is now this target's JAP: drop it here if it was
 		// ours, whether or not it could tell us itself.
@@ -438,6 +460,7 @@ func (p *Proxy) Tick() {
 	now := p.cfg.Now()
 	p.joinTick(now)
 	p.digestTick(now)
+	p.admitsTick(now)
 	type gone struct {
 		g    router.Group
 		addr netip.Addr

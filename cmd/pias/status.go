@@ -63,7 +63,11 @@ func printStatus(w io.Writer, st *node.Status) {
 			if c.Live {
 				state = "live"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\trtt %.2f ms\n", c.Name, c.Addr, state, c.RTTms)
+			learned := ""
+			if c.Learned {
+				learned = "\tlearned"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\trtt %.2f ms%s\n", c.Name, c.Addr, state, c.RTTms, learned)
 		}
 		if len(e.Groups) > 0 {
 			fmt.Fprintf(tw, "groups\t%s\t(joined: %v)\n", strings.Join(e.Groups, ", "), e.Joined)

@@ -1,0 +1,200 @@
+package overlay
+
+// Edges learn proxies at run time. A proxy admits the edges its own file
+// lists; proxies tell each other the WireGuard keys of those edges
+// (TypeAdmits, fetched once per member incarnation), so that each can answer
+// an edge's TypeProxiesReq with the live proxies that would admit it. The
+// edge then attaches to those too (see node.Edge): a proxy added to the
+// overlay later serves edges whose files predate it.
+
+import (
+	"bytes"
+	"cmp"
+	"hash/fnv"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// admitsRetry is how long a proxy waits for a member's admitted keys before
+// it asks again.
+const admitsRetry = time.Second
+
+// maxProxiesPayload keeps a TypeProxies inside one tunnel packet (1420-byte
+// MTU less IP and UDP headers, with room to spare).
+const maxProxiesPayload = 1200
+
+// admitSet is what one member admits, as far as this proxy has heard.
+type admitSet struct {
+	inc  uint32 // the member's incarnation when it sent keys
+	keys map[[32]byte]bool
+	// The parts of a newer list, until all have come.
+	pendInc   uint32
+	pendParts uint8
+	pend      map[uint8][][32]byte
+	askedAt   int64
+}
+
+// ownAdmits lists, sorted and without repeats, the keys of the edges cfg
+// admits.
+func ownAdmits(edges map[netip.Addr]*EdgePolicy) [][32]byte {
+	var keys [][32]byte
+	for _, e := range edges {
+		keys = append(keys, e.PublicKey)
+	}
+	slices.SortFunc(keys, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	return slices.Compact(keys)
+}
+
+// admitsTick asks every live member whose admitted keys this proxy lacks
+// (or has only from an older incarnation) to send them.
+func (p *Proxy) admitsTick(now int64) {
+	var ask []netip.Addr
+	others := p.health.liveInfo()
+	p.mu.Lock()
+	for _, m := range others {
+		s := p.admits[m.Name]
+		if s == nil {
+			s = &admitSet{}
+			p.admits[m.Name] = s
+		}
+		if (s.keys != nil && s.inc >= m.inc) || (s.askedAt != 0 && now-s.askedAt < int64(admitsRetry)) {
+			continue
+		}
+		s.askedAt = now
+		ask = append(ask, m.Addr)
+	}
+	p.mu.Unlock()
+	self, inc := p.cfg.Self.Name, p.health.incarnation()
+	for _, a := range ask {
+		p.sendTo(a, &Message{Type: TypeAdmitsReq, Name: self, Incarnation: inc})
+	}
+}
+
+// handleAdmitsReq sends this proxy's admitted keys to the member at src.
+func (p *Proxy) handleAdmitsReq(src netip.Addr) {
+	keys := p.ownAdmits
+	parts := max(1, (len(keys)+MaxKeys-1)/MaxKeys)
+	if parts > 255 {
+		parts = 255 // 8160 edges: the rest are not told (nobody runs that many)
+	}
+	inc := p.health.incarnation()
+	for i := range parts {
+		part := keys[min(i*MaxKeys, len(keys)):min((i+1)*MaxKeys, len(keys))]
+		p.sendTo(src, &Message{Type: TypeAdmits, Name: p.cfg.Self.Name, Incarnation: inc, Part: uint8(i), Parts: uint8(parts), Keys: part})
+	}
+}
+
+// handleAdmits takes one part of the keys the member m.Name admits; only
+// that member itself may tell them.
+func (p *Proxy) handleAdmits(src netip.Addr, m *Message) {
+	if p.addrOf(m.Name) != src {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := p.admits[m.Name]
+	if s == nil {
+		s = &admitSet{}
+		p.admits[m.Name] = s
+	}
+	if s.keys != nil && m.Incarnation <= s.inc {
+		return // a repeat
+	}
+	if s.pend == nil || s.pendInc != m.Incarnation || s.pendParts != m.Parts {
+		s.pend, s.pendInc, s.pendParts = map[uint8][][32]byte{}, m.Incarnation, m.Parts
+	}
+	s.pend[m.Part] = m.Keys
+	if len(s.pend) < int(s.pendParts) {
+		return
+	}
+	s.keys = map[[32]byte]bool{}
+	for _, ks := range s.pend {
+		for _, k := range ks {
+			s.keys[k] = true
+		}
+	}
+	s.inc, s.pend = s.pendInc, nil
+}
+
+// forgetAdmits drops what a member admits (it restarted, perhaps with
+// another file): the next admitsTick asks again.
+func (p *Proxy) forgetAdmits(ms []Member) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range ms {
+		delete(p.admits, m.Name)
+	}
+}
+
+// Admitting names the live proxies that would admit the edge with this
+// WireGuard key, in the order handleProxiesReq tells them (this proxy
+// first, whether or not it admits the edge).
+func (p *Proxy) Admitting(key [32]byte) []string {
+	var out []string
+	for _, m := range p.admitting(key) {
+		out = append(out, m.Name)
+	}
+	return out
+}
+
+// admitting lists this proxy, then the live proxies that admit the edge
+// with this key: those of this proxy's cluster, then the others, by name
+// within each. The order does not follow RTTs so that the list (and its
+// digest) stays put while nothing changes.
+func (p *Proxy) admitting(key [32]byte) []Member {
+	self := p.self()
+	others := p.health.liveInfo()
+	var peers []Member
+	p.mu.Lock()
+	for _, o := range others {
+		if s := p.admits[o.Name]; s != nil && s.keys[key] {
+			peers = append(peers, o.Member)
+		}
+	}
+	p.mu.Unlock()
+	slices.SortFunc(peers, func(a, b Member) int {
+		return cmp.Or(cmp.Compare(b2i(a.Cluster != self.Cluster), b2i(b.Cluster != self.Cluster)), compareStrings(a.Name, b.Name))
+	})
+	return append([]Member{self}, peers...)
+}
+
+// handleProxiesReq answers an edge of this proxy with the proxies that
+// would admit it (admitting), at most MaxPeers and one packet.
+func (p *Proxy) handleProxiesReq(src, dst netip.AddrPort, m *Message) {
+	e := p.cfg.Edges[src.Addr()]
+	if e == nil {
+		return
+	}
+	all := p.admitting(e.PublicKey)
+	list := Message{Type: TypeProxies, Peers: slices.Clip(all[:1])}
+	for _, o := range all[1:] {
+		if len(list.Peers) == MaxPeers {
+			break
+		}
+		list.Peers = append(list.Peers, o)
+		if b, err := list.AppendBinary(nil); err != nil || len(b) > maxProxiesPayload {
+			list.Peers = list.Peers[:len(list.Peers)-1]
+			break
+		}
+	}
+	b, err := list.AppendBinary(nil)
+	if err != nil {
+		return
+	}
+	h := fnv.New32a()
+	h.Write(b)
+	digest := max(h.Sum32(), 1) // 0 is "none yet"
+	reply := Message{Type: TypeProxies, Seq: m.Seq, Incarnation: digest}
+	if m.Incarnation != digest {
+		reply.Peers = list.Peers
+	}
+	p.send(dst, src, &reply)
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
