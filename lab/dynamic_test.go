@@ -359,3 +359,55 @@ func keepBlocks(t *testing.T, path string, keep func(block string) bool) {
 		t.Fatal(err)
 	}
 }
+
+// TestIPv6OnlyEdgeLearns: an edge with only an IPv6 overlay address probes
+// and asks its proxies at their IPv6 addresses, learns a newcomer, and
+// reaches an IPv6 group through it when its only configured proxy dies.
+func TestIPv6OnlyEdgeLearns(t *testing.T) {
+	shape := Options{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1, Seeded: 1, IPv6: true}
+	h, _ := startLabWith(t, shape, HarnessOptions{Hold: []string{"p2"}, Generated: func(l *Lab) {
+		for _, e := range []string{"t1", "cl1"} {
+			keepBlocks(t, l.Path(e+".toml"), func(block string) bool {
+				return !strings.HasPrefix(block, "[[proxy]]") || strings.Contains(block, `name = "p1"`)
+			})
+		}
+		rewrite(t, l.Path("cl1.toml"), `address = ["100.64.2.1", "fd64::2:1"]`, `address = ["fd64::2:1"]`)
+	}})
+	ctx := testCtx(t)
+	g := GroupN6(0)
+	if _, err := ask(ctx, h, "cl1", g, "hello"); err != nil {
+		t.Fatalf("cl1 through p1: %v", err)
+	}
+	if err := h.StartNode("p2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(ctx, func() error {
+		for _, c := range h.Edges["cl1"].Attach.Status().Candidates {
+			if !c.Addr.Is6() {
+				return fmt.Errorf("cl1 probes %s at %v", c.Name, c.Addr)
+			}
+			if c.Name == "p2" && c.Live {
+				return nil
+			}
+		}
+		return errors.New("cl1 has not learned p2, or not found it live")
+	}); err != nil {
+		dumpLab(t, h)
+		t.Fatal(err)
+	}
+	if err := h.KillProxy("p1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitFor(ctx, func() error {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := ask(actx, h, "cl1", g, "again")
+		return err
+	}); err != nil {
+		dumpLab(t, h)
+		t.Fatalf("cl1 never reached %s after p1 died: %v", g, err)
+	}
+	if cur := h.Edges["cl1"].Attach.Current(); cur != "p2" {
+		t.Errorf("cl1 is on %s, want p2", cur)
+	}
+}

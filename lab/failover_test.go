@@ -297,6 +297,8 @@ func killThenRestart(t *testing.T, h *Harness, victim string) {
 	}
 	waitState(t, h, victim, overlay.StateAlive, 10*time.Second)
 	t.Logf("%s alive again everywhere %v after its restart", victim, time.Since(restarted))
-	waitConsistent(t, h, 40*time.Second)
+	// Before the JAPs' slow refresh (every 10 s): the restarted proxy must
+	// learn every registration from their re-registration when it came back.
+	waitConsistent(t, h, 5*time.Second)
 	t.Logf("consistent again %v after its restart", time.Since(restarted))
 }

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -32,7 +33,8 @@ type Edge struct {
 	Attach *overlay.Attacher
 	uapi   io.Closer // nil unless Options.UAPI
 	once   sync.Once
-	stop   chan struct{}
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
 	done   sync.WaitGroup
 
 	mu      sync.Mutex
@@ -73,7 +75,8 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		peer.AllowedIPs = allowed
 		peers = append(peers, peer)
 	}
-	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, stop: make(chan struct{}), proxies: slices.Clone(cfg.Proxies)}
+	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, proxies: slices.Clone(cfg.Proxies)}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
 	var err error
 	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
@@ -109,17 +112,31 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 			return nil, fmt.Errorf("target %s: %w", cfg.Name, err)
 		}
 	}
-	if len(cfg.Proxies) > 1 || cfg.LearnProxies {
+	// Probes (and questions about proxies) go to an overlay address of
+	// the edge's own family; without one for every proxy, the edge stays
+	// on its first.
+	probeable := !slices.ContainsFunc(cfg.Proxies, func(pp config.ProxyPeer) bool { return !e.probeAddr(pp).IsValid() })
+	if probeable && (len(cfg.Proxies) > 1 || cfg.LearnProxies) {
 		if err := e.startAttacher(opts); err != nil {
 			e.Close()
 			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
 		}
 	}
-	if cfg.LearnProxies && len(cfg.Proxies) < config.MaxCandidates {
+	if e.Attach != nil && cfg.LearnProxies && len(cfg.Proxies) < config.MaxCandidates {
 		e.done.Add(1)
 		go e.learnLoop(opts)
 	}
 	return e, nil
+}
+
+// probeAddr is the overlay address of proxy pp the edge probes and asks:
+// IPv4 if the edge has an IPv4 address, else IPv6 (invalid if pp has
+// none of that family).
+func (e *Edge) probeAddr(pp config.ProxyPeer) netip.Addr {
+	if e.Config.Addr4().IsValid() {
+		return pp.Addr4()
+	}
+	return pp.Addr6()
 }
 
 // proxy is candidate i.
@@ -152,7 +169,7 @@ func (e *Edge) startAttacher(opts Options) error {
 	var addrs []netip.Addr
 	for _, pp := range cfg.Proxies {
 		names = append(names, pp.Name)
-		addrs = append(addrs, pp.Addr4())
+		addrs = append(addrs, e.probeAddr(pp))
 	}
 	var err error
 	e.Attach, err = overlay.StartAttacher(overlay.AttacherConfig{
@@ -166,7 +183,7 @@ func (e *Edge) startAttacher(opts Options) error {
 		OnMove: func(m overlay.AttachMove) {
 			from, to := e.proxy(m.From), e.proxy(m.To)
 			if e.Target != nil {
-				e.Target.Moved(from.Addr4())
+				e.Target.Moved(e.probeAddr(from))
 			}
 			if opts.OnEvent != nil {
 				opts.OnEvent(overlay.Event{
@@ -224,7 +241,7 @@ func (e *Edge) dialUDP(raddr netip.AddrPort) (net.Conn, error) {
 // Close leaves the groups and stops the edge.
 func (e *Edge) Close() {
 	e.once.Do(func() {
-		close(e.stop)
+		e.cancel()
 		e.done.Wait()
 		if e.Attach != nil {
 			e.Attach.Close()

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -14,8 +15,8 @@ import (
 )
 
 // learnInterval is how often an edge asks its current proxy which live
-// proxies would admit it. Until the first answer it asks every
-// learnInterval/4.
+// proxies would admit it. Until the first answer, and after a proxy it was
+// told of could not be added, it asks again learnInterval/4 after each try.
 const learnInterval = 2 * time.Second
 
 // learnTimeout is how long an edge waits for the answer.
@@ -33,40 +34,50 @@ func (e *Edge) learnLoop(opts Options) {
 	defer t.Stop()
 	for {
 		select {
-		case <-e.stop:
+		case <-e.ctx.Done():
 			return
 		case <-t.C:
 		}
 		from := e.currentProxy()
-		peers, d, err := e.askProxies(from.Addr4(), digest)
-		if err == nil {
+		peers, d, err := e.askProxies(e.probeAddr(from), digest)
+		switch {
+		case err != nil:
+			wait = learnInterval / 4
+		case e.learnAll(peers, from.Name, opts):
 			digest, wait = d, learnInterval
-			e.learnAll(peers, from.Name, opts)
+		default:
+			// Ask for the whole list again soon: what failed may work then.
+			digest, wait = 0, learnInterval/4
 		}
 		t.Reset(wait)
 	}
 }
 
 // learnAll makes the proxies that from named candidates, logging those it
-// cannot use.
-func (e *Edge) learnAll(peers []overlay.Member, from string, opts Options) {
+// cannot use; it reports whether all went well (or cannot go better).
+func (e *Edge) learnAll(peers []overlay.Member, from string, opts Options) bool {
 	logf := func(format string, args ...any) {
 		if opts.Logf != nil {
 			opts.Logf(format, args...)
 		}
 	}
-	for _, m := range peers {
+	ok := true
+	for i, m := range peers {
 		switch err := e.learn(m); {
 		case errors.Is(err, errKnown):
 		case errors.Is(err, errFull):
-			logf("%s: proxies %s named from %s on not used: an edge attaches to at most %d", e.Name, from, m.Name, config.MaxCandidates)
-			return
+			logf("%s: %d of the proxies %s told of not used: an edge attaches to at most %d", e.Name, len(peers)-i, from, config.MaxCandidates)
+			return ok
+		case errors.Is(err, errAddPeer):
+			logf("%s: proxy %s, told by %s: %v", e.Name, m.Name, from, err)
+			ok = false
 		case err != nil:
 			logf("%s: proxy %s, told by %s: %v", e.Name, m.Name, from, err)
 		case opts.OnEvent != nil:
 			opts.OnEvent(overlay.Event{Proxy: m.Name, Kind: "learned", Name: e.Name, Reason: m.Name + ", told by " + from})
 		}
 	}
+	return ok
 }
 
 // currentProxy is the proxy that carries the edge's prefixes now.
@@ -100,7 +111,10 @@ func (e *Edge) askProxies(addr netip.Addr, digest uint32) ([]overlay.Member, uin
 		return nil, 0, err
 	}
 	c.SetReadDeadline(time.Now().Add(learnTimeout))
-	buf := make([]byte, 64<<10)
+	// Close must not wait for an answer that may never come.
+	stop := context.AfterFunc(e.ctx, func() { c.SetReadDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, overlay.MaxLen+1)
 	for {
 		n, err := c.Read(buf)
 		if err != nil {
@@ -114,8 +128,9 @@ func (e *Edge) askProxies(addr netip.Addr, digest uint32) ([]overlay.Member, uin
 }
 
 var (
-	errKnown = errors.New("known")                      // the proxy is a candidate already
-	errFull  = errors.New("edge has enough candidates") // MaxCandidates
+	errKnown   = errors.New("known")                      // the proxy is a candidate already
+	errFull    = errors.New("edge has enough candidates") // MaxCandidates
+	errAddPeer = errors.New("cannot add a WireGuard peer")
 )
 
 // learn makes m a candidate: a WireGuard peer with its overlay addresses,
@@ -125,7 +140,9 @@ func (e *Edge) learn(m overlay.Member) error {
 	e.mu.Lock()
 	err := e.checkLocked(m)
 	if err == nil {
-		err = e.Device.AddPeer(tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: hostPrefixes(pp.Address)})
+		if perr := e.Device.AddPeer(tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: hostPrefixes(pp.Address)}); perr != nil {
+			err = fmt.Errorf("%w: %v", errAddPeer, perr)
+		}
 	}
 	if err == nil {
 		e.proxies = append(e.proxies, pp)
@@ -137,7 +154,7 @@ func (e *Edge) learn(m overlay.Member) error {
 	// Outside mu: the attacher calls back into the edge under its own lock.
 	// Only learnLoop adds candidates, so the attacher's index of the new
 	// one is its index in e.proxies.
-	e.Attach.Add(pp.Name, pp.Addr4())
+	e.Attach.Add(pp.Name, e.probeAddr(pp))
 	return nil
 }
 
@@ -166,7 +183,9 @@ func (e *Edge) checkLocked(m overlay.Member) error {
 	case !cfg.InOverlay(m.Addr) || (m.Addr6.IsValid() && !cfg.InOverlay(m.Addr6)):
 		return fmt.Errorf("address %v is outside this edge's overlay_prefix", m.Addrs())
 	case !m.Endpoint.IsValid() || m.Endpoint.Addr().IsUnspecified():
-		return fmt.Errorf("endpoint %v is no address to send to", m.Endpoint)
+		return fmt.Errorf("endpoint %v is no address to send to (is its listen address unspecified?)", m.Endpoint)
+	case !e.probeAddr(config.ProxyPeer{Address: m.Addrs()}).IsValid():
+		return errors.New("has no overlay address of this edge's family")
 	}
 	return nil
 }

@@ -91,6 +91,9 @@ func (p *Proxy) handleAdmits(src netip.Addr, m *Message) {
 	if p.addrOf(m.Name) != src {
 		return
 	}
+	if _, inc, ok := p.health.state(m.Name); !ok || m.Incarnation < inc {
+		return // a late answer from before a restart: ask again
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := p.admits[m.Name]

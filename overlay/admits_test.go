@@ -160,4 +160,13 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 	if p1.admits["p4"].askedAt != asked {
 		t.Errorf("p1 asked p4 again with its list current")
 	}
+
+	// A late answer from p4's previous incarnation is not taken.
+	p1.forgetAdmits([]Member{{Name: "p4"}})
+	late := Message{Type: TypeAdmits, Name: "p4", Incarnation: inc - 5, Parts: 1, Keys: [][32]byte{edgeKey(7)}}
+	b, _ = late.MarshalBinary()
+	p1.HandleControl(netip.AddrPortFrom(p4.cfg.Self.Addr, testCtrl), netip.AddrPortFrom(p1.cfg.Self.Addr, testCtrl), b)
+	if s := p1.admits["p4"]; s != nil && s.keys != nil {
+		t.Errorf("p1 took p4's list of an older incarnation: %+v", s)
+	}
 }

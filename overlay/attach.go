@@ -91,6 +91,8 @@ type CandidateStatus struct {
 	Misses  int           // consecutive unanswered probes
 	LastOK  time.Time     // last answer; zero if none yet
 	Current bool
+
+	silentSince time.Time // the first miss of the current run of misses
 }
 
 // AttachStatus is an edge's attachment: its current proxy and every candidate.
@@ -129,6 +131,9 @@ func NewSelector(names []string, addrs []netip.Addr, cfg AttachConfig) *Selector
 func (s *Selector) Observe(i int, ok bool, rtt time.Duration, now time.Time) {
 	c := &s.cands[i]
 	if !ok {
+		if c.Misses == 0 {
+			c.silentSince = now
+		}
 		c.Misses++
 		if c.Misses >= s.cfg.Misses {
 			c.Live = false
@@ -159,26 +164,24 @@ func (s *Selector) deadAfter(i int) int {
 
 // Decide returns the current candidate after applying the rule at now, and
 // whether it just changed: at once away from a dead current proxy (to the
-// live candidate with the lowest RTT, ties in config order); otherwise only
-// to a candidate clearly better for Hold.
+// live candidate with the lowest RTT, ties in config order, among those
+// heard since the current one fell silent); otherwise only to a candidate
+// clearly better for Hold.
 func (s *Selector) Decide(now time.Time) (current int, moved bool) {
-	best := -1
-	for i, c := range s.cands {
-		if i == s.current || !c.Live {
-			continue
-		}
-		if best < 0 || c.RTT < s.cands[best].RTT {
-			best = i
-		}
-	}
 	if s.dead(s.current) {
 		s.better = -1
+		// Only a candidate that answered while the current one was silent
+		// shows that the fault is the current proxy's: when none did, this
+		// host may be the one at fault (a starved CPU, a lost uplink), and
+		// moving would not help.
+		best := s.best(s.cands[s.current].silentSince)
 		if best < 0 {
 			return s.current, false // nowhere to go: stay and hope
 		}
 		s.moveTo(best)
 		return s.current, true
 	}
+	best := s.best(time.Time{})
 	cur := s.cands[s.current]
 	clearly := best >= 0 && cur.Live && !s.cfg.OnlyOnFailure &&
 		float64(s.cands[best].RTT) <= (1-s.cfg.Margin)*float64(cur.RTT) &&
@@ -195,6 +198,22 @@ func (s *Selector) Decide(now time.Time) (current int, moved bool) {
 	}
 	s.moveTo(best)
 	return s.current, true
+}
+
+// best is the live candidate other than the current one with the lowest
+// RTT (ties in config order) among those that answered at or after since;
+// -1 if none.
+func (s *Selector) best(since time.Time) int {
+	best := -1
+	for i, c := range s.cands {
+		if i == s.current || !c.Live || c.LastOK.Before(since) {
+			continue
+		}
+		if best < 0 || c.RTT < s.cands[best].RTT {
+			best = i
+		}
+	}
+	return best
 }
 
 func (s *Selector) moveTo(i int) {
@@ -310,13 +329,6 @@ func (a *Attacher) Add(name string, addr netip.Addr) int {
 	a.wg.Add(1)
 	go a.probeLoop(a.ctx, i, addr)
 	return i
-}
-
-// Name is the name of candidate i.
-func (a *Attacher) Name(i int) string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.cfg.Names[i]
 }
 
 // Close stops probing; the prefix stays where it is.

@@ -255,9 +255,6 @@ func TestAttacherAdd(t *testing.T) {
 	if st := a.Status(); st.Current != "p2" || len(st.Candidates) != 2 || !st.Candidates[1].Live {
 		t.Errorf("status %+v", st)
 	}
-	if a.Name(1) != "p2" {
-		t.Errorf("Name(1) = %q", a.Name(1))
-	}
 	a.Close()
 	if i := a.Add("p3", netip.MustParseAddr("100.64.0.3")); i != -1 {
 		t.Errorf("Add after Close returned %d, want -1", i)
@@ -266,5 +263,33 @@ func TestAttacherAdd(t *testing.T) {
 	defer mu.Unlock()
 	if probed[p2] == 0 {
 		t.Error("p2 never probed")
+	}
+}
+
+// TestSelectorStaysWhenAllFallSilent: when the current proxy falls silent
+// and no other candidate answers meanwhile either (a starved host, a lost
+// uplink), the edge stays; it moves once another answers.
+func TestSelectorStaysWhenAllFallSilent(t *testing.T) {
+	s, now := newTestSelector()
+	ms := time.Millisecond
+	round(s, now, 5*ms, 6*ms, 7*ms)
+	for i := 0; i < 6; i++ {
+		now = now.Add(200 * ms)
+		s.Observe(0, false, 0, now)
+		if i%3 == 0 { // the others' probes are lost less often: still "live"
+			s.Observe(1, false, 0, now)
+			s.Observe(2, false, 0, now)
+		}
+		if cur, moved := s.Decide(now); moved || cur != 0 {
+			t.Fatalf("round %d: moved to %d though nobody answered since p1 fell silent", i, cur)
+		}
+	}
+	if !s.dead(0) || !s.cands[1].Live {
+		t.Fatalf("p1 dead %v, p2 live %v: the test does not test the rule", s.dead(0), s.cands[1].Live)
+	}
+	now = now.Add(200 * ms)
+	s.Observe(2, true, 7*ms, now)
+	if cur, moved := s.Decide(now); !moved || cur != 2 {
+		t.Fatalf("current %d moved %v after p3 answered, want p3", cur, moved)
 	}
 }

@@ -421,8 +421,9 @@ const (
 	underlayHeader = len(UnderlayMagic) + 1 + 8
 	underlayMAC    = sha256.Size
 	underlaySkew   = 2 * time.Minute
-	// MaxUnderlayLen is the size of the longest valid underlay message.
-	MaxUnderlayLen = underlayHeader + MaxLen + underlayMAC
+	// MaxUnderlayLen is the size of the longest valid underlay message: a
+	// hello with the longest TypeMember (a welcome is shorter).
+	MaxUnderlayLen = underlayHeader + HeaderLen + 4 + maxPeerLen + underlayMAC
 )
 
 func sealUnderlay(key []byte, kind byte, now time.Time, body []byte) []byte {

@@ -210,6 +210,8 @@ func TestMaxLen(t *testing.T) {
 		{Message{Type: TypeResolveReply, Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Hour, JAPs: js,
 			Policy: router.Policy{Select: router.SelectAffinity, Replicate: router.MaxReplicate, Scope: router.ScopeSameCluster}}, maxResolveReplyLen},
 		{Message{Type: TypeAdmits, Name: maxStr, Parts: 1, Keys: manyKeys(MaxKeys)}, maxAdmitsLen},
+		// The longest hello's body (see MaxUnderlayLen).
+		{Message{Type: TypeMember, Name: ps[0].Name, Incarnation: 1, Peer: ps[0], Flags: MemberSync | MemberDead}, MaxUnderlayLen - underlayHeader - underlayMAC},
 	} {
 		b, err := tc.m.MarshalBinary()
 		if err != nil {

@@ -146,6 +146,9 @@ type Proxy struct {
 	relays map[uint32]resolveRelay
 	// nextDigest: when this proxy next compares member lists (guarded by mu).
 	nextDigest int64
+	// reregisterAt: when to register every local group again (guarded by
+	// mu; 0: no need).
+	reregisterAt int64
 	// admits: the edge keys each member admits (guarded by mu); ownAdmits:
 	// this proxy's (see admits.go).
 	admits    map[string]*admitSet
@@ -338,7 +341,20 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, g := range groups {
 		p.register(g, true)
 	}
+	if len(c.revived)+len(c.reset) > 0 {
+		// And once more a little later: a proxy that restarted has a new
+		// WireGuard session with us, but until its first packet on it
+		// arrives our side still sends on the old one, which it cannot
+		// read, and the registrations above may be lost.
+		p.mu.Lock()
+		p.reregisterAt = p.cfg.Now() + int64(reregisterAfter)
+		p.mu.Unlock()
+	}
 }
+
+// reregisterAfter is when a JAP registers everything again after a proxy
+// came back (see membershipChanged).
+const reregisterAfter = time.Second
 
 func (p *Proxy) emit(e Event) {
 	if p.cfg.OnEvent != nil {
@@ -441,8 +457,9 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 			p.handleAdmits(src.Addr(), &m)
 		}
 	case TypeProxiesReq:
-		// An edge asks which proxies would admit it (it learns them).
-		if !fromProxy && dst.Addr() == p.cfg.Self.Addr {
+		// An edge asks which proxies would admit it (it learns them), at
+		// this proxy's address of its own family.
+		if !fromProxy && (dst.Addr() == p.cfg.Self.Addr || dst.Addr() == p.cfg.Self.Addr6) {
 			p.handleProxiesReq(src, dst, &m)
 		}
 	case TypeMoved:
@@ -485,8 +502,12 @@ func (p *Proxy) Tick() {
 			}
 		}
 	}
+	again := p.reregisterAt != 0 && now >= p.reregisterAt
+	if again {
+		p.reregisterAt = 0
+	}
 	for g, r := range p.reported {
-		if now-r.at > int64(p.cfg.RegisterTTL/3) {
+		if again || now-r.at > int64(p.cfg.RegisterTTL/3) {
 			refresh = append(refresh, g)
 		}
 	}
