@@ -226,6 +226,8 @@ func TestNewProxyJoinsDuringAPartition(t *testing.T) {
 	}
 	t.Logf("all four alive everywhere %v after the heal", time.Since(healed).Round(time.Millisecond))
 	if err := WaitFor(ctx, h.Consistent); err != nil {
+		dumpLab(t, h)
+		dumpViews(t, h)
 		t.Fatal(err)
 	}
 }

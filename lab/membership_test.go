@@ -11,6 +11,7 @@ import (
 
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/node"
+	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
 )
 
@@ -152,7 +153,7 @@ func rapsFollowErr(h *Harness, jap *node.Proxy, g router.Group) error {
 func TestIAPForgetsAJAPWithoutTargets(t *testing.T) {
 	t.Parallel()
 	// 3 proxies; group 0 has t1 (at p1) and t3 (at p3); cl1 is at p2.
-	h := startLab(t, Options{Proxies: 3, Clusters: 1, Targets: 3, Clients: 1, Groups: 2})
+	h, log := startLabEvents(t, Options{Proxies: 3, Clusters: 1, Targets: 3, Clients: 1, Groups: 2})
 	ctx := testCtx(t)
 	g := GroupN(0)
 	if got := h.TargetsOf(g); !slices.Equal(got, []string{"t1", "t3"}) {
@@ -173,6 +174,15 @@ func TestIAPForgetsAJAPWithoutTargets(t *testing.T) {
 		ans, err := h.AskTCP(actx, "cl1", g, "after")
 		cancel()
 		if err != nil {
+			dumpLab(t, h)
+			dumpViews(t, h)
+			for _, n := range h.Names("proxy") {
+				t.Logf("%s: targets of %s %v", n, g, h.Proxies[n].Router.Targets(g))
+			}
+			t.Logf("cl1: %+v", h.Edges["cl1"].Attach.Status())
+			for _, e := range log.match(func(e overlay.Event) bool { return e.Group == g || e.Kind == "move" }) {
+				t.Logf("event %+v", e)
+			}
 			t.Fatalf("connection %d after t1 left %s: %v", i, gone, err)
 		}
 		answeredBy(t, ans, "after", []string{"t3"})

@@ -276,6 +276,27 @@ func dumpLab(t *testing.T, h *Harness) {
 	}
 }
 
+// dumpViews logs how every proxy sees every other (state, incarnation,
+// RTT, reachability).
+func dumpViews(t *testing.T, h *Harness) {
+	t.Helper()
+	for _, pn := range h.Names("proxy") {
+		p := h.Proxies[pn]
+		if p == nil {
+			continue
+		}
+		var views []string
+		for _, m := range p.Overlay.Members() {
+			v := fmt.Sprintf("%s:%v/%d/%v", m.Name, m.State, m.Incarnation, m.RTT.Round(time.Microsecond))
+			if m.Unreachable {
+				v += "/unreachable"
+			}
+			views = append(views, v)
+		}
+		t.Logf("%s sees %v", pn, views)
+	}
+}
+
 // peerTraffic reads, for every peer of d, the bytes sent to and received
 // from it and whether a handshake completed, keyed by the peer's node name.
 func peerTraffic(t *testing.T, h *Harness, d *tunnel.Device) map[string]peerStats {

@@ -217,8 +217,13 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 	}
 	for {
 		if ctx.Err() != nil {
-			if joined {
-				exchange(TypeLeave, 200*time.Millisecond)
+			// Tell the JAP, so that it stops sending new flows here at
+			// once rather than after the keepalives stop; on a busy host
+			// the first try may not get out before the device closes.
+			for try := 0; joined && try < leaveTries; try++ {
+				if ack, err := exchange(TypeLeave, leaveWait); err == nil && ack.Type == TypeJoinAck {
+					break
+				}
 			}
 			return
 		}
@@ -292,6 +297,13 @@ func (t *Target) run(ctx context.Context, c net.Conn, m Membership, kick <-chan 
 }
 
 var errMoved = errors.New("moved to another proxy")
+
+// A target that stops sends its leave up to leaveTries times, waiting
+// leaveWait for the JAP's answer each time.
+const (
+	leaveTries = 3
+	leaveWait  = 300 * time.Millisecond
+)
 
 // encodeError is a message the target cannot even encode (its own
 // settings are out of range): trying again will not help.

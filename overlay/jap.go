@@ -142,8 +142,35 @@ func (p *Proxy) NoTarget(iap netip.Addr, g router.Group) {
 		p.noTargetSent = map[noTargetKey]int64{} // bounded: forget old notices
 	}
 	p.noTargetSent[key] = now
+	// The IAP found this JAP at a RAP: if our withdrawal was lost, the
+	// RAPs list us until their entry expires, and every IAP's next resolve
+	// brings it back here. Withdraw again (once per group per interval).
+	withdraw := false
+	if n, _ := p.countLocked(g); n == 0 {
+		wkey := noTargetKey{netip.Addr{}, g}
+		if last, ok := p.noTargetSent[wkey]; !ok || now-last >= int64(noTargetEvery) {
+			p.noTargetSent[wkey], withdraw = now, true
+		}
+	}
 	p.mu.Unlock()
 	p.sendTo(iap, &Message{Type: TypeNoTarget, Group: g})
+	if withdraw {
+		p.withdraw(g)
+	}
+}
+
+// withdraw tells g's RAPs again that this JAP has no target for it, unless
+// one joined meanwhile (regMu orders it with report's registrations).
+func (p *Proxy) withdraw(g router.Group) {
+	p.regMu.Lock()
+	defer p.regMu.Unlock()
+	p.mu.Lock()
+	n, _ := p.countLocked(g)
+	pol := p.policy[g]
+	p.mu.Unlock()
+	if n == 0 {
+		p.registerCount(g, 0, 0, pol)
+	}
 }
 
 const noTargetEvery = 200 * time.Millisecond

@@ -4,12 +4,14 @@ package overlay
 // mesh (tunnel and underlay) with a fake clock.
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -454,5 +456,68 @@ func TestTwoLostKeepalivesKeepTarget(t *testing.T) {
 	if len(expired) > 0 {
 		t.Errorf("two keepalives lost in a row (interval %v, JAP timeout %v: \"three missed keepalives and a little\") dropped the target: %d expire event(s)",
 			ka, p.targetTimeout(ka), len(expired))
+	}
+}
+
+// TestLeaveRetried: a target that stops sends its leave again while its
+// JAP does not confirm it (the first may not get out of a busy host before
+// the device closes), and only once when the JAP answers.
+func TestLeaveRetried(t *testing.T) {
+	for _, answer := range []bool{false, true} {
+		srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var leaves atomic.Int32
+		go func() {
+			buf := make([]byte, 2048)
+			for {
+				n, from, err := srv.ReadFromUDPAddrPort(buf)
+				if err != nil {
+					return
+				}
+				var m Message
+				if m.UnmarshalBinary(buf[:n]) != nil {
+					continue
+				}
+				reply := Message{Seq: m.Seq, Group: m.Group, Port: m.Port}
+				switch m.Type {
+				case TypeJoin:
+					reply.Type = TypeJoinAck
+				case TypeKeepalive:
+					reply.Type = TypeKeepaliveAck
+				case TypeLeave:
+					leaves.Add(1)
+					if !answer {
+						continue
+					}
+					reply.Type = TypeJoinAck
+				}
+				b, _ := reply.MarshalBinary()
+				srv.WriteToUDPAddrPort(b, from)
+			}
+		}()
+		tg, err := StartTarget(TargetConfig{Name: "t", ControlPort: testCtrl,
+			Groups: []Membership{{Group: testGroup, Port: 8080}},
+			Dial: func(netip.AddrPort) (net.Conn, error) {
+				return net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.LocalAddr().(*net.UDPAddr).AddrPort()))
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := tg.WaitJoined(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		tg.Close()
+		srv.Close()
+		want := int32(1)
+		if !answer {
+			want = leaveTries
+		}
+		if got := leaves.Load(); got != want {
+			t.Errorf("JAP answers leaves %v: got %d leaves, want %d", answer, got, want)
+		}
 	}
 }

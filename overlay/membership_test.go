@@ -333,3 +333,46 @@ func contains(s []string, v string) bool {
 	}
 	return false
 }
+
+// TestLostWithdrawalHealsAtNoTarget: when a JAP's withdrawal from a
+// group's RAPs is lost, the first flow an IAP sends it for the group (the
+// RAPs still list it) makes it withdraw again, besides telling the IAP.
+func TestLostWithdrawalHealsAtNoTarget(t *testing.T) {
+	pn := newProxyNet(t, 4, 1, nil)
+	var jap *Proxy
+	for _, m := range pn.members {
+		if p := pn.proxies[m.Addr]; !contains(p.RAPs(testGroup), m.Name) {
+			jap = p
+			break
+		}
+	}
+	pn.edge(jap, TypeJoin, 0)
+	rap := pn.p(jap.RAPs(testGroup)[0])
+	if n := rapCount(rap, jap, testGroup); n != 1 {
+		t.Fatalf("RAP counts %d targets at the JAP, want 1", n)
+	}
+	// The target leaves; the withdrawal is lost on the way.
+	m := Message{Type: TypeLeave, Seq: 2, Group: testGroup, Port: 8080}
+	b, _ := m.MarshalBinary()
+	jap.HandleControl(netip.AddrPortFrom(edgeAddr(0), 40000), netip.AddrPortFrom(testGroup.Addr, testCtrl), b)
+	pn.mu.Lock()
+	pn.queue = nil
+	pn.mu.Unlock()
+	if n := rapCount(rap, jap, testGroup); n != 1 {
+		t.Fatalf("RAP counts %d after the lost withdrawal, want the stale 1", n)
+	}
+	iap := pn.p(rap.cfg.Self.Name)
+	jap.NoTarget(iap.cfg.Self.Addr, testGroup)
+	pn.deliver()
+	if n := rapCount(rap, jap, testGroup); n != 0 {
+		t.Errorf("RAP still counts %d targets at the JAP after it dropped a flow for lack of one", n)
+	}
+	// A JAP that has a target again does not withdraw.
+	pn.edge(jap, TypeJoin, 0)
+	pn.advance(time.Second)
+	jap.NoTarget(iap.cfg.Self.Addr, testGroup)
+	pn.deliver()
+	if n := rapCount(rap, jap, testGroup); n != 1 {
+		t.Errorf("RAP counts %d after a NoTarget with a target joined, want 1", n)
+	}
+}
