@@ -12,6 +12,7 @@ import (
 
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
 )
 
 // dynamicShape: p4 is a newcomer that knows only p1 (its seed) and no
@@ -77,15 +78,7 @@ func TestNewProxyJoinsThroughASeed(t *testing.T) {
 
 	// A target behind p4: its JAP is p4, and once the group's other target
 	// (t2, at p2) is gone, a client on p3 reaches it through p3 → p4.
-	if err := h.StartNode("t4"); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.ServeTargets(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Edges["t4"].Target.WaitJoined(ctx); err != nil {
-		t.Fatal(err)
-	}
+	startTarget(t, ctx, h, "t4")
 	g := GroupN(1) // t2 and t4
 	if jap := targetJoinedAt(h, "t4", g); jap == nil || jap.Name != "p4" {
 		t.Fatalf("t4 joined at %v, want p4", jap)
@@ -311,20 +304,7 @@ func TestEdgesLearnNewProxies(t *testing.T) {
 		}
 	}
 
-	if err := h.KillProxy("p1"); err != nil {
-		t.Fatal(err)
-	}
-	killed := time.Now()
-	if err := WaitFor(ctx, func() error {
-		actx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_, err := ask(actx, h, "cl1", g, "again")
-		return err
-	}); err != nil {
-		dumpLab(t, h)
-		t.Fatalf("cl1 never reached t1 after p1 died: %v", err)
-	}
-	t.Logf("cl1 reached t1 again %v after p1 was killed", time.Since(killed).Round(time.Millisecond))
+	t.Logf("cl1 reached t1 again %v after p1 was killed", killThenAsk(t, ctx, h, "p1", "cl1", g))
 	if cur := h.Edges["cl1"].Attach.Current(); cur != "p2" {
 		t.Errorf("cl1 is on %s, want p2", cur)
 	}
@@ -397,19 +377,28 @@ func TestIPv6OnlyEdgeLearns(t *testing.T) {
 		dumpLab(t, h)
 		t.Fatal(err)
 	}
-	if err := h.KillProxy("p1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := WaitFor(ctx, func() error {
-		actx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		_, err := ask(actx, h, "cl1", g, "again")
-		return err
-	}); err != nil {
-		dumpLab(t, h)
-		t.Fatalf("cl1 never reached %s after p1 died: %v", g, err)
-	}
+	killThenAsk(t, ctx, h, "p1", "cl1", g)
 	if cur := h.Edges["cl1"].Attach.Current(); cur != "p2" {
 		t.Errorf("cl1 is on %s, want p2", cur)
 	}
+}
+
+// killThenAsk kills proxy victim and waits until client's requests to g
+// are answered again; it returns how long that took.
+func killThenAsk(t *testing.T, ctx context.Context, h *Harness, victim, client string, g router.Group) time.Duration {
+	t.Helper()
+	if err := h.KillProxy(victim); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	if err := WaitFor(ctx, func() error {
+		actx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		_, err := ask(actx, h, client, g, "again")
+		return err
+	}); err != nil {
+		dumpLab(t, h)
+		t.Fatalf("%s never reached %s after %s died: %v", client, g, victim, err)
+	}
+	return time.Since(killed).Round(time.Millisecond)
 }

@@ -358,15 +358,7 @@ func TestLoadWeights(t *testing.T) {
 	if d := count["t1"] - 30; d < -2 || d > 2 || count["t1"]+count["t3"] != 40 {
 		t.Fatalf("split %v, want t1 30±2, t3 10±2", count)
 	}
-	if err := h.StartNode("t5"); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.ServeTargets(); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.Edges["t5"].Target.WaitJoined(ctx); err != nil {
-		t.Fatal(err)
-	}
+	startTarget(t, ctx, h, "t5")
 	clear(count)
 	open(10)
 	t.Logf("the next 10 after t5 (weight 1) joined: %v", count)

@@ -72,6 +72,21 @@ func startLabWith(t *testing.T, shape Options, hopts HarnessOptions) (*Harness, 
 	return h, log
 }
 
+// startTarget starts a held target, serves its groups, and waits until it
+// has joined them.
+func startTarget(t *testing.T, ctx context.Context, h *Harness, name string) {
+	t.Helper()
+	if err := h.StartNode(name); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.ServeTargets(); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.Edges[name].Target.WaitJoined(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // shortCtx is a context for something that is expected to time out.
 func shortCtx(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
