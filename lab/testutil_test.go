@@ -255,6 +255,9 @@ func dumpLab(t *testing.T, h *Harness) {
 	}
 	for _, pn := range h.Names("proxy") {
 		p := h.Proxies[pn]
+		if p == nil {
+			continue // killed, or held back
+		}
 		s, err := p.Device.IpcGet()
 		if err != nil {
 			t.Logf("%s: %v", pn, err)
