@@ -180,15 +180,18 @@ type change struct {
 	// unreachable: alive (others reach it) but not from here any more;
 	// reachable: from here again. Only this proxy's data path cares.
 	unreachable, reachable []Member
+	// refuted: this proxy was declared dead and has just said it lives.
+	// The RAPs that held it dead dropped its registrations.
+	refuted bool
 }
 
 func (c *change) empty() bool {
-	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added)+len(c.unreachable)+len(c.reachable) == 0
+	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added)+len(c.unreachable)+len(c.reachable) == 0 && !c.refuted
 }
 
 // onlyReach reports whether c is only about this proxy's own reachability.
 func (c *change) onlyReach() bool {
-	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added) == 0
+	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added) == 0 && !c.refuted
 }
 
 // health is the failure detector of one proxy. It is transport-agnostic:
@@ -557,6 +560,7 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 			// Refute: we are alive, at a higher incarnation than the rumor.
 			if msg.Incarnation >= h.inc {
 				h.inc = msg.Incarnation + 1
+				ch.refuted = true
 			}
 			h.stats.alives++
 			out = h.broadcastLocked(out, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc})

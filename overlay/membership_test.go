@@ -376,3 +376,43 @@ func TestLostWithdrawalHealsAtNoTarget(t *testing.T) {
 		t.Errorf("RAP counts %d after a NoTarget with a target joined, want 1", n)
 	}
 }
+
+// TestRefutedJAPRegistersAgain: a JAP falsely declared dead loses its
+// entries at the group's RAPs; when it refutes, it registers again at once
+// (it saw no member change, so nothing else would make it).
+func TestRefutedJAPRegistersAgain(t *testing.T) {
+	pn := newProxyNet(t, 4, 1, nil)
+	var jap *Proxy
+	for _, m := range pn.members {
+		if p := pn.proxies[m.Addr]; !contains(p.RAPs(testGroup), m.Name) {
+			jap = p
+			break
+		}
+	}
+	pn.edge(jap, TypeJoin, 0)
+	rap := pn.p(jap.RAPs(testGroup)[0])
+	var other *Proxy
+	for _, p := range pn.proxies {
+		if p != jap && p != rap {
+			other = p
+		}
+	}
+	send := func(from, to *Proxy, m Message) {
+		b, _ := m.MarshalBinary()
+		to.HandleControl(netip.AddrPortFrom(from.cfg.Self.Addr, testCtrl), netip.AddrPortFrom(to.cfg.Self.Addr, testCtrl), b)
+		pn.deliver()
+	}
+	inc := jap.health.incarnation()
+	send(other, rap, Message{Type: TypeFail, Name: jap.cfg.Self.Name, Incarnation: inc})
+	if n := rapCount(rap, jap, testGroup); n != 0 {
+		t.Fatalf("RAP counts %d at a JAP it holds dead, want 0", n)
+	}
+	// The JAP hears of it (as a probe's answer would tell it) and refutes.
+	send(rap, jap, Message{Type: TypeFail, Name: jap.cfg.Self.Name, Incarnation: inc})
+	if st, _, _ := rap.health.state(jap.cfg.Self.Name); st == StateDead {
+		t.Fatal("the refutation did not reach the RAP")
+	}
+	if n := rapCount(rap, jap, testGroup); n != 1 {
+		t.Errorf("RAP counts %d at the JAP after it refuted, want 1", n)
+	}
+}

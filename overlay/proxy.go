@@ -267,7 +267,9 @@ func (p *Proxy) Stats() ProxyStats {
 // the hash over live proxies, the router stops using dead JAPs and forgets
 // cached JAP lists naming them, RAP state of dead JAPs and of groups this
 // proxy no longer is a RAP of is dropped, and every local group is
-// registered again at once with its (maybe new) RAPs.
+// registered again at once with its (maybe new) RAPs. A refutation of this
+// proxy's own death registers every local group again too: the RAPs that
+// held it dead dropped its entries.
 func (p *Proxy) membershipChanged(c change) {
 	p.memMu.Lock()
 	defer p.memMu.Unlock()
@@ -341,11 +343,13 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, g := range groups {
 		p.register(g, true)
 	}
-	if len(c.revived)+len(c.reset) > 0 {
+	if len(c.revived)+len(c.reset) > 0 || c.refuted {
 		// And once more a little later: a proxy that restarted has a new
 		// WireGuard session with us, but until its first packet on it
 		// arrives our side still sends on the old one, which it cannot
-		// read, and the registrations above may be lost.
+		// read, and the registrations above may be lost. (After a
+		// refutation, RAPs that hear our registration before our Alive
+		// would not take it.)
 		p.mu.Lock()
 		p.reregisterAt = p.cfg.Now() + int64(reregisterAfter)
 		p.mu.Unlock()
