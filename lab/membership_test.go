@@ -169,8 +169,8 @@ func TestIAPForgetsAJAPWithoutTargets(t *testing.T) {
 	h.Edges["t1"].Close() // leaves: its JAP has no target for g any more
 	start := time.Now()
 	for i := 0; i < 12; i++ {
-		// Well under the IAP's 10 s cache TTL: only a fresh resolve helps.
-		actx, cancel := context.WithTimeout(ctx, 4*time.Second)
+		// Under the IAP's 10 s cache TTL: only a fresh resolve helps.
+		actx, cancel := context.WithTimeout(ctx, 6*time.Second)
 		ans, err := h.AskTCP(actx, "cl1", g, "after")
 		cancel()
 		if err != nil {

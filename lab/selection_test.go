@@ -39,9 +39,10 @@ func startSelectionLabFor(t *testing.T, shape Options, keys string, targets []st
 }
 
 // answerer asks g once from client over a fresh connection and returns the
-// name of the target that answered.
+// name of the target that answered. It gives up after 4 s: three SYNs (a
+// first one may be lost while a busy IAP resolves the group).
 func answerer(ctx context.Context, h *Harness, client string, g router.Group) (string, error) {
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 4*time.Second)
 	defer cancel()
 	ans, err := ask(cctx, h, client, g, "who")
 	if err != nil {
