@@ -334,18 +334,24 @@ func contains(s []string, v string) bool {
 	return false
 }
 
+// nonRAP is a proxy that is no RAP of testGroup: its registrations cross
+// the network.
+func (pn *proxyNet) nonRAP() *Proxy {
+	for _, m := range pn.members {
+		if p := pn.proxies[m.Addr]; !contains(p.RAPs(testGroup), m.Name) {
+			return p
+		}
+	}
+	pn.t.Fatal("every proxy is a RAP of the test group")
+	return nil
+}
+
 // TestLostWithdrawalHealsAtNoTarget: when a JAP's withdrawal from a
 // group's RAPs is lost, the first flow an IAP sends it for the group (the
 // RAPs still list it) makes it withdraw again, besides telling the IAP.
 func TestLostWithdrawalHealsAtNoTarget(t *testing.T) {
 	pn := newProxyNet(t, 4, 1, nil)
-	var jap *Proxy
-	for _, m := range pn.members {
-		if p := pn.proxies[m.Addr]; !contains(p.RAPs(testGroup), m.Name) {
-			jap = p
-			break
-		}
-	}
+	jap := pn.nonRAP()
 	pn.edge(jap, TypeJoin, 0)
 	rap := pn.p(jap.RAPs(testGroup)[0])
 	if n := rapCount(rap, jap, testGroup); n != 1 {
@@ -382,13 +388,7 @@ func TestLostWithdrawalHealsAtNoTarget(t *testing.T) {
 // (it saw no member change, so nothing else would make it).
 func TestRefutedJAPRegistersAgain(t *testing.T) {
 	pn := newProxyNet(t, 4, 1, nil)
-	var jap *Proxy
-	for _, m := range pn.members {
-		if p := pn.proxies[m.Addr]; !contains(p.RAPs(testGroup), m.Name) {
-			jap = p
-			break
-		}
-	}
+	jap := pn.nonRAP()
 	pn.edge(jap, TypeJoin, 0)
 	rap := pn.p(jap.RAPs(testGroup)[0])
 	var other *Proxy
