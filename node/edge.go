@@ -63,17 +63,10 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 	}
 	var peers []tunnel.Peer
 	for i, pp := range cfg.Proxies {
-		allowed := hostPrefixes(pp.Address)
-		peer := tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint}
-		if i == 0 {
-			// Emulated native anycast: the anycast prefix (and the rest of
-			// the overlay) starts behind the preferred proxy; the attacher
-			// moves it to the nearest live one.
-			allowed = append(allowed, movedPrefixes(cfg)...)
-			peer.Keepalive = edgeKeepalive
-		}
-		peer.AllowedIPs = allowed
-		peers = append(peers, peer)
+		// Emulated native anycast: the anycast prefix (and the rest of the
+		// overlay) starts behind the preferred proxy; the attacher moves it
+		// to the nearest live one.
+		peers = append(peers, proxyPeer(cfg, pp, i, i == 0))
 	}
 	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, proxies: slices.Clone(cfg.Proxies)}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
@@ -198,13 +191,26 @@ func (e *Edge) startAttacher(opts Options) error {
 	return err
 }
 
+// proxyPeer is the WireGuard peer of candidate i, proxy pp: its own
+// addresses, and the moved prefixes when it carries them. The preferred
+// proxy (0) gets a keepalive, which keeps NAT mappings fresh.
+func proxyPeer(cfg *config.Edge, pp config.ProxyPeer, i int, carries bool) tunnel.Peer {
+	peer := tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: hostPrefixes(pp.Address)}
+	if carries {
+		peer.AllowedIPs = append(peer.AllowedIPs, movedPrefixes(cfg)...)
+	}
+	if i == 0 {
+		peer.Keepalive = edgeKeepalive
+	}
+	return peer
+}
+
 // moveTo puts the moved prefixes on proxy to, leaving proxy from with only
 // its own addresses (so probes keep reaching every proxy).
 func (e *Edge) moveTo(from, to int) error {
-	f, t := e.proxy(from), e.proxy(to)
 	return e.Device.UpdateAllowedIPs([]tunnel.Peer{
-		{PublicKey: t.PublicKey, AllowedIPs: append(hostPrefixes(t.Address), movedPrefixes(e.Config)...)},
-		{PublicKey: f.PublicKey, AllowedIPs: hostPrefixes(f.Address)},
+		proxyPeer(e.Config, e.proxy(to), to, true),
+		proxyPeer(e.Config, e.proxy(from), from, false),
 	})
 }
 
@@ -212,16 +218,7 @@ func (e *Edge) moveTo(from, to int) error {
 // with a fresh copy, so that the next packet to it starts a handshake. The
 // peer keeps the prefixes it carries.
 func (e *Edge) resetPeer(i int, current bool) {
-	pp := e.proxy(i)
-	allowed := hostPrefixes(pp.Address)
-	if current {
-		allowed = append(allowed, movedPrefixes(e.Config)...)
-	}
-	var keepalive time.Duration
-	if i == 0 {
-		keepalive = edgeKeepalive
-	}
-	e.Device.ResetPeer(tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: allowed, Keepalive: keepalive})
+	e.Device.ResetPeer(proxyPeer(e.Config, e.proxy(i), i, current))
 }
 
 // dialUDP opens a UDP socket from the edge's overlay address of raddr's

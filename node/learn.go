@@ -11,7 +11,6 @@ import (
 
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/overlay"
-	"github.com/pias-net/pias/tunnel"
 )
 
 // learnInterval is how often an edge asks its current proxy which live
@@ -140,7 +139,7 @@ func (e *Edge) learn(m overlay.Member) error {
 	e.mu.Lock()
 	err := e.checkLocked(m)
 	if err == nil {
-		if perr := e.Device.AddPeer(tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: hostPrefixes(pp.Address)}); perr != nil {
+		if perr := e.Device.AddPeer(proxyPeer(e.Config, pp, len(e.proxies), false)); perr != nil {
 			err = fmt.Errorf("%w: %v", errAddPeer, perr)
 		}
 	}

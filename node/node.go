@@ -76,12 +76,13 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	members := []overlay.Member{{Name: cfg.Name, Addr: self, Addr6: cfg.Addr6(), Cluster: cfg.Cluster, PublicKey: cfg.PublicKey, Endpoint: cfg.Listen}}
 	var peers []tunnel.Peer
 	for _, pp := range cfg.Proxies {
-		members = append(members, overlay.Member{Name: pp.Name, Addr: pp.Addr4(), Addr6: pp.Addr6(), Cluster: pp.Cluster, PublicKey: pp.PublicKey, Endpoint: pp.Endpoint})
+		m := overlay.Member{Name: pp.Name, Addr: pp.Addr4(), Addr6: pp.Addr6(), Cluster: pp.Cluster, PublicKey: pp.PublicKey, Endpoint: pp.Endpoint}
+		members = append(members, m)
 		// The keepalive makes every proxy handshake with every other as soon
 		// as it starts. Without it, the first control messages between two
 		// proxies often set off handshakes from both ends at once, which
 		// WireGuard resolves only by its 5 s retry.
-		peers = append(peers, tunnel.Peer{PublicKey: pp.PublicKey, Endpoint: pp.Endpoint, AllowedIPs: hostPrefixes(pp.Address), Keepalive: proxyKeepalive})
+		peers = append(peers, memberPeer(m, true))
 	}
 	edges := map[netip.Addr]*overlay.EdgePolicy{}
 	for _, e := range cfg.Edges {
@@ -207,11 +208,17 @@ func (p *Proxy) addPeer(m overlay.Member, keepalive bool) error {
 	if dev == nil {
 		return fmt.Errorf("device not up yet")
 	}
+	return dev.AddPeer(memberPeer(m, keepalive))
+}
+
+// memberPeer is the WireGuard peer of another proxy; keepalive asks for a
+// persistent keepalive.
+func memberPeer(m overlay.Member, keepalive bool) tunnel.Peer {
 	pr := tunnel.Peer{PublicKey: m.PublicKey, Endpoint: m.Endpoint, AllowedIPs: hostPrefixes(m.Addrs())}
 	if keepalive {
 		pr.Keepalive = proxyKeepalive
 	}
-	return dev.AddPeer(pr)
+	return pr
 }
 
 // ListenPort is the UDP port WireGuard listens on.

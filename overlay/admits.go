@@ -50,7 +50,7 @@ func ownAdmits(edges map[netip.Addr]*EdgePolicy) [][32]byte {
 // (or has only from an older incarnation) to send them.
 func (p *Proxy) admitsTick(now int64) {
 	var ask []netip.Addr
-	others := p.health.liveInfo()
+	others := p.health.liveOthers()
 	p.mu.Lock()
 	for _, m := range others {
 		s := p.admits[m.Name]
@@ -147,7 +147,7 @@ func (p *Proxy) Admitting(key [32]byte) []string {
 // digest) stays put while nothing changes.
 func (p *Proxy) admitting(key [32]byte) []Member {
 	self := p.self()
-	others := p.health.liveInfo()
+	others := p.health.liveOthers()
 	var peers []Member
 	p.mu.Lock()
 	for _, o := range others {

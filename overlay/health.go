@@ -670,13 +670,11 @@ func (h *health) snapshot() []MemberInfo {
 
 // live lists the members not known dead, self included, sorted by name.
 func (h *health) live() []Member {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := []Member{h.self}
-	for _, name := range h.order {
-		if m := h.members[name]; m.state != StateDead && m.state != StateJoining {
-			out = append(out, m.Member)
-		}
+	others := h.liveOthers()
+	out := make([]Member, 0, len(others)+1)
+	out = append(out, h.self) // never written after newHealth
+	for _, m := range others {
+		out = append(out, m.Member)
 	}
 	slices.SortFunc(out, func(a, b Member) int { return compareStrings(a.Name, b.Name) })
 	return out
@@ -688,9 +686,9 @@ type liveMember struct {
 	inc uint32
 }
 
-// liveInfo lists the members other than this proxy that are not known
+// liveOthers lists the members other than this proxy that are not known
 // dead, by name.
-func (h *health) liveInfo() []liveMember {
+func (h *health) liveOthers() []liveMember {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var out []liveMember

@@ -26,12 +26,11 @@ func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
 	switch m.Type {
 	case TypeJoin:
 		reply.Type = TypeJoinAck
-		if why := p.admit(src.Addr(), m.Group); why != "" {
-			reply.Status, reply.Reason = StatusRefused, why
-			p.emit(Event{Kind: "refuse", Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
-			break
+		why := p.admit(src.Addr(), m.Group)
+		if why == "" {
+			why = p.join(src.Addr(), m)
 		}
-		if why := p.join(src.Addr(), m); why != "" {
+		if why != "" {
 			reply.Status, reply.Reason = StatusRefused, why
 			p.emit(Event{Kind: "refuse", Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
 		}

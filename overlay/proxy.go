@@ -329,8 +329,9 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range c.added {
 		p.emit(Event{Kind: "alive", Name: m.Name})
 	}
-	p.forgetAdmits(append(slices.Clone(c.revived), c.reset...))
-	for _, m := range append(slices.Clone(c.revived), c.reset...) {
+	back := append(slices.Clone(c.revived), c.reset...)
+	p.forgetAdmits(back)
+	for _, m := range back {
 		p.syncMissed(m)
 		p.emit(Event{Kind: "alive", Name: m.Name})
 		// A proxy cut off for a while may still hold targets that have
