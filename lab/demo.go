@@ -116,7 +116,7 @@ func (n *narrator) event(e overlay.Event) {
 		n.printf("   %-3s JAP  refused %s for %s: %s", e.Proxy, e.Name, e.Group, e.Reason)
 	case "dead", "alive":
 		// Every proxy says so; the first one tells the story.
-		key := e.Kind + " " + e.Name
+		key := string(e.Kind) + " " + e.Name
 		n.mu.Lock()
 		dup := n.seen[key]
 		n.seen[key] = true

@@ -112,11 +112,11 @@ func TestNewProxyRefused(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		edit func(t *testing.T, l *Lab)
-		want string
+		want overlay.EventKind
 	}{
 		{"name taken", func(t *testing.T, l *Lab) {
 			rewrite(t, l.Path("p4.toml"), `name = "p4"`, `name = "p2"`)
-		}, "refused"},
+		}, overlay.EventNotAdmitted},
 		{"wrong mesh key", func(t *testing.T, l *Lab) {
 			k, err := config.GeneratePrivateKey()
 			if err != nil {

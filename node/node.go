@@ -6,8 +6,11 @@ package node
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -43,6 +46,12 @@ const tick = 100 * time.Millisecond
 const proxyKeepalive = 25 * time.Second
 
 // Proxy is a running proxy: WireGuard ↔ router ↔ WireGuard, no host interface.
+//
+// Goroutines: wireguard-go's receive goroutines run the data path (handle);
+// what they find for the control plane they put on ctl, a bounded queue,
+// and one control goroutine (control) takes it from there and runs the
+// timers. So the control plane never runs on WireGuard's receive path, and
+// WireGuard is never reconfigured from it.
 type Proxy struct {
 	Name    string
 	Config  *config.Proxy
@@ -50,19 +59,65 @@ type Proxy struct {
 	Overlay *overlay.Proxy
 	Device  *tunnel.Device
 	tun     *tunnel.MemTUN
+	bind    *tunnel.SideBind
 	uapi    io.Closer
-	now     func() int64 // monotonic nanoseconds: the router's and overlay's clock
+	clock   wallClock
+	ctl     chan ctlEvent
+	dropped atomic.Uint64 // control events dropped: ctl was full
 	stop    chan struct{}
 	done    sync.WaitGroup
 	once    sync.Once
 	mu      sync.Mutex // guards Device while StartProxy sets it
 }
 
+// ctlQueue is how many control events may wait for the control goroutine;
+// beyond that they are dropped and counted (a flood must not hold up the
+// data path).
+const ctlQueue = 1024
+
+// ctlEvent is work for the control goroutine.
+type ctlEvent struct {
+	kind     ctlKind
+	src, dst netip.AddrPort // control: the message's addresses; underlay: src is the sender
+	group    router.Group   // resolve, no-target
+	payload  []byte         // control, underlay: a copy
+}
+
+type ctlKind uint8
+
+const (
+	ctlControl  ctlKind = iota // a control message through the tunnels
+	ctlUnderlay                // a datagram on the WireGuard socket (hello, welcome)
+	ctlResolve                 // the router queued a group's first packet
+	ctlNoTarget                // the router dropped a flow's packet for lack of a target
+)
+
+// wallClock is the system clock: monotonic nanoseconds since start, the
+// router's and the overlay's time base.
+type wallClock struct{ epoch time.Time }
+
+func (c wallClock) Now() int64      { return int64(time.Since(c.epoch)) }
+func (c wallClock) Wall() time.Time { return time.Now() }
+
+// transport is how the overlay of a running proxy reaches the network.
+type transport struct{ p *Proxy }
+
+func (t transport) Send(src, dst netip.AddrPort, payload []byte) {
+	buf := make([]byte, 60+8+len(payload))
+	if n, err := router.BuildUDP(buf, src, dst, payload); err == nil {
+		t.p.tun.Inject(buf[:n])
+	}
+}
+
+func (t transport) Forward(pkt []byte) { t.p.tun.Inject(pkt) }
+
+func (t transport) SendUnderlay(to netip.AddrPort, pkt []byte) { t.p.bind.SendTo(to, pkt) }
+
+func (t transport) AddPeer(m overlay.Member, keepalive bool) error { return t.p.addPeer(m, keepalive) }
+
 // StartProxy starts the proxy that cfg describes.
 func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	self := cfg.Addr4()
-	epoch := time.Now()
-	now := func() int64 { return int64(time.Since(epoch)) }
 	r, err := router.New(router.Config{
 		Self:        cfg.Address,
 		Anycast:     cfg.AnycastPrefix,
@@ -72,7 +127,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
-	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, now: now, stop: make(chan struct{})}
+	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, clock: wallClock{time.Now()}, ctl: make(chan ctlEvent, ctlQueue), stop: make(chan struct{})}
 	members := []overlay.Member{{Name: cfg.Name, Addr: self, Addr6: cfg.Addr6(), Cluster: cfg.Cluster, PublicKey: cfg.PublicKey, Endpoint: cfg.Listen}}
 	var peers []tunnel.Peer
 	for _, pp := range cfg.Proxies {
@@ -93,24 +148,23 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		peers = append(peers, tunnel.Peer{PublicKey: e.PublicKey, AllowedIPs: hostPrefixes(e.Address)})
 	}
 	p.tun = tunnel.NewMemTUN(cfg.Name, cfg.MTU, p.handle)
-	bind := tunnel.NewSideBind(opts.Bind, overlay.UnderlayMagic)
+	p.bind = tunnel.NewSideBind(opts.Bind, overlay.UnderlayMagic)
 	var meshKey []byte
 	if cfg.MeshKey != nil {
 		meshKey = cfg.MeshKey[:]
 	}
 	p.Overlay, err = overlay.NewProxy(overlay.ProxyConfig{
-		Self:         members[0],
-		Members:      members,
-		MeshKey:      meshKey,
-		AddPeer:      p.addPeer,
-		SendUnderlay: bind.SendTo,
-		Edges:        edges,
-		Replicas:     cfg.RAPReplicas,
-		ControlPort:  cfg.ControlPort,
-		Router:       r,
-		Send:         p.tun.Inject,
-		Now:          now,
-		OnEvent:      opts.OnEvent,
+		Self:        members[0],
+		Members:     members,
+		MeshKey:     meshKey,
+		Edges:       edges,
+		Replicas:    cfg.RAPReplicas,
+		ControlPort: cfg.ControlPort,
+		Router:      r,
+		Clock:       p.clock,
+		Transport:   transport{p},
+		Rand:        rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		OnEvent:     opts.OnEvent,
 
 		TargetTimeout: cfg.TargetTimeout,
 		CacheTTL:      cfg.CacheTTL,
@@ -120,8 +174,10 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
-	bind.SetHandler(p.Overlay.HandleUnderlay)
-	dev, err := tunnel.NewDevice(p.tun, bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
+	p.bind.SetHandler(func(from netip.AddrPort, pkt []byte) {
+		p.enqueue(ctlEvent{kind: ctlUnderlay, src: from, payload: slices.Clone(pkt)})
+	})
+	dev, err := tunnel.NewDevice(p.tun, p.bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
 		p.tun.Close()
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
@@ -141,14 +197,28 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		}
 	}
 	p.done.Add(1)
-	go p.timers()
+	go p.control()
 	return p, nil
 }
+
+// enqueue hands ev to the control goroutine, or drops and counts it when
+// the queue is full.
+func (p *Proxy) enqueue(ev ctlEvent) {
+	select {
+	case p.ctl <- ev:
+	default:
+		p.dropped.Add(1)
+	}
+}
+
+// ControlDropped counts the control events dropped because the control
+// goroutine was behind.
+func (p *Proxy) ControlDropped() uint64 { return p.dropped.Load() }
 
 // handle is the data path: every packet WireGuard decrypted goes through the
 // router; control messages and resolve requests go to the control plane.
 func (p *Proxy) handle(buf []byte, start, end int) (int, int, bool) {
-	res := p.Router.Route(buf, start, end, p.now())
+	res := p.Router.Route(buf, start, end, p.clock.Now())
 	switch res.Action {
 	case router.Forward:
 		if res.Copies > 0 {
@@ -156,20 +226,22 @@ func (p *Proxy) handle(buf []byte, start, end int) (int, int, bool) {
 		}
 		return res.Start, res.End, true
 	case router.Control:
-		p.Overlay.HandleControl(res.Src, res.Dst, buf[res.Start:res.End])
+		p.enqueue(ctlEvent{kind: ctlControl, src: res.Src, dst: res.Dst, payload: slices.Clone(buf[res.Start:res.End])})
 	case router.Queued:
 		if res.Resolve {
-			p.Overlay.Resolve(res.Group)
+			p.enqueue(ctlEvent{kind: ctlResolve, group: res.Group})
 		}
 	case router.Drop:
 		if res.Reason == router.DropNoTarget && res.Src.IsValid() {
-			p.Overlay.NoTarget(res.Src.Addr(), res.Group)
+			p.enqueue(ctlEvent{kind: ctlNoTarget, src: res.Src, group: res.Group})
 		}
 	}
 	return 0, 0, false
 }
 
-func (p *Proxy) timers() {
+// control is the control goroutine: the only caller of the overlay's
+// entry points in a running proxy.
+func (p *Proxy) control() {
 	defer p.done.Done()
 	t := time.NewTicker(tick)
 	defer t.Stop()
@@ -180,9 +252,20 @@ func (p *Proxy) timers() {
 		select {
 		case <-p.stop:
 			return
+		case ev := <-p.ctl:
+			switch ev.kind {
+			case ctlControl:
+				p.Overlay.HandleControl(ev.src, ev.dst, ev.payload)
+			case ctlUnderlay:
+				p.Overlay.HandleUnderlay(ev.src, ev.payload)
+			case ctlResolve:
+				p.Overlay.Resolve(ev.group)
+			case ctlNoTarget:
+				p.Overlay.NoTarget(ev.src.Addr(), ev.group)
+			}
 		case <-t.C:
 			p.Overlay.Tick()
-			p.Router.Expire(p.now())
+			p.Router.Expire(p.clock.Now())
 		case <-hc.C:
 			p.Overlay.HealthTick()
 		}

@@ -107,6 +107,7 @@ func (p *Proxy) Status() Status {
 		ps.RAP[g.String()] = japs
 	}
 	st := p.Router.Stats()
+	ps.Counters["control_dropped"] = p.ControlDropped()
 	ps.Counters["forwarded"] = st.Forwarded
 	ps.Counters["control"] = st.Control
 	ps.Counters["queued"] = st.Queued

@@ -10,9 +10,9 @@ package overlay
 import (
 	"bytes"
 	"cmp"
-	"hash/fnv"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -51,12 +51,12 @@ func ownAdmits(edges map[netip.Addr]*EdgePolicy) [][32]byte {
 func (p *Proxy) admitsTick(now int64) {
 	var ask []netip.Addr
 	others := p.health.liveOthers()
-	p.mu.Lock()
+	p.mem.mu.Lock()
 	for _, m := range others {
-		s := p.admits[m.Name]
+		s := p.mem.admits[m.Name]
 		if s == nil {
 			s = &admitSet{}
-			p.admits[m.Name] = s
+			p.mem.admits[m.Name] = s
 		}
 		if (s.keys != nil && s.inc >= m.inc) || (s.askedAt != 0 && now-s.askedAt < int64(admitsRetry)) {
 			continue
@@ -64,7 +64,7 @@ func (p *Proxy) admitsTick(now int64) {
 		s.askedAt = now
 		ask = append(ask, m.Addr)
 	}
-	p.mu.Unlock()
+	p.mem.mu.Unlock()
 	self, inc := p.cfg.Self.Name, p.health.incarnation()
 	for _, a := range ask {
 		p.sendTo(a, &Message{Type: TypeAdmitsReq, Name: self, Incarnation: inc})
@@ -73,7 +73,7 @@ func (p *Proxy) admitsTick(now int64) {
 
 // handleAdmitsReq sends this proxy's admitted keys to the member at src.
 func (p *Proxy) handleAdmitsReq(src netip.Addr) {
-	keys := p.ownAdmits
+	keys := p.mem.ownAdmits
 	parts := max(1, (len(keys)+MaxKeys-1)/MaxKeys)
 	if parts > 255 {
 		parts = 255 // 8160 edges: the rest are not told (nobody runs that many)
@@ -88,18 +88,18 @@ func (p *Proxy) handleAdmitsReq(src netip.Addr) {
 // handleAdmits takes one part of the keys the member m.Name admits; only
 // that member itself may tell them.
 func (p *Proxy) handleAdmits(src netip.Addr, m *Message) {
-	if p.addrOf(m.Name) != src {
+	if p.mem.addrOf(m.Name) != src {
 		return
 	}
 	if _, inc, ok := p.health.state(m.Name); !ok || m.Incarnation < inc {
 		return // a late answer from before a restart: ask again
 	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	s := p.admits[m.Name]
+	p.mem.mu.Lock()
+	defer p.mem.mu.Unlock()
+	s := p.mem.admits[m.Name]
 	if s == nil {
 		s = &admitSet{}
-		p.admits[m.Name] = s
+		p.mem.admits[m.Name] = s
 	}
 	if s.keys != nil && m.Incarnation <= s.inc {
 		return // a repeat
@@ -123,10 +123,10 @@ func (p *Proxy) handleAdmits(src netip.Addr, m *Message) {
 // forgetAdmits drops what a member admits (it restarted, perhaps with
 // another file): the next admitsTick asks again.
 func (p *Proxy) forgetAdmits(ms []Member) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.mem.mu.Lock()
+	defer p.mem.mu.Unlock()
 	for _, m := range ms {
-		delete(p.admits, m.Name)
+		delete(p.mem.admits, m.Name)
 	}
 }
 
@@ -149,15 +149,15 @@ func (p *Proxy) admitting(key [32]byte) []Member {
 	self := p.self()
 	others := p.health.liveOthers()
 	var peers []Member
-	p.mu.Lock()
+	p.mem.mu.Lock()
 	for _, o := range others {
-		if s := p.admits[o.Name]; s != nil && s.keys[key] {
+		if s := p.mem.admits[o.Name]; s != nil && s.keys[key] {
 			peers = append(peers, o.Member)
 		}
 	}
-	p.mu.Unlock()
+	p.mem.mu.Unlock()
 	slices.SortFunc(peers, func(a, b Member) int {
-		return cmp.Or(cmp.Compare(b2i(a.Cluster != self.Cluster), b2i(b.Cluster != self.Cluster)), compareStrings(a.Name, b.Name))
+		return cmp.Or(cmp.Compare(b2i(a.Cluster != self.Cluster), b2i(b.Cluster != self.Cluster)), strings.Compare(a.Name, b.Name))
 	})
 	return append([]Member{self}, peers...)
 }
@@ -185,9 +185,7 @@ func (p *Proxy) handleProxiesReq(src, dst netip.AddrPort, m *Message) {
 	if err != nil {
 		return
 	}
-	h := fnv.New32a()
-	h.Write(b)
-	digest := max(h.Sum32(), 1) // 0 is "none yet"
+	digest := max(fold32(fnvAdd(uint64(fnvOffset), b)), 1) // 0 is "none yet"
 	reply := Message{Type: TypeProxies, Seq: m.Seq, Incarnation: digest}
 	if m.Incarnation != digest {
 		reply.Peers = list.Peers

@@ -77,10 +77,9 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		if p.cfg.Self.Name == "p4" {
 			continue
 		}
-		tbl := p.members.Load()
-		m := tbl.byName["p4"]
+		m := p.mem.table().byName["p4"]
 		m.Cluster = "c2"
-		p.members.Store(tbl.with(m))
+		p.mem.put(m)
 		p.health.mu.Lock()
 		p.health.members["p4"].Cluster = "c2"
 		p.health.mu.Unlock()
@@ -114,7 +113,7 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 	want(41, pn.p("p2"), "p2")
 	// A list in two parts arrived whole: p1 tells edge 0 about p2 because
 	// of the first part; p3 admits no edge 41 but knows p2 does.
-	if got := p1.admits["p2"]; got == nil || len(got.keys) != 41 {
+	if got := p1.mem.admits["p2"]; got == nil || len(got.keys) != 41 {
 		t.Fatalf("p1 has %v of p2's 41 keys", got)
 	}
 	// A proxy that does not admit an edge does not answer it.
@@ -151,13 +150,13 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 	p1.health.mu.Unlock()
 	pn.advance(admitsRetry)
 	tick()
-	if s := p1.admits["p4"]; s == nil || s.inc != inc || !s.keys[edgeKey(0)] {
+	if s := p1.mem.admits["p4"]; s == nil || s.inc != inc || !s.keys[edgeKey(0)] {
 		t.Fatalf("p1 has not p4's list of incarnation %d: %+v", inc, s)
 	}
-	asked := p1.admits["p4"].askedAt
+	asked := p1.mem.admits["p4"].askedAt
 	pn.advance(2 * admitsRetry)
 	tick()
-	if p1.admits["p4"].askedAt != asked {
+	if p1.mem.admits["p4"].askedAt != asked {
 		t.Errorf("p1 asked p4 again with its list current")
 	}
 
@@ -166,7 +165,7 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 	late := Message{Type: TypeAdmits, Name: "p4", Incarnation: inc - 5, Parts: 1, Keys: [][32]byte{edgeKey(7)}}
 	b, _ = late.MarshalBinary()
 	p1.HandleControl(netip.AddrPortFrom(p4.cfg.Self.Addr, testCtrl), netip.AddrPortFrom(p1.cfg.Self.Addr, testCtrl), b)
-	if s := p1.admits["p4"]; s != nil && s.keys != nil {
+	if s := p1.mem.admits["p4"]; s != nil && s.keys != nil {
 		t.Errorf("p1 took p4's list of an older incarnation: %+v", s)
 	}
 }

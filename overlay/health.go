@@ -3,6 +3,7 @@ package overlay
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -105,8 +106,9 @@ type HealthConfig struct {
 	WatchClusters     int           // other clusters each proxy watches; default 2
 	WatchPerCluster   int           // proxies watched in each; default 2
 	DeadProbeInterval time.Duration // how often dead members are probed for a comeback; default 1s
-	// Incarnation is this proxy's incarnation at start; default the wall
-	// clock in seconds, so that a restarted proxy outranks its past self.
+	// Incarnation is this proxy's incarnation at start; NewProxy's default
+	// is the wall clock in seconds, so that a restarted proxy outranks its
+	// past self.
 	Incarnation uint32
 }
 
@@ -133,9 +135,6 @@ func (c *HealthConfig) defaults() {
 	}
 	if c.DeadProbeInterval <= 0 {
 		c.DeadProbeInterval = time.Second
-	}
-	if c.Incarnation == 0 {
-		c.Incarnation = uint32(time.Now().Unix())
 	}
 }
 
@@ -164,8 +163,8 @@ type mstate struct {
 	unreachable bool  // alive for others, but its probes go unanswered here
 }
 
-// relay is a probe this proxy sends for another (ProbeReq).
-type relay struct {
+// probeRelay is a probe this proxy sends for another (ProbeReq).
+type probeRelay struct {
 	from    netip.Addr
 	seq     uint32
 	expires int64
@@ -204,16 +203,16 @@ type health struct {
 	send    func(to netip.Addr, m *Message)
 	changed func(change)
 
-	mu        sync.Mutex
-	inc       uint32
-	members   map[string]*mstate // every other proxy
-	byAddr    map[netip.Addr]*mstate
-	order     []string // sorted names of members
-	nonce     uint32
-	relays    map[uint32]relay
-	announced bool
-	lastTick  int64
-	stats     healthStats
+	mu          sync.Mutex
+	inc         uint32
+	members     map[string]*mstate // every other proxy
+	byAddr      map[netip.Addr]*mstate
+	order       []string // sorted names of members
+	nonce       uint32
+	probeRelays map[uint32]probeRelay
+	announced   bool
+	lastTick    int64
+	stats       healthStats
 }
 
 type healthStats struct {
@@ -223,7 +222,7 @@ type healthStats struct {
 func newHealth(cfg HealthConfig, self Member, members []Member, now func() int64, send func(netip.Addr, *Message), changed func(change)) *health {
 	cfg.defaults()
 	h := &health{cfg: cfg, self: self, now: now, send: send, changed: changed, inc: cfg.Incarnation,
-		members: map[string]*mstate{}, byAddr: map[netip.Addr]*mstate{}, relays: map[uint32]relay{}}
+		members: map[string]*mstate{}, byAddr: map[netip.Addr]*mstate{}, probeRelays: map[uint32]probeRelay{}}
 	for _, m := range members {
 		if m.Name == self.Name || h.members[m.Name] != nil {
 			continue
@@ -260,13 +259,10 @@ func (h *health) nextNonce() uint32 {
 	return h.nonce
 }
 
-// hrw is the rendezvous weight of b for a.
-func hrw(a, b string) uint64 {
-	h := uint64(fnvOffset)
-	for i := 0; i < len(a); i++ {
-		h ^= uint64(a[i])
-		h *= fnvPrime
-	}
+// pairWeight is the rendezvous weight of b for a: how watchers pick the
+// clusters and members they watch, and helpers.
+func pairWeight(a, b string) uint64 {
+	h := fnvAdd(uint64(fnvOffset), a)
 	h ^= 0xff
 	h *= fnvPrime
 	return weight(h, b)
@@ -301,32 +297,22 @@ func (h *health) watchedLocked() map[string]bool {
 			case wa < wb:
 				return 1
 			}
-			return compareStrings(a, b)
+			return strings.Compare(a, b)
 		}
 	}
-	slices.SortFunc(clusters, byWeight(func(c string) uint64 { return hrw(h.self.Name, "cluster:"+c) }))
+	slices.SortFunc(clusters, byWeight(func(c string) uint64 { return pairWeight(h.self.Name, "cluster:"+c) }))
 	for _, c := range clusters[:min(len(clusters), h.cfg.WatchClusters)] {
 		ms := others[c]
 		names := make([]string, len(ms))
 		for i, m := range ms {
 			names[i] = m.Name
 		}
-		slices.SortFunc(names, byWeight(func(n string) uint64 { return hrw(h.self.Name, n) }))
+		slices.SortFunc(names, byWeight(func(n string) uint64 { return pairWeight(h.self.Name, n) }))
 		for _, n := range names[:min(len(names), h.cfg.WatchPerCluster)] {
 			out[n] = true
 		}
 	}
 	return out
-}
-
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func (h *health) probeLocked(out []outMsg, m *mstate, now int64, indirect bool) []outMsg {
@@ -365,9 +351,9 @@ func (h *health) tick() {
 			h.stats.alives++
 		}
 	}
-	for seq, r := range h.relays {
+	for seq, r := range h.probeRelays {
 		if now >= r.expires {
-			delete(h.relays, seq)
+			delete(h.probeRelays, seq)
 		}
 	}
 	watched := h.watchedLocked()
@@ -482,14 +468,14 @@ func (h *health) helpersLocked(m *mstate) []string {
 			}
 			return 1
 		}
-		wa, wb := hrw(h.self.Name+"/"+m.Name, a), hrw(h.self.Name+"/"+m.Name, b)
+		wa, wb := pairWeight(h.self.Name+"/"+m.Name, a), pairWeight(h.self.Name+"/"+m.Name, b)
 		switch {
 		case wa > wb:
 			return -1
 		case wa < wb:
 			return 1
 		}
-		return compareStrings(a, b)
+		return strings.Compare(a, b)
 	})
 	return cands[:min(len(cands), h.cfg.ConfirmHelpers)]
 }
@@ -518,8 +504,8 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 			out = h.aliveEvidenceLocked(out, &ch, from, msg.Incarnation)
 		}
 	case TypeProbeAck:
-		if r, ok := h.relays[msg.Seq]; ok && msg.Name == from.Name {
-			delete(h.relays, msg.Seq)
+		if r, ok := h.probeRelays[msg.Seq]; ok && msg.Name == from.Name {
+			delete(h.probeRelays, msg.Seq)
 			out = append(out, outMsg{r.from, Message{Type: TypeProbeAck, Seq: r.seq, Name: msg.Name, Incarnation: msg.Incarnation}})
 		}
 		m := h.members[msg.Name]
@@ -552,7 +538,7 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 			break
 		}
 		seq := h.nextNonce()
-		h.relays[seq] = relay{from: src, seq: msg.Seq, expires: now + int64(h.cfg.ConfirmTimeout)*2}
+		h.probeRelays[seq] = probeRelay{from: src, seq: msg.Seq, expires: now + int64(h.cfg.ConfirmTimeout)*2}
 		h.stats.probes++
 		out = append(out, outMsg{target.Addr, Message{Type: TypeProbe, Seq: seq, Name: h.self.Name, Incarnation: h.inc}})
 	case TypeFail:
@@ -654,6 +640,13 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, m *mstate, inc ui
 	return out
 }
 
+// statsSnapshot returns the health counters.
+func (h *health) statsSnapshot() healthStats {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.stats
+}
+
 // snapshot lists every member, self first then by name.
 func (h *health) snapshot() []MemberInfo {
 	h.mu.Lock()
@@ -676,7 +669,7 @@ func (h *health) live() []Member {
 	for _, m := range others {
 		out = append(out, m.Member)
 	}
-	slices.SortFunc(out, func(a, b Member) int { return compareStrings(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 

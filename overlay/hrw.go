@@ -66,44 +66,45 @@ const (
 	fnvPrime  = 1099511628211
 )
 
+// fnvAdd continues the FNV-1a 64 state h over b: the one hash of the
+// control plane (RAPs, watchers, helpers, digests, seeds).
+func fnvAdd[T string | []byte](h uint64, b T) uint64 {
+	for i := 0; i < len(b); i++ {
+		h ^= uint64(b[i])
+		h *= fnvPrime
+	}
+	return h
+}
+
+// fold32 folds a 64-bit hash into 32 bits (digests on the wire).
+func fold32(h uint64) uint32 { return uint32(h ^ h>>32) }
+
 // groupHash is the FNV-1a 64 state after the canonical bytes of g: its
 // address as on the wire (family 4 or 6 then the address, IPv4-mapped
 // addresses unmapped, zone ignored), port big-endian, and protocol.
 func groupHash(g router.Group) uint64 {
-	h := uint64(fnvOffset)
-	byte1 := func(c byte) {
-		h ^= uint64(c)
-		h *= fnvPrime
-	}
+	var b [1 + 16 + 3]byte
+	n := 1
 	a := g.Addr.Unmap()
 	switch {
 	case a.Is4():
-		byte1(4)
-		for _, c := range a.As4() {
-			byte1(c)
-		}
+		b[0] = 4
+		a4 := a.As4()
+		n += copy(b[1:], a4[:])
 	case a.Is6():
-		byte1(6)
-		for _, c := range a.As16() {
-			byte1(c)
-		}
-	default:
-		byte1(0)
+		b[0] = 6
+		a16 := a.As16()
+		n += copy(b[1:], a16[:])
 	}
-	byte1(byte(g.Port >> 8))
-	byte1(byte(g.Port))
-	byte1(g.Proto)
-	return h
+	b[n], b[n+1], b[n+2] = byte(g.Port>>8), byte(g.Port), g.Proto
+	return fnvAdd(uint64(fnvOffset), b[:n+3])
 }
 
 // weight is the HRW weight of a proxy for the group whose groupHash is h:
 // FNV-1a 64 continued over the name, finished with splitmix64's mixer so
 // that every bit of the input moves every bit of the weight.
 func weight(h uint64, name string) uint64 {
-	for i := 0; i < len(name); i++ {
-		h ^= uint64(name[i])
-		h *= fnvPrime
-	}
+	h = fnvAdd(h, name)
 	h ^= h >> 30
 	h *= 0xbf58476d1ce4e5b9
 	h ^= h >> 27

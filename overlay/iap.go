@@ -6,35 +6,71 @@ import (
 	"cmp"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pias-net/pias/router"
 )
 
+type pendingResolve struct {
+	seq     uint32
+	tries   int
+	retryAt int64
+}
+
+// iap is the state of the IAP role: the resolves under way.
+type iap struct {
+	mu      sync.Mutex
+	pending map[router.Group]*pendingResolve
+}
+
+func (i *iap) init() { i.pending = map[router.Group]*pendingResolve{} }
+
+// due lists, in order, the groups whose resolve should be asked again; a
+// resolve tried maxTries times is given up (the router times its queue
+// out).
+func (i *iap) due(now int64, maxTries int) []router.Group {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	var out []router.Group
+	for _, g := range sortedGroups(i.pending) {
+		if pr := i.pending[g]; now >= pr.retryAt {
+			if pr.tries >= maxTries {
+				delete(i.pending, g)
+				continue
+			}
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // Resolve asks the group's RAP which JAPs serve it; the router holds the
 // group's packets until the answer comes (or its queue times out).
 func (p *Proxy) Resolve(g router.Group) {
-	p.mu.Lock()
-	pr := p.pending[g]
-	if pr == nil {
-		pr = &pendingResolve{}
-		p.pending[g] = pr
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	i := &p.iap
+	i.mu.Lock()
+	if i.pending[g] == nil {
+		i.pending[g] = &pendingResolve{}
 	}
-	p.mu.Unlock()
-	p.askRAP(g, pr)
+	i.mu.Unlock()
+	p.askRAP(g)
+	p.flush()
 }
 
 // askRAP sends the next try of a resolve: RAPs in rank order, round robin.
-func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
+func (p *Proxy) askRAP(g router.Group) {
 	cut := p.health.unreachableAddrs()
 	raps := p.reachableFirst(p.RAPs(g), cut)
-	if len(raps) > 0 && cut[p.addrOf(raps[0])] {
+	if len(raps) > 0 && cut[p.mem.addrOf(raps[0])] {
 		// Cut off from every RAP of the group (a link between clusters is
 		// down): ask a proxy this one still reaches, which asks a RAP for
 		// us. The one the hash of the group picks, so asks concentrate.
 		var via []string
 		for _, n := range p.Live() {
-			if n != p.cfg.Self.Name && !cut[p.addrOf(n)] {
+			if n != p.cfg.Self.Name && !cut[p.mem.addrOf(n)] {
 				via = append(via, n)
 			}
 		}
@@ -42,56 +78,59 @@ func (p *Proxy) askRAP(g router.Group, pr *pendingResolve) {
 			raps = RAPs(g, via, 1)
 		}
 	}
-	p.mu.Lock()
+	seq := p.nextSeq()
+	i := &p.iap
+	i.mu.Lock()
+	pr := i.pending[g]
+	if pr == nil {
+		i.mu.Unlock()
+		return
+	}
 	name := raps[pr.tries%len(raps)]
 	pr.tries++
-	p.seq++
-	pr.seq = p.seq
-	pr.retryAt = p.cfg.Now() + int64(p.cfg.ResolveRetry)
-	p.stats.ResolvesSent++
-	seq := pr.seq
-	p.mu.Unlock()
-	p.emit(Event{Kind: "resolve", Group: g, RAPs: []string{name}})
-	m := Message{Type: TypeResolve, Seq: seq, Group: g}
+	pr.seq = seq
+	pr.retryAt = p.clock.Now() + int64(p.cfg.ResolveRetry)
+	i.mu.Unlock()
+	p.stats.resolvesSent.Add(1)
+	p.emit(Event{Kind: EventResolve, Group: g, RAPs: []string{name}})
 	if name == p.cfg.Self.Name {
 		// This proxy is a RAP of the group: answer from its own table.
-		p.mu.Lock()
-		japs, pol := p.japsLocked(g, p.cfg.Now())
-		p.mu.Unlock()
+		japs, pol := p.rap.answer(g, p.clock.Now())
 		p.handleResolveReply(&Message{Type: TypeResolveReply, Seq: seq, Group: g, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol})
 		return
 	}
-	p.sendTo(p.addrOf(name), &m)
+	p.sendTo(p.mem.addrOf(name), &Message{Type: TypeResolve, Seq: seq, Group: g})
 }
 
 func (p *Proxy) handleResolveReply(m *Message) {
-	if p.relayed(m) {
+	if p.relayAnswer(m) {
 		return
 	}
-	p.mu.Lock()
-	pr := p.pending[m.Group]
+	i := &p.iap
+	i.mu.Lock()
+	pr := i.pending[m.Group]
 	if pr == nil || pr.seq != m.Seq {
-		p.mu.Unlock()
+		i.mu.Unlock()
 		return
 	}
-	delete(p.pending, m.Group)
-	p.mu.Unlock()
-	japs := p.rankJAPs(m.JAPs)
-	p.emit(Event{Kind: "resolved", Group: m.Group, JAPs: japs, Reason: m.Policy.String()})
-	for _, pkt := range p.cfg.Router.ResolvedPolicy(m.Group, m.Policy, japs, m.TTL, p.cfg.Now()) {
-		p.cfg.Send(pkt)
+	delete(i.pending, m.Group)
+	i.mu.Unlock()
+	japs := p.rankByDistance(m.JAPs)
+	p.emit(Event{Kind: EventResolved, Group: m.Group, JAPs: japs, Reason: m.Policy.String()})
+	for _, pkt := range p.cfg.Router.ResolvedPolicy(m.Group, m.Policy, japs, m.TTL, p.clock.Now()) {
+		p.net.Forward(pkt)
 	}
 }
 
-// rankJAPs orders a group's JAPs by distance from this proxy, nearest
-// first, and marks those of its cluster (proximity and scoping). The
-// distance is the health probes' smoothed RTT; a JAP this proxy does not
-// probe is as far as the members of its cluster that it does probe, on
+// rankByDistance orders a group's JAPs by distance from this proxy,
+// nearest first, and marks those of its cluster (proximity and scoping).
+// The distance is the health probes' smoothed RTT; a JAP this proxy does
+// not probe is as far as the members of its cluster that it does probe, on
 // average; a JAP of a cluster it measures nothing of comes last (ordered
 // as the RAP sent them). This proxy itself is at distance zero.
-func (p *Proxy) rankJAPs(japs []router.JAP) []router.JAP {
+func (p *Proxy) rankByDistance(japs []router.JAP) []router.JAP {
 	out := slices.Clone(japs)
-	tbl := p.members.Load()
+	tbl := p.mem.table()
 	rtt := map[string]time.Duration{}
 	sum, cnt := map[string]time.Duration{}, map[string]int{}
 	for _, mi := range p.Members() {
@@ -130,7 +169,7 @@ func (p *Proxy) rankJAPs(japs []router.JAP) []router.JAP {
 func (p *Proxy) reachableFirst(names []string, cut map[netip.Addr]bool) []string {
 	out := slices.Clone(names)
 	slices.SortStableFunc(out, func(a, b string) int {
-		ca, cb := cut[p.addrOf(a)], cut[p.addrOf(b)]
+		ca, cb := cut[p.mem.addrOf(a)], cut[p.mem.addrOf(b)]
 		switch {
 		case ca && !cb:
 			return 1

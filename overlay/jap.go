@@ -2,16 +2,30 @@ package overlay
 
 // The JAP role: targets join here, and this proxy tells the groups' RAPs
 // (two-tier membership) and the other proxies (a target that moved).
+//
+// The router holds each target's address, port and weight, and each
+// group's policy: what the data path needs. The JAP keeps only what the
+// control plane adds: names, join epochs and keepalive deadlines.
 
 import (
 	"fmt"
 	"math"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pias-net/pias/router"
 )
+
+// target is what the JAP knows of a target beyond what the router holds.
+type target struct {
+	name     string
+	port     uint16
+	lastSeen int64
+	epoch    uint32        // of its last join here (see Message.Incarnation)
+	timeout  time.Duration // silent this long, it is dropped
+}
 
 // report is what a JAP last told a group's RAPs: the count and when.
 type report struct {
@@ -19,6 +33,130 @@ type report struct {
 	weight int
 	policy router.Policy
 	at     int64
+}
+
+// imposedPolicy is a group's policy as its RAPs told this JAP after a
+// conflict: joins that state another are refused until it expires (the
+// RAPs' state is soft too).
+type imposedPolicy struct {
+	policy router.Policy
+	until  int64
+}
+
+type noTargetKey struct {
+	iap netip.Addr
+	g   router.Group
+}
+
+// jap is the state of the JAP role.
+type jap struct {
+	mu       sync.Mutex
+	targets  map[router.Group]map[netip.Addr]*target
+	imposed  map[router.Group]imposedPolicy
+	reported map[router.Group]*report
+	// noTargetSent: when each IAP was last told this JAP has no target for
+	// a group (the zero IAP: when the group was last withdrawn for that).
+	noTargetSent map[noTargetKey]int64
+	// again: when to register every local group again (0: no need).
+	again int64
+}
+
+func (j *jap) init() {
+	j.targets = map[router.Group]map[netip.Addr]*target{}
+	j.imposed = map[router.Group]imposedPolicy{}
+	j.reported = map[router.Group]*report{}
+	j.noTargetSent = map[noTargetKey]int64{}
+}
+
+// groups lists the groups with targets here, in order.
+func (j *jap) groups() []router.Group {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return sortedGroups(j.targets)
+}
+
+// count is how many targets joined here for g; for an echo pseudo-group,
+// for any group of its IP.
+func (j *jap) count(g router.Group) int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := 0
+	for lg, ts := range j.targets {
+		if lg == g || (g.IsEcho() && lg.Addr == g.Addr) {
+			n += len(ts)
+		}
+	}
+	return n
+}
+
+// movedNotices is a TypeMoved for every target joined here.
+func (j *jap) movedNotices() []Message {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []Message
+	for _, g := range sortedGroups(j.targets) {
+		for _, addr := range sortedAddrs(j.targets[g]) {
+			t := j.targets[g][addr]
+			out = append(out, Message{Type: TypeMoved, Group: g, Name: t.name, Target: addr, Incarnation: t.epoch})
+		}
+	}
+	return out
+}
+
+// joinedBefore reports whether the target at addr joined g here with an
+// epoch older than epoch: then its join elsewhere is the newer one. (A
+// proxy cut off for a while and the target's new JAP tell each other about
+// the same target; only the stale record must go.)
+func (j *jap) joinedBefore(addr netip.Addr, g router.Group, epoch uint32) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	t := j.targets[g][addr]
+	return t != nil && int32(epoch-t.epoch) > 0 // serial-number order: wraps safely
+}
+
+type expiry struct {
+	g    router.Group
+	addr netip.Addr
+}
+
+// expired lists the targets silent past their timeout, in order.
+func (j *jap) expired(now int64) []expiry {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []expiry
+	for _, g := range sortedGroups(j.targets) {
+		for _, addr := range sortedAddrs(j.targets[g]) {
+			if t := j.targets[g][addr]; now-t.lastSeen > int64(t.timeout) {
+				out = append(out, expiry{g, addr})
+			}
+		}
+	}
+	return out
+}
+
+// reregisterAt asks for every group to be registered again at when.
+func (j *jap) reregisterAt(when int64) {
+	j.mu.Lock()
+	j.again = when
+	j.mu.Unlock()
+}
+
+// refreshDue lists the groups whose registration is older than every, or
+// all of them when a registration again was asked for and is due.
+func (j *jap) refreshDue(now int64, every time.Duration) []router.Group {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	again := j.again != 0 && now >= j.again
+	if again {
+		j.again = 0
+	}
+	var out []router.Group
+	for _, g := range sortedGroups(j.reported) {
+		if again || now-j.reported[g].at > int64(every) {
+			out = append(out, g)
+		}
+	}
+	return out
 }
 
 func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
@@ -32,7 +170,7 @@ func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
 		}
 		if why != "" {
 			reply.Status, reply.Reason = StatusRefused, why
-			p.emit(Event{Kind: "refuse", Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
+			p.emit(Event{Kind: EventRefuse, Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
 		}
 	case TypeKeepalive:
 		reply.Type = TypeKeepaliveAck
@@ -41,7 +179,7 @@ func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
 		}
 	case TypeLeave:
 		reply.Type = TypeJoinAck
-		p.leave(src.Addr(), m.Group, "leave")
+		p.leave(src.Addr(), m.Group, EventLeave)
 	}
 	p.send(dst, src, &reply)
 }
@@ -53,7 +191,7 @@ func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
 		return "not an edge of this proxy"
 	}
 	if !slices.Contains(e.Groups, g) {
-		return fmt.Sprintf("edge %s may not join %s", e.Name, g)
+		return fmt.Sprintf("edge %q may not join %s", e.Name, g)
 	}
 	return ""
 }
@@ -70,44 +208,43 @@ func (p *Proxy) join(addr netip.Addr, m *Message) string {
 		return fmt.Sprintf("keepalive %v is too slow for this proxy: its targets must send one at least every %v (its target_timeout is %v)",
 			m.Keepalive, p.cfg.TargetTimeout/3, p.cfg.TargetTimeout)
 	}
-	p.mu.Lock()
-	ts := p.local[m.Group]
-	if imp, ok := p.imposed[m.Group]; ok && len(ts) == 0 {
-		if p.cfg.Now() < imp.until && imp.policy != m.Policy {
-			p.mu.Unlock()
+	now := p.clock.Now()
+	pol := p.cfg.Router.Policy(m.Group)
+	j := &p.jap
+	j.mu.Lock()
+	ts := j.targets[m.Group]
+	if imp, ok := j.imposed[m.Group]; ok && len(ts) == 0 {
+		if now < imp.until && imp.policy != m.Policy {
+			j.mu.Unlock()
 			return fmt.Sprintf("group %s has policy %v (its RAPs say, from targets that joined first elsewhere); this join asks for %v", m.Group, imp.policy, m.Policy)
 		}
-		delete(p.imposed, m.Group)
+		delete(j.imposed, m.Group)
 	}
-	if pol, ok := p.policy[m.Group]; ok && len(ts) > 0 && pol != m.Policy {
+	if len(ts) > 0 && pol != m.Policy {
 		if _, self := ts[addr]; !self || len(ts) > 1 {
-			p.mu.Unlock()
+			j.mu.Unlock()
 			return fmt.Sprintf("group %s has policy %v here; this join asks for %v", m.Group, pol, m.Policy)
 		}
 	}
 	if ts == nil {
 		ts = map[netip.Addr]*target{}
-		p.local[m.Group] = ts
+		j.targets[m.Group] = ts
 	}
-	if p.policy == nil {
-		p.policy = map[router.Group]router.Policy{}
-	}
-	p.policy[m.Group] = m.Policy
 	t, known := ts[addr]
 	if !known || t.port != m.Port {
-		p.stats.Joins++
+		p.stats.joins.Add(1)
 	}
 	if !known {
 		t = &target{}
 		ts[addr] = t
 	}
-	t.name, t.port, t.lastSeen, t.epoch, t.weight = m.Name, m.Port, p.cfg.Now(), m.Incarnation, int(m.Weight)
+	t.name, t.port, t.lastSeen, t.epoch = m.Name, m.Port, now, m.Incarnation
 	t.timeout = p.targetTimeout(m.Keepalive)
-	p.mu.Unlock()
+	j.mu.Unlock()
 	p.cfg.Router.SetPolicy(m.Group, m.Policy)
 	p.cfg.Router.AddTargetWeight(m.Group, netip.AddrPortFrom(addr, m.Port), max(int(m.Weight), 1))
 	if !known {
-		p.emit(Event{Kind: "join", Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
+		p.emit(Event{Kind: EventJoin, Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
 		p.register(m.Group, false)
 		p.tellMoved(addr, m)
 	}
@@ -130,65 +267,40 @@ func (p *Proxy) targetTimeout(ka time.Duration) time.Duration {
 // for g and resolves again, instead of sending there until its cache
 // expires. At most one notice per IAP and group every noTargetEvery.
 func (p *Proxy) NoTarget(iap netip.Addr, g router.Group) {
-	now := p.cfg.Now()
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	now := p.clock.Now()
 	key := noTargetKey{iap, g}
-	p.mu.Lock()
-	if last, ok := p.noTargetSent[key]; ok && now-last < int64(noTargetEvery) {
-		p.mu.Unlock()
+	n := p.jap.count(g)
+	j := &p.jap
+	j.mu.Lock()
+	if last, ok := j.noTargetSent[key]; ok && now-last < int64(noTargetEvery) {
+		j.mu.Unlock()
 		return
 	}
-	if p.noTargetSent == nil || len(p.noTargetSent) > 4096 {
-		p.noTargetSent = map[noTargetKey]int64{} // bounded: forget old notices
+	if len(j.noTargetSent) > 4096 {
+		j.noTargetSent = map[noTargetKey]int64{} // bounded: forget old notices
 	}
-	p.noTargetSent[key] = now
+	j.noTargetSent[key] = now
 	// The IAP found this JAP at a RAP: if our withdrawal was lost, the
 	// RAPs list us until their entry expires, and every IAP's next resolve
 	// brings it back here. Withdraw again (once per group per interval).
 	withdraw := false
-	if n, _ := p.countLocked(g); n == 0 {
+	if n == 0 {
 		wkey := noTargetKey{netip.Addr{}, g}
-		if last, ok := p.noTargetSent[wkey]; !ok || now-last >= int64(noTargetEvery) {
-			p.noTargetSent[wkey], withdraw = now, true
+		if last, ok := j.noTargetSent[wkey]; !ok || now-last >= int64(noTargetEvery) {
+			j.noTargetSent[wkey], withdraw = now, true
 		}
 	}
-	p.mu.Unlock()
+	j.mu.Unlock()
 	p.sendTo(iap, &Message{Type: TypeNoTarget, Group: g})
 	if withdraw {
-		p.withdraw(g)
+		p.registerCount(g, 0, 0, p.cfg.Router.Policy(g))
 	}
-}
-
-// withdraw tells g's RAPs again that this JAP has no target for it, unless
-// one joined meanwhile (regMu orders it with report's registrations).
-func (p *Proxy) withdraw(g router.Group) {
-	p.regMu.Lock()
-	defer p.regMu.Unlock()
-	p.mu.Lock()
-	n, _ := p.countLocked(g)
-	pol := p.policy[g]
-	p.mu.Unlock()
-	if n == 0 {
-		p.registerCount(g, 0, 0, pol)
-	}
+	p.flush()
 }
 
 const noTargetEvery = 200 * time.Millisecond
-
-type noTargetKey struct {
-	iap netip.Addr
-	g   router.Group
-}
-
-// joinedBefore reports whether the target at addr joined g here with an
-// epoch older than epoch: then its join elsewhere is the newer one. (A
-// proxy cut off for a while and the target's new JAP tell each other about
-// the same target; only the stale record must go.)
-func (p *Proxy) joinedBefore(addr netip.Addr, g router.Group, epoch uint32) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t := p.local[g][addr]
-	return t != nil && int32(epoch-t.epoch) > 0 // serial-number order: wraps safely
-}
 
 // tellMoved tells every other live proxy that a target joined a group here,
 // so that a JAP it left (perhaps without a word: its path there may be what
@@ -200,40 +312,46 @@ func (p *Proxy) tellMoved(addr netip.Addr, m *Message) {
 		if name == p.cfg.Self.Name {
 			continue
 		}
-		if a := p.addrOf(name); a.IsValid() {
+		if a := p.mem.addrOf(name); a.IsValid() {
 			p.sendTo(a, &moved)
 		}
 	}
 }
 
 func (p *Proxy) keepalive(addr netip.Addr, g router.Group) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t := p.local[g][addr]
+	j := &p.jap
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	t := j.targets[g][addr]
 	if t == nil {
 		return false
 	}
-	t.lastSeen = p.cfg.Now()
+	t.lastSeen = p.clock.Now()
 	return true
 }
 
-func (p *Proxy) leave(addr netip.Addr, g router.Group, kind string) {
-	p.mu.Lock()
-	t := p.local[g][addr]
+// leave drops a target of g, in the router too, and tells g's RAPs if the
+// count moved enough.
+func (p *Proxy) leave(addr netip.Addr, g router.Group, kind EventKind) {
+	j := &p.jap
+	j.mu.Lock()
+	t := j.targets[g][addr]
+	last := false
 	if t != nil {
-		delete(p.local[g], addr)
-		if len(p.local[g]) == 0 {
-			delete(p.local, g)
+		delete(j.targets[g], addr)
+		if len(j.targets[g]) == 0 {
+			delete(j.targets, g)
+			last = true
 		}
 	}
-	if len(p.local[g]) == 0 {
-		delete(p.policy, g)
-	}
-	p.mu.Unlock()
+	j.mu.Unlock()
 	if t == nil {
 		return
 	}
 	p.cfg.Router.RemoveTarget(g, addr)
+	if last {
+		p.cfg.Router.SetPolicy(g, router.Policy{})
+	}
 	p.emit(Event{Kind: kind, Group: g, Target: netip.AddrPortFrom(addr, t.port), Name: t.name})
 	p.register(g, false)
 }
@@ -264,29 +382,29 @@ func (p *Proxy) register(g router.Group, force bool) {
 	p.report(router.EchoGroup(g.Addr), force)
 }
 
-// countLocked is how many targets joined here for g; for an echo
-// pseudo-group, for any group of its IP.
-func (p *Proxy) countLocked(g router.Group) (n, weight int) {
-	for lg, ts := range p.local {
-		if lg == g || (g.IsEcho() && lg.Addr == g.Addr) {
-			n += len(ts)
-			for _, t := range ts {
-				weight += max(t.weight, 1)
-			}
+// weight is the summed weight of g's targets here, from the router; for an
+// echo pseudo-group, of every group of its IP.
+func (p *Proxy) weight(g router.Group) int {
+	if !g.IsEcho() {
+		return p.cfg.Router.Weight(g)
+	}
+	w := 0
+	for _, lg := range p.jap.groups() {
+		if lg.Addr == g.Addr {
+			w += p.cfg.Router.Weight(lg)
 		}
 	}
-	return n, weight
+	return w
 }
 
 // report sends g's count to its RAPs if force or the rule says so, and
 // remembers what it told them.
 func (p *Proxy) report(g router.Group, force bool) {
-	p.regMu.Lock()
-	defer p.regMu.Unlock()
-	p.mu.Lock()
-	n, w := p.countLocked(g)
-	pol := p.policy[g]
-	r := p.reported[g]
+	n, w := p.jap.count(g), p.weight(g)
+	pol := p.cfg.Router.Policy(g)
+	j := &p.jap
+	j.mu.Lock()
+	r := j.reported[g]
 	last, lastW := 0, 0
 	if r != nil {
 		last, lastW = r.count, r.weight
@@ -295,47 +413,37 @@ func (p *Proxy) report(g router.Group, force bool) {
 		force = true
 	}
 	if (r == nil && n == 0) || (!force && !shouldReport(last, n, p.cfg.Inaccuracy) && !shouldReport(lastW, w, p.cfg.Inaccuracy)) {
+		j.mu.Unlock()
 		if last != n {
-			p.stats.RegistersSuppressed++
+			p.stats.registersSuppressed.Add(1)
 		}
-		p.mu.Unlock()
 		return
 	}
 	if n == 0 {
-		delete(p.reported, g)
+		delete(j.reported, g)
 	} else {
-		p.reported[g] = &report{count: n, weight: w, policy: pol, at: p.cfg.Now()}
+		j.reported[g] = &report{count: n, weight: w, policy: pol, at: p.clock.Now()}
 	}
-	p.mu.Unlock()
+	j.mu.Unlock()
 	p.registerCount(g, n, w, pol)
 }
 
+// registerCount tells each of g's RAPs that this JAP has n targets of total
+// weight for g (n = 0 withdraws).
 func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy) {
 	raps := p.RAPs(g)
-	p.emit(Event{Kind: "register", Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
+	p.emit(Event{Kind: EventRegister, Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
 	m := Message{Type: TypeRegister, Group: g, Name: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight)}
-	p.mu.Lock()
-	p.stats.RegistersSent += uint64(len(raps))
-	p.mu.Unlock()
+	p.stats.registersSent.Add(uint64(len(raps)))
 	for _, name := range raps {
 		if name == p.cfg.Self.Name {
+			// At once: a RAP answers resolves from its own table at once.
 			p.handleRegister(p.cfg.Self.Addr, &m)
 			continue
 		}
-		p.mu.Lock()
-		p.seq++
-		m.Seq = p.seq
-		p.mu.Unlock()
-		p.sendTo(p.addrOf(name), &m)
+		m.Seq = p.nextSeq()
+		p.sendTo(p.mem.addrOf(name), &m)
 	}
-}
-
-// imposedPolicy is a group's policy as its RAPs told this JAP after a
-// conflict: joins that state another are refused until it expires (the
-// RAPs' state is soft too).
-type imposedPolicy struct {
-	policy router.Policy
-	until  int64
 }
 
 // handlePolicy takes a RAP's word that a group has another policy than the
@@ -343,27 +451,23 @@ type imposedPolicy struct {
 // like them) are refused while it holds. A target learns it at its next
 // keepalive ("unknown"), joins again, and is refused with the reason.
 func (p *Proxy) handlePolicy(rap netip.Addr, m *Message) {
-	if raps := p.RAPs(m.Group); len(raps) == 0 || p.addrOf(raps[0]) != rap {
+	if raps := p.RAPs(m.Group); len(raps) == 0 || p.mem.addrOf(raps[0]) != rap {
 		return // only the group's arbiter decides (see registerLocked)
 	}
-	p.mu.Lock()
-	pol, ok := p.policy[m.Group]
-	if !ok || pol == m.Policy {
-		p.mu.Unlock()
+	pol := p.cfg.Router.Policy(m.Group)
+	j := &p.jap
+	j.mu.Lock()
+	ts := j.targets[m.Group]
+	if len(ts) == 0 || pol == m.Policy {
+		j.mu.Unlock()
 		return
 	}
-	if p.imposed == nil {
-		p.imposed = map[router.Group]imposedPolicy{}
-	}
-	p.imposed[m.Group] = imposedPolicy{policy: m.Policy, until: p.cfg.Now() + int64(p.cfg.RegisterTTL)}
-	var drop []netip.Addr
-	for addr := range p.local[m.Group] {
-		drop = append(drop, addr)
-	}
-	p.mu.Unlock()
-	p.emit(Event{Kind: "refuse", Group: m.Group, Reason: fmt.Sprintf(
+	j.imposed[m.Group] = imposedPolicy{policy: m.Policy, until: p.clock.Now() + int64(p.cfg.RegisterTTL)}
+	drop := sortedAddrs(ts)
+	j.mu.Unlock()
+	p.emit(Event{Kind: EventRefuse, Group: m.Group, Reason: fmt.Sprintf(
 		"group %s has policy %v at its RAPs; dropping %d target(s) here that state %v", m.Group, m.Policy, len(drop), pol)})
 	for _, addr := range drop {
-		p.leave(addr, m.Group, "refuse")
+		p.leave(addr, m.Group, EventRefuse)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"maps"
 	"net/netip"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -46,6 +48,35 @@ import (
 // whole list. Every proxy is a WireGuard peer of every
 // proxy it knows; members are never forgotten (a dead one may come back).
 
+// members is the membership part's state: the known proxies, this
+// proxy's admission through its seeds, and what each member admits.
+type members struct {
+	tbl atomic.Pointer[memberTable] // every known proxy, self included; written under ctl
+
+	mu        sync.Mutex
+	self      Member    // its endpoint may be set after start
+	admission joinState // this proxy's admission through its seeds
+	// addedAt: when each proxy learned at run time was added.
+	addedAt map[string]int64
+	// nextDigest: when this proxy next compares member lists.
+	nextDigest int64
+	// admits: the edge keys each member admits; ownAdmits: this proxy's
+	// (see admits.go).
+	admits    map[string]*admitSet
+	ownAdmits [][32]byte
+}
+
+func (ms *members) init(self Member, known, seeds []Member, edges map[netip.Addr]*EdgePolicy) {
+	ms.self = self
+	ms.admission.seeds = seeds
+	ms.addedAt = map[string]int64{}
+	ms.admits = map[string]*admitSet{}
+	ms.ownAdmits = ownAdmits(edges)
+	ms.tbl.Store(newMemberTable(known))
+}
+
+func (ms *members) table() *memberTable { return ms.tbl.Load() }
+
 // memberTable is an immutable snapshot of the known proxies.
 type memberTable struct {
 	names  []string // sorted
@@ -73,13 +104,7 @@ func (t *memberTable) put(m Member) {
 }
 
 func (t *memberTable) with(m Member) *memberTable {
-	n := &memberTable{names: slices.Clone(t.names), byName: make(map[string]Member, len(t.byName)+1), byAddr: make(map[netip.Addr]Member, len(t.byAddr)+2)}
-	for k, v := range t.byName {
-		n.byName[k] = v
-	}
-	for k, v := range t.byAddr {
-		n.byAddr[k] = v
-	}
+	n := &memberTable{names: slices.Clone(t.names), byName: maps.Clone(t.byName), byAddr: maps.Clone(t.byAddr)}
 	n.put(m)
 	return n
 }
@@ -93,18 +118,21 @@ func (t *memberTable) addrs() []netip.Addr {
 }
 
 // isProxy reports whether a is an overlay address of a known proxy.
-func (p *Proxy) isProxy(a netip.Addr) bool {
-	_, ok := p.members.Load().byAddr[a]
+func (ms *members) isProxy(a netip.Addr) bool {
+	_, ok := ms.table().byAddr[a]
 	return ok
 }
 
 // addrOf is the IPv4 overlay address of the proxy called name (invalid if
 // unknown).
-func (p *Proxy) addrOf(name string) netip.Addr { return p.members.Load().byName[name].Addr }
+func (ms *members) addrOf(name string) netip.Addr { return ms.table().byName[name].Addr }
+
+// put stores m in the table (under ctl: the only writer).
+func (ms *members) put(m Member) { ms.tbl.Store(ms.table().with(m)) }
 
 // Known lists every proxy this proxy knows, itself included, by name.
 func (p *Proxy) Known() []Member {
-	t := p.members.Load()
+	t := p.mem.table()
 	out := make([]Member, len(t.names))
 	for i, n := range t.names {
 		out[i] = t.byName[n]
@@ -115,16 +143,19 @@ func (p *Proxy) Known() []Member {
 // SetEndpoint sets this proxy's WireGuard endpoint as it tells seeds (when
 // the configured one was not final, e.g. its port was picked at start).
 func (p *Proxy) SetEndpoint(ep netip.AddrPort) {
-	p.tblMu.Lock()
-	defer p.tblMu.Unlock()
-	p.cfg.Self.Endpoint = ep
-	p.members.Store(p.members.Load().with(p.cfg.Self))
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	p.mem.mu.Lock()
+	p.mem.self.Endpoint = ep
+	self := p.mem.self
+	p.mem.mu.Unlock()
+	p.mem.put(self)
 }
 
 func (p *Proxy) self() Member {
-	p.tblMu.Lock()
-	defer p.tblMu.Unlock()
-	return p.cfg.Self
+	p.mem.mu.Lock()
+	defer p.mem.mu.Unlock()
+	return p.mem.self
 }
 
 // joinState is this proxy's admission through its seeds.
@@ -141,12 +172,12 @@ const helloEvery = time.Second
 
 // joinTick sends hellos to the seeds while no seed has welcomed us.
 func (p *Proxy) joinTick(now int64) {
-	if p.cfg.MeshKey == nil || p.cfg.SendUnderlay == nil {
+	if p.cfg.MeshKey == nil {
 		return
 	}
 	alone := len(p.Live()) <= 1
-	p.mu.Lock()
-	j := &p.admission
+	p.mem.mu.Lock()
+	j := &p.mem.admission
 	if j.welcomed && alone && len(j.seeds) > 0 {
 		// Admitted once, but nobody is alive any more: perhaps the seed
 		// died before it told us of the others, or forgot us. Say hello
@@ -154,7 +185,7 @@ func (p *Proxy) joinTick(now int64) {
 		j.welcomed = false
 	}
 	if j.welcomed || len(j.seeds) == 0 || now < j.next {
-		p.mu.Unlock()
+		p.mem.mu.Unlock()
 		return
 	}
 	j.next = now + int64(helloEvery)
@@ -170,19 +201,19 @@ func (p *Proxy) joinTick(now int64) {
 			break
 		}
 	}
-	p.mu.Unlock()
+	p.mem.mu.Unlock()
 	self := p.self()
 	body, err := (&Message{Type: TypeMember, Name: self.Name, Incarnation: p.health.incarnation(), Peer: self}).AppendBinary(nil)
 	if err != nil {
-		p.emit(Event{Kind: "refuse", Name: self.Name, Reason: "cannot announce this proxy: " + err.Error()})
+		p.emit(Event{Kind: EventRefuse, Name: self.Name, Reason: "cannot announce this proxy: " + err.Error()})
 		return
 	}
-	pkt := sealUnderlay(p.cfg.MeshKey, kindHello, time.Now(), body)
+	pkt := sealUnderlay(p.cfg.MeshKey, kindHello, p.clock.Wall(), body)
 	for _, s := range to {
-		p.cfg.SendUnderlay(s.Endpoint, pkt)
+		p.net.SendUnderlay(s.Endpoint, pkt)
 	}
 	if silent {
-		p.emit(Event{Kind: "unadmitted", Name: self.Name, Reason: fmt.Sprintf(
+		p.emit(Event{Kind: EventUnadmitted, Name: self.Name, Reason: fmt.Sprintf(
 			"no seed answered %d hellos: is the mesh key the same file on every proxy, and are the seeds up at their endpoints?", rounds)})
 	}
 }
@@ -190,10 +221,13 @@ func (p *Proxy) joinTick(now int64) {
 // HandleUnderlay takes a datagram that arrived on the WireGuard socket with
 // the UnderlayMagic prefix.
 func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
-	if p.cfg.MeshKey == nil || p.cfg.SendUnderlay == nil {
+	if p.cfg.MeshKey == nil {
 		return
 	}
-	kind, body, err := openUnderlay(p.cfg.MeshKey, pkt, time.Now())
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	defer p.flush()
+	kind, body, err := openUnderlay(p.cfg.MeshKey, pkt, p.clock.Wall())
 	if err != nil {
 		return // not from a holder of the mesh key, or stale: say nothing
 	}
@@ -209,20 +243,20 @@ func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
 		if err != nil {
 			return
 		}
-		p.mu.Lock()
+		p.mem.mu.Lock()
 		if w.ok {
-			p.admission.welcomed = true
+			p.mem.admission.welcomed = true
 		} else {
-			if p.admission.refused == nil {
-				p.admission.refused = map[string]bool{}
+			if p.mem.admission.refused == nil {
+				p.mem.admission.refused = map[string]bool{}
 			}
-			p.admission.refused[w.name] = true
+			p.mem.admission.refused[w.name] = true
 		}
-		p.mu.Unlock()
+		p.mem.mu.Unlock()
 		if w.ok {
-			p.emit(Event{Kind: "admitted", Name: w.name})
+			p.emit(Event{Kind: EventAdmitted, Name: w.name})
 		} else {
-			p.emit(Event{Kind: "refused", Name: w.name, Reason: w.reason})
+			p.emit(Event{Kind: EventNotAdmitted, Name: w.name, Reason: w.reason})
 		}
 	}
 }
@@ -236,7 +270,7 @@ func (p *Proxy) handleHello(from netip.AddrPort, m *Message) {
 	}
 	self := p.self()
 	reason := ""
-	tbl := p.members.Load()
+	tbl := p.mem.table()
 	old, known := tbl.byName[rec.Name]
 	switch {
 	case rec.Name == self.Name:
@@ -253,7 +287,7 @@ func (p *Proxy) handleHello(from netip.AddrPort, m *Message) {
 		reason = "no cluster"
 	}
 	if reason != "" {
-		p.emit(Event{Kind: "refuse", Name: rec.Name, Reason: "proxy " + rec.Name + " from " + from.String() + ": " + reason})
+		p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("proxy %q from %v: %s", rec.Name, from, reason)})
 		p.welcome(from, self.Name, reason)
 		return
 	}
@@ -272,14 +306,14 @@ func (p *Proxy) handleHello(from netip.AddrPort, m *Message) {
 
 // welcome answers a hello: admitted, or refused for reason.
 func (p *Proxy) welcome(to netip.AddrPort, seed, reason string) {
-	p.cfg.SendUnderlay(to, sealUnderlay(p.cfg.MeshKey, kindWelcome, time.Now(), appendWelcome(nil, seed, reason)))
+	p.net.SendUnderlay(to, sealUnderlay(p.cfg.MeshKey, kindWelcome, p.clock.Wall(), appendWelcome(nil, seed, reason)))
 }
 
 // flood sends m to every live proxy but this one and except.
 func (p *Proxy) flood(m Message, except ...netip.Addr) {
 	self := p.cfg.Self.Name
 	for _, name := range p.Live() {
-		a := p.addrOf(name)
+		a := p.mem.addrOf(name)
 		if name == self || !a.IsValid() || slices.Contains(except, a) {
 			continue
 		}
@@ -316,21 +350,19 @@ func (p *Proxy) handleMember(src netip.Addr, m *Message) {
 	if rec.Name == p.cfg.Self.Name || rec.PublicKey == [32]byte{} {
 		return
 	}
-	tbl := p.members.Load()
+	tbl := p.mem.table()
 	if old, ok := tbl.byName[rec.Name]; ok {
 		if old.PublicKey == [32]byte{} && old.Addr == rec.Addr {
 			// Configured without a key (tests): learn it now.
-			p.tblMu.Lock()
-			p.members.Store(p.members.Load().with(rec))
-			p.tblMu.Unlock()
+			p.mem.put(rec)
 		} else if old.PublicKey != rec.PublicKey {
-			p.emit(Event{Kind: "refuse", Name: rec.Name, Reason: "proxy " + rec.Name + " announced with another WireGuard key; kept the one known"})
+			p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("proxy %q announced with another WireGuard key; kept the one known", rec.Name)})
 		}
 		return
 	}
 	for _, a := range rec.Addrs() {
 		if o, ok := tbl.byAddr[a]; ok {
-			p.emit(Event{Kind: "refuse", Name: rec.Name, Reason: fmt.Sprintf("proxy %s announced with %v, which belongs to %s", rec.Name, a, o.Name)})
+			p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("proxy %q announced with %v, which belongs to %q", rec.Name, a, o.Name)})
 			return
 		}
 	}
@@ -355,26 +387,17 @@ func (p *Proxy) handleMember(src netip.Addr, m *Message) {
 // asks WireGuard for a persistent keepalive to it, which also starts the
 // handshake: this proxy makes the first contact (and announces itself).
 func (p *Proxy) addMember(rec Member, inc uint32, state MemberState, keepalive bool) bool {
-	p.tblMu.Lock()
-	tbl := p.members.Load()
-	if _, ok := tbl.byName[rec.Name]; ok {
-		p.tblMu.Unlock()
+	if _, ok := p.mem.table().byName[rec.Name]; ok {
 		return false
 	}
-	p.members.Store(tbl.with(rec))
-	p.tblMu.Unlock()
-	p.mu.Lock()
-	if p.addedAt == nil {
-		p.addedAt = map[string]int64{}
+	p.mem.put(rec)
+	p.mem.mu.Lock()
+	p.mem.addedAt[rec.Name] = p.clock.Now()
+	p.mem.mu.Unlock()
+	if err := p.net.AddPeer(rec, keepalive); err != nil {
+		p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("cannot add proxy %q as a WireGuard peer: %v", rec.Name, err)})
 	}
-	p.addedAt[rec.Name] = p.cfg.Now()
-	p.mu.Unlock()
-	if p.cfg.AddPeer != nil {
-		if err := p.cfg.AddPeer(rec, keepalive); err != nil {
-			p.emit(Event{Kind: "refuse", Name: rec.Name, Reason: "cannot add proxy " + rec.Name + " as a WireGuard peer: " + err.Error()})
-		}
-	}
-	p.emit(Event{Kind: "member", Name: rec.Name, Reason: state.String()})
+	p.emit(Event{Kind: EventMember, Name: rec.Name, Reason: state.String()})
 	p.health.add(rec, inc, state, keepalive)
 	return true
 }
@@ -387,15 +410,16 @@ func (p *Proxy) syncMissed(m Member) {
 	if !ok {
 		return
 	}
-	p.mu.Lock()
+	p.mem.mu.Lock()
 	var missed []string
-	for name, at := range p.addedAt {
+	for name, at := range p.mem.addedAt {
 		if at >= since && name != m.Name {
 			missed = append(missed, name)
 		}
 	}
-	p.mu.Unlock()
-	tbl := p.members.Load()
+	p.mem.mu.Unlock()
+	slices.Sort(missed)
+	tbl := p.mem.table()
 	for _, name := range missed {
 		p.sendRecord(m.Addr, tbl.byName[name])
 	}
@@ -511,40 +535,35 @@ const digestEvery = 2 * time.Second
 // digest hashes the known proxies (name and key; members are never
 // forgotten, so equal hashes mean equal lists).
 func (p *Proxy) digest() uint32 {
-	h := uint32(2166136261)
-	add := func(b []byte) {
-		for _, c := range b {
-			h = (h ^ uint32(c)) * 16777619
-		}
-	}
+	h := uint64(fnvOffset)
 	for _, m := range p.Known() {
-		add([]byte(m.Name))
-		add([]byte{0})
-		add(m.PublicKey[:])
+		h = fnvAdd(h, m.Name)
+		h = fnvAdd(h, "\x00")
+		h = fnvAdd(h, m.PublicKey[:])
 	}
-	return h
+	return fold32(h)
 }
 
 // digestTick sends this proxy's digest to one live proxy, now and then.
 func (p *Proxy) digestTick(now int64) {
-	p.mu.Lock()
-	if now < p.nextDigest {
-		p.mu.Unlock()
+	p.mem.mu.Lock()
+	if now < p.mem.nextDigest {
+		p.mem.mu.Unlock()
 		return
 	}
-	p.nextDigest = now + int64(digestEvery)
-	p.mu.Unlock()
+	p.mem.nextDigest = now + int64(digestEvery)
+	p.mem.mu.Unlock()
 	cut := p.health.unreachableAddrs()
 	var to []netip.Addr
 	for _, n := range p.Live() {
-		if a := p.addrOf(n); n != p.cfg.Self.Name && a.IsValid() && !cut[a] {
+		if a := p.mem.addrOf(n); n != p.cfg.Self.Name && a.IsValid() && !cut[a] {
 			to = append(to, a)
 		}
 	}
 	if len(to) == 0 {
 		return
 	}
-	a := to[rand.IntN(len(to))]
+	a := to[p.rng.IntN(len(to))]
 	p.sendTo(a, &Message{Type: TypeDigest, Name: p.cfg.Self.Name, Incarnation: p.digest()})
 }
 
@@ -556,7 +575,7 @@ func (p *Proxy) handleDigest(src netip.Addr, m *Message) {
 	if m.Incarnation == mine {
 		return
 	}
-	from, ok := p.members.Load().byAddr[src]
+	from, ok := p.mem.table().byAddr[src]
 	if !ok {
 		return
 	}

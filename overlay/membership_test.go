@@ -85,7 +85,7 @@ func newProxyNet(t *testing.T, n, edges int, mod func(*ProxyConfig)) *proxyNet {
 			t.Fatal(err)
 		}
 		cfg := ProxyConfig{Self: m, Members: pn.members, Edges: policies, ControlPort: testCtrl, Router: r,
-			Send: pn.send, Now: pn.clock}
+			Transport: testTransport{send: pn.send}, Clock: testClock(pn.clock)}
 		if mod != nil {
 			mod(&cfg)
 		}
@@ -311,7 +311,10 @@ func TestTwoTierMembershipRAPChange(t *testing.T) {
 		p.health.mu.Lock()
 		p.health.members[victim.Name].state = StateDead
 		p.health.mu.Unlock()
+		p.ctl.Lock()
 		p.membershipChanged(change{dead: []Member{victim}})
+		p.flush()
+		p.ctl.Unlock()
 	}
 	pn.deliver()
 	newRAPs := jap.RAPs(testGroup)
@@ -416,3 +419,40 @@ func TestRefutedJAPRegistersAgain(t *testing.T) {
 		t.Errorf("RAP counts %d at the JAP after it refuted, want 1", n)
 	}
 }
+
+// testTransport adapts the tests' packet queues to a Transport.
+type testTransport struct {
+	send     func(pkt []byte) error // complete IP packets
+	underlay func(to netip.AddrPort, pkt []byte)
+	addPeer  func(m Member, keepalive bool) error
+}
+
+func (t testTransport) Send(src, dst netip.AddrPort, payload []byte) {
+	buf := make([]byte, 60+8+len(payload))
+	n, err := router.BuildUDP(buf, src, dst, payload)
+	if err != nil {
+		panic(err)
+	}
+	t.send(buf[:n])
+}
+
+func (t testTransport) Forward(pkt []byte) { t.send(pkt) }
+
+func (t testTransport) SendUnderlay(to netip.AddrPort, pkt []byte) {
+	if t.underlay != nil {
+		t.underlay(to, pkt)
+	}
+}
+
+func (t testTransport) AddPeer(m Member, keepalive bool) error {
+	if t.addPeer != nil {
+		return t.addPeer(m, keepalive)
+	}
+	return nil
+}
+
+// testClock is a fake monotonic clock; its wall clock starts in 2026.
+type testClock func() int64
+
+func (c testClock) Now() int64      { return c() }
+func (c testClock) Wall() time.Time { return time.Unix(1_780_000_000, 0).Add(time.Duration(c())) }

@@ -3,6 +3,7 @@ package overlay
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
@@ -11,6 +12,31 @@ import (
 
 	"github.com/pias-net/pias/router"
 )
+
+// Clock is the control plane's time: a monotonic clock for every timer and
+// soft state, and a wall clock only where another host must agree on the
+// time (hello timestamps, a proxy's incarnation at start).
+type Clock interface {
+	Now() int64 // monotonic nanoseconds: the router's time base
+	Wall() time.Time
+}
+
+// Transport is how a proxy's control plane reaches other nodes.
+type Transport interface {
+	// Send sends a control message from src to dst through WireGuard.
+	Send(src, dst netip.AddrPort, payload []byte)
+	// Forward sends a complete IP packet the router released (packets
+	// that waited for a resolve).
+	Forward(pkt []byte)
+	// SendUnderlay sends a datagram from the WireGuard UDP socket, outside
+	// the tunnels: the admission of newcomers.
+	SendUnderlay(to netip.AddrPort, pkt []byte)
+	// AddPeer makes a proxy learned at run time a WireGuard peer (or
+	// updates its endpoint); keepalive asks for a persistent keepalive,
+	// which also starts the handshake at once. It must not call back into
+	// the proxy.
+	AddPeer(m Member, keepalive bool) error
+}
 
 // Member is a proxy of the overlay as every proxy knows it.
 type Member struct {
@@ -46,13 +72,6 @@ type ProxyConfig struct {
 	// MeshKey, if set, lets this proxy admit newcomers that prove it and
 	// join through its seeds itself (see members.go).
 	MeshKey []byte
-	// AddPeer makes a proxy learned at run time a WireGuard peer (or
-	// updates its endpoint); keepalive asks for a persistent keepalive,
-	// which also starts the handshake at once.
-	AddPeer func(m Member, keepalive bool) error
-	// SendUnderlay sends a datagram from the WireGuard UDP socket, outside
-	// the tunnels: the admission of newcomers.
-	SendUnderlay func(to netip.AddrPort, pkt []byte) error
 	// Health are the timers of proxy health monitoring (see health.go).
 	Health HealthConfig
 	// Edges maps each accepted edge's overlay addresses to its policy.
@@ -60,11 +79,13 @@ type ProxyConfig struct {
 	Replicas    int // RAPs per group (k)
 	ControlPort uint16
 	Router      *router.Router
-	// Send hands a complete IP packet to WireGuard.
-	Send func(pkt []byte) error
-	// Now is a monotonic clock in nanoseconds, the router's time base.
-	Now func() int64
-	// OnEvent, if set, is told what the control plane did (logs, the demo).
+	Clock       Clock
+	Transport   Transport
+	// Rand is the proxy's only source of randomness; nil: one seeded from
+	// the proxy's name, so that a run can be repeated exactly.
+	Rand *rand.Rand
+	// OnEvent, if set, is told what the control plane did (logs, the
+	// demo). It runs on the caller's goroutine and must not call back in.
 	OnEvent func(Event)
 
 	// TargetTimeout: a target silent this long is dropped; default 15s. A
@@ -82,81 +103,60 @@ type ProxyConfig struct {
 	ResolveRetry time.Duration // ask the next RAP after this; default 500ms
 }
 
-// Event is a control-plane happening worth telling a person about.
-type Event struct {
-	Proxy  string
-	Kind   string // "join", "leave", "expire", "register", "resolve", "resolved", "refuse", "dead", "alive"; edges: "move", "learned"
-	Group  router.Group
-	Target netip.AddrPort // join, leave, expire
-	Name   string         // the target's or JAP's name; dead, alive: the proxy's
-	RAPs   []string       // register, resolve: the group's RAPs
-	JAPs   []router.JAP   // resolved
-	Reason string         // refuse
-}
-
-type target struct {
-	name     string
-	port     uint16
-	lastSeen int64
-	epoch    uint32        // of its last join here (see Message.Incarnation)
-	weight   int           // its share of load (Message.Weight)
-	timeout  time.Duration // silent this long, it is dropped
-}
-
-type rapEntry struct {
-	name    string
-	targets int
-	weight  int
-	policy  router.Policy
-	since   int64 // first registered (while the entry lived)
-	expires int64
-}
-
-type pendingResolve struct {
-	seq     uint32
-	tries   int
-	retryAt int64
-}
-
-// Proxy is the control plane of one proxy: JAP (targets that joined here and
-// their registration with RAPs), RAP (which JAPs serve a group) and IAP
-// (resolving groups for the router).
+// Proxy is the control plane of one proxy. It composes four parts, each
+// owning its state and its lock:
+//
+//   - membership and health (members.go, health.go, admits.go): which
+//     proxies exist and which are alive;
+//   - JAP (jap.go): the targets that joined here and their registrations;
+//   - RAP (rap.go): which JAPs serve the groups this proxy is a RAP of;
+//   - IAP (iap.go): resolves for the router.
+//
+// Goroutines. The entry points that change state (HandleControl,
+// HandleUnderlay, Resolve, NoTarget, Tick, HealthTick, SetEndpoint) are
+// meant for one goroutine, the node's control goroutine; they serialize on
+// ctl all the same, so tests may call from several. The readers (Stats,
+// Live, Known, Members, RAPs, RAPTable, Admitting) may be called from any
+// goroutine (status, tests) and take only the lock of the part they read.
+// Nothing here starts a goroutine, reads the system clock, or touches a
+// socket: time is the Clock, the network the Transport.
+//
+// Lock ordering: ctl, then at most one of members.mu, health.mu, jap.mu,
+// rap.mu, iap.mu. A part never calls out (another part, the router, the
+// transport, OnEvent) while holding its own lock. What an entry point
+// sends is queued in outbox and sent when it returns, after every part's
+// lock is released; messages to this proxy itself are handled then, in
+// order, so no handler re-enters another.
 type Proxy struct {
-	cfg       ProxyConfig
-	members   atomic.Pointer[memberTable] // every known proxy, self included
-	admission joinState                   // this proxy's admission through its seeds (guarded by mu)
-	tblMu     sync.Mutex                  // serializes writes of members (and cfg.Self)
-	mu        sync.Mutex
-	seq       uint32
-	local     map[router.Group]map[netip.Addr]*target // JAP: targets joined here
-	policy    map[router.Group]router.Policy          // JAP: the policy of each group joined here
-	imposed   map[router.Group]imposedPolicy          // JAP: policies RAPs told us after a conflict
-	reported  map[router.Group]*report                // JAP: what each group's RAPs were last told
-	regMu     sync.Mutex                              // orders registrations: a later count is never sent before an earlier one
-	rap       map[router.Group]map[netip.Addr]*rapEntry
-	pending   map[router.Group]*pendingResolve
-	stats     ProxyStats
-	// noTargetSent: when each IAP was last told this JAP has no target for
-	// a group (guarded by mu).
-	noTargetSent map[noTargetKey]int64
-	// addedAt: when each proxy learned at run time was added (guarded by mu).
-	addedAt map[string]int64
-	// relays: resolves this proxy passes on for proxies cut off from RAPs
-	// (guarded by mu), by the seq of its own ask.
-	relays map[uint32]resolveRelay
-	// nextDigest: when this proxy next compares member lists (guarded by mu).
-	nextDigest int64
-	// reregisterAt: when to register every local group again (guarded by
-	// mu; 0: no need).
-	reregisterAt int64
-	// admits: the edge keys each member admits (guarded by mu); ownAdmits:
-	// this proxy's (see admits.go).
-	admits    map[string]*admitSet
-	ownAdmits [][32]byte
+	cfg   ProxyConfig
+	clock Clock
+	net   Transport
 
+	ctl    sync.Mutex
+	rng    *rand.Rand // guarded by ctl
+	seq    uint32     // guarded by ctl: the last seq of a question sent
+	outbox []outgoing // guarded by ctl
+
+	mem    members
 	health *health
+	jap    jap
+	rap    rap
+	iap    iap
 	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
-	memMu  sync.Mutex               // serializes membership changes
+	stats  counters
+}
+
+// outgoing is a control message an entry point sends when it returns.
+type outgoing struct {
+	src, dst netip.AddrPort
+	m        Message
+}
+
+// counters count control-plane work (see ProxyStats).
+type counters struct {
+	resolvesSent, resolvesAnswered, registers, joins        atomic.Uint64
+	registersSent, registersSuppressed                      atomic.Uint64
+	controlSent, controlReceived, membershipChanges, refuse atomic.Uint64
 }
 
 // ProxyStats counts control-plane work, for tests and status.
@@ -169,6 +169,9 @@ type ProxyStats struct {
 	// ControlSent and ControlReceived count control messages this proxy
 	// sent to or got from other nodes (edges included), health included.
 	ControlSent, ControlReceived uint64
+	// Refused counts control messages dropped because their sender may not
+	// send them, or not to where they were sent.
+	Refused uint64
 	// Health: probes sent (own and relayed), probe requests sent, deaths
 	// declared by this proxy, Alive announcements sent by this proxy.
 	Probes, ProbeReqs, FailsDeclared, AlivesSent uint64
@@ -178,8 +181,8 @@ type ProxyStats struct {
 
 // NewProxy checks cfg and returns a proxy control plane.
 func NewProxy(cfg ProxyConfig) (*Proxy, error) {
-	if cfg.Router == nil || cfg.Send == nil || cfg.Now == nil {
-		return nil, errors.New("overlay: proxy needs a router, a sender and a clock")
+	if cfg.Router == nil || cfg.Transport == nil || cfg.Clock == nil {
+		return nil, errors.New("overlay: proxy needs a router, a transport and a clock")
 	}
 	if !cfg.Self.Addr.Is4() {
 		return nil, fmt.Errorf("overlay: proxy %s has no IPv4 overlay address", cfg.Self.Name)
@@ -202,31 +205,33 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	case cfg.Inaccuracy < 0:
 		cfg.Inaccuracy = 0
 	}
-	p := &Proxy{
-		cfg:      cfg,
-		local:    map[router.Group]map[netip.Addr]*target{},
-		reported: map[router.Group]*report{},
-		rap:      map[router.Group]map[netip.Addr]*rapEntry{},
-		pending:  map[router.Group]*pendingResolve{},
-		admits:   map[string]*admitSet{},
-
-		ownAdmits: ownAdmits(cfg.Edges),
+	if cfg.Health.Incarnation == 0 {
+		// The wall clock in seconds, so that a restarted proxy outranks
+		// its past self.
+		cfg.Health.Incarnation = uint32(cfg.Clock.Wall().Unix())
 	}
+	rng := cfg.Rand
+	if rng == nil {
+		seed := fnvAdd(uint64(fnvOffset), cfg.Self.Name)
+		rng = rand.New(rand.NewPCG(seed, 0x70696173))
+	}
+	p := &Proxy{cfg: cfg, clock: cfg.Clock, net: cfg.Transport, rng: rng}
+	p.jap.init()
+	p.rap.init()
+	p.iap.init()
 	members := []Member{cfg.Self}
+	var seeds []Member
 	for _, m := range cfg.Members {
 		if m.Name != cfg.Self.Name {
 			members = append(members, m)
-			p.admission.seeds = append(p.admission.seeds, m)
+			seeds = append(seeds, m)
 		}
 	}
-	tbl := newMemberTable(members)
-	p.members.Store(tbl)
-	live := slices.Clone(tbl.names)
+	p.mem.init(cfg.Self, members, seeds, cfg.Edges)
+	live := p.mem.table().names
 	p.live.Store(&live)
-	cfg.Router.SetProxies(tbl.addrs())
-	p.health = newHealth(cfg.Health, cfg.Self, members, cfg.Now, func(to netip.Addr, m *Message) {
-		p.sendTo(to, m)
-	}, p.membershipChanged)
+	cfg.Router.SetProxies(p.mem.table().addrs())
+	p.health = newHealth(cfg.Health, cfg.Self, members, cfg.Clock.Now, p.sendTo, p.membershipChanged)
 	p.cfg.Health = p.health.cfg
 	return p, nil
 }
@@ -249,18 +254,25 @@ func (p *Proxy) ProbeInterval() time.Duration { return p.cfg.Health.ProbeInterva
 
 // HealthTick runs one round of health monitoring: call it every
 // ProbeInterval. The first call announces this proxy (Alive).
-func (p *Proxy) HealthTick() { p.health.tick() }
+func (p *Proxy) HealthTick() {
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	p.health.tick()
+	p.flush()
+}
 
 // Stats returns the control-plane counters.
 func (p *Proxy) Stats() ProxyStats {
-	p.health.mu.Lock()
-	hs := p.health.stats
-	p.health.mu.Unlock()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	st := p.stats
-	st.Probes, st.ProbeReqs, st.FailsDeclared, st.AlivesSent = hs.probes, hs.probeReqs, hs.fails, hs.alives
-	return st
+	hs := p.health.statsSnapshot()
+	c := &p.stats
+	return ProxyStats{
+		ResolvesSent: c.resolvesSent.Load(), ResolvesAnswered: c.resolvesAnswered.Load(),
+		Registers: c.registers.Load(), Joins: c.joins.Load(),
+		RegistersSent: c.registersSent.Load(), RegistersSuppressed: c.registersSuppressed.Load(),
+		ControlSent: c.controlSent.Load(), ControlReceived: c.controlReceived.Load(), Refused: c.refuse.Load(),
+		Probes: hs.probes, ProbeReqs: hs.probeReqs, FailsDeclared: hs.fails, AlivesSent: hs.alives,
+		MembershipChanges: c.membershipChanges.Load(),
+	}
 }
 
 // membershipChanged applies a change of the live proxy set: RAPs move by
@@ -269,10 +281,8 @@ func (p *Proxy) Stats() ProxyStats {
 // proxy no longer is a RAP of is dropped, and every local group is
 // registered again at once with its (maybe new) RAPs. A refutation of this
 // proxy's own death registers every local group again too: the RAPs that
-// held it dead dropped its entries.
+// held it dead dropped its entries. (Called by health, under ctl.)
 func (p *Proxy) membershipChanged(c change) {
-	p.memMu.Lock()
-	defer p.memMu.Unlock()
 	live := p.health.live()
 	cut := p.health.unreachableAddrs()
 	names := make([]string, len(live))
@@ -288,10 +298,10 @@ func (p *Proxy) membershipChanged(c change) {
 	p.cfg.Router.SetProxies(addrs)
 	for _, m := range c.unreachable {
 		p.cfg.Router.ForgetJAP(m.Addr)
-		p.emit(Event{Kind: "unreachable", Name: m.Name})
+		p.emit(Event{Kind: EventUnreachable, Name: m.Name})
 	}
 	for _, m := range c.reachable {
-		p.emit(Event{Kind: "reachable", Name: m.Name})
+		p.emit(Event{Kind: EventReachable, Name: m.Name})
 	}
 	if c.onlyReach() {
 		return
@@ -300,48 +310,28 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range gone {
 		p.cfg.Router.ForgetJAP(m.Addr)
 	}
-	p.mu.Lock()
-	p.stats.MembershipChanges++
-	for g, japs := range p.rap {
-		if !slices.Contains(RAPs(g, names, p.cfg.Replicas), p.cfg.Self.Name) {
-			delete(p.rap, g)
-			continue
-		}
-		for _, m := range gone {
-			delete(japs, m.Addr)
-		}
-		if len(japs) == 0 {
-			delete(p.rap, g)
-		}
-	}
-	groups := make([]router.Group, 0, len(p.local))
-	var mine []Message // a TypeMoved for every target joined here
-	for g, ts := range p.local {
-		groups = append(groups, g)
-		for addr, t := range ts {
-			mine = append(mine, Message{Type: TypeMoved, Group: g, Name: t.name, Target: addr, Incarnation: t.epoch})
-		}
-	}
-	p.mu.Unlock()
+	p.stats.membershipChanges.Add(1)
+	p.rap.membersChanged(p.cfg.Self.Name, names, p.cfg.Replicas, gone)
 	for _, m := range c.dead {
-		p.emit(Event{Kind: "dead", Name: m.Name})
+		p.emit(Event{Kind: EventDead, Name: m.Name})
 	}
 	for _, m := range c.added {
-		p.emit(Event{Kind: "alive", Name: m.Name})
+		p.emit(Event{Kind: EventAlive, Name: m.Name})
 	}
 	back := append(slices.Clone(c.revived), c.reset...)
 	p.forgetAdmits(back)
+	moved := p.jap.movedNotices()
 	for _, m := range back {
 		p.syncMissed(m)
-		p.emit(Event{Kind: "alive", Name: m.Name})
+		p.emit(Event{Kind: EventAlive, Name: m.Name})
 		// A proxy cut off for a while may still hold targets that have
 		// joined here since: it missed the TypeMoved then, so tell it now.
-		for i := range mine {
-			p.sendTo(m.Addr, &mine[i])
+		for i := range moved {
+			p.sendTo(m.Addr, &moved[i])
 		}
 	}
 	// New RAPs must learn everything: always send, drift or not.
-	for _, g := range groups {
+	for _, g := range p.jap.groups() {
 		p.register(g, true)
 	}
 	if len(c.revived)+len(c.reset) > 0 || c.refuted {
@@ -351,9 +341,7 @@ func (p *Proxy) membershipChanged(c change) {
 		// read, and the registrations above may be lost. (After a
 		// refutation, RAPs that hear our registration before our Alive
 		// would not take it.)
-		p.mu.Lock()
-		p.reregisterAt = p.cfg.Now() + int64(reregisterAfter)
-		p.mu.Unlock()
+		p.jap.reregisterAt(p.clock.Now() + int64(reregisterAfter))
 	}
 }
 
@@ -368,26 +356,40 @@ func (p *Proxy) emit(e Event) {
 	}
 }
 
-// send encodes m and sends it from src to dst through WireGuard.
+// send queues m from src to dst; it leaves when the entry point returns.
 func (p *Proxy) send(src, dst netip.AddrPort, m *Message) {
-	payload, err := m.AppendBinary(nil)
-	if err != nil {
-		return
-	}
-	buf := make([]byte, 60+8+len(payload))
-	n, err := router.BuildUDP(buf, src, dst, payload)
-	if err != nil {
-		return
-	}
-	p.mu.Lock()
-	p.stats.ControlSent++
-	p.mu.Unlock()
-	p.cfg.Send(buf[:n])
+	p.outbox = append(p.outbox, outgoing{src, dst, *m})
 }
 
-// sendTo sends m to the control port of the node at a.
+// sendTo queues m to the control port of the proxy at a.
 func (p *Proxy) sendTo(a netip.Addr, m *Message) {
 	p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), m)
+}
+
+// nextSeq numbers a question this proxy asks.
+func (p *Proxy) nextSeq() uint32 {
+	p.seq++
+	return p.seq
+}
+
+// flush sends what the entry point queued, in order; messages to this
+// proxy itself are handled here, and what they send is sent too.
+func (p *Proxy) flush() {
+	for i := 0; i < len(p.outbox); i++ {
+		o := p.outbox[i]
+		if o.dst.Addr() == p.cfg.Self.Addr {
+			p.handle(o.src, o.dst, &o.m)
+			continue
+		}
+		payload, err := o.m.AppendBinary(nil)
+		if err != nil {
+			continue
+		}
+		p.stats.controlSent.Add(1)
+		p.net.Send(o.src, o.dst, payload)
+	}
+	clear(p.outbox)
+	p.outbox = p.outbox[:0]
 }
 
 func (p *Proxy) selfPort() netip.AddrPort {
@@ -400,14 +402,22 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 	if err := m.UnmarshalBinary(payload); err != nil {
 		return
 	}
-	fromProxy := p.isProxy(src.Addr())
-	p.mu.Lock()
-	p.stats.ControlReceived++
-	p.mu.Unlock()
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	p.stats.controlReceived.Add(1)
+	p.handle(src, dst, &m)
+	p.flush()
+}
+
+// handle checks who may send m to dst and hands it to the part it is for.
+func (p *Proxy) handle(src, dst netip.AddrPort, m *Message) {
+	fromProxy := p.mem.isProxy(src.Addr())
+	toSelf := dst.Addr() == p.cfg.Self.Addr
 	switch m.Type {
 	case TypeProbe, TypeProbeAck, TypeProbeReq, TypeFail, TypeAlive:
-		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
-			p.health.handle(src.Addr(), &m)
+		if fromProxy && toSelf {
+			p.health.handle(src.Addr(), m)
+			return
 		}
 	case TypeJoin, TypeLeave, TypeKeepalive:
 		// Edges speak to the group's anycast address; emulated anycast made
@@ -415,132 +425,133 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 		// target that moved away also tells its old JAP, at the JAP's own
 		// address, to drop it (no answer: it has already moved).
 		if fromProxy {
+			break
+		}
+		if m.Type == TypeLeave && (toSelf || dst.Addr() == p.cfg.Self.Addr6) {
+			p.leave(src.Addr(), m.Group, EventLeave)
 			return
 		}
-		if m.Type == TypeLeave && dst.Addr() == p.cfg.Self.Addr {
-			p.leave(src.Addr(), m.Group, "leave")
+		if dst.Addr() == m.Group.Addr {
+			p.handleEdge(src, dst, m)
 			return
 		}
-		if dst.Addr() != m.Group.Addr {
-			return
-		}
-		p.handleEdge(src, dst, &m)
 	case TypeRegister:
 		if fromProxy {
-			p.handleRegister(src.Addr(), &m)
+			p.handleRegister(src.Addr(), m)
+			return
 		}
 	case TypeResolve:
 		if fromProxy {
-			p.handleResolve(src, &m)
+			p.handleResolve(src, m)
+			return
 		}
 	case TypeResolveReply:
 		if fromProxy {
-			p.handleResolveReply(&m)
+			p.handleResolveReply(m)
+			return
 		}
 	case TypeNoTarget:
 		if fromProxy {
 			p.cfg.Router.ForgetJAPFor(m.Group, src.Addr())
+			return
 		}
 	case TypeDigest:
-		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
-			p.handleDigest(src.Addr(), &m)
+		if fromProxy && toSelf {
+			p.handleDigest(src.Addr(), m)
+			return
 		}
 	case TypePolicy:
 		if fromProxy {
-			p.handlePolicy(src.Addr(), &m)
+			p.handlePolicy(src.Addr(), m)
+			return
 		}
 	case TypeMember:
-		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
-			p.handleMember(src.Addr(), &m)
+		if fromProxy && toSelf {
+			p.handleMember(src.Addr(), m)
+			return
 		}
 	case TypeAdmitsReq:
-		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
+		if fromProxy && toSelf {
 			p.handleAdmitsReq(src.Addr())
+			return
 		}
 	case TypeAdmits:
-		if fromProxy && dst.Addr() == p.cfg.Self.Addr {
-			p.handleAdmits(src.Addr(), &m)
+		if fromProxy && toSelf {
+			p.handleAdmits(src.Addr(), m)
+			return
 		}
 	case TypeProxiesReq:
 		// An edge asks which proxies would admit it (it learns them), at
 		// this proxy's address of its own family.
-		if !fromProxy && (dst.Addr() == p.cfg.Self.Addr || dst.Addr() == p.cfg.Self.Addr6) {
-			p.handleProxiesReq(src, dst, &m)
+		if !fromProxy && (toSelf || dst.Addr() == p.cfg.Self.Addr6) {
+			p.handleProxiesReq(src, dst, m)
+			return
 		}
 	case TypeMoved:
 		// Another proxy is now this target's JAP: drop it here if it was
 		// ours, whether or not it could tell us itself.
-		if fromProxy && p.joinedBefore(m.Target, m.Group, m.Incarnation) {
-			p.leave(m.Target, m.Group, "moved")
+		if fromProxy {
+			if p.jap.joinedBefore(m.Target, m.Group, m.Incarnation) {
+				p.leave(m.Target, m.Group, EventMoved)
+			}
+			return
 		}
 	}
+	p.stats.refuse.Add(1)
 }
 
 // Tick runs the timers: resolve retries, silent targets, registration refresh
 // and soft-state expiry. Call it often (every 100 ms or so).
 func (p *Proxy) Tick() {
-	now := p.cfg.Now()
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	now := p.clock.Now()
 	p.joinTick(now)
 	p.digestTick(now)
 	p.admitsTick(now)
-	type gone struct {
-		g    router.Group
-		addr netip.Addr
+	for _, g := range p.iap.due(now, 2*p.cfg.Replicas) {
+		p.askRAP(g)
 	}
-	var retry []router.Group
-	var expired []gone
-	var refresh []router.Group
-	p.mu.Lock()
-	for g, pr := range p.pending {
-		if now >= pr.retryAt {
-			if pr.tries >= 2*p.cfg.Replicas {
-				delete(p.pending, g) // the router times the queue out
-				continue
-			}
-			retry = append(retry, g)
-		}
-	}
-	for g, ts := range p.local {
-		for addr, t := range ts {
-			if now-t.lastSeen > int64(t.timeout) {
-				expired = append(expired, gone{g, addr})
-			}
-		}
-	}
-	again := p.reregisterAt != 0 && now >= p.reregisterAt
-	if again {
-		p.reregisterAt = 0
-	}
-	for g, r := range p.reported {
-		if again || now-r.at > int64(p.cfg.RegisterTTL/3) {
-			refresh = append(refresh, g)
-		}
-	}
-	for g, japs := range p.rap {
-		for addr, e := range japs {
-			if e.expires <= now {
-				delete(japs, addr)
-			}
-		}
-		if len(japs) == 0 {
-			delete(p.rap, g)
-		}
-	}
-	p.mu.Unlock()
-	for _, g := range retry {
-		p.mu.Lock()
-		pr := p.pending[g]
-		p.mu.Unlock()
-		if pr != nil {
-			p.askRAP(g, pr)
-		}
-	}
-	for _, e := range expired {
-		p.leave(e.addr, e.g, "expire")
+	for _, e := range p.jap.expired(now) {
+		p.leave(e.addr, e.g, EventExpire)
 	}
 	// The slow refresh: RAP state is soft, and a count within the
 	// inaccuracy threshold is brought up to date here.
-	for _, g := range refresh {
+	for _, g := range p.jap.refreshDue(now, p.cfg.RegisterTTL/3) {
 		p.report(g, true)
 	}
+	p.rap.expire(now)
+	p.flush()
+}
+
+// cmpGroup orders groups: by address, port, then protocol.
+func cmpGroup(a, b router.Group) int {
+	if c := a.Addr.Compare(b.Addr); c != 0 {
+		return c
+	}
+	if a.Port != b.Port {
+		return int(a.Port) - int(b.Port)
+	}
+	return int(a.Proto) - int(b.Proto)
+}
+
+// sortedGroups lists the keys of m in cmpGroup order: every loop that sends
+// goes in a fixed order, so that a run can be repeated exactly.
+func sortedGroups[V any](m map[router.Group]V) []router.Group {
+	out := make([]router.Group, 0, len(m))
+	for g := range m {
+		out = append(out, g)
+	}
+	slices.SortFunc(out, cmpGroup)
+	return out
+}
+
+// sortedAddrs lists the keys of m in address order.
+func sortedAddrs[V any](m map[netip.Addr]V) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for a := range m {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }

@@ -7,126 +7,19 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/pias-net/pias/router"
 )
 
-// RAPTable returns what this proxy knows as RAP: each group's live JAPs.
-func (p *Proxy) RAPTable() map[router.Group][]router.JAP {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	now := p.cfg.Now()
-	out := map[router.Group][]router.JAP{}
-	for g := range p.rap {
-		if japs, _ := p.japsLocked(g, now); len(japs) > 0 {
-			out[g] = japs
-		}
-	}
-	return out
-}
-
-func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
-	// Keep state only for groups this proxy is a RAP of by its own view:
-	// a JAP whose view is behind (it has not heard of a proxy yet) would
-	// leave an entry here that nobody asks for and nobody withdraws. The
-	// JAP registers again when its view catches up.
-	if m.Targets != 0 && !slices.Contains(p.RAPs(m.Group), p.cfg.Self.Name) {
-		return
-	}
-	p.mu.Lock()
-	p.stats.Registers++
-	conflict := p.registerLocked(jap, m)
-	p.mu.Unlock()
-	if conflict == nil {
-		return
-	}
-	p.emit(Event{Kind: "refuse", Group: m.Group, Name: m.Name, Reason: fmt.Sprintf(
-		"JAP %s registers %s with %v, but the group has %v (from %s)", m.Name, m.Group, m.Policy, conflict.policy, conflict.name)})
-	told := Message{Type: TypePolicy, Group: m.Group, Policy: conflict.policy}
-	if jap == p.cfg.Self.Addr {
-		// Our own registration: the caller holds regMu, which dropping
-		// the targets takes again.
-		go p.handlePolicy(jap, &told)
-		return
-	}
-	p.sendTo(jap, &told)
-}
-
-// registerLocked applies a registration. One group, one policy: the JAPs
-// that registered first set it. The group's first RAP (by the hash over
-// live proxies) is its arbiter: there, a JAP whose targets state another
-// policy is not registered, and registerLocked returns the entry it
-// conflicts with. (One arbiter, so that two RAPs that heard two JAPs in
-// opposite orders cannot each turn one away; the other RAPs keep every
-// entry until the loser withdraws.)
-func (p *Proxy) registerLocked(jap netip.Addr, m *Message) *rapEntry {
-	japs := p.rap[m.Group]
-	if m.Targets == 0 {
-		delete(japs, jap)
-		if len(japs) == 0 {
-			delete(p.rap, m.Group)
-		}
-		return nil
-	}
-	now := p.cfg.Now()
-	since := now
-	if e := japs[jap]; e != nil {
-		since = e.since
-	}
-	if raps := p.RAPs(m.Group); len(raps) > 0 && raps[0] == p.cfg.Self.Name {
-		for addr, e := range japs {
-			if addr != jap && e.expires > now && e.targets > 0 && e.policy != m.Policy && e.since <= since {
-				delete(japs, jap)
-				return e
-			}
-		}
-	}
-	if japs == nil {
-		japs = map[netip.Addr]*rapEntry{}
-		p.rap[m.Group] = japs
-	}
-	japs[jap] = &rapEntry{name: m.Name, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, since: since, expires: now + int64(m.TTL)}
-	return nil
-}
-
-// japsLocked lists a group's live JAPs, sorted by address for stable
-// answers, and the group's policy. JAPs agree on it, as each refuses joins
-// that state another; should two disagree all the same (targets that
-// joined different JAPs at once), the one with more targets wins, then the
-// lower address.
-func (p *Proxy) japsLocked(g router.Group, now int64) ([]router.JAP, router.Policy) {
-	var out []router.JAP
-	var pol router.Policy
-	best := -1
-	for addr, e := range p.rap[g] {
-		if e.expires > now && e.targets > 0 {
-			out = append(out, router.JAP{Addr: addr, Targets: e.targets, Weight: e.weight})
-		}
-	}
-	slices.SortFunc(out, func(a, b router.JAP) int { return a.Addr.Compare(b.Addr) })
-	for _, j := range out {
-		if e := p.rap[g][j.Addr]; e.targets > best {
-			best, pol = e.targets, e.policy
-		}
-	}
-	return out, pol
-}
-
-func (p *Proxy) handleResolve(src netip.AddrPort, m *Message) {
-	if m.Port == 0 && !slices.Contains(p.RAPs(m.Group), p.cfg.Self.Name) && p.isProxy(src.Addr()) {
-		// Not a RAP of the group: a proxy cut off from all its RAPs asks
-		// through this one (see askRAP). Ask a RAP and relay the answer;
-		// once only (hops), so views that differ cannot make a loop.
-		p.relayResolve(src, m)
-		return
-	}
-	p.mu.Lock()
-	p.stats.ResolvesAnswered++
-	japs, pol := p.japsLocked(m.Group, p.cfg.Now())
-	p.mu.Unlock()
-	reply := Message{Type: TypeResolveReply, Seq: m.Seq, Group: m.Group, Status: StatusOK, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol}
-	p.send(p.selfPort(), src, &reply)
+type rapEntry struct {
+	name    string
+	targets int
+	weight  int
+	policy  router.Policy
+	since   int64 // first registered (while the entry lived)
+	expires int64
 }
 
 // resolveRelay is a resolve this proxy passes on for a proxy cut off from
@@ -137,6 +30,178 @@ type resolveRelay struct {
 	expires int64
 }
 
+// rap is the state of the RAP role.
+type rap struct {
+	mu      sync.Mutex
+	entries map[router.Group]map[netip.Addr]*rapEntry
+	// relayed: resolves this proxy passes on for proxies cut off from
+	// RAPs, by the seq of its own ask.
+	relayed map[uint32]resolveRelay
+}
+
+func (r *rap) init() {
+	r.entries = map[router.Group]map[netip.Addr]*rapEntry{}
+	r.relayed = map[uint32]resolveRelay{}
+}
+
+// membersChanged drops the entries of groups this proxy is no RAP of any
+// more among the live proxies names, and those of JAPs that are gone.
+func (r *rap) membersChanged(self string, names []string, k int, gone []Member) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for g, japs := range r.entries {
+		if !slices.Contains(RAPs(g, names, k), self) {
+			delete(r.entries, g)
+			continue
+		}
+		for _, m := range gone {
+			delete(japs, m.Addr)
+		}
+		if len(japs) == 0 {
+			delete(r.entries, g)
+		}
+	}
+}
+
+// expire drops soft state past its time.
+func (r *rap) expire(now int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for g, japs := range r.entries {
+		for addr, e := range japs {
+			if e.expires <= now {
+				delete(japs, addr)
+			}
+		}
+		if len(japs) == 0 {
+			delete(r.entries, g)
+		}
+	}
+	for seq, rl := range r.relayed {
+		if now >= rl.expires {
+			delete(r.relayed, seq)
+		}
+	}
+}
+
+// RAPTable returns what this proxy knows as RAP: each group's live JAPs.
+func (p *Proxy) RAPTable() map[router.Group][]router.JAP {
+	r := &p.rap
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := p.clock.Now()
+	out := map[router.Group][]router.JAP{}
+	for g := range r.entries {
+		if japs, _ := r.japsLocked(g, now); len(japs) > 0 {
+			out[g] = japs
+		}
+	}
+	return out
+}
+
+// answer lists g's live JAPs and its policy.
+func (r *rap) answer(g router.Group, now int64) ([]router.JAP, router.Policy) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.japsLocked(g, now)
+}
+
+func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
+	// Keep state only for groups this proxy is a RAP of by its own view:
+	// a JAP whose view is behind (it has not heard of a proxy yet) would
+	// leave an entry here that nobody asks for and nobody withdraws. The
+	// JAP registers again when its view catches up.
+	raps := p.RAPs(m.Group)
+	if m.Targets != 0 && !slices.Contains(raps, p.cfg.Self.Name) {
+		return
+	}
+	p.stats.registers.Add(1)
+	arbiter := len(raps) > 0 && raps[0] == p.cfg.Self.Name
+	conflict := p.rap.register(jap, m, arbiter, p.clock.Now())
+	if conflict == nil {
+		return
+	}
+	p.emit(Event{Kind: EventRefuse, Group: m.Group, Name: m.Name, Reason: fmt.Sprintf(
+		"JAP %q registers %s with %v, but the group has %v (from %q)", m.Name, m.Group, m.Policy, conflict.policy, conflict.name)})
+	// To this proxy too: the message is handled after this one.
+	p.sendTo(jap, &Message{Type: TypePolicy, Group: m.Group, Policy: conflict.policy})
+}
+
+// register applies a registration. One group, one policy: the JAPs that
+// registered first set it. The group's first RAP (by the hash over live
+// proxies) is its arbiter: there, a JAP whose targets state another policy
+// is not registered, and register returns the entry it conflicts with.
+// (One arbiter, so that two RAPs that heard two JAPs in opposite orders
+// cannot each turn one away; the other RAPs keep every entry until the
+// loser withdraws.)
+func (r *rap) register(jap netip.Addr, m *Message, arbiter bool, now int64) *rapEntry {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	japs := r.entries[m.Group]
+	if m.Targets == 0 {
+		delete(japs, jap)
+		if len(japs) == 0 {
+			delete(r.entries, m.Group)
+		}
+		return nil
+	}
+	since := now
+	if e := japs[jap]; e != nil {
+		since = e.since
+	}
+	if arbiter {
+		for _, addr := range sortedAddrs(japs) {
+			if e := japs[addr]; addr != jap && e.expires > now && e.targets > 0 && e.policy != m.Policy && e.since <= since {
+				delete(japs, jap)
+				return e
+			}
+		}
+	}
+	if japs == nil {
+		japs = map[netip.Addr]*rapEntry{}
+		r.entries[m.Group] = japs
+	}
+	japs[jap] = &rapEntry{name: m.Name, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, since: since, expires: now + int64(m.TTL)}
+	return nil
+}
+
+// japsLocked lists a group's live JAPs, sorted by address for stable
+// answers, and the group's policy. JAPs agree on it, as each refuses joins
+// that state another; should two disagree all the same (targets that
+// joined different JAPs at once), the one with more targets wins, then the
+// lower address.
+func (r *rap) japsLocked(g router.Group, now int64) ([]router.JAP, router.Policy) {
+	var out []router.JAP
+	var pol router.Policy
+	best := -1
+	for addr, e := range r.entries[g] {
+		if e.expires > now && e.targets > 0 {
+			out = append(out, router.JAP{Addr: addr, Targets: e.targets, Weight: e.weight})
+		}
+	}
+	slices.SortFunc(out, func(a, b router.JAP) int { return a.Addr.Compare(b.Addr) })
+	for _, j := range out {
+		if e := r.entries[g][j.Addr]; e.targets > best {
+			best, pol = e.targets, e.policy
+		}
+	}
+	return out, pol
+}
+
+func (p *Proxy) handleResolve(src netip.AddrPort, m *Message) {
+	if m.Port == 0 && !slices.Contains(p.RAPs(m.Group), p.cfg.Self.Name) {
+		// Not a RAP of the group: a proxy cut off from all its RAPs asks
+		// through this one (see askRAP). Ask a RAP and relay the answer;
+		// once only (hops), so views that differ cannot make a loop.
+		p.relayResolve(src, m)
+		return
+	}
+	p.stats.resolvesAnswered.Add(1)
+	japs, pol := p.rap.answer(m.Group, p.clock.Now())
+	reply := Message{Type: TypeResolveReply, Seq: m.Seq, Group: m.Group, Status: StatusOK, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol}
+	p.send(p.selfPort(), src, &reply)
+}
+
 // relayTTL bounds how long a relayed resolve waits for its answer.
 const relayTTL = 2 * time.Second
 
@@ -145,37 +210,29 @@ func (p *Proxy) relayResolve(src netip.AddrPort, m *Message) {
 	if len(raps) == 0 || raps[0] == p.cfg.Self.Name {
 		return
 	}
-	now := p.cfg.Now()
-	p.mu.Lock()
-	if p.relays == nil {
-		p.relays = map[uint32]resolveRelay{}
-	}
-	for seq, r := range p.relays {
-		if now >= r.expires {
-			delete(p.relays, seq)
-		}
-	}
-	p.seq++
-	seq := p.seq
-	p.relays[seq] = resolveRelay{to: src, seq: m.Seq, expires: now + int64(relayTTL)}
-	p.mu.Unlock()
-	p.sendTo(p.addrOf(raps[0]), &Message{Type: TypeResolve, Seq: seq, Group: m.Group, Port: 1})
+	seq := p.nextSeq()
+	r := &p.rap
+	r.mu.Lock()
+	r.relayed[seq] = resolveRelay{to: src, seq: m.Seq, expires: p.clock.Now() + int64(relayTTL)}
+	r.mu.Unlock()
+	p.sendTo(p.mem.addrOf(raps[0]), &Message{Type: TypeResolve, Seq: seq, Group: m.Group, Port: 1})
 }
 
-// relayed passes a RAP's answer on to the proxy this one asked for, and
-// reports whether m was such an answer.
-func (p *Proxy) relayed(m *Message) bool {
-	p.mu.Lock()
-	r, ok := p.relays[m.Seq]
+// relayAnswer passes a RAP's answer on to the proxy this one asked for,
+// and reports whether m was such an answer.
+func (p *Proxy) relayAnswer(m *Message) bool {
+	r := &p.rap
+	r.mu.Lock()
+	rl, ok := r.relayed[m.Seq]
 	if ok {
-		delete(p.relays, m.Seq)
+		delete(r.relayed, m.Seq)
 	}
-	p.mu.Unlock()
+	r.mu.Unlock()
 	if !ok {
 		return false
 	}
 	reply := *m
-	reply.Seq = r.seq
-	p.send(p.selfPort(), r.to, &reply)
+	reply.Seq = rl.seq
+	p.send(p.selfPort(), rl.to, &reply)
 	return true
 }

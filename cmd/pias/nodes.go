@@ -34,7 +34,7 @@ func eventLogger(w io.Writer) func(overlay.Event) {
 			return
 		}
 		var b strings.Builder
-		b.WriteString(e.Kind)
+		b.WriteString(string(e.Kind))
 		if e.Group.Addr.IsValid() {
 			fmt.Fprintf(&b, " %s", e.Group)
 		}
