@@ -320,7 +320,6 @@ func TestTargetKeepaliveAgainstTimeout(t *testing.T) {
 	}
 }
 
-
 // TestJoinDuringUndetectedPartition: a proxy cut off shortly before a
 // newcomer joins, but not yet declared dead, misses the flood; the
 // anti-entropy digests tell it of the newcomer once the cut heals.
@@ -347,5 +346,3 @@ func TestJoinDuringUndetectedPartition(t *testing.T) {
 		t.Errorf("p2, cut off while n joined and back since, never learns n: it knows %v", knownNames(b))
 	}
 }
-
-
