@@ -22,18 +22,22 @@ var Epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // stop and reset timers and send packets, but must not advance the clock.
 type Clock struct {
 	now     int64
-	seq     uint64  // scheduling order, the tie-break between equal due times
-	events  []event // min-heap by (when, seq)
-	running bool    // inside Advance, Step or RunUntil
+	seq     uint64   // scheduling order, the tie-break between equal due times
+	events  []event  // min-heap by (when, seq)
+	running bool     // inside Advance, Step or RunUntil
+	timers  []*Timer // pending timers by slot, the event's ref
+	free    []int32  // free slots in timers
+	nets    []*Net   // the Nets on this clock, by event.net
 }
 
-// event is a timer or a packet delivery (n, slot) due at when.
+// event is a timer, or a packet delivery, due at when. It holds no
+// pointers so that the heap moves it without write barriers, which were
+// most of the cost of a packet.
 type event struct {
 	when int64
 	seq  uint64
-	t    *Timer
-	n    *Net
-	slot int32
+	ref  int32 // the timer's slot in Clock.timers, or the packet's slot in its Net
+	net  int32 // -1 for a timer, else the Net's index in Clock.nets
 }
 
 // NewClock returns a clock at time 0 with no timers.
@@ -100,7 +104,16 @@ func (t *Timer) Reset(d time.Duration) bool {
 }
 
 func (c *Clock) schedule(t *Timer, d time.Duration) {
-	c.push(event{when: c.now + int64(max(d, 0)), t: t})
+	var slot int32
+	if k := len(c.free); k > 0 {
+		slot = c.free[k-1]
+		c.free = c.free[:k-1]
+	} else {
+		slot = int32(len(c.timers))
+		c.timers = append(c.timers, nil)
+	}
+	c.timers[slot] = t
+	t.idx = c.push(event{when: c.now + int64(max(d, 0)), ref: slot, net: -1})
 }
 
 // Pending is the number of timers and packets in flight.
@@ -160,13 +173,16 @@ func (c *Clock) leave() { c.running = false }
 // fireNext pops the earliest event, moves the clock to it and runs it.
 func (c *Clock) fireNext() {
 	e := c.events[0]
+	var t *Timer
+	if e.net < 0 {
+		t = c.timers[e.ref] // before remove frees the slot
+	}
 	c.remove(0)
 	c.now = max(c.now, e.when)
-	if e.n != nil {
-		e.n.deliver(e.slot)
+	if t == nil {
+		c.nets[e.net].deliver(e.ref)
 		return
 	}
-	t := e.t
 	if t.period > 0 {
 		// Scheduled before f runs, so that f may Stop or Reset it.
 		c.schedule(t, t.period)
@@ -184,35 +200,36 @@ func (c *Clock) less(i, j int) bool {
 
 func (c *Clock) swap(i, j int) {
 	c.events[i], c.events[j] = c.events[j], c.events[i]
-	if t := c.events[i].t; t != nil {
-		t.idx = i
-	}
-	if t := c.events[j].t; t != nil {
-		t.idx = j
+	c.moved(i)
+	c.moved(j)
+}
+
+// moved tells the timer at heap index i, if any, where it now is.
+func (c *Clock) moved(i int) {
+	if e := &c.events[i]; e.net < 0 {
+		c.timers[e.ref].idx = i
 	}
 }
 
-func (c *Clock) push(e event) {
+// push adds e in scheduling order and returns its index in the heap.
+func (c *Clock) push(e event) int {
 	c.seq++
 	e.seq = c.seq
 	c.events = append(c.events, e)
-	i := len(c.events) - 1
-	if e.t != nil {
-		e.t.idx = i
-	}
-	c.up(i)
+	return c.up(len(c.events) - 1)
 }
 
 func (c *Clock) remove(i int) {
 	last := len(c.events) - 1
-	t := c.events[i].t
+	e := c.events[i]
 	if i != last {
 		c.swap(i, last)
 	}
-	if t != nil {
-		t.idx = -1
+	if e.net < 0 {
+		c.timers[e.ref].idx = -1
+		c.timers[e.ref] = nil
+		c.free = append(c.free, e.ref)
 	}
-	c.events[last] = event{} // drop references for the GC
 	c.events = c.events[:last]
 	if i != last {
 		if !c.down(i) {
@@ -221,15 +238,17 @@ func (c *Clock) remove(i int) {
 	}
 }
 
-func (c *Clock) up(i int) {
+// up sifts i up and returns where it ends.
+func (c *Clock) up(i int) int {
 	for i > 0 {
 		p := (i - 1) / 2
 		if !c.less(i, p) {
-			return
+			break
 		}
 		c.swap(i, p)
 		i = p
 	}
+	return i
 }
 
 // down sifts i down and reports whether it moved.

@@ -40,6 +40,7 @@ type Stats struct {
 // one exact run. Like its Clock, a Net is not safe for concurrent use.
 type Net struct {
 	clk    *Clock
+	id     int32 // index in clk.nets
 	rng    *rand.Rand
 	hosts  []*Host
 	byName map[string]*Host
@@ -73,14 +74,17 @@ type flight struct {
 // NewNet returns an empty network on clk whose loss and jitter draw from a
 // source seeded with seed. The default link is instant and lossless.
 func NewNet(clk *Clock, seed uint64) *Net {
-	return &Net{
+	n := &Net{
 		clk:    clk,
+		id:     int32(len(clk.nets)),
 		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		byName: map[string]*Host{},
 		byAddr: map[netip.Addr]*Host{},
 		links:  map[pair]Link{},
 		cuts:   map[pair]bool{},
 	}
+	clk.nets = append(clk.nets, n)
+	return n
 }
 
 // Clock is the network's clock.
@@ -285,7 +289,7 @@ func (n *Net) Send(src, dst netip.AddrPort, payload []byte) {
 		n.flight = append(n.flight, flight{})
 	}
 	n.flight[slot] = flight{p: p, from: from, to: to, epoch: to.epoch}
-	n.clk.push(event{when: now + d, n: n, slot: slot})
+	n.clk.push(event{when: now + d, ref: slot, net: n.id})
 }
 
 // deliver runs when the packet in slot arrives.
