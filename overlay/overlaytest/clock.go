@@ -5,10 +5,9 @@ import (
 	"time"
 )
 
-// Epoch is the wall-clock time at which every Clock starts: Wall returns
-// Epoch plus Now. It is fixed so that runs (and hello timestamps in them)
-// repeat exactly.
-var Epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+// epoch is the wall-clock time at which every Clock starts, fixed so that
+// runs (and hello timestamps in them) repeat exactly.
+var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Clock is a virtual monotonic clock. Time stands still until the caller
 // moves it with Advance, Step or RunUntil, which run the timers that fall
@@ -40,15 +39,18 @@ type event struct {
 	net  int32 // -1 for a timer, else the Net's index in Clock.nets
 }
 
-// NewClock returns a clock at time 0 with no timers.
+// NewClock returns a clock at time 0 with no timers. Code that takes a
+// zero time for "never" wants the clock moved on first: Advance(time.Hour)
+// costs nothing when no timer is pending.
 func NewClock() *Clock { return &Clock{} }
 
 // Now is the virtual time in nanoseconds since the clock started: the time
 // base of overlay and router.
 func (c *Clock) Now() int64 { return c.now }
 
-// Wall is the virtual wall-clock time, Epoch plus Now.
-func (c *Clock) Wall() time.Time { return Epoch.Add(time.Duration(c.now)) }
+// Wall is the virtual wall-clock time: 2025-01-01 00:00 UTC plus Now, the
+// same in every run.
+func (c *Clock) Wall() time.Time { return epoch.Add(time.Duration(c.now)) }
 
 // Timer is a pending call scheduled on a Clock, once (AfterFunc) or
 // periodically (Every).
