@@ -1,0 +1,330 @@
+package overlaytest
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+)
+
+// Link is how packets travel between two hosts.
+type Link struct {
+	Delay  time.Duration // one-way delay
+	Jitter time.Duration // extra delay per packet, uniform in [0, Jitter]; may reorder
+	Loss   float64       // probability that a packet is lost, 0 to 1
+}
+
+// Handler receives the packets delivered to a host. The payload is the
+// handler's to keep.
+type Handler func(src, dst netip.AddrPort, payload []byte)
+
+// Stats count packets. For a host: Sent are the packets it sent, Received
+// those delivered to it, Dropped those it sent that were dropped. For the
+// Net: the totals.
+type Stats struct {
+	Sent, Received, Dropped uint64
+}
+
+// Net is an in-memory network on a Clock. Each host owns one or more
+// addresses (an overlay address per family and an underlay endpoint, say);
+// a packet goes to the host that owns its destination address, whatever
+// the port, after the link's delay, as an event on the clock: never from
+// within Send, so handlers never re-enter each other.
+//
+// Reachability (Down, Partition, Cut) is checked when a packet is sent and
+// again when it arrives, so a cut or a kill also drops what is in flight.
+// A packet from an address no host owns (a test playing an outsider)
+// reaches every host over the default link.
+//
+// Loss and jitter draw from one random source seeded by NewNet: one seed,
+// one exact run. Like its Clock, a Net is not safe for concurrent use.
+type Net struct {
+	clk    *Clock
+	id     int32 // index in clk.nets
+	rng    *rand.Rand
+	hosts  []*Host
+	byName map[string]*Host
+	byAddr map[netip.Addr]*Host
+	def    Link
+	links  map[pair]Link
+	cuts   map[pair]bool
+	trace  func(Packet)
+	dropIf func(Packet) bool
+	flight []flight // packets in flight, by slot
+	free   []int32  // free slots in flight
+	stats  Stats
+}
+
+// pair is an unordered pair of hosts, by index, the smaller first.
+type pair [2]int32
+
+func pairOf(a, b *Host) pair {
+	if a.idx > b.idx {
+		a, b = b, a
+	}
+	return pair{a.idx, b.idx}
+}
+
+type flight struct {
+	p        Packet
+	from, to *Host
+	epoch    uint32 // to.epoch when sent: a Down since drops the packet
+}
+
+// NewNet returns an empty network on clk whose loss and jitter draw from a
+// source seeded with seed. The default link is instant and lossless.
+func NewNet(clk *Clock, seed uint64) *Net {
+	n := &Net{
+		clk:    clk,
+		id:     int32(len(clk.nets)),
+		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		byName: map[string]*Host{},
+		byAddr: map[netip.Addr]*Host{},
+		links:  map[pair]Link{},
+		cuts:   map[pair]bool{},
+	}
+	clk.nets = append(clk.nets, n)
+	return n
+}
+
+// Clock is the network's clock.
+func (n *Net) Clock() *Clock { return n.clk }
+
+// Host is a node of a Net.
+type Host struct {
+	n       *Net
+	idx     int32
+	name    string
+	addrs   []netip.Addr
+	handler Handler
+	down    bool
+	epoch   uint32 // counts Downs
+	group   int    // partition group; 0 is none
+	stats   Stats
+}
+
+// AddHost adds a host that owns addrs. Names and addresses must be unique.
+func (n *Net) AddHost(name string, addrs ...netip.Addr) *Host {
+	if _, ok := n.byName[name]; ok {
+		panic(fmt.Sprintf("overlaytest: host %q added twice", name))
+	}
+	h := &Host{n: n, idx: int32(len(n.hosts)), name: name, addrs: append([]netip.Addr(nil), addrs...)}
+	for _, a := range addrs {
+		if o := n.byAddr[a]; o != nil {
+			panic(fmt.Sprintf("overlaytest: address %v of host %q already belongs to %q", a, name, o.name))
+		}
+		n.byAddr[a] = h
+	}
+	n.hosts = append(n.hosts, h)
+	n.byName[name] = h
+	return h
+}
+
+// Host is the host named name; it panics if there is none.
+func (n *Net) Host(name string) *Host {
+	h := n.byName[name]
+	if h == nil {
+		panic(fmt.Sprintf("overlaytest: no host %q", name))
+	}
+	return h
+}
+
+// Hosts are the hosts in the order they were added.
+func (n *Net) Hosts() []*Host { return append([]*Host(nil), n.hosts...) }
+
+// Name is the host's name.
+func (h *Host) Name() string { return h.name }
+
+// Addrs are the addresses the host owns.
+func (h *Host) Addrs() []netip.Addr { return append([]netip.Addr(nil), h.addrs...) }
+
+// Handle sets the function that receives the host's packets. A host
+// without one drops them silently (they still count as received).
+func (h *Host) Handle(f Handler) { h.handler = f }
+
+// IsUp reports whether the host is up (not Down).
+func (h *Host) IsUp() bool { return !h.down }
+
+// Stats are the host's counters.
+func (h *Host) Stats() Stats { return h.stats }
+
+// Stats are the network's totals.
+func (n *Net) Stats() Stats { return n.stats }
+
+// SetDefault sets the link between hosts that have no link of their own.
+func (n *Net) SetDefault(l Link) { n.def = checkLink(l) }
+
+// SetLink sets the link between hosts a and b, both ways.
+func (n *Net) SetLink(a, b string, l Link) { n.links[pairOf(n.Host(a), n.Host(b))] = checkLink(l) }
+
+func checkLink(l Link) Link {
+	if l.Delay < 0 || l.Jitter < 0 || !(l.Loss >= 0 && l.Loss <= 1) {
+		panic(fmt.Sprintf("overlaytest: bad link %+v", l))
+	}
+	return l
+}
+
+// Partition splits the network: hosts in different groups cannot reach
+// each other. Hosts named in no group reach, and are reached by, every
+// group. It replaces any earlier partition; cut links stay cut.
+func (n *Net) Partition(groups ...[]string) {
+	for _, h := range n.hosts {
+		h.group = 0
+	}
+	for i, g := range groups {
+		for _, name := range g {
+			h := n.Host(name)
+			if h.group != 0 {
+				panic(fmt.Sprintf("overlaytest: host %q in two partition groups", name))
+			}
+			h.group = i + 1
+		}
+	}
+}
+
+// Cut breaks the link between hosts a and b, both ways.
+func (n *Net) Cut(a, b string) { n.cuts[pairOf(n.Host(a), n.Host(b))] = true }
+
+// Heal ends the partition and mends every cut link. Hosts that are Down
+// stay down.
+func (n *Net) Heal() {
+	for _, h := range n.hosts {
+		h.group = 0
+	}
+	clear(n.cuts)
+}
+
+// Down kills host name: it neither sends nor receives, and the packets in
+// flight to it are dropped, even if it comes Up before they would arrive.
+func (n *Net) Down(name string) {
+	h := n.Host(name)
+	h.down = true
+	h.epoch++
+}
+
+// Up revives host name.
+func (n *Net) Up(name string) { n.Host(name).down = false }
+
+// Trace calls f with every packet sent, once its fate is known: when it is
+// dropped, or when it is delivered, just before the handler runs. The
+// payload is valid only during the call (Recorder.Record copies it). A nil
+// f stops tracing.
+func (n *Net) Trace(f func(Packet)) { n.trace = f }
+
+// DropIf drops, as they are sent, the packets for which f returns true (a
+// test losing one chosen message). The payload is valid only during the
+// call. A nil f drops nothing.
+func (n *Net) DropIf(f func(Packet) bool) { n.dropIf = f }
+
+func (n *Net) reachable(from, to *Host) bool {
+	if from == nil || from == to {
+		return true
+	}
+	if from.group != 0 && to.group != 0 && from.group != to.group {
+		return false
+	}
+	return len(n.cuts) == 0 || !n.cuts[pairOf(from, to)]
+}
+
+func (n *Net) link(from, to *Host) Link {
+	if from == nil || len(n.links) == 0 {
+		return n.def
+	}
+	if l, ok := n.links[pairOf(from, to)]; ok {
+		return l
+	}
+	return n.def
+}
+
+// Send sends payload from src to dst. The payload is copied; delivery, if
+// any, is an event on the clock after the link's delay.
+func (n *Net) Send(src, dst netip.AddrPort, payload []byte) {
+	now := n.clk.now
+	from, to := n.byAddr[src.Addr()], n.byAddr[dst.Addr()]
+	p := Packet{Sent: now, At: now, Src: src, Dst: dst}
+	if from != nil {
+		p.From = from.name
+		from.stats.Sent++
+	}
+	if to != nil {
+		p.To = to.name
+	}
+	n.stats.Sent++
+	l := n.link(from, to)
+	switch {
+	case from != nil && from.down:
+		p.Fate = DropDown
+	case to == nil:
+		p.Fate = DropNoHost
+	case to.down:
+		p.Fate = DropDown
+	case !n.reachable(from, to):
+		p.Fate = DropCut
+	}
+	if p.Fate == Delivered && n.dropIf != nil {
+		p.Payload = payload
+		if n.dropIf(p) {
+			p.Fate = DropFilter
+		}
+	}
+	if p.Fate == Delivered && l.Loss > 0 && n.rng.Float64() < l.Loss {
+		p.Fate = DropLoss
+	}
+	if p.Fate != Delivered {
+		p.Payload = payload
+		n.dropped(p, from)
+		return
+	}
+	d := int64(l.Delay)
+	if l.Jitter > 0 {
+		d += n.rng.Int64N(int64(l.Jitter) + 1)
+	}
+	p.Payload = append([]byte(nil), payload...)
+	var slot int32
+	if k := len(n.free); k > 0 {
+		slot = n.free[k-1]
+		n.free = n.free[:k-1]
+	} else {
+		slot = int32(len(n.flight))
+		n.flight = append(n.flight, flight{})
+	}
+	n.flight[slot] = flight{p: p, from: from, to: to, epoch: to.epoch}
+	n.clk.push(event{when: now + d, ref: slot, net: n.id})
+}
+
+// deliver runs when the packet in slot arrives.
+func (n *Net) deliver(slot int32) {
+	f := n.flight[slot]
+	n.flight[slot] = flight{}
+	n.free = append(n.free, slot)
+	p := f.p
+	p.At = n.clk.now
+	switch {
+	case f.to.down || f.to.epoch != f.epoch:
+		p.Fate = DropDown
+	case !n.reachable(f.from, f.to):
+		p.Fate = DropCut
+	}
+	if p.Fate != Delivered {
+		n.dropped(p, f.from)
+		return
+	}
+	n.stats.Received++
+	f.to.stats.Received++
+	if n.trace != nil {
+		n.trace(p)
+	}
+	if f.to.handler != nil {
+		f.to.handler(p.Src, p.Dst, p.Payload)
+	}
+}
+
+func (n *Net) dropped(p Packet, from *Host) {
+	n.stats.Dropped++
+	if from != nil {
+		from.stats.Dropped++
+	}
+	if n.trace != nil {
+		n.trace(p)
+	}
+}
