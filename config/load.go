@@ -512,7 +512,7 @@ func (d *decoder) groupPolicy(gt *table, s *Service) {
 			s.Policy.Replicate = int(n)
 		} // 1: one copy, no replication, the same policy as leaving it out
 	}
-	if n, ok := gt.integer("weight", false, 1, MaxWeight); ok {
+	if n, ok := gt.integer("weight", false, 1, router.MaxWeight); ok {
 		s.Weight = int(n)
 	}
 }
