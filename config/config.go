@@ -40,7 +40,6 @@ const (
 	MinKeepalive       = 100 * time.Millisecond
 	MaxKeepalive       = time.Hour // a JAP wants one at least every third of its target_timeout
 	DefaultWeight      = 1
-	MaxWeight          = 1000 // as overlay.MaxWeight
 	DefaultInterface   = InterfaceNetstack
 
 	MaxNameLen = 15 // names become parts of interface names
@@ -157,7 +156,7 @@ type Service struct {
 	Group  router.Group
 	Port   uint16
 	Policy router.Policy
-	Weight int // 1..MaxWeight, default 1
+	Weight int // 1..router.MaxWeight, default 1
 }
 
 // Addr4 is n's IPv4 overlay address (invalid if it has none).

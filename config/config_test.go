@@ -4,9 +4,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -511,5 +513,49 @@ func TestGroupPolicy(t *testing.T) {
 		Policy: router.Policy{Select: router.SelectAffinity, Scope: router.ScopeSameCluster, Replicate: 3}, Weight: 7}
 	if len(tg.Groups) != 1 || tg.Groups[0] != want {
 		t.Errorf("groups %+v, want %+v", tg.Groups, want)
+	}
+}
+
+// A FileReader's loaders read the config and its key files through it, and
+// nothing from the disk: the files of a lab can be checked before they exist.
+func TestFileReader(t *testing.T) {
+	files := map[string][]byte{}
+	for _, name := range []string{"proxy.toml", "keys/p1.key", "keys/mesh.key", "target.toml", "keys/t1.key"} {
+		data, err := os.ReadFile(filepath.Join("examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[filepath.Join("mem", name)] = data
+	}
+	var asked []string
+	r := FileReader(func(path string) ([]byte, error) {
+		asked = append(asked, path)
+		if data, ok := files[path]; ok {
+			return data, nil
+		}
+		return nil, &fs.PathError{Op: "open", Path: path, Err: fs.ErrNotExist}
+	})
+	p, err := r.LoadProxy(filepath.Join("mem", "proxy.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Name != "p1" || p.MeshKey == nil || p.PrivateKeyFile != filepath.Join("mem", "keys", "p1.key") {
+		t.Errorf("proxy from memory: name %q, mesh key %v, key file %q", p.Name, p.MeshKey != nil, p.PrivateKeyFile)
+	}
+	want := []string{filepath.Join("mem", "proxy.toml"), filepath.Join("mem", "keys", "p1.key"), filepath.Join("mem", "keys", "mesh.key")}
+	if !slices.Equal(asked, want) {
+		t.Errorf("read %q, want %q", asked, want)
+	}
+	if _, err := r.LoadTarget(filepath.Join("mem", "target.toml")); err != nil {
+		t.Error(err)
+	}
+	// A key file the reader lacks is an error of the key that names it.
+	delete(files, filepath.Join("mem", "keys", "t1.key"))
+	_, err = r.LoadTarget(filepath.Join("mem", "target.toml"))
+	if err == nil || !strings.Contains(err.Error(), "private_key_file") || !strings.Contains(err.Error(), "file does not exist") {
+		t.Errorf("target without its key file: %v", err)
+	}
+	if _, err := r.LoadClient(filepath.Join("mem", "client.toml")); err == nil || !strings.Contains(err.Error(), "file does not exist") {
+		t.Errorf("missing client file: %v", err)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -26,6 +25,7 @@ import (
 // stricter than MetaData.Undecoded, which matches struct fields
 // case-insensitively and cannot tell the elements of [[proxy]] apart.)
 type decoder struct {
+	read  FileReader // reads the key files the config names
 	file  string
 	dir   string
 	lines map[string]int
@@ -33,8 +33,8 @@ type decoder struct {
 }
 
 // parseFile reads and parses a TOML file. The error is an *Error.
-func parseFile(path string) (*decoder, map[string]any, error) {
-	data, err := os.ReadFile(path)
+func (r FileReader) parseFile(path string) (*decoder, map[string]any, error) {
+	data, err := r(path)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -56,7 +56,7 @@ func parseFile(path string) (*decoder, map[string]any, error) {
 		}
 		return nil, nil, e
 	}
-	d := &decoder{file: path, dir: filepath.Dir(path), lines: keyLines(string(data))}
+	d := &decoder{read: r, file: path, dir: filepath.Dir(path), lines: keyLines(string(data))}
 	return d, m, nil
 }
 
@@ -356,7 +356,7 @@ func (d *decoder) keyFile(path, name, what string) (Key, string, bool) {
 	if !filepath.IsAbs(file) {
 		file = filepath.Join(d.dir, file)
 	}
-	data, err := os.ReadFile(file)
+	data, err := d.read(file)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {

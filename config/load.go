@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"regexp"
 	"sort"
 	"time"
@@ -10,9 +11,24 @@ import (
 	"github.com/pias-net/pias/router"
 )
 
+// A FileReader reads a file by path, as os.ReadFile does. Its Load methods
+// read a config file and the key files it names through it, so that configs
+// can be checked before they are written (lab.NewPlan does).
+type FileReader func(path string) ([]byte, error)
+
 // LoadProxy reads and validates a proxy's config file.
-func LoadProxy(path string) (*Proxy, error) {
-	d, m, err := parseFile(path)
+func LoadProxy(path string) (*Proxy, error) { return FileReader(os.ReadFile).LoadProxy(path) }
+
+// LoadTarget reads and validates a target's config file.
+func LoadTarget(path string) (*Edge, error) { return FileReader(os.ReadFile).LoadTarget(path) }
+
+// LoadClient reads and validates a client's config file. A client file is a
+// target file without [[group]].
+func LoadClient(path string) (*Edge, error) { return FileReader(os.ReadFile).LoadClient(path) }
+
+// LoadProxy is the package's LoadProxy, reading files with r.
+func (r FileReader) LoadProxy(path string) (*Proxy, error) {
+	d, m, err := r.parseFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -65,15 +81,14 @@ func LoadProxy(path string) (*Proxy, error) {
 	return p, nil
 }
 
-// LoadTarget reads and validates a target's config file.
-func LoadTarget(path string) (*Edge, error) { return loadEdge(path, RoleTarget) }
+// LoadTarget is the package's LoadTarget, reading files with r.
+func (r FileReader) LoadTarget(path string) (*Edge, error) { return r.loadEdge(path, RoleTarget) }
 
-// LoadClient reads and validates a client's config file. A client file is a
-// target file without [[group]].
-func LoadClient(path string) (*Edge, error) { return loadEdge(path, RoleClient) }
+// LoadClient is the package's LoadClient, reading files with r.
+func (r FileReader) LoadClient(path string) (*Edge, error) { return r.loadEdge(path, RoleClient) }
 
-func loadEdge(path, role string) (*Edge, error) {
-	d, m, err := parseFile(path)
+func (r FileReader) loadEdge(path, role string) (*Edge, error) {
+	d, m, err := r.parseFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -512,7 +527,7 @@ func (d *decoder) groupPolicy(gt *table, s *Service) {
 			s.Policy.Replicate = int(n)
 		} // 1: one copy, no replication, the same policy as leaving it out
 	}
-	if n, ok := gt.integer("weight", false, 1, MaxWeight); ok {
+	if n, ok := gt.integer("weight", false, 1, router.MaxWeight); ok {
 		s.Weight = int(n)
 	}
 }

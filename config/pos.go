@@ -7,8 +7,9 @@ import (
 
 // BurntSushi/toml v1.6 keeps key positions only privately, and only one per
 // dotted key name (the last [[proxy]] wins), so error lines come from this
-// small scanner instead. It runs only on text the TOML parser has accepted,
-// and records the line of every key, table header and array element under a
+// small scanner instead. It runs on text the TOML parser has accepted, but
+// is safe on any text (it only guesses lines on text that is not TOML), and
+// records the line of every key, table header and array element under a
 // path like "proxy[1].address[0]" (array indexes are 0-based).
 
 type posScanner struct {
@@ -22,11 +23,6 @@ type posScanner struct {
 // keyLines returns path → line for the TOML text s.
 func keyLines(s string) map[string]int {
 	p := &posScanner{s: s, line: 1, pos: map[string]int{}, aot: map[string]int{}}
-	defer func() {
-		// The scanner is best effort: a surprise in valid TOML must not
-		// take the loader down; the lines found so far are kept.
-		_ = recover()
-	}()
 	p.document()
 	return p.pos
 }
@@ -155,12 +151,12 @@ func (p *posScanner) key() []string {
 			if v, err := strconv.Unquote(p.s[start:p.i]); err == nil {
 				segs = append(segs, v)
 			} else {
-				segs = append(segs, p.s[start+1:p.i-1])
+				segs = append(segs, p.content(start))
 			}
 		case '\'':
 			start := p.i
 			p.literalString()
-			segs = append(segs, p.s[start+1:p.i-1])
+			segs = append(segs, p.content(start))
 		default:
 			start := p.i
 			for !p.eof() && isBare(p.s[p.i]) {
@@ -177,6 +173,17 @@ func (p *posScanner) key() []string {
 		}
 		p.advance(1)
 	}
+}
+
+// content is the text of the string whose opening quote is at start and
+// which the scanner has just passed: without its closing quote, if it has
+// one (at the end of the text it may not).
+func (p *posScanner) content(start int) string {
+	end := p.i // > start: the opening quote was passed
+	if end > start+1 && p.s[end-1] == p.s[start] {
+		end--
+	}
+	return p.s[start+1 : end]
 }
 
 func isBare(c byte) bool {

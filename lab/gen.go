@@ -5,9 +5,11 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -200,22 +202,44 @@ type genNode struct {
 
 // Generate writes a lab into opts.Out: for every node NAME.key and
 // NAME.toml, for every client also NAME.wg.conf (a wg-quick file for a
-// plain WireGuard client of its home proxy), and lab.json. Every config is
-// loaded back with the config package before Generate returns.
+// plain WireGuard client of its home proxy), and lab.json. It is NewPlan
+// and Plan.Write: nothing is written unless the whole lab could be planned.
 func Generate(opts Options) (*Lab, error) {
+	p, err := NewPlan(opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.Write(); err != nil {
+		return nil, err
+	}
+	return p.Lab, nil
+}
+
+// A Plan is a lab computed in memory: its description and the bytes of
+// every file, each config already loaded back with the config package.
+type Plan struct {
+	Lab   *Lab   // Lab.Dir is Options.Out
+	Files []File // in the order Write creates them; lab.json last
+}
+
+// A File is one file of a Plan.
+type File struct {
+	Name string // relative to the lab directory
+	Data []byte
+	Mode fs.FileMode
+}
+
+// NewPlan computes the lab opts describe, with new keys, and checks every
+// config it would write. It writes nothing and does not look at opts.Out.
+func NewPlan(opts Options) (*Plan, error) { return newPlan(opts, config.GeneratePrivateKey) }
+
+// newPlan is NewPlan with the keys from newKey: the nodes' in lab.json
+// order, then the mesh key.
+func newPlan(opts Options, newKey func() (config.Key, error)) (*Plan, error) {
 	opts.defaults()
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(opts.Out, 0o755); err != nil {
-		return nil, fmt.Errorf("lab: %v", err)
-	}
-	if ents, err := os.ReadDir(opts.Out); err != nil {
-		return nil, fmt.Errorf("lab: %v", err)
-	} else if len(ents) > 0 {
-		return nil, fmt.Errorf("lab: %s is not empty", opts.Out)
-	}
-
 	l := &Lab{
 		Dir:           opts.Out,
 		Underlay:      opts.Underlay,
@@ -234,7 +258,7 @@ func Generate(opts Options) (*Lab, error) {
 
 	var nodes []*genNode
 	add := func(name, role string, block, n int) (*genNode, error) {
-		k, err := config.GeneratePrivateKey()
+		k, err := newKey()
 		if err != nil {
 			return nil, fmt.Errorf("lab: %v", err)
 		}
@@ -292,14 +316,16 @@ func Generate(opts Options) (*Lab, error) {
 		c.Home = proxies[c.proxies[0]].Name
 		c.WGQuick = c.Name + ".wg.conf"
 	}
-
-	mesh, err := config.GeneratePrivateKey()
+	mesh, err := newKey()
 	if err != nil {
 		return nil, fmt.Errorf("lab: %v", err)
 	}
-	if err := writeFile(l.Path(MeshKeyFile), mesh.String()+"\n", 0o600); err != nil {
-		return nil, err
+
+	p := &Plan{Lab: l}
+	addFile := func(name, text string, mode fs.FileMode) {
+		p.Files = append(p.Files, File{Name: name, Data: []byte(text), Mode: mode})
 	}
+	addFile(MeshKeyFile, mesh.String()+"\n", 0o600)
 	for _, n := range nodes {
 		var text string
 		if n.Role == config.RoleProxy {
@@ -307,50 +333,115 @@ func Generate(opts Options) (*Lab, error) {
 		} else {
 			text = edgeTOML(l, n, proxies)
 		}
-		if err := writeFile(l.Path(n.KeyFile), n.priv.String()+"\n", 0o600); err != nil {
-			return nil, err
-		}
-		if err := writeFile(l.Path(n.Config), text, 0o644); err != nil {
-			return nil, err
-		}
+		addFile(n.KeyFile, n.priv.String()+"\n", 0o600)
+		addFile(n.Config, text, 0o644)
 		if n.WGQuick != "" {
-			if err := writeFile(l.Path(n.WGQuick), wgQuick(l, n, proxies[n.proxies[0]]), 0o600); err != nil {
-				return nil, err
-			}
+			addFile(n.WGQuick, wgQuick(l, n, proxies[n.proxies[0]]), 0o600)
 		}
 		l.Nodes = append(l.Nodes, n.Node)
 	}
-	if err := l.Write(); err != nil {
+	data, err := l.encode()
+	if err != nil {
 		return nil, fmt.Errorf("lab: %v", err)
 	}
-	if err := l.Check(); err != nil {
+	p.Files = append(p.Files, File{Name: LabFile, Data: data, Mode: 0o644})
+	if err := l.check(p.reader()); err != nil {
 		return nil, fmt.Errorf("lab: generated a bad config (a bug): %v", err)
 	}
-	return l, nil
+	return p, nil
 }
 
-// Check loads every node's config with the loader of its role.
-func (l *Lab) Check() error {
-	for _, n := range l.Nodes {
-		var err error
-		switch n.Role {
-		case config.RoleProxy:
-			_, err = config.LoadProxy(l.Path(n.Config))
-		case config.RoleTarget:
-			_, err = config.LoadTarget(l.Path(n.Config))
-		default:
-			_, err = config.LoadClient(l.Path(n.Config))
+// reader reads the plan's files by path, as if they were written.
+func (p *Plan) reader() config.FileReader {
+	byPath := make(map[string][]byte, len(p.Files))
+	for _, f := range p.Files {
+		byPath[p.Lab.Path(f.Name)] = f.Data
+	}
+	return func(path string) ([]byte, error) {
+		if data, ok := byPath[filepath.Clean(path)]; ok {
+			return data, nil
+		}
+		return nil, &fs.PathError{Op: "open", Path: path, Err: fs.ErrNotExist}
+	}
+}
+
+// Write creates the lab's directory if needed, which must then be empty,
+// and writes the files into it; it never replaces a file. When a write fails
+// it removes the files it wrote, so that the directory is empty again, and
+// says so (or names the files it could not remove).
+func (p *Plan) Write() error {
+	dir := p.Lab.Dir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("lab: %v", err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil {
+		return fmt.Errorf("lab: %v", err)
+	} else if len(ents) > 0 {
+		return fmt.Errorf("lab: %s is not empty", dir)
+	}
+	var written []string
+	for _, f := range p.Files {
+		path := p.Lab.Path(f.Name)
+		created, err := writeNew(path, f.Data, f.Mode)
+		if created {
+			written = append(written, path)
 		}
 		if err != nil {
-			return err
+			return fmt.Errorf("lab: %v%s", err, undo(dir, written))
 		}
 	}
 	return nil
 }
 
-func writeFile(path, text string, mode os.FileMode) error {
-	if err := os.WriteFile(path, []byte(text), mode); err != nil {
-		return fmt.Errorf("lab: %v", err)
+// writeNew writes a file that must not exist yet; created reports whether
+// it now exists (when err is not nil, possibly incomplete).
+func writeNew(path string, data []byte, mode fs.FileMode) (created bool, err error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return false, err
+	}
+	_, err = f.Write(data)
+	if err1 := f.Close(); err == nil {
+		err = err1
+	}
+	return true, err
+}
+
+// undo removes the files a failed Write created in dir, and says how that
+// went, for the end of Write's error.
+func undo(dir string, written []string) string {
+	var left []string
+	for _, path := range written {
+		if err := os.Remove(path); err != nil {
+			left = append(left, filepath.Base(path))
+		}
+	}
+	switch {
+	case len(left) > 0:
+		return fmt.Sprintf(" (and %s holds a partial lab: could not remove %s)", dir, strings.Join(left, ", "))
+	case len(written) > 0:
+		return fmt.Sprintf(" (removed the %d files written before)", len(written))
+	}
+	return ""
+}
+
+// Check loads every node's config with the loader of its role.
+func (l *Lab) Check() error { return l.check(os.ReadFile) }
+
+func (l *Lab) check(r config.FileReader) error {
+	for _, n := range l.Nodes {
+		var err error
+		switch n.Role {
+		case config.RoleProxy:
+			_, err = r.LoadProxy(l.Path(n.Config))
+		case config.RoleTarget:
+			_, err = r.LoadTarget(l.Path(n.Config))
+		default:
+			_, err = r.LoadClient(l.Path(n.Config))
+		}
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

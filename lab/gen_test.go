@@ -1,12 +1,16 @@
 package lab
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -476,5 +480,104 @@ func TestReadLabErrors(t *testing.T) {
 	}
 	if _, err := ReadLab(filepath.Join(dir, "none")); err == nil {
 		t.Errorf("ReadLab of a missing file succeeded")
+	}
+}
+
+// keySource returns the keys of seeds 1, 2, … in turn; after fail keys (when
+// fail > 0) it fails.
+func keySource(t *testing.T, fail int) func() (config.Key, error) {
+	t.Helper()
+	n := 0
+	return func() (config.Key, error) {
+		n++
+		if fail > 0 && n > fail {
+			return config.Key{}, errors.New("no entropy")
+		}
+		var k config.Key
+		k[1], k[31] = byte(n), 0x40 // clamped like a Curve25519 private key
+		return k, nil
+	}
+}
+
+// A plan that fails leaves the output directory as it was: here, absent.
+func TestPlanFailsBeforeWriting(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		o      Options
+		newKey func() (config.Key, error)
+		msg    string
+	}{
+		{"bad options", Options{Proxies: 2, Clusters: 3}, keySource(t, 0), "3 clusters"},
+		{"keys run out", Options{Proxies: 2, Clusters: 1, Targets: 2, Groups: 1}, keySource(t, 3), "no entropy"},
+		{"mesh key fails", Options{Proxies: 2, Clusters: 1}, keySource(t, 2), "no entropy"},
+		{"config fails its check", Options{Proxies: 2, Clusters: 1}, func() (config.Key, error) { return config.Key{}, nil }, "bad config (a bug)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.o.Out = filepath.Join(t.TempDir(), "lab")
+			p, err := newPlan(tc.o, tc.newKey)
+			if err == nil || !strings.Contains(err.Error(), tc.msg) {
+				t.Fatalf("newPlan: %v, %v; want an error with %q", p, err, tc.msg)
+			}
+			if _, err := os.Stat(tc.o.Out); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("output directory after a failed plan: %v", err)
+			}
+		})
+	}
+}
+
+// The same options and keys give the same files, byte for byte, in the
+// order Write creates them.
+func TestPlanDeterministic(t *testing.T) {
+	o := Options{Out: "lab", Proxies: 3, Clusters: 2, Targets: 3, Clients: 2, Groups: 2, Seeded: 1}
+	a, err := newPlan(o, keySource(t, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := newPlan(o, keySource(t, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(a, b) {
+		t.Errorf("two plans with the same keys differ")
+	}
+	var names []string
+	for _, f := range a.Files {
+		names = append(names, f.Name)
+	}
+	want := "mesh.key p1.key p1.toml p2.key p2.toml p3.key p3.toml t1.key t1.toml t2.key t2.toml t3.key t3.toml " +
+		"cl1.key cl1.toml cl1.wg.conf cl2.key cl2.toml cl2.wg.conf lab.json"
+	if got := strings.Join(names, " "); got != want {
+		t.Errorf("files %s\nwant %s", got, want)
+	}
+}
+
+// A write that fails takes back the files written before it, so that the
+// directory is empty again and a second Write succeeds.
+func TestPlanWriteFails(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "lab")
+	p, err := NewPlan(Options{Out: dir, Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := *p
+	bad.Files = slices.Insert(slices.Clone(p.Files), 3, File{Name: filepath.Join("no-such-dir", "x"), Mode: 0o644})
+	err = bad.Write()
+	if err == nil || !strings.Contains(err.Error(), "no-such-dir") || !strings.Contains(err.Error(), "removed the 3 files written before") {
+		t.Fatalf("Write with a file in a missing directory: %v", err)
+	}
+	if ents, err := os.ReadDir(dir); err != nil || len(ents) != 0 {
+		t.Fatalf("after the failed Write: %v, %v", ents, err)
+	}
+	if err := p.Write(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range p.Files {
+		data, err := os.ReadFile(filepath.Join(dir, f.Name))
+		if err != nil || !bytes.Equal(data, f.Data) {
+			t.Errorf("%s: %v, or not what the plan holds", f.Name, err)
+		}
+	}
+	if err := p.Write(); err == nil || !strings.Contains(err.Error(), "is not empty") {
+		t.Errorf("second Write: %v", err)
 	}
 }

@@ -92,11 +92,17 @@ func ReadLab(path string) (*Lab, error) {
 
 // Write stores l as DIR/lab.json.
 func (l *Lab) Write() error {
-	data, err := json.MarshalIndent(l, "", "  ")
+	data, err := l.encode()
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(l.Dir, LabFile), append(data, '\n'), 0o644)
+	return os.WriteFile(filepath.Join(l.Dir, LabFile), data, 0o644)
+}
+
+// encode is the text of lab.json.
+func (l *Lab) encode() ([]byte, error) {
+	data, err := json.MarshalIndent(l, "", "  ")
+	return append(data, '\n'), err
 }
 
 // Node returns the node called name, or nil.

@@ -316,7 +316,7 @@ const (
 )
 
 // MaxWeight is the largest weight of one target.
-const MaxWeight = 1000
+const MaxWeight = router.MaxWeight
 
 const fHealth = fNoGroup | fName | fIncarnation
 

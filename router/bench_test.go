@@ -22,7 +22,7 @@ func BenchmarkEstablishedJAP(b *testing.B) {
 	for _, f := range families {
 		b.Run(f.name, func(b *testing.B) {
 			r := newRouter(b, selfP2())
-			r.AddTarget(group(f.any, ProtoTCP), f.tgt)
+			r.addTarget(group(f.any, ProtoTCP), f.tgt)
 			orig := encap(p1, p2, benchTCP(f.client, f.any))
 			buf := make([]byte, Headroom+len(orig))
 			copy(buf[Headroom:], orig)
@@ -46,7 +46,7 @@ func BenchmarkEstablishedIAP(b *testing.B) {
 	for _, f := range families {
 		b.Run(f.name, func(b *testing.B) {
 			r := newRouter(b, selfP1())
-			r.Resolved(group(f.any, ProtoTCP), []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
+			r.resolved(group(f.any, ProtoTCP), []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
 			orig := benchTCP(f.client, f.any)
 			buf := make([]byte, Headroom+len(orig))
 			copy(buf[Headroom:], orig)
@@ -69,7 +69,7 @@ func BenchmarkReplyJAP(b *testing.B) {
 	for _, f := range families {
 		b.Run(f.name, func(b *testing.B) {
 			r := newRouter(b, selfP2())
-			r.AddTarget(group(f.any, ProtoTCP), f.tgt)
+			r.addTarget(group(f.any, ProtoTCP), f.tgt)
 			mustForward(b, r, encap(p1, p2, benchTCP(f.client, f.any)), 0)
 			orig := benchTCP(f.tgt, f.client)
 			buf := make([]byte, Headroom+len(orig))
@@ -101,9 +101,9 @@ func BenchmarkNewFlow(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			r := newRouter(b, selfP1())
 			if local {
-				r.AddTarget(gTCP, tgt)
+				r.addTarget(gTCP, tgt)
 			} else {
-				r.Resolved(gTCP, []JAP{{Addr: p2, Targets: 1}, {Addr: p3, Targets: 1}}, time.Hour, 0)
+				r.resolved(gTCP, []JAP{{Addr: p2, Targets: 1}, {Addr: p3, Targets: 1}}, time.Hour, 0)
 			}
 			orig := pkt{src: client, dst: anyTCP, proto: ProtoTCP, flags: tcpSYN, mss: 1460}.build()
 			buf := make([]byte, Headroom+len(orig))
@@ -128,7 +128,7 @@ func BenchmarkNewFlow(b *testing.B) {
 // goroutines, each its own flow, as wireguard-go's per-peer goroutines do.
 func BenchmarkEstablishedJAPParallel(b *testing.B) {
 	r := newRouter(b, selfP2())
-	r.AddTarget(gTCP, tgt)
+	r.addTarget(gTCP, tgt)
 	var next uint32
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {

@@ -81,19 +81,13 @@ func (r *Router) enqueue(res *Result, g Group, buf []byte, p *parsed, now int64)
 	return nil
 }
 
-// Resolved installs g's JAP list in the cache for ttl (an empty list means
-// "no such group" and is kept for Config.NegativeTTL), then routes the
+// ResolvedPolicy installs g's JAP list in the cache for ttl (an empty list
+// means "no such group" and is kept for Config.NegativeTTL), then routes the
 // packets that waited for it. It returns those to forward, each a slice
-// holding exactly the packet (the copies of replicated datagrams
-// included); the others are dropped and counted. It is ResolvedPolicy with
-// the zero Policy.
-func (r *Router) Resolved(g Group, japs []JAP, ttl time.Duration, now int64) [][]byte {
-	return r.ResolvedPolicy(g, Policy{}, japs, ttl, now)
-}
-
-// ResolvedPolicy is Resolved for a group whose new flows pick JAPs by pol.
-// japs are in order of preference for SelectProximity, nearest first;
-// the other selections do not depend on their order.
+// holding exactly the packet (the copies of replicated datagrams included);
+// the others are dropped and counted. New flows of g pick JAPs by pol: japs
+// are in order of preference for SelectProximity, nearest first; the other
+// selections do not depend on their order.
 func (r *Router) ResolvedPolicy(g Group, pol Policy, japs []JAP, ttl time.Duration, now int64) [][]byte {
 	g.Addr = g.Addr.Unmap()
 	e := &cacheEntry{known: len(japs) > 0, pol: pol.normal()}

@@ -14,8 +14,8 @@ func TestConcurrentUse(t *testing.T) {
 	iap := newRouter(t, selfP1(), func(c *Config) { c.MaxFlows = 64 })
 	jap := newRouter(t, selfP2(), func(c *Config) { c.MaxFlows = 64 })
 	ap := netip.AddrPortFrom(anyIP, 53)
-	jap.AddTarget(gUDP, tgt)
-	jap.AddTarget(gUDP, tgt2)
+	jap.addTarget(gUDP, tgt)
+	jap.addTarget(gUDP, tgt2)
 
 	hammer(t, 8, func(w int) {
 		for i := range 500 {
@@ -26,7 +26,7 @@ func TestConcurrentUse(t *testing.T) {
 			switch res.Action {
 			case Queued:
 				if res.Resolve {
-					for _, p := range iap.Resolved(gUDP, []JAP{{Addr: p2, Targets: 2}}, time.Second, now) {
+					for _, p := range iap.resolved(gUDP, []JAP{{Addr: p2, Targets: 2}}, time.Second, now) {
 						route(jap, p, now)
 					}
 				}
@@ -46,12 +46,12 @@ func TestConcurrentUse(t *testing.T) {
 			jap.RemoveTarget(gUDP, tgt2.Addr())
 			iap.Invalidate(gUDP)
 		} else {
-			jap.AddTarget(gUDP, tgt2)
+			jap.addTarget(gUDP, tgt2)
 			iap.SetProxies(proxyIPs)
 		}
 		switch i % 8 {
 		case 0:
-			iap.AddTarget(gUDP, tgt) // some flows stay local for a while
+			iap.addTarget(gUDP, tgt) // some flows stay local for a while
 		case 4:
 			iap.RemoveTarget(gUDP, tgt.Addr())
 		}

@@ -17,11 +17,6 @@ type flowKey struct {
 	proto, fam   uint8
 }
 
-// reverse is the key of the other direction.
-func (k flowKey) reverse() flowKey {
-	return flowKey{src: k.dst, dst: k.src, sport: k.dport, dport: k.sport, proto: k.proto, fam: k.fam}
-}
-
 // hash is a cheap, fixed (unseeded) mix of the key. It picks shards and,
 // being the same on every proxy, also JAPs and remapped ports: two IAPs with
 // the same JAP list send a client's flow to the same JAP.

@@ -64,19 +64,19 @@ func TestWriteFuzzCorpus(t *testing.T) {
 func fuzzRouter(t testing.TB) *Router {
 	r := newRouter(t, []netip.Addr{p2, p2v6}, func(c *Config) { c.MaxFlows = 64; c.QueueLimit = 4 })
 	for _, g := range []Group{gTCP, gUDP} {
-		r.AddTarget(g, tgt)
+		r.addTarget(g, tgt)
 	}
 	for _, g := range []Group{gTCP6, gUDP6} {
-		r.AddTarget(g, tgt6)
+		r.addTarget(g, tgt6)
 	}
 	other := Group{Addr: anyIP.Next(), Port: 80, Proto: ProtoTCP}
-	r.Resolved(other, []JAP{{Addr: p3, Targets: 1}}, time.Hour, 0)
+	r.resolved(other, []JAP{{Addr: p3, Targets: 1}}, time.Hour, 0)
 	// Replicated groups: served here (p2), and elsewhere.
 	rep := Policy{Select: SelectAffinity, Replicate: 3}
 	here := Group{Addr: anyIP, Port: 5353, Proto: ProtoUDP}
 	r.SetPolicy(here, rep)
 	r.AddTargetWeight(here, tgt, 2)
-	r.AddTarget(here, tgt2)
+	r.addTarget(here, tgt2)
 	r.ResolvedPolicy(Group{Addr: anyIP.Next(), Port: 53, Proto: ProtoUDP}, Policy{Select: SelectLoad, Replicate: 3},
 		[]JAP{{Addr: p1, Targets: 1}, {Addr: p3, Targets: 2}}, time.Hour, 0)
 	return r
@@ -124,7 +124,7 @@ func FuzzRoute(f *testing.F) {
 			}
 		case Queued:
 			if res.Resolve && len(data)%2 == 0 {
-				for _, p := range r.Resolved(res.Group, []JAP{{Addr: p3, Targets: 1}}, time.Second, now) {
+				for _, p := range r.resolved(res.Group, []JAP{{Addr: p3, Targets: 1}}, time.Second, now) {
 					var pp parsed
 					if reason := pp.parse(p, 0, len(p)); reason != DropNone {
 						t.Fatalf("Resolved forwarded a packet that does not parse: % x", p)

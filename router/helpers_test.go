@@ -347,3 +347,13 @@ func udp(src, dst netip.AddrPort, payload string) []byte {
 func echo(src, dst netip.Addr, typ uint8) []byte {
 	return pkt{src: netip.AddrPortFrom(src, 0), dst: netip.AddrPortFrom(dst, 0), proto: ProtoICMP, icmpType: typ, payload: []byte("ping")}.build()
 }
+
+// resolved is ResolvedPolicy with the zero Policy.
+func (r *Router) resolved(g Group, japs []JAP, ttl time.Duration, now int64) [][]byte {
+	return r.ResolvedPolicy(g, Policy{}, japs, ttl, now)
+}
+
+// addTarget is AddTargetWeight with weight 1.
+func (r *Router) addTarget(g Group, t netip.AddrPort) bool {
+	return r.AddTargetWeight(g, t, 1)
+}

@@ -28,7 +28,7 @@ func isEchoRequest(p *parsed) bool {
 // live group: a local target on it, or a JAP with targets in the cache of
 // its echo pseudo-group. On a cache miss the request waits for the echo
 // group to be resolved like any group's packet. override, when not nil, is
-// the echo group's entry (Resolved routes with it).
+// the echo group's entry (ResolvedPolicy routes with it).
 func (r *Router) echoAnycast(res *Result, buf []byte, p *parsed, now int64, override *cacheEntry) *Result {
 	if !isEchoRequest(p) {
 		return r.drop(res, DropICMPUnsupported)

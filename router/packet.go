@@ -183,14 +183,6 @@ func (p *parsed) dstOff() int {
 	return p.off + ipv6Dst
 }
 
-// addrLen is the length of the packet's addresses.
-func (p *parsed) addrLen() int {
-	if p.fam == 4 {
-		return 4
-	}
-	return 16
-}
-
 // l4ChecksumOff is where the TCP or UDP checksum is.
 func (p *parsed) l4ChecksumOff() int {
 	if p.proto == ProtoTCP {

@@ -152,8 +152,8 @@ func (r *Router) Policy(g Group) Policy {
 // and the set of candidates, and a candidate that comes or goes moves only
 // its own share of keys.
 
-// hrw is the rendezvous hash of key and a candidate.
-func hrw(key, cand uint64) uint64 { return mix64(key ^ cand*0x9e3779b97f4a7c15) }
+// mixScore is the rendezvous hash of key and a candidate.
+func mixScore(key, cand uint64) uint64 { return mix64(key ^ cand*0x9e3779b97f4a7c15) }
 
 // addrHash is a fixed hash of a key-form address.
 func addrHash(a *[16]byte) uint64 {
@@ -207,13 +207,13 @@ func selectKey(sel Select, client *[16]byte, h uint64) uint64 {
 func (r *Router) japScore(sel Select, j *japInfo, key uint64) float64 {
 	switch sel {
 	case SelectLoad:
-		return rank(hrw(key, uint64(j.addr)), j.weight)
+		return rank(mixScore(key, uint64(j.addr)), j.weight)
 	case SelectRandom:
 		return rank(r.rand64(), j.targets)
 	case SelectAffinity:
 		// Unweighted, so that every IAP agrees even while their target
 		// counts differ: only the set of JAPs matters.
-		return float64(hrw(key, uint64(j.addr)) >> 11)
+		return float64(mixScore(key, uint64(j.addr)) >> 11)
 	}
 	return 0
 }
@@ -263,8 +263,8 @@ type candidate struct {
 	score float64
 }
 
-// rankJAPs appends the candidates of chooseJAP to out, best first.
-func (r *Router) rankJAPs(pol Policy, e *cacheEntry, self *japInfo, client *[16]byte, h uint64, proxies *proxySet, out []candidate) []candidate {
+// rankCandidates appends the candidates of chooseJAP to out, best first.
+func (r *Router) rankCandidates(pol Policy, e *cacheEntry, self *japInfo, client *[16]byte, h uint64, proxies *proxySet, out []candidate) []candidate {
 	key := selectKey(pol.Select, client, h)
 	if self.targets > 0 {
 		out = append(out, candidate{*self, r.japScore(pol.Select, self, key)})
@@ -333,7 +333,7 @@ func (r *Router) pickTarget(l *localSet, sel Select, sender *[16]byte) *target {
 			if t.addr == *sender {
 				continue
 			}
-			if s := rank(hrw(key, t.key), t.weight); best == nil || s > bestScore {
+			if s := rank(mixScore(key, t.key), t.weight); best == nil || s > bestScore {
 				best, bestScore = t, s
 			}
 		}

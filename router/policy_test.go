@@ -146,7 +146,7 @@ func TestParsePolicy(t *testing.T) {
 // targets before any, and the next one out when the nearest is gone.
 func TestProximityNearestFirst(t *testing.T) {
 	r := policyRouter(t, p1, 1)
-	r.Resolved(gUDP, []JAP{{Addr: p4, Targets: 1}, {Addr: p2, Targets: 9}, {Addr: p3, Targets: 1}}, time.Hour, 0)
+	r.resolved(gUDP, []JAP{{Addr: p4, Targets: 1}, {Addr: p2, Targets: 9}, {Addr: p3, Targets: 1}}, time.Hour, 0)
 	ap := netip.AddrPortFrom(anyIP, 53)
 	for i := range 20 {
 		if d := decode(t, mustForward(t, r, udp(clientN(true, i, 1000), ap, "x"), 0)); d.dst.Addr() != p4 {
@@ -157,7 +157,7 @@ func TestProximityNearestFirst(t *testing.T) {
 	if d := decode(t, mustForward(t, r, udp(clientN(true, 99, 1000), ap, "x"), 1)); d.dst.Addr() != p2 {
 		t.Fatalf("with p4 gone: %v, want %v", d.dst.Addr(), p2)
 	}
-	r.AddTarget(gUDP, tgt) // distance 0
+	r.addTarget(gUDP, tgt) // distance 0
 	if d := decode(t, mustForward(t, r, udp(clientN(true, 100, 1000), ap, "x"), 2)); d.dst != tgt {
 		t.Fatalf("with a local target: %v", d.dst)
 	}
@@ -183,7 +183,7 @@ func TestLoadByWeightAtJAP(t *testing.T) {
 		t.Fatalf("weights 3:1 split 3000 flows %v", count)
 	}
 	// A new target takes the new flows until it has its share.
-	jap.AddTarget(gUDP, t3)
+	jap.addTarget(gUDP, t3)
 	for i := range 20 {
 		if got := newFlow(3000 + i); got != t3 {
 			t.Fatalf("new flow %d went to %v, not to the new target", i, got)
@@ -294,9 +294,9 @@ func TestRandomUniform(t *testing.T) {
 	for _, r := range n {
 		r.SetPolicy(gUDP, pol)
 	}
-	n[p2].AddTarget(gUDP, tgtN(gUDP, 1))
-	n[p2].AddTarget(gUDP, tgtN(gUDP, 2))
-	n[p3].AddTarget(gUDP, tgtN(gUDP, 3))
+	n[p2].addTarget(gUDP, tgtN(gUDP, 1))
+	n[p2].addTarget(gUDP, tgtN(gUDP, 2))
+	n[p3].addTarget(gUDP, tgtN(gUDP, 3))
 	ap := netip.AddrPortFrom(anyIP, 53)
 	count := map[netip.AddrPort]int{}
 	for i := range 6000 {
@@ -313,7 +313,7 @@ func TestRandomUniform(t *testing.T) {
 	jap := policyRouter(t, p2, 14)
 	jap.SetPolicy(gUDP, pol)
 	for k := 1; k <= 3; k++ {
-		jap.AddTarget(gUDP, tgtN(gUDP, k))
+		jap.addTarget(gUDP, tgtN(gUDP, k))
 	}
 	count = map[netip.AddrPort]int{}
 	for i := range 6000 {
@@ -352,10 +352,10 @@ func TestAffinity(t *testing.T) {
 			for _, r := range n {
 				r.SetPolicy(g, pol)
 			}
-			n[p2].AddTarget(g, tgtN(g, 1))
-			n[p2].AddTarget(g, tgtN(g, 2))
+			n[p2].addTarget(g, tgtN(g, 1))
+			n[p2].addTarget(g, tgtN(g, 2))
 			for k := 3; k <= 5; k++ {
-				n[p4].AddTarget(g, tgtN(g, k))
+				n[p4].addTarget(g, tgtN(g, k))
 			}
 			ap := netip.AddrPortFrom(g.Addr, g.Port)
 			seen := map[netip.AddrPort]int{}
@@ -382,14 +382,14 @@ func TestAffinity(t *testing.T) {
 	jap := policyRouter(t, p2, 5)
 	jap.SetPolicy(gUDP, Policy{Select: SelectAffinity})
 	for k := 1; k <= 3; k++ {
-		jap.AddTarget(gUDP, tgtN(gUDP, k))
+		jap.addTarget(gUDP, tgtN(gUDP, k))
 	}
 	ap := netip.AddrPortFrom(anyIP, 53)
 	before := map[int]netip.AddrPort{}
 	for c := range 1000 {
 		before[c] = decode(t, mustForward(t, jap, encap(p1, p2, udp(clientN(true, c, 1000), ap, "x")), 0)).dst
 	}
-	jap.AddTarget(gUDP, tgtN(gUDP, 4))
+	jap.addTarget(gUDP, tgtN(gUDP, 4))
 	moved := 0
 	for c := range 1000 {
 		d := decode(t, mustForward(t, jap, encap(p1, p2, udp(clientN(true, c, 1001), ap, "x")), 0)).dst
@@ -429,7 +429,7 @@ func replicaWorld(t *testing.T, g Group, pol Policy) (*Router, overlayNet) {
 	iap.ResolvedPolicy(g, pol, []JAP{{Addr: p2, Targets: 2}, {Addr: p3, Targets: 2}}, time.Hour, 0)
 	n := overlayNet{p2: policyRouter(t, p2, 2), p3: policyRouter(t, p3, 3)}
 	for k := 1; k <= 4; k++ {
-		n[[]netip.Addr{p2, p3}[(k-1)/2]].AddTarget(g, tgtN(g, k))
+		n[[]netip.Addr{p2, p3}[(k-1)/2]].addTarget(g, tgtN(g, k))
 	}
 	for _, r := range n {
 		r.SetPolicy(g, pol)
@@ -496,7 +496,7 @@ func TestReplicateLocalAndSender(t *testing.T) {
 	pol := Policy{Replicate: 3}
 	iap, n := replicaWorld(t, g, pol)
 	local := tgtN(g, 9)
-	iap.AddTarget(g, local)
+	iap.addTarget(g, local)
 	iap.SetPolicy(g, pol)
 	iap.ResolvedPolicy(g, pol, []JAP{{Addr: p1, Targets: 1}, {Addr: p2, Targets: 2}, {Addr: p3, Targets: 2}}, time.Hour, 0)
 	ap := netip.AddrPortFrom(g.Addr, g.Port)
@@ -543,7 +543,7 @@ func TestReplicateLocalAndSender(t *testing.T) {
 	solo := policyRouter(t, p1, 9)
 	solo.SetPolicy(g, pol)
 	for k := 1; k <= 4; k++ {
-		solo.AddTarget(g, tgtN(g, k))
+		solo.addTarget(g, tgtN(g, k))
 	}
 	got = overlayNet{}.send(t, solo, p1, udp(client, ap, "q"), 0)
 	seen := map[netip.AddrPort]bool{}
@@ -598,7 +598,7 @@ func TestScopeSameCluster(t *testing.T) {
 			// This proxy's only target is the sender: not to itself, not to
 			// p2 either.
 			iap.SetPolicy(gUDP, pol)
-			iap.AddTarget(gUDP, tgt)
+			iap.addTarget(gUDP, tgt)
 			iap.ResolvedPolicy(gUDP, pol, []JAP{{Addr: p1, Targets: 1, SameCluster: true}, {Addr: p2, Targets: 9}}, time.Hour, 0)
 			mustDrop(t, iap, udp(netip.AddrPortFrom(tgt.Addr(), 999), ap, "x"), 0, DropNoTarget)
 			// Other clients are served here.
@@ -622,7 +622,7 @@ func TestScopeSameCluster(t *testing.T) {
 func TestReplicaQuotaHeader(t *testing.T) {
 	jap := policyRouter(t, p2, 1)
 	for k := 1; k <= 3; k++ {
-		jap.AddTarget(gUDP, tgtN(gUDP, k))
+		jap.addTarget(gUDP, tgtN(gUDP, k))
 	}
 	ap := netip.AddrPortFrom(anyIP, 53)
 	for _, c := range []struct {
@@ -640,8 +640,8 @@ func TestReplicaQuotaHeader(t *testing.T) {
 		}
 	}
 	// TCP is never replicated.
-	jap.AddTarget(gTCP, tgt)
-	jap.AddTarget(gTCP, tgt2)
+	jap.addTarget(gTCP, tgt)
+	jap.addTarget(gTCP, tgt2)
 	b := encap(p1, p2, tcp(client, anyTCP, tcpSYN))
 	b[4], b[5] = replicaMark>>8, 3
 	if _, outs := routeAll(t, jap, b, 0); len(outs) != 1 {
@@ -658,8 +658,8 @@ func TestConcurrentPolicies(t *testing.T) {
 	gRep := Group{Addr: anyIP, Port: 5353, Proto: ProtoUDP}
 	jap.SetPolicy(gUDP, Policy{Select: SelectLoad})
 	for k := 1; k <= 3; k++ {
-		jap.AddTarget(gUDP, tgtN(gUDP, k))
-		jap.AddTarget(gRep, tgtN(gUDP, k))
+		jap.addTarget(gUDP, tgtN(gUDP, k))
+		jap.addTarget(gRep, tgtN(gUDP, k))
 	}
 	iap.ResolvedPolicy(gRep, Policy{Replicate: 3}, []JAP{{Addr: p2, Targets: 3}}, time.Hour, 0)
 	iap.ResolvedPolicy(gUDP, Policy{Select: SelectLoad}, []JAP{{Addr: p2, Targets: 3}}, time.Hour, 0)
@@ -688,7 +688,7 @@ func TestConcurrentPolicies(t *testing.T) {
 		case 1:
 			jap.SetPolicy(gUDP, Policy{Select: SelectAffinity})
 		case 2:
-			jap.AddTarget(gRep, tgtN(gUDP, 2))
+			jap.addTarget(gRep, tgtN(gUDP, 2))
 			jap.AddTargetWeight(gUDP, tgtN(gUDP, 1), 1)
 		case 3:
 			jap.SetPolicy(gUDP, Policy{Select: SelectLoad})
@@ -707,5 +707,30 @@ func TestConcurrentPolicies(t *testing.T) {
 				t.Errorf("%v target %v: %d flows counted after all expired", g, tg.ap, n)
 			}
 		}
+	}
+}
+
+// TestTargetWeightBounds: weights outside 1..MaxWeight are clamped, so that
+// no target outweighs what overlay's Join and config's weight key allow.
+func TestTargetWeightBounds(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		in   int
+		want int
+	}{
+		{"negative", -5, 1},
+		{"zero", 0, 1},
+		{"one", 1, 1},
+		{"max", MaxWeight, MaxWeight},
+		{"above max", MaxWeight + 1, MaxWeight},
+		{"old limit", 1 << 16, MaxWeight},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := newRouter(t, selfP2())
+			r.AddTargetWeight(gUDP, tgt, c.in)
+			if l := r.Loads(gUDP); len(l) != 1 || l[0].Weight != c.want {
+				t.Fatalf("weight %d: loads %+v, want weight %d", c.in, l, c.want)
+			}
+		})
 	}
 }

@@ -82,7 +82,7 @@ func (r *Router) ingressReplicas(res *Result, buf []byte, p *parsed, h uint64, g
 	left := pol.Replicate
 	var remote [MaxReplicate]replica
 	nr, selfQuota := 0, 0
-	for _, c := range r.rankJAPs(pol, e, self, &p.src, h, proxies, cbuf[:0]) {
+	for _, c := range r.rankCandidates(pol, e, self, &p.src, h, proxies, cbuf[:0]) {
 		if left == 0 {
 			break
 		}
@@ -184,7 +184,7 @@ func (r *Router) replicaFlows(loc *localSet, k *flowKey, h uint64, iap uint32, q
 			t := &loc.list[i]
 			s := math.Inf(-1) // the sender: never
 			if t.addr != k.src {
-				s = rank(hrw(key, t.key), t.weight)
+				s = rank(mixScore(key, t.key), t.weight)
 			}
 			scores = append(scores, s)
 		}

@@ -35,7 +35,7 @@ const (
 	Control
 	// Queued: the packet waits in the router for the group in Result.Group to
 	// be resolved. When Result.Resolve is true the caller must ask a RAP and
-	// later call Resolved; otherwise a request is already outstanding.
+	// later call ResolvedPolicy; otherwise a request is already outstanding.
 	Queued
 )
 
@@ -65,7 +65,7 @@ type Result struct {
 type JAP struct {
 	Addr    netip.Addr // the proxy's IPv4 overlay address
 	Targets int        // roughly how many targets joined through it
-	// Weight is the sum of the weights of those targets (Router.Weight);
+	// Weight is the sum of the weights of those targets;
 	// 0 means Targets. SelectLoad picks JAPs in proportion to it.
 	Weight int `json:",omitempty"`
 	// SameCluster: the JAP is in this IAP's cluster (set by the caller for
@@ -333,7 +333,7 @@ func (r *Router) decapsulate(res *Result, buf []byte, p *parsed, now int64) *Res
 
 // ingress is the IAP step: a client's packet to a group goes to the JAP its
 // flow sticks to, picked when the flow is new. override, when not nil, is
-// the group's cache entry (Resolved routes with it).
+// the group's cache entry (ResolvedPolicy routes with it).
 func (r *Router) ingress(res *Result, buf []byte, p *parsed, now int64, override *cacheEntry) *Result {
 	k := &p.flowKey
 	h := k.hash()

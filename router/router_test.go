@@ -80,7 +80,7 @@ func TestIAPColdCacheQueuesThenResolves(t *testing.T) {
 			if res.Action != Queued || res.Resolve || res.Group != g {
 				t.Fatalf("second packet: %+v, want Queued without Resolve", res)
 			}
-			out := r.Resolved(g, []JAP{{Addr: p2, Targets: 3}}, time.Minute, 2)
+			out := r.resolved(g, []JAP{{Addr: p2, Targets: 3}}, time.Minute, 2)
 			if len(out) != 2 {
 				t.Fatalf("Resolved returned %d packets, want 2", len(out))
 			}
@@ -119,7 +119,7 @@ func TestJAPDecapsulatesAndNATs(t *testing.T) {
 				if proto == ProtoUDP {
 					dst = f.anyUDP
 				}
-				r.AddTarget(group(dst, proto), f.tgt)
+				r.addTarget(group(dst, proto), f.tgt)
 				inner := pkt{src: f.client, dst: dst, proto: proto, payload: []byte("payload!")}.build()
 				out := mustForward(t, r, encap(p1, p2, inner), 0)
 				d := decode(t, out)
@@ -139,7 +139,7 @@ func TestJAPDecapsulatesAndNATs(t *testing.T) {
 func TestUDPZeroChecksumStaysZero(t *testing.T) {
 	r := newRouter(t, selfP2())
 	g := group(families[0].anyUDP, ProtoUDP)
-	r.AddTarget(g, tgt)
+	r.addTarget(g, tgt)
 	inner := pkt{src: client, dst: families[0].anyUDP, proto: ProtoUDP, payload: []byte("x"), udpZero: true}.build()
 	out := mustForward(t, r, encap(p1, p2, inner), 0)
 	if cs := out[20+6 : 20+8]; cs[0] != 0 || cs[1] != 0 {
@@ -155,9 +155,9 @@ type world struct {
 
 func newWorld(t *testing.T, f family, g Group) world {
 	w := world{iap: newRouter(t, selfP1()), jap: newRouter(t, selfP2()), iap3: newRouter(t, selfP3())}
-	w.jap.AddTarget(g, f.tgt)
-	w.iap.Resolved(g, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
-	w.iap3.Resolved(g, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
+	w.jap.addTarget(g, f.tgt)
+	w.iap.resolved(g, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
+	w.iap3.resolved(g, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
 	return w
 }
 
@@ -207,7 +207,7 @@ func TestLocalIAPIsJAP(t *testing.T) {
 		t.Run(f.name, func(t *testing.T) {
 			r := newRouter(t, selfP1())
 			g := group(f.any, ProtoTCP)
-			r.AddTarget(g, f.tgt)
+			r.addTarget(g, f.tgt)
 			// No resolve needed: the target is local.
 			d := decode(t, mustForward(t, r, tcp(f.client, f.any, tcpSYN), 0))
 			if d.src != f.client || d.dst != f.tgt {
@@ -243,10 +243,10 @@ func TestNeverTheSender(t *testing.T) {
 
 			// At the JAP: its only target is the sender.
 			jap := newRouter(t, selfP2())
-			jap.AddTarget(g, f.tgt)
+			jap.addTarget(g, f.tgt)
 			mustDrop(t, jap, encap(p1, p2, tcp(sender, f.any, tcpSYN)), 0, DropNoTarget)
 			// With a second target the sender gets that one, every time.
-			jap.AddTarget(g, f.tgt2)
+			jap.addTarget(g, f.tgt2)
 			for i := range 4 {
 				s := netip.AddrPortFrom(sender.Addr(), uint16(50001+i))
 				d := decode(t, mustForward(t, jap, encap(p1, p2, tcp(s, f.any, tcpSYN)), 0))
@@ -257,14 +257,14 @@ func TestNeverTheSender(t *testing.T) {
 
 			// At an IAP whose only local target is the sender: a remote JAP.
 			iap := newRouter(t, selfP1())
-			iap.AddTarget(g, f.tgt)
-			iap.Resolved(g, []JAP{{Addr: p1, Targets: 1}, {Addr: p2, Targets: 1}}, time.Hour, 0)
+			iap.addTarget(g, f.tgt)
+			iap.resolved(g, []JAP{{Addr: p1, Targets: 1}, {Addr: p2, Targets: 1}}, time.Hour, 0)
 			d := decode(t, mustForward(t, iap, tcp(sender, f.any, tcpSYN), 0))
 			if d.dst.Addr() != p2 {
 				t.Fatalf("sender's flow went to %v, want JAP %v", d.dst, p2)
 			}
 			// Only this proxy serves the group: nowhere to go.
-			iap.Resolved(g, []JAP{{Addr: p1, Targets: 1}}, time.Hour, 0)
+			iap.resolved(g, []JAP{{Addr: p1, Targets: 1}}, time.Hour, 0)
 			mustDrop(t, iap, tcp(netip.AddrPortFrom(sender.Addr(), 50009), f.any, tcpSYN), 0, DropNoTarget)
 			// Other clients are served locally.
 			d = decode(t, mustForward(t, iap, tcp(f.client, f.any, tcpSYN), 0))
@@ -281,8 +281,8 @@ func TestPortClashRemapsClientPort(t *testing.T) {
 			jap := newRouter(t, selfP2())
 			a1 := f.any
 			a2 := netip.AddrPortFrom(f.any.Addr().Next(), f.any.Port()) // another anycast IP
-			jap.AddTarget(group(a1, ProtoTCP), f.tgt)
-			jap.AddTarget(group(a2, ProtoTCP), f.tgt) // the same service behind both
+			jap.addTarget(group(a1, ProtoTCP), f.tgt)
+			jap.addTarget(group(a2, ProtoTCP), f.tgt) // the same service behind both
 
 			d1 := decode(t, mustForward(t, jap, encap(p1, p2, tcp(f.client, a1, tcpSYN)), 0))
 			d2 := decode(t, mustForward(t, jap, encap(p1, p2, tcp(f.client, a2, tcpSYN)), 0))
@@ -316,8 +316,8 @@ func TestFlowSticksToTarget(t *testing.T) {
 	jap := newRouter(t, selfP2())
 	g := gUDP
 	ap := netip.AddrPortFrom(g.Addr, g.Port)
-	jap.AddTarget(g, tgt)
-	jap.AddTarget(g, tgt2)
+	jap.addTarget(g, tgt)
+	jap.addTarget(g, tgt2)
 	seen := map[netip.AddrPort]int{}
 	first := map[uint16]netip.AddrPort{}
 	for round := range 3 {
@@ -396,7 +396,7 @@ func TestMSSClamp(t *testing.T) {
 
 func TestMSSClampFollowsMTU(t *testing.T) {
 	r := newRouter(t, selfP1(), func(c *Config) { c.MTU = 1280 })
-	r.AddTarget(gTCP, tgt)
+	r.addTarget(gTCP, tgt)
 	d := decode(t, mustForward(t, r, pkt{src: client, dst: anyTCP, proto: ProtoTCP, flags: tcpSYN, mss: 1460}.build(), 0))
 	if d.mss != 1280-20-40 {
 		t.Errorf("MSS %d", d.mss)
@@ -442,7 +442,7 @@ func TestEchoAnycast(t *testing.T) {
 			if res.Action != Queued || !res.Resolve || res.Group != eg {
 				t.Fatalf("echo to unresolved anycast: %+v", res)
 			}
-			out := r.Resolved(eg, []JAP{{Addr: p2, Targets: 1}}, time.Minute, 1)
+			out := r.resolved(eg, []JAP{{Addr: p2, Targets: 1}}, time.Minute, 1)
 			if len(out) != 1 {
 				t.Fatalf("resolved echo: %d packets", len(out))
 			}
@@ -456,7 +456,7 @@ func TestEchoAnycast(t *testing.T) {
 			// Another IP on which no group lives.
 			b := a.Next()
 			route(r, echoTo(f.client.Addr(), b), 3)
-			if out := r.Resolved(EchoGroup(b), nil, time.Minute, 4); len(out) != 0 {
+			if out := r.resolved(EchoGroup(b), nil, time.Minute, 4); len(out) != 0 {
 				t.Errorf("echo to a dead IP answered")
 			}
 			if st := r.Stats(); st.Drops[DropNoGroup] != 1 {
@@ -465,7 +465,7 @@ func TestEchoAnycast(t *testing.T) {
 			mustDrop(t, r, echoTo(f.client.Addr(), b), 5, DropNoGroup)
 			// A local target on the IP makes it live without any cache.
 			c := a.Next().Next()
-			r.AddTarget(Group{Addr: c, Port: 7, Proto: ProtoUDP}, f.tgt)
+			r.addTarget(Group{Addr: c, Port: 7, Proto: ProtoUDP}, f.tgt)
 			mustForward(t, r, echoTo(f.client.Addr(), c), 6)
 		})
 	}
@@ -525,7 +525,7 @@ func TestBuildUDP(t *testing.T) {
 
 func TestEncapsulatedFromNonProxyDropped(t *testing.T) {
 	r := newRouter(t, selfP2())
-	r.AddTarget(gTCP, tgt)
+	r.addTarget(gTCP, tgt)
 	// A client (or anything but a proxy) may not inject packets as an IAP.
 	mustDrop(t, r, encap(client.Addr(), p2, tcp(client, anyTCP, tcpSYN)), 0, DropNotFromProxy)
 	r.SetProxies([]netip.Addr{p2})
@@ -545,7 +545,7 @@ func TestNoFlowAndNotForUs(t *testing.T) {
 
 func TestFragmentsDropped(t *testing.T) {
 	r := newRouter(t, selfP1())
-	r.AddTarget(gUDP, tgt)
+	r.addTarget(gUDP, tgt)
 	ap := netip.AddrPortFrom(gUDP.Addr, gUDP.Port)
 	mf := udp(client, ap, "first")
 	mf[6] |= 0x20 // more fragments
@@ -596,7 +596,7 @@ func TestMalformed(t *testing.T) {
 		t.Errorf("end past buffer: %+v", res)
 	}
 	// No headroom: nothing is written before the buffer.
-	r.Resolved(gTCP, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
+	r.resolved(gTCP, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
 	if res := r.Route(append([]byte(nil), good...), 0, len(good), 0); res.Action != Drop || res.Reason != DropMalformed {
 		t.Errorf("no headroom: %+v", res)
 	}
@@ -637,8 +637,8 @@ func TestTimeouts(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			r := newRouter(t, selfP1(), func(cfg *Config) { cfg.Timeouts = to })
-			r.AddTarget(gTCP, tgt)
-			r.AddTarget(gUDP, tgt)
+			r.addTarget(gTCP, tgt)
+			r.addTarget(gUDP, tgt)
 			c.flows(t, r)
 			r.Expire(sec(c.alive))
 			if st := r.Stats(); st.IAPFlows != 1 || st.JAPFlows != 1 {
@@ -656,7 +656,7 @@ func TestTimeouts(t *testing.T) {
 
 func TestFlowActivityKeepsItAlive(t *testing.T) {
 	r := newRouter(t, selfP1())
-	r.AddTarget(gUDP, tgt)
+	r.addTarget(gUDP, tgt)
 	ap := netip.AddrPortFrom(anyIP, 53)
 	for s := 0.0; s < 300; s += 30 {
 		mustForward(t, r, udp(client, ap, "x"), sec(s))
@@ -669,7 +669,7 @@ func TestFlowActivityKeepsItAlive(t *testing.T) {
 
 func TestNewSYNReopensClosedFlow(t *testing.T) {
 	r := newRouter(t, selfP1())
-	r.AddTarget(gTCP, tgt)
+	r.addTarget(gTCP, tgt)
 	mustForward(t, r, tcp(client, anyTCP, tcpSYN), 0)
 	mustForward(t, r, tcp(tgt, client, tcpRST|tcpACK), 0)
 	if fl := r.Flows(); fl[0].State != "closing" {
@@ -685,7 +685,7 @@ func TestNewSYNReopensClosedFlow(t *testing.T) {
 
 func TestEvictionAtCap(t *testing.T) {
 	r := newRouter(t, selfP1(), func(c *Config) { c.MaxFlows = 4 })
-	r.Resolved(gUDP, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
+	r.resolved(gUDP, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
 	ap := netip.AddrPortFrom(anyIP, 53)
 	for i := range 10 {
 		mustForward(t, r, udp(netip.AddrPortFrom(client.Addr(), uint16(1000+i)), ap, "x"), sec(float64(i)))
@@ -707,7 +707,7 @@ func TestEvictionAtCap(t *testing.T) {
 
 func TestEvictionJAPFreesReplyIndex(t *testing.T) {
 	r := newRouter(t, selfP2(), func(c *Config) { c.MaxFlows = 2 })
-	r.AddTarget(gUDP, tgt)
+	r.addTarget(gUDP, tgt)
 	ap := netip.AddrPortFrom(anyIP, 53)
 	for i := range 5 {
 		mustForward(t, r, encap(p1, p2, udp(netip.AddrPortFrom(client.Addr(), uint16(1000+i)), ap, "x")), sec(float64(i)))
@@ -739,7 +739,7 @@ func TestStaleQueueExpires(t *testing.T) {
 		t.Errorf("after expiry: %+v, want a new resolve", res)
 	}
 	// A late answer to the first resolve finds nothing queued beyond the new packet.
-	if out := r.Resolved(gTCP, []JAP{{Addr: p2, Targets: 1}}, time.Minute, sec(3.3)); len(out) != 1 {
+	if out := r.resolved(gTCP, []JAP{{Addr: p2, Targets: 1}}, time.Minute, sec(3.3)); len(out) != 1 {
 		t.Errorf("Resolved returned %d packets", len(out))
 	}
 }
@@ -759,7 +759,7 @@ func TestStaleQueueWithoutExpire(t *testing.T) {
 func TestNegativeCache(t *testing.T) {
 	r := newRouter(t, selfP1(), func(c *Config) { c.NegativeTTL = 2 * time.Second })
 	route(r, tcp(client, anyTCP, tcpSYN), 0)
-	if out := r.Resolved(gTCP, nil, time.Hour, 0); len(out) != 0 {
+	if out := r.resolved(gTCP, nil, time.Hour, 0); len(out) != 0 {
 		t.Fatalf("unknown group forwarded")
 	}
 	mustDrop(t, r, tcp(client, anyTCP, tcpSYN), sec(1), DropNoGroup)
@@ -767,15 +767,15 @@ func TestNegativeCache(t *testing.T) {
 		t.Errorf("after NegativeTTL: %+v", res)
 	}
 	// JAPs without targets: the group exists, but there is nowhere to go.
-	r.Resolved(gTCP, []JAP{{Addr: p2}}, time.Hour, sec(3))
+	r.resolved(gTCP, []JAP{{Addr: p2}}, time.Hour, sec(3))
 	mustDrop(t, r, tcp(client, anyTCP, tcpSYN), sec(3), DropNoTarget)
 	// Expired positive entries are resolved again; Invalidate forgets at once.
-	r.Resolved(gTCP, []JAP{{Addr: p2, Targets: 1}}, time.Second, sec(4))
+	r.resolved(gTCP, []JAP{{Addr: p2, Targets: 1}}, time.Second, sec(4))
 	mustForward(t, r, tcp(client2(), anyTCP, tcpSYN), sec(4.5))
 	if res, _ := route(r, tcp(client2Port(2), anyTCP, tcpSYN), sec(5.5)); res.Action != Queued {
 		t.Errorf("expired entry used: %+v", res)
 	}
-	r.Resolved(gTCP, []JAP{{Addr: p2, Targets: 1}}, time.Hour, sec(6))
+	r.resolved(gTCP, []JAP{{Addr: p2, Targets: 1}}, time.Hour, sec(6))
 	r.Invalidate(gTCP)
 	if res, _ := route(r, tcp(client2Port(3), anyTCP, tcpSYN), sec(6)); res.Action != Queued || !res.Resolve {
 		t.Errorf("after Invalidate: %+v", res)
@@ -825,16 +825,16 @@ func TestJAPChoiceByHash(t *testing.T) {
 
 func TestRemoveTargetDropsFlows(t *testing.T) {
 	r := newRouter(t, selfP2())
-	if !r.AddTarget(gUDP, tgt) || !r.AddTarget(gUDP, tgt2) {
-		t.Fatal("AddTarget of new targets returned false")
+	if !r.addTarget(gUDP, tgt) || !r.addTarget(gUDP, tgt2) {
+		t.Fatal("addTarget of new targets returned false")
 	}
-	if r.AddTarget(gUDP, netip.AddrPortFrom(tgt.Addr(), 9090)) {
-		t.Error("AddTarget of a present target returned true")
+	if r.addTarget(gUDP, netip.AddrPortFrom(tgt.Addr(), 9090)) {
+		t.Error("addTarget of a present target returned true")
 	}
 	if got := r.Targets(gUDP); len(got) != 2 || got[0].Port() != 9090 {
 		t.Errorf("targets %v", got)
 	}
-	if r.AddTarget(gUDP, tgt6) {
+	if r.addTarget(gUDP, tgt6) {
 		t.Error("an IPv6 target joined an IPv4 group")
 	}
 	ap := netip.AddrPortFrom(anyIP, 53)
@@ -858,7 +858,7 @@ func TestRemoveTargetDropsFlows(t *testing.T) {
 
 func TestSetProxiesDropsFlowsToGoneJAP(t *testing.T) {
 	r := newRouter(t, selfP1())
-	r.Resolved(gUDP, []JAP{{Addr: p2, Targets: 1}, {Addr: p3, Targets: 1}}, time.Hour, 0)
+	r.resolved(gUDP, []JAP{{Addr: p2, Targets: 1}, {Addr: p3, Targets: 1}}, time.Hour, 0)
 	ap := netip.AddrPortFrom(anyIP, 53)
 	for i := range 20 {
 		mustForward(t, r, udp(netip.AddrPortFrom(client.Addr(), uint16(1000+i)), ap, "x"), 0)

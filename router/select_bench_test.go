@@ -60,7 +60,7 @@ func BenchmarkReplicate(b *testing.B) {
 			if side == "jap" {
 				r.SetPolicy(gUDP, pol)
 				for k := 1; k <= 3; k++ {
-					r.AddTarget(gUDP, tgtN(gUDP, k))
+					r.addTarget(gUDP, tgtN(gUDP, k))
 				}
 				orig = encap(p1, p2, orig)
 				orig[4], orig[5] = replicaMark>>8, 3

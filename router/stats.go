@@ -50,7 +50,7 @@ func (d DropReason) String() string {
 // Stats are the router's counters since New.
 type Stats struct {
 	Drops     [NumDropReasons]uint64 // by reason
-	Forwarded uint64                 // packets handed back to WireGuard (Route and Resolved)
+	Forwarded uint64                 // packets handed back to WireGuard (Route and ResolvedPolicy)
 	Control   uint64                 // control messages handed to the overlay
 	Queued    uint64                 // packets held while their group was resolved
 	Evicted   uint64                 // flows evicted because a table was full

@@ -11,7 +11,7 @@ import (
 type target struct {
 	addr   [16]byte
 	port   uint16
-	weight uint32 // in [1, maxWeight]
+	weight uint32 // in [1, MaxWeight]
 	key    uint64 // addrHash(addr), for rendezvous hashing
 	ap     netip.AddrPort
 	// flows counts the target's live JAP flows (SelectLoad). Each flow
@@ -20,8 +20,10 @@ type target struct {
 	flows *atomic.Int64
 }
 
-// maxWeight bounds target weights, so that load comparisons stay in range.
-const maxWeight = 1 << 16
+// MaxWeight is the largest weight of one target: the limit the router
+// enforces, and the one overlay's messages and config's weight key check.
+// It keeps load comparisons and weight sums well in range.
+const MaxWeight = 1000
 
 // targetSet is a group's local targets. The list is copied on change, so a
 // reader may keep using a list it got under the lock; rr survives changes.
@@ -30,26 +32,20 @@ type targetSet struct {
 	rr   atomic.Uint32 // round-robin position
 }
 
-// AddTarget records a local target of g: its overlay address and the port
-// its service listens on. It returns false when the target was already
-// present (its port is then updated, and its flows to the old port are
-// dropped) or when its address family differs from the group's. It is
-// AddTargetWeight with weight 1.
-func (r *Router) AddTarget(g Group, t netip.AddrPort) bool {
-	return r.AddTargetWeight(g, t, 1)
-}
-
-// AddTargetWeight is AddTarget for a target of the given weight (at least
-// 1; at most 65536), its share of new flows under SelectLoad and
-// SelectAffinity relative to the group's other local targets. A present
-// target takes the new weight; its flows stay.
+// AddTargetWeight records a local target of g: its overlay address, the
+// port its service listens on, and its weight (at least 1, at most
+// MaxWeight), its share of new flows under SelectLoad and SelectAffinity
+// relative to the group's other local targets. It returns false when the
+// target was already present (its port and weight are then updated; its
+// flows to the old port are dropped, the others stay) or when its address
+// family differs from the group's.
 func (r *Router) AddTargetWeight(g Group, t netip.AddrPort, weight int) bool {
 	g.Addr = g.Addr.Unmap()
 	t = netip.AddrPortFrom(t.Addr().Unmap(), t.Port())
 	if famOf(t.Addr()) != famOf(g.Addr) {
 		return false
 	}
-	nt := target{addr: key16(t.Addr()), port: t.Port(), weight: uint32(min(max(weight, 1), maxWeight)), ap: t}
+	nt := target{addr: key16(t.Addr()), port: t.Port(), weight: uint32(min(max(weight, 1), MaxWeight)), ap: t}
 	nt.key = addrHash(&nt.addr)
 	r.gmu.Lock()
 	ts := r.targets[g]
@@ -155,21 +151,6 @@ func (r *Router) Loads(g Group) []TargetLoad {
 		out[i] = TargetLoad{Target: t.ap, Weight: int(t.weight), Flows: int(t.flows.Load())}
 	}
 	return out
-}
-
-// Weight is the sum of the weights of g's local targets: what this proxy
-// reports as its JAP.Weight for g.
-func (r *Router) Weight(g Group) int {
-	g.Addr = g.Addr.Unmap()
-	r.gmu.RLock()
-	defer r.gmu.RUnlock()
-	w := 0
-	if ts := r.targets[g]; ts != nil {
-		for i := range ts.list {
-			w += int(ts.list[i].weight)
-		}
-	}
-	return w
 }
 
 // localSet is a group's local targets as a new flow from a sender sees
