@@ -137,6 +137,21 @@ type TargetLoad struct {
 	Flows  int            `json:"flows"` // live JAP flows to it
 }
 
+// Weight is the sum of the weights of g's local targets: what this proxy
+// reports as its JAP.Weight for g (the overlay keeps no copy of weights).
+func (r *Router) Weight(g Group) int {
+	g.Addr = g.Addr.Unmap()
+	r.gmu.RLock()
+	defer r.gmu.RUnlock()
+	w := 0
+	if ts := r.targets[g]; ts != nil {
+		for i := range ts.list {
+			w += int(ts.list[i].weight)
+		}
+	}
+	return w
+}
+
 // Loads lists g's local targets with their weights and live flows.
 func (r *Router) Loads(g Group) []TargetLoad {
 	g.Addr = g.Addr.Unmap()
