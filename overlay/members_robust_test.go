@@ -4,14 +4,11 @@ package overlay
 // mesh (tunnel and underlay) with a fake clock.
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"net/netip"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -323,27 +320,6 @@ func TestTargetKeepaliveAgainstTimeout(t *testing.T) {
 	}
 }
 
-// TestUnsendableJoinDoesNotSpin: a keepalive beyond what a JOIN carries
-// (about 49.7 days of milliseconds) makes every JOIN fail to encode; the
-// target says so (refused) and retries slowly instead of in a busy loop.
-func TestUnsendableJoinDoesNotSpin(t *testing.T) {
-	a, b := net.Pipe()
-	defer b.Close()
-	tg, err := StartTarget(TargetConfig{Name: "t", ControlPort: testCtrl, Keepalive: 50 * 24 * time.Hour,
-		Groups: []Membership{{Group: testGroup, Port: 8080}},
-		Dial:   func(netip.AddrPort) (net.Conn, error) { return a, nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := tg.epoch.Load()
-	time.Sleep(50 * time.Millisecond)
-	tries := tg.epoch.Load() - start
-	tg.Close()
-	if tries > 100 {
-		t.Errorf("the target tried to join %d times in 50 ms without sending anything (JOIN cannot encode keepalive %v)", tries, 50*24*time.Hour)
-	}
-}
-
 // TestJoinDuringUndetectedPartition: a proxy cut off shortly before a
 // newcomer joins, but not yet declared dead, misses the flood; the
 // anti-entropy digests tell it of the newcomer once the cut heals.
@@ -368,156 +344,5 @@ func TestJoinDuringUndetectedPartition(t *testing.T) {
 	t.Logf("p2 knows %v, live %v; n knows %v, live %v", knownNames(b), b.Live(), knownNames(c), c.Live())
 	if !slices.Contains(knownNames(b), "n") {
 		t.Errorf("p2, cut off while n joined and back since, never learns n: it knows %v", knownNames(b))
-	}
-}
-
-// TestTwoLostKeepalivesKeepTarget: over real UDP, two keepalives in a row
-// go unanswered; the target sends the next one an interval later (not two),
-// and its JAP, which allows three lost and a fourth late, keeps it.
-func TestTwoLostKeepalivesKeepTarget(t *testing.T) {
-	const ka = 100 * time.Millisecond
-	srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	var mu sync.Mutex
-	var client *net.UDPAddr
-	var expired []Event
-	start := time.Now()
-	pn := newProxyNet(t, 1, 1, func(c *ProxyConfig) {
-		c.Now = func() int64 { return int64(time.Since(start)) + int64(time.Hour) }
-		c.Send = func(pkt []byte) error {
-			ihl := int(pkt[0]&0xf) * 4
-			mu.Lock()
-			to := client
-			mu.Unlock()
-			if to != nil && netip.AddrFrom4([4]byte(pkt[16:20])) == edgeAddr(0) {
-				srv.WriteToUDP(pkt[ihl+8:], to)
-			}
-			return nil
-		}
-		c.OnEvent = func(e Event) {
-			if e.Kind == "expire" {
-				mu.Lock()
-				expired = append(expired, e)
-				mu.Unlock()
-			}
-		}
-	})
-	p := pn.p("p1")
-	done := make(chan struct{})
-	defer close(done)
-	go func() { // the JAP's timers
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(10 * time.Millisecond):
-				p.Tick()
-			}
-		}
-	}()
-	go func() { // the network: the 3rd and 4th keepalives are lost
-		buf := make([]byte, 2048)
-		kas := 0
-		for {
-			n, from, err := srv.ReadFromUDP(buf)
-			if err != nil {
-				return
-			}
-			var m Message
-			if m.UnmarshalBinary(buf[:n]) != nil {
-				continue
-			}
-			if m.Type == TypeKeepalive {
-				if kas++; kas == 3 || kas == 4 {
-					continue
-				}
-			}
-			mu.Lock()
-			client = from
-			mu.Unlock()
-			p.HandleControl(netip.AddrPortFrom(edgeAddr(0), 40000), netip.AddrPortFrom(testGroup.Addr, testCtrl), buf[:n])
-		}
-	}()
-	tg, err := StartTarget(TargetConfig{Name: "t0", ControlPort: testCtrl, Keepalive: ka,
-		Groups: []Membership{{Group: testGroup, Port: 8080}},
-		Dial: func(netip.AddrPort) (net.Conn, error) {
-			return net.DialUDP("udp", nil, srv.LocalAddr().(*net.UDPAddr))
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tg.Close()
-	time.Sleep(15 * ka)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(expired) > 0 {
-		t.Errorf("two keepalives lost in a row (interval %v, JAP timeout %v: \"three missed keepalives and a little\") dropped the target: %d expire event(s)",
-			ka, p.targetTimeout(ka), len(expired))
-	}
-}
-
-// TestLeaveRetried: a target that stops sends its leave again while its
-// JAP does not confirm it (the first may not get out of a busy host before
-// the device closes), and only once when the JAP answers.
-func TestLeaveRetried(t *testing.T) {
-	for _, answer := range []bool{false, true} {
-		srv, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var leaves atomic.Int32
-		go func() {
-			buf := make([]byte, 2048)
-			for {
-				n, from, err := srv.ReadFromUDPAddrPort(buf)
-				if err != nil {
-					return
-				}
-				var m Message
-				if m.UnmarshalBinary(buf[:n]) != nil {
-					continue
-				}
-				reply := Message{Seq: m.Seq, Group: m.Group, Port: m.Port}
-				switch m.Type {
-				case TypeJoin:
-					reply.Type = TypeJoinAck
-				case TypeKeepalive:
-					reply.Type = TypeKeepaliveAck
-				case TypeLeave:
-					leaves.Add(1)
-					if !answer {
-						continue
-					}
-					reply.Type = TypeJoinAck
-				}
-				b, _ := reply.MarshalBinary()
-				srv.WriteToUDPAddrPort(b, from)
-			}
-		}()
-		tg, err := StartTarget(TargetConfig{Name: "t", ControlPort: testCtrl,
-			Groups: []Membership{{Group: testGroup, Port: 8080}},
-			Dial: func(netip.AddrPort) (net.Conn, error) {
-				return net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(srv.LocalAddr().(*net.UDPAddr).AddrPort()))
-			}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		if err := tg.WaitJoined(ctx); err != nil {
-			t.Fatal(err)
-		}
-		cancel()
-		tg.Close()
-		srv.Close()
-		want := int32(1)
-		if !answer {
-			want = leaveTries
-		}
-		if got := leaves.Load(); got != want {
-			t.Errorf("JAP answers leaves %v: got %d leaves, want %d", answer, got, want)
-		}
 	}
 }
