@@ -130,7 +130,7 @@ func TestNewProxyRefused(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			log := &eventLog{}
-			h, err := Start(dynamicShape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{"p4", "t4"},
+			h, err := Start(dynamicShape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{"p4", "t4"}, Attach: labAttach,
 				Generated: func(l *Lab) { tc.edit(t, l) }})
 			if err != nil {
 				t.Fatal(err)

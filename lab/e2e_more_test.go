@@ -557,7 +557,7 @@ func TestIAPIsOrIsNotJAP(t *testing.T) {
 // WireGuard's 5 s retry) do not happen on first contact.
 func TestProxiesFirstContactBothWays(t *testing.T) {
 	t.Parallel()
-	h, err := Start(Options{Proxies: 2, Clusters: 1}, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf})
+	h, err := Start(Options{Proxies: 2, Clusters: 1}, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, Attach: labAttach})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -612,7 +612,7 @@ func TestEdgesHandshakeWithTheirHomeOnly(t *testing.T) {
 		}
 	}
 	// Many edges: whether a device is up before it is configured is a race.
-	h, err := Start(Options{Proxies: 3, Clusters: 1, Targets: 2, Clients: 10, Groups: 2}, HarnessOptions{Dir: t.TempDir(), Logf: logf})
+	h, err := Start(Options{Proxies: 3, Clusters: 1, Targets: 2, Clients: 10, Groups: 2}, HarnessOptions{Dir: t.TempDir(), Logf: logf, Attach: labAttach})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
@@ -239,7 +240,7 @@ func TestEdgeDoesNotFlap(t *testing.T) {
 // Lab tests run many labs at once under -race, where loopback RTTs swing by
 // tens of milliseconds: voluntary moves need a gain no real difference here
 // reaches, so only failures move edges. Failover timing is unchanged.
-func init() { node.AttachConfig.MinGain = 200 * time.Millisecond }
+var labAttach = edge.AttachConfig{MinGain: 200 * time.Millisecond}
 
 // A target that loses only its own path to its JAP moves to another proxy;
 // the old JAP, alive for everyone else, must drop it at once (the target

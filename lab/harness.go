@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
@@ -51,6 +52,8 @@ type HarnessOptions struct {
 	Generated func(*Lab)
 	// Hold names nodes that Start does not start; StartNode starts them.
 	Hold []string
+	// Attach is every edge's probing and switching rule (node.Options.Attach).
+	Attach edge.AttachConfig
 }
 
 // Start generates a lab of the given shape on loopback and starts all of it.
@@ -372,7 +375,7 @@ func (h *Harness) nodeOptions(name string) node.Options {
 	}
 	h.binds[name] = b
 	h.mu.Unlock()
-	return node.Options{Logf: h.opts.Logf, OnEvent: h.opts.OnEvent, Bind: b}
+	return node.Options{Logf: h.opts.Logf, OnEvent: h.opts.OnEvent, Bind: b, Attach: h.opts.Attach}
 }
 
 // Bind is the underlay of the named node (the one it runs on now, or ran on

@@ -55,7 +55,7 @@ func startRawEdge(t *testing.T, h *Harness, name string) *rawEdge {
 	time.Sleep(time.Until(hs.Add(50 * time.Millisecond)))
 	old.Close()
 	ch := tuntest.NewChannelTUN()
-	e, err := node.StartEdge(cfg, node.Options{Host: &tunnel.Host{TUN: ch.TUN()}, Logf: t.Logf})
+	e, err := node.StartEdge(cfg, node.Options{Host: &tunnel.Host{TUN: ch.TUN()}, Logf: t.Logf, Attach: labAttach})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
@@ -56,6 +57,9 @@ func startLabWith(t *testing.T, shape Options, hopts HarnessOptions) (*Harness, 
 	t.Helper()
 	log := &eventLog{}
 	hopts.Dir, hopts.Logf, hopts.OnEvent = t.TempDir(), t.Logf, log.add
+	if hopts.Attach == (edge.AttachConfig{}) {
+		hopts.Attach = labAttach
+	}
 	h, err := Start(shape, hopts)
 	if err != nil {
 		t.Fatal(err)

@@ -97,7 +97,7 @@ func anycastPath(b *testing.B) (dial func(context.Context) (net.Conn, error)) {
 	b.Helper()
 	// Two proxies: the target is attached to p1, the client to p2, so the
 	// stream crosses IAP p2 → JAP p1 with encapsulation and NAT.
-	h, err := Start(Options{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1}, HarnessOptions{Dir: b.TempDir()})
+	h, err := Start(Options{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1}, HarnessOptions{Dir: b.TempDir(), Attach: labAttach})
 	if err != nil {
 		b.Fatal(err)
 	}

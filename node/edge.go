@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -11,7 +12,7 @@ import (
 	"time"
 
 	"github.com/pias-net/pias/config"
-	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/tunnel"
 )
 
@@ -21,24 +22,41 @@ const edgeKeepalive = 25 * time.Second
 // Edge is a running target or client: a wireguard-go device on a host
 // interface, attached to its first proxy, which it routes the anycast and
 // overlay prefixes to. A target also keeps its groups joined.
+//
+// One goroutine (run) drives the edge's control plane, the machines of
+// package edge: it owns the control sockets, starts the probes, and applies
+// what the machines decide to the device.
 type Edge struct {
 	Name   string
 	Config *config.Edge
 	Host   *tunnel.Host
 	Device *tunnel.Device
-	Target *overlay.Target // nil for clients
+	Target *edge.Target // nil for clients
 	// Attach keeps the anycast and overlay prefixes on the nearest live
 	// proxy of the config or learned (emulated native anycast); nil if the
 	// config lists a single proxy and learns none.
-	Attach *overlay.Attacher
+	Attach *edge.Attacher
+	learn  *edge.Learner // nil unless the edge learns proxies
+	opts   Options
 	uapi   io.Closer // nil unless Options.UAPI
+	epoch  time.Time // of now
 	once   sync.Once
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
 	done   sync.WaitGroup
 
-	mu      sync.Mutex
-	proxies []config.ProxyPeer // the attacher's candidates, by index: the config's, then learned ones
+	// Owned by run.
+	conns  map[bool]net.PacketConn // control sockets, by family (true: IPv4)
+	in     chan []byte             // what they read
+	probed chan probed             // the probes' outcomes
+	ended  chan struct{}           // closed when run returns
+}
+
+// probed is the outcome of one probe.
+type probed struct {
+	i   int
+	ok  bool
+	rtt time.Duration
 }
 
 // StartEdge starts the target or client that cfg describes. It returns
@@ -68,12 +86,17 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		// to the nearest live one.
 		peers = append(peers, proxyPeer(cfg, pp, i, i == 0))
 	}
-	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, proxies: slices.Clone(cfg.Proxies)}
+	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, opts: opts, epoch: time.Now(),
+		conns: map[bool]net.PacketConn{}, in: make(chan []byte, 64), probed: make(chan probed), ended: make(chan struct{})}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	var err error
 	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
 		host.Close()
+		return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+	}
+	fail := func(err error) (*Edge, error) {
+		e.Device.Close()
 		return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
 	}
 	if opts.UAPI {
@@ -82,113 +105,252 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 			name = host.Name // macOS picks utun numbers itself
 		}
 		if e.uapi, err = e.Device.ListenUAPI(name); err != nil {
-			e.Device.Close()
-			host.Close()
-			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+			return fail(err)
 		}
 	}
+	now := e.now()
 	if cfg.Role == config.RoleTarget {
-		var groups []overlay.Membership
+		var groups []edge.Membership
 		for _, s := range cfg.Groups {
-			groups = append(groups, overlay.Membership{Group: s.Group, Port: s.Port, Policy: s.Policy, Weight: s.Weight})
+			if !cfg.AddrLike(s.Group.Addr).IsValid() {
+				e.closeUAPI()
+				return fail(fmt.Errorf("join %s: no overlay address of its family", s.Group))
+			}
+			groups = append(groups, edge.Membership{Group: s.Group, Port: s.Port, Policy: s.Policy, Weight: s.Weight})
 		}
-		e.Target, err = overlay.StartTarget(overlay.TargetConfig{
+		e.Target = edge.NewTarget(edge.TargetConfig{
 			Name:        cfg.Name,
 			Groups:      groups,
 			ControlPort: cfg.ControlPort,
 			Keepalive:   cfg.Keepalive,
-			Dial:        e.dialUDP,
+			Epoch:       uint32(time.Now().Unix()),
 			OnEvent:     opts.OnEvent,
 		})
-		if err != nil {
-			e.Close()
-			return nil, fmt.Errorf("target %s: %w", cfg.Name, err)
-		}
 	}
 	// Probes (and questions about proxies) go to an overlay address of
 	// the edge's own family; without one for every proxy, the edge stays
 	// on its first.
-	probeable := !slices.ContainsFunc(cfg.Proxies, func(pp config.ProxyPeer) bool { return !e.probeAddr(pp).IsValid() })
+	var cands []edge.Candidate
+	for _, pp := range cfg.Proxies {
+		cands = append(cands, edge.NewCandidate(cfg, pp, false))
+	}
+	probeable := !slices.ContainsFunc(cands, func(c edge.Candidate) bool { return !c.Addr.IsValid() })
 	if probeable && (len(cfg.Proxies) > 1 || cfg.LearnProxies) {
-		if err := e.startAttacher(opts); err != nil {
-			e.Close()
-			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+		if e.Attach, err = edge.NewAttacher(cands, attachConfig(cfg, opts), now); err != nil {
+			e.closeUAPI()
+			return fail(err)
 		}
 	}
 	if e.Attach != nil && cfg.LearnProxies && len(cfg.Proxies) < config.MaxCandidates {
-		e.done.Add(1)
-		go e.learnLoop(opts)
+		e.learn = edge.NewLearner(edge.LearnerConfig{Edge: cfg, OnEvent: opts.OnEvent, Logf: opts.Logf}, now)
 	}
+	e.done.Add(1)
+	go e.run()
 	return e, nil
 }
 
-// probeAddr is the overlay address of proxy pp the edge probes and asks:
-// IPv4 if the edge has an IPv4 address, else IPv6 (invalid if pp has
-// none of that family).
-func (e *Edge) probeAddr(pp config.ProxyPeer) netip.Addr {
-	if e.Config.Addr4().IsValid() {
-		return pp.Addr4()
-	}
-	return pp.Addr6()
+// now is the time on the edge's clock, the one its machines run on.
+func (e *Edge) now() int64 { return int64(time.Since(e.epoch)) }
+
+// attachConfig is the probing and switching rule of the edge cfg: a target
+// moves only away from a dead proxy.
+func attachConfig(cfg *config.Edge, opts Options) edge.AttachConfig {
+	c := opts.Attach
+	c.OnlyOnFailure = c.OnlyOnFailure || cfg.Role == config.RoleTarget
+	return c
 }
 
-// proxy is candidate i.
-func (e *Edge) proxy(i int) config.ProxyPeer {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.proxies[i]
+// run drives the machines until Close, then until the target has left its
+// groups.
+func (e *Edge) run() {
+	defer e.done.Done()
+	defer e.closeConns()
+	defer close(e.ended)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	stopping := false
+	for {
+		now := e.now()
+		next := int64(1<<63 - 1)
+		if e.Target != nil {
+			e.send(e.Target.Tick(now))
+			next = min(next, e.Target.Next())
+			if stopping && e.Target.Done() {
+				return
+			}
+		} else if stopping {
+			return
+		}
+		if !stopping && e.Attach != nil {
+			for _, p := range e.Attach.Due(now) {
+				e.startProbe(p)
+			}
+			next = min(next, e.Attach.Next())
+		}
+		if !stopping && e.learn != nil {
+			cur, _ := e.Attach.Attached()
+			e.send(e.learn.Tick(now, cur))
+			next = min(next, e.learn.Next())
+		}
+		timer.Reset(time.Duration(max(next-e.now(), 0))) // no stale tick since Go 1.23
+		ctxDone := e.ctx.Done()
+		if stopping {
+			ctxDone = nil
+		}
+		select {
+		case <-timer.C:
+		case <-ctxDone:
+			stopping = true
+			if e.Target != nil {
+				e.send(e.Target.Stop(e.now()))
+			}
+		case b := <-e.in:
+			e.handle(e.now(), b)
+		case p := <-e.probed:
+			if !stopping {
+				e.observe(p)
+			}
+		}
+	}
+}
+
+// handle gives a datagram from a control socket to the machine that waits
+// for it.
+func (e *Edge) handle(now int64, b []byte) {
+	if e.Target != nil {
+		if ok, out := e.Target.Handle(now, b); ok {
+			e.send(out)
+			return
+		}
+	}
+	if e.learn != nil {
+		e.learn.Handle(now, b, e.Attach.Candidates(), func(c edge.Candidate) error {
+			// Its index in the attacher is the next one: only run adds.
+			if err := e.Device.AddPeer(proxyPeer(e.Config, c.Peer, len(e.Attach.Candidates()), false)); err != nil {
+				return err
+			}
+			e.Attach.Add(c, now)
+			return nil
+		})
+	}
+}
+
+// startProbe pings a candidate in the background; the outcome comes back
+// to run.
+func (e *Edge) startProbe(p edge.Probe) {
+	e.done.Add(1)
+	go func() {
+		defer e.done.Done()
+		ctx, cancel := context.WithTimeout(e.ctx, p.Timeout)
+		rtt, err := e.Ping(ctx, p.Addr)
+		cancel()
+		select {
+		case e.probed <- probed{i: p.Index, ok: err == nil, rtt: rtt}:
+		case <-e.ended:
+		}
+	}()
+}
+
+// observe applies what a probe's outcome decides: a reset, a move, and a
+// target's joins through its new proxy.
+func (e *Edge) observe(p probed) {
+	now := e.now()
+	act := e.Attach.Observe(p.i, p.ok, p.rtt, now)
+	if act.Reset {
+		e.Device.ResetPeer(proxyPeer(e.Config, e.Attach.Candidates()[p.i].Peer, p.i, act.Current))
+	}
+	m := act.Move
+	if m == nil {
+		return
+	}
+	if err := e.moveTo(m); err != nil {
+		// The attacher asks again at the next outcome.
+		if e.opts.Logf != nil {
+			e.opts.Logf("attach: move %s → %s: %v", m.From.Name, m.To.Name, err)
+		}
+		return
+	}
+	e.Attach.Applied(*m)
+	if e.Target != nil {
+		e.send(e.Target.Moved(now, m.From.Addr))
+	}
+	if e.opts.OnEvent != nil {
+		e.opts.OnEvent(m.Event(e.Name))
+	}
+}
+
+// send sends control messages from the edge's overlay address of each
+// one's family. A message that cannot be sent counts as lost: the machines
+// retry.
+func (e *Edge) send(pkts []edge.Packet) {
+	for _, p := range pkts {
+		c, err := e.conn(p.To.Addr())
+		if err != nil {
+			if e.opts.Logf != nil {
+				e.opts.Logf("%s: control socket: %v", e.Name, err)
+			}
+			continue
+		}
+		c.WriteTo(p.Data, net.UDPAddrFromAddrPort(p.To))
+	}
+}
+
+// conn is the control socket of a's family, opened at the first use: on
+// the netstack or, for a kernel TUN, the host's own stack. A goroutine
+// reads it into e.in.
+func (e *Edge) conn(a netip.Addr) (net.PacketConn, error) {
+	if c := e.conns[a.Is4()]; c != nil {
+		return c, nil
+	}
+	la := e.Config.AddrLike(a)
+	if !la.IsValid() {
+		return nil, fmt.Errorf("no overlay address of the family of %s", a)
+	}
+	laddr := netip.AddrPortFrom(la, 0)
+	var c net.PacketConn
+	var err error
+	if e.Host.Net == nil {
+		c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(laddr))
+	} else {
+		c, err = e.Host.Net.ListenUDPAddrPort(laddr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	e.conns[a.Is4()] = c
+	e.done.Add(1)
+	go e.read(c)
+	return c, nil
+}
+
+// read passes what c reads to run, until c closes.
+func (e *Edge) read(c net.PacketConn) {
+	defer e.done.Done()
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			return
+		}
+		select {
+		case e.in <- bytes.Clone(buf[:n]):
+		case <-e.ended:
+			return
+		}
+	}
+}
+
+func (e *Edge) closeConns() {
+	for _, c := range e.conns {
+		// A netstack socket's reader may not wake at Close alone.
+		c.SetReadDeadline(time.Now())
+		c.Close()
+	}
 }
 
 // movedPrefixes are what emulated anycast moves between proxies.
 func movedPrefixes(cfg *config.Edge) []netip.Prefix {
 	return append(append([]netip.Prefix(nil), cfg.AnycastPrefix...), cfg.OverlayPrefix...)
-}
-
-// AttachConfig is the probing and switching rule of every edge this process
-// starts; tests may change it before starting edges.
-var AttachConfig = overlay.DefaultAttachConfig
-
-func attachConfig(cfg *config.Edge) overlay.AttachConfig {
-	c := AttachConfig
-	c.OnlyOnFailure = c.OnlyOnFailure || cfg.Role == config.RoleTarget
-	return c
-}
-
-// startAttacher probes every proxy of the config and moves the prefixes to
-// the nearest live one; a target joins its groups again after each move.
-func (e *Edge) startAttacher(opts Options) error {
-	cfg := e.Config
-	var names []string
-	var addrs []netip.Addr
-	for _, pp := range cfg.Proxies {
-		names = append(names, pp.Name)
-		addrs = append(addrs, e.probeAddr(pp))
-	}
-	var err error
-	e.Attach, err = overlay.StartAttacher(overlay.AttacherConfig{
-		Names:        names,
-		Addrs:        addrs,
-		AttachConfig: attachConfig(cfg),
-		Probe:        e.Ping,
-		Apply:        e.moveTo,
-		Reset:        e.resetPeer,
-		Logf:         opts.Logf,
-		OnMove: func(m overlay.AttachMove) {
-			from, to := e.proxy(m.From), e.proxy(m.To)
-			if e.Target != nil {
-				e.Target.Moved(e.probeAddr(from))
-			}
-			if opts.OnEvent != nil {
-				opts.OnEvent(overlay.Event{
-					Proxy:  to.Name,
-					Kind:   "move",
-					Name:   cfg.Name,
-					Reason: fmt.Sprintf("%s → %s (%s)", from.Name, to.Name, m.Reason),
-				})
-			}
-		},
-	})
-	return err
 }
 
 // proxyPeer is the WireGuard peer of candidate i, proxy pp: its own
@@ -205,34 +367,20 @@ func proxyPeer(cfg *config.Edge, pp config.ProxyPeer, i int, carries bool) tunne
 	return peer
 }
 
-// moveTo puts the moved prefixes on proxy to, leaving proxy from with only
-// its own addresses (so probes keep reaching every proxy).
-func (e *Edge) moveTo(from, to int) error {
+// moveTo puts the moved prefixes on the proxy m moves to, leaving the one
+// it moves from with only its own addresses (so probes keep reaching every
+// proxy).
+func (e *Edge) moveTo(m *edge.Move) error {
 	return e.Device.UpdateAllowedIPs([]tunnel.Peer{
-		proxyPeer(e.Config, e.proxy(to), to, true),
-		proxyPeer(e.Config, e.proxy(from), from, false),
+		proxyPeer(e.Config, m.To.Peer, m.ToIdx, true),
+		proxyPeer(e.Config, m.From.Peer, m.FromIdx, false),
 	})
 }
 
-// resetPeer drops the WireGuard session with proxy i by replacing the peer
-// with a fresh copy, so that the next packet to it starts a handshake. The
-// peer keeps the prefixes it carries.
-func (e *Edge) resetPeer(i int, current bool) {
-	e.Device.ResetPeer(proxyPeer(e.Config, e.proxy(i), i, current))
-}
-
-// dialUDP opens a UDP socket from the edge's overlay address of raddr's
-// family, on the netstack or, for a kernel TUN, the host's own stack.
-func (e *Edge) dialUDP(raddr netip.AddrPort) (net.Conn, error) {
-	a := e.Config.AddrLike(raddr.Addr())
-	if !a.IsValid() {
-		return nil, fmt.Errorf("no overlay address of the family of %s", raddr.Addr())
+func (e *Edge) closeUAPI() {
+	if e.uapi != nil {
+		e.uapi.Close()
 	}
-	laddr := netip.AddrPortFrom(a, 0)
-	if e.Host.Net == nil {
-		return net.DialUDP("udp", net.UDPAddrFromAddrPort(laddr), net.UDPAddrFromAddrPort(raddr))
-	}
-	return e.Host.Net.DialUDPAddrPort(laddr, raddr)
 }
 
 // Close leaves the groups and stops the edge.
@@ -240,15 +388,7 @@ func (e *Edge) Close() {
 	e.once.Do(func() {
 		e.cancel()
 		e.done.Wait()
-		if e.Attach != nil {
-			e.Attach.Close()
-		}
-		if e.Target != nil {
-			e.Target.Close()
-		}
-		if e.uapi != nil {
-			e.uapi.Close()
-		}
+		e.closeUAPI()
 		// The device closes the host interface; a kernel TUN removes its
 		// routes and addresses first.
 		e.Device.Close()

@@ -4,7 +4,6 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/pias-net/pias/config"
 )
@@ -47,26 +46,6 @@ func testClient(t *testing.T, addr netip.Addr, ep netip.AddrPort, learn bool, pr
 	}
 	t.Cleanup(e.Close)
 	return e
-}
-
-// TestAskProxiesEndsAtClose: a question to a proxy that does not answer
-// ends when the edge closes, not after learnTimeout.
-func TestAskProxiesEndsAtClose(t *testing.T) {
-	e := testClient(t, netip.MustParseAddr("100.64.2.1"), silentProxy(t), false, netip.MustParseAddr("100.64.0.1"))
-	done := make(chan error, 1)
-	go func() {
-		_, _, err := e.askProxies(netip.MustParseAddr("100.64.0.1"), 0)
-		done <- err
-	}()
-	e.cancel()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatal("a silent proxy answered")
-		}
-	case <-time.After(learnTimeout / 2):
-		t.Fatalf("askProxies still waits %v after the edge closed", learnTimeout/2)
-	}
 }
 
 // TestEdgeProbesItsOwnFamily: an IPv6-only edge probes its proxy's IPv6

@@ -16,6 +16,7 @@ import (
 	"golang.zx2c4.com/wireguard/conn"
 
 	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
 	"github.com/pias-net/pias/tunnel"
@@ -32,6 +33,10 @@ type Options struct {
 	// Host, if set, is the host interface an edge uses instead of the one its
 	// config names (tests use it for raw packet access).
 	Host *tunnel.Host
+	// Attach is an edge's probing and switching rule; zero fields take the
+	// defaults of edge.DefaultAttachConfig. A target moves only away from a
+	// dead proxy, whatever it says.
+	Attach edge.AttachConfig
 	// UAPI opens the node's WireGuard UAPI socket (/var/run/wireguard/NAME.sock,
 	// NAME its interface_name) so that `wg show NAME` works. It needs write
 	// access to that directory, usually root.

@@ -127,8 +127,8 @@ func (e *Edge) Status() Status {
 	if e.Attach != nil {
 		st := e.Attach.Status()
 		es.Attached, es.Moves = st.Current, st.Moves
-		for i, c := range st.Candidates {
-			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(c.RTT), Misses: c.Misses, Learned: i >= len(cfg.Proxies)})
+		for _, c := range st.Candidates {
+			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(c.RTT), Misses: c.Misses, Learned: c.Learned})
 		}
 	}
 	for _, s := range cfg.Groups {

@@ -1,0 +1,162 @@
+package edge
+
+import (
+	"math"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+)
+
+const ms = int64(time.Millisecond)
+
+func dueIndexes(ps []Probe) []int {
+	var out []int
+	for _, p := range ps {
+		out = append(out, p.Index)
+	}
+	return out
+}
+
+// TestAttacherProbeSchedule: every candidate is due at once, then
+// Interval after its last probe left; one probe is out at a time, and one
+// that came back late makes the next due at once.
+func TestAttacherProbeSchedule(t *testing.T) {
+	now := testStart
+	a, err := NewAttacher(testCands(), AttachConfig{Interval: 200 * time.Millisecond, Timeout: 150 * time.Millisecond}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := a.Due(now)
+	if got := dueIndexes(ps); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Fatalf("due at start: %v, want all", got)
+	}
+	if ps[1].Addr != netip.MustParseAddr("100.64.0.2") || ps[1].Timeout != 150*time.Millisecond {
+		t.Errorf("probe %+v", ps[1])
+	}
+	if got := a.Due(now + 500*ms); len(got) != 0 {
+		t.Fatalf("due while every probe is out: %v", dueIndexes(got))
+	}
+	if n := a.Next(); n != math.MaxInt64 {
+		t.Errorf("Next with every probe out: %d", n)
+	}
+	a.Observe(0, true, time.Millisecond, now+10*ms)
+	a.Observe(1, false, 0, now+150*ms)
+	if n := a.Next(); n != now+200*ms {
+		t.Errorf("Next %d, want start+200ms", n-now)
+	}
+	if got := dueIndexes(a.Due(now + 199*ms)); len(got) != 0 {
+		t.Errorf("due before Interval: %v", got)
+	}
+	if got := dueIndexes(a.Due(now + 200*ms)); !slices.Equal(got, []int{0, 1}) {
+		t.Errorf("due at Interval: %v, want 0 and 1 (2 is still out)", got)
+	}
+	// p3's probe comes back after 300 ms: its next is due at once.
+	a.Observe(2, false, 0, now+300*ms)
+	if got := dueIndexes(a.Due(now + 300*ms)); !slices.Equal(got, []int{2}) {
+		t.Errorf("due after a late outcome: %v, want 2", got)
+	}
+}
+
+// TestAttacherMoveAndAdd: a candidate added while the attacher runs is due
+// a probe at once, and takes the prefix when the only configured proxy
+// dies; the move holds only once the driver applied it.
+func TestAttacherMoveAndAdd(t *testing.T) {
+	now := testStart
+	cs := testCands()
+	a, err := NewAttacher(cs[:1], AttachConfig{Interval: 200 * time.Millisecond, OnlyOnFailure: true}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Due(now)
+	a.Observe(0, true, time.Millisecond, now)
+	if i := a.Add(cs[1], now+10*ms); i != 1 {
+		t.Fatalf("Add returned %d, want 1", i)
+	}
+	if got := dueIndexes(a.Due(now + 10*ms)); !slices.Equal(got, []int{1}) {
+		t.Fatalf("due after Add: %v, want the new one", got)
+	}
+	a.Observe(1, true, time.Millisecond, now+10*ms)
+	var move *Move
+	for i := 1; move == nil; i++ {
+		now += 200 * ms
+		if i > 3 {
+			t.Fatal("did not leave p1 after 3 misses")
+		}
+		a.Due(now)
+		a.Observe(1, true, time.Millisecond, now)
+		move = a.Observe(0, false, 0, now).Move
+	}
+	if move.From.Name != "p1" || move.To.Name != "p2" || move.FromIdx != 0 || move.ToIdx != 1 || move.Reason != "dead" {
+		t.Fatalf("move %+v, want p1 → p2 (dead)", move)
+	}
+	if ev := move.Event("cl1"); ev.Kind != "move" || ev.Proxy != "p2" || ev.Name != "cl1" || ev.Reason != "p1 → p2 (dead)" {
+		t.Errorf("event %+v", ev)
+	}
+	// The driver could not apply it: the prefix is still on p1, and the
+	// next outcome asks again.
+	if cur := a.Current(); cur != "p1" {
+		t.Fatalf("current %s before the move was applied", cur)
+	}
+	now += 200 * ms
+	a.Due(now)
+	again := a.Observe(1, true, time.Millisecond, now).Move
+	if again == nil || again.ToIdx != 1 {
+		t.Fatalf("an unapplied move is not asked again: %+v", again)
+	}
+	a.Applied(*again)
+	st := a.Status()
+	if st.Current != "p2" || a.Current() != "p2" || len(st.Candidates) != 2 || !st.Candidates[1].Current || st.Candidates[0].Current || st.Candidates[0].Live {
+		t.Errorf("status %+v", st)
+	}
+	if c, i := a.Attached(); c.Name != "p2" || i != 1 {
+		t.Errorf("attached %s (%d)", c.Name, i)
+	}
+}
+
+// TestAttacherResets: a candidate's WireGuard session is reset when it is
+// found dead and every ResetEvery misses after, and marked current when it
+// carries the prefix.
+func TestAttacherResets(t *testing.T) {
+	now := testStart
+	a, err := NewAttacher(testCands()[:2], AttachConfig{Misses: 3}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Observe(0, true, time.Millisecond, now) // heard: Misses, not StartMisses
+	var resets []int
+	for miss := 1; miss <= 3+2*ResetEvery; miss++ {
+		now += 200 * ms
+		if act := a.Observe(0, false, 0, now); act.Reset {
+			if !act.Current {
+				t.Errorf("reset of p1, which carries the prefix, not marked current")
+			}
+			resets = append(resets, miss)
+		}
+	}
+	if want := []int{3, 3 + ResetEvery, 3 + 2*ResetEvery}; !slices.Equal(resets, want) {
+		t.Errorf("reset at misses %v, want %v", resets, want)
+	}
+	// p2 never answered: it is dead after StartMisses.
+	var first int
+	for miss := 1; first == 0 && miss <= 20; miss++ {
+		if act := a.Observe(1, false, 0, now); act.Reset {
+			first = miss
+			if act.Current {
+				t.Error("reset of p2 marked current")
+			}
+		}
+	}
+	if want := DefaultAttachConfig().StartMisses; first != want {
+		t.Errorf("p2, never heard, reset after %d misses, want %d", first, want)
+	}
+}
+
+func TestAttacherNeedsAddresses(t *testing.T) {
+	if _, err := NewAttacher(nil, AttachConfig{}, 0); err == nil {
+		t.Error("an attacher with no candidate")
+	}
+	if _, err := NewAttacher([]Candidate{{Name: "p1"}}, AttachConfig{}, 0); err == nil {
+		t.Error("an attacher with a candidate it cannot probe")
+	}
+}

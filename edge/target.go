@@ -1,0 +1,382 @@
+package edge
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
+)
+
+// Membership is one group a target joins, with the local port its service
+// listens on.
+type Membership struct {
+	Group  router.Group
+	Port   uint16
+	Policy router.Policy // the group's, as this target states it
+	Weight int           // this target's share under load; 0 means 1
+}
+
+// TargetConfig is what a target's control plane needs.
+type TargetConfig struct {
+	Name        string
+	Groups      []Membership
+	ControlPort uint16
+	Keepalive   time.Duration // default 1s
+	// Epoch numbers the first join (plus one): proxies keep a target where
+	// it joined last, so a restarted target must start above its old joins.
+	// The caller passes the wall clock's seconds.
+	Epoch uint32
+	// OnEvent, if set, hears "joined", "refused" and "rejoin" events. It is
+	// called from the methods that drive the Target.
+	OnEvent func(overlay.Event)
+}
+
+// The target's timing, beside its keepalive interval.
+const (
+	// joinWait is how long a JOIN waits for its answer before the next.
+	joinWait = 500 * time.Millisecond
+	// unsendableWait is the pause after a JOIN that cannot even be encoded
+	// (the target's own settings are out of range): no busy loop.
+	unsendableWait = time.Second
+	// keepaliveMisses unanswered keepalives in a row make the target join again.
+	keepaliveMisses = 3
+	// A target that stops sends its leave up to leaveTries times, waiting
+	// leaveWait for the JAP's answer each time.
+	leaveTries = 3
+	leaveWait  = 300 * time.Millisecond
+)
+
+// Target keeps a target's groups joined: a JOIN to each group's anycast
+// address (which reaches the proxy the edge is attached to, its JAP), then
+// keepalives; a keepalive answered "unknown" makes it join again.
+//
+// One goroutine drives it (Tick, Handle, Moved, Stop); Joined and
+// WaitJoined may be called from any.
+type Target struct {
+	cfg    TargetConfig
+	groups []membership
+	seq    uint32 // of the last request, across groups: one socket carries them all
+	epoch  uint32 // of the last join
+
+	status struct {
+		sync.Mutex
+		joined map[router.Group]bool
+		errs   map[router.Group]string // refusals, for WaitJoined
+		change chan struct{}           // closed at every change
+	}
+}
+
+// phase is what one membership does now.
+type phase uint8
+
+const (
+	idle    phase = iota // until at: then a JOIN if not joined, else a keepalive
+	joining              // a JOIN (seq) waits for its answer until at
+	keeping              // a keepalive (seq) waits for its answer until at
+	leaving              // a LEAVE (seq) waits for its answer until at
+	done                 // stopped
+)
+
+type membership struct {
+	Membership
+	phase  phase
+	at     int64
+	seq    uint32
+	joined bool
+	misses int  // keepalives unanswered in a row
+	lost   bool // the last keepalive went unanswered: the next goes at once
+	tries  int  // leaves sent
+}
+
+// NewTarget makes a target that starts joining every group at the first Tick.
+func NewTarget(cfg TargetConfig) *Target {
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = time.Second
+	}
+	t := &Target{cfg: cfg, epoch: cfg.Epoch}
+	for _, m := range cfg.Groups {
+		t.groups = append(t.groups, membership{Membership: m, at: math.MinInt64})
+	}
+	t.status.joined = map[router.Group]bool{}
+	t.status.errs = map[router.Group]string{}
+	t.status.change = make(chan struct{})
+	return t
+}
+
+// Next is when the target next wants a Tick; math.MaxInt64 once it is done.
+func (t *Target) Next() int64 {
+	next := int64(math.MaxInt64)
+	for i := range t.groups {
+		if g := &t.groups[i]; g.phase != done {
+			next = min(next, g.at)
+		}
+	}
+	return next
+}
+
+// Tick sends what is due at now: joins, keepalives, and the retries of
+// requests whose answer did not come in time.
+func (t *Target) Tick(now int64) []Packet {
+	var out []Packet
+	for i := range t.groups {
+		g := &t.groups[i]
+		if g.phase == done || g.at > now {
+			continue
+		}
+		switch g.phase {
+		case idle:
+			if g.joined {
+				out = t.keepalive(g, now, out)
+			} else {
+				out = t.join(g, now, out)
+			}
+		case joining:
+			// No answer (the tunnel may still be coming up): again at once.
+			out = t.join(g, now, out)
+		case keeping:
+			g.lost = true
+			if g.misses++; g.misses >= keepaliveMisses {
+				g.joined = false
+				t.setJoined(g.Group, false, "")
+				out = t.join(g, now, out)
+			} else {
+				out = t.keepalive(g, now, out)
+			}
+		case leaving:
+			if g.tries >= leaveTries {
+				g.phase = done
+			} else {
+				out = t.leave(g, now, out)
+			}
+		}
+	}
+	return out
+}
+
+// Handle takes a datagram that reached the edge's control socket. It
+// reports whether it was an answer the target waited for, and returns what
+// to send now.
+func (t *Target) Handle(now int64, b []byte) (bool, []Packet) {
+	m, err := decode(b)
+	if err != nil || m.Seq == 0 {
+		return false, nil
+	}
+	var g *membership
+	for i := range t.groups {
+		if t.groups[i].seq == m.Seq && t.groups[i].phase != idle && t.groups[i].phase != done {
+			g = &t.groups[i]
+		}
+	}
+	if g == nil {
+		return false, nil
+	}
+	switch {
+	case g.phase == joining && m.Type == overlay.TypeJoinAck:
+		if m.Status == overlay.StatusRefused {
+			t.event(overlay.Event{Kind: "refused", Group: g.Group, Reason: m.Reason})
+			t.setJoined(g.Group, false, m.Reason)
+			g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
+			break
+		}
+		g.joined, g.misses = true, 0
+		t.event(overlay.Event{Kind: "joined", Group: g.Group, Target: netip.AddrPortFrom(netip.Addr{}, g.Port)})
+		t.setJoined(g.Group, true, "")
+		g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
+		if g.lost {
+			g.at = now
+		}
+	case g.phase == keeping && m.Type == overlay.TypeKeepaliveAck:
+		g.lost = false
+		if m.Status != overlay.StatusOK {
+			// The proxy that heard us does not know us: join it.
+			t.event(overlay.Event{Kind: "rejoin", Group: g.Group})
+			g.joined = false
+			t.setJoined(g.Group, false, "")
+			g.phase, g.at = idle, now
+			break
+		}
+		g.misses = 0
+		g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
+	case g.phase == leaving && m.Type == overlay.TypeJoinAck:
+		g.phase = done
+	default:
+		return false, nil
+	}
+	return true, t.Tick(now)
+}
+
+// Moved tells the target that the edge moved away from the proxy at old,
+// which may still be alive (the edge may have lost only its own path to
+// it): that proxy is told, at its overlay address, to drop the target at
+// once, so it stops sending the groups' flows where the target no longer
+// accepts them; and every group joins again at once, through whatever
+// proxy the anycast prefix reaches now, rather than wait for a keepalive to
+// be answered "unknown". A group waiting after a refusal waits on.
+func (t *Target) Moved(now int64, old netip.Addr) []Packet {
+	var out []Packet
+	for i := range t.groups {
+		g := &t.groups[i]
+		// Best effort, unnumbered: the old proxy may be dead.
+		leave := overlay.Message{Type: overlay.TypeLeave, Group: g.Group, Port: g.Port, Name: t.cfg.Name}
+		if b, err := encode(&leave); err == nil {
+			out = append(out, Packet{To: netip.AddrPortFrom(old, t.cfg.ControlPort), Data: b})
+		}
+	}
+	for i := range t.groups {
+		g := &t.groups[i]
+		switch g.phase {
+		case idle:
+			if !g.joined {
+				continue
+			}
+		case keeping:
+			g.lost = false
+		case joining:
+		default:
+			continue
+		}
+		if g.joined {
+			t.event(overlay.Event{Kind: "rejoin", Group: g.Group, Reason: "moved"})
+			g.joined = false
+			t.setJoined(g.Group, false, "")
+		}
+		g.phase, g.at = idle, now
+	}
+	return append(out, t.Tick(now)...)
+}
+
+// Stop leaves every joined group: it tells the JAP, so that it stops
+// sending new flows here at once rather than after the keepalives stop; the
+// leave is sent again, leaveWait apart, until the JAP answers, up to
+// leaveTries times (on a busy host the first may not get out before the
+// device closes). A request under way is forgotten. Done reports when all
+// is over.
+func (t *Target) Stop(now int64) []Packet {
+	for i := range t.groups {
+		g := &t.groups[i]
+		if g.phase == leaving || g.phase == done {
+			continue
+		}
+		if !g.joined {
+			g.phase = done
+			continue
+		}
+		g.phase, g.at, g.tries = leaving, now, 0
+	}
+	return t.Tick(now)
+}
+
+// Done reports whether the target has stopped and every leave is over.
+func (t *Target) Done() bool { return t.Next() == math.MaxInt64 }
+
+// join sends g's next JOIN.
+func (t *Target) join(g *membership, now int64, out []Packet) []Packet {
+	t.epoch++
+	req := overlay.Message{Type: overlay.TypeJoin, Seq: t.nextSeq(), Group: g.Group, Port: g.Port, Name: t.cfg.Name,
+		Incarnation: t.epoch, Policy: g.Policy, Weight: uint32(max(g.Weight, 1)), Keepalive: t.cfg.Keepalive}
+	b, err := encode(&req)
+	if err != nil {
+		// This target's own settings cannot be sent: say so, and do not spin.
+		t.event(overlay.Event{Kind: "refused", Group: g.Group, Reason: err.Error()})
+		t.setJoined(g.Group, false, err.Error())
+		g.phase, g.at, g.seq = idle, now+int64(unsendableWait), 0
+		return out
+	}
+	g.phase, g.at, g.seq = joining, now+int64(joinWait), req.Seq
+	return append(out, Packet{To: netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort), Data: b})
+}
+
+// keepalive sends g's next keepalive; one that cannot be encoded counts as
+// unanswered.
+func (t *Target) keepalive(g *membership, now int64, out []Packet) []Packet {
+	req := overlay.Message{Type: overlay.TypeKeepalive, Seq: t.nextSeq(), Group: g.Group, Port: g.Port, Name: t.cfg.Name}
+	g.phase, g.at, g.seq = keeping, now+int64(t.cfg.Keepalive), req.Seq
+	if b, err := encode(&req); err == nil {
+		out = append(out, Packet{To: netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort), Data: b})
+	}
+	return out
+}
+
+// leave sends g's next LEAVE to its JAP.
+func (t *Target) leave(g *membership, now int64, out []Packet) []Packet {
+	req := overlay.Message{Type: overlay.TypeLeave, Seq: t.nextSeq(), Group: g.Group, Port: g.Port, Name: t.cfg.Name}
+	g.phase, g.at, g.seq = leaving, now+int64(leaveWait), req.Seq
+	g.tries++
+	if b, err := encode(&req); err == nil {
+		out = append(out, Packet{To: netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort), Data: b})
+	}
+	return out
+}
+
+// nextSeq numbers a request; 0 stays for unnumbered ones (Moved's leaves).
+func (t *Target) nextSeq() uint32 {
+	if t.seq++; t.seq == 0 {
+		t.seq++
+	}
+	return t.seq
+}
+
+func (t *Target) event(e overlay.Event) {
+	if t.cfg.OnEvent != nil {
+		e.Name = t.cfg.Name
+		t.cfg.OnEvent(e)
+	}
+}
+
+func (t *Target) setJoined(g router.Group, ok bool, refused string) {
+	s := &t.status
+	s.Lock()
+	defer s.Unlock()
+	if ok {
+		s.joined[g] = true
+	} else {
+		delete(s.joined, g)
+	}
+	if refused != "" {
+		s.errs[g] = refused
+	}
+	close(s.change)
+	s.change = make(chan struct{})
+}
+
+// Joined reports whether every group is joined right now.
+func (t *Target) Joined() bool {
+	s := &t.status
+	s.Lock()
+	defer s.Unlock()
+	return len(s.joined) == len(t.cfg.Groups)
+}
+
+// WaitJoined waits until every group is joined, or a join is refused, or
+// ctx ends.
+func (t *Target) WaitJoined(ctx context.Context) error {
+	s := &t.status
+	for {
+		s.Lock()
+		n, ch := len(s.joined), s.change
+		var refused error
+		for _, m := range t.cfg.Groups {
+			if why, ok := s.errs[m.Group]; ok {
+				refused = fmt.Errorf("join %s refused: %q", m.Group, why)
+				break
+			}
+		}
+		s.Unlock()
+		switch {
+		case refused != nil:
+			return refused
+		case n == len(t.cfg.Groups):
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("groups not joined: %w", ctx.Err())
+		}
+	}
+}
