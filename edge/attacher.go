@@ -33,7 +33,7 @@ type Move struct {
 
 // Event is the "move" event of edge name.
 func (m Move) Event(name string) overlay.Event {
-	return overlay.Event{Proxy: m.To.Name, Kind: "move", Name: name,
+	return overlay.Event{Proxy: m.To.Name, Kind: overlay.EventMove, Name: name,
 		Reason: fmt.Sprintf("%s → %s (%s)", m.From.Name, m.To.Name, m.Reason)}
 }
 

@@ -127,7 +127,7 @@ func (l *Learner) learnAll(peers []overlay.Member, cands []Candidate, add func(C
 		case err != nil:
 			l.logf("%s: proxy %q, told by %s: %v", l.cfg.Edge.Name, m.Name, l.from, err)
 		case l.cfg.OnEvent != nil:
-			l.cfg.OnEvent(overlay.Event{Proxy: m.Name, Kind: "learned", Name: l.cfg.Edge.Name, Reason: m.Name + ", told by " + l.from})
+			l.cfg.OnEvent(overlay.Event{Proxy: m.Name, Kind: overlay.EventLearned, Name: l.cfg.Edge.Name, Reason: m.Name + ", told by " + l.from})
 		}
 	}
 	return ok

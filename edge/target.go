@@ -31,7 +31,7 @@ type TargetConfig struct {
 	// it joined last, so a restarted target must start above its old joins.
 	// The caller passes the wall clock's seconds.
 	Epoch uint32
-	// OnEvent, if set, hears "joined", "refused" and "rejoin" events. It is
+	// OnEvent, if set, hears joined, join-refused and rejoin events. It is
 	// called from the methods that drive the Target.
 	OnEvent func(overlay.Event)
 }
@@ -178,13 +178,13 @@ func (t *Target) Handle(now int64, b []byte) (bool, []Packet) {
 	switch {
 	case g.phase == joining && m.Type == overlay.TypeJoinAck:
 		if m.Status == overlay.StatusRefused {
-			t.event(overlay.Event{Kind: "refused", Group: g.Group, Reason: m.Reason})
+			t.event(overlay.Event{Kind: overlay.EventJoinRefused, Group: g.Group, Reason: m.Reason})
 			t.setJoined(g.Group, false, m.Reason)
 			g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
 			break
 		}
 		g.joined, g.misses = true, 0
-		t.event(overlay.Event{Kind: "joined", Group: g.Group, Target: netip.AddrPortFrom(netip.Addr{}, g.Port)})
+		t.event(overlay.Event{Kind: overlay.EventJoined, Group: g.Group, Target: netip.AddrPortFrom(netip.Addr{}, g.Port)})
 		t.setJoined(g.Group, true, "")
 		g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
 		if g.lost {
@@ -194,7 +194,7 @@ func (t *Target) Handle(now int64, b []byte) (bool, []Packet) {
 		g.lost = false
 		if m.Status != overlay.StatusOK {
 			// The proxy that heard us does not know us: join it.
-			t.event(overlay.Event{Kind: "rejoin", Group: g.Group})
+			t.event(overlay.Event{Kind: overlay.EventRejoin, Group: g.Group})
 			g.joined = false
 			t.setJoined(g.Group, false, "")
 			g.phase, g.at = idle, now
@@ -241,7 +241,7 @@ func (t *Target) Moved(now int64, old netip.Addr) []Packet {
 			continue
 		}
 		if g.joined {
-			t.event(overlay.Event{Kind: "rejoin", Group: g.Group, Reason: "moved"})
+			t.event(overlay.Event{Kind: overlay.EventRejoin, Group: g.Group, Reason: "moved"})
 			g.joined = false
 			t.setJoined(g.Group, false, "")
 		}
@@ -282,7 +282,7 @@ func (t *Target) join(g *membership, now int64, out []Packet) []Packet {
 	b, err := encode(&req)
 	if err != nil {
 		// This target's own settings cannot be sent: say so, and do not spin.
-		t.event(overlay.Event{Kind: "refused", Group: g.Group, Reason: err.Error()})
+		t.event(overlay.Event{Kind: overlay.EventJoinRefused, Group: g.Group, Reason: err.Error()})
 		t.setJoined(g.Group, false, err.Error())
 		g.phase, g.at, g.seq = idle, now+int64(unsendableWait), 0
 		return out

@@ -118,7 +118,7 @@ func (s *targetSim) of(typ overlay.Type, from int64) []sent {
 func (s *targetSim) kinds() []string {
 	var out []string
 	for _, e := range s.events {
-		out = append(out, e.Kind+":"+e.Reason)
+		out = append(out, string(e.Kind)+":"+e.Reason)
 	}
 	return out
 }
@@ -205,7 +205,7 @@ func TestTargetRefused(t *testing.T) {
 		return a
 	}
 	s.run(at(3 * time.Second))
-	if got := s.kinds(); !slices.Equal(got, []string{"refused:policy \"load\" conflicts", "refused:policy \"load\" conflicts"}) {
+	if got := s.kinds(); !slices.Equal(got, []string{"join-refused:policy \"load\" conflicts", "join-refused:policy \"load\" conflicts"}) {
 		t.Errorf("events %v", got)
 	}
 	var times []time.Duration
@@ -233,7 +233,7 @@ func TestUnsendableJoinDoesNotSpin(t *testing.T) {
 	if len(s.sent) != 0 {
 		t.Fatalf("sent %v", s.sent)
 	}
-	if got := s.kinds(); len(got) != 1 || !strings.HasPrefix(got[0], "refused:") {
+	if got := s.kinds(); len(got) != 1 || !strings.HasPrefix(got[0], "join-refused:") {
 		t.Fatalf("events %v, want one refusal", got)
 	}
 	if next := s.tg.Next(); next != at(unsendableWait) {

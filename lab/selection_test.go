@@ -283,7 +283,7 @@ func TestConflictingPolicyRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			refused := func(e overlay.Event) bool {
-				return e.Kind == "refused" && e.Name == tc.target && strings.Contains(e.Reason, tc.want)
+				return e.Kind == overlay.EventJoinRefused && e.Name == tc.target && strings.Contains(e.Reason, tc.want)
 			}
 			if err := WaitFor(ctx, func() error {
 				if len(log.match(refused)) == 0 {
