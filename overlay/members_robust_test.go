@@ -79,6 +79,9 @@ func TestNewcomerWhoseSeedDiesMidJoin(t *testing.T) {
 	n.dropMsgs(nil)
 	n.kill("p1")
 	n.run(5 * time.Second)
+	if slices.Contains(knownNames(c), "p2") {
+		t.Fatalf("p3 learned p2 while its seed was dead: the test does not test the seed dying mid-join")
+	}
 	// p1 restarts with its configuration (p2), having forgotten p3.
 	n.restart("p1")
 	n.run(60 * time.Second)
