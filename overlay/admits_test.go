@@ -1,10 +1,10 @@
 package overlay
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/pias-net/pias/router"
 )
@@ -13,31 +13,16 @@ func edgeKey(i int) [32]byte { return [32]byte{0xed, byte(i), byte(i >> 8)} }
 
 // askProxies sends edge i's TypeProxiesReq to p and returns the answer, if
 // p sent one.
-func (pn *proxyNet) askProxies(p *Proxy, i int, digest uint32) (*Message, bool) {
-	pn.t.Helper()
-	req := Message{Type: TypeProxiesReq, Seq: 77, Incarnation: digest}
-	b, err := req.MarshalBinary()
-	if err != nil {
-		pn.t.Fatal(err)
-	}
-	pn.mu.Lock()
-	pn.toEdges = nil
-	pn.mu.Unlock()
-	p.HandleControl(netip.AddrPortFrom(edgeAddr(i), 40000), netip.AddrPortFrom(p.cfg.Self.Addr, testCtrl), b)
-	pn.deliver()
-	pn.mu.Lock()
-	defer pn.mu.Unlock()
-	for _, pkt := range pn.toEdges {
-		ihl := int(pkt[0]&0xf) * 4
-		if netip.AddrFrom4([4]byte(pkt[16:20])) != edgeAddr(i) || binary.BigEndian.Uint16(pkt[ihl+2:]) != 40000 {
-			continue
-		}
-		var m Message
-		if err := m.UnmarshalBinary(pkt[ihl+8:]); err != nil {
-			pn.t.Fatalf("answer: %v", err)
-		}
+func (h *harness) askProxies(p *Proxy, i int, digest uint32) (*Message, bool) {
+	h.t.Helper()
+	req := proxiesReqMsg(77, digest)
+	e := h.edge(i)
+	e.inbox = nil
+	h.edgeSend(i, p.cfg.Self.Addr, req)
+	h.settle()
+	for _, m := range e.inbox {
 		if m.Type != TypeProxies || m.Seq != req.Seq {
-			pn.t.Fatalf("answer %v seq %d, want proxies seq %d", m.Type, m.Seq, req.Seq)
+			h.t.Fatalf("answer %v seq %d, want proxies seq %d", m.Type, m.Seq, req.Seq)
 		}
 		return &m, true
 	}
@@ -73,7 +58,7 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		}
 	})
 	// The members' records say p4 is in c2 too.
-	for _, p := range pn.proxies {
+	for _, p := range pn.proxies() {
 		if p.cfg.Self.Name == "p4" {
 			continue
 		}
@@ -85,13 +70,7 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		p.health.mu.Unlock()
 	}
 	p1 := pn.p("p1")
-	tick := func() {
-		for _, p := range pn.proxies {
-			p.Tick()
-		}
-		pn.deliver()
-	}
-	tick()
+	pn.run(200 * time.Millisecond) // the proxies ask each other what they admit
 
 	want := func(edge int, at *Proxy, names ...string) uint32 {
 		t.Helper()
@@ -126,45 +105,40 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 	}
 
 	// p3 cannot speak for p2.
-	forged := Message{Type: TypeAdmits, Name: "p2", Incarnation: 1 << 31, Parts: 1, Keys: [][32]byte{edgeKey(1)}}
-	b, _ := forged.MarshalBinary()
-	p1.HandleControl(netip.AddrPortFrom(pn.p("p3").cfg.Self.Addr, testCtrl), netip.AddrPortFrom(p1.cfg.Self.Addr, testCtrl), b)
+	pn.sendAs("p3", "p1", admitsMsg("p2", 1<<31, edgeKey(1)))
+	pn.settle()
 	want(1, p1, "p1", "p3")
 
 	// A dead proxy is not told; the list (and digest) change.
-	p1.health.mu.Lock()
-	p1.health.members["p2"].state = StateDead
-	p1.health.mu.Unlock()
+	pn.kill("p2")
+	pn.until(5*time.Second, "p1 sees p2 dead", func() bool { return pn.state("p1", "p2") == StateDead })
 	if d2 := want(0, p1, "p1", "p4"); d2 == d {
 		t.Errorf("digest %d unchanged after p2 died", d)
 	}
 
 	// A restarted p4 (a new incarnation) is asked again, once.
-	p4 := pn.p("p4")
-	p4.health.mu.Lock()
-	p4.health.inc += 5
-	inc := p4.health.inc
-	p4.health.mu.Unlock()
-	p1.health.mu.Lock()
-	p1.health.members["p4"].inc = inc
-	p1.health.mu.Unlock()
-	pn.advance(admitsRetry)
-	tick()
-	if s := p1.mem.admits["p4"]; s == nil || s.inc != inc || !s.keys[edgeKey(0)] {
-		t.Fatalf("p1 has not p4's list of incarnation %d: %+v", inc, s)
+	old := pn.p("p4").health.incarnation()
+	pn.kill("p4")
+	pn.run(time.Second)
+	p4 := pn.restart("p4")
+	inc := p4.health.incarnation()
+	if inc <= old {
+		t.Fatalf("p4 restarted at incarnation %d, not above %d", inc, old)
 	}
+	pn.until(admitsRetry+time.Second, "p1 has p4's new list", func() bool {
+		s := p1.mem.admits["p4"]
+		return s != nil && s.inc == inc && s.keys[edgeKey(0)]
+	})
 	asked := p1.mem.admits["p4"].askedAt
-	pn.advance(2 * admitsRetry)
-	tick()
+	pn.run(2 * admitsRetry)
 	if p1.mem.admits["p4"].askedAt != asked {
 		t.Errorf("p1 asked p4 again with its list current")
 	}
 
 	// A late answer from p4's previous incarnation is not taken.
 	p1.forgetAdmits([]Member{{Name: "p4"}})
-	late := Message{Type: TypeAdmits, Name: "p4", Incarnation: inc - 5, Parts: 1, Keys: [][32]byte{edgeKey(7)}}
-	b, _ = late.MarshalBinary()
-	p1.HandleControl(netip.AddrPortFrom(p4.cfg.Self.Addr, testCtrl), netip.AddrPortFrom(p1.cfg.Self.Addr, testCtrl), b)
+	pn.sendAs("p4", "p1", admitsMsg("p4", old, edgeKey(7)))
+	pn.settle()
 	if s := p1.mem.admits["p4"]; s != nil && s.keys != nil {
 		t.Errorf("p1 took p4's list of an older incarnation: %+v", s)
 	}

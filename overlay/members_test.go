@@ -25,7 +25,7 @@ func helloBody(t testing.TB) []byte {
 }
 
 func TestUnderlaySealOpen(t *testing.T) {
-	now := time.Now()
+	now := fuzzNow
 	body := helloBody(t)
 	pkt := sealUnderlay(testMeshKey, kindHello, now, body)
 	if !bytes.HasPrefix(pkt, []byte(UnderlayMagic)) {

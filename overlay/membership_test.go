@@ -1,10 +1,7 @@
 package overlay
 
 import (
-	"encoding/binary"
-	"fmt"
 	"net/netip"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,128 +45,55 @@ func TestShouldReport(t *testing.T) {
 	}
 }
 
-// proxyNet runs full proxy control planes over an in-memory network with a
-// fake clock: every packet a proxy sends to another proxy's address is
-// handed to that proxy; packets to edges are kept in toEdges.
-type proxyNet struct {
-	t       *testing.T
-	mu      sync.Mutex
-	now     int64
-	proxies map[netip.Addr]*Proxy
-	members []Member
-	queue   [][]byte
-	toEdges [][]byte // packets for addresses that are no proxy's
-}
-
-var (
-	testGroup = router.Group{Addr: netip.MustParseAddr("100.65.0.1"), Port: 80, Proto: router.ProtoTCP}
-	testCtrl  = uint16(51821)
-)
-
-func edgeAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{100, 66, 0, byte(i + 1)}) }
-
-func newProxyNet(t *testing.T, n, edges int, mod func(*ProxyConfig)) *proxyNet {
-	pn := &proxyNet{t: t, now: int64(time.Hour), proxies: map[netip.Addr]*Proxy{}}
+// newProxyNet starts n proxies p1…pn of one cluster as a static full mesh,
+// on the unit tests' links; edges 0…edges-1 may join testGroup at any of
+// them. mod, if set, changes each proxy's config.
+func newProxyNet(t *testing.T, n, edges int, mod func(*ProxyConfig)) *harness {
+	h := newHarness(t, 1, unitLink)
+	var members []Member
 	for i := range n {
-		pn.members = append(pn.members, Member{Name: fmt.Sprintf("p%d", i+1), Addr: netip.AddrFrom4([4]byte{100, 64, 0, byte(i + 1)}), Cluster: "c1",
-			PublicKey: [32]byte{0xee, byte(i + 1)}, Endpoint: netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)}), 51820)})
+		members = append(members, testMember(i+1, "c1"))
 	}
 	pol := &EdgePolicy{Name: "t", Groups: []router.Group{testGroup}}
 	policies := map[netip.Addr]*EdgePolicy{}
 	for i := range edges {
 		policies[edgeAddr(i)] = pol
 	}
-	for _, m := range pn.members {
-		r, err := router.New(router.Config{Self: []netip.Addr{m.Addr}, Anycast: []netip.Prefix{netip.MustParsePrefix("100.65.0.0/16")}, ControlPort: testCtrl})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg := ProxyConfig{Self: m, Members: pn.members, Edges: policies, ControlPort: testCtrl, Router: r,
-			Transport: testTransport{send: pn.send}, Clock: testClock(pn.clock)}
-		if mod != nil {
-			mod(&cfg)
-		}
-		p, err := NewProxy(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pn.proxies[m.Addr] = p
+	for _, m := range members {
+		h.start(m, members, func(c *ProxyConfig) {
+			c.Edges = policies
+			if mod != nil {
+				mod(c)
+			}
+		})
 	}
-	return pn
+	return h
 }
 
-func (pn *proxyNet) clock() int64 {
-	pn.mu.Lock()
-	defer pn.mu.Unlock()
-	return pn.now
-}
-
-func (pn *proxyNet) advance(d time.Duration) {
-	pn.mu.Lock()
-	pn.now += int64(d)
-	pn.mu.Unlock()
-}
-
-func (pn *proxyNet) send(pkt []byte) error {
-	pn.mu.Lock()
-	pn.queue = append(pn.queue, append([]byte(nil), pkt...))
-	pn.mu.Unlock()
-	return nil
-}
-
-// deliver hands queued IPv4/UDP packets to the proxies they are for.
-func (pn *proxyNet) deliver() {
-	for {
-		pn.mu.Lock()
-		if len(pn.queue) == 0 {
-			pn.mu.Unlock()
-			return
-		}
-		pkt := pn.queue[0]
-		pn.queue = pn.queue[1:]
-		pn.mu.Unlock()
-		ihl := int(pkt[0]&0xf) * 4
-		src := netip.AddrFrom4([4]byte(pkt[12:16]))
-		dst := netip.AddrFrom4([4]byte(pkt[16:20]))
-		sp, dp := binary.BigEndian.Uint16(pkt[ihl:]), binary.BigEndian.Uint16(pkt[ihl+2:])
-		if p := pn.proxies[dst]; p != nil {
-			p.HandleControl(netip.AddrPortFrom(src, sp), netip.AddrPortFrom(dst, dp), pkt[ihl+8:])
-		} else {
-			pn.mu.Lock()
-			pn.toEdges = append(pn.toEdges, pkt)
-			pn.mu.Unlock()
+// proxies lists the proxies, by name.
+func (h *harness) proxies() []*Proxy {
+	var out []*Proxy
+	for _, o := range h.net.Hosts() {
+		if n := h.nodes[o.Name()]; n != nil && n.p != nil {
+			out = append(out, n.p)
 		}
 	}
+	return out
 }
 
-func (pn *proxyNet) p(name string) *Proxy {
-	for _, m := range pn.members {
-		if m.Name == name {
-			return pn.proxies[m.Addr]
-		}
-	}
-	pn.t.Fatalf("no proxy %s", name)
-	return nil
-}
-
-// edge sends a join or leave of target i to the group's anycast address,
-// as emulated anycast would deliver it to jap.
-func (pn *proxyNet) edge(jap *Proxy, typ Type, i int) {
-	pn.t.Helper()
-	m := Message{Type: typ, Seq: 1, Group: testGroup, Port: 8080, Name: fmt.Sprintf("t%d", i), Weight: 1}
-	b, err := m.MarshalBinary()
-	if err != nil {
-		pn.t.Fatal(err)
-	}
-	jap.HandleControl(netip.AddrPortFrom(edgeAddr(i), 40000), netip.AddrPortFrom(testGroup.Addr, testCtrl), b)
-	pn.deliver()
+// edgeDo has edge i's target join or leave testGroup, sent to the group's
+// anycast address and delivered at jap, and settles.
+func (h *harness) edgeDo(jap *Proxy, typ Type, i int) {
+	h.t.Helper()
+	h.anycast(i, jap.cfg.Self.Name, testGroup.Addr, edgeMsg(typ, i, testGroup))
+	h.settle()
 }
 
 // registers counts the registrations the group's RAPs received.
-func (pn *proxyNet) registers(jap *Proxy) map[string]uint64 {
+func (h *harness) registers(jap *Proxy) map[string]uint64 {
 	out := map[string]uint64{}
 	for _, name := range jap.RAPs(testGroup) {
-		out[name] = pn.p(name).Stats().Registers
+		out[name] = h.p(name).Stats().Registers
 	}
 	return out
 }
@@ -190,8 +114,8 @@ func TestTwoTierMembership(t *testing.T) {
 	// A JAP that is not a RAP of the group, so every registration crosses
 	// the network.
 	var jap *Proxy
-	for _, m := range pn.members {
-		if p := pn.proxies[m.Addr]; !contains(p.RAPs(testGroup), m.Name) && !contains(p.RAPs(router.EchoGroup(testGroup.Addr)), m.Name) {
+	for _, p := range pn.proxies() {
+		if name := p.cfg.Self.Name; !contains(p.RAPs(testGroup), name) && !contains(p.RAPs(router.EchoGroup(testGroup.Addr)), name) {
 			jap = p
 			break
 		}
@@ -202,8 +126,8 @@ func TestTwoTierMembership(t *testing.T) {
 	raps := jap.RAPs(testGroup)
 	before := pn.registers(jap)
 	for i := range targets {
-		pn.edge(jap, TypeJoin, i)
-		pn.advance(100 * time.Millisecond)
+		pn.edgeDo(jap, TypeJoin, i)
+		pn.run(100 * time.Millisecond)
 		for _, name := range raps {
 			// What the RAP knows is what the rule lets it know: the JAP
 			// would not report the count it has now.
@@ -220,11 +144,11 @@ func TestTwoTierMembership(t *testing.T) {
 	ejap := exact.p(jap.cfg.Self.Name)
 	ebefore := exact.registers(ejap)
 	for i := range targets {
-		exact.edge(ejap, TypeJoin, i)
+		exact.edgeDo(ejap, TypeJoin, i)
 	}
-	eafter := exact.registers(ejap)
-	for name, n := range pn.registers(jap) {
-		got, base := n-before[name], eafter[name]-ebefore[name]
+	eafter, after := exact.registers(ejap), pn.registers(jap)
+	for _, name := range raps {
+		got, base := after[name]-before[name], eafter[name]-ebefore[name]
 		// Registers counts the group's and, when this RAP is one of the
 		// echo group too, its registrations.
 		t.Logf("RAP %s received %d registrations for %d joins (%d when every change is reported)", name, got, targets, base)
@@ -242,9 +166,8 @@ func TestTwoTierMembership(t *testing.T) {
 	}
 
 	// The slow refresh brings the count up to date.
-	pn.advance(jap.cfg.RegisterTTL/3 + time.Second)
-	jap.Tick()
-	pn.deliver()
+	pn.run(jap.cfg.RegisterTTL/3 + time.Second)
+	pn.settle()
 	for _, name := range raps {
 		if got := rapCount(pn.p(name), jap, testGroup); got != targets {
 			t.Errorf("after the refresh RAP %s counts %d, want %d", name, got, targets)
@@ -254,7 +177,7 @@ func TestTwoTierMembership(t *testing.T) {
 	// Leaves within the threshold are not told; the last one (n→0) is, at once.
 	suppressed := jap.Stats().RegistersSuppressed
 	for i := range targets - 1 {
-		pn.edge(jap, TypeLeave, i)
+		pn.edgeDo(jap, TypeLeave, i)
 		for _, name := range raps {
 			if got := rapCount(pn.p(name), jap, testGroup); shouldReport(got, targets-1-i, DefaultInaccuracy) {
 				t.Fatalf("with %d targets left RAP %s counts %d", targets-1-i, name, got)
@@ -265,7 +188,7 @@ func TestTwoTierMembership(t *testing.T) {
 		t.Error("no leave was suppressed")
 	}
 	b := pn.registers(jap)
-	pn.edge(jap, TypeLeave, targets-1)
+	pn.edgeDo(jap, TypeLeave, targets-1)
 	for _, name := range raps {
 		rap := pn.p(name)
 		if n := rap.Stats().Registers - b[name]; n == 0 {
@@ -291,35 +214,27 @@ func TestTwoTierMembershipRAPChange(t *testing.T) {
 	pn := newProxyNet(t, 4, 6, nil)
 	jap := pn.p("p1")
 	for i := range 6 {
-		pn.edge(jap, TypeJoin, i)
+		pn.edgeDo(jap, TypeJoin, i)
 	}
 	raps := jap.RAPs(testGroup)
-	// Kill a RAP other than the JAP: the JAP learns it through health
-	// monitoring; here, hand it the change directly.
-	var victim Member
-	for _, m := range pn.members {
-		if m.Name != jap.cfg.Self.Name && contains(raps, m.Name) {
-			victim = m
+	// Kill a RAP other than the JAP: the others learn it through health
+	// monitoring.
+	victim := ""
+	for _, p := range pn.proxies() {
+		if p != jap && contains(raps, p.cfg.Self.Name) {
+			victim = p.cfg.Self.Name
 			break
 		}
 	}
-	if victim.Name == "" {
+	if victim == "" {
 		t.Skip("the JAP is the only RAP")
 	}
-	delete(pn.proxies, victim.Addr)
-	for _, p := range pn.proxies {
-		p.health.mu.Lock()
-		p.health.members[victim.Name].state = StateDead
-		p.health.mu.Unlock()
-		p.ctl.Lock()
-		p.membershipChanged(change{dead: []Member{victim}})
-		p.flush()
-		p.ctl.Unlock()
-	}
-	pn.deliver()
+	pn.kill(victim)
+	pn.until(5*time.Second, victim+" dead everywhere", pn.allSee(victim, StateDead))
+	pn.settle()
 	newRAPs := jap.RAPs(testGroup)
-	if contains(newRAPs, victim.Name) {
-		t.Fatalf("dead %s still a RAP: %v", victim.Name, newRAPs)
+	if contains(newRAPs, victim) {
+		t.Fatalf("dead %s still a RAP: %v", victim, newRAPs)
 	}
 	for _, name := range newRAPs {
 		if got := rapCount(pn.p(name), jap, testGroup); got != 6 {
@@ -339,13 +254,14 @@ func contains(s []string, v string) bool {
 
 // nonRAP is a proxy that is no RAP of testGroup: its registrations cross
 // the network.
-func (pn *proxyNet) nonRAP() *Proxy {
-	for _, m := range pn.members {
-		if p := pn.proxies[m.Addr]; !contains(p.RAPs(testGroup), m.Name) {
+func (h *harness) nonRAP() *Proxy {
+	h.t.Helper()
+	for _, p := range h.proxies() {
+		if !contains(p.RAPs(testGroup), p.cfg.Self.Name) {
 			return p
 		}
 	}
-	pn.t.Fatal("every proxy is a RAP of the test group")
+	h.t.Fatal("every proxy is a RAP of the test group")
 	return nil
 }
 
@@ -355,32 +271,29 @@ func (pn *proxyNet) nonRAP() *Proxy {
 func TestLostWithdrawalHealsAtNoTarget(t *testing.T) {
 	pn := newProxyNet(t, 4, 1, nil)
 	jap := pn.nonRAP()
-	pn.edge(jap, TypeJoin, 0)
+	pn.edgeDo(jap, TypeJoin, 0)
 	rap := pn.p(jap.RAPs(testGroup)[0])
 	if n := rapCount(rap, jap, testGroup); n != 1 {
 		t.Fatalf("RAP counts %d targets at the JAP, want 1", n)
 	}
 	// The target leaves; the withdrawal is lost on the way.
-	m := Message{Type: TypeLeave, Seq: 2, Group: testGroup, Port: 8080}
-	b, _ := m.MarshalBinary()
-	jap.HandleControl(netip.AddrPortFrom(edgeAddr(0), 40000), netip.AddrPortFrom(testGroup.Addr, testCtrl), b)
-	pn.mu.Lock()
-	pn.queue = nil
-	pn.mu.Unlock()
+	pn.dropMsgs(func(src, dst netip.Addr, m *Message) bool { return src == jap.cfg.Self.Addr && m.Type == TypeRegister })
+	pn.edgeDo(jap, TypeLeave, 0)
+	pn.dropMsgs(nil)
 	if n := rapCount(rap, jap, testGroup); n != 1 {
 		t.Fatalf("RAP counts %d after the lost withdrawal, want the stale 1", n)
 	}
 	iap := pn.p(rap.cfg.Self.Name)
 	jap.NoTarget(iap.cfg.Self.Addr, testGroup)
-	pn.deliver()
+	pn.settle()
 	if n := rapCount(rap, jap, testGroup); n != 0 {
 		t.Errorf("RAP still counts %d targets at the JAP after it dropped a flow for lack of one", n)
 	}
 	// A JAP that has a target again does not withdraw.
-	pn.edge(jap, TypeJoin, 0)
-	pn.advance(time.Second)
+	pn.edgeDo(jap, TypeJoin, 0)
+	pn.run(time.Second)
 	jap.NoTarget(iap.cfg.Self.Addr, testGroup)
-	pn.deliver()
+	pn.settle()
 	if n := rapCount(rap, jap, testGroup); n != 1 {
 		t.Errorf("RAP counts %d after a NoTarget with a target joined, want 1", n)
 	}
@@ -392,26 +305,25 @@ func TestLostWithdrawalHealsAtNoTarget(t *testing.T) {
 func TestRefutedJAPRegistersAgain(t *testing.T) {
 	pn := newProxyNet(t, 4, 1, nil)
 	jap := pn.nonRAP()
-	pn.edge(jap, TypeJoin, 0)
+	pn.edgeDo(jap, TypeJoin, 0)
 	rap := pn.p(jap.RAPs(testGroup)[0])
 	var other *Proxy
-	for _, p := range pn.proxies {
+	for _, p := range pn.proxies() {
 		if p != jap && p != rap {
 			other = p
 		}
 	}
-	send := func(from, to *Proxy, m Message) {
-		b, _ := m.MarshalBinary()
-		to.HandleControl(netip.AddrPortFrom(from.cfg.Self.Addr, testCtrl), netip.AddrPortFrom(to.cfg.Self.Addr, testCtrl), b)
-		pn.deliver()
+	send := func(from, to *Proxy, m *Message) {
+		pn.sendAs(from.cfg.Self.Name, to.cfg.Self.Name, m)
+		pn.settle()
 	}
 	inc := jap.health.incarnation()
-	send(other, rap, Message{Type: TypeFail, Name: jap.cfg.Self.Name, Incarnation: inc})
+	send(other, rap, failMsg(jap.cfg.Self.Name, inc))
 	if n := rapCount(rap, jap, testGroup); n != 0 {
 		t.Fatalf("RAP counts %d at a JAP it holds dead, want 0", n)
 	}
 	// The JAP hears of it (as a probe's answer would tell it) and refutes.
-	send(rap, jap, Message{Type: TypeFail, Name: jap.cfg.Self.Name, Incarnation: inc})
+	send(rap, jap, failMsg(jap.cfg.Self.Name, inc))
 	if st, _, _ := rap.health.state(jap.cfg.Self.Name); st == StateDead {
 		t.Fatal("the refutation did not reach the RAP")
 	}
@@ -419,40 +331,3 @@ func TestRefutedJAPRegistersAgain(t *testing.T) {
 		t.Errorf("RAP counts %d at the JAP after it refuted, want 1", n)
 	}
 }
-
-// testTransport adapts the tests' packet queues to a Transport.
-type testTransport struct {
-	send     func(pkt []byte) error // complete IP packets
-	underlay func(to netip.AddrPort, pkt []byte)
-	addPeer  func(m Member, keepalive bool) error
-}
-
-func (t testTransport) Send(src, dst netip.AddrPort, payload []byte) {
-	buf := make([]byte, 60+8+len(payload))
-	n, err := router.BuildUDP(buf, src, dst, payload)
-	if err != nil {
-		panic(err)
-	}
-	t.send(buf[:n])
-}
-
-func (t testTransport) Forward(pkt []byte) { t.send(pkt) }
-
-func (t testTransport) SendUnderlay(to netip.AddrPort, pkt []byte) {
-	if t.underlay != nil {
-		t.underlay(to, pkt)
-	}
-}
-
-func (t testTransport) AddPeer(m Member, keepalive bool) error {
-	if t.addPeer != nil {
-		return t.addPeer(m, keepalive)
-	}
-	return nil
-}
-
-// testClock is a fake monotonic clock; its wall clock starts in 2026.
-type testClock func() int64
-
-func (c testClock) Now() int64      { return c() }
-func (c testClock) Wall() time.Time { return time.Unix(1_780_000_000, 0).Add(time.Duration(c())) }
