@@ -13,15 +13,8 @@ type Packet struct {
 	Data []byte
 }
 
-// encode and decode are the only places that know the wire format of the
-// edge's control messages.
-func encode(m *overlay.Message) ([]byte, error) { return m.AppendBinary(nil) }
+// encode numbers m with seq and encodes it.
+func encode(seq uint32, m overlay.Msg) ([]byte, error) { return overlay.AppendMsg(nil, seq, m) }
 
 // decode parses b; a malformed message is an error, never a panic.
-func decode(b []byte) (*overlay.Message, error) {
-	var m overlay.Message
-	if err := m.UnmarshalBinary(b); err != nil {
-		return nil, err
-	}
-	return &m, nil
-}
+func decode(b []byte) (uint32, overlay.Msg, error) { return overlay.ParseMsg(b) }

@@ -66,8 +66,7 @@ func (l *Learner) Tick(now int64, cur Candidate) []Packet {
 	if l.seq++; l.seq == 0 {
 		l.seq++
 	}
-	req := overlay.Message{Type: overlay.TypeProxiesReq, Seq: l.seq, Incarnation: l.digest}
-	b, err := encode(&req)
+	b, err := encode(l.seq, &overlay.ProxiesReq{Digest: l.digest})
 	if err != nil || !cur.Addr.IsValid() {
 		l.asking, l.next = false, now+int64(learnInterval/4)
 		return nil
@@ -83,13 +82,14 @@ func (l *Learner) Tick(now int64, cur Candidate) []Packet {
 // peer and a candidate; an error from add makes the next question come
 // soon and ask for the whole list.
 func (l *Learner) Handle(now int64, b []byte, cands []Candidate, add func(Candidate) error) bool {
-	m, err := decode(b)
-	if err != nil || !l.asking || m.Type != overlay.TypeProxies || m.Seq != l.seq {
+	seq, msg, err := decode(b)
+	m, ok := msg.(*overlay.Proxies)
+	if err != nil || !ok || !l.asking || seq != l.seq {
 		return false
 	}
 	l.asking = false
 	if l.learnAll(m.Peers, cands, add) {
-		l.digest, l.next = m.Incarnation, now+int64(learnInterval)
+		l.digest, l.next = m.Digest, now+int64(learnInterval)
 	} else {
 		// Ask for the whole list again soon: what failed may work then.
 		l.digest, l.next = 0, now+int64(learnInterval/4)

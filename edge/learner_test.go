@@ -88,9 +88,9 @@ type learnSim struct {
 	now     int64
 	cands   []Candidate
 	addErr  error
-	asked   []overlay.Message
+	asked   []wire // each a *overlay.ProxiesReq
 	askedAt []time.Duration
-	answer  func(q overlay.Message) *overlay.Message
+	answer  func(q wire) *wire
 	events  []overlay.Event
 	logs    []string
 }
@@ -112,10 +112,14 @@ func (s *learnSim) run(until int64) {
 		}
 		s.now = max(s.now, s.l.Next())
 		for _, p := range s.l.Tick(s.now, s.cands[0]) {
-			var q overlay.Message
-			if err := q.UnmarshalBinary(p.Data); err != nil {
+			seq, m, err := overlay.ParseMsg(p.Data)
+			if err != nil {
 				s.t.Fatal(err)
 			}
+			if _, ok := m.(*overlay.ProxiesReq); !ok {
+				s.t.Fatalf("sent a %v, want a proxies-req", m.Type())
+			}
+			q := wire{seq, m}
 			if p.To != netip.AddrPortFrom(a("100.64.0.1"), testCtrl) {
 				s.t.Errorf("asked %v, want p1's IPv4 control port", p.To)
 			}
@@ -125,13 +129,10 @@ func (s *learnSim) run(until int64) {
 				continue
 			}
 			if ans := s.answer(q); ans != nil {
-				b, err := ans.MarshalBinary()
-				if err != nil {
-					s.t.Fatal(err)
-				}
+				b := ans.encode(s.t)
 				s.now += 10 * ms
 				if !s.l.Handle(s.now, b, s.cands, s.add) {
-					s.t.Errorf("answer %+v not taken", ans)
+					s.t.Errorf("answer %+v (seq %d) not taken", ans.m, ans.seq)
 				}
 			}
 		}
@@ -146,6 +147,9 @@ func (s *learnSim) add(c Candidate) error {
 	s.cands = append(s.cands, c)
 	return nil
 }
+
+// digest is the digest the i-th question sent.
+func (s *learnSim) digest(i int) uint32 { return s.asked[i].m.(*overlay.ProxiesReq).Digest }
 
 func (s *learnSim) names() []string {
 	var out []string
@@ -164,16 +168,16 @@ func TestLearnerAsks(t *testing.T) {
 	if want := []time.Duration{500 * time.Millisecond, 2 * time.Second}; !slices.Equal(s.askedAt, want) {
 		t.Fatalf("unanswered questions at %v, want %v", s.askedAt, want)
 	}
-	s.answer = func(q overlay.Message) *overlay.Message {
-		return &overlay.Message{Type: overlay.TypeProxies, Seq: q.Seq, Incarnation: 77, Peers: []overlay.Member{testMember("p1", 1), testMember("p2", 2)}}
+	s.answer = func(q wire) *wire {
+		return &wire{q.seq, &overlay.Proxies{Digest: 77, Peers: []overlay.Member{testMember("p1", 1), testMember("p2", 2)}}}
 	}
 	s.asked, s.askedAt = nil, nil
 	s.run(at(9 * time.Second))
 	if want := []time.Duration{3500 * time.Millisecond, 5510 * time.Millisecond, 7520 * time.Millisecond}; !slices.Equal(s.askedAt, want) {
 		t.Errorf("questions at %v, want %v", s.askedAt, want)
 	}
-	if s.asked[0].Incarnation != 0 || s.asked[1].Incarnation != 77 {
-		t.Errorf("digests %d then %d, want 0 then 77", s.asked[0].Incarnation, s.asked[1].Incarnation)
+	if s.digest(0) != 0 || s.digest(1) != 77 {
+		t.Errorf("digests %d then %d, want 0 then 77", s.digest(0), s.digest(1))
 	}
 	if got := s.names(); !slices.Equal(got, []string{"p1", "p2"}) {
 		t.Fatalf("candidates %v", got)
@@ -192,15 +196,15 @@ func TestLearnerAsks(t *testing.T) {
 func TestLearnerAddFails(t *testing.T) {
 	s := newLearnSim(t)
 	s.addErr = errors.New("device closed")
-	s.answer = func(q overlay.Message) *overlay.Message {
-		return &overlay.Message{Type: overlay.TypeProxies, Seq: q.Seq, Incarnation: 77, Peers: []overlay.Member{testMember("p2", 2)}}
+	s.answer = func(q wire) *wire {
+		return &wire{q.seq, &overlay.Proxies{Digest: 77, Peers: []overlay.Member{testMember("p2", 2)}}}
 	}
 	s.run(at(1100 * time.Millisecond))
 	if want := []time.Duration{500 * time.Millisecond, 1010 * time.Millisecond}; !slices.Equal(s.askedAt, want) {
 		t.Errorf("questions at %v, want %v", s.askedAt, want)
 	}
-	if s.asked[1].Incarnation != 0 {
-		t.Errorf("asked with digest %d after a failure, want 0", s.asked[1].Incarnation)
+	if s.digest(1) != 0 {
+		t.Errorf("asked with digest %d after a failure, want 0", s.digest(1))
 	}
 	if len(s.logs) == 0 || !strings.Contains(s.logs[0], "device closed") || len(s.events) != 0 {
 		t.Errorf("logs %q, events %v", s.logs, s.events)
@@ -215,8 +219,8 @@ func TestLearnerFull(t *testing.T) {
 	for i := range overlay.MaxPeers {
 		peers = append(peers, testMember(fmt.Sprint("q", i), byte(10+i)))
 	}
-	s.answer = func(q overlay.Message) *overlay.Message {
-		return &overlay.Message{Type: overlay.TypeProxies, Seq: q.Seq, Incarnation: 77, Peers: peers}
+	s.answer = func(q wire) *wire {
+		return &wire{q.seq, &overlay.Proxies{Digest: 77, Peers: peers}}
 	}
 	s.run(at(600 * time.Millisecond))
 	if len(s.cands) != config.MaxCandidates {
@@ -232,25 +236,26 @@ func TestLearnerFull(t *testing.T) {
 func TestLearnerIgnoresStrangers(t *testing.T) {
 	s := newLearnSim(t)
 	s.run(at(500 * time.Millisecond))
-	seq := s.asked[0].Seq
-	for name, m := range map[string]*overlay.Message{
-		"stale":     {Type: overlay.TypeProxies, Seq: seq - 1, Peers: []overlay.Member{testMember("p2", 2)}},
-		"join ack":  {Type: overlay.TypeJoinAck, Seq: seq, Group: testGroup},
-		"unbidden0": {Type: overlay.TypeProxies, Peers: []overlay.Member{testMember("p2", 2)}},
+	seq := s.asked[0].seq
+	for name, w := range map[string]wire{
+		"stale":     {seq - 1, &overlay.Proxies{Peers: []overlay.Member{testMember("p2", 2)}}},
+		"join ack":  {seq, &overlay.JoinAck{Group: testGroup}},
+		"unbidden0": {0, &overlay.Proxies{Peers: []overlay.Member{testMember("p2", 2)}}},
 	} {
-		b, err := m.MarshalBinary()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if s.l.Handle(s.now, b, s.cands, s.add) {
+		if s.l.Handle(s.now, w.encode(t), s.cands, s.add) {
 			t.Errorf("%s taken", name)
 		}
 	}
-	if s.l.Handle(s.now, []byte("PI\x01garbage"), s.cands, s.add) || len(s.cands) != 1 {
+	// A valid header with the awaited seq, then garbage.
+	bad := append(wire{seq, &overlay.Proxies{}}.encode(t)[:overlay.HeaderLen], "garbage"...)
+	if _, _, err := overlay.ParseMsg(bad); err == nil {
+		t.Fatal("the garbage parses")
+	}
+	if s.l.Handle(s.now, bad, s.cands, s.add) || len(s.cands) != 1 {
 		t.Error("garbage taken")
 	}
 	s.l.Stop()
-	b, _ := (&overlay.Message{Type: overlay.TypeProxies, Seq: seq}).MarshalBinary()
+	b := wire{seq, &overlay.Proxies{}}.encode(t)
 	if s.l.Handle(s.now, b, s.cands, s.add) {
 		t.Error("answer taken after Stop")
 	}

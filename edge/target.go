@@ -162,24 +162,26 @@ func (t *Target) Tick(now int64) []Packet {
 // reports whether it was an answer the target waited for, and returns what
 // to send now.
 func (t *Target) Handle(now int64, b []byte) (bool, []Packet) {
-	m, err := decode(b)
-	if err != nil || m.Seq == 0 {
+	seq, m, err := decode(b)
+	if err != nil || seq == 0 {
 		return false, nil
 	}
 	var g *membership
 	for i := range t.groups {
-		if t.groups[i].seq == m.Seq && t.groups[i].phase != idle && t.groups[i].phase != done {
+		if t.groups[i].seq == seq && t.groups[i].phase != idle && t.groups[i].phase != done {
 			g = &t.groups[i]
 		}
 	}
 	if g == nil {
 		return false, nil
 	}
+	ack, isJoinAck := m.(*overlay.JoinAck)
+	kack, isKeepaliveAck := m.(*overlay.KeepaliveAck)
 	switch {
-	case g.phase == joining && m.Type == overlay.TypeJoinAck:
-		if m.Status == overlay.StatusRefused {
-			t.event(overlay.Event{Kind: overlay.EventJoinRefused, Group: g.Group, Reason: m.Reason})
-			t.setJoined(g.Group, false, m.Reason)
+	case g.phase == joining && isJoinAck && ack.Group == g.Group:
+		if ack.Status == overlay.StatusRefused {
+			t.event(overlay.Event{Kind: overlay.EventJoinRefused, Group: g.Group, Reason: ack.Reason})
+			t.setJoined(g.Group, false, ack.Reason)
 			g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
 			break
 		}
@@ -190,9 +192,9 @@ func (t *Target) Handle(now int64, b []byte) (bool, []Packet) {
 		if g.lost {
 			g.at = now
 		}
-	case g.phase == keeping && m.Type == overlay.TypeKeepaliveAck:
+	case g.phase == keeping && isKeepaliveAck && kack.Group == g.Group:
 		g.lost = false
-		if m.Status != overlay.StatusOK {
+		if kack.Status != overlay.StatusOK {
 			// The proxy that heard us does not know us: join it.
 			t.event(overlay.Event{Kind: overlay.EventRejoin, Group: g.Group})
 			g.joined = false
@@ -202,7 +204,7 @@ func (t *Target) Handle(now int64, b []byte) (bool, []Packet) {
 		}
 		g.misses = 0
 		g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
-	case g.phase == leaving && m.Type == overlay.TypeJoinAck:
+	case g.phase == leaving && isJoinAck && ack.Group == g.Group:
 		g.phase = done
 	default:
 		return false, nil
@@ -222,8 +224,7 @@ func (t *Target) Moved(now int64, old netip.Addr) []Packet {
 	for i := range t.groups {
 		g := &t.groups[i]
 		// Best effort, unnumbered: the old proxy may be dead.
-		leave := overlay.Message{Type: overlay.TypeLeave, Group: g.Group, Port: g.Port, Name: t.cfg.Name}
-		if b, err := encode(&leave); err == nil {
+		if b, err := encode(0, &overlay.Leave{Group: g.Group, Port: g.Port}); err == nil {
 			out = append(out, Packet{To: netip.AddrPortFrom(old, t.cfg.ControlPort), Data: b})
 		}
 	}
@@ -277,9 +278,9 @@ func (t *Target) Done() bool { return t.Next() == math.MaxInt64 }
 // join sends g's next JOIN.
 func (t *Target) join(g *membership, now int64, out []Packet) []Packet {
 	t.epoch++
-	req := overlay.Message{Type: overlay.TypeJoin, Seq: t.nextSeq(), Group: g.Group, Port: g.Port, Name: t.cfg.Name,
-		Incarnation: t.epoch, Policy: g.Policy, Weight: uint32(max(g.Weight, 1)), Keepalive: t.cfg.Keepalive}
-	b, err := encode(&req)
+	seq := t.nextSeq()
+	b, err := encode(seq, &overlay.Join{Group: g.Group, Port: g.Port, Name: t.cfg.Name,
+		Epoch: t.epoch, Policy: g.Policy, Weight: uint32(max(g.Weight, 1)), Keepalive: t.cfg.Keepalive})
 	if err != nil {
 		// This target's own settings cannot be sent: say so, and do not spin.
 		t.event(overlay.Event{Kind: overlay.EventJoinRefused, Group: g.Group, Reason: err.Error()})
@@ -287,16 +288,15 @@ func (t *Target) join(g *membership, now int64, out []Packet) []Packet {
 		g.phase, g.at, g.seq = idle, now+int64(unsendableWait), 0
 		return out
 	}
-	g.phase, g.at, g.seq = joining, now+int64(joinWait), req.Seq
+	g.phase, g.at, g.seq = joining, now+int64(joinWait), seq
 	return append(out, Packet{To: netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort), Data: b})
 }
 
 // keepalive sends g's next keepalive; one that cannot be encoded counts as
 // unanswered.
 func (t *Target) keepalive(g *membership, now int64, out []Packet) []Packet {
-	req := overlay.Message{Type: overlay.TypeKeepalive, Seq: t.nextSeq(), Group: g.Group, Port: g.Port, Name: t.cfg.Name}
-	g.phase, g.at, g.seq = keeping, now+int64(t.cfg.Keepalive), req.Seq
-	if b, err := encode(&req); err == nil {
+	g.phase, g.at, g.seq = keeping, now+int64(t.cfg.Keepalive), t.nextSeq()
+	if b, err := encode(g.seq, &overlay.Keepalive{Group: g.Group, Port: g.Port}); err == nil {
 		out = append(out, Packet{To: netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort), Data: b})
 	}
 	return out
@@ -304,10 +304,9 @@ func (t *Target) keepalive(g *membership, now int64, out []Packet) []Packet {
 
 // leave sends g's next LEAVE to its JAP.
 func (t *Target) leave(g *membership, now int64, out []Packet) []Packet {
-	req := overlay.Message{Type: overlay.TypeLeave, Seq: t.nextSeq(), Group: g.Group, Port: g.Port, Name: t.cfg.Name}
-	g.phase, g.at, g.seq = leaving, now+int64(leaveWait), req.Seq
+	g.phase, g.at, g.seq = leaving, now+int64(leaveWait), t.nextSeq()
 	g.tries++
-	if b, err := encode(&req); err == nil {
+	if b, err := encode(g.seq, &overlay.Leave{Group: g.Group, Port: g.Port}); err == nil {
 		out = append(out, Packet{To: netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort), Data: b})
 	}
 	return out

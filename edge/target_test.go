@@ -21,16 +21,41 @@ var (
 	oldJAP     = netip.MustParseAddr("100.64.0.9")
 )
 
+// wire is a message with the seq it travels with.
+type wire struct {
+	seq uint32
+	m   overlay.Msg
+}
+
+// encode encodes w, failing t if it cannot.
+func (w wire) encode(t *testing.T) []byte {
+	t.Helper()
+	b, err := overlay.AppendMsg(nil, w.seq, w.m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // sent is a message the target sent, and when.
 type sent struct {
 	at int64
 	to netip.AddrPort
-	m  overlay.Message
+	wire
 }
 
 func (s sent) String() string {
-	return fmt.Sprintf("%v %v seq %d to %v", time.Duration(s.at-testStart), s.m.Type, s.m.Seq, s.to)
+	return fmt.Sprintf("%v %v seq %d to %v", time.Duration(s.at-testStart), s.m.Type(), s.seq, s.to)
 }
+
+// group is the group s is about.
+func (s sent) group() router.Group {
+	g, _ := overlay.GroupOf(s.m)
+	return g
+}
+
+// join is s, a JOIN.
+func (s sent) join() *overlay.Join { return s.m.(*overlay.Join) }
 
 // targetSim drives a Target on virtual time against a JAP that answers at
 // once: jap returns its answer to a message, or nil to lose it.
@@ -38,7 +63,7 @@ type targetSim struct {
 	t      *testing.T
 	tg     *Target
 	now    int64
-	jap    func(s sent) *overlay.Message
+	jap    func(s sent) *wire
 	sent   []sent
 	events []overlay.Event
 }
@@ -54,34 +79,46 @@ func newTargetSim(t *testing.T, cfg TargetConfig) *targetSim {
 	return s
 }
 
-// answerAll is a JAP that answers everything, as overlay's does.
-func answerAll(s sent) *overlay.Message {
-	a := &overlay.Message{Seq: s.m.Seq, Group: s.m.Group, Port: s.m.Port, Status: overlay.StatusOK}
-	switch s.m.Type {
-	case overlay.TypeJoin, overlay.TypeLeave:
-		a.Type = overlay.TypeJoinAck
-	case overlay.TypeKeepalive:
-		a.Type = overlay.TypeKeepaliveAck
+// answerAll is a JAP that answers everything, as overlay's does. (deliver
+// checks that the target sends nothing else.)
+func answerAll(s sent) *wire {
+	switch s.m.(type) {
+	case *overlay.Join, *overlay.Leave:
+		return &wire{s.seq, &overlay.JoinAck{Group: s.group(), Status: overlay.StatusOK}}
+	default:
+		return &wire{s.seq, &overlay.KeepaliveAck{Group: s.group(), Status: overlay.StatusOK}}
 	}
-	return a
+}
+
+// setStatus sets the status and reason of w, an answer.
+func setStatus(w *wire, st overlay.Status, reason string) {
+	switch a := w.m.(type) {
+	case *overlay.JoinAck:
+		a.Status, a.Reason = st, reason
+	case *overlay.KeepaliveAck:
+		a.Status, a.Reason = st, reason
+	default:
+		panic(fmt.Sprintf("%v is no answer", w.m.Type()))
+	}
 }
 
 // deliver records pkts and feeds the JAP's answers back.
 func (s *targetSim) deliver(pkts []Packet) {
 	s.t.Helper()
 	for _, p := range pkts {
-		var m overlay.Message
-		if err := m.UnmarshalBinary(p.Data); err != nil {
+		seq, m, err := overlay.ParseMsg(p.Data)
+		if err != nil {
 			s.t.Fatalf("the target sent a message that does not decode: %v", err)
 		}
-		x := sent{at: s.now, to: p.To, m: m}
+		switch m.(type) {
+		case *overlay.Join, *overlay.Leave, *overlay.Keepalive:
+		default:
+			s.t.Fatalf("the target sent a %v", m.Type())
+		}
+		x := sent{at: s.now, to: p.To, wire: wire{seq, m}}
 		s.sent = append(s.sent, x)
 		if a := s.jap(x); a != nil {
-			b, err := a.MarshalBinary()
-			if err != nil {
-				s.t.Fatal(err)
-			}
-			_, more := s.tg.Handle(s.now, b)
+			_, more := s.tg.Handle(s.now, a.encode(s.t))
 			s.deliver(more)
 		}
 	}
@@ -108,7 +145,7 @@ func (s *targetSim) run(until int64) {
 func (s *targetSim) of(typ overlay.Type, from int64) []sent {
 	var out []sent
 	for _, x := range s.sent {
-		if x.m.Type == typ && x.at >= from {
+		if x.m.Type() == typ && x.at >= from {
 			out = append(out, x)
 		}
 	}
@@ -138,15 +175,15 @@ func TestTargetJoins(t *testing.T) {
 	if len(joins) != 2 {
 		t.Fatalf("joins %v, want one per group", joins)
 	}
-	j := joins[1].m
+	j0, j := joins[0].join(), joins[1].join()
 	if joins[0].to != netip.AddrPortFrom(testGroup.Addr, testCtrl) || joins[1].to != netip.AddrPortFrom(testGroup2.Addr, testCtrl) {
 		t.Errorf("joins go to %v and %v, want the groups' anycast control ports", joins[0].to, joins[1].to)
 	}
-	if joins[0].m.Incarnation != 5001 || j.Incarnation != 5002 || j.Name != "t1" || j.Port != 5353 || j.Weight != 3 || joins[0].m.Weight != 1 ||
-		j.Keepalive != time.Second || joins[0].m.Policy.Select != router.SelectLoad {
-		t.Errorf("joins %+v and %+v", joins[0].m, j)
+	if j0.Epoch != 5001 || j.Epoch != 5002 || j.Name != "t1" || j.Port != 5353 || j.Weight != 3 || j0.Weight != 1 ||
+		j.Keepalive != time.Second || j0.Policy.Select != router.SelectLoad {
+		t.Errorf("joins %+v and %+v", j0, j)
 	}
-	if joins[0].m.Seq == j.Seq {
+	if joins[0].seq == joins[1].seq {
 		t.Error("two requests with one seq: their answers cannot be told apart")
 	}
 	if !s.tg.Joined() || s.tg.WaitJoined(context.Background()) != nil {
@@ -157,7 +194,7 @@ func TestTargetJoins(t *testing.T) {
 	}
 	var kas []time.Duration
 	for _, x := range s.of(overlay.TypeKeepalive, 0) {
-		if x.m.Group == testGroup {
+		if x.group() == testGroup {
 			kas = append(kas, time.Duration(x.at-testStart))
 		}
 	}
@@ -171,7 +208,7 @@ func TestTargetJoins(t *testing.T) {
 func TestTargetJoinRetried(t *testing.T) {
 	s := newTargetSim(t, TargetConfig{})
 	up := at(1200 * time.Millisecond)
-	s.jap = func(x sent) *overlay.Message {
+	s.jap = func(x sent) *wire {
 		if x.at < up {
 			return nil
 		}
@@ -182,7 +219,7 @@ func TestTargetJoinRetried(t *testing.T) {
 	var epochs []uint32
 	for _, x := range s.of(overlay.TypeJoin, 0) {
 		times = append(times, time.Duration(x.at-testStart))
-		epochs = append(epochs, x.m.Incarnation)
+		epochs = append(epochs, x.join().Epoch)
 	}
 	if want := []time.Duration{0, 500 * time.Millisecond, time.Second, 1500 * time.Millisecond}; !slices.Equal(times, want) {
 		t.Errorf("joins at %v, want %v", times, want)
@@ -199,9 +236,9 @@ func TestTargetJoinRetried(t *testing.T) {
 // and a new try a keepalive interval later.
 func TestTargetRefused(t *testing.T) {
 	s := newTargetSim(t, TargetConfig{Keepalive: 2 * time.Second})
-	s.jap = func(x sent) *overlay.Message {
+	s.jap = func(x sent) *wire {
 		a := answerAll(x)
-		a.Status, a.Reason = overlay.StatusRefused, "policy \"load\" conflicts"
+		setStatus(a, overlay.StatusRefused, "policy \"load\" conflicts")
 		return a
 	}
 	s.run(at(3 * time.Second))
@@ -264,8 +301,8 @@ func TestTwoLostKeepalivesKeepTarget(t *testing.T) {
 			s := newTargetSim(t, TargetConfig{Keepalive: ka})
 			kas := 0
 			var heard []int64 // keepalives the JAP answered
-			s.jap = func(x sent) *overlay.Message {
-				if x.m.Type == overlay.TypeKeepalive {
+			s.jap = func(x sent) *wire {
+				if _, ok := x.m.(*overlay.Keepalive); ok {
 					if kas++; kas >= 3 && kas < 3+lost {
 						return nil
 					}
@@ -318,16 +355,16 @@ func TestTwoLostKeepalivesKeepTarget(t *testing.T) {
 // that heard it does not know the target) makes it join again at once.
 func TestTargetUnknownJoinsAgain(t *testing.T) {
 	s := newTargetSim(t, TargetConfig{Keepalive: time.Second})
-	s.jap = func(x sent) *overlay.Message {
+	s.jap = func(x sent) *wire {
 		a := answerAll(x)
-		if x.m.Type == overlay.TypeKeepalive && x.at == at(2*time.Second) {
-			a.Status = overlay.StatusUnknown
+		if _, ok := x.m.(*overlay.Keepalive); ok && x.at == at(2*time.Second) {
+			setStatus(a, overlay.StatusUnknown, "")
 		}
 		return a
 	}
 	s.run(at(2500 * time.Millisecond))
 	joins := s.of(overlay.TypeJoin, 0)
-	if len(joins) != 2 || joins[1].at != at(2*time.Second) || joins[1].m.Incarnation != joins[0].m.Incarnation+1 {
+	if len(joins) != 2 || joins[1].at != at(2*time.Second) || joins[1].join().Epoch != joins[0].join().Epoch+1 {
 		t.Errorf("joins %v, want a second one at 2s with the next epoch", joins)
 	}
 	if got := s.kinds(); !slices.Equal(got, []string{"joined:", "rejoin:", "joined:"}) {
@@ -344,8 +381,8 @@ func TestTargetUnknownJoinsAgain(t *testing.T) {
 func TestTargetMoved(t *testing.T) {
 	s := newTargetSim(t, TargetConfig{Keepalive: time.Second,
 		Groups: []Membership{{Group: testGroup, Port: 8080}, {Group: testGroup2, Port: 5353}}})
-	s.jap = func(x sent) *overlay.Message {
-		if x.m.Type == overlay.TypeKeepalive && x.m.Group == testGroup2 {
+	s.jap = func(x sent) *wire {
+		if _, ok := x.m.(*overlay.Keepalive); ok && x.group() == testGroup2 {
 			return nil // group 2 waits for a keepalive's answer
 		}
 		return answerAll(x)
@@ -353,7 +390,7 @@ func TestTargetMoved(t *testing.T) {
 	s.run(at(1500 * time.Millisecond))
 	s.deliver(s.tg.Moved(s.now, oldJAP))
 	leaves := s.of(overlay.TypeLeave, s.now)
-	if len(leaves) != 2 || leaves[0].to != netip.AddrPortFrom(oldJAP, testCtrl) || leaves[0].m.Group != testGroup || leaves[1].m.Group != testGroup2 {
+	if len(leaves) != 2 || leaves[0].to != netip.AddrPortFrom(oldJAP, testCtrl) || leaves[0].group() != testGroup || leaves[1].group() != testGroup2 {
 		t.Errorf("leaves %v, want one per group to the old proxy", leaves)
 	}
 	joins := s.of(overlay.TypeJoin, s.now)
@@ -364,7 +401,7 @@ func TestTargetMoved(t *testing.T) {
 		t.Errorf("events %v", got)
 	}
 	// The answer to the unnumbered leave is no answer to anything else.
-	b, _ := (&overlay.Message{Type: overlay.TypeJoinAck, Group: testGroup}).MarshalBinary()
+	b := wire{0, &overlay.JoinAck{Group: testGroup}}.encode(t)
 	if ok, _ := s.tg.Handle(s.now, b); ok {
 		t.Error("an answer with seq 0 taken")
 	}
@@ -379,11 +416,11 @@ func TestLeaveRetried(t *testing.T) {
 		t.Run(fmt.Sprint("answer ", answer), func(t *testing.T) {
 			s := newTargetSim(t, TargetConfig{Keepalive: time.Second,
 				Groups: []Membership{{Group: testGroup, Port: 8080}, {Group: testGroup2, Port: 5353}}})
-			s.jap = func(x sent) *overlay.Message {
-				if x.m.Type == overlay.TypeJoin && x.m.Group == testGroup2 {
+			s.jap = func(x sent) *wire {
+				if _, ok := x.m.(*overlay.Join); ok && x.group() == testGroup2 {
 					return nil // never joined
 				}
-				if x.m.Type == overlay.TypeLeave && !answer {
+				if _, ok := x.m.(*overlay.Leave); ok && !answer {
 					return nil
 				}
 				return answerAll(x)
@@ -394,7 +431,7 @@ func TestLeaveRetried(t *testing.T) {
 			s.run(at(10 * time.Second))
 			var times []time.Duration
 			for _, x := range s.of(overlay.TypeLeave, 0) {
-				if x.m.Group != testGroup || x.to.Addr() != testGroup.Addr {
+				if x.group() != testGroup || x.to.Addr() != testGroup.Addr {
 					t.Errorf("leave %v", x)
 				}
 				times = append(times, time.Duration(x.at-stop))
@@ -417,31 +454,61 @@ func TestLeaveRetried(t *testing.T) {
 }
 
 // TestTargetIgnoresStrangers: datagrams that are not the answer awaited
-// (garbage, another type, a stale seq) change nothing.
+// (garbage, another type, a stale seq, another group's answer) change
+// nothing.
 func TestTargetIgnoresStrangers(t *testing.T) {
 	s := newTargetSim(t, TargetConfig{})
-	s.jap = func(sent) *overlay.Message { return nil }
+	s.jap = func(sent) *wire { return nil }
 	s.run(at(0))
-	join := s.sent[0].m
-	for name, m := range map[string]*overlay.Message{
-		"keepalive answer": {Type: overlay.TypeKeepaliveAck, Seq: join.Seq, Group: testGroup},
-		"stale seq":        {Type: overlay.TypeJoinAck, Seq: join.Seq + 7, Group: testGroup},
-		"proxies":          {Type: overlay.TypeProxies, Seq: join.Seq},
+	join := s.sent[0]
+	for name, w := range map[string]wire{
+		"keepalive answer": {join.seq, &overlay.KeepaliveAck{Group: testGroup}},
+		"stale seq":        {join.seq + 7, &overlay.JoinAck{Group: testGroup}},
+		"another group":    {join.seq, &overlay.JoinAck{Group: testGroup2}},
+		"proxies":          {join.seq, &overlay.Proxies{}},
 	} {
-		b, err := m.MarshalBinary()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ok, out := s.tg.Handle(s.now, b); ok || len(out) > 0 {
+		if ok, out := s.tg.Handle(s.now, w.encode(t)); ok || len(out) > 0 {
 			t.Errorf("%s: taken (%d to send)", name, len(out))
 		}
 	}
-	for _, b := range [][]byte{nil, {'P'}, []byte("PI\x01\x02garbage")} {
+	// A valid header with the awaited seq, then garbage.
+	bad := wire{join.seq, &overlay.JoinAck{Group: testGroup}}.encode(t)[:overlay.HeaderLen]
+	bad = append(bad, "garbage"...)
+	if _, _, err := overlay.ParseMsg(bad); err == nil {
+		t.Fatal("the garbage parses")
+	}
+	for _, b := range [][]byte{nil, {'P'}, bad} {
 		if ok, _ := s.tg.Handle(s.now, b); ok {
 			t.Errorf("%q taken", b)
 		}
 	}
 	if s.tg.Joined() {
 		t.Error("joined by a stranger")
+	}
+}
+
+// TestTargetKeepaliveAckOfAnotherGroup: a keepalive's answer must be about
+// the group it asked about, or a "not known" for another group would make
+// it join again.
+func TestTargetKeepaliveAckOfAnotherGroup(t *testing.T) {
+	s := newTargetSim(t, TargetConfig{Keepalive: time.Second})
+	s.jap = func(x sent) *wire {
+		if _, ok := x.m.(*overlay.Keepalive); ok {
+			return nil
+		}
+		return answerAll(x)
+	}
+	s.run(at(time.Second))
+	kas := s.of(overlay.TypeKeepalive, 0)
+	if len(kas) != 1 {
+		t.Fatalf("keepalives %v, want one", kas)
+	}
+	b := wire{kas[0].seq, &overlay.KeepaliveAck{Group: testGroup2, Status: overlay.StatusUnknown}}.encode(t)
+	if ok, out := s.tg.Handle(s.now, b); ok || len(out) > 0 {
+		t.Errorf("another group's answer taken (%d to send)", len(out))
+	}
+	b = wire{kas[0].seq, &overlay.KeepaliveAck{Group: testGroup, Status: overlay.StatusUnknown}}.encode(t)
+	if ok, out := s.tg.Handle(s.now, b); !ok || len(out) != 1 {
+		t.Errorf("the answer: taken %v, %d to send, want a join again", ok, len(out))
 	}
 }

@@ -108,6 +108,11 @@ func (p *Proxy) Status() Status {
 	}
 	st := p.Router.Stats()
 	ps.Counters["control_dropped"] = p.ControlDropped()
+	ost := p.Overlay.Stats()
+	ps.Counters["control_malformed"] = ost.Malformed
+	for t, n := range ost.Refused {
+		ps.Counters["control_refused:"+t.String()] = n
+	}
 	ps.Counters["forwarded"] = st.Forwarded
 	ps.Counters["control"] = st.Control
 	ps.Counters["queued"] = st.Queued

@@ -67,7 +67,7 @@ func (p *Proxy) admitsTick(now int64) {
 	p.mem.mu.Unlock()
 	self, inc := p.cfg.Self.Name, p.health.incarnation()
 	for _, a := range ask {
-		p.sendTo(a, &Message{Type: TypeAdmitsReq, Name: self, Incarnation: inc})
+		p.sendTo(a, 0, &AdmitsReq{From: self, Incarnation: inc})
 	}
 }
 
@@ -81,25 +81,25 @@ func (p *Proxy) handleAdmitsReq(src netip.Addr) {
 	inc := p.health.incarnation()
 	for i := range parts {
 		part := keys[min(i*MaxKeys, len(keys)):min((i+1)*MaxKeys, len(keys))]
-		p.sendTo(src, &Message{Type: TypeAdmits, Name: p.cfg.Self.Name, Incarnation: inc, Part: uint8(i), Parts: uint8(parts), Keys: part})
+		p.sendTo(src, 0, &Admits{From: p.cfg.Self.Name, Incarnation: inc, Part: uint8(i), Parts: uint8(parts), Keys: part})
 	}
 }
 
-// handleAdmits takes one part of the keys the member m.Name admits; only
+// handleAdmits takes one part of the keys the member m.From admits; only
 // that member itself may tell them.
-func (p *Proxy) handleAdmits(src netip.Addr, m *Message) {
-	if p.mem.addrOf(m.Name) != src {
+func (p *Proxy) handleAdmits(src netip.Addr, m *Admits) {
+	if p.mem.addrOf(m.From) != src {
 		return
 	}
-	if _, inc, ok := p.health.state(m.Name); !ok || m.Incarnation < inc {
+	if _, inc, ok := p.health.state(m.From); !ok || m.Incarnation < inc {
 		return // a late answer from before a restart: ask again
 	}
 	p.mem.mu.Lock()
 	defer p.mem.mu.Unlock()
-	s := p.mem.admits[m.Name]
+	s := p.mem.admits[m.From]
 	if s == nil {
 		s = &admitSet{}
-		p.mem.admits[m.Name] = s
+		p.mem.admits[m.From] = s
 	}
 	if s.keys != nil && m.Incarnation <= s.inc {
 		return // a repeat
@@ -164,33 +164,33 @@ func (p *Proxy) admitting(key [32]byte) []Member {
 
 // handleProxiesReq answers an edge of this proxy with the proxies that
 // would admit it (admitting), at most MaxPeers and one packet.
-func (p *Proxy) handleProxiesReq(src, dst netip.AddrPort, m *Message) {
+func (p *Proxy) handleProxiesReq(src, dst netip.AddrPort, seq uint32, m *ProxiesReq) {
 	e := p.cfg.Edges[src.Addr()]
 	if e == nil {
 		return
 	}
 	all := p.admitting(e.PublicKey)
-	list := Message{Type: TypeProxies, Peers: slices.Clip(all[:1])}
+	list := Proxies{Peers: slices.Clip(all[:1])}
 	for _, o := range all[1:] {
 		if len(list.Peers) == MaxPeers {
 			break
 		}
 		list.Peers = append(list.Peers, o)
-		if b, err := list.AppendBinary(nil); err != nil || len(b) > maxProxiesPayload {
+		if b, err := AppendMsg(nil, 0, &list); err != nil || len(b) > maxProxiesPayload {
 			list.Peers = list.Peers[:len(list.Peers)-1]
 			break
 		}
 	}
-	b, err := list.AppendBinary(nil)
+	b, err := AppendMsg(nil, 0, &list)
 	if err != nil {
 		return
 	}
 	digest := max(fold32(fnvAdd(uint64(fnvOffset), b)), 1) // 0 is "none yet"
-	reply := Message{Type: TypeProxies, Seq: m.Seq, Incarnation: digest}
-	if m.Incarnation != digest {
+	reply := &Proxies{Digest: digest}
+	if m.Digest != digest {
 		reply.Peers = list.Peers
 	}
-	p.send(dst, src, &reply)
+	p.send(dst, src, seq, reply)
 }
 
 func b2i(b bool) int {

@@ -13,18 +13,19 @@ func edgeKey(i int) [32]byte { return [32]byte{0xed, byte(i), byte(i >> 8)} }
 
 // askProxies sends edge i's TypeProxiesReq to p and returns the answer, if
 // p sent one.
-func (h *harness) askProxies(p *Proxy, i int, digest uint32) (*Message, bool) {
+func (h *harness) askProxies(p *Proxy, i int, digest uint32) (*Proxies, bool) {
 	h.t.Helper()
 	req := proxiesReqMsg(77, digest)
 	e := h.edge(i)
 	e.inbox = nil
 	h.edgeSend(i, p.cfg.Self.Addr, req)
 	h.settle()
-	for _, m := range e.inbox {
-		if m.Type != TypeProxies || m.Seq != req.Seq {
-			h.t.Fatalf("answer %v seq %d, want proxies seq %d", m.Type, m.Seq, req.Seq)
+	for _, w := range e.inbox {
+		m, ok := w.m.(*Proxies)
+		if !ok || w.seq != req.seq {
+			h.t.Fatalf("answer %v seq %d, want proxies seq %d", w.m.Type(), w.seq, req.seq)
 		}
-		return &m, true
+		return m, true
 	}
 	return nil, false
 }
@@ -81,10 +82,10 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		if got := peerNames(ans.Peers); !slices.Equal(got, names) {
 			t.Errorf("edge %d asks %s: %v, want %v", edge, at.cfg.Self.Name, got, names)
 		}
-		if ans.Incarnation == 0 {
+		if ans.Digest == 0 {
 			t.Errorf("edge %d: digest 0", edge)
 		}
-		return ans.Incarnation
+		return ans.Digest
 	}
 	// Its own cluster (c1) before p4's c2.
 	d := want(0, p1, "p1", "p2", "p4")
@@ -100,7 +101,7 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		t.Errorf("p3 answered edge 0, which it does not admit")
 	}
 	// The same list again is only its digest.
-	if ans, ok := pn.askProxies(p1, 0, d); !ok || len(ans.Peers) != 0 || ans.Incarnation != d {
+	if ans, ok := pn.askProxies(p1, 0, d); !ok || len(ans.Peers) != 0 || ans.Digest != d {
 		t.Errorf("asked with the current digest: %+v", ans)
 	}
 

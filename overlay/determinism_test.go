@@ -122,8 +122,9 @@ func sixProxies(t *testing.T, seed uint64, loss float64) runLog {
 		join()
 		retry := h.clk.Every(500*time.Millisecond, join)
 		h.until(5*time.Second, fmt.Sprintf("t0 joins %v at p2", g), func() bool {
-			return slices.ContainsFunc(e.inbox, func(m Message) bool {
-				return m.Type == TypeJoinAck && m.Group == g && m.Status == StatusOK
+			return slices.ContainsFunc(e.inbox, func(w wmsg) bool {
+				ack, ok := w.m.(*JoinAck)
+				return ok && ack.Group == g && ack.Status == StatusOK
 			})
 		})
 		retry.Stop()

@@ -103,12 +103,12 @@ func (h *harness) addNode(m Member) *node {
 	n.host.Handle(func(src, dst netip.AddrPort, b []byte) {
 		switch {
 		case n.hd != nil:
-			var msg Message
-			if err := msg.UnmarshalBinary(b); err != nil {
+			seq, msg, err := ParseMsg(b)
+			if err != nil {
 				h.t.Errorf("%s got an undecodable message: %v", m.Name, err)
 				return
 			}
-			n.hd.handle(src.Addr(), &msg)
+			n.hd.handle(src.Addr(), seq, msg)
 		case dst.Addr() == m.Endpoint.Addr():
 			n.p.HandleUnderlay(src, b)
 		default:
@@ -164,7 +164,9 @@ func (h *harness) startHealth(self Member, members []Member, inc uint32) *health
 	fresh := n.hd == nil
 	from := netip.AddrPortFrom(self.Addr, testCtrl)
 	n.hd = newHealth(HealthConfig{Incarnation: inc}, self, members, h.clk.Now,
-		func(to netip.Addr, m *Message) { h.net.Send(from, netip.AddrPortFrom(to, testCtrl), encode(h.t, m)) },
+		func(to netip.Addr, seq uint32, m Msg) {
+			h.net.Send(from, netip.AddrPortFrom(to, testCtrl), encode(h.t, wmsg{seq, m}))
+		},
 		func(c change) { h.changes[self.Name] = append(h.changes[self.Name], c) })
 	if fresh {
 		h.clk.Every(n.hd.cfg.ProbeInterval, func() {
@@ -267,24 +269,24 @@ func (h *harness) allSee(of string, st MemberState) func() bool {
 // dropMsgs loses, as they are sent, the control messages between proxies
 // for which drop is true (underlay datagrams and edges' messages pass); nil
 // drops nothing.
-func (h *harness) dropMsgs(drop func(src, dst netip.Addr, m *Message) bool) {
+func (h *harness) dropMsgs(drop func(src, dst netip.Addr, m Msg) bool) {
 	if drop == nil {
 		h.net.DropIf(nil)
 		return
 	}
 	h.net.DropIf(func(p overlaytest.Packet) bool {
-		var m Message
-		if p.From == "" || h.nodes[p.From] == nil || p.Dst.Port() != testCtrl || m.UnmarshalBinary(p.Payload) != nil {
+		if p.From == "" || h.nodes[p.From] == nil || p.Dst.Port() != testCtrl {
 			return false
 		}
-		return drop(p.Src.Addr(), p.Dst.Addr(), &m)
+		_, m, err := ParseMsg(p.Payload)
+		return err == nil && drop(p.Src.Addr(), p.Dst.Addr(), m)
 	})
 }
 
 // edge is a host playing an edge: it keeps what it receives.
 type edge struct {
 	host  *overlaytest.Host
-	inbox []Message
+	inbox []wmsg
 }
 
 // edge is edge i, added on first use at edgeAddr(i).
@@ -294,19 +296,19 @@ func (h *harness) edge(i int) *edge {
 	}
 	e := &edge{host: h.net.AddHost(fmt.Sprintf("e%d", i), edgeAddr(i))}
 	e.host.Handle(func(src, dst netip.AddrPort, b []byte) {
-		var m Message
-		if err := m.UnmarshalBinary(b); err != nil {
+		seq, m, err := ParseMsg(b)
+		if err != nil {
 			h.t.Errorf("edge %d got an undecodable message from %v: %v", i, src, err)
 			return
 		}
-		e.inbox = append(e.inbox, m)
+		e.inbox = append(e.inbox, wmsg{seq, m})
 	})
 	h.edges[i] = e
 	return e
 }
 
 // edgeSend sends m from edge i to dst (a proxy's own address).
-func (h *harness) edgeSend(i int, dst netip.Addr, m *Message) {
+func (h *harness) edgeSend(i int, dst netip.Addr, m wmsg) {
 	h.edge(i)
 	h.net.Send(netip.AddrPortFrom(edgeAddr(i), edgePort), netip.AddrPortFrom(dst, testCtrl), encode(h.t, m))
 }
@@ -315,7 +317,7 @@ func (h *harness) edgeSend(i int, dst netip.Addr, m *Message) {
 // anycast delivers it at proxy at. The net has no anycast: the packet goes
 // to a host standing for "any at at", which hands it to at with the
 // anycast destination (if at is up).
-func (h *harness) anycast(i int, at string, any netip.Addr, m *Message) {
+func (h *harness) anycast(i int, at string, any netip.Addr, m wmsg) {
 	h.edge(i)
 	key := [2]string{at, any.String()}
 	in := h.ingress[key]
@@ -335,61 +337,77 @@ func (h *harness) anycast(i int, at string, any netip.Addr, m *Message) {
 
 // answer sends m as edge i with send, runs until the edge gets a message
 // of type want, and returns it (the inbox is emptied first).
-func (h *harness) answer(i int, want Type, send func()) Message {
+func (h *harness) answer(i int, want Type, send func()) wmsg {
 	h.t.Helper()
 	e := h.edge(i)
 	e.inbox = nil
 	send()
-	var got *Message
+	var got wmsg
 	h.until(time.Second, fmt.Sprintf("edge %d gets a %v", i, want), func() bool {
-		for k := range e.inbox {
-			if e.inbox[k].Type == want {
-				got = &e.inbox[k]
+		for _, w := range e.inbox {
+			if w.m.Type() == want {
+				got = w
 				return true
 			}
 		}
 		return false
 	})
-	return *got
+	return got
 }
 
 // The messages tests send, built here only: their types will change.
 
-func encode(t testing.TB, m *Message) []byte {
-	b, err := m.MarshalBinary()
+// wmsg is a message with the seq it travels with.
+type wmsg struct {
+	seq uint32
+	m   Msg
+}
+
+func encode(t testing.TB, w wmsg) []byte {
+	b, err := AppendMsg(nil, w.seq, w.m)
 	if err != nil {
-		t.Fatalf("unencodable %+v: %v", m, err)
+		t.Fatalf("unencodable %+v: %v", w.m, err)
 	}
 	return b
 }
 
-// edgeMsg is edge i's target t<i> joining (leaving, keeping alive) g.
-func edgeMsg(typ Type, i int, g router.Group) *Message {
-	return &Message{Type: typ, Seq: 1, Group: g, Port: 8080, Name: fmt.Sprintf("t%d", i), Weight: 1}
+// edgeMsg is edge i's target t<i> joining (leaving, keeping alive) g, as
+// its question number 1.
+func edgeMsg(typ Type, i int, g router.Group) wmsg {
+	switch typ {
+	case TypeJoin:
+		return wmsg{1, &Join{Group: g, Port: 8080, Name: fmt.Sprintf("t%d", i), Weight: 1, Epoch: 1}}
+	case TypeLeave:
+		return wmsg{1, &Leave{Group: g, Port: 8080}}
+	case TypeKeepalive:
+		return wmsg{1, &Keepalive{Group: g, Port: 8080}}
+	}
+	panic(fmt.Sprintf("edgeMsg: %v", typ))
 }
 
 // joinMsg is a join of target t<i> that states a policy and a keepalive
 // interval, at join epoch 1.
-func joinMsg(i int, g router.Group, pol router.Policy, ka time.Duration) *Message {
-	m := edgeMsg(TypeJoin, i, g)
-	m.Policy, m.Keepalive, m.Incarnation = pol, ka, 1
-	return m
+func joinMsg(i int, g router.Group, pol router.Policy, ka time.Duration) wmsg {
+	w := edgeMsg(TypeJoin, i, g)
+	j := w.m.(*Join)
+	j.Policy, j.Keepalive = pol, ka
+	return w
 }
 
-func failMsg(name string, inc uint32) *Message {
-	return &Message{Type: TypeFail, Name: name, Incarnation: inc}
+func failMsg(name string, inc uint32) wmsg {
+	return wmsg{0, &Fail{Name: name, Incarnation: inc}}
 }
 
-func proxiesReqMsg(seq, digest uint32) *Message {
-	return &Message{Type: TypeProxiesReq, Seq: seq, Incarnation: digest}
+func proxiesReqMsg(seq, digest uint32) wmsg {
+	return wmsg{seq, &ProxiesReq{Digest: digest}}
 }
 
-func admitsMsg(name string, inc uint32, keys ...[32]byte) *Message {
-	return &Message{Type: TypeAdmits, Name: name, Incarnation: inc, Parts: 1, Keys: keys}
+func admitsMsg(name string, inc uint32, keys ...[32]byte) wmsg {
+	return wmsg{0, &Admits{From: name, Incarnation: inc, Parts: 1, Keys: keys}}
 }
 
 // sendAs sends m from proxy from's control port to proxy to's, through the
 // net.
-func (h *harness) sendAs(from, to string, m *Message) {
+func (h *harness) sendAs(from, to string, m wmsg) {
 	h.net.Send(netip.AddrPortFrom(h.node(from).m.Addr, testCtrl), netip.AddrPortFrom(h.node(to).m.Addr, testCtrl), encode(h.t, m))
 }

@@ -200,7 +200,7 @@ type health struct {
 	cfg     HealthConfig
 	self    Member
 	now     func() int64
-	send    func(to netip.Addr, m *Message)
+	send    func(to netip.Addr, seq uint32, m Msg)
 	changed func(change)
 
 	mu          sync.Mutex
@@ -219,7 +219,7 @@ type healthStats struct {
 	probes, fails, alives, probeReqs uint64
 }
 
-func newHealth(cfg HealthConfig, self Member, members []Member, now func() int64, send func(netip.Addr, *Message), changed func(change)) *health {
+func newHealth(cfg HealthConfig, self Member, members []Member, now func() int64, send func(netip.Addr, uint32, Msg), changed func(change)) *health {
 	cfg.defaults()
 	h := &health{cfg: cfg, self: self, now: now, send: send, changed: changed, inc: cfg.Incarnation,
 		members: map[string]*mstate{}, byAddr: map[netip.Addr]*mstate{}, probeRelays: map[uint32]probeRelay{}}
@@ -237,14 +237,15 @@ func newHealth(cfg HealthConfig, self Member, members []Member, now func() int64
 }
 
 type outMsg struct {
-	to netip.Addr
-	m  Message
+	to  netip.Addr
+	seq uint32
+	m   Msg
 }
 
 // flush sends what a locked section queued, then reports a change.
 func (h *health) flush(out []outMsg, ch change) {
 	for i := range out {
-		h.send(out[i].to, &out[i].m)
+		h.send(out[i].to, out[i].seq, out[i].m)
 	}
 	if !ch.empty() && h.changed != nil {
 		h.changed(ch)
@@ -320,16 +321,16 @@ func (h *health) probeLocked(out []outMsg, m *mstate, now int64, indirect bool) 
 	m.sent[m.next%probeWindow] = sentProbe{seq: seq, at: now, indirect: indirect}
 	m.next++
 	h.stats.probes++
-	return append(out, outMsg{m.Addr, Message{Type: TypeProbe, Seq: seq, Name: h.self.Name, Incarnation: h.inc}})
+	return append(out, outMsg{m.Addr, seq, &Probe{From: h.self.Name, Incarnation: h.inc}})
 }
 
-func (h *health) broadcastLocked(out []outMsg, msg Message, except ...netip.Addr) []outMsg {
+func (h *health) broadcastLocked(out []outMsg, msg Msg, except ...netip.Addr) []outMsg {
 	for _, name := range h.order {
 		m := h.members[name]
 		if m.state == StateDead || m.state == StateJoining || slices.Contains(except, m.Addr) {
 			continue
 		}
-		out = append(out, outMsg{m.Addr, msg})
+		out = append(out, outMsg{m.Addr, 0, msg})
 	}
 	return out
 }
@@ -347,7 +348,7 @@ func (h *health) tick() {
 			if h.members[name].state == StateJoining {
 				continue
 			}
-			out = append(out, outMsg{h.members[name].Addr, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc}})
+			out = append(out, outMsg{h.members[name].Addr, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
 			h.stats.alives++
 		}
 	}
@@ -390,14 +391,14 @@ func (h *health) tick() {
 			m.next++
 			for _, hn := range h.helpersLocked(m) {
 				h.stats.probeReqs++
-				out = append(out, outMsg{h.members[hn].Addr, Message{Type: TypeProbeReq, Seq: seq, Name: m.Name, Incarnation: m.inc}})
+				out = append(out, outMsg{h.members[hn].Addr, seq, &ProbeReq{Suspect: m.Name, Incarnation: m.inc}})
 			}
 		}
 		if m.state == StateSuspect && now-m.suspectAt >= int64(h.cfg.ConfirmTimeout) {
 			m.state, m.outstanding, m.lastProbe, m.deadAt = StateDead, 0, now, now
 			h.stats.fails++
 			ch.dead = append(ch.dead, m.Member)
-			out = h.broadcastLocked(out, Message{Type: TypeFail, Name: m.Name, Incarnation: m.inc}, m.Addr)
+			out = h.broadcastLocked(out, &Fail{Name: m.Name, Incarnation: m.inc}, m.Addr)
 			continue
 		}
 		m.outstanding++
@@ -481,7 +482,7 @@ func (h *health) helpersLocked(m *mstate) []string {
 }
 
 // handle takes a health message from the proxy at src.
-func (h *health) handle(src netip.Addr, msg *Message) {
+func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	now := h.now()
 	var out []outMsg
 	var ch change
@@ -497,24 +498,24 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 		from.state, from.outstanding = StateAlive, 0
 		ch.added = append(ch.added, from.Member)
 	}
-	switch msg.Type {
-	case TypeProbe:
-		out = append(out, outMsg{src, Message{Type: TypeProbeAck, Seq: msg.Seq, Name: h.self.Name, Incarnation: h.inc}})
-		if msg.Name == from.Name {
+	switch msg := msg.(type) {
+	case *Probe:
+		out = append(out, outMsg{src, seq, &ProbeAck{From: h.self.Name, Incarnation: h.inc}})
+		if msg.From == from.Name {
 			out = h.aliveEvidenceLocked(out, &ch, from, msg.Incarnation)
 		}
-	case TypeProbeAck:
-		if r, ok := h.probeRelays[msg.Seq]; ok && msg.Name == from.Name {
-			delete(h.probeRelays, msg.Seq)
-			out = append(out, outMsg{r.from, Message{Type: TypeProbeAck, Seq: r.seq, Name: msg.Name, Incarnation: msg.Incarnation}})
+	case *ProbeAck:
+		if r, ok := h.probeRelays[seq]; ok && msg.From == from.Name {
+			delete(h.probeRelays, seq)
+			out = append(out, outMsg{r.from, r.seq, msg})
 		}
-		m := h.members[msg.Name]
+		m := h.members[msg.From]
 		if m == nil {
 			break
 		}
 		for i := range m.sent {
 			sp := &m.sent[i]
-			if sp.seq == 0 || sp.seq != msg.Seq {
+			if sp.seq == 0 || sp.seq != seq {
 				continue
 			}
 			direct := !sp.indirect && from == m
@@ -532,16 +533,16 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 			}
 			break
 		}
-	case TypeProbeReq:
-		target := h.members[msg.Name]
-		if target == nil || msg.Name == h.self.Name {
+	case *ProbeReq:
+		target := h.members[msg.Suspect]
+		if target == nil || msg.Suspect == h.self.Name {
 			break
 		}
-		seq := h.nextNonce()
-		h.probeRelays[seq] = probeRelay{from: src, seq: msg.Seq, expires: now + int64(h.cfg.ConfirmTimeout)*2}
+		nonce := h.nextNonce()
+		h.probeRelays[nonce] = probeRelay{from: src, seq: seq, expires: now + int64(h.cfg.ConfirmTimeout)*2}
 		h.stats.probes++
-		out = append(out, outMsg{target.Addr, Message{Type: TypeProbe, Seq: seq, Name: h.self.Name, Incarnation: h.inc}})
-	case TypeFail:
+		out = append(out, outMsg{target.Addr, nonce, &Probe{From: h.self.Name, Incarnation: h.inc}})
+	case *Fail:
 		if msg.Name == h.self.Name {
 			// Refute: we are alive, at a higher incarnation than the rumor.
 			if msg.Incarnation >= h.inc {
@@ -549,11 +550,11 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 				ch.refuted = true
 			}
 			h.stats.alives++
-			out = h.broadcastLocked(out, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc})
+			out = h.broadcastLocked(out, &Alive{Name: h.self.Name, Incarnation: h.inc})
 			// Dead members are skipped by broadcast, but the sender thinks
 			// we are dead and is alive itself.
 			if from.state == StateDead {
-				out = append(out, outMsg{src, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc}})
+				out = append(out, outMsg{src, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
 			}
 			break
 		}
@@ -570,10 +571,10 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 			if !wasDead {
 				ch.dead = append(ch.dead, m.Member)
 				// Forward once: new to us, so maybe new to others.
-				out = h.broadcastLocked(out, *msg, src, m.Addr)
+				out = h.broadcastLocked(out, msg, src, m.Addr)
 			}
 		}
-	case TypeAlive:
+	case *Alive:
 		if msg.Name != from.Name {
 			// Forwarded news about a third proxy.
 			if m := h.members[msg.Name]; m != nil && msg.Incarnation > m.inc {
@@ -584,7 +585,7 @@ func (h *health) handle(src netip.Addr, msg *Message) {
 		if msg.Incarnation > from.inc {
 			out = h.newIncarnationLocked(out, &ch, from, msg.Incarnation, src)
 		} else if from.state == StateDead {
-			out = append(out, outMsg{src, Message{Type: TypeFail, Name: from.Name, Incarnation: from.inc}})
+			out = append(out, outMsg{src, 0, &Fail{Name: from.Name, Incarnation: from.inc}})
 		}
 	}
 	h.mu.Unlock()
@@ -603,7 +604,7 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc u
 	case old == StateDead:
 		ch.revived = append(ch.revived, m.Member)
 		// Forward once, and tell the newcomer whom we know dead.
-		out = h.broadcastLocked(out, Message{Type: TypeAlive, Name: m.Name, Incarnation: inc}, src, m.Addr)
+		out = h.broadcastLocked(out, &Alive{Name: m.Name, Incarnation: inc}, src, m.Addr)
 		out = h.deadListLocked(out, m.Addr)
 	case oldInc != 0:
 		// A restart (or refutation) we had not noticed: its state is gone.
@@ -616,7 +617,7 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc u
 func (h *health) deadListLocked(out []outMsg, to netip.Addr) []outMsg {
 	for _, name := range h.order {
 		if d := h.members[name]; d.state == StateDead && d.Addr != to {
-			out = append(out, outMsg{to, Message{Type: TypeFail, Name: d.Name, Incarnation: d.inc}})
+			out = append(out, outMsg{to, 0, &Fail{Name: d.Name, Incarnation: d.inc}})
 		}
 	}
 	return out
@@ -630,7 +631,7 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, m *mstate, inc ui
 	case m.state == StateDead:
 		// It is up but was declared dead at this incarnation: tell it, so
 		// that it refutes.
-		out = append(out, outMsg{m.Addr, Message{Type: TypeFail, Name: m.Name, Incarnation: m.inc}})
+		out = append(out, outMsg{m.Addr, 0, &Fail{Name: m.Name, Incarnation: m.inc}})
 	default:
 		if inc > m.inc {
 			m.inc = inc
@@ -721,7 +722,7 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	}
 	if announce && state != StateJoining {
 		h.stats.alives++
-		out = append(out, outMsg{m.Addr, Message{Type: TypeAlive, Name: h.self.Name, Incarnation: h.inc}})
+		out = append(out, outMsg{m.Addr, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
 	}
 	h.mu.Unlock()
 	h.flush(out, ch)

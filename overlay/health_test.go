@@ -166,14 +166,14 @@ func TestHealthFailAboutSelfIsRefuted(t *testing.T) {
 	n, ms := newHealthNet(t, 3)
 	n.step()
 	h1 := n.node("p1").health()
-	h1.handle(ms[1].Addr, failMsg("p1", 100))
+	h1.handle(ms[1].Addr, 0, failMsg("p1", 100).m)
 	n.settle()
 	if h1.inc != 101 {
 		t.Fatalf("p1 incarnation %d after a Fail at 100, want 101", h1.inc)
 	}
 	// A stale Fail (older incarnation) about a live member changes nothing.
 	h2 := n.node("p2").health()
-	h2.handle(ms[2].Addr, failMsg("p1", 100))
+	h2.handle(ms[2].Addr, 0, failMsg("p1", 100).m)
 	n.settle()
 	if s := n.state("p2", "p1"); s != StateAlive {
 		t.Fatalf("stale Fail made p2 see p1 %v", s)

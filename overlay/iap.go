@@ -96,20 +96,20 @@ func (p *Proxy) askRAP(g router.Group) {
 	if name == p.cfg.Self.Name {
 		// This proxy is a RAP of the group: answer from its own table.
 		japs, pol := p.rap.answer(g, p.clock.Now())
-		p.handleResolveReply(&Message{Type: TypeResolveReply, Seq: seq, Group: g, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol})
+		p.handleResolveReply(seq, &ResolveReply{Group: g, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol})
 		return
 	}
-	p.sendTo(p.mem.addrOf(name), &Message{Type: TypeResolve, Seq: seq, Group: g})
+	p.sendTo(p.mem.addrOf(name), seq, &Resolve{Group: g})
 }
 
-func (p *Proxy) handleResolveReply(m *Message) {
-	if p.relayAnswer(m) {
+func (p *Proxy) handleResolveReply(seq uint32, m *ResolveReply) {
+	if p.relayAnswer(seq, m) {
 		return
 	}
 	i := &p.iap
 	i.mu.Lock()
 	pr := i.pending[m.Group]
-	if pr == nil || pr.seq != m.Seq {
+	if pr == nil || pr.seq != seq {
 		i.mu.Unlock()
 		return
 	}

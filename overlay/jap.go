@@ -23,7 +23,7 @@ type target struct {
 	name     string
 	port     uint16
 	lastSeen int64
-	epoch    uint32        // of its last join here (see Message.Incarnation)
+	epoch    uint32        // of its last join here (see Join.Epoch)
 	timeout  time.Duration // silent this long, it is dropped
 }
 
@@ -90,14 +90,14 @@ func (j *jap) count(g router.Group) int {
 }
 
 // movedNotices is a TypeMoved for every target joined here.
-func (j *jap) movedNotices() []Message {
+func (j *jap) movedNotices() []*Moved {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	var out []Message
+	var out []*Moved
 	for _, g := range sortedGroups(j.targets) {
 		for _, addr := range sortedAddrs(j.targets[g]) {
 			t := j.targets[g][addr]
-			out = append(out, Message{Type: TypeMoved, Group: g, Name: t.name, Target: addr, Incarnation: t.epoch})
+			out = append(out, &Moved{Group: g, Name: t.name, Target: addr, Epoch: t.epoch})
 		}
 	}
 	return out
@@ -159,29 +159,33 @@ func (j *jap) refreshDue(now int64, every time.Duration) []router.Group {
 	return out
 }
 
-func (p *Proxy) handleEdge(src, dst netip.AddrPort, m *Message) {
-	reply := Message{Seq: m.Seq, Group: m.Group, Port: m.Port, Status: StatusOK}
-	switch m.Type {
-	case TypeJoin:
-		reply.Type = TypeJoinAck
-		why := p.admit(src.Addr(), m.Group)
-		if why == "" {
-			why = p.join(src.Addr(), m)
-		}
-		if why != "" {
-			reply.Status, reply.Reason = StatusRefused, why
-			p.emit(Event{Kind: EventRefuse, Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
-		}
-	case TypeKeepalive:
-		reply.Type = TypeKeepaliveAck
-		if !p.keepalive(src.Addr(), m.Group) {
-			reply.Status = StatusUnknown
-		}
-	case TypeLeave:
-		reply.Type = TypeJoinAck
-		p.leave(src.Addr(), m.Group, EventLeave)
+// handleJoin takes a target's join, or refuses it with the reason.
+func (p *Proxy) handleJoin(src, dst netip.AddrPort, seq uint32, m *Join) {
+	why := p.admit(src.Addr(), m.Group)
+	if why == "" {
+		why = p.join(src.Addr(), m)
 	}
-	p.send(dst, src, &reply)
+	if why != "" {
+		p.refuseJoin(src, dst, seq, m, why)
+		return
+	}
+	p.send(dst, src, seq, &JoinAck{Group: m.Group, Status: StatusOK})
+}
+
+// refuseJoin answers a join with why it was refused, and tells a person.
+func (p *Proxy) refuseJoin(src, dst netip.AddrPort, seq uint32, m *Join, why string) {
+	p.emit(Event{Kind: EventRefuse, Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
+	p.send(dst, src, seq, &JoinAck{Group: m.Group, Status: StatusRefused, Reason: why})
+}
+
+// handleKeepalive answers a target's keepalive: "unknown" if it is not a
+// target here (it must join again).
+func (p *Proxy) handleKeepalive(src, dst netip.AddrPort, seq uint32, m *Keepalive) {
+	st := StatusOK
+	if !p.keepalive(src.Addr(), m.Group) {
+		st = StatusUnknown
+	}
+	p.send(dst, src, seq, &KeepaliveAck{Group: m.Group, Status: st})
 }
 
 // admit says why an edge may not join a group, or "" when it may.
@@ -200,7 +204,7 @@ func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
 // policy, stated alike by every target that joins it (the first one here
 // sets it; a later one that states another is refused, so that nobody's
 // traffic is split by a policy its owner did not choose).
-func (p *Proxy) join(addr netip.Addr, m *Message) string {
+func (p *Proxy) join(addr netip.Addr, m *Join) string {
 	if m.Policy.Replicate == 1 {
 		m.Policy.Replicate = 0 // one copy is no replication: the same policy
 	}
@@ -238,7 +242,7 @@ func (p *Proxy) join(addr netip.Addr, m *Message) string {
 		t = &target{}
 		ts[addr] = t
 	}
-	t.name, t.port, t.lastSeen, t.epoch = m.Name, m.Port, now, m.Incarnation
+	t.name, t.port, t.lastSeen, t.epoch = m.Name, m.Port, now, m.Epoch
 	t.timeout = p.targetTimeout(m.Keepalive)
 	j.mu.Unlock()
 	p.cfg.Router.SetPolicy(m.Group, m.Policy)
@@ -293,7 +297,7 @@ func (p *Proxy) NoTarget(iap netip.Addr, g router.Group) {
 		}
 	}
 	j.mu.Unlock()
-	p.sendTo(iap, &Message{Type: TypeNoTarget, Group: g})
+	p.sendTo(iap, 0, &NoTarget{Group: g})
 	if withdraw {
 		p.registerCount(g, 0, 0, p.cfg.Router.Policy(g))
 	}
@@ -306,14 +310,14 @@ const noTargetEvery = 200 * time.Millisecond
 // so that a JAP it left (perhaps without a word: its path there may be what
 // failed) drops it at once instead of after its keepalive timeout. Joins
 // are rare, and proxies few.
-func (p *Proxy) tellMoved(addr netip.Addr, m *Message) {
-	moved := Message{Type: TypeMoved, Group: m.Group, Name: m.Name, Target: addr, Incarnation: m.Incarnation}
+func (p *Proxy) tellMoved(addr netip.Addr, m *Join) {
+	moved := &Moved{Group: m.Group, Name: m.Name, Target: addr, Epoch: m.Epoch}
 	for _, name := range p.Live() {
 		if name == p.cfg.Self.Name {
 			continue
 		}
 		if a := p.mem.addrOf(name); a.IsValid() {
-			p.sendTo(a, &moved)
+			p.sendTo(a, 0, moved)
 		}
 	}
 }
@@ -433,16 +437,15 @@ func (p *Proxy) report(g router.Group, force bool) {
 func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy) {
 	raps := p.RAPs(g)
 	p.emit(Event{Kind: EventRegister, Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
-	m := Message{Type: TypeRegister, Group: g, Name: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight)}
+	m := &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight)}
 	p.stats.registersSent.Add(uint64(len(raps)))
 	for _, name := range raps {
 		if name == p.cfg.Self.Name {
 			// At once: a RAP answers resolves from its own table at once.
-			p.handleRegister(p.cfg.Self.Addr, &m)
+			p.handleRegister(p.cfg.Self.Addr, m)
 			continue
 		}
-		m.Seq = p.nextSeq()
-		p.sendTo(p.mem.addrOf(name), &m)
+		p.sendTo(p.mem.addrOf(name), p.nextSeq(), m)
 	}
 }
 
@@ -450,7 +453,7 @@ func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy) 
 // targets joined here state: they are dropped, and their joins (and any
 // like them) are refused while it holds. A target learns it at its next
 // keepalive ("unknown"), joins again, and is refused with the reason.
-func (p *Proxy) handlePolicy(rap netip.Addr, m *Message) {
+func (p *Proxy) handlePolicy(rap netip.Addr, m *GroupPolicy) {
 	if raps := p.RAPs(m.Group); len(raps) == 0 || p.mem.addrOf(raps[0]) != rap {
 		return // only the group's arbiter decides (see registerLocked)
 	}

@@ -203,7 +203,7 @@ func (p *Proxy) joinTick(now int64) {
 	}
 	p.mem.mu.Unlock()
 	self := p.self()
-	body, err := (&Message{Type: TypeMember, Name: self.Name, Incarnation: p.health.incarnation(), Peer: self}).AppendBinary(nil)
+	body, err := AppendMsg(nil, 0, &MemberRecord{Member: self, Incarnation: p.health.incarnation()})
 	if err != nil {
 		p.emit(Event{Kind: EventRefuse, Name: self.Name, Reason: "cannot announce this proxy: " + err.Error()})
 		return
@@ -233,11 +233,12 @@ func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
 	}
 	switch kind {
 	case kindHello:
-		var m Message
-		if m.UnmarshalBinary(body) != nil || m.Type != TypeMember {
+		_, m, err := ParseMsg(body)
+		rec, ok := m.(*MemberRecord)
+		if err != nil || !ok {
 			return
 		}
-		p.handleHello(from, &m)
+		p.handleHello(from, rec)
 	case kindWelcome:
 		w, err := parseWelcome(body)
 		if err != nil {
@@ -262,9 +263,8 @@ func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
 }
 
 // handleHello admits a newcomer, or tells it why not.
-func (p *Proxy) handleHello(from netip.AddrPort, m *Message) {
-	rec := m.Peer
-	rec.Name = m.Name
+func (p *Proxy) handleHello(from netip.AddrPort, m *MemberRecord) {
+	rec := m.Member
 	if rec.Endpoint.Addr().IsUnspecified() {
 		rec.Endpoint = netip.AddrPortFrom(from.Addr(), rec.Endpoint.Port())
 	}
@@ -299,7 +299,7 @@ func (p *Proxy) handleHello(from netip.AddrPort, m *Message) {
 		return
 	}
 	p.addMember(rec, m.Incarnation, StateAlive, true)
-	p.flood(Message{Type: TypeMember, Name: rec.Name, Incarnation: m.Incarnation, Peer: rec}, rec.Addr)
+	p.flood(&MemberRecord{Member: rec, Incarnation: m.Incarnation}, rec.Addr)
 	p.welcome(from, self.Name, "")
 	p.sync(rec)
 }
@@ -310,14 +310,14 @@ func (p *Proxy) welcome(to netip.AddrPort, seed, reason string) {
 }
 
 // flood sends m to every live proxy but this one and except.
-func (p *Proxy) flood(m Message, except ...netip.Addr) {
+func (p *Proxy) flood(m Msg, except ...netip.Addr) {
 	self := p.cfg.Self.Name
 	for _, name := range p.Live() {
 		a := p.mem.addrOf(name)
 		if name == self || !a.IsValid() || slices.Contains(except, a) {
 			continue
 		}
-		p.sendTo(a, &m)
+		p.sendTo(a, 0, m)
 	}
 }
 
@@ -331,22 +331,17 @@ func (p *Proxy) sync(to Member) {
 	}
 }
 
-// sendRecord tells the proxy at to of mb (MemberSync: to calls it), with
-// its incarnation and whether this proxy believes it dead.
+// sendRecord tells the proxy at to of mb (Sync: to calls it), with its
+// incarnation and whether this proxy believes it dead.
 func (p *Proxy) sendRecord(to netip.Addr, mb Member) {
 	st, inc, _ := p.health.state(mb.Name)
-	flags := MemberSync
-	if st == StateDead {
-		flags |= MemberDead
-	}
-	p.sendTo(to, &Message{Type: TypeMember, Name: mb.Name, Incarnation: inc, Peer: mb, Flags: flags})
+	p.sendTo(to, 0, &MemberRecord{Member: mb, Incarnation: inc, Sync: true, Dead: st == StateDead})
 }
 
 // handleMember learns of a proxy from another proxy: the flood of a seed
 // (wait for the newcomer's word) or a sync (call it).
-func (p *Proxy) handleMember(src netip.Addr, m *Message) {
-	rec := m.Peer
-	rec.Name = m.Name
+func (p *Proxy) handleMember(src netip.Addr, m *MemberRecord) {
+	rec := m.Member
 	if rec.Name == p.cfg.Self.Name || rec.PublicKey == [32]byte{} {
 		return
 	}
@@ -366,10 +361,10 @@ func (p *Proxy) handleMember(src netip.Addr, m *Message) {
 			return
 		}
 	}
-	sync := m.Flags&MemberSync != 0
+	sync := m.Sync
 	state := StateJoining
 	switch {
-	case m.Flags&MemberDead != 0:
+	case m.Dead:
 		state = StateDead
 	case sync:
 		state = StateAlive
@@ -379,7 +374,7 @@ func (p *Proxy) handleMember(src netip.Addr, m *Message) {
 	}
 	if !sync {
 		// New to us, so maybe to others: forward once.
-		p.flood(*m, src, rec.Addr)
+		p.flood(m, src, rec.Addr)
 	}
 }
 
@@ -564,15 +559,15 @@ func (p *Proxy) digestTick(now int64) {
 		return
 	}
 	a := to[p.rng.IntN(len(to))]
-	p.sendTo(a, &Message{Type: TypeDigest, Name: p.cfg.Self.Name, Incarnation: p.digest()})
+	p.sendTo(a, 0, &Digest{From: p.cfg.Self.Name, Hash: p.digest()})
 }
 
 // handleDigest compares another proxy's member list with this one's: if
 // they differ, it sends its list, and answers with its own digest (once:
 // an answer is not answered) so that the other sends its list back.
-func (p *Proxy) handleDigest(src netip.Addr, m *Message) {
+func (p *Proxy) handleDigest(src netip.Addr, m *Digest) {
 	mine := p.digest()
-	if m.Incarnation == mine {
+	if m.Hash == mine {
 		return
 	}
 	from, ok := p.mem.table().byAddr[src]
@@ -580,7 +575,7 @@ func (p *Proxy) handleDigest(src netip.Addr, m *Message) {
 		return
 	}
 	p.sync(from)
-	if m.Seq == 0 {
-		p.sendTo(src, &Message{Type: TypeDigest, Seq: 1, Name: p.cfg.Self.Name, Incarnation: mine})
+	if !m.Answer {
+		p.sendTo(src, 0, &Digest{From: p.cfg.Self.Name, Hash: mine, Answer: true})
 	}
 }

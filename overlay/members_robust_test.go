@@ -43,9 +43,9 @@ func TestNewcomerLearnsAProxyItsSyncLost(t *testing.T) {
 	b := n.add(p2, p1)
 	n.run(time.Second) // the static mesh is up
 	lost := 0
-	n.dropMsgs(func(src, dst netip.Addr, m *Message) bool {
+	n.dropMsgs(func(src, dst netip.Addr, m Msg) bool {
 		// One datagram lost: the sync's record of p2, seed p1 → newcomer.
-		if src == p1.Addr && dst == p3.Addr && m.Type == TypeMember && m.Name == "p2" && lost == 0 {
+		if src == p1.Addr && dst == p3.Addr && isRecordOf(m, "p2") && lost == 0 {
 			lost++
 			return true
 		}
@@ -73,7 +73,7 @@ func TestNewcomerWhoseSeedDiesMidJoin(t *testing.T) {
 	n.add(p2, p1)
 	n.run(time.Second)
 	// Hello and welcome only; then p1 dies with its tunnel packets unsent.
-	n.dropMsgs(func(src, dst netip.Addr, m *Message) bool { return src == p1.Addr })
+	n.dropMsgs(func(src, dst netip.Addr, m Msg) bool { return src == p1.Addr })
 	c := n.add(p3, p1)
 	n.until(time.Second, "p3 is welcomed", func() bool { return c.mem.admission.welcomed })
 	n.dropMsgs(nil)
@@ -97,7 +97,7 @@ func TestNewcomerWhoseSeedDiesMidJoin(t *testing.T) {
 func policyJoin(t *testing.T, h *harness, jap *Proxy, i int, g router.Group, pol router.Policy, ka time.Duration) Status {
 	t.Helper()
 	ack := h.answer(i, TypeJoinAck, func() { h.anycast(i, jap.cfg.Self.Name, g.Addr, joinMsg(i, g, pol, ka)) })
-	return ack.Status
+	return ack.m.(*JoinAck).Status
 }
 
 func reviewTargets(p *Proxy, g router.Group) int {
@@ -202,4 +202,10 @@ func TestJoinDuringUndetectedPartition(t *testing.T) {
 	if !slices.Contains(knownNames(b), "n") {
 		t.Errorf("p2, cut off while n joined and back since, never learns n: it knows %v", knownNames(b))
 	}
+}
+
+// isRecordOf reports whether m is a member record of the proxy name.
+func isRecordOf(m Msg, name string) bool {
+	r, ok := m.(*MemberRecord)
+	return ok && r.Member.Name == name
 }

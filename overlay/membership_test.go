@@ -277,7 +277,7 @@ func TestLostWithdrawalHealsAtNoTarget(t *testing.T) {
 		t.Fatalf("RAP counts %d targets at the JAP, want 1", n)
 	}
 	// The target leaves; the withdrawal is lost on the way.
-	pn.dropMsgs(func(src, dst netip.Addr, m *Message) bool { return src == jap.cfg.Self.Addr && m.Type == TypeRegister })
+	pn.dropMsgs(func(src, dst netip.Addr, m Msg) bool { return src == jap.cfg.Self.Addr && m.Type() == TypeRegister })
 	pn.edgeDo(jap, TypeLeave, 0)
 	pn.dropMsgs(nil)
 	if n := rapCount(rap, jap, testGroup); n != 1 {
@@ -313,7 +313,7 @@ func TestRefutedJAPRegistersAgain(t *testing.T) {
 			other = p
 		}
 	}
-	send := func(from, to *Proxy, m *Message) {
+	send := func(from, to *Proxy, m wmsg) {
 		pn.sendAs(from.cfg.Self.Name, to.cfg.Self.Name, m)
 		pn.settle()
 	}

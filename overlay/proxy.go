@@ -149,14 +149,16 @@ type Proxy struct {
 // outgoing is a control message an entry point sends when it returns.
 type outgoing struct {
 	src, dst netip.AddrPort
-	m        Message
+	seq      uint32
+	m        Msg
 }
 
 // counters count control-plane work (see ProxyStats).
 type counters struct {
-	resolvesSent, resolvesAnswered, registers, joins        atomic.Uint64
-	registersSent, registersSuppressed                      atomic.Uint64
-	controlSent, controlReceived, membershipChanges, refuse atomic.Uint64
+	resolvesSent, resolvesAnswered, registers, joins           atomic.Uint64
+	registersSent, registersSuppressed                         atomic.Uint64
+	controlSent, controlReceived, membershipChanges, malformed atomic.Uint64
+	refused                                                    [typeEnd]atomic.Uint64 // by type (rules.go)
 }
 
 // ProxyStats counts control-plane work, for tests and status.
@@ -169,9 +171,11 @@ type ProxyStats struct {
 	// ControlSent and ControlReceived count control messages this proxy
 	// sent to or got from other nodes (edges included), health included.
 	ControlSent, ControlReceived uint64
-	// Refused counts control messages dropped because their sender may not
-	// send them, or not to where they were sent.
-	Refused uint64
+	// Malformed counts control messages that did not parse; Refused, by
+	// type, those whose sender may not send them, or not to where they
+	// were sent (rules.go).
+	Malformed uint64
+	Refused   map[Type]uint64
 	// Health: probes sent (own and relayed), probe requests sent, deaths
 	// declared by this proxy, Alive announcements sent by this proxy.
 	Probes, ProbeReqs, FailsDeclared, AlivesSent uint64
@@ -269,10 +273,20 @@ func (p *Proxy) Stats() ProxyStats {
 		ResolvesSent: c.resolvesSent.Load(), ResolvesAnswered: c.resolvesAnswered.Load(),
 		Registers: c.registers.Load(), Joins: c.joins.Load(),
 		RegistersSent: c.registersSent.Load(), RegistersSuppressed: c.registersSuppressed.Load(),
-		ControlSent: c.controlSent.Load(), ControlReceived: c.controlReceived.Load(), Refused: c.refuse.Load(),
+		ControlSent: c.controlSent.Load(), ControlReceived: c.controlReceived.Load(), Malformed: c.malformed.Load(), Refused: c.refusedByType(),
 		Probes: hs.probes, ProbeReqs: hs.probeReqs, FailsDeclared: hs.fails, AlivesSent: hs.alives,
 		MembershipChanges: c.membershipChanges.Load(),
 	}
+}
+
+func (c *counters) refusedByType() map[Type]uint64 {
+	out := map[Type]uint64{}
+	for t := range c.refused {
+		if n := c.refused[t].Load(); n > 0 {
+			out[Type(t)] = n
+		}
+	}
+	return out
 }
 
 // membershipChanged applies a change of the live proxy set: RAPs move by
@@ -326,8 +340,8 @@ func (p *Proxy) membershipChanged(c change) {
 		p.emit(Event{Kind: EventAlive, Name: m.Name})
 		// A proxy cut off for a while may still hold targets that have
 		// joined here since: it missed the TypeMoved then, so tell it now.
-		for i := range moved {
-			p.sendTo(m.Addr, &moved[i])
+		for _, mv := range moved {
+			p.sendTo(m.Addr, 0, mv)
 		}
 	}
 	// New RAPs must learn everything: always send, drift or not.
@@ -356,14 +370,15 @@ func (p *Proxy) emit(e Event) {
 	}
 }
 
-// send queues m from src to dst; it leaves when the entry point returns.
-func (p *Proxy) send(src, dst netip.AddrPort, m *Message) {
-	p.outbox = append(p.outbox, outgoing{src, dst, *m})
+// send queues m, numbered seq, from src to dst; it leaves when the entry
+// point returns.
+func (p *Proxy) send(src, dst netip.AddrPort, seq uint32, m Msg) {
+	p.outbox = append(p.outbox, outgoing{src, dst, seq, m})
 }
 
 // sendTo queues m to the control port of the proxy at a.
-func (p *Proxy) sendTo(a netip.Addr, m *Message) {
-	p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), m)
+func (p *Proxy) sendTo(a netip.Addr, seq uint32, m Msg) {
+	p.send(p.selfPort(), netip.AddrPortFrom(a, p.cfg.ControlPort), seq, m)
 }
 
 // nextSeq numbers a question this proxy asks.
@@ -378,10 +393,10 @@ func (p *Proxy) flush() {
 	for i := 0; i < len(p.outbox); i++ {
 		o := p.outbox[i]
 		if o.dst.Addr() == p.cfg.Self.Addr {
-			p.handle(o.src, o.dst, &o.m)
+			p.handle(o.src, o.dst, o.seq, o.m)
 			continue
 		}
-		payload, err := o.m.AppendBinary(nil)
+		payload, err := AppendMsg(nil, o.seq, o.m)
 		if err != nil {
 			continue
 		}
@@ -398,106 +413,103 @@ func (p *Proxy) selfPort() netip.AddrPort {
 
 // HandleControl takes a control message the router classified as ours.
 func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
-	var m Message
-	if err := m.UnmarshalBinary(payload); err != nil {
+	seq, m, err := ParseMsg(payload)
+	if err != nil {
+		p.stats.malformed.Add(1)
 		return
 	}
 	p.ctl.Lock()
 	defer p.ctl.Unlock()
 	p.stats.controlReceived.Add(1)
-	p.handle(src, dst, &m)
+	p.handle(src, dst, seq, m)
 	p.flush()
 }
 
-// handle checks who may send m to dst and hands it to the part it is for.
-func (p *Proxy) handle(src, dst netip.AddrPort, m *Message) {
-	fromProxy := p.mem.isProxy(src.Addr())
-	toSelf := dst.Addr() == p.cfg.Self.Addr
-	switch m.Type {
-	case TypeProbe, TypeProbeAck, TypeProbeReq, TypeFail, TypeAlive:
-		if fromProxy && toSelf {
-			p.health.handle(src.Addr(), m)
-			return
+// senderClass is what the node at a is to this proxy: a proxy, an
+// admitted target or client, or nothing (0).
+func (p *Proxy) senderClass(a netip.Addr) Sender {
+	if p.mem.isProxy(a) {
+		return SenderProxy
+	}
+	switch e := p.cfg.Edges[a]; {
+	case e == nil:
+		return 0
+	case len(e.Groups) > 0:
+		return SenderTarget
+	}
+	return SenderClient
+}
+
+// destKind is what a is to this proxy, for a message m sent there.
+func (p *Proxy) destKind(a netip.Addr, m Msg) Dest {
+	switch g, ok := GroupOf(m); {
+	case a == p.cfg.Self.Addr:
+		return DestSelf
+	case p.cfg.Self.Addr6.IsValid() && a == p.cfg.Self.Addr6:
+		return DestSelf6
+	case ok && a == g.Addr:
+		return DestAnycast
+	}
+	return 0
+}
+
+// handle checks, by the one table of rules.go, that m's sender may send
+// it to dst, then hands it to the part it is for.
+func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
+	from := p.senderClass(src.Addr())
+	if err := Permit(m.Type(), from, p.destKind(dst.Addr(), m)); err != nil {
+		p.stats.refused[m.Type()].Add(1)
+		if j, ok := m.(*Join); ok && from == SenderClient {
+			// An admitted edge that may join nothing: say so, as for a
+			// group it may not join.
+			p.refuseJoin(src, dst, seq, j, fmt.Sprintf("edge %q may not join %s", p.cfg.Edges[src.Addr()].Name, j.Group))
 		}
-	case TypeJoin, TypeLeave, TypeKeepalive:
-		// Edges speak to the group's anycast address; emulated anycast made
-		// this proxy the one that hears them, so it becomes their JAP. A
-		// target that moved away also tells its old JAP, at the JAP's own
-		// address, to drop it (no answer: it has already moved).
-		if fromProxy {
-			break
-		}
-		if m.Type == TypeLeave && (toSelf || dst.Addr() == p.cfg.Self.Addr6) {
-			p.leave(src.Addr(), m.Group, EventLeave)
-			return
-		}
+		return
+	}
+	switch m := m.(type) {
+	case *Probe, *ProbeAck, *ProbeReq, *Fail, *Alive:
+		p.health.handle(src.Addr(), seq, m)
+	case *Join:
+		p.handleJoin(src, dst, seq, m)
+	case *Keepalive:
+		p.handleKeepalive(src, dst, seq, m)
+	case *Leave:
+		// At the group's anycast address from a target of this proxy,
+		// answered; at this proxy's own address from a target that moved
+		// away, not (it has already gone).
+		p.leave(src.Addr(), m.Group, EventLeave)
 		if dst.Addr() == m.Group.Addr {
-			p.handleEdge(src, dst, m)
-			return
+			p.send(dst, src, seq, &JoinAck{Group: m.Group, Status: StatusOK})
 		}
-	case TypeRegister:
-		if fromProxy {
-			p.handleRegister(src.Addr(), m)
-			return
-		}
-	case TypeResolve:
-		if fromProxy {
-			p.handleResolve(src, m)
-			return
-		}
-	case TypeResolveReply:
-		if fromProxy {
-			p.handleResolveReply(m)
-			return
-		}
-	case TypeNoTarget:
-		if fromProxy {
-			p.cfg.Router.ForgetJAPFor(m.Group, src.Addr())
-			return
-		}
-	case TypeDigest:
-		if fromProxy && toSelf {
-			p.handleDigest(src.Addr(), m)
-			return
-		}
-	case TypePolicy:
-		if fromProxy {
-			p.handlePolicy(src.Addr(), m)
-			return
-		}
-	case TypeMember:
-		if fromProxy && toSelf {
-			p.handleMember(src.Addr(), m)
-			return
-		}
-	case TypeAdmitsReq:
-		if fromProxy && toSelf {
-			p.handleAdmitsReq(src.Addr())
-			return
-		}
-	case TypeAdmits:
-		if fromProxy && toSelf {
-			p.handleAdmits(src.Addr(), m)
-			return
-		}
-	case TypeProxiesReq:
-		// An edge asks which proxies would admit it (it learns them), at
-		// this proxy's address of its own family.
-		if !fromProxy && (toSelf || dst.Addr() == p.cfg.Self.Addr6) {
-			p.handleProxiesReq(src, dst, m)
-			return
-		}
-	case TypeMoved:
+	case *ProxiesReq:
+		p.handleProxiesReq(src, dst, seq, m)
+	case *Register:
+		p.handleRegister(src.Addr(), m)
+	case *Resolve:
+		p.handleResolve(src, seq, m)
+	case *ResolveReply:
+		p.handleResolveReply(seq, m)
+	case *NoTarget:
+		p.cfg.Router.ForgetJAPFor(m.Group, src.Addr())
+	case *GroupPolicy:
+		p.handlePolicy(src.Addr(), m)
+	case *Moved:
 		// Another proxy is now this target's JAP: drop it here if it was
 		// ours, whether or not it could tell us itself.
-		if fromProxy {
-			if p.jap.joinedBefore(m.Target, m.Group, m.Incarnation) {
-				p.leave(m.Target, m.Group, EventMoved)
-			}
-			return
+		if p.jap.joinedBefore(m.Target, m.Group, m.Epoch) {
+			p.leave(m.Target, m.Group, EventMoved)
 		}
+	case *MemberRecord:
+		p.handleMember(src.Addr(), m)
+	case *Digest:
+		p.handleDigest(src.Addr(), m)
+	case *AdmitsReq:
+		p.handleAdmitsReq(src.Addr())
+	case *Admits:
+		p.handleAdmits(src.Addr(), m)
+	default:
+		// Answers to edges: Permit refused them already.
 	}
-	p.stats.refuse.Add(1)
 }
 
 // Tick runs the timers: resolve retries, silent targets, registration refresh

@@ -106,7 +106,7 @@ func (r *rap) answer(g router.Group, now int64) ([]router.JAP, router.Policy) {
 	return r.japsLocked(g, now)
 }
 
-func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
+func (p *Proxy) handleRegister(jap netip.Addr, m *Register) {
 	// Keep state only for groups this proxy is a RAP of by its own view:
 	// a JAP whose view is behind (it has not heard of a proxy yet) would
 	// leave an entry here that nobody asks for and nobody withdraws. The
@@ -121,10 +121,10 @@ func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
 	if conflict == nil {
 		return
 	}
-	p.emit(Event{Kind: EventRefuse, Group: m.Group, Name: m.Name, Reason: fmt.Sprintf(
-		"JAP %q registers %s with %v, but the group has %v (from %q)", m.Name, m.Group, m.Policy, conflict.policy, conflict.name)})
+	p.emit(Event{Kind: EventRefuse, Group: m.Group, Name: m.JAP, Reason: fmt.Sprintf(
+		"JAP %q registers %s with %v, but the group has %v (from %q)", m.JAP, m.Group, m.Policy, conflict.policy, conflict.name)})
 	// To this proxy too: the message is handled after this one.
-	p.sendTo(jap, &Message{Type: TypePolicy, Group: m.Group, Policy: conflict.policy})
+	p.sendTo(jap, 0, &GroupPolicy{Group: m.Group, Policy: conflict.policy})
 }
 
 // register applies a registration. One group, one policy: the JAPs that
@@ -134,7 +134,7 @@ func (p *Proxy) handleRegister(jap netip.Addr, m *Message) {
 // (One arbiter, so that two RAPs that heard two JAPs in opposite orders
 // cannot each turn one away; the other RAPs keep every entry until the
 // loser withdraws.)
-func (r *rap) register(jap netip.Addr, m *Message, arbiter bool, now int64) *rapEntry {
+func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) *rapEntry {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	japs := r.entries[m.Group]
@@ -161,7 +161,7 @@ func (r *rap) register(jap netip.Addr, m *Message, arbiter bool, now int64) *rap
 		japs = map[netip.Addr]*rapEntry{}
 		r.entries[m.Group] = japs
 	}
-	japs[jap] = &rapEntry{name: m.Name, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, since: since, expires: now + int64(m.TTL)}
+	japs[jap] = &rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, since: since, expires: now + int64(m.TTL)}
 	return nil
 }
 
@@ -188,24 +188,23 @@ func (r *rap) japsLocked(g router.Group, now int64) ([]router.JAP, router.Policy
 	return out, pol
 }
 
-func (p *Proxy) handleResolve(src netip.AddrPort, m *Message) {
-	if m.Port == 0 && !slices.Contains(p.RAPs(m.Group), p.cfg.Self.Name) {
+func (p *Proxy) handleResolve(src netip.AddrPort, seq uint32, m *Resolve) {
+	if !m.Relayed && !slices.Contains(p.RAPs(m.Group), p.cfg.Self.Name) {
 		// Not a RAP of the group: a proxy cut off from all its RAPs asks
 		// through this one (see askRAP). Ask a RAP and relay the answer;
 		// once only (hops), so views that differ cannot make a loop.
-		p.relayResolve(src, m)
+		p.relayResolve(src, seq, m)
 		return
 	}
 	p.stats.resolvesAnswered.Add(1)
 	japs, pol := p.rap.answer(m.Group, p.clock.Now())
-	reply := Message{Type: TypeResolveReply, Seq: m.Seq, Group: m.Group, Status: StatusOK, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol}
-	p.send(p.selfPort(), src, &reply)
+	p.send(p.selfPort(), src, seq, &ResolveReply{Group: m.Group, Status: StatusOK, TTL: p.cfg.CacheTTL, JAPs: japs, Policy: pol})
 }
 
 // relayTTL bounds how long a relayed resolve waits for its answer.
 const relayTTL = 2 * time.Second
 
-func (p *Proxy) relayResolve(src netip.AddrPort, m *Message) {
+func (p *Proxy) relayResolve(src netip.AddrPort, askSeq uint32, m *Resolve) {
 	raps := p.reachableFirst(p.RAPs(m.Group), p.health.unreachableAddrs())
 	if len(raps) == 0 || raps[0] == p.cfg.Self.Name {
 		return
@@ -213,26 +212,24 @@ func (p *Proxy) relayResolve(src netip.AddrPort, m *Message) {
 	seq := p.nextSeq()
 	r := &p.rap
 	r.mu.Lock()
-	r.relayed[seq] = resolveRelay{to: src, seq: m.Seq, expires: p.clock.Now() + int64(relayTTL)}
+	r.relayed[seq] = resolveRelay{to: src, seq: askSeq, expires: p.clock.Now() + int64(relayTTL)}
 	r.mu.Unlock()
-	p.sendTo(p.mem.addrOf(raps[0]), &Message{Type: TypeResolve, Seq: seq, Group: m.Group, Port: 1})
+	p.sendTo(p.mem.addrOf(raps[0]), seq, &Resolve{Group: m.Group, Relayed: true})
 }
 
 // relayAnswer passes a RAP's answer on to the proxy this one asked for,
 // and reports whether m was such an answer.
-func (p *Proxy) relayAnswer(m *Message) bool {
+func (p *Proxy) relayAnswer(seq uint32, m *ResolveReply) bool {
 	r := &p.rap
 	r.mu.Lock()
-	rl, ok := r.relayed[m.Seq]
+	rl, ok := r.relayed[seq]
 	if ok {
-		delete(r.relayed, m.Seq)
+		delete(r.relayed, seq)
 	}
 	r.mu.Unlock()
 	if !ok {
 		return false
 	}
-	reply := *m
-	reply.Seq = rl.seq
-	p.send(p.selfPort(), rl.to, &reply)
+	p.send(p.selfPort(), rl.to, rl.seq, m)
 	return true
 }

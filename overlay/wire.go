@@ -15,10 +15,10 @@ import (
 	"github.com/pias-net/pias/router"
 )
 
-// WireVersion is the version of the message format in the header. Version
+// Version is the version of the message format in the header. Version
 // 2 gave each type its own body (a Resolve's hop count became a flag, a
 // Digest's answer a flag instead of seq 1).
-const WireVersion = 2
+const Version = 2
 
 // Msg is one control message: one Go type per message type.
 //
@@ -108,7 +108,7 @@ func AppendMsg(b []byte, seq uint32, m Msg) ([]byte, error) {
 		return b, errors.New("pias message: cannot encode a nil message")
 	}
 	t := m.Type()
-	out := append(b, magic0, magic1, WireVersion, byte(t))
+	out := append(b, magic0, magic1, Version, byte(t))
 	out = binary.BigEndian.AppendUint32(out, seq)
 	out, err := m.appendBody(out)
 	if err != nil {
@@ -133,8 +133,8 @@ func ParseMsg(b []byte) (seq uint32, m Msg, err error) {
 	if b[0] != magic0 || b[1] != magic1 {
 		return 0, nil, errors.New("pias message: bad magic")
 	}
-	if b[2] != WireVersion {
-		return 0, nil, fmt.Errorf("pias message: unknown version %d (want %d)", b[2], WireVersion)
+	if b[2] != Version {
+		return 0, nil, fmt.Errorf("pias message: unknown version %d (want %d)", b[2], Version)
 	}
 	t := Type(b[3])
 	if !t.valid() {

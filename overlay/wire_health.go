@@ -15,29 +15,29 @@ func appendNamed(b []byte, field, name string, inc uint32) ([]byte, error) {
 	return binary.BigEndian.AppendUint32(b, inc), err
 }
 
-// ProbeMsg (TypeProbe): proxy → proxy: are you alive? The header's seq is
+// Probe (TypeProbe): proxy → proxy: are you alive? The header's seq is
 // the nonce, which the ProbeAck echoes.
 //
 //	from:string incarnation:u32
 //
 // (It is not called Probe while attach.go has a type of that name.)
-type ProbeMsg struct {
+type Probe struct {
 	From        string // the sender's name
 	Incarnation uint32 // the sender's incarnation
 }
 
-func (*ProbeMsg) Type() Type { return TypeProbe }
+func (*Probe) Type() Type { return TypeProbe }
 
-func (m *ProbeMsg) appendBody(b []byte) ([]byte, error) {
+func (m *Probe) appendBody(b []byte) ([]byte, error) {
 	return appendNamed(b, "from", m.From, m.Incarnation)
 }
 
 func decodeProbe(b []byte) (Msg, error) {
 	d := decoder{b: b}
-	return d.end(&ProbeMsg{From: d.str("from length", "from"), Incarnation: d.u32("incarnation")})
+	return d.end(&Probe{From: d.str("from length", "from"), Incarnation: d.u32("incarnation")})
 }
 
-// ProbeAck: the answer to a ProbeMsg, seq echoed. A helper that probed for
+// ProbeAck: the answer to a Probe, seq echoed. A helper that probed for
 // another proxy (ProbeReq) passes it on with the asker's seq.
 //
 //	from:string incarnation:u32

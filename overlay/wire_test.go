@@ -60,7 +60,7 @@ var msgCases = []msgCase{
 		Policy: router.Policy{Select: router.SelectLoad, Scope: router.ScopeSameCluster}}},
 	{"resolve-reply-none", 11, &ResolveReply{Group: g6, Status: StatusUnknown, TTL: 5 * time.Second}},
 	{"resolve-reply-max", 12, &ResolveReply{Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Millisecond, JAPs: manyJAPs(MaxJAPs), Policy: maxPolicy}},
-	{"probe", 13, &ProbeMsg{From: "p1", Incarnation: 1764000000}},
+	{"probe", 13, &Probe{From: "p1", Incarnation: 1764000000}},
 	{"probe-ack", 13, &ProbeAck{From: "p2", Incarnation: math.MaxUint32}},
 	{"probe-req", 14, &ProbeReq{Suspect: maxStr, Incarnation: 3}},
 	{"fail", 0, &Fail{Name: "p3", Incarnation: 7}},
@@ -109,8 +109,8 @@ func TestMsgRoundTrip(t *testing.T) {
 			if len(b) > MaxLen {
 				t.Errorf("encoding is %d bytes, MaxLen is %d", len(b), MaxLen)
 			}
-			if b[2] != WireVersion || Type(b[3]) != tc.m.Type() {
-				t.Errorf("header %x: want version %d, type %d", b[:HeaderLen], WireVersion, tc.m.Type())
+			if b[2] != Version || Type(b[3]) != tc.m.Type() {
+				t.Errorf("header %x: want version %d, type %d", b[:HeaderLen], Version, tc.m.Type())
 			}
 			seq, got, err := ParseMsg(b)
 			if err != nil {
@@ -266,7 +266,7 @@ func TestMsgWireFormat(t *testing.T) {
 				"00" + "00" + "000005dc" + "01" + "04" + "64400002" + "00000003" + "0000012c" + "02" + "10" + "00",
 		},
 		{
-			0xdeadbeef, &ProbeMsg{From: "p1", Incarnation: 5},
+			0xdeadbeef, &Probe{From: "p1", Incarnation: 5},
 			"5049" + "02" + "09" + "deadbeef" + "02" + "7031" + "00000005",
 		},
 		{
@@ -562,7 +562,7 @@ func TestAppendMsgErrors(t *testing.T) {
 		{"moved mapped target", &Moved{Group: g4, Target: netip.MustParseAddr("::ffff:100.64.1.1")}, "target: address ::ffff:100.64.1.1 is IPv4-mapped IPv6"},
 		{"moved long name", &Moved{Group: g4, Name: long, Target: g4.Addr}, "name: 256 bytes"},
 		{"policy replicate -1", &GroupPolicy{Group: g4, Policy: router.Policy{Replicate: -1}}, "replicate -1"},
-		{"probe long from", &ProbeMsg{From: long}, "pias message: cannot encode probe: from: 256 bytes long, at most 255 fit"},
+		{"probe long from", &Probe{From: long}, "pias message: cannot encode probe: from: 256 bytes long, at most 255 fit"},
 		{"probe-ack from not utf-8", &ProbeAck{From: "\xc3"}, "cannot encode probe-ack: from: not UTF-8"},
 		{"probe-req long suspect", &ProbeReq{Suspect: long}, "cannot encode probe-req: suspect: 256 bytes"},
 		{"fail long name", &Fail{Name: long}, "cannot encode fail: name: 256 bytes"},
@@ -809,7 +809,7 @@ func msgHeader(typ byte, seq uint32) []byte {
 	if !t.valid() {
 		t = TypeJoin + Type(typ)%(typeEnd-TypeJoin)
 	}
-	return binary.BigEndian.AppendUint32([]byte{magic0, magic1, WireVersion, byte(t)}, seq)
+	return binary.BigEndian.AppendUint32([]byte{magic0, magic1, Version, byte(t)}, seq)
 }
 
 // FuzzMsgBody fuzzes the body decoder of every type.
