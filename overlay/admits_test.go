@@ -68,6 +68,7 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		p.mem.put(m)
 		p.health.mu.Lock()
 		p.health.members["p4"].Cluster = "c2"
+		p.health.watched = nil
 		p.health.mu.Unlock()
 	}
 	p1 := pn.p("p1")

@@ -211,6 +211,7 @@ type health struct {
 	nonce       uint32
 	probeRelays map[uint32]probeRelay
 	announced   bool
+	watched     map[string]bool // cache of watchedLocked; nil: stale
 	lastTick    int64
 	stats       healthStats
 }
@@ -269,9 +270,29 @@ func pairWeight(a, b string) uint64 {
 	return weight(h, b)
 }
 
+// setState moves m to st, and drops the cached watched set when that
+// changes who may be watched (the dead and the joining are not).
+func (h *health) setState(m *mstate, st MemberState) {
+	if watchable(m.state) != watchable(st) {
+		h.watched = nil
+	}
+	m.state = st
+}
+
+func watchable(st MemberState) bool { return st != StateDead && st != StateJoining }
+
 // watchedLocked returns the names of the non-dead members this proxy
-// probes: its cluster, and a few members of a few other clusters.
+// probes: its cluster, and a few members of a few other clusters. The set
+// is kept until a member comes, dies, or comes back (setState, add): a
+// tick of a large overlay need not rebuild it. Callers must not change it.
 func (h *health) watchedLocked() map[string]bool {
+	if h.watched == nil {
+		h.watched = h.computeWatchedLocked()
+	}
+	return h.watched
+}
+
+func (h *health) computeWatchedLocked() map[string]bool {
 	out := map[string]bool{}
 	others := map[string][]*mstate{}
 	for _, name := range h.order {
@@ -366,7 +387,7 @@ func (h *health) tick() {
 				continue
 			}
 			// It never called: call it.
-			m.state = StateAlive
+			h.setState(m, StateAlive)
 			ch.added = append(ch.added, m.Member)
 			continue
 		case m.state == StateDead:
@@ -378,12 +399,13 @@ func (h *health) tick() {
 		case !watched[name]:
 			m.outstanding = 0
 			if m.state == StateSuspect {
-				m.state = StateAlive
+				h.setState(m, StateAlive)
 			}
 			continue
 		}
 		if m.state == StateAlive && m.outstanding >= h.missesFor(m) {
-			m.state, m.suspectAt = StateSuspect, now
+			h.setState(m, StateSuspect)
+			m.suspectAt = now
 			// Ask helpers to probe it for us: a different path, and a
 			// second opinion before a death is declared.
 			seq := h.nextNonce()
@@ -395,7 +417,8 @@ func (h *health) tick() {
 			}
 		}
 		if m.state == StateSuspect && now-m.suspectAt >= int64(h.cfg.ConfirmTimeout) {
-			m.state, m.outstanding, m.lastProbe, m.deadAt = StateDead, 0, now, now
+			h.setState(m, StateDead)
+			m.outstanding, m.lastProbe, m.deadAt = 0, now, now
 			h.stats.fails++
 			ch.dead = append(ch.dead, m.Member)
 			out = h.broadcastLocked(out, &Fail{Name: m.Name, Incarnation: m.inc}, m.Addr)
@@ -495,7 +518,8 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	from.heard, from.lastHeard = true, now
 	if from.state == StateJoining {
 		// Its first word: the newcomer's handshake is done, talk back.
-		from.state, from.outstanding = StateAlive, 0
+		h.setState(from, StateAlive)
+		from.outstanding = 0
 		ch.added = append(ch.added, from.Member)
 	}
 	switch msg := msg.(type) {
@@ -564,7 +588,8 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		}
 		if (m.state != StateDead && msg.Incarnation >= m.inc) || (m.state == StateDead && msg.Incarnation > m.inc) {
 			wasDead := m.state == StateDead
-			m.state, m.inc, m.outstanding, m.lastProbe = StateDead, msg.Incarnation, 0, now
+			h.setState(m, StateDead)
+			m.inc, m.outstanding, m.lastProbe = msg.Incarnation, 0, now
 			if !wasDead {
 				m.deadAt = now
 			}
@@ -599,7 +624,8 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc u
 		return out
 	}
 	old, oldInc := m.state, m.inc
-	m.inc, m.state, m.outstanding = inc, StateAlive, 0
+	h.setState(m, StateAlive)
+	m.inc, m.outstanding = inc, 0
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, m.Member)
@@ -636,7 +662,8 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, m *mstate, inc ui
 		if inc > m.inc {
 			m.inc = inc
 		}
-		m.state, m.outstanding = StateAlive, 0
+		h.setState(m, StateAlive)
+		m.outstanding = 0
 	}
 	return out
 }
@@ -717,6 +744,7 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	h.byAddr[m.Addr] = ms
 	h.order = append(h.order, m.Name)
 	slices.Sort(h.order)
+	h.watched = nil
 	if state == StateAlive {
 		ch.added = append(ch.added, m)
 	}
