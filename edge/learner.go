@@ -30,6 +30,10 @@ type LearnerConfig struct {
 	// and why.
 	OnEvent func(overlay.Event)
 	Logf    func(format string, args ...any)
+	// FirstSeq numbers the first question: the driver passes a random
+	// value, so that an answer cannot be guessed (answers must also come
+	// from the proxy asked).
+	FirstSeq uint32
 }
 
 // Learner keeps asking the current proxy which proxies would admit this
@@ -42,12 +46,13 @@ type Learner struct {
 	seq    uint32 // of the last question
 	next   int64  // when to ask, or, while asking, to give up waiting
 	asking bool
-	from   string // the proxy asked
+	from   string         // the proxy asked
+	to     netip.AddrPort // where it was asked: its answer comes from there
 }
 
 // NewLearner asks a first time learnInterval/4 after now.
 func NewLearner(cfg LearnerConfig, now int64) *Learner {
-	return &Learner{cfg: cfg, next: now + int64(learnInterval/4)}
+	return &Learner{cfg: cfg, next: now + int64(learnInterval/4), seq: cfg.FirstSeq}
 }
 
 // Next is when the learner next wants a Tick.
@@ -72,7 +77,8 @@ func (l *Learner) Tick(now int64, cur Candidate) []Packet {
 		return nil
 	}
 	l.asking, l.next, l.from = true, now+int64(learnTimeout), cur.Name
-	return []Packet{{To: netip.AddrPortFrom(cur.Addr, l.cfg.Edge.ControlPort), Data: b}}
+	l.to = netip.AddrPortFrom(cur.Addr, l.cfg.Edge.ControlPort)
+	return []Packet{{To: l.to, Data: b}}
 }
 
 // Handle takes a datagram that reached the edge's control socket and
@@ -81,10 +87,10 @@ func (l *Learner) Tick(now int64, cur Candidate) []Packet {
 // far, or with the edge) are given to add, which makes each a WireGuard
 // peer and a candidate; an error from add makes the next question come
 // soon and ask for the whole list.
-func (l *Learner) Handle(now int64, b []byte, cands []Candidate, add func(Candidate) error) bool {
+func (l *Learner) Handle(now int64, from netip.AddrPort, b []byte, cands []Candidate, add func(Candidate) error) bool {
 	seq, msg, err := decode(b)
 	m, ok := msg.(*overlay.Proxies)
-	if err != nil || !ok || !l.asking || seq != l.seq {
+	if err != nil || !ok || !l.asking || seq != l.seq || from != l.to {
 		return false
 	}
 	l.asking = false

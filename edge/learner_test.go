@@ -131,7 +131,7 @@ func (s *learnSim) run(until int64) {
 			if ans := s.answer(q); ans != nil {
 				b := ans.encode(s.t)
 				s.now += 10 * ms
-				if !s.l.Handle(s.now, b, s.cands, s.add) {
+				if !s.l.Handle(s.now, p.To, b, s.cands, s.add) {
 					s.t.Errorf("answer %+v (seq %d) not taken", ans.m, ans.seq)
 				}
 			}
@@ -237,13 +237,21 @@ func TestLearnerIgnoresStrangers(t *testing.T) {
 	s := newLearnSim(t)
 	s.run(at(500 * time.Millisecond))
 	seq := s.asked[0].seq
+	p1ctl := netip.AddrPortFrom(a("100.64.0.1"), testCtrl)
 	for name, w := range map[string]wire{
 		"stale":     {seq - 1, &overlay.Proxies{Peers: []overlay.Member{testMember("p2", 2)}}},
 		"join ack":  {seq, &overlay.JoinAck{Group: testGroup}},
 		"unbidden0": {0, &overlay.Proxies{Peers: []overlay.Member{testMember("p2", 2)}}},
 	} {
-		if s.l.Handle(s.now, w.encode(t), s.cands, s.add) {
+		if s.l.Handle(s.now, p1ctl, w.encode(t), s.cands, s.add) {
 			t.Errorf("%s taken", name)
+		}
+	}
+	// The awaited answer, but from another address than the proxy asked.
+	right := wire{seq, &overlay.Proxies{Digest: 5, Peers: []overlay.Member{testMember("p2", 2)}}}.encode(t)
+	for _, from := range []netip.AddrPort{netip.AddrPortFrom(a("100.64.0.2"), testCtrl), netip.AddrPortFrom(a("100.64.0.1"), testCtrl+1)} {
+		if s.l.Handle(s.now, from, right, s.cands, s.add) || len(s.cands) != 1 {
+			t.Errorf("the answer from %v taken", from)
 		}
 	}
 	// A valid header with the awaited seq, then garbage.
@@ -251,12 +259,12 @@ func TestLearnerIgnoresStrangers(t *testing.T) {
 	if _, _, err := overlay.ParseMsg(bad); err == nil {
 		t.Fatal("the garbage parses")
 	}
-	if s.l.Handle(s.now, bad, s.cands, s.add) || len(s.cands) != 1 {
+	if s.l.Handle(s.now, p1ctl, bad, s.cands, s.add) || len(s.cands) != 1 {
 		t.Error("garbage taken")
 	}
 	s.l.Stop()
 	b := wire{seq, &overlay.Proxies{}}.encode(t)
-	if s.l.Handle(s.now, b, s.cands, s.add) {
+	if s.l.Handle(s.now, p1ctl, b, s.cands, s.add) {
 		t.Error("answer taken after Stop")
 	}
 }

@@ -31,6 +31,10 @@ type TargetConfig struct {
 	// it joined last, so a restarted target must start above its old joins.
 	// The caller passes the wall clock's seconds.
 	Epoch uint32
+	// FirstSeq numbers the first request: the driver passes a random
+	// value, so that an answer cannot be guessed (answers must also come
+	// from where the request went).
+	FirstSeq uint32
 	// OnEvent, if set, hears joined, join-refused and rejoin events. It is
 	// called from the methods that drive the Target.
 	OnEvent func(overlay.Event)
@@ -98,7 +102,7 @@ func NewTarget(cfg TargetConfig) *Target {
 	if cfg.Keepalive <= 0 {
 		cfg.Keepalive = time.Second
 	}
-	t := &Target{cfg: cfg, epoch: cfg.Epoch}
+	t := &Target{cfg: cfg, epoch: cfg.Epoch, seq: cfg.FirstSeq}
 	for _, m := range cfg.Groups {
 		t.groups = append(t.groups, membership{Membership: m, at: math.MinInt64})
 	}
@@ -161,7 +165,7 @@ func (t *Target) Tick(now int64) []Packet {
 // Handle takes a datagram that reached the edge's control socket. It
 // reports whether it was an answer the target waited for, and returns what
 // to send now.
-func (t *Target) Handle(now int64, b []byte) (bool, []Packet) {
+func (t *Target) Handle(now int64, from netip.AddrPort, b []byte) (bool, []Packet) {
 	seq, m, err := decode(b)
 	if err != nil || seq == 0 {
 		return false, nil
@@ -172,8 +176,8 @@ func (t *Target) Handle(now int64, b []byte) (bool, []Packet) {
 			g = &t.groups[i]
 		}
 	}
-	if g == nil {
-		return false, nil
+	if g == nil || from != netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort) {
+		return false, nil // an answer comes from the group's address, as its JAP answers there
 	}
 	ack, isJoinAck := m.(*overlay.JoinAck)
 	kack, isKeepaliveAck := m.(*overlay.KeepaliveAck)

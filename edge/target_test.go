@@ -102,6 +102,9 @@ func setStatus(w *wire, st overlay.Status, reason string) {
 	}
 }
 
+// grp1 is where testGroup's JAP answers from: the group's address.
+var grp1 = netip.AddrPortFrom(testGroup.Addr, testCtrl)
+
 // deliver records pkts and feeds the JAP's answers back.
 func (s *targetSim) deliver(pkts []Packet) {
 	s.t.Helper()
@@ -118,7 +121,7 @@ func (s *targetSim) deliver(pkts []Packet) {
 		x := sent{at: s.now, to: p.To, wire: wire{seq, m}}
 		s.sent = append(s.sent, x)
 		if a := s.jap(x); a != nil {
-			_, more := s.tg.Handle(s.now, a.encode(s.t))
+			_, more := s.tg.Handle(s.now, x.to, a.encode(s.t))
 			s.deliver(more)
 		}
 	}
@@ -402,7 +405,7 @@ func TestTargetMoved(t *testing.T) {
 	}
 	// The answer to the unnumbered leave is no answer to anything else.
 	b := wire{0, &overlay.JoinAck{Group: testGroup}}.encode(t)
-	if ok, _ := s.tg.Handle(s.now, b); ok {
+	if ok, _ := s.tg.Handle(s.now, grp1, b); ok {
 		t.Error("an answer with seq 0 taken")
 	}
 }
@@ -467,8 +470,15 @@ func TestTargetIgnoresStrangers(t *testing.T) {
 		"another group":    {join.seq, &overlay.JoinAck{Group: testGroup2}},
 		"proxies":          {join.seq, &overlay.Proxies{}},
 	} {
-		if ok, out := s.tg.Handle(s.now, w.encode(t)); ok || len(out) > 0 {
+		if ok, out := s.tg.Handle(s.now, grp1, w.encode(t)); ok || len(out) > 0 {
 			t.Errorf("%s: taken (%d to send)", name, len(out))
+		}
+	}
+	// The awaited answer, from anywhere but the group's address.
+	right := wire{join.seq, &overlay.JoinAck{Group: testGroup}}.encode(t)
+	for _, from := range []netip.AddrPort{netip.AddrPortFrom(testGroup2.Addr, testCtrl), netip.AddrPortFrom(testGroup.Addr, testCtrl+1), netip.MustParseAddrPort("100.64.0.9:4000")} {
+		if ok, out := s.tg.Handle(s.now, from, right); ok || len(out) > 0 {
+			t.Errorf("the answer from %v taken", from)
 		}
 	}
 	// A valid header with the awaited seq, then garbage.
@@ -478,7 +488,7 @@ func TestTargetIgnoresStrangers(t *testing.T) {
 		t.Fatal("the garbage parses")
 	}
 	for _, b := range [][]byte{nil, {'P'}, bad} {
-		if ok, _ := s.tg.Handle(s.now, b); ok {
+		if ok, _ := s.tg.Handle(s.now, grp1, b); ok {
 			t.Errorf("%q taken", b)
 		}
 	}
@@ -504,11 +514,11 @@ func TestTargetKeepaliveAckOfAnotherGroup(t *testing.T) {
 		t.Fatalf("keepalives %v, want one", kas)
 	}
 	b := wire{kas[0].seq, &overlay.KeepaliveAck{Group: testGroup2, Status: overlay.StatusUnknown}}.encode(t)
-	if ok, out := s.tg.Handle(s.now, b); ok || len(out) > 0 {
+	if ok, out := s.tg.Handle(s.now, netip.AddrPortFrom(testGroup2.Addr, testCtrl), b); ok || len(out) > 0 {
 		t.Errorf("another group's answer taken (%d to send)", len(out))
 	}
 	b = wire{kas[0].seq, &overlay.KeepaliveAck{Group: testGroup, Status: overlay.StatusUnknown}}.encode(t)
-	if ok, out := s.tg.Handle(s.now, b); !ok || len(out) != 1 {
+	if ok, out := s.tg.Handle(s.now, grp1, b); !ok || len(out) != 1 {
 		t.Errorf("the answer: taken %v, %d to send, want a join again", ok, len(out))
 	}
 }

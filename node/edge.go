@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"slices"
@@ -47,7 +48,7 @@ type Edge struct {
 
 	// Owned by run.
 	conns  map[bool]net.PacketConn // control sockets, by family (true: IPv4)
-	in     chan []byte             // what they read
+	in     chan datagram           // what they read
 	probed chan probed             // the probes' outcomes
 	ended  chan struct{}           // closed when run returns
 }
@@ -87,7 +88,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		peers = append(peers, proxyPeer(cfg, pp, i, i == 0))
 	}
 	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, opts: opts, epoch: time.Now(),
-		conns: map[bool]net.PacketConn{}, in: make(chan []byte, 64), probed: make(chan probed), ended: make(chan struct{})}
+		conns: map[bool]net.PacketConn{}, in: make(chan datagram, 64), probed: make(chan probed), ended: make(chan struct{})}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	var err error
 	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
@@ -124,6 +125,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 			ControlPort: cfg.ControlPort,
 			Keepalive:   cfg.Keepalive,
 			Epoch:       uint32(time.Now().Unix()),
+			FirstSeq:    rand.Uint32(),
 			OnEvent:     opts.OnEvent,
 		})
 	}
@@ -142,7 +144,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		}
 	}
 	if e.Attach != nil && cfg.LearnProxies && len(cfg.Proxies) < config.MaxCandidates {
-		e.learn = edge.NewLearner(edge.LearnerConfig{Edge: cfg, OnEvent: opts.OnEvent, Logf: opts.Logf}, now)
+		e.learn = edge.NewLearner(edge.LearnerConfig{Edge: cfg, OnEvent: opts.OnEvent, Logf: opts.Logf, FirstSeq: rand.Uint32()}, now)
 	}
 	e.done.Add(1)
 	go e.run()
@@ -204,8 +206,8 @@ func (e *Edge) run() {
 			if e.Target != nil {
 				e.send(e.Target.Stop(e.now()))
 			}
-		case b := <-e.in:
-			e.handle(e.now(), b)
+		case d := <-e.in:
+			e.handle(e.now(), d.from, d.b)
 		case p := <-e.probed:
 			if !stopping {
 				e.observe(p)
@@ -216,15 +218,15 @@ func (e *Edge) run() {
 
 // handle gives a datagram from a control socket to the machine that waits
 // for it.
-func (e *Edge) handle(now int64, b []byte) {
+func (e *Edge) handle(now int64, from netip.AddrPort, b []byte) {
 	if e.Target != nil {
-		if ok, out := e.Target.Handle(now, b); ok {
+		if ok, out := e.Target.Handle(now, from, b); ok {
 			e.send(out)
 			return
 		}
 	}
 	if e.learn != nil {
-		e.learn.Handle(now, b, e.Attach.Candidates(), func(c edge.Candidate) error {
+		e.learn.Handle(now, from, b, e.Attach.Candidates(), func(c edge.Candidate) error {
 			// Its index in the attacher is the next one: only run adds.
 			if err := e.Device.AddPeer(proxyPeer(e.Config, c.Peer, len(e.Attach.Candidates()), false)); err != nil {
 				return err
@@ -323,17 +325,27 @@ func (e *Edge) conn(a netip.Addr) (net.PacketConn, error) {
 	return c, nil
 }
 
+// datagram is what a control socket read, and from where.
+type datagram struct {
+	from netip.AddrPort
+	b    []byte
+}
+
 // read passes what c reads to run, until c closes.
 func (e *Edge) read(c net.PacketConn) {
 	defer e.done.Done()
 	buf := make([]byte, 1<<16)
 	for {
-		n, _, err := c.ReadFrom(buf)
+		n, from, err := c.ReadFrom(buf)
 		if err != nil {
 			return
 		}
+		ua, ok := from.(*net.UDPAddr)
+		if !ok {
+			continue
+		}
 		select {
-		case e.in <- bytes.Clone(buf[:n]):
+		case e.in <- datagram{netip.AddrPortFrom(ua.AddrPort().Addr().Unmap(), ua.AddrPort().Port()), bytes.Clone(buf[:n])}:
 		case <-e.ended:
 			return
 		}

@@ -8,9 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
-	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -53,9 +51,9 @@ const proxyKeepalive = 25 * time.Second
 // Proxy is a running proxy: WireGuard ↔ router ↔ WireGuard, no host interface.
 //
 // Goroutines: wireguard-go's receive goroutines run the data path (handle);
-// what they find for the control plane they put on ctl, a bounded queue,
-// and one control goroutine (control) takes it from there and runs the
-// timers. So the control plane never runs on WireGuard's receive path, and
+// what they find for the control plane they put on ctl (bounded queues,
+// see ctlqueue.go), and one control goroutine (control) takes it from
+// there and runs the timers. So the control plane never runs on WireGuard's receive path, and
 // WireGuard is never reconfigured from it.
 type Proxy struct {
 	Name    string
@@ -67,35 +65,12 @@ type Proxy struct {
 	bind    *tunnel.SideBind
 	uapi    io.Closer
 	clock   wallClock
-	ctl     chan ctlEvent
-	dropped atomic.Uint64 // control events dropped: ctl was full
+	ctl     *ctlQueue
 	stop    chan struct{}
 	done    sync.WaitGroup
 	once    sync.Once
 	mu      sync.Mutex // guards Device while StartProxy sets it
 }
-
-// ctlQueue is how many control events may wait for the control goroutine;
-// beyond that they are dropped and counted (a flood must not hold up the
-// data path).
-const ctlQueue = 1024
-
-// ctlEvent is work for the control goroutine.
-type ctlEvent struct {
-	kind     ctlKind
-	src, dst netip.AddrPort // control: the message's addresses; underlay: src is the sender
-	group    router.Group   // resolve, no-target
-	payload  []byte         // control, underlay: a copy
-}
-
-type ctlKind uint8
-
-const (
-	ctlControl  ctlKind = iota // a control message through the tunnels
-	ctlUnderlay                // a datagram on the WireGuard socket (hello, welcome)
-	ctlResolve                 // the router queued a group's first packet
-	ctlNoTarget                // the router dropped a flow's packet for lack of a target
-)
 
 // wallClock is the system clock: monotonic nanoseconds since start, the
 // router's and the overlay's time base.
@@ -132,7 +107,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
-	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, clock: wallClock{time.Now()}, ctl: make(chan ctlEvent, ctlQueue), stop: make(chan struct{})}
+	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, clock: wallClock{time.Now()}, ctl: newCtlQueue(), stop: make(chan struct{})}
 	members := []overlay.Member{{Name: cfg.Name, Addr: self, Addr6: cfg.Addr6(), Cluster: cfg.Cluster, PublicKey: cfg.PublicKey, Endpoint: cfg.Listen}}
 	var peers []tunnel.Peer
 	for _, pp := range cfg.Proxies {
@@ -180,7 +155,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
 	p.bind.SetHandler(func(from netip.AddrPort, pkt []byte) {
-		p.enqueue(ctlEvent{kind: ctlUnderlay, src: from, payload: slices.Clone(pkt)})
+		p.ctl.underlayDatagram(cfg.MeshKey != nil, from, pkt)
 	})
 	dev, err := tunnel.NewDevice(p.tun, p.bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
@@ -206,19 +181,10 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	return p, nil
 }
 
-// enqueue hands ev to the control goroutine, or drops and counts it when
-// the queue is full.
-func (p *Proxy) enqueue(ev ctlEvent) {
-	select {
-	case p.ctl <- ev:
-	default:
-		p.dropped.Add(1)
-	}
-}
-
 // ControlDropped counts the control events dropped because the control
-// goroutine was behind.
-func (p *Proxy) ControlDropped() uint64 { return p.dropped.Load() }
+// goroutine was behind (or an underlay datagram could not be the
+// overlay's).
+func (p *Proxy) ControlDropped() uint64 { return p.ctl.dropped.Load() }
 
 // handle is the data path: every packet WireGuard decrypted goes through the
 // router; control messages and resolve requests go to the control plane.
@@ -231,14 +197,14 @@ func (p *Proxy) handle(buf []byte, start, end int) (int, int, bool) {
 		}
 		return res.Start, res.End, true
 	case router.Control:
-		p.enqueue(ctlEvent{kind: ctlControl, src: res.Src, dst: res.Dst, payload: slices.Clone(buf[res.Start:res.End])})
+		p.ctl.message(res.Src, res.Dst, buf[res.Start:res.End])
 	case router.Queued:
 		if res.Resolve {
-			p.enqueue(ctlEvent{kind: ctlResolve, group: res.Group})
+			p.ctl.signal(res.Group, netip.Addr{})
 		}
 	case router.Drop:
 		if res.Reason == router.DropNoTarget && res.Src.IsValid() {
-			p.enqueue(ctlEvent{kind: ctlNoTarget, src: res.Src, group: res.Group})
+			p.ctl.signal(res.Group, res.Src.Addr())
 		}
 	}
 	return 0, 0, false
@@ -257,16 +223,17 @@ func (p *Proxy) control() {
 		select {
 		case <-p.stop:
 			return
-		case ev := <-p.ctl:
-			switch ev.kind {
-			case ctlControl:
-				p.Overlay.HandleControl(ev.src, ev.dst, ev.payload)
-			case ctlUnderlay:
-				p.Overlay.HandleUnderlay(ev.src, ev.payload)
-			case ctlResolve:
-				p.Overlay.Resolve(ev.group)
-			case ctlNoTarget:
-				p.Overlay.NoTarget(ev.src.Addr(), ev.group)
+		case m := <-p.ctl.msgs:
+			p.Overlay.HandleControl(m.src, m.dst, m.payload)
+		case m := <-p.ctl.underlay:
+			p.Overlay.HandleUnderlay(m.src, m.payload)
+		case <-p.ctl.wake:
+			resolve, noTargets := p.ctl.signals()
+			for g := range resolve {
+				p.Overlay.Resolve(g)
+			}
+			for n := range noTargets {
+				p.Overlay.NoTarget(n.iap, n.g)
 			}
 		case <-t.C:
 			p.Overlay.Tick()

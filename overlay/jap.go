@@ -275,28 +275,29 @@ func (p *Proxy) NoTarget(iap netip.Addr, g router.Group) {
 	defer p.ctl.Unlock()
 	now := p.clock.Now()
 	key := noTargetKey{iap, g}
-	n := p.jap.count(g)
 	j := &p.jap
 	j.mu.Lock()
 	if last, ok := j.noTargetSent[key]; ok && now-last < int64(noTargetEvery) {
 		j.mu.Unlock()
-		return
+		return // throttled before any other work: this comes from the data path
 	}
 	if len(j.noTargetSent) > 4096 {
 		j.noTargetSent = map[noTargetKey]int64{} // bounded: forget old notices
 	}
 	j.noTargetSent[key] = now
+	j.mu.Unlock()
 	// The IAP found this JAP at a RAP: if our withdrawal was lost, the
 	// RAPs list us until their entry expires, and every IAP's next resolve
 	// brings it back here. Withdraw again (once per group per interval).
 	withdraw := false
-	if n == 0 {
+	if p.jap.count(g) == 0 {
 		wkey := noTargetKey{netip.Addr{}, g}
+		j.mu.Lock()
 		if last, ok := j.noTargetSent[wkey]; !ok || now-last >= int64(noTargetEvery) {
 			j.noTargetSent[wkey], withdraw = now, true
 		}
+		j.mu.Unlock()
 	}
-	j.mu.Unlock()
 	p.sendTo(iap, 0, &NoTarget{Group: g})
 	if withdraw {
 		p.registerCount(g, 0, 0, p.cfg.Router.Policy(g))

@@ -466,6 +466,11 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 		}
 		return
 	}
+	if o, ok := m.(origin); ok && SpeaksForItself(m.Type()) && o.origin() != p.mem.table().byAddr[src.Addr()].Name {
+		// A proxy speaking for another: only relayed types may.
+		p.stats.refused[m.Type()].Add(1)
+		return
+	}
 	switch m := m.(type) {
 	case *Probe, *ProbeAck, *ProbeReq, *Fail, *Alive:
 		p.health.handle(src.Addr(), seq, m)

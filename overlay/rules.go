@@ -44,6 +44,20 @@ type Rule struct {
 	Relay bool
 }
 
+// origin is a message that names the proxy it comes from. Of a type that
+// is not relayed, that name must be its sender's (Proxy.handle checks).
+type origin interface{ origin() string }
+
+func (m *Probe) origin() string     { return m.From }
+func (m *Digest) origin() string    { return m.From }
+func (m *AdmitsReq) origin() string { return m.From }
+func (m *Admits) origin() string    { return m.From }
+func (m *Register) origin() string  { return m.JAP }
+
+// SpeaksForItself reports whether a message of type t must come from the
+// proxy it names as its origin: it may not be relayed.
+func SpeaksForItself(t Type) bool { return t.valid() && !rules[t].Relay }
+
 const toSelf = DestSelf | DestSelf6
 
 // rules are the rules, by type.

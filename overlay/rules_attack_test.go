@@ -9,7 +9,8 @@ import (
 )
 
 // TestRulesEnforcedBeforeHandlers: admitted edges forge every kind of
-// proxy-only message, and a target speaks to the wrong address; each is
+// proxy-only message, a target speaks to the wrong address, and a proxy
+// speaks for another in a message that is never relayed; each is
 // refused at HandleControl, counted by type, and changes nothing: the
 // victim proxy stays alive everywhere, no registration appears, and a
 // legitimate target's join and a resolve still work afterwards.
@@ -75,6 +76,24 @@ func TestRulesEnforcedBeforeHandlers(t *testing.T) {
 		if japs := p.RAPTable()[testGroup]; len(japs) != 0 {
 			t.Errorf("%s has forged registrations %v", p.cfg.Self.Name, japs)
 		}
+	}
+	// A proxy may not speak for another in a message that is never
+	// relayed: p2 registering as p3, asking as p3, probing as p3.
+	for _, m := range []wmsg{
+		{0, &Register{Group: testGroup, JAP: "p3", Targets: 5, TTL: 30e9}},
+		{0, &AdmitsReq{From: "p3", Incarnation: 1}},
+		{1, &Probe{From: "p3", Incarnation: 1}},
+		{0, &Digest{From: "p3", Hash: 1}},
+	} {
+		before := p1.Stats().Refused[m.m.Type()]
+		pn.sendAs("p2", "p1", m)
+		pn.settle()
+		if got := p1.Stats().Refused[m.m.Type()] - before; got != 1 {
+			t.Errorf("p2's %v naming p3: %d refused, want 1", m.m.Type(), got)
+		}
+	}
+	if japs := p1.RAPTable()[testGroup]; len(japs) != 0 {
+		t.Errorf("a registration in another's name was taken: %v", japs)
 	}
 	// The overlay still works for everyone else: t0 joins, a resolve at
 	// another proxy finds it.

@@ -32,6 +32,7 @@ func New(cfg Config) (*Router, error) {
 		byAddr:   make(map[netip.Addr]int),
 		cache:    make(map[Group]*cacheEntry),
 		queues:   make(map[Group]*pending),
+		rnd:      cfg.Rand,
 	}
 	if cfg.ControlPort == 0 {
 		return nil, errors.New("router: the control port is not set")

@@ -115,6 +115,12 @@ type Config struct {
 	// NegativeTTL is how long a group that has no JAP is remembered as such
 	// (default DefaultNegativeTTL).
 	NegativeTTL time.Duration
+	// Rand, if set, is the router's random source (select = "random": the
+	// JAP and the target of a new flow); nil is math/rand/v2's. Every
+	// goroutine that routes packets calls it, so it must be safe for
+	// concurrent use. A simulator passes a seeded one, so that a run can
+	// be repeated.
+	Rand func() uint64
 }
 
 // Router is a proxy's data path. The zero value is not usable; call New.
@@ -144,7 +150,7 @@ type Router struct {
 	cache    map[Group]*cacheEntry
 	queues   map[Group]*pending
 
-	rnd func() uint64 // tests: the random source, instead of math/rand/v2's
+	rnd func() uint64 // Config.Rand: the random source, instead of math/rand/v2's
 
 	st counters
 }
