@@ -41,6 +41,9 @@ func ServeAdmin(path string, status func() any) (io.Closer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
+	if err := CheckAdminDir(filepath.Dir(path)); err != nil {
+		return nil, err
+	}
 	if _, err := os.Stat(path); err == nil {
 		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
 			c.Close()
@@ -68,6 +71,30 @@ func ServeAdmin(path string, status func() any) (io.Closer, error) {
 	}), nil
 }
 
+// CheckAdminDir says why dir cannot hold admin sockets, or nil. MkdirAll
+// leaves a directory that exists as it is, and in a shared /tmp another
+// local user could have made it first, to plant a socket (`pias status`
+// would believe it) or to watch ours. So dir must be a real directory,
+// not a symlink, owned by this user, and closed to everyone else.
+func CheckAdminDir(dir string) error {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	const fix = "remove it, or make it a directory of this user's with mode 700"
+	switch uid, ok := fileOwner(fi); {
+	case fi.Mode()&os.ModeSymlink != 0:
+		return fmt.Errorf("admin socket directory %s is a symlink: %s", dir, fix)
+	case !fi.IsDir():
+		return fmt.Errorf("admin socket directory %s is not a directory: %s", dir, fix)
+	case ok && uid != os.Geteuid():
+		return fmt.Errorf("admin socket directory %s belongs to uid %d, not to this user (uid %d): %s", dir, uid, os.Geteuid(), fix)
+	case ok && fi.Mode().Perm()&0o077 != 0:
+		return fmt.Errorf("admin socket directory %s has mode %o, open to others: chmod 700 %s, or remove it", dir, fi.Mode().Perm(), dir)
+	}
+	return nil
+}
+
 type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
@@ -77,6 +104,10 @@ func (f closerFunc) Close() error { return f() }
 func ReadStatus(ctx context.Context, path string, v any) error {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("no node at %s (is it running, and as this user?)", path)
+	}
+	// A socket in a directory another user controls may be theirs.
+	if err := CheckAdminDir(filepath.Dir(path)); err != nil {
+		return err
 	}
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
