@@ -82,7 +82,7 @@ func NewAttacher(cands []Candidate, cfg AttachConfig, now int64) (*Attacher, err
 	}
 	for _, c := range cands {
 		if !c.Addr.IsValid() {
-			return nil, fmt.Errorf("edge: candidate %s has no address to probe", c.Name)
+			return nil, fmt.Errorf("edge: candidate %q has no address to probe", c.Name)
 		}
 	}
 	a := &Attacher{cfg: cfg.WithDefaults()}

@@ -125,13 +125,13 @@ func (l *Learner) learnAll(peers []overlay.Member, cands []Candidate, add func(C
 		switch {
 		case errors.Is(err, ErrKnown):
 		case errors.Is(err, ErrFull):
-			l.logf("%s: %d of the proxies %s told of not used: an edge attaches to at most %d", l.cfg.Edge.Name, len(peers)-i, l.from, config.MaxCandidates)
+			l.logf("%s: %d of the proxies %q told of not used: an edge attaches to at most %d", l.cfg.Edge.Name, len(peers)-i, l.from, config.MaxCandidates)
 			return ok
 		case errors.Is(err, errAddPeer):
-			l.logf("%s: proxy %q, told by %s: %v", l.cfg.Edge.Name, m.Name, l.from, err)
+			l.logf("%s: proxy %q, told by %q: %v", l.cfg.Edge.Name, m.Name, l.from, err)
 			ok = false
 		case err != nil:
-			l.logf("%s: proxy %q, told by %s: %v", l.cfg.Edge.Name, m.Name, l.from, err)
+			l.logf("%s: proxy %q, told by %q: %v", l.cfg.Edge.Name, m.Name, l.from, err)
 		case l.cfg.OnEvent != nil:
 			l.cfg.OnEvent(overlay.Event{Proxy: m.Name, Kind: overlay.EventLearned, Name: l.cfg.Edge.Name, Reason: m.Name + ", told by " + l.from})
 		}
@@ -165,11 +165,11 @@ func Check(cfg *config.Edge, cands []Candidate, m overlay.Member) error {
 		case p.Name == m.Name && p.PublicKey == m.PublicKey:
 			return ErrKnown
 		case p.Name == m.Name:
-			return fmt.Errorf("has another key than the %s this edge has", p.Name)
+			return fmt.Errorf("has another key than the %q this edge has", p.Name)
 		case p.PublicKey == m.PublicKey:
-			return fmt.Errorf("has the key of %s", p.Name)
+			return fmt.Errorf("has the key of %q", p.Name)
 		case slices.Contains(p.Address, m.Addr) || (m.Addr6.IsValid() && slices.Contains(p.Address, m.Addr6)):
-			return fmt.Errorf("has an address of %s", p.Name)
+			return fmt.Errorf("has an address of %q", p.Name)
 		}
 	}
 	switch {

@@ -54,9 +54,9 @@ func TestLearnChecks(t *testing.T) {
 	}{
 		{"known", with(func(m *overlay.Member) { m.Name, m.PublicKey = "p1", [32]byte{2} }), "known"},
 		{"name with another key", with(func(m *overlay.Member) { m.Name = "p1" }), "another key"},
-		{"key of another", with(func(m *overlay.Member) { m.PublicKey = [32]byte{2} }), "key of p1"},
-		{"address of another", with(func(m *overlay.Member) { m.Addr = a("100.64.0.1") }), "address of p1"},
-		{"IPv6 address of another", with(func(m *overlay.Member) { m.Addr6 = a("fd64::1") }), "address of p1"},
+		{"key of another", with(func(m *overlay.Member) { m.PublicKey = [32]byte{2} }), `key of "p1"`},
+		{"address of another", with(func(m *overlay.Member) { m.Addr = a("100.64.0.1") }), `address of "p1"`},
+		{"IPv6 address of another", with(func(m *overlay.Member) { m.Addr6 = a("fd64::1") }), `address of "p1"`},
 		{"own key", with(func(m *overlay.Member) { m.PublicKey = [32]byte{1} }), "own key"},
 		{"own address", with(func(m *overlay.Member) { m.Addr = a("100.64.2.1") }), "own key or address"},
 		{"outside the overlay", with(func(m *overlay.Member) { m.Addr = a("10.0.0.2") }), "outside"},
@@ -226,7 +226,7 @@ func TestLearnerFull(t *testing.T) {
 	if len(s.cands) != config.MaxCandidates {
 		t.Errorf("%d candidates, want %d", len(s.cands), config.MaxCandidates)
 	}
-	if len(s.logs) != 1 || !strings.Contains(s.logs[0], fmt.Sprintf("%d of the proxies p1 told of not used", overlay.MaxPeers-config.MaxCandidates+1)) {
+	if len(s.logs) != 1 || !strings.Contains(s.logs[0], fmt.Sprintf("%d of the proxies \"p1\" told of not used", overlay.MaxPeers-config.MaxCandidates+1)) {
 		t.Errorf("logs %q", s.logs)
 	}
 }

@@ -268,7 +268,7 @@ func (e *Edge) observe(p probed) {
 	if err := e.moveTo(m); err != nil {
 		// The attacher asks again at the next outcome.
 		if e.opts.Logf != nil {
-			e.opts.Logf("attach: move %s → %s: %v", m.From.Name, m.To.Name, err)
+			e.opts.Logf("attach: move %q → %q: %v", m.From.Name, m.To.Name, err)
 		}
 		return
 	}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/node"
-	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
 	"github.com/pias-net/pias/tunnel"
 )
@@ -24,37 +23,6 @@ func init() {
 	register("proxy", "run a proxy (no root, no host interface)", runProxy)
 	register("target", "run a target: join its groups and serve them", runTarget)
 	register("client", "run a client: reach groups through its proxy", runClient)
-}
-
-// eventLogger prints control-plane events one per line.
-func eventLogger(w io.Writer) func(overlay.Event) {
-	l := log.New(w, "", log.LstdFlags|log.Lmicroseconds)
-	return func(e overlay.Event) {
-		if e.Group.IsEcho() {
-			return
-		}
-		var b strings.Builder
-		b.WriteString(string(e.Kind))
-		if e.Group.Addr.IsValid() {
-			fmt.Fprintf(&b, " %s", e.Group)
-		}
-		if e.Name != "" {
-			fmt.Fprintf(&b, " %s", e.Name)
-		}
-		if e.Target.IsValid() {
-			fmt.Fprintf(&b, " %s", e.Target)
-		}
-		if len(e.RAPs) > 0 {
-			fmt.Fprintf(&b, " raps=%s", strings.Join(e.RAPs, ","))
-		}
-		for _, j := range e.JAPs {
-			fmt.Fprintf(&b, " jap=%s/%d", j.Addr, j.Targets)
-		}
-		if e.Reason != "" {
-			fmt.Fprintf(&b, " reason=%q", e.Reason)
-		}
-		l.Print(b.String())
-	}
 }
 
 // configError prints a config problem as its one line and returns 2.

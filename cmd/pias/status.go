@@ -57,7 +57,7 @@ func printStatus(w io.Writer, st *node.Status) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	defer tw.Flush()
 	if e := st.Edge; e != nil {
-		fmt.Fprintf(tw, "attached to\t%s\t(%d moves)\n", e.Attached, e.Moves)
+		fmt.Fprintf(tw, "attached to\t%s\t(%d moves)\n", logStr(e.Attached), e.Moves)
 		for _, c := range e.Candidates {
 			state := "dead"
 			if c.Live {
@@ -67,7 +67,7 @@ func printStatus(w io.Writer, st *node.Status) {
 			if c.Learned {
 				learned = "\tlearned"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\trtt %.2f ms%s\n", c.Name, c.Addr, state, c.RTTms, learned)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\trtt %.2f ms%s\n", logStr(c.Name), c.Addr, state, c.RTTms, learned)
 		}
 		if len(e.Groups) > 0 {
 			fmt.Fprintf(tw, "groups\t%s\t(joined: %v)\n", strings.Join(e.Groups, ", "), e.Joined)
@@ -87,7 +87,8 @@ func printStatus(w io.Writer, st *node.Status) {
 		if m.Unreachable {
 			watched += " unreachable from here"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\trtt %.2f ms\t%s\n", m.Name, m.Addr, m.Cluster, m.State, m.RTTms, watched)
+		// Learned members' names and clusters come from the network.
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\trtt %.2f ms\t%s\n", logStr(m.Name), m.Addr, logStr(m.Cluster), m.State, m.RTTms, watched)
 	}
 	fmt.Fprintln(tw, "\nJAP: targets joined here (weight, live flows)")
 	for _, g := range sortedKeys(p.Targets) {
