@@ -278,11 +278,11 @@ func (p *Proxy) handleHello(from netip.AddrPort, m *MemberRecord) {
 	case known && old.PublicKey != rec.PublicKey && old.PublicKey != [32]byte{}:
 		reason = "the name " + rec.Name + " belongs to another WireGuard key"
 	case known && (old.Addr != rec.Addr || old.Addr6 != rec.Addr6):
-		reason = fmt.Sprintf("%s has overlay addresses %v here, not %v", rec.Name, old.Addrs(), rec.Addrs())
+		reason = fmt.Sprintf("%q has overlay addresses %v here, not %v", rec.Name, old.Addrs(), rec.Addrs())
 	case !known && tbl.byAddr[rec.Addr].Name != "":
-		reason = fmt.Sprintf("overlay address %v belongs to %s", rec.Addr, tbl.byAddr[rec.Addr].Name)
+		reason = fmt.Sprintf("overlay address %v belongs to %q", rec.Addr, tbl.byAddr[rec.Addr].Name)
 	case !known && rec.Addr6.IsValid() && tbl.byAddr[rec.Addr6].Name != "":
-		reason = fmt.Sprintf("overlay address %v belongs to %s", rec.Addr6, tbl.byAddr[rec.Addr6].Name)
+		reason = fmt.Sprintf("overlay address %v belongs to %q", rec.Addr6, tbl.byAddr[rec.Addr6].Name)
 	case rec.Cluster == "":
 		reason = "no cluster"
 	}
