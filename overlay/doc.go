@@ -2,6 +2,7 @@
 //
 // What lives where: proxy.go composes the parts and holds the entry points;
 // members.go (who the proxies are, admission by mesh key, digests),
+// underlay.go (the hello and welcome of admission, outside the tunnels),
 // health.go (which are alive: 2-tier SWIM-like probing), admits.go (which
 // edges each admits), jap.go (targets that joined here), rap.go (which JAPs
 // serve a group), iap.go (resolves for the router), hrw.go (RAPs by

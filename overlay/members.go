@@ -1,11 +1,6 @@
 package overlay
 
 import (
-	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -21,8 +16,11 @@ import (
 // needs only one live proxy as seed. It sends each configured seed a hello
 // over plain UDP to the seed's WireGuard socket (WireGuard would drop a
 // handshake from a key it does not know): its record (name, addresses,
-// cluster, WireGuard key and endpoint), a timestamp, and an HMAC under the
-// mesh key. A seed that checks the MAC and finds no conflict
+// cluster, WireGuard key and endpoint), the seed's name, a nonce, a
+// timestamp, and an HMAC under the mesh key (underlay.go). A seed that
+// checks the MAC, has not taken this hello before, and finds no conflict
+// (a name or an address of another proxy, or an address of an edge it
+// admits)
 //
 //  1. makes the newcomer a WireGuard peer and a member,
 //  2. tells every live proxy (TypeMember; each forwards it once, so the
@@ -64,7 +62,16 @@ type members struct {
 	// (see admits.go).
 	admits    map[string]*admitSet
 	ownAdmits [][32]byte
+	// seen: the hellos this proxy took as seed, so that it takes each once.
+	seen seenHellos
+	// turnedAway: the records of proxies refused lately (name → why), so
+	// that each is told once, not at every sync (up to maxTurnedAway).
+	turnedAway map[string]string
 }
+
+// maxTurnedAway bounds members.turnedAway; when it is full it is emptied,
+// so a sender of ever new names gets at most one line per record.
+const maxTurnedAway = 64
 
 func (ms *members) init(self Member, known, seeds []Member, edges map[netip.Addr]*EdgePolicy) {
 	ms.self = self
@@ -165,6 +172,30 @@ type joinState struct {
 	refused  map[string]bool // seeds that refused us
 	next     int64           // when the next round of hellos goes out
 	rounds   int             // rounds of hellos sent
+	// asked: the last hellos sent (up to maxAsked), the only ones whose
+	// welcome this proxy takes.
+	asked []sentHello
+}
+
+// sentHello is a hello sent: its nonce and the seed it went to.
+type sentHello struct {
+	nonce uint64
+	seed  string
+}
+
+// maxAsked is how many hellos a newcomer remembers: their welcomes may
+// come up to maxAsked × helloEvery late.
+const maxAsked = 8
+
+// answers reports whether a welcome from seed with nonce answers a hello
+// this proxy sent lately.
+func (j *joinState) answers(nonce uint64, seed string) bool {
+	for _, a := range j.asked {
+		if a.nonce == nonce && a.seed == seed {
+			return true
+		}
+	}
+	return false
 }
 
 // helloEvery is how often a proxy not yet admitted tries its seeds again.
@@ -203,18 +234,25 @@ func (p *Proxy) joinTick(now int64) {
 	}
 	p.mem.mu.Unlock()
 	self := p.self()
-	body, err := AppendMsg(nil, 0, &MemberRecord{Member: self, Incarnation: p.health.incarnation()})
-	if err != nil {
-		p.emit(Event{Kind: EventRefuse, Name: self.Name, Reason: "cannot announce this proxy: " + err.Error()})
-		return
-	}
-	pkt := sealUnderlay(p.cfg.MeshKey, kindHello, p.clock.Wall(), body)
+	rec := MemberRecord{Member: self, Incarnation: p.health.incarnation()}
 	for _, s := range to {
-		p.net.SendUnderlay(s.Endpoint, pkt)
+		h := helloMsg{nonce: p.rng.Uint64(), seed: s.Name, rec: rec}
+		body, err := appendHello(nil, h)
+		if err != nil {
+			p.emit(Event{Kind: EventRefuse, Name: self.Name, Reason: fmt.Sprintf("cannot say hello to seed %q: %v", s.Name, err)})
+			return
+		}
+		p.mem.mu.Lock()
+		j.asked = append(j.asked, sentHello{h.nonce, s.Name})
+		if len(j.asked) > maxAsked {
+			j.asked = slices.Delete(j.asked, 0, len(j.asked)-maxAsked)
+		}
+		p.mem.mu.Unlock()
+		p.net.SendUnderlay(s.Endpoint, sealUnderlay(p.cfg.MeshKey, kindHello, p.clock.Wall(), body))
 	}
 	if silent {
 		p.emit(Event{Kind: EventUnadmitted, Name: self.Name, Reason: fmt.Sprintf(
-			"no seed answered %d hellos: is the mesh key the same file on every proxy, and are the seeds up at their endpoints?", rounds)})
+			"no seed answered %d hellos: is the mesh key the same file on every proxy, and are the seeds up at their endpoints, under the names this file gives them?", rounds)})
 	}
 }
 
@@ -227,24 +265,37 @@ func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
 	p.ctl.Lock()
 	defer p.ctl.Unlock()
 	defer p.flush()
-	kind, body, err := openUnderlay(p.cfg.MeshKey, pkt, p.clock.Wall())
+	now := p.clock.Wall()
+	u, err := openUnderlay(p.cfg.MeshKey, pkt, now)
 	if err != nil {
 		return // not from a holder of the mesh key, or stale: say nothing
 	}
-	switch kind {
+	switch u.kind {
 	case kindHello:
-		_, m, err := ParseMsg(body)
-		rec, ok := m.(*MemberRecord)
-		if err != nil || !ok {
+		h, err := parseHello(u.body)
+		if err != nil || h.seed != p.cfg.Self.Name {
+			// Malformed, or meant for another seed: a replay (or a
+			// newcomer with this proxy's name wrong, which says so
+			// itself). Its source may be forged: say nothing.
 			return
 		}
-		p.handleHello(from, rec)
+		p.mem.mu.Lock()
+		fresh := p.mem.seen.take(u, now.UnixMilli())
+		p.mem.mu.Unlock()
+		if !fresh {
+			return // taken already: a replay
+		}
+		p.handleHello(from, u.size, h)
 	case kindWelcome:
-		w, err := parseWelcome(body)
+		w, err := parseWelcome(u.body)
 		if err != nil {
 			return
 		}
 		p.mem.mu.Lock()
+		if !p.mem.admission.answers(w.nonce, w.name) {
+			p.mem.mu.Unlock()
+			return // no answer to a hello of ours, lately: a replay
+		}
 		if w.ok {
 			p.mem.admission.welcomed = true
 		} else {
@@ -262,9 +313,10 @@ func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
 	}
 }
 
-// handleHello admits a newcomer, or tells it why not.
-func (p *Proxy) handleHello(from netip.AddrPort, m *MemberRecord) {
-	rec := m.Member
+// handleHello admits a newcomer, or tells it why not. size is the hello's:
+// the welcome is no longer.
+func (p *Proxy) handleHello(from netip.AddrPort, size int, h helloMsg) {
+	rec := h.rec.Member
 	if rec.Endpoint.Addr().IsUnspecified() {
 		rec.Endpoint = netip.AddrPortFrom(from.Addr(), rec.Endpoint.Port())
 	}
@@ -272,41 +324,59 @@ func (p *Proxy) handleHello(from netip.AddrPort, m *MemberRecord) {
 	reason := ""
 	tbl := p.mem.table()
 	old, known := tbl.byName[rec.Name]
+	edgeOwns := p.edgeConflict(rec)
 	switch {
 	case rec.Name == self.Name:
-		reason = "the name " + rec.Name + " is the seed's own"
+		reason = fmt.Sprintf("the name %q is the seed's own", rec.Name)
 	case known && old.PublicKey != rec.PublicKey && old.PublicKey != [32]byte{}:
-		reason = "the name " + rec.Name + " belongs to another WireGuard key"
+		reason = fmt.Sprintf("the name %q belongs to another WireGuard key", rec.Name)
 	case known && (old.Addr != rec.Addr || old.Addr6 != rec.Addr6):
 		reason = fmt.Sprintf("%q has overlay addresses %v here, not %v", rec.Name, old.Addrs(), rec.Addrs())
 	case !known && tbl.byAddr[rec.Addr].Name != "":
 		reason = fmt.Sprintf("overlay address %v belongs to %q", rec.Addr, tbl.byAddr[rec.Addr].Name)
 	case !known && rec.Addr6.IsValid() && tbl.byAddr[rec.Addr6].Name != "":
 		reason = fmt.Sprintf("overlay address %v belongs to %q", rec.Addr6, tbl.byAddr[rec.Addr6].Name)
+	case edgeOwns != "":
+		reason = edgeOwns
 	case rec.Cluster == "":
 		reason = "no cluster"
 	}
+	w := welcomeMsg{nonce: h.nonce, ok: reason == "", name: self.Name, reason: reason}
 	if reason != "" {
 		p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("proxy %q from %v: %s", rec.Name, from, reason)})
-		p.welcome(from, self.Name, reason)
+		p.welcome(from, size, w)
 		return
 	}
 	if known && old.PublicKey != [32]byte{} {
 		// Known already: a configured mesh, or a restart that lost what
 		// it had learned. Welcome it and tell it everyone again.
-		p.welcome(from, self.Name, "")
+		p.welcome(from, size, w)
 		p.sync(rec)
 		return
 	}
-	p.addMember(rec, m.Incarnation, StateAlive, true)
-	p.flood(&MemberRecord{Member: rec, Incarnation: m.Incarnation}, rec.Addr)
-	p.welcome(from, self.Name, "")
+	p.addMember(rec, h.rec.Incarnation, StateAlive, true)
+	p.flood(&MemberRecord{Member: rec, Incarnation: h.rec.Incarnation}, rec.Addr)
+	p.welcome(from, size, w)
 	p.sync(rec)
 }
 
-// welcome answers a hello: admitted, or refused for reason.
-func (p *Proxy) welcome(to netip.AddrPort, seed, reason string) {
-	p.net.SendUnderlay(to, sealUnderlay(p.cfg.MeshKey, kindWelcome, p.clock.Wall(), appendWelcome(nil, seed, reason)))
+// welcome answers a hello of size bytes with w, in no more bytes.
+func (p *Proxy) welcome(to netip.AddrPort, size int, w welcomeMsg) {
+	if pkt := sealWelcome(p.cfg.MeshKey, p.clock.Wall(), w, size); pkt != nil {
+		p.net.SendUnderlay(to, pkt)
+	}
+}
+
+// edgeConflict says which edge this proxy admits owns one of m's overlay
+// addresses, or "". A proxy there would get the edge's /32 as its
+// AllowedIPs, and the edge's messages would pass for the proxy's.
+func (p *Proxy) edgeConflict(m Member) string {
+	for _, a := range m.Addrs() {
+		if e := p.cfg.Edges[a]; e != nil {
+			return fmt.Sprintf("overlay address %v belongs to edge %q, which this proxy admits", a, e.Name)
+		}
+	}
+	return ""
 }
 
 // flood sends m to every live proxy but this one and except.
@@ -351,15 +421,20 @@ func (p *Proxy) handleMember(src netip.Addr, m *MemberRecord) {
 			// Configured without a key (tests): learn it now.
 			p.mem.put(rec)
 		} else if old.PublicKey != rec.PublicKey {
-			p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("proxy %q announced with another WireGuard key; kept the one known", rec.Name)})
+			p.turnAway(rec.Name, fmt.Sprintf("proxy %q announced with another WireGuard key; kept the one known", rec.Name))
 		}
 		return
 	}
 	for _, a := range rec.Addrs() {
 		if o, ok := tbl.byAddr[a]; ok {
-			p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("proxy %q announced with %v, which belongs to %q", rec.Name, a, o.Name)})
+			p.turnAway(rec.Name, fmt.Sprintf("proxy %q announced with %v, which belongs to %q", rec.Name, a, o.Name))
 			return
 		}
+	}
+	if r := p.edgeConflict(rec); r != "" {
+		// Not added, so not forwarded: each proxy checks its own edges.
+		p.turnAway(rec.Name, fmt.Sprintf("proxy %q announced: %s", rec.Name, r))
+		return
 	}
 	sync := m.Sync
 	state := StateJoining
@@ -375,6 +450,23 @@ func (p *Proxy) handleMember(src netip.Addr, m *MemberRecord) {
 	if !sync {
 		// New to us, so maybe to others: forward once.
 		p.flood(m, src, rec.Addr)
+	}
+}
+
+// turnAway tells of a refused record, unless it told the same lately: a
+// proxy that knows the record sends it again at every digest that differs.
+func (p *Proxy) turnAway(name, reason string) {
+	p.mem.mu.Lock()
+	told := p.mem.turnedAway[name] == reason
+	if !told {
+		if p.mem.turnedAway == nil || len(p.mem.turnedAway) >= maxTurnedAway {
+			p.mem.turnedAway = map[string]string{}
+		}
+		p.mem.turnedAway[name] = reason
+	}
+	p.mem.mu.Unlock()
+	if !told {
+		p.emit(Event{Kind: EventRefuse, Name: name, Reason: reason})
 	}
 }
 
@@ -418,110 +510,6 @@ func (p *Proxy) syncMissed(m Member) {
 	for _, name := range missed {
 		p.sendRecord(m.Addr, tbl.byName[name])
 	}
-}
-
-// The underlay messages: hello (newcomer → seed) and welcome (the answer),
-// sent outside the tunnels on the WireGuard UDP socket, authenticated by
-// the mesh key.
-//
-//	"PIAS" kind:u8 time:u64 (Unix milliseconds) body mac:32
-//
-// mac is HMAC-SHA256 under the mesh key of everything before it. A message
-// more than underlaySkew away from the receiver's clock is ignored (a
-// replay could only repeat an admission, which is idempotent).
-const (
-	// UnderlayMagic starts every underlay message (WireGuard's own
-	// messages start with a type 1..4 and three zero bytes).
-	UnderlayMagic = "PIAS"
-
-	kindHello   = 1
-	kindWelcome = 2
-
-	underlayHeader = len(UnderlayMagic) + 1 + 8
-	underlayMAC    = sha256.Size
-	underlaySkew   = 2 * time.Minute
-	// MaxUnderlayLen is the size of the longest valid underlay message: a
-	// hello with the longest TypeMember (a welcome is shorter).
-	MaxUnderlayLen = underlayHeader + HeaderLen + 4 + maxPeerLen + underlayMAC
-)
-
-func sealUnderlay(key []byte, kind byte, now time.Time, body []byte) []byte {
-	b := make([]byte, 0, underlayHeader+len(body)+underlayMAC)
-	b = append(b, UnderlayMagic...)
-	b = append(b, kind)
-	b = binary.BigEndian.AppendUint64(b, uint64(now.UnixMilli()))
-	b = append(b, body...)
-	mac := hmac.New(sha256.New, key)
-	mac.Write(b)
-	return mac.Sum(b)
-}
-
-func openUnderlay(key []byte, pkt []byte, now time.Time) (byte, []byte, error) {
-	if len(pkt) < underlayHeader+underlayMAC || len(pkt) > MaxUnderlayLen {
-		return 0, nil, fmt.Errorf("underlay message: %d bytes", len(pkt))
-	}
-	if !bytes.HasPrefix(pkt, []byte(UnderlayMagic)) {
-		return 0, nil, errors.New("underlay message: bad magic")
-	}
-	signed, sum := pkt[:len(pkt)-underlayMAC], pkt[len(pkt)-underlayMAC:]
-	mac := hmac.New(sha256.New, key)
-	mac.Write(signed)
-	if !hmac.Equal(mac.Sum(nil), sum) {
-		return 0, nil, errors.New("underlay message: bad MAC")
-	}
-	kind := pkt[len(UnderlayMagic)]
-	at := time.UnixMilli(int64(binary.BigEndian.Uint64(pkt[len(UnderlayMagic)+1:])))
-	if d := now.Sub(at); d > underlaySkew || d < -underlaySkew {
-		return 0, nil, fmt.Errorf("underlay message: sent %v away from now", d.Round(time.Second))
-	}
-	if kind != kindHello && kind != kindWelcome {
-		return 0, nil, fmt.Errorf("underlay message: unknown kind %d", kind)
-	}
-	return kind, signed[underlayHeader:], nil
-}
-
-// welcomeMsg is the body of a welcome: the seed's name and, if it refused,
-// why.
-//
-//	ok:u8 (1 admitted, 0 refused) name:string reason:string
-type welcomeMsg struct {
-	ok           bool
-	name, reason string
-}
-
-func appendWelcome(b []byte, seed, reason string) []byte {
-	ok := byte(1)
-	if reason != "" {
-		ok = 0
-	}
-	if len(seed) > MaxString {
-		seed = seed[:MaxString]
-	}
-	if len(reason) > MaxString {
-		reason = reason[:MaxString]
-	}
-	b = append(b, ok)
-	b = appendString(b, seed)
-	return appendString(b, reason)
-}
-
-func parseWelcome(b []byte) (welcomeMsg, error) {
-	d := decoder{b: b, what: "welcome"}
-	ok := d.u8("status")
-	w := welcomeMsg{ok: ok == 1}
-	w.name = d.str("name length", "name")
-	w.reason = d.str("reason length", "reason")
-	switch {
-	case d.err != nil:
-		return welcomeMsg{}, d.err
-	case ok > 1:
-		return welcomeMsg{}, fmt.Errorf("welcome: status %d", ok)
-	case len(d.b) != 0:
-		return welcomeMsg{}, fmt.Errorf("welcome: %d trailing bytes", len(d.b))
-	case w.ok != (w.reason == ""):
-		return welcomeMsg{}, errors.New("welcome: a refusal needs a reason, an admission has none")
-	}
-	return w, nil
 }
 
 // digestEvery is how often a proxy compares its member list with another's.

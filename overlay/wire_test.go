@@ -193,7 +193,7 @@ func TestMsgMaxLen(t *testing.T) {
 		{&ResolveReply{Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Hour, JAPs: js, Policy: maxPolicy}, maxResolveReplyLen},
 		{&Admits{From: maxStr, Parts: 1, Keys: manyKeys(MaxKeys)}, maxAdmitsLen},
 		// The longest hello's body (see MaxUnderlayLen).
-		{&MemberRecord{Member: ps[0], Incarnation: 1, Sync: true, Dead: true}, MaxUnderlayLen - underlayHeader - underlayMAC},
+		{&MemberRecord{Member: ps[0], Incarnation: 1, Sync: true, Dead: true}, MaxUnderlayLen - underlayHeader - maxHelloPrefix - underlayMAC},
 		{&Join{Group: g6, Name: maxStr, Weight: 1, Policy: maxPolicy}, maxJoinLen},
 		{&Register{Group: g6, JAP: maxStr, Policy: maxPolicy}, maxRegisterLen},
 		{&Moved{Group: g6, Name: maxStr, Target: netip.MustParseAddr("fd64::1")}, maxMovedLen},
