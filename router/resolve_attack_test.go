@@ -290,3 +290,26 @@ func FuzzResolveLimits(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkResolveFloodAtCap is a flooding client's datagram to a fresh
+// group once it is at its cap: a cache miss and a drop, without a copy
+// or a resolve.
+func BenchmarkResolveFloodAtCap(b *testing.B) {
+	r := newRouter(b, selfP1())
+	flood(r, client, 0, DefaultMaxResolvesPerSource, 0)
+	pkts := make([][]byte, 4096)
+	for i := range pkts {
+		orig := udp(client, floodGroup(1000+i), fullSized)
+		pkts[i] = make([]byte, Headroom+len(orig))
+		copy(pkts[i][Headroom:], orig)
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		buf := pkts[i%len(pkts)]
+		if res := r.Route(buf, Headroom, len(buf), 1); res.Reason != DropResolveLimit {
+			b.Fatal(res)
+		}
+		i++
+	}
+}
