@@ -16,9 +16,12 @@ type pendingResolve struct {
 	seq     uint32
 	tries   int
 	retryAt int64
+	gaveUp  bool // tried maxTries times: askRAP drops it, and the router's queue
 }
 
-// iap is the state of the IAP role: the resolves under way.
+// iap is the state of the IAP role: the resolves under way. The router
+// bounds them: it asks for a resolve only when it queues a new group,
+// within its caps (router.Config.MaxResolves and MaxResolvesPerSource).
 type iap struct {
 	mu      sync.Mutex
 	pending map[router.Group]*pendingResolve
@@ -26,19 +29,15 @@ type iap struct {
 
 func (i *iap) init() { i.pending = map[router.Group]*pendingResolve{} }
 
-// due lists, in order, the groups whose resolve should be asked again; a
-// resolve tried maxTries times is given up (the router times its queue
-// out).
+// due lists, in order, the groups whose resolve should be asked again, and
+// those tried maxTries times: for these askRAP gives up.
 func (i *iap) due(now int64, maxTries int) []router.Group {
 	i.mu.Lock()
 	defer i.mu.Unlock()
 	var out []router.Group
 	for _, g := range sortedGroups(i.pending) {
 		if pr := i.pending[g]; now >= pr.retryAt {
-			if pr.tries >= maxTries {
-				delete(i.pending, g)
-				continue
-			}
+			pr.gaveUp = pr.tries >= maxTries
 			out = append(out, g)
 		}
 	}
@@ -46,22 +45,41 @@ func (i *iap) due(now int64, maxTries int) []router.Group {
 }
 
 // Resolve asks the group's RAP which JAPs serve it; the router holds the
-// group's packets until the answer comes (or its queue times out).
+// group's packets until the answer comes, this proxy gives up, or the
+// router's queue times out. The router asks only when it queues a new
+// group, so a resolve still under way starts its tries over: they serve
+// the new queue.
 func (p *Proxy) Resolve(g router.Group) {
 	p.ctl.Lock()
 	defer p.ctl.Unlock()
 	i := &p.iap
 	i.mu.Lock()
-	if i.pending[g] == nil {
-		i.pending[g] = &pendingResolve{}
-	}
+	i.pending[g] = &pendingResolve{}
 	i.mu.Unlock()
 	p.askRAP(g)
 	p.flush()
 }
 
 // askRAP sends the next try of a resolve: RAPs in rank order, round robin.
+// After the last try it gives up, and the packets waiting for the group go
+// at once, not at the router's timeout, with the slot they take of the
+// router's caps; the next packet asks again.
 func (p *Proxy) askRAP(g router.Group) {
+	i := &p.iap
+	i.mu.Lock()
+	pr := i.pending[g]
+	gaveUp := pr != nil && pr.gaveUp
+	if gaveUp {
+		delete(i.pending, g)
+	}
+	i.mu.Unlock()
+	switch {
+	case pr == nil:
+		return
+	case gaveUp:
+		p.cfg.Router.ResolveFailed(g)
+		return
+	}
 	cut := p.health.unreachableAddrs()
 	raps := p.reachableFirst(p.RAPs(g), cut)
 	if len(raps) > 0 && cut[p.mem.addrOf(raps[0])] {
@@ -79,10 +97,8 @@ func (p *Proxy) askRAP(g router.Group) {
 		}
 	}
 	seq := p.nextSeq()
-	i := &p.iap
 	i.mu.Lock()
-	pr := i.pending[g]
-	if pr == nil {
+	if pr = i.pending[g]; pr == nil {
 		i.mu.Unlock()
 		return
 	}

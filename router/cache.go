@@ -21,6 +21,12 @@ type cacheEntry struct {
 	pol     Policy    // the group's policy
 	known   bool      // the RAP knew the group (its list was not empty)
 	expires int64
+	// A negative entry counts against the cap of the client whose packet
+	// asked for it (src) until it goes: a client that asks for groups
+	// that do not exist resolves at most Config.MaxResolvesPerSource of
+	// them per NegativeTTL, however fast the RAPs answer.
+	src     netip.Addr
+	charged bool
 }
 
 // live reports whether some JAP has targets.
@@ -28,8 +34,10 @@ func (e *cacheEntry) live() bool { return len(e.japs) > 0 }
 
 // pending holds a group's packets while it is resolved.
 type pending struct {
-	pkts    [][]byte // copies, each with Headroom free before the packet
-	started int64    // when the resolve was asked for
+	pkts    [][]byte   // copies, each with Headroom free before the packet
+	bytes   int        // what pkts hold, headroom included
+	src     netip.Addr // the client whose packet started the resolve
+	started int64      // when the resolve was asked for
 }
 
 // cached returns g's unexpired cache entry, or nil.
@@ -46,39 +54,90 @@ func (r *Router) cached(g Group, now int64) *cacheEntry {
 // enqueue holds a copy of buf[p.off:p.end] until g is resolved, and
 // records that (or a drop) in res. When the group was resolved after the
 // caller's cache miss it returns the entry to route with instead.
+//
+// A new group is resolved only while fewer than maxRes groups are, and
+// the packet's source is charged for fewer than maxResSrc (its groups
+// being resolved, and those that turned out not to exist until their
+// negative entries expire); every packet must fit in maxQBytes. A client
+// that floods fresh groups thus holds at most its share, and asks the
+// control plane for no more.
 func (r *Router) enqueue(res *Result, g Group, buf []byte, p *parsed, now int64) *cacheEntry {
+	size := Headroom + p.end - p.off
+	src := addrOf(p.src, p.fam)
 	r.gmu.Lock()
-	if e := r.cache[g]; e != nil && now < e.expires {
-		r.gmu.Unlock()
-		return e
+	if e := r.cache[g]; e != nil {
+		if now < e.expires {
+			r.gmu.Unlock()
+			return e
+		}
+		r.uncacheLocked(g, e) // its charge goes now, not at Expire
 	}
 	q := r.queues[g]
-	resolve := false
 	var timedOut int
-	switch {
-	case q == nil:
-		q = &pending{started: now}
-		r.queues[g] = q
-		resolve = true
-	case now-q.started > resolveTimeout:
-		// The answer never came (Expire has not run yet): ask again.
+	if q != nil && now-q.started > resolveTimeout {
+		// The answer never came (Expire has not run yet): ask again, as
+		// a new group.
 		timedOut = len(q.pkts)
-		q.pkts, q.started = nil, now
-		resolve = true
+		r.unqueueLocked(g, q)
+		q = nil
 	}
-	if len(q.pkts) >= r.queueLimit {
+	reason := DropNone
+	switch {
+	case q == nil && (len(r.queues) >= r.maxRes || r.bySrc[src] >= r.maxResSrc):
+		reason = DropResolveLimit
+	case q != nil && len(q.pkts) >= r.queueLimit:
+		reason = DropQueueFull
+	case r.qbytes+size > r.maxQBytes:
+		reason = DropQueueBytes
+	}
+	if reason != DropNone {
 		r.gmu.Unlock()
-		r.drop(res, DropQueueFull).Group = g
+		r.st.drops[DropResolveTimeout].Add(uint64(timedOut))
+		r.drop(res, reason).Group = g
 		return nil
 	}
-	pkt := make([]byte, Headroom+p.end-p.off)
+	resolve := q == nil
+	if resolve {
+		q = &pending{src: src, started: now}
+		r.queues[g] = q
+		r.bySrc[src]++
+	}
+	pkt := make([]byte, size)
 	copy(pkt[Headroom:], buf[p.off:p.end])
 	q.pkts = append(q.pkts, pkt)
+	q.bytes += size
+	r.qbytes += size
 	r.gmu.Unlock()
 	r.st.drops[DropResolveTimeout].Add(uint64(timedOut))
 	r.st.queued.Add(1)
 	*res = Result{Action: Queued, Start: p.off, End: p.end, Group: g, Resolve: resolve}
 	return nil
+}
+
+// unqueueLocked removes g's queue q and what it counts against the caps.
+// The caller holds gmu.
+func (r *Router) unqueueLocked(g Group, q *pending) {
+	delete(r.queues, g)
+	r.qbytes -= q.bytes
+	r.unchargeLocked(q.src)
+}
+
+// uncacheLocked removes g's cache entry e, and its charge if it has one.
+// The caller holds gmu.
+func (r *Router) uncacheLocked(g Group, e *cacheEntry) {
+	delete(r.cache, g)
+	if e.charged {
+		r.unchargeLocked(e.src)
+	}
+}
+
+// unchargeLocked takes one off src's resolves. The caller holds gmu.
+func (r *Router) unchargeLocked(src netip.Addr) {
+	if n := r.bySrc[src] - 1; n > 0 {
+		r.bySrc[src] = n
+	} else {
+		delete(r.bySrc, src)
+	}
 }
 
 // ResolvedPolicy installs g's JAP list in the cache for ttl (an empty list
@@ -115,9 +174,20 @@ func (r *Router) ResolvedPolicy(g Group, pol Policy, japs []JAP, ttl time.Durati
 	e.expires = now + int64(ttl)
 
 	r.gmu.Lock()
+	if old := r.cache[g]; old != nil {
+		r.uncacheLocked(g, old)
+	}
 	r.cache[g] = e
 	q := r.queues[g]
-	delete(r.queues, g)
+	if q != nil {
+		delete(r.queues, g)
+		r.qbytes -= q.bytes
+		if e.known {
+			r.unchargeLocked(q.src)
+		} else {
+			e.src, e.charged = q.src, true // the charge moves to the entry
+		}
+	}
 	r.gmu.Unlock()
 	if q == nil {
 		return nil
@@ -155,7 +225,9 @@ func clampU32(n int) uint32 { return uint32(min(max(n, 0), math.MaxUint32)) }
 func (r *Router) Invalidate(g Group) {
 	g.Addr = g.Addr.Unmap()
 	r.gmu.Lock()
-	delete(r.cache, g)
+	if e := r.cache[g]; e != nil {
+		r.uncacheLocked(g, e)
+	}
 	r.gmu.Unlock()
 }
 
@@ -168,17 +240,36 @@ func (r *Router) Expire(now int64) {
 	r.gmu.Lock()
 	for g, e := range r.cache {
 		if now >= e.expires {
-			delete(r.cache, g)
+			r.uncacheLocked(g, e)
 		}
 	}
 	for g, q := range r.queues {
 		if now-q.started > resolveTimeout {
 			timedOut += len(q.pkts)
-			delete(r.queues, g)
+			r.unqueueLocked(g, q)
 		}
 	}
 	r.gmu.Unlock()
 	r.st.drops[DropResolveTimeout].Add(uint64(timedOut))
+}
+
+// ResolveFailed drops the packets waiting for g (counted as
+// resolve-timeout): the control plane gave up asking its RAPs. It installs
+// no negative entry, since silence is not "no such group", so the next
+// packet of g asks again. It reports how many packets it dropped.
+func (r *Router) ResolveFailed(g Group) int {
+	g.Addr = g.Addr.Unmap()
+	r.gmu.Lock()
+	q := r.queues[g]
+	if q != nil {
+		r.unqueueLocked(g, q)
+	}
+	r.gmu.Unlock()
+	if q == nil {
+		return 0
+	}
+	r.st.drops[DropResolveTimeout].Add(uint64(len(q.pkts)))
+	return len(q.pkts)
 }
 
 // ForgetJAP forgets every cached JAP list that names jap (a proxy that
@@ -196,7 +287,7 @@ func (r *Router) ForgetJAP(jap netip.Addr) int {
 	r.gmu.Lock()
 	for g, e := range r.cache {
 		if _, found := slices.BinarySearch(e.japs, a); found {
-			delete(r.cache, g)
+			r.uncacheLocked(g, e)
 			n++
 		}
 	}
@@ -218,7 +309,7 @@ func (r *Router) ForgetJAPFor(g Group, jap netip.Addr) int {
 	r.gmu.Lock()
 	if e := r.cache[g]; e != nil {
 		if _, found := slices.BinarySearch(e.japs, a); found {
-			delete(r.cache, g)
+			r.uncacheLocked(g, e)
 		}
 	}
 	r.gmu.Unlock()

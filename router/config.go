@@ -14,6 +14,11 @@ const (
 	DefaultMaxFlows    = 65536
 	DefaultQueueLimit  = 16
 	DefaultNegativeTTL = time.Second
+	// A client resolves up to 64 new groups at once, and the queues hold
+	// at most 8 MiB: 4096 full groups' worth would be ~90 MiB at the MTU.
+	DefaultMaxResolves          = 4096
+	DefaultMaxResolvesPerSource = 64
+	DefaultMaxQueuedBytes       = 8 << 20
 )
 
 // prefix4 and prefix6 are anycast prefixes as masks over the numbers the
@@ -32,6 +37,7 @@ func New(cfg Config) (*Router, error) {
 		byAddr:   make(map[netip.Addr]int),
 		cache:    make(map[Group]*cacheEntry),
 		queues:   make(map[Group]*pending),
+		bySrc:    make(map[netip.Addr]int),
 		rnd:      cfg.Rand,
 	}
 	if cfg.ControlPort == 0 {
@@ -102,10 +108,23 @@ func New(cfg Config) (*Router, error) {
 	if cfg.NegativeTTL == 0 {
 		cfg.NegativeTTL = DefaultNegativeTTL
 	}
+	if cfg.MaxResolves == 0 {
+		cfg.MaxResolves = DefaultMaxResolves
+	}
+	if cfg.MaxResolvesPerSource == 0 {
+		cfg.MaxResolvesPerSource = DefaultMaxResolvesPerSource
+	}
+	if cfg.MaxQueuedBytes == 0 {
+		cfg.MaxQueuedBytes = DefaultMaxQueuedBytes
+	}
 	if cfg.MaxFlows < 0 || cfg.QueueLimit < 0 || cfg.NegativeTTL < 0 {
 		return nil, errors.New("router: MaxFlows, QueueLimit and NegativeTTL must not be negative")
 	}
+	if cfg.MaxResolves < 0 || cfg.MaxResolvesPerSource < 0 || cfg.MaxQueuedBytes < 0 {
+		return nil, errors.New("router: MaxResolves, MaxResolvesPerSource and MaxQueuedBytes must not be negative")
+	}
 	r.queueLimit = cfg.QueueLimit
+	r.maxRes, r.maxResSrc, r.maxQBytes = cfg.MaxResolves, cfg.MaxResolvesPerSource, cfg.MaxQueuedBytes
 	r.negTTL = cfg.NegativeTTL
 
 	t, d := cfg.Timeouts, DefaultTimeouts

@@ -110,6 +110,19 @@ type Config struct {
 	// QueueLimit caps the packets held per group while it is resolved
 	// (default DefaultQueueLimit).
 	QueueLimit int
+	// MaxResolves caps the groups being resolved at once (default
+	// DefaultMaxResolves), and MaxQueuedBytes the bytes their packets hold
+	// (default DefaultMaxQueuedBytes). MaxResolvesPerSource (default
+	// DefaultMaxResolvesPerSource) caps, per client address, the groups
+	// being resolved whose first packet it sent plus those of them that
+	// turned out not to exist, until their negative entries expire: so a
+	// client resolves at most that many unknown groups per NegativeTTL.
+	// Past a cap a packet is dropped, and a new group is not resolved: one
+	// client flooding fresh groups takes no more than its share, and
+	// others' groups still resolve.
+	MaxResolves          int
+	MaxResolvesPerSource int
+	MaxQueuedBytes       int
 	// Timeouts are the flows' idle timeouts; zero fields take DefaultTimeouts.
 	Timeouts Timeouts
 	// NegativeTTL is how long a group that has no JAP is remembered as such
@@ -138,6 +151,9 @@ type Router struct {
 	to         timeouts
 	negTTL     time.Duration
 	queueLimit int
+	maxRes     int // Config.MaxResolves
+	maxResSrc  int // Config.MaxResolvesPerSource
+	maxQBytes  int // Config.MaxQueuedBytes
 
 	proxies atomic.Pointer[proxySet]
 	iap     *table // IAP flows: client → JAP
@@ -149,6 +165,8 @@ type Router struct {
 	byAddr   map[netip.Addr]int // local targets per anycast IP, for echo
 	cache    map[Group]*cacheEntry
 	queues   map[Group]*pending
+	bySrc    map[netip.Addr]int // groups in queues by the client that started them
+	qbytes   int                // bytes held in queues
 
 	rnd func() uint64 // Config.Rand: the random source, instead of math/rand/v2's
 

@@ -20,6 +20,8 @@ const (
 	DropNotFromProxy               // an encapsulated packet from something that is not a proxy
 	DropICMPUnsupported            // ICMP other than echo, or echo where nobody answers it
 	DropNoPort                     // no free client port for the NAT
+	DropResolveLimit               // a new group past the caps of groups being resolved (per client, or in all)
+	DropQueueBytes                 // the resolve queues hold Config.MaxQueuedBytes
 	NumDropReasons                 // the number of drop reasons, for arrays indexed by them
 )
 
@@ -37,6 +39,8 @@ var dropNames = [NumDropReasons]string{
 	DropNotFromProxy:    "not-from-proxy",
 	DropICMPUnsupported: "icmp-unsupported",
 	DropNoPort:          "no-port",
+	DropResolveLimit:    "resolve-limit",
+	DropQueueBytes:      "queue-bytes",
 }
 
 // String is the reason's short kebab-case name, as status output shows it.
@@ -54,8 +58,12 @@ type Stats struct {
 	Control   uint64                 // control messages handed to the overlay
 	Queued    uint64                 // packets held while their group was resolved
 	Evicted   uint64                 // flows evicted because a table was full
-	IAPFlows  int                    // current IAP flows
-	JAPFlows  int                    // current JAP (NAT) flows
+	// Resolving is how many groups are being resolved now (each has a
+	// queue), QueuedBytes what their packets hold.
+	Resolving   int
+	QueuedBytes int
+	IAPFlows    int // current IAP flows
+	JAPFlows    int // current JAP (NAT) flows
 }
 
 // fwdStripes spreads the per-packet Forwarded counter over cache lines, so
@@ -91,6 +99,9 @@ func (r *Router) Stats() Stats {
 	s.Evicted = r.st.evicted.Load()
 	s.IAPFlows = int(r.iap.n.Load())
 	s.JAPFlows = int(r.jap.n.Load())
+	r.gmu.RLock()
+	s.Resolving, s.QueuedBytes = len(r.queues), r.qbytes
+	r.gmu.RUnlock()
 	return s
 }
 
