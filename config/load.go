@@ -289,6 +289,16 @@ func (d *decoder) edgePeer(t *table, n *Node, x *cross) EdgePeer {
 			e.Groups = append(e.Groups, g)
 		}
 	}
+	if b, ok := t.boolean("policy", false); ok {
+		e.SetsPolicy = b
+	}
+	e.MaxWeight = 1
+	if w, ok := t.integer("max_weight", false, 1, router.MaxWeight); ok {
+		e.MaxWeight = int(w)
+	}
+	if len(e.Groups) == 0 && (e.SetsPolicy || t.has("max_weight")) {
+		d.errf(t.sub("groups"), "policy and max_weight are rights of a target: this edge has no groups")
+	}
 	t.done()
 	return e
 }
