@@ -206,3 +206,112 @@ func sum(xs []int) int {
 	}
 	return n
 }
+
+// rightsNet is newProxyNet with two edges of different rights: edge 0, an
+// attacker admitted for testGroup with no right to set its policy and
+// weight at most 1; edge 1, the group's owner, with the right and weight
+// up to 10.
+func rightsNet(t *testing.T, n int) *harness {
+	h := newHarness(t, 1, unitLink)
+	var members []Member
+	for i := range n {
+		members = append(members, testMember(i+1, "c1"))
+	}
+	edges := map[netip.Addr]*EdgePolicy{
+		edgeAddr(0): {Name: "attacker", PublicKey: [32]byte{1}, Groups: []router.Group{testGroup}},
+		edgeAddr(1): {Name: "owner", PublicKey: [32]byte{2}, Groups: []router.Group{testGroup}, SetsPolicy: true, MaxWeight: 10},
+	}
+	for _, m := range members {
+		h.start(m, members, func(c *ProxyConfig) { c.Edges = edges })
+	}
+	h.run(2 * time.Second)
+	return h
+}
+
+// weightJoin is policyJoin with a weight; it returns the answer.
+func weightJoin(t *testing.T, h *harness, jap *Proxy, i int, pol router.Policy, weight uint32) *JoinAck {
+	t.Helper()
+	w := joinMsg(i, testGroup, pol, 0)
+	w.m.(*Join).Weight = weight
+	return h.answer(i, TypeJoinAck, func() { h.anycast(i, jap.cfg.Self.Name, testGroup.Addr, w) }).m.(*JoinAck)
+}
+
+// TestPolicyAndWeightAreRights: the attack. An admitted target
+// joins the group first, asking for select=random and weight 1000; the
+// group's owner joins later with its own policy. The attacker's weight is
+// refused, its policy ignored; the owner is never refused or evicted, the
+// group has the owner's policy everywhere, and the owner's JAP is in every
+// answer. At two JAPs (the arbiter RAP decides) and at one.
+func TestPolicyAndWeightAreRights(t *testing.T) {
+	random := router.Policy{Select: router.SelectRandom}
+	owners := router.Policy{Select: router.SelectLoad, Scope: router.ScopeSameCluster}
+	for _, tc := range []struct {
+		name                string
+		attackerAt, ownerAt string
+	}{
+		{"two JAPs", "p1", "p2"},
+		{"two JAPs, the other way", "p2", "p1"},
+		{"one JAP", "p3", "p3"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := rightsNet(t, 4)
+			ja, jo := h.p(tc.attackerAt), h.p(tc.ownerAt)
+			ack := weightJoin(t, h, ja, 0, random, 1000)
+			if ack.Status != StatusRefused || !strings.Contains(ack.Reason, "max_weight") {
+				t.Fatalf("the attacker's join with weight 1000: %v %q, want refused for its max_weight", ack.Status, ack.Reason)
+			}
+			if ack := weightJoin(t, h, ja, 0, random, 1); ack.Status != StatusOK {
+				t.Fatalf("the attacker's join with weight 1: %v %q (it may join, following the group's policy)", ack.Status, ack.Reason)
+			}
+			if got := ja.cfg.Router.Policy(testGroup); got != (router.Policy{}) {
+				t.Errorf("a target without the right set the policy %v", got)
+			}
+			h.run(time.Second)
+			if ack := weightJoin(t, h, jo, 1, owners, 5); ack.Status != StatusOK {
+				t.Fatalf("the owner's join: %v %q", ack.Status, ack.Reason)
+			}
+			// Several registration lifetimes, both keeping alive: the owner
+			// is never dropped, and everyone has its policy.
+			var iap *Proxy
+			for _, p := range h.proxies() {
+				if p != ja && p != jo {
+					iap = p
+				}
+			}
+			at := map[int]*Proxy{0: ja, 1: jo}
+			for range 4 {
+				for range int(jo.cfg.RegisterTTL / (5 * time.Second)) {
+					h.run(5 * time.Second)
+					for _, i := range []int{0, 1} {
+						ka := h.answer(i, TypeKeepaliveAck, func() {
+							h.anycast(i, at[i].cfg.Self.Name, testGroup.Addr, edgeMsg(TypeKeepalive, i, testGroup))
+						}).m.(*KeepaliveAck)
+						if ka.Status != StatusOK && i == 1 {
+							t.Fatalf("the owner's keepalive at %s: %v (evicted)", at[i].cfg.Self.Name, ka.Status)
+						}
+					}
+				}
+				ans := h.resolveAt(iap, testGroup)
+				if !hasJAP(ans.JAPs, jo.cfg.Self.Addr) || ans.Reason != owners.String() {
+					t.Fatalf("%s resolves %v with policy %q; want the owner's JAP %s and its policy %q",
+						iap.cfg.Self.Name, ans.JAPs, ans.Reason, jo.cfg.Self.Name, owners)
+				}
+			}
+			for _, p := range []*Proxy{ja, jo} {
+				if got := p.cfg.Router.Policy(testGroup); got != owners {
+					t.Errorf("JAP %s has policy %v, want the owner's %v", p.cfg.Self.Name, got, owners)
+				}
+			}
+			if !targetsAt(jo, testGroup)[edgeAddr(1)] {
+				t.Error("the owner is no target at its JAP")
+			}
+			if !targetsAt(ja, testGroup)[edgeAddr(0)] {
+				t.Error("the attacker, following the group's policy, was dropped")
+			}
+			// The attacker cannot change it by joining again.
+			if ack := weightJoin(t, h, ja, 0, random, 1); ack.Status != StatusOK || ja.cfg.Router.Policy(testGroup) != owners {
+				t.Errorf("the attacker's rejoin: %v, policy now %v", ack.Status, ja.cfg.Router.Policy(testGroup))
+			}
+		})
+	}
+}
