@@ -296,8 +296,12 @@ func (d *decoder) edgePeer(t *table, n *Node, x *cross) EdgePeer {
 	if w, ok := t.integer("max_weight", false, 1, router.MaxWeight); ok {
 		e.MaxWeight = int(w)
 	}
-	if len(e.Groups) == 0 && (e.SetsPolicy || t.has("max_weight")) {
-		d.errf(t.sub("groups"), "policy and max_weight are rights of a target: this edge has no groups")
+	if len(e.Groups) == 0 {
+		for _, k := range []string{"policy", "max_weight"} {
+			if t.has(k) && (k != "policy" || e.SetsPolicy) {
+				d.errf(t.sub(k), "a right of targets, and this edge has no groups")
+			}
+		}
 	}
 	t.done()
 	return e
