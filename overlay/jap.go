@@ -344,7 +344,7 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 			m.Policy = router.Policy{}
 		}
 	}
-	changes := !known || t.port != m.Port || t.weight != m.Weight || (len(ts) > 0 && pol != m.Policy) || (known && t.sets != e.SetsPolicy)
+	changes := !known || t.port != m.Port || t.weight != m.Weight || (len(ts) > 0 && pol != m.Policy)
 	if changes {
 		if ok, wait := j.take(addr, now, p.cfg.JoinRate, p.joinBurst(e)); !ok {
 			j.mu.Unlock()
