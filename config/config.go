@@ -147,6 +147,14 @@ type EdgePeer struct {
 	PublicKey Key
 	Address   []netip.Addr
 	Groups    []router.Group // groups the edge may join; empty: none
+	// SetsPolicy: the edge's targets may set the policy of their groups
+	// (key policy, default false). A target without it takes the group's
+	// own policy, whatever its file states.
+	SetsPolicy bool
+	// MaxWeight is the most weight one of its targets may ask for (key
+	// max_weight, 1..router.MaxWeight, default 1); a join asking for more
+	// is refused.
+	MaxWeight int
 }
 
 // Service is a group a target joins and the local port its service listens

@@ -192,6 +192,11 @@ func TestBadFiles(t *testing.T) {
 		{"group on control port", RoleTarget, set(targetBase, 10, `group = "100.65.0.1:51821/udp"`), 10, "group.group", "control port 51821/udp"},
 		{"edge group on custom control port", RoleProxy, set(ins(proxyBase, 5, `control_port = 53`), 17, `groups = ["100.65.0.1:53/udp"]`), 17, "edge.groups", "control port 53/udp"},
 		{"edge group not in anycast", RoleProxy, set(proxyBase, 16, `groups = ["100.64.0.1:80/tcp", "100.65.0.1:80/tcp"]`), 16, "edge.groups", "outside anycast_prefix"},
+		{"edge max_weight 0", RoleProxy, ins(proxyBase, 16, "max_weight = 0"), 17, "edge.max_weight", "0 is out of range 1..1000"},
+		{"edge max_weight 1001", RoleProxy, ins(proxyBase, 16, "max_weight = 1001"), 17, "edge.max_weight", "out of range 1..1000"},
+		{"edge policy not bool", RoleProxy, ins(proxyBase, 16, `policy = "yes"`), 17, "edge.policy", "want true or false"},
+		{"client policy", RoleProxy, set(proxyBase, 16, "policy = true"), 16, "edge.policy", "a right of targets, and this edge has no groups"},
+		{"client max_weight", RoleProxy, set(proxyBase, 16, "max_weight = 5"), 16, "edge.max_weight", "a right of targets"},
 		{"edge duplicate group", RoleProxy, set(proxyBase, 16, "groups = [\n\"100.65.0.1:80/tcp\",\n\"100.65.0.1:80/tcp\"]"), 18, "edge.groups", "duplicate group"},
 		{"target duplicate group", RoleTarget, targetBase + "[[group]]\ngroup = \"100.65.0.1:80/tcp\"\nport = 8081\n", 13, "group.group", "duplicate group 100.65.0.1:80/tcp (also at line 10)"},
 		{"overlapping prefixes", RoleProxy, ins(proxyBase, 5, `anycast_prefix = ["100.64.0.0/15"]`), 6, "anycast_prefix", "overlaps overlay prefix 100.64.0.0/16"},
@@ -335,8 +340,16 @@ func TestGoodFiles(t *testing.T) {
 		t.Errorf("proxy peers: %+v", p.Proxies)
 	}
 	g := router.Group{Addr: netip.MustParseAddr("100.65.0.1"), Port: 80, Proto: router.ProtoTCP}
-	if len(p.Edges) != 1 || p.Edges[0].Name != "t1" || len(p.Edges[0].Groups) != 1 || p.Edges[0].Groups[0] != g {
+	if len(p.Edges) != 1 || p.Edges[0].Name != "t1" || len(p.Edges[0].Groups) != 1 || p.Edges[0].Groups[0] != g ||
+		p.Edges[0].SetsPolicy || p.Edges[0].MaxWeight != 1 {
 		t.Errorf("edges: %+v", p.Edges)
+	}
+	p, err = LoadProxy(tk.write(t, "p1.toml", ins(proxyBase, 16, "policy = true", "max_weight = 1000")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := p.Edges[0]; !e.SetsPolicy || e.MaxWeight != 1000 {
+		t.Errorf("edge rights: %+v", e)
 	}
 
 	tg, err := LoadTarget(tk.write(t, "t1.toml", targetBase))
@@ -490,6 +503,9 @@ func TestExamples(t *testing.T) {
 	}
 	if len(tg.Groups) != 1 || len(cl.Groups) != 0 || len(p.Edges) != 2 {
 		t.Errorf("unexpected example contents")
+	}
+	if e := p.Edges[0]; e.Name != "t1" || !e.SetsPolicy || e.MaxWeight != 10 || p.Edges[1].SetsPolicy || p.Edges[1].MaxWeight != 1 {
+		t.Errorf("example edge rights: %+v", p.Edges)
 	}
 	// The role is checked: a target file is not a client file.
 	if _, err := LoadClient("examples/target.toml"); err == nil || !strings.Contains(err.Error(), "client joins no groups") {

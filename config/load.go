@@ -289,6 +289,20 @@ func (d *decoder) edgePeer(t *table, n *Node, x *cross) EdgePeer {
 			e.Groups = append(e.Groups, g)
 		}
 	}
+	if b, ok := t.boolean("policy", false); ok {
+		e.SetsPolicy = b
+	}
+	e.MaxWeight = 1
+	if w, ok := t.integer("max_weight", false, 1, router.MaxWeight); ok {
+		e.MaxWeight = int(w)
+	}
+	if len(e.Groups) == 0 {
+		for _, k := range []string{"policy", "max_weight"} {
+			if t.has(k) && (k != "policy" || e.SetsPolicy) {
+				d.errf(t.sub(k), "a right of targets, and this edge has no groups")
+			}
+		}
+	}
 	t.done()
 	return e
 }

@@ -517,6 +517,9 @@ func proxyTOML(l *Lab, n *genNode, proxies, nodes []*genNode) string {
 				gs[i] = q(s.Group)
 			}
 			fmt.Fprintf(&b, "groups = [%s]\n", strings.Join(gs, ", "))
+			// The lab's targets are all the operator's: each may set its
+			// groups' policy and ask for any weight (the demos do).
+			fmt.Fprintf(&b, "policy = true\nmax_weight = %d\n", router.MaxWeight)
 		}
 	}
 	return b.String()

@@ -121,7 +121,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	}
 	edges := map[netip.Addr]*overlay.EdgePolicy{}
 	for _, e := range cfg.Edges {
-		pol := &overlay.EdgePolicy{Name: e.Name, PublicKey: e.PublicKey, Groups: e.Groups}
+		pol := &overlay.EdgePolicy{Name: e.Name, PublicKey: e.PublicKey, Groups: e.Groups, SetsPolicy: e.SetsPolicy, MaxWeight: e.MaxWeight}
 		for _, a := range e.Address {
 			edges[a] = pol
 		}

@@ -22,9 +22,16 @@ import (
 type target struct {
 	name     string
 	port     uint16
+	weight   uint32
 	lastSeen int64
 	epoch    uint32        // of its last join here (see Join.Epoch)
 	timeout  time.Duration // silent this long, it is dropped
+	// sets: its edge has the right to set the group's policy, and its join
+	// stated the policy in force (see Proxy.join).
+	sets bool
+	// leaveAt: a leave that came too fast (see joinLimit) takes effect
+	// then; 0: none. A join or keepalive before then cancels it.
+	leaveAt int64
 }
 
 // report is what a JAP last told a group's RAPs: the count and when.
@@ -32,6 +39,7 @@ type report struct {
 	count  int
 	weight int
 	policy router.Policy
+	stated bool
 	at     int64
 }
 
@@ -41,6 +49,11 @@ type report struct {
 type imposedPolicy struct {
 	policy router.Policy
 	until  int64
+	// stated: targets here that stated another policy lost to it (they
+	// were dropped, and a stated join that differs is refused). Otherwise
+	// it is the policy followers here adopted: the group's own, for the
+	// next target without the right to set one.
+	stated bool
 }
 
 type noTargetKey struct {
@@ -59,6 +72,11 @@ type jap struct {
 	noTargetSent map[noTargetKey]int64
 	// again: when to register every local group again (0: no need).
 	again int64
+	// limits: the join and leave budget of each edge address (joinLimit).
+	limits map[netip.Addr]*bucket
+	// moved: the TypeMoved notices waiting for the next Tick, by target
+	// and group (the latest join's), and to which edge they belong.
+	moved map[movedKey]movedNotice
 }
 
 func (j *jap) init() {
@@ -66,6 +84,19 @@ func (j *jap) init() {
 	j.imposed = map[router.Group]imposedPolicy{}
 	j.reported = map[router.Group]*report{}
 	j.noTargetSent = map[noTargetKey]int64{}
+	j.limits = map[netip.Addr]*bucket{}
+	j.moved = map[movedKey]movedNotice{}
+}
+
+// stated reports whether a target here stated g's policy in force with the
+// right to (the caller holds mu).
+func (j *jap) statedLocked(g router.Group) bool {
+	for _, t := range j.targets[g] {
+		if t.sets {
+			return true
+		}
+	}
+	return false
 }
 
 // groups lists the groups with targets here, in order.
@@ -89,15 +120,15 @@ func (j *jap) count(g router.Group) int {
 	return n
 }
 
-// movedNotices is a TypeMoved for every target joined here.
-func (j *jap) movedNotices() []*Moved {
+// movedNotices lists a MovedTarget for every target joined here.
+func (j *jap) movedNotices() []MovedTarget {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	var out []*Moved
+	var out []MovedTarget
 	for _, g := range sortedGroups(j.targets) {
 		for _, addr := range sortedAddrs(j.targets[g]) {
 			t := j.targets[g][addr]
-			out = append(out, &Moved{Group: g, Name: t.name, Target: addr, Epoch: t.epoch})
+			out = append(out, MovedTarget{Group: g, Name: t.name, Target: addr, Epoch: t.epoch})
 		}
 	}
 	return out
@@ -117,17 +148,22 @@ func (j *jap) joinedBefore(addr netip.Addr, g router.Group, epoch uint32) bool {
 type expiry struct {
 	g    router.Group
 	addr netip.Addr
+	kind EventKind // EventExpire: silent; EventLeave: a delayed leave
 }
 
-// expired lists the targets silent past their timeout, in order.
+// expired lists the targets silent past their timeout, and those whose
+// delayed leave is due, in order.
 func (j *jap) expired(now int64) []expiry {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	var out []expiry
 	for _, g := range sortedGroups(j.targets) {
 		for _, addr := range sortedAddrs(j.targets[g]) {
-			if t := j.targets[g][addr]; now-t.lastSeen > int64(t.timeout) {
-				out = append(out, expiry{g, addr})
+			switch t := j.targets[g][addr]; {
+			case t.leaveAt != 0 && now >= t.leaveAt:
+				out = append(out, expiry{g, addr, EventLeave})
+			case now-t.lastSeen > int64(t.timeout):
+				out = append(out, expiry{g, addr, EventExpire})
 			}
 		}
 	}
@@ -172,6 +208,48 @@ func (p *Proxy) handleJoin(src, dst netip.AddrPort, seq uint32, m *Join) {
 	p.send(dst, src, seq, &JoinAck{Group: m.Group, Status: StatusOK})
 }
 
+// handleLeave takes a target's leave. One that comes faster than its
+// edge's budget (joinLimit) is delayed, not refused: the target is dropped
+// when the budget allows, unless it joins again first, so that a target
+// that joins and leaves in a loop costs nothing past its budget. At the
+// group's anycast address it is answered at once all the same; at this
+// proxy's own address (a target that moved away), not.
+func (p *Proxy) handleLeave(src, dst netip.AddrPort, seq uint32, m *Leave) {
+	if p.leaveNow(src.Addr(), m.Group) {
+		p.leave(src.Addr(), m.Group, EventLeave)
+	}
+	if dst.Addr() == m.Group.Addr {
+		p.send(dst, src, seq, &JoinAck{Group: m.Group, Status: StatusOK})
+	}
+}
+
+// leaveNow reports whether the target at addr may leave g now; if not, its
+// leave is delayed until its edge's budget allows.
+func (p *Proxy) leaveNow(addr netip.Addr, g router.Group) bool {
+	e := p.cfg.Edges[addr]
+	j := &p.jap
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	t := j.targets[g][addr]
+	switch {
+	case t == nil || e == nil:
+		return true // nothing to do (or not an edge: leave finds nothing)
+	case t.leaveAt != 0:
+		return false // already on its way out
+	}
+	now := p.clock.Now()
+	ok, wait := j.take(addr, now, p.cfg.JoinRate, p.joinBurst(e))
+	if !ok {
+		t.leaveAt = now + int64(wait)
+	}
+	return ok
+}
+
+// joinBurst is how many joins and leaves the edge e may make at once.
+func (p *Proxy) joinBurst(e *EdgePolicy) int {
+	return max(p.cfg.JoinBurst, 2*len(e.Groups))
+}
+
 // refuseJoin answers a join with why it was refused, and tells a person.
 func (p *Proxy) refuseJoin(src, dst netip.AddrPort, seq uint32, m *Join, why string) {
 	p.emit(Event{Kind: EventRefuse, Group: m.Group, Target: netip.AddrPortFrom(src.Addr(), m.Port), Name: m.Name, Reason: why})
@@ -200,11 +278,27 @@ func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
 	return ""
 }
 
-// join takes a target into a group, or says why not: a group has one
-// policy, stated alike by every target that joins it (the first one here
-// sets it; a later one that states another is refused, so that nobody's
-// traffic is split by a policy its owner did not choose).
+// join takes a target into a group, or says why not.
+//
+// Weight: a join may ask for at most its edge's MaxWeight.
+//
+// Policy: a group has one policy. A target whose edge has the right to set
+// it (EdgePolicy.SetsPolicy) states it: the first such target sets it, and
+// a later one that states another is refused, so that nobody's traffic is
+// split by a policy its owner did not choose. A target without the right
+// takes the group's own: the policy in force here, or the one the group's
+// RAPs told this proxy, or the default; what its file states is ignored.
+// A stated policy overrides one that only such followers hold, here and
+// at the group's arbiter RAP (see rap.register).
+//
+// Rate: a join that changes something (a new target, port, weight or
+// policy) spends one of its edge's budget (joinLimit); past it, the join
+// is refused, with when to retry.
 func (p *Proxy) join(addr netip.Addr, m *Join) string {
+	e := p.cfg.Edges[addr]
+	if m.Weight > e.maxWeight() {
+		return fmt.Sprintf("weight %d is above %d, the most edge %q may ask for (max_weight of its [[edge]])", m.Weight, e.maxWeight(), e.Name)
+	}
 	if m.Policy.Replicate == 1 {
 		m.Policy.Replicate = 0 // one copy is no replication: the same policy
 	}
@@ -217,24 +311,54 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 	j := &p.jap
 	j.mu.Lock()
 	ts := j.targets[m.Group]
-	if imp, ok := j.imposed[m.Group]; ok && len(ts) == 0 {
-		if now < imp.until && imp.policy != m.Policy {
+	imp, hasImp := j.imposed[m.Group]
+	if hasImp && now >= imp.until {
+		delete(j.imposed, m.Group)
+		hasImp = false
+	}
+	t, known := ts[addr]
+	others, othersStated := len(ts), false
+	for a, o := range ts {
+		if a == addr {
+			others--
+		} else if o.sets {
+			othersStated = true
+		}
+	}
+	if e.SetsPolicy {
+		switch {
+		case others == 0 && hasImp && imp.stated && imp.policy != m.Policy:
 			j.mu.Unlock()
 			return fmt.Sprintf("group %s has policy %v (its RAPs say, from targets that joined first elsewhere); this join asks for %v", m.Group, imp.policy, m.Policy)
-		}
-		delete(j.imposed, m.Group)
-	}
-	if len(ts) > 0 && pol != m.Policy {
-		if _, self := ts[addr]; !self || len(ts) > 1 {
+		case othersStated && pol != m.Policy:
 			j.mu.Unlock()
 			return fmt.Sprintf("group %s has policy %v here; this join asks for %v", m.Group, pol, m.Policy)
 		}
+	} else {
+		switch {
+		case len(ts) > 0:
+			m.Policy = pol
+		case hasImp:
+			m.Policy = imp.policy
+		default:
+			m.Policy = router.Policy{}
+		}
+	}
+	changes := !known || t.port != m.Port || t.weight != m.Weight || (len(ts) > 0 && pol != m.Policy)
+	if changes {
+		if ok, wait := j.take(addr, now, p.cfg.JoinRate, p.joinBurst(e)); !ok {
+			j.mu.Unlock()
+			return fmt.Sprintf("edge %q joins and leaves too fast: at most %g a second after a burst of %d; retry in %v",
+				e.Name, p.cfg.JoinRate, p.joinBurst(e), wait.Round(time.Millisecond)+time.Millisecond)
+		}
+	}
+	if hasImp && !imp.stated && e.SetsPolicy {
+		delete(j.imposed, m.Group) // a stated policy replaces the one followers adopted
 	}
 	if ts == nil {
 		ts = map[netip.Addr]*target{}
 		j.targets[m.Group] = ts
 	}
-	t, known := ts[addr]
 	if !known || t.port != m.Port {
 		p.stats.joins.Add(1)
 	}
@@ -242,15 +366,20 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 		t = &target{}
 		ts[addr] = t
 	}
-	t.name, t.port, t.lastSeen, t.epoch = m.Name, m.Port, now, m.Epoch
+	t.name, t.port, t.weight, t.lastSeen, t.epoch = m.Name, m.Port, m.Weight, now, m.Epoch
+	t.sets, t.leaveAt = e.SetsPolicy, 0
 	t.timeout = p.targetTimeout(m.Keepalive)
+	if !known {
+		j.moved[movedKey{addr, m.Group}] = movedNotice{key: e.PublicKey, t: MovedTarget{Group: m.Group, Name: m.Name, Target: addr, Epoch: m.Epoch}}
+	}
 	j.mu.Unlock()
 	p.cfg.Router.SetPolicy(m.Group, m.Policy)
 	p.cfg.Router.AddTargetWeight(m.Group, netip.AddrPortFrom(addr, m.Port), max(int(m.Weight), 1))
 	if !known {
 		p.emit(Event{Kind: EventJoin, Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
+	}
+	if changes {
 		p.register(m.Group, false)
-		p.tellMoved(addr, m)
 	}
 	return ""
 }
@@ -300,27 +429,91 @@ func (p *Proxy) NoTarget(iap netip.Addr, g router.Group) {
 	}
 	p.sendTo(iap, 0, &NoTarget{Group: g})
 	if withdraw {
-		p.registerCount(g, 0, 0, p.cfg.Router.Policy(g))
+		p.registerCount(g, 0, 0, p.cfg.Router.Policy(g), false)
 	}
 	p.flush()
 }
 
 const noTargetEvery = 200 * time.Millisecond
 
-// tellMoved tells every other live proxy that a target joined a group here,
-// so that a JAP it left (perhaps without a word: its path there may be what
-// failed) drops it at once instead of after its keepalive timeout. Joins
-// are rare, and proxies few.
-func (p *Proxy) tellMoved(addr netip.Addr, m *Join) {
-	moved := &Moved{Group: m.Group, Name: m.Name, Target: addr, Epoch: m.Epoch}
-	for _, name := range p.Live() {
-		if name == p.cfg.Self.Name {
-			continue
+type movedKey struct {
+	target netip.Addr
+	g      router.Group
+}
+
+// movedNotice is a target that joined here, to be told to the proxies that
+// admit its edge (key).
+type movedNotice struct {
+	key [32]byte
+	t   MovedTarget
+}
+
+// tellMoved tells the other live proxies that may hold them (those that
+// admit their edges, or whose admitted edges this proxy has not heard yet)
+// which targets joined here since the last Tick, so that a JAP a target
+// left (perhaps without a word: its path there may be what failed) drops
+// it at once instead of after its keepalive timeout. One Moved per proxy
+// carries them all (as many as fit, see packMoved): a target that joins
+// again and again within a tick is told once.
+func (p *Proxy) tellMoved() {
+	j := &p.jap
+	j.mu.Lock()
+	if len(j.moved) == 0 {
+		j.mu.Unlock()
+		return
+	}
+	pending := make([]movedNotice, 0, len(j.moved))
+	for _, n := range j.moved {
+		pending = append(pending, n)
+	}
+	clear(j.moved)
+	j.mu.Unlock()
+	slices.SortFunc(pending, func(a, b movedNotice) int {
+		if c := cmpGroup(a.t.Group, b.t.Group); c != 0 {
+			return c
 		}
-		if a := p.mem.addrOf(name); a.IsValid() {
-			p.sendTo(a, 0, moved)
+		return a.t.Target.Compare(b.t.Target)
+	})
+	for _, o := range p.health.liveOthers() {
+		p.mem.mu.Lock()
+		s := p.mem.admits[o.Name]
+		var keys map[[32]byte]bool
+		if s != nil {
+			keys = s.keys
+		}
+		var ts []MovedTarget
+		for _, n := range pending {
+			if keys == nil || keys[n.key] {
+				ts = append(ts, n.t)
+			}
+		}
+		p.mem.mu.Unlock()
+		for _, m := range packMoved(ts) {
+			p.sendTo(o.Addr, 0, m)
 		}
 	}
+}
+
+// maxMovedPayload keeps a Moved inside one tunnel packet.
+const maxMovedPayload = 1200
+
+// packMoved packs ts into as few Moveds as hold them: at most MaxMoved
+// targets and maxMovedPayload bytes each.
+func packMoved(ts []MovedTarget) []*Moved {
+	var out []*Moved
+	var cur *Moved
+	size := 0
+	for _, t := range ts {
+		n := movedTargetLen(t)
+		if cur == nil || len(cur.Targets) == MaxMoved || size+n > maxMovedPayload {
+			cur = &Moved{}
+			out = append(out, cur)
+			size = HeaderLen + 1
+		}
+		cur.Targets = append(cur.Targets, t)
+		size += n
+	}
+	return out
 }
 
 func (p *Proxy) keepalive(addr netip.Addr, g router.Group) bool {
@@ -359,6 +552,31 @@ func (p *Proxy) leave(addr netip.Addr, g router.Group, kind EventKind) {
 	}
 	p.emit(Event{Kind: kind, Group: g, Target: netip.AddrPortFrom(addr, t.port), Name: t.name})
 	p.register(g, false)
+}
+
+// bucket is a token bucket: a budget of burst tokens, refilled at rate a
+// second.
+type bucket struct {
+	tokens float64
+	at     int64
+}
+
+// take spends one token of addr's budget at now, or says how long until
+// one is there. (The caller holds mu.) Budgets are per edge address: the
+// edges are the configured ones, so the map is bounded.
+func (j *jap) take(addr netip.Addr, now int64, rate float64, burst int) (bool, time.Duration) {
+	b := j.limits[addr]
+	if b == nil {
+		b = &bucket{tokens: float64(burst), at: now}
+		j.limits[addr] = b
+	}
+	b.tokens = min(float64(burst), b.tokens+float64(now-b.at)*rate/1e9)
+	b.at = now
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	return false, time.Duration((1 - b.tokens) / rate * 1e9)
 }
 
 // DefaultInaccuracy is ProxyConfig.Inaccuracy's default, in percent.
@@ -409,12 +627,13 @@ func (p *Proxy) report(g router.Group, force bool) {
 	pol := p.cfg.Router.Policy(g)
 	j := &p.jap
 	j.mu.Lock()
+	stated := j.statedLocked(g)
 	r := j.reported[g]
 	last, lastW := 0, 0
 	if r != nil {
 		last, lastW = r.count, r.weight
 	}
-	if r != nil && r.policy != pol {
+	if r != nil && (r.policy != pol || r.stated != stated) {
 		force = true
 	}
 	if (r == nil && n == 0) || (!force && !shouldReport(last, n, p.cfg.Inaccuracy) && !shouldReport(lastW, w, p.cfg.Inaccuracy)) {
@@ -427,18 +646,18 @@ func (p *Proxy) report(g router.Group, force bool) {
 	if n == 0 {
 		delete(j.reported, g)
 	} else {
-		j.reported[g] = &report{count: n, weight: w, policy: pol, at: p.clock.Now()}
+		j.reported[g] = &report{count: n, weight: w, policy: pol, stated: stated, at: p.clock.Now()}
 	}
 	j.mu.Unlock()
-	p.registerCount(g, n, w, pol)
+	p.registerCount(g, n, w, pol, stated)
 }
 
 // registerCount tells each of g's RAPs that this JAP has n targets of total
-// weight for g (n = 0 withdraws).
-func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy) {
+// weight for g (n = 0 withdraws), and its policy, stated or followed.
+func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy, stated bool) {
 	raps := p.RAPs(g)
 	p.emit(Event{Kind: EventRegister, Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
-	m := &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight)}
+	m := &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated}
 	p.stats.registersSent.Add(uint64(len(raps)))
 	for _, name := range raps {
 		if name == p.cfg.Self.Name {
@@ -450,10 +669,13 @@ func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy) 
 	}
 }
 
-// handlePolicy takes a RAP's word that a group has another policy than the
-// targets joined here state: they are dropped, and their joins (and any
-// like them) are refused while it holds. A target learns it at its next
-// keepalive ("unknown"), joins again, and is refused with the reason.
+// handlePolicy takes the group's arbiter RAP's word that a group has
+// another policy than the one in force here. If a target here stated the
+// policy in force (with the right to), it lost to another that did so
+// first elsewhere: the targets are dropped, and joins that state the same
+// are refused while it holds. A target learns it at its next keepalive
+// ("unknown"), joins again, and is refused with the reason. If none did,
+// the targets here are followers: they adopt the group's policy and stay.
 func (p *Proxy) handlePolicy(rap netip.Addr, m *GroupPolicy) {
 	if raps := p.RAPs(m.Group); len(raps) == 0 || p.mem.addrOf(raps[0]) != rap {
 		return // only the group's arbiter decides (see registerLocked)
@@ -466,9 +688,15 @@ func (p *Proxy) handlePolicy(rap netip.Addr, m *GroupPolicy) {
 		j.mu.Unlock()
 		return
 	}
-	j.imposed[m.Group] = imposedPolicy{policy: m.Policy, until: p.clock.Now() + int64(p.cfg.RegisterTTL)}
+	stated := j.statedLocked(m.Group)
+	j.imposed[m.Group] = imposedPolicy{policy: m.Policy, until: p.clock.Now() + int64(p.cfg.RegisterTTL), stated: stated}
 	drop := sortedAddrs(ts)
 	j.mu.Unlock()
+	if !stated {
+		p.cfg.Router.SetPolicy(m.Group, m.Policy)
+		p.register(m.Group, true)
+		return
+	}
 	p.emit(Event{Kind: EventRefuse, Group: m.Group, Reason: fmt.Sprintf(
 		"group %s has policy %v at its RAPs; dropping %d target(s) here that state %v", m.Group, m.Policy, len(drop), pol)})
 	for _, addr := range drop {

@@ -54,7 +54,8 @@ func newProxyNet(t *testing.T, n, edges int, mod func(*ProxyConfig)) *harness {
 	for i := range n {
 		members = append(members, testMember(i+1, "c1"))
 	}
-	pol := &EdgePolicy{Name: "t", Groups: []router.Group{testGroup}}
+	// Full rights: these tests are about membership, not rights.
+	pol := &EdgePolicy{Name: "t", Groups: []router.Group{testGroup}, SetsPolicy: true, MaxWeight: MaxWeight}
 	policies := map[netip.Addr]*EdgePolicy{}
 	for i := range edges {
 		policies[edgeAddr(i)] = pol

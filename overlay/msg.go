@@ -93,8 +93,8 @@ const (
 	// TypeAlive: proxy → proxies: proxy Name is alive at Incarnation (a
 	// start, or a refutation of a TypeFail).
 	TypeAlive
-	// TypeMoved: JAP → proxies: the target at Target (Name) has joined
-	// Group through me; a proxy that still holds it drops it at once (the
+	// TypeMoved: JAP → proxies: these targets have joined their groups
+	// through me; a proxy that still holds one drops it at once (the
 	// target left it, perhaps without being able to say so).
 	TypeMoved
 	// TypeNoTarget: JAP → IAP: I have no target for Group any more; forget

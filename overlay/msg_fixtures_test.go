@@ -35,6 +35,18 @@ func manyJAPs(n int) []router.JAP {
 	return js
 }
 
+// manyMoved returns n targets of a Moved, every other one IPv6.
+func manyMoved(n int) []MovedTarget {
+	ts := make([]MovedTarget, n)
+	for i := range ts {
+		ts[i] = MovedTarget{Group: g4, Name: fmt.Sprintf("t%d", i), Target: netip.AddrFrom4([4]byte{100, 64, 1, byte(i)}), Epoch: uint32(i) << 20}
+		if i%2 == 1 {
+			ts[i].Group, ts[i].Target = g6, netip.AddrFrom16([16]byte{0: 0xfd, 1: 0x64, 14: 1, 15: byte(i)})
+		}
+	}
+	return ts
+}
+
 func manyKeys(n int) [][32]byte {
 	ks := make([][32]byte, n)
 	for i := range ks {

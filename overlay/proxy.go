@@ -56,11 +56,25 @@ func (m *Member) Addrs() []netip.Addr {
 	return []netip.Addr{m.Addr}
 }
 
-// EdgePolicy is what a proxy lets one edge do: which groups it may join.
+// EdgePolicy is what a proxy lets one edge do: which groups it may join,
+// whether its targets may set those groups' policy, and how much weight
+// each may ask for.
 type EdgePolicy struct {
 	Name      string
 	PublicKey [32]byte // its WireGuard key: other proxies learn it admits the edge
 	Groups    []router.Group
+	// SetsPolicy: its targets' joins set their group's policy. A target
+	// without it takes the group's own (see Proxy.join), so that one
+	// admitted target cannot impose a policy on the others' traffic.
+	SetsPolicy bool
+	// MaxWeight bounds the weight one of its joins may ask for; 0 means 1.
+	// A join asking for more is refused.
+	MaxWeight int
+}
+
+// maxWeight is the most weight e's joins may ask for.
+func (e *EdgePolicy) maxWeight() uint32 {
+	return uint32(min(max(e.MaxWeight, 1), MaxWeight))
 }
 
 // ProxyConfig is what a proxy's control plane needs.
@@ -101,7 +115,21 @@ type ProxyConfig struct {
 	Inaccuracy   float64
 	CacheTTL     time.Duration // how long IAPs may cache an answer; default 10s
 	ResolveRetry time.Duration // ask the next RAP after this; default 500ms
+	// JoinRate and JoinBurst bound the joins and leaves that change
+	// something (a new target, port, weight or policy; a target gone) one
+	// edge address may make here: JoinBurst at once (at least twice its
+	// groups), then JoinRate a second. A join past it is refused, saying
+	// when to retry; a leave past it is delayed. Defaults DefaultJoinRate
+	// and DefaultJoinBurst.
+	JoinRate  float64
+	JoinBurst int
 }
+
+// Defaults of ProxyConfig's JoinRate and JoinBurst.
+const (
+	DefaultJoinRate  = 2
+	DefaultJoinBurst = 16
+)
 
 // Proxy is the control plane of one proxy. It composes four parts, each
 // owning its state and its lock:
@@ -203,6 +231,12 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	def(&cfg.RegisterTTL, 30*time.Second)
 	def(&cfg.CacheTTL, 10*time.Second)
 	def(&cfg.ResolveRetry, 500*time.Millisecond)
+	if cfg.JoinRate <= 0 {
+		cfg.JoinRate = DefaultJoinRate
+	}
+	if cfg.JoinBurst <= 0 {
+		cfg.JoinBurst = DefaultJoinBurst
+	}
 	switch {
 	case cfg.Inaccuracy == 0:
 		cfg.Inaccuracy = DefaultInaccuracy
@@ -334,7 +368,7 @@ func (p *Proxy) membershipChanged(c change) {
 	}
 	back := append(slices.Clone(c.revived), c.reset...)
 	p.forgetAdmits(back)
-	moved := p.jap.movedNotices()
+	moved := packMoved(p.jap.movedNotices())
 	for _, m := range back {
 		p.syncMissed(m)
 		p.emit(Event{Kind: EventAlive, Name: m.Name})
@@ -479,13 +513,7 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 	case *Keepalive:
 		p.handleKeepalive(src, dst, seq, m)
 	case *Leave:
-		// At the group's anycast address from a target of this proxy,
-		// answered; at this proxy's own address from a target that moved
-		// away, not (it has already gone).
-		p.leave(src.Addr(), m.Group, EventLeave)
-		if dst.Addr() == m.Group.Addr {
-			p.send(dst, src, seq, &JoinAck{Group: m.Group, Status: StatusOK})
-		}
+		p.handleLeave(src, dst, seq, m)
 	case *ProxiesReq:
 		p.handleProxiesReq(src, dst, seq, m)
 	case *Register:
@@ -499,10 +527,12 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 	case *GroupPolicy:
 		p.handlePolicy(src.Addr(), m)
 	case *Moved:
-		// Another proxy is now this target's JAP: drop it here if it was
-		// ours, whether or not it could tell us itself.
-		if p.jap.joinedBefore(m.Target, m.Group, m.Epoch) {
-			p.leave(m.Target, m.Group, EventMoved)
+		// Another proxy is now these targets' JAP: drop each here if it
+		// was ours, whether or not it could tell us itself.
+		for _, t := range m.Targets {
+			if p.jap.joinedBefore(t.Target, t.Group, t.Epoch) {
+				p.leave(t.Target, t.Group, EventMoved)
+			}
 		}
 	case *MemberRecord:
 		p.handleMember(src.Addr(), m)
@@ -530,7 +560,7 @@ func (p *Proxy) Tick() {
 		p.askRAP(g)
 	}
 	for _, e := range p.jap.expired(now) {
-		p.leave(e.addr, e.g, EventExpire)
+		p.leave(e.addr, e.g, e.kind)
 	}
 	// The slow refresh: RAP state is soft, and a count within the
 	// inaccuracy threshold is brought up to date here.
@@ -538,6 +568,7 @@ func (p *Proxy) Tick() {
 		p.report(g, true)
 	}
 	p.rap.expire(now)
+	p.tellMoved()
 	p.flush()
 }
 

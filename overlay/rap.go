@@ -5,6 +5,7 @@ package overlay
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -18,6 +19,7 @@ type rapEntry struct {
 	targets int
 	weight  int
 	policy  router.Policy
+	stated  bool  // a target with the right to set the policy stated it
 	since   int64 // first registered (while the entry lived)
 	expires int64
 }
@@ -117,24 +119,40 @@ func (p *Proxy) handleRegister(jap netip.Addr, m *Register) {
 	}
 	p.stats.registers.Add(1)
 	arbiter := len(raps) > 0 && raps[0] == p.cfg.Self.Name
-	conflict := p.rap.register(jap, m, arbiter, p.clock.Now())
-	if conflict == nil {
-		return
+	for _, c := range p.rap.register(jap, m, arbiter, p.clock.Now()) {
+		p.emit(Event{Kind: EventRefuse, Group: m.Group, Name: c.name, Reason: fmt.Sprintf(
+			"JAP %q has %s with %v, but the group has %v (from %q)", c.name, m.Group, c.was, c.policy, c.from)})
+		// To this proxy too: the message is handled after this one.
+		p.sendTo(c.to, 0, &GroupPolicy{Group: m.Group, Policy: c.policy})
 	}
-	p.emit(Event{Kind: EventRefuse, Group: m.Group, Name: m.JAP, Reason: fmt.Sprintf(
-		"JAP %q registers %s with %v, but the group has %v (from %q)", m.JAP, m.Group, m.Policy, conflict.policy, conflict.name)})
-	// To this proxy too: the message is handled after this one.
-	p.sendTo(jap, 0, &GroupPolicy{Group: m.Group, Policy: conflict.policy})
 }
 
-// register applies a registration. One group, one policy: the JAPs that
-// registered first set it. The group's first RAP (by the hash over live
-// proxies) is its arbiter: there, a JAP whose targets state another policy
-// is not registered, and register returns the entry it conflicts with.
-// (One arbiter, so that two RAPs that heard two JAPs in opposite orders
-// cannot each turn one away; the other RAPs keep every entry until the
-// loser withdraws.)
-func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) *rapEntry {
+// policyNotice is a GroupPolicy the arbiter sends: the JAP at to (called
+// name) has the group with policy was, and must take policy (from the JAP
+// from).
+type policyNotice struct {
+	to         netip.Addr
+	name, from string
+	was        router.Policy
+	policy     router.Policy
+}
+
+// register applies a registration. One group, one policy. The group's
+// first RAP (by the hash over live proxies) is its arbiter, and there:
+//
+//   - between JAPs whose targets stated their policy (Register.Stated),
+//     the one that registered first sets it: a later one that states
+//     another is not registered, and is told the group's;
+//   - a stated policy wins over one JAPs only follow: such a JAP is told
+//     the stated one and keeps its entry (it adopts it and registers
+//     again), whenever it registered;
+//   - between JAPs that only follow, the first one's holds, and the later
+//     one is told it (and keeps its entry too).
+//
+// register returns the notices to send. (One arbiter, so that two RAPs
+// that heard two JAPs in opposite orders cannot each turn one away; the
+// other RAPs keep every entry until the loser withdraws.)
+func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []policyNotice {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	japs := r.entries[m.Group]
@@ -149,11 +167,22 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) *ra
 	if e := japs[jap]; e != nil {
 		since = e.since
 	}
+	var out []policyNotice
 	if arbiter {
 		for _, addr := range sortedAddrs(japs) {
-			if e := japs[addr]; addr != jap && e.expires > now && e.targets > 0 && e.policy != m.Policy && e.since <= since {
+			e := japs[addr]
+			if addr == jap || e.expires <= now || e.targets == 0 || e.policy == m.Policy {
+				continue
+			}
+			switch {
+			case m.Stated && !e.stated:
+				out = append(out, policyNotice{to: addr, name: e.name, from: m.JAP, was: e.policy, policy: m.Policy})
+			case m.Stated && e.stated && e.since <= since:
 				delete(japs, jap)
-				return e
+				return []policyNotice{{to: jap, name: m.JAP, from: e.name, was: m.Policy, policy: e.policy}}
+			case !m.Stated && (e.stated || e.since <= since) && (len(out) == 0 || e.stated):
+				// One notice, a stated policy's if there is one.
+				out = append(out[:0], policyNotice{to: jap, name: m.JAP, from: e.name, was: m.Policy, policy: e.policy})
 			}
 		}
 	}
@@ -161,15 +190,15 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) *ra
 		japs = map[netip.Addr]*rapEntry{}
 		r.entries[m.Group] = japs
 	}
-	japs[jap] = &rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, since: since, expires: now + int64(m.TTL)}
-	return nil
+	japs[jap] = &rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, stated: m.Stated, since: since, expires: now + int64(m.TTL)}
+	return out
 }
 
 // japsLocked lists a group's live JAPs, sorted by address for stable
 // answers, and the group's policy. JAPs agree on it, as each refuses joins
-// that state another; should two disagree all the same (targets that
-// joined different JAPs at once), the one with more targets wins, then the
-// lower address.
+// that state another and followers adopt it; should two disagree all the
+// same (targets that joined different JAPs at once), a stated policy wins,
+// then the one with more targets, then the lower address.
 func (r *rap) japsLocked(g router.Group, now int64) ([]router.JAP, router.Policy) {
 	var out []router.JAP
 	var pol router.Policy
@@ -181,8 +210,13 @@ func (r *rap) japsLocked(g router.Group, now int64) ([]router.JAP, router.Policy
 	}
 	slices.SortFunc(out, func(a, b router.JAP) int { return a.Addr.Compare(b.Addr) })
 	for _, j := range out {
-		if e := r.entries[g][j.Addr]; e.targets > best {
-			best, pol = e.targets, e.policy
+		e := r.entries[g][j.Addr]
+		rank := e.targets
+		if e.stated {
+			rank += math.MaxInt32 + 1 // targets fit 32 bits (Register)
+		}
+		if rank > best {
+			best, pol = rank, e.policy
 		}
 	}
 	return out, pol

@@ -33,7 +33,7 @@ func TestRulesEnforcedBeforeHandlers(t *testing.T) {
 		{0, &Register{Group: testGroup, JAP: "p3", Targets: 5, TTL: 30e9}},
 		{0, &GroupPolicy{Group: testGroup, Policy: router.Policy{Select: router.SelectRandom}}},
 		{0, &MemberRecord{Member: Member{Name: "evil", Addr: edgeAddr(client), Cluster: "c1", PublicKey: [32]byte{1}, Endpoint: p2.cfg.Self.Endpoint}, Incarnation: 1, Sync: true}},
-		{0, &Moved{Group: testGroup, Name: "t0", Target: edgeAddr(0), Epoch: 1 << 30}},
+		{0, &Moved{Targets: []MovedTarget{{Group: testGroup, Name: "t0", Target: edgeAddr(0), Epoch: 1 << 30}}}},
 		{7, &ResolveReply{Group: testGroup, TTL: 10e9, JAPs: []router.JAP{{Addr: edgeAddr(client), Targets: 1}}}},
 		{0, &NoTarget{Group: testGroup}},
 		{0, admitsMsg("p2", 1<<30, [32]byte{9}).m},

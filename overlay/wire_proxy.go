@@ -15,7 +15,7 @@ import (
 
 // Register: JAP → RAP: I have Targets targets of Group.
 //
-//	group jap:string targets:u32 ttl_ms:u32 policy weight:u32
+//	group jap:string targets:u32 ttl_ms:u32 policy weight:u32 stated:u8 (0 or 1)
 type Register struct {
 	Group   router.Group
 	JAP     string // the JAP's name
@@ -25,6 +25,11 @@ type Register struct {
 	TTL    time.Duration
 	Policy router.Policy // the group's policy as the JAP has it
 	Weight uint32        // the sum of the weights of the JAP's targets of Group
+	// Stated: a target of the JAP with the right to set Group's policy
+	// stated Policy. Otherwise the JAP's targets only follow the group's
+	// policy, and its arbiter RAP tells it the one in force (see
+	// rap.register).
+	Stated bool
 }
 
 func (*Register) Type() Type            { return TypeRegister }
@@ -45,13 +50,22 @@ func (m *Register) appendBody(b []byte) ([]byte, error) {
 	if b, err = appendPolicy(b, m.Policy); err != nil {
 		return b, err
 	}
-	return binary.BigEndian.AppendUint32(b, m.Weight), nil
+	b = binary.BigEndian.AppendUint32(b, m.Weight)
+	return append(b, b2u8(m.Stated)), nil
 }
 
 func decodeRegister(b []byte) (Msg, error) {
 	d := decoder{b: b}
-	return d.end(&Register{Group: d.group(), JAP: d.str("JAP name length", "JAP name"), Targets: d.u32("target count"),
-		TTL: d.millis("ttl"), Policy: d.policy(), Weight: d.u32("weight")})
+	m := &Register{Group: d.group(), JAP: d.str("JAP name length", "JAP name"), Targets: d.u32("target count"),
+		TTL: d.millis("ttl"), Policy: d.policy(), Weight: d.u32("weight")}
+	switch st := d.u8("stated"); {
+	case d.err != nil:
+	case st > 1:
+		d.fail(fmt.Errorf("stated %d: want 0 or 1", st))
+	default:
+		m.Stated = st == 1
+	}
+	return d.end(m)
 }
 
 // Resolve: IAP → RAP: which JAPs serve Group? Answered by a ResolveReply.
@@ -170,41 +184,94 @@ func decodeResolveReply(b []byte) (Msg, error) {
 	return d.end(m)
 }
 
-// Moved: JAP → proxies: the target at Target (Name) has joined Group
-// through me; a proxy that holds it from an earlier join drops it at once
-// (the target left it, perhaps without being able to say so).
+// Moved: JAP → proxies: each of Targets has joined its group through me;
+// a proxy that holds one from an earlier join drops it at once (the target
+// left it, perhaps without being able to say so). A JAP tells the targets
+// that joined during one tick in one Moved (see Proxy.tellMoved).
 //
-//	group name:string epoch:u32 target:addr
+//	n:u8 n×(group name:string epoch:u32 target:addr)    n in 1..MaxMoved
 type Moved struct {
+	Targets []MovedTarget
+}
+
+// MovedTarget is one target of a Moved.
+type MovedTarget struct {
 	Group  router.Group
 	Name   string     // the target's name (logs)
 	Target netip.Addr // the target's overlay address
 	Epoch  uint32     // of the target's join at the sender (see Join)
 }
 
-func (*Moved) Type() Type            { return TypeMoved }
-func (m *Moved) group() router.Group { return m.Group }
+// MaxMoved is the most targets one Moved carries.
+const MaxMoved = 16
+
+func (*Moved) Type() Type { return TypeMoved }
 
 func (m *Moved) appendBody(b []byte) ([]byte, error) {
-	b, err := appendGroup(b, m.Group)
+	if len(m.Targets) == 0 || len(m.Targets) > MaxMoved {
+		return b, fmt.Errorf("%d targets: want 1..%d", len(m.Targets), MaxMoved)
+	}
+	b = append(b, byte(len(m.Targets)))
+	for i, t := range m.Targets {
+		var err error
+		if b, err = appendMovedTarget(b, t); err != nil {
+			return b, fmt.Errorf("target %d: %v", i, err)
+		}
+	}
+	return b, nil
+}
+
+func appendMovedTarget(b []byte, t MovedTarget) ([]byte, error) {
+	b, err := appendGroup(b, t.Group)
 	if err != nil {
 		return b, err
 	}
-	if b, err = appendStr(b, "name", m.Name); err != nil {
+	if b, err = appendStr(b, "name", t.Name); err != nil {
 		return b, err
 	}
-	if err := checkAddr(m.Target); err != nil {
+	if err := checkAddr(t.Target); err != nil {
 		return b, fmt.Errorf("target: %v", err)
 	}
-	b = binary.BigEndian.AppendUint32(b, m.Epoch)
-	return appendAddr(b, m.Target), nil
+	b = binary.BigEndian.AppendUint32(b, t.Epoch)
+	return appendAddr(b, t.Target), nil
+}
+
+// movedTargetLen is the length of t in a Moved.
+func movedTargetLen(t MovedTarget) int {
+	n := 1 + 4 + 2 + 1 + 1 + len(t.Name) + 4 + 1 + 4
+	if t.Group.Addr.Is6() {
+		n += 12
+	}
+	if t.Target.Is6() {
+		n += 12
+	}
+	return n
 }
 
 func decodeMoved(b []byte) (Msg, error) {
 	d := decoder{b: b}
-	return d.end(&Moved{Group: d.group(), Name: d.str("name length", "name"), Epoch: d.u32("epoch"),
-		Target: d.addr("target address family", "target address")})
+	m := &Moved{}
+	count := int(d.u8("target count"))
+	if d.err == nil && (count == 0 || count > MaxMoved) {
+		d.fail(fmt.Errorf("%d targets: want 1..%d", count, MaxMoved))
+	}
+	if d.err == nil {
+		m.Targets = make([]MovedTarget, 0, min(count, len(d.b)/minMovedTargetLen))
+	}
+	for i := 0; i < count && d.err == nil; i++ {
+		t := MovedTarget{Group: d.group(), Name: d.str("name length", "name"), Epoch: d.u32("epoch"),
+			Target: d.addr("target address family", "target address")}
+		if d.err != nil {
+			d.err = fmt.Errorf("target %d: %w", i, d.err)
+		}
+		m.Targets = append(m.Targets, t)
+	}
+	return d.end(m)
 }
+
+// minMovedTargetLen is the shortest target of a Moved: IPv4 group and
+// target, empty name.
+const minMovedTargetLen = 1 + 4 + 2 + 1 + 1 + 4 + 1 + 4
 
 // NoTarget: JAP → IAP: I have no target for Group any more; forget me for
 // it and resolve again.

@@ -52,7 +52,7 @@ var msgCases = []msgCase{
 	{"register", 7, &Register{Group: g4, JAP: "proxy-a", Targets: 12, TTL: 90 * time.Second,
 		Policy: router.Policy{Select: router.SelectRandom, Replicate: 2}, Weight: 35}},
 	{"register-withdraw", 8, &Register{Group: g6, JAP: "proxy-b"}},
-	{"register-max", 9, &Register{Group: echo6, JAP: maxStr, Targets: math.MaxUint32, TTL: math.MaxUint32 * time.Millisecond, Policy: maxPolicy, Weight: math.MaxUint32}},
+	{"register-max", 9, &Register{Group: echo6, JAP: maxStr, Targets: math.MaxUint32, TTL: math.MaxUint32 * time.Millisecond, Policy: maxPolicy, Weight: math.MaxUint32, Stated: true}},
 	{"resolve", 10, &Resolve{Group: g4}},
 	{"resolve-relayed-v6", 0, &Resolve{Group: echo6, Relayed: true}},
 	{"resolve-reply", 10, &ResolveReply{Group: g4, Status: StatusOK, TTL: 30 * time.Second,
@@ -65,8 +65,9 @@ var msgCases = []msgCase{
 	{"probe-req", 14, &ProbeReq{Suspect: maxStr, Incarnation: 3}},
 	{"fail", 0, &Fail{Name: "p3", Incarnation: 7}},
 	{"alive", 1, &Alive{Name: "p3", Incarnation: 8}},
-	{"moved", 2, &Moved{Group: g4, Name: "t1", Target: netip.MustParseAddr("100.64.1.1"), Epoch: 5}},
-	{"moved6", 3, &Moved{Group: g4, Name: maxStr, Target: netip.MustParseAddr("fd64::1:1"), Epoch: math.MaxUint32}},
+	{"moved", 2, &Moved{Targets: []MovedTarget{{Group: g4, Name: "t1", Target: netip.MustParseAddr("100.64.1.1"), Epoch: 5}}}},
+	{"moved6", 3, &Moved{Targets: []MovedTarget{{Group: g4, Name: maxStr, Target: netip.MustParseAddr("fd64::1:1"), Epoch: math.MaxUint32}}}},
+	{"moved-max", 3, &Moved{Targets: manyMoved(MaxMoved)}},
 	{"no-target", 4, &NoTarget{Group: g4}},
 	{"member", 5, &MemberRecord{Member: member4, Incarnation: 1764000001}},
 	{"member6-sync-dead", 6, &MemberRecord{Member: memberMax, Incarnation: math.MaxUint32, Dead: true, Sync: true}},
@@ -196,7 +197,7 @@ func TestMsgMaxLen(t *testing.T) {
 		{&MemberRecord{Member: ps[0], Incarnation: 1, Sync: true, Dead: true}, MaxUnderlayLen - underlayHeader - maxHelloPrefix - underlayMAC},
 		{&Join{Group: g6, Name: maxStr, Weight: 1, Policy: maxPolicy}, maxJoinLen},
 		{&Register{Group: g6, JAP: maxStr, Policy: maxPolicy}, maxRegisterLen},
-		{&Moved{Group: g6, Name: maxStr, Target: netip.MustParseAddr("fd64::1")}, maxMovedLen},
+		{&Moved{Targets: slices.Repeat([]MovedTarget{{Group: g6, Name: maxStr, Target: netip.MustParseAddr("fd64::1")}}, MaxMoved)}, maxMovedLen},
 		{&JoinAck{Group: g6, Status: StatusRefused, Reason: maxStr}, maxAckLen},
 		{&KeepaliveAck{Group: g6, Status: StatusRefused, Reason: maxStr}, maxAckLen},
 		{&Digest{From: maxStr, Answer: true}, maxDigestLen},
@@ -248,7 +249,7 @@ func TestMsgWireFormat(t *testing.T) {
 		{
 			1, &Register{Group: g4, JAP: "p", Targets: 258, TTL: 90 * time.Second, Policy: router.Policy{Select: router.SelectLoad}, Weight: 0x01020304},
 			"5049" + "02" + "06" + "00000001" + "04" + "64410001" + "0050" + "06" + "01" + "70" + "00000102" + "00015f90" +
-				"01" + "00" + "00" + "01020304",
+				"01" + "00" + "00" + "01020304" + "00",
 		},
 		{
 			2, &Resolve{Group: g4},
@@ -270,8 +271,8 @@ func TestMsgWireFormat(t *testing.T) {
 			"5049" + "02" + "09" + "deadbeef" + "02" + "7031" + "00000005",
 		},
 		{
-			8, &Moved{Group: g4, Name: "t", Target: netip.MustParseAddr("100.64.1.1"), Epoch: 0x0a0b0c0d},
-			"5049" + "02" + "0e" + "00000008" + "04" + "64410001" + "0050" + "06" + "01" + "74" + "0a0b0c0d" + "04" + "64400101",
+			8, &Moved{Targets: []MovedTarget{{Group: g4, Name: "t", Target: netip.MustParseAddr("100.64.1.1"), Epoch: 0x0a0b0c0d}}},
+			"5049" + "02" + "0e" + "00000008" + "01" + "04" + "64410001" + "0050" + "06" + "01" + "74" + "0a0b0c0d" + "04" + "64400101",
 		},
 		{
 			2, &MemberRecord{Member: Member{Name: "p", Addr: netip.MustParseAddr("100.64.0.4"), Addr6: netip.MustParseAddr("fd64::4"), Cluster: "c",
@@ -338,7 +339,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		policy      = "01" + "02" + "01"                                    // load, replicate 2, same cluster
 		joinHead    = hdrJoin + grp4 + "1f90" + "00" + "00000001"           // up to the policy
 		regHead     = hdrReg + grp4 + "01" + "70" + "00000001" + "00000001" // up to the policy
-		movedHead   = hdrMoved + grp4 + "01" + "74" + "00000001"            // up to the target
+		movedHead   = hdrMoved + "01" + grp4 + "01" + "74" + "00000001"     // up to the target
 		digestHead  = hdrDigest + "02" + "7032" + "00000001"                // up to the flags
 		// memberHead is a member record up to its flags; memberRest
 		// follows flags without MemberHas6.
@@ -361,7 +362,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		joinHead + policy + "000003e8" + "00002710",
 		hdrAck + grp4 + "02" + "01" + "6e",
 		hdrKa + grp4 + "0050",
-		regHead + policy + "00000000",
+		regHead + policy + "00000000" + "01",
 		hdrRes + grp4 + "00",
 		hdrRes + grp4 + "01",
 		replyHead + "00" + policy,
@@ -438,7 +439,9 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"register no ttl", hdrReg + grp4 + "01" + "70" + "00000001" + "0000", "register: truncated ttl"},
 		{"register replicate 17", regHead + "00" + "11" + "00" + "00000001", "register: replicate 17: want 0..16"},
 		{"register no weight", regHead + policy + "0000", "register: truncated weight"},
-		{"register trailing", regHead + policy + "00000000" + "ff", "register: 1 trailing bytes"},
+		{"register no stated", regHead + policy + "00000000", "register: truncated stated"},
+		{"register stated 2", regHead + policy + "00000000" + "02", "register: stated 2: want 0 or 1"},
+		{"register trailing", regHead + policy + "00000000" + "00" + "ff", "register: 1 trailing bytes"},
 
 		{"reply no ttl", hdrReply + grp4 + "00" + "00" + "0000", "resolve-reply: truncated ttl"},
 		{"reply no count", replyHead, "resolve-reply: truncated JAP count"},
@@ -452,9 +455,12 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"probe-req no incarnation", hdrProbeReq + "01" + "73" + "000000", "probe-req: truncated incarnation"},
 		{"probe-req suspect not utf-8", hdrProbeReq + "01" + "80" + "00000001", "probe-req: suspect is not UTF-8"},
 
-		{"moved no target", movedHead, "moved: truncated target address family"},
+		{"moved none", hdrMoved + "00", "moved: 0 targets: want 1..16"},
+		{"moved too many", hdrMoved + "11", "moved: 17 targets: want 1..16"},
+		{"moved no target", movedHead, "moved: target 0: truncated target address family"},
+		{"moved one missing", hdrMoved + "02" + movedHead[len(hdrMoved)+2:] + "04" + "64400101", "moved: target 1: truncated group address family"},
 		{"moved mapped target", movedHead + "06" + "00000000000000000000ffff64400101",
-			"moved: target address ::ffff:100.64.1.1: IPv4-mapped IPv6 (send it as family 4)"},
+			"moved: target 0: target address ::ffff:100.64.1.1: IPv4-mapped IPv6 (send it as family 4)"},
 		{"moved trailing", movedHead + "04" + "64400101" + "00", "moved: 1 trailing bytes"},
 		{"no-target trailing", hdrNoTarget + grp4 + "00", "no-target: 1 trailing bytes"},
 		{"policy trailing", hdrPolicy + grp4 + policy + "00", "policy: 1 trailing bytes"},
@@ -558,9 +564,11 @@ func TestAppendMsgErrors(t *testing.T) {
 		{"reply JAP too many targets", jap("100.64.0.1", math.MaxUint32+1, 1), "target count 4294967296 out of range"},
 		{"reply JAP negative weight", jap("100.64.0.1", 1, -1), "weight -1 out of range"},
 		{"reply select 255", &ResolveReply{Group: g4, Policy: router.Policy{Select: 255}}, "unknown select(255)"},
-		{"moved zero target", &Moved{Group: g4}, "moved for 100.65.0.1:80/tcp: target: invalid address"},
-		{"moved mapped target", &Moved{Group: g4, Target: netip.MustParseAddr("::ffff:100.64.1.1")}, "target: address ::ffff:100.64.1.1 is IPv4-mapped IPv6"},
-		{"moved long name", &Moved{Group: g4, Name: long, Target: g4.Addr}, "name: 256 bytes"},
+		{"moved none", &Moved{}, "moved: 0 targets: want 1..16"},
+		{"moved too many", &Moved{Targets: manyMoved(MaxMoved + 1)}, "moved: 17 targets: want 1..16"},
+		{"moved zero target", &Moved{Targets: []MovedTarget{{Group: g4}}}, "moved: target 0: target: invalid address"},
+		{"moved mapped target", &Moved{Targets: []MovedTarget{{Group: g4, Target: netip.MustParseAddr("::ffff:100.64.1.1")}}}, "target: address ::ffff:100.64.1.1 is IPv4-mapped IPv6"},
+		{"moved long name", &Moved{Targets: []MovedTarget{{Group: g4, Name: long, Target: g4.Addr}}}, "name: 256 bytes"},
 		{"policy replicate -1", &GroupPolicy{Group: g4, Policy: router.Policy{Replicate: -1}}, "replicate -1"},
 		{"probe long from", &Probe{From: long}, "pias message: cannot encode probe: from: 256 bytes long, at most 255 fit"},
 		{"probe-ack from not utf-8", &ProbeAck{From: "\xc3"}, "cannot encode probe-ack: from: not UTF-8"},
