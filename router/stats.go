@@ -19,7 +19,7 @@ const (
 	DropResolveTimeout             // the group was not resolved in time
 	DropNotFromProxy               // an encapsulated packet from something that is not a proxy
 	DropICMPUnsupported            // ICMP other than echo, or echo where nobody answers it
-	DropNoPort                     // no free client port for the NAT
+	DropNoPort                     // no free client port for the NAT within 64 tries
 	NumDropReasons                 // the number of drop reasons, for arrays indexed by them
 )
 
