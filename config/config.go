@@ -42,6 +42,13 @@ const (
 	DefaultWeight      = 1
 	DefaultInterface   = InterfaceNetstack
 
+	// max_flows: each of a proxy's two flow tables (ingress flows, and its
+	// NAT as a join proxy) holds at most this many flows; one client may
+	// hold at most a quarter of a table.
+	DefaultMaxFlows = router.DefaultMaxFlows
+	MinMaxFlows     = 1024
+	MaxMaxFlows     = 1 << 22
+
 	MaxNameLen = 15 // names become parts of interface names
 
 	// MaxInterfaceNameLen is the longest interface name (Linux's IFNAMSIZ
@@ -105,6 +112,7 @@ type Proxy struct {
 	TargetTimeout time.Duration // a target silent this long is dropped
 	CacheTTL      time.Duration // how long IAPs may cache a RAP's answer
 	Inaccuracy    int           // percent a JAP's count may drift before it re-reports; 0: report every change
+	MaxFlows      int           // the cap of each flow table (router.Config.MaxFlows)
 	Edges         []EdgePeer    // targets and clients this proxy accepts
 	// MeshKey, read from MeshKeyFile, is the secret shared by the proxies
 	// of one overlay: a proxy that proves it may join with only one live

@@ -222,6 +222,10 @@ func TestBadFiles(t *testing.T) {
 		{"probe_misses out of range", RoleProxy, ins(proxyBase, 5, `probe_misses = 0`), 6, "probe_misses", "out of range 1..100"},
 		{"target_timeout too short", RoleProxy, ins(proxyBase, 5, `target_timeout = "10ms"`), 6, "target_timeout", "want 1s to 1h0m0s"},
 		{"inaccuracy out of range", RoleProxy, ins(proxyBase, 5, `inaccuracy = 101`), 6, "inaccuracy", "out of range 0..100"},
+		{"max_flows too small", RoleProxy, ins(proxyBase, 5, `max_flows = 100`), 6, "max_flows", "out of range 1024..4194304"},
+		{"max_flows too large", RoleProxy, ins(proxyBase, 5, `max_flows = 100000000`), 6, "max_flows", "out of range 1024..4194304"},
+		{"max_flows not a number", RoleProxy, ins(proxyBase, 5, `max_flows = "many"`), 6, "max_flows", "want an integer, got a string"},
+		{"max_flows in target", RoleTarget, ins(targetBase, 3, `max_flows = 5000`), 4, "max_flows", "unknown key"},
 		{"timer key in target", RoleTarget, ins(targetBase, 3, `cache_ttl = "5s"`), 4, "cache_ttl", "unknown key"},
 		{"control_port out of range", RoleClient, ins(clientBase, 3, `control_port = 0`), 4, "control_port", "out of range"},
 		{"bad interface", RoleTarget, ins(targetBase, 3, `interface = "wintun"`), 4, "interface", `"wintun"`},
@@ -309,13 +313,13 @@ func TestMissingFile(t *testing.T) {
 
 func TestProxyTimers(t *testing.T) {
 	tk := setup(t)
-	p, err := LoadProxy(tk.write(t, "p1.toml", ins(proxyBase, 5, "probe_interval = \"250ms\"\nprobe_misses = 5\ntarget_timeout = \"4s\"\ncache_ttl = \"2s\"\ninaccuracy = 0")))
+	p, err := LoadProxy(tk.write(t, "p1.toml", ins(proxyBase, 5, "probe_interval = \"250ms\"\nprobe_misses = 5\ntarget_timeout = \"4s\"\ncache_ttl = \"2s\"\ninaccuracy = 0\nmax_flows = 200000")))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if p.ProbeInterval != 250*time.Millisecond || p.ProbeMisses != 5 || p.TargetTimeout != 4*time.Second ||
-		p.CacheTTL != 2*time.Second || p.Inaccuracy != 0 {
-		t.Errorf("timers: %v %d %v %v %d", p.ProbeInterval, p.ProbeMisses, p.TargetTimeout, p.CacheTTL, p.Inaccuracy)
+		p.CacheTTL != 2*time.Second || p.Inaccuracy != 0 || p.MaxFlows != 200000 {
+		t.Errorf("timers: %v %d %v %v %d %d", p.ProbeInterval, p.ProbeMisses, p.TargetTimeout, p.CacheTTL, p.Inaccuracy, p.MaxFlows)
 	}
 }
 
@@ -332,7 +336,8 @@ func TestGoodFiles(t *testing.T) {
 		p.Addr4() != netip.MustParseAddr("100.64.0.1") || p.Addr6() != netip.MustParseAddr("fd64::1") ||
 		p.PrivateKey.PublicKey() != p.PublicKey || p.PublicKey != tk.pubs["p1"] || p.Path == "" ||
 		p.PrivateKeyFile != filepath.Join(tk.dir, "p1.key") || p.InterfaceName != "pias-p1" ||
-		p.ProbeInterval != 0 || p.TargetTimeout != 0 || p.CacheTTL != 0 || p.Inaccuracy != DefaultInaccuracy {
+		p.ProbeInterval != 0 || p.TargetTimeout != 0 || p.CacheTTL != 0 || p.Inaccuracy != DefaultInaccuracy ||
+		p.MaxFlows != DefaultMaxFlows {
 		t.Errorf("proxy: %+v", p)
 	}
 	if len(p.Proxies) != 1 || p.Proxies[0].Name != "p2" || p.Proxies[0].PublicKey != tk.pubs["p2"] ||

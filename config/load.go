@@ -65,6 +65,10 @@ func (r FileReader) LoadProxy(path string) (*Proxy, error) {
 	if n, ok := t.integer("inaccuracy", false, 0, 100); ok {
 		p.Inaccuracy = int(n)
 	}
+	p.MaxFlows = DefaultMaxFlows
+	if n, ok := t.integer("max_flows", false, MinMaxFlows, MaxMaxFlows); ok {
+		p.MaxFlows = int(n)
+	}
 	if s, ok := t.str("mesh_key_file", false); ok {
 		if k, file, ok := d.keyFile("mesh_key_file", s, "mesh key (32 bytes in base64, as pias genkey writes)"); ok {
 			p.MeshKey, p.MeshKeyFile = &k, file

@@ -103,6 +103,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		Anycast:     cfg.AnycastPrefix,
 		ControlPort: cfg.ControlPort,
 		MTU:         cfg.MTU,
+		MaxFlows:    cfg.MaxFlows,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)

@@ -76,6 +76,7 @@ func TestConcurrentUse(t *testing.T) {
 		if n["iap"] != st.IAPFlows || n["jap"] != st.JAPFlows {
 			t.Errorf("counters %d/%d, tables %d/%d", st.IAPFlows, st.JAPFlows, n["iap"], n["jap"])
 		}
+		checkTables(t, r)
 	}
 }
 

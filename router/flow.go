@@ -63,9 +63,15 @@ type flow struct {
 	// part alone (IPv4 header) and all of it (TCP/UDP checksum). The reply
 	// rewrite is their negation.
 	dAddr, dL4 uint16
-	// JAP flows: the live-flow counter of the target (target.flows),
-	// decremented when the flow leaves the table.
-	tflows *atomic.Int64
+	// The flow's index (see flowList), fixed when the flow is made: a JAP
+	// flow's target's flows, an IAP flow's group's flows joined here, or
+	// nil. Its links are guarded by the list's lock.
+	ix           *flowList
+	iprev, inext *flow
+	// The flow's source in its forward shard and its place in the source's
+	// list (see sources), guarded by the shard's lock.
+	src          *source
+	sprev, snext *flow
 }
 
 // touch records a packet at now. Writes are skipped within a millisecond so
@@ -142,11 +148,13 @@ func stateName(f *flow) string {
 }
 
 // shard is one mutex's worth of a table; lookups take no lock (see
-// flowMap). Padding keeps two shards' hot words off one cache line.
+// flowMap). Padding keeps two shards' hot words off one cache line (the
+// shard is 128 bytes).
 type shard struct {
-	mu sync.Mutex
-	m  flowMap
-	_  [24]byte
+	mu  sync.Mutex
+	m   flowMap
+	src sources // forward shards only
+	_   [56]byte
 }
 
 // table is a flow table, sharded by key hash so that peers on different
@@ -158,6 +166,7 @@ type table struct {
 	rev      []shard // nil for the IAP table
 	mask     uint64
 	shardCap int // the hard cap, split evenly: no shard may exceed it
+	srcCap   int // the most flows one source may hold in a shard
 	n        atomic.Int64
 }
 
@@ -171,6 +180,7 @@ func newTable(maxFlows int, withRev bool) *table {
 		ns *= 2
 	}
 	t := &table{shards: make([]shard, ns), mask: uint64(ns - 1), shardCap: maxFlows / ns}
+	t.srcCap = max(t.shardCap/sourceShare, 1)
 	for i := range t.shards {
 		t.shards[i].m.init(false)
 	}
@@ -199,6 +209,17 @@ func (t *table) getRev(k *flowKey) *flow {
 	return t.rev[h&t.mask].m.get(k, h)
 }
 
+// revTaken reports whether a flow has the reply key k, without locking.
+func (t *table) revTaken(k *flowKey) bool { return t.getRev(k) != nil }
+
+// unclaimRev undoes claimRev.
+func (t *table) unclaimRev(f *flow) {
+	rs := &t.rev[f.rh&t.mask]
+	rs.mu.Lock()
+	rs.m.delete(f)
+	rs.mu.Unlock()
+}
+
 // claimRev indexes f under its reply key unless that key is taken. f must
 // be complete: once claimed, replies find it.
 func (t *table) claimRev(f *flow) bool {
@@ -213,55 +234,83 @@ func (t *table) claimRev(f *flow) bool {
 	return true
 }
 
-// insertLocked adds f to its locked forward shard s, evicting first if s is
-// full. It returns how many flows it evicted.
-func (t *table) insertLocked(s *shard, f *flow, to *timeouts) uint64 {
-	n := t.makeRoomLocked(s, to)
-	s.m.put(f)
-	t.n.Add(1)
-	return n
-}
-
-// removeLocked deletes f from its locked forward shard s and from the
-// reply index.
-func (t *table) removeLocked(s *shard, f *flow) {
-	if !s.m.delete(f) {
-		return
+// insertLocked adds f to its locked forward shard s, and to its index,
+// making room first if its source or the shard is full (see sources). It
+// returns how many flows it evicted, and false, having done nothing, when
+// f's index is closed: what f serves is gone.
+func (t *table) insertLocked(s *shard, f *flow, to *timeouts) (uint64, bool) {
+	if f.ix != nil && !f.ix.add(f) {
+		return 0, false
 	}
-	t.n.Add(-1)
-	if f.tflows != nil {
-		f.tflows.Add(-1)
-	}
-	if t.rev != nil {
-		rs := &t.rev[f.rh&t.mask]
-		rs.mu.Lock()
-		rs.m.delete(f)
-		rs.mu.Unlock()
-	}
-}
-
-// evictSample is how many flows an insert into a full shard looks at
-// (as Redis's approximate LRU does; each costs a cache miss).
-const evictSample = 5
-
-// makeRoomLocked evicts from the locked shard s while it is full: of a few
-// flows from a random place, the one whose idle timeout runs out first. It
-// returns how many flows it evicted.
-func (t *table) makeRoomLocked(s *shard, to *timeouts) uint64 {
 	var n uint64
-	var buf [evictSample]*flow
-	for s.m.n >= t.shardCap && s.m.n > 0 {
-		var victim *flow
-		var deadline int64
-		for _, f := range s.m.sample(buf[:0]) {
-			if d := f.last.Load() + to.of(f); victim == nil || d < deadline {
-				victim, deadline = f, d
-			}
-		}
-		t.removeLocked(s, victim)
+	if src := s.src.get(&f.key.src); src != nil && src.n >= t.srcCap {
+		var buf [evictSample]*flow
+		t.removeLocked(s, stalest(src.oldest(buf[:0]), to))
 		n++
 	}
-	return n
+	for s.m.n >= t.shardCap && s.m.n > 0 {
+		t.removeLocked(s, t.victimLocked(s, to))
+		n++
+	}
+	s.m.put(f)
+	s.src.add(f)
+	t.n.Add(1)
+	return n, true
+}
+
+// removeLocked deletes f from its locked forward shard s, its index and
+// the reply index. It returns false when f was not in the table.
+func (t *table) removeLocked(s *shard, f *flow) bool {
+	if !s.m.delete(f) {
+		return false
+	}
+	t.n.Add(-1)
+	s.src.remove(f)
+	if f.ix != nil {
+		f.ix.remove(f)
+	}
+	if t.rev != nil {
+		t.unclaimRev(f)
+	}
+	return true
+}
+
+// evictSample is how many flows an eviction looks at (as Redis's
+// approximate LRU does; each costs a cache miss).
+const evictSample = 5
+
+// victimLocked picks the flow that the full, locked shard s evicts: one of
+// its heaviest source's, the first of a few of them whose idle timeout
+// runs out. When other sources have as many flows, a few flows from a
+// random place compete too, and the flow of a source that has the most
+// whose timeout runs out first goes.
+func (t *table) victimLocked(s *shard, to *timeouts) *flow {
+	heavy, tied := s.src.heaviest()
+	var buf [2 * evictSample]*flow
+	cand := heavy.oldest(buf[:0:evictSample])
+	if tied {
+		cand = s.m.sample(buf[: len(cand) : len(cand)+evictSample])
+	}
+	n := 0
+	for _, f := range cand {
+		if f.src.n >= heavy.n {
+			cand[n] = f
+			n++
+		}
+	}
+	return stalest(cand[:n], to)
+}
+
+// stalest returns the flow of fs whose idle timeout runs out first.
+func stalest(fs []*flow, to *timeouts) *flow {
+	var victim *flow
+	var deadline int64
+	for _, f := range fs {
+		if d := f.last.Load() + to.of(f); victim == nil || d < deadline {
+			victim, deadline = f, d
+		}
+	}
+	return victim
 }
 
 // deleteWhere removes the flows for which drop is true and returns how many.

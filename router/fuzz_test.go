@@ -135,5 +135,16 @@ func FuzzRoute(f *testing.F) {
 		if len(data)%7 == 0 {
 			r.Expire(now)
 		}
+		// Targets move and leave, dropping their flows through the
+		// indexes; the per-source counts and the indexes stay exact.
+		switch len(data) % 11 {
+		case 3:
+			r.addTarget(gUDP, netip.AddrPortFrom(tgt.Addr(), tgt.Port()+uint16(now/int64(time.Second))%2))
+		case 5:
+			r.RemoveTarget(gTCP, tgt.Addr())
+		case 6:
+			r.addTarget(gTCP, tgt)
+		}
+		checkTables(t, r)
 	})
 }

@@ -8,22 +8,29 @@ import "encoding/binary"
 // Checksums are updated incrementally (RFC 1624) with deltas computed once
 // per flow.
 
-// Remapped client ports are searched in [natPortMin, 65535].
+// Remapped client ports are searched in [natPortMin, 65535], at natProbes
+// places at most: a new flow whose reply key and probes are all taken is
+// dropped (DropNoPort). When a fraction u of the client's ports to the
+// target is taken, that happens with probability u^natProbes: 0.1% at
+// 90% used, 4% at 95%. A client holds at most a quarter of the table (see sources), so
+// with the default MaxFlows it cannot fill the port space of one target.
 const (
 	natPortMin   = 1024
 	natPortRange = 65536 - natPortMin
+	natProbes    = 64
 )
 
 // natFlow returns the JAP flow of the client packet p (key k, hash h),
 // creating it with target tgt when there is none. The caller has chosen
-// tgt; it is used only when the flow is new. ok is false when every client
-// port of the reply tuple is taken.
-func (r *Router) natFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, ok bool) {
+// tgt; it is used only when the flow is new. When there is no flow, why
+// says why: DropNoPort, no client port of the reply tuple was found free;
+// DropNoTarget, tgt has just left (or moved to another port).
+func (r *Router) natFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, why DropReason) {
 	s := r.jap.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f := s.m.get(k, h); f != nil { // created meanwhile by another peer's goroutine
-		return f, true
+		return f, DropNone
 	}
 	return r.newNATFlowLocked(s, k, h, tgt, iap, now)
 }
@@ -31,14 +38,14 @@ func (r *Router) natFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int6
 // replicaFlow is natFlow for one of a replicated datagram's targets: it
 // returns the JAP flow of key k to tgt, creating it beside the key's flows
 // to other targets.
-func (r *Router) replicaFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, ok bool) {
+func (r *Router) replicaFlow(k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, why DropReason) {
 	s := r.jap.shard(h)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var buf [MaxReplicate]*flow
 	for _, f := range s.m.getAll(k, h, buf[:0]) {
 		if f.to(tgt) {
-			return f, true
+			return f, DropNone
 		}
 	}
 	return r.newNATFlowLocked(s, k, h, tgt, iap, now)
@@ -49,32 +56,41 @@ func (f *flow) to(tgt *target) bool { return f.rkey.src == tgt.addr && f.rkey.sp
 
 // newNATFlowLocked creates the JAP flow of key k to tgt in the locked
 // shard s.
-func (r *Router) newNATFlowLocked(s *shard, k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, ok bool) {
+func (r *Router) newNATFlowLocked(s *shard, k *flowKey, h uint64, tgt *target, iap uint32, now int64) (f *flow, why DropReason) {
 	t := r.jap
-	f = &flow{key: *k, h: h, tflows: tgt.flows}
+	f = &flow{key: *k, h: h, ix: tgt.flows}
 	f.peer.Store(iap)
 	f.last.Store(now)
 	f.rkey = flowKey{src: tgt.addr, dst: k.src, sport: tgt.port, dport: k.sport, proto: k.proto, fam: k.fam}
 	f.setDeltas()
-	if !t.claimRev(f) {
-		// Search deterministically from a hash of the flow, wrapping
-		// within the unprivileged range, for a port no flow uses.
-		start := int(h>>32) % natPortRange
-		ok := false
-		for i := 0; i < natPortRange && !ok; i++ {
-			f.rkey.dport = uint16(natPortMin + (start+i)%natPortRange)
-			f.setDeltas()
-			ok = t.claimRev(f)
+	if !t.claimRev(f) && !r.remapLocked(f, h) {
+		return nil, DropNoPort
+	}
+	n, ok := t.insertLocked(s, f, &r.to)
+	if !ok {
+		t.unclaimRev(f)
+		return nil, DropNoTarget
+	}
+	r.st.evicted.Add(n)
+	return f, DropNone
+}
+
+// remapLocked looks for a client port of f's reply key that no flow uses,
+// at natProbes places picked by a hash of the flow (the same on every
+// proxy), and claims it. The probes look without locking; only a port that
+// looks free is claimed under its reply shard's lock.
+func (r *Router) remapLocked(f *flow, h uint64) bool {
+	for i := uint64(1); i <= natProbes; i++ {
+		f.rkey.dport = uint16(natPortMin + mix64(h+i*0x9e3779b97f4a7c15)%natPortRange)
+		if r.jap.revTaken(&f.rkey) {
+			continue
 		}
-		if !ok {
-			return nil, false
+		f.setDeltas()
+		if r.jap.claimRev(f) {
+			return true
 		}
 	}
-	if f.tflows != nil {
-		f.tflows.Add(1)
-	}
-	r.st.evicted.Add(t.insertLocked(s, f, &r.to))
-	return f, true
+	return false
 }
 
 // setDeltas computes the checksum deltas of the forward rewrite

@@ -303,7 +303,7 @@ func (r *Router) pickTarget(l *localSet, sel Select, sender *[16]byte) *target {
 			if t.addr == *sender {
 				continue
 			}
-			f := t.flows.Load() + 1
+			f := t.flows.n.Load() + 1
 			if best == nil || f*int64(best.weight) < bestFlows*int64(t.weight) {
 				best, bestFlows = t, f
 			}

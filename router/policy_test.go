@@ -215,7 +215,7 @@ func checkFlowCounts(t *testing.T, r *Router) {
 	defer r.gmu.RUnlock()
 	for g, ts := range r.targets {
 		for _, tg := range ts.list {
-			if got := tg.flows.Load(); got != want[tg.ap] {
+			if got := tg.flows.n.Load(); got != want[tg.ap] {
 				t.Errorf("%v target %v: counter %d, flows %d", g, tg.ap, got, want[tg.ap])
 			}
 		}
@@ -698,12 +698,13 @@ func TestConcurrentPolicies(t *testing.T) {
 	if jap.Stats().Forwarded == 0 {
 		t.Errorf("the JAP forwarded no packets")
 	}
+	checkTables(t, jap)
 	jap.Expire(sec(1e6))
 	jap.gmu.RLock()
 	defer jap.gmu.RUnlock()
 	for g, ts := range jap.targets {
 		for _, tg := range ts.list {
-			if n := tg.flows.Load(); n != 0 {
+			if n := tg.flows.n.Load(); n != 0 {
 				t.Errorf("%v target %v: %d flows counted after all expired", g, tg.ap, n)
 			}
 		}

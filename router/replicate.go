@@ -207,7 +207,7 @@ func (r *Router) replicaFlows(loc *localSet, k *flowKey, h uint64, iap uint32, q
 			if covered {
 				continue
 			}
-			if f, ok := r.replicaFlow(k, h, t, iap, now); ok {
+			if f, why := r.replicaFlow(k, h, t, iap, now); why == DropNone {
 				out = append(out, f)
 			}
 		}

@@ -19,9 +19,9 @@ func floodGroup(i int) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{100, 65, byte(i >> 8), byte(i)}), uint16(1000+i%50000))
 }
 
-// A victim's groups, outside the flood's.
+// A resolveVictim's groups, outside the flood's.
 var (
-	victim    = netip.MustParseAddrPort("100.64.1.99:30000")
+	resolveVictim    = netip.MustParseAddrPort("100.64.1.99:30000")
 	newAP     = netip.MustParseAddrPort("100.65.250.1:9999")
 	newGroup  = Group{Addr: newAP.Addr(), Port: newAP.Port(), Proto: ProtoUDP}
 	fullSized = strings.Repeat("x", DefaultMTU-28) // a UDP payload that fills the MTU
@@ -78,26 +78,26 @@ func checkQueues(t testing.TB, r *Router) {
 	}
 }
 
-// victimRoutes checks that the victim's packets still go: to a group the
+// victimRoutes checks that the resolveVictim's packets still go: to a group the
 // cache knows at once, and to a new one once it is resolved, both
 // encapsulated to p2 byte for byte.
 func victimRoutes(t *testing.T, r *Router, now int64) {
 	t.Helper()
-	known := udp(victim, netip.AddrPortFrom(anyIP, 53), "known group")
+	known := udp(resolveVictim, netip.AddrPortFrom(anyIP, 53), "known group")
 	if d := decode(t, mustForward(t, r, known, now)); d.dst.Addr() != p2 || !bytes.Equal(d.inner, known) {
-		t.Errorf("the victim's packet to a known group went to %v as % x", d.dst, d.inner)
+		t.Errorf("the resolveVictim's packet to a known group went to %v as % x", d.dst, d.inner)
 	}
-	fresh := udp(victim, newAP, "new group")
+	fresh := udp(resolveVictim, newAP, "new group")
 	res, _ := route(r, fresh, now)
 	if res.Action != Queued || !res.Resolve || res.Group != newGroup {
-		t.Fatalf("the victim's packet to a new group: %+v, want queued and resolved", res)
+		t.Fatalf("the resolveVictim's packet to a new group: %+v, want queued and resolved", res)
 	}
 	out := r.resolved(newGroup, []JAP{{Addr: p2, Targets: 1}}, time.Hour, now)
 	if len(out) != 1 {
 		t.Fatalf("%d packets released, want 1", len(out))
 	}
 	if d := decode(t, out[0]); d.dst.Addr() != p2 || !bytes.Equal(d.inner, fresh) {
-		t.Errorf("the victim's packet to a new group went to %v as % x", d.dst, d.inner)
+		t.Errorf("the resolveVictim's packet to a new group went to %v as % x", d.dst, d.inner)
 	}
 }
 
@@ -205,7 +205,7 @@ func TestResolveFloodManySources(t *testing.T) {
 	}
 	checkQueues(t, r)
 	// At the total cap a new group is not resolved, whoever asks.
-	mustDrop(t, r, udp(victim, newAP, "x"), sec(1), DropResolveLimit)
+	mustDrop(t, r, udp(resolveVictim, newAP, "x"), sec(1), DropResolveLimit)
 	r.Expire(sec(4))
 	victimRoutes(t, r, sec(4))
 }
@@ -234,7 +234,7 @@ func TestResolveQueuedBytes(t *testing.T) {
 	checkQueues(t, r)
 	// At the cap nothing more is queued, and known groups still route;
 	// the answers free the bytes.
-	mustDrop(t, r, udp(victim, newAP, "x"), sec(1), DropQueueBytes)
+	mustDrop(t, r, udp(resolveVictim, newAP, "x"), sec(1), DropQueueBytes)
 	for i := range 3 {
 		g := Group{Addr: floodGroup(i).Addr(), Port: floodGroup(i).Port(), Proto: ProtoUDP}
 		if out := r.resolved(g, []JAP{{Addr: p2, Targets: 1}}, time.Hour, sec(1)); len(out) == 0 {

@@ -104,8 +104,10 @@ type Config struct {
 	// MTU is the MTU of the WireGuard tunnels (default DefaultMTU, at least
 	// 576); TCP MSS is clamped so that an encapsulated segment still fits.
 	MTU int
-	// MaxFlows caps each flow table (default DefaultMaxFlows); the stalest
-	// flows are evicted first.
+	// MaxFlows caps each flow table (default DefaultMaxFlows). One source
+	// address (a client) holds at most a quarter of a table and beyond it
+	// evicts its own stalest flows; a full table evicts from the source
+	// with the most flows.
 	MaxFlows int
 	// QueueLimit caps the packets held per group while it is resolved
 	// (default DefaultQueueLimit).
@@ -439,9 +441,20 @@ func (r *Router) newIngress(res *Result, buf []byte, p *parsed, k *flowKey, h ui
 		return f
 	}
 	f := &flow{key: *k, h: h}
+	if jap == r.self4 {
+		f.ix = loc.iapFlows
+	}
 	f.peer.Store(jap)
 	f.last.Store(now)
-	r.st.evicted.Add(t.insertLocked(s, f, &r.to))
+	n, ok := t.insertLocked(s, f, &r.to)
+	if !ok {
+		// This proxy's targets of g changed meanwhile and the group's IAP
+		// flows were dropped: the flow goes on, unindexed; its JAP step
+		// picks a target anew.
+		f.ix = nil
+		n, _ = t.insertLocked(s, f, &r.to)
+	}
+	r.st.evicted.Add(n)
 	return f
 }
 
@@ -456,9 +469,13 @@ func (r *Router) join(res *Result, buf []byte, p *parsed, k *flowKey, h uint64, 
 		if tgt == nil { // none, or only the sender itself
 			return r.noTarget(res, g, iap)
 		}
-		var ok bool
-		if f, ok = r.natFlow(k, h, tgt, iap, now); !ok {
-			return r.drop(res, DropNoPort)
+		var why DropReason
+		switch f, why = r.natFlow(k, h, tgt, iap, now); why {
+		case DropNone:
+		case DropNoTarget:
+			return r.noTarget(res, g, iap)
+		default:
+			return r.drop(res, why)
 		}
 	} else if f.peer.Load() != iap {
 		f.peer.Store(iap) // the client moved to another IAP: follow it

@@ -687,21 +687,66 @@ func TestEvictionAtCap(t *testing.T) {
 	r := newRouter(t, selfP1(), func(c *Config) { c.MaxFlows = 4 })
 	r.resolved(gUDP, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
 	ap := netip.AddrPortFrom(anyIP, 53)
-	for i := range 10 {
-		mustForward(t, r, udp(netip.AddrPortFrom(client.Addr(), uint16(1000+i)), ap, "x"), sec(float64(i)))
+	for i := range 10 { // ten clients, a flow each
+		mustForward(t, r, udp(clientN(true, i, 1000), ap, "x"), sec(float64(i)))
 	}
 	st := r.Stats()
 	if st.IAPFlows != 4 || st.Evicted != 6 {
 		t.Fatalf("%d flows, %d evicted; want 4 and 6", st.IAPFlows, st.Evicted)
 	}
 	// With 4 flows the sample sees them all: the newest four survive.
-	var ports []int
+	var clients []netip.Addr
 	for _, f := range r.Flows() {
-		ports = append(ports, int(f.Client.Port()))
+		clients = append(clients, f.Client.Addr())
 	}
-	slices.Sort(ports)
-	if !slices.Equal(ports, []int{1006, 1007, 1008, 1009}) {
-		t.Errorf("survivors %v", ports)
+	slices.SortFunc(clients, netip.Addr.Compare)
+	want := []netip.Addr{clientN(true, 6, 0).Addr(), clientN(true, 7, 0).Addr(), clientN(true, 8, 0).Addr(), clientN(true, 9, 0).Addr()}
+	if !slices.Equal(clients, want) {
+		t.Errorf("survivors %v", clients)
+	}
+}
+
+// TestEvictionHeaviestSourceFirst: a full table evicts from the source
+// with the most flows, however fresh they are; a source at its share (a
+// quarter of the table) evicts its own stalest flow.
+func TestEvictionHeaviestSourceFirst(t *testing.T) {
+	r := newRouter(t, selfP1(), func(c *Config) { c.MaxFlows = 8 }) // 2 per source
+	r.resolved(gUDP, []JAP{{Addr: p2, Targets: 1}}, time.Hour, 0)
+	ap := netip.AddrPortFrom(anyIP, 53)
+	for i := range 6 { // six light sources, the oldest flows
+		mustForward(t, r, udp(clientN(true, i, 1000), ap, "x"), sec(float64(i)))
+	}
+	heavy := clientN(true, 100, 0).Addr()
+	for i := range 5 { // the heavy one holds 2: its two newest
+		mustForward(t, r, udp(netip.AddrPortFrom(heavy, uint16(2000+i)), ap, "x"), sec(float64(10+i)))
+	}
+	count := func() map[netip.Addr][]uint16 {
+		m := map[netip.Addr][]uint16{}
+		for _, f := range r.Flows() {
+			m[f.Client.Addr()] = append(m[f.Client.Addr()], f.Client.Port())
+		}
+		for _, ps := range m {
+			slices.Sort(ps)
+		}
+		return m
+	}
+	if m := count(); len(m) != 7 || !slices.Equal(m[heavy], []uint16{2003, 2004}) {
+		t.Fatalf("flows %v", m)
+	}
+	// The table is full. A new light source takes its room from the heavy
+	// source, though the light sources' flows are older.
+	mustForward(t, r, udp(clientN(true, 6, 1000), ap, "x"), sec(20))
+	m := count()
+	if len(m) != 8 || len(m[heavy]) != 1 {
+		t.Fatalf("flows %v", m)
+	}
+	for i := range 7 {
+		if c := clientN(true, i, 1000); !slices.Equal(m[c.Addr()], []uint16{1000}) {
+			t.Errorf("client %v lost its flow: %v", c, m)
+		}
+	}
+	if st := r.Stats(); st.IAPFlows != 8 || st.Evicted != 4 {
+		t.Errorf("stats %+v", st)
 	}
 }
 
@@ -712,9 +757,12 @@ func TestEvictionJAPFreesReplyIndex(t *testing.T) {
 	for i := range 5 {
 		mustForward(t, r, encap(p1, p2, udp(netip.AddrPortFrom(client.Addr(), uint16(1000+i)), ap, "x")), sec(float64(i)))
 	}
+	// One source may hold a quarter of a table, and at least one flow: each
+	// flow evicted the one before.
 	mustDrop(t, r, udp(tgt, netip.AddrPortFrom(client.Addr(), 1000), "x"), sec(5), DropNoFlow)
+	mustDrop(t, r, udp(tgt, netip.AddrPortFrom(client.Addr(), 1003), "x"), sec(5), DropNoFlow)
 	mustForward(t, r, udp(tgt, netip.AddrPortFrom(client.Addr(), 1004), "x"), sec(5))
-	if st := r.Stats(); st.JAPFlows != 2 || st.Evicted != 3 {
+	if st := r.Stats(); st.JAPFlows != 1 || st.Evicted != 4 {
 		t.Errorf("stats %+v", st)
 	}
 }
@@ -887,7 +935,7 @@ func TestDropReasonNames(t *testing.T) {
 		seen[s] = true
 	}
 	for _, want := range []string{"malformed", "fragment", "unsupported", "not-for-us", "no-flow", "no-group",
-		"no-target", "queue-full", "resolve-timeout", "not-from-proxy", "icmp-unsupported"} {
+		"no-target", "queue-full", "resolve-timeout", "not-from-proxy", "icmp-unsupported", "no-port", "resolve-limit", "queue-bytes"} {
 		if !seen[want] {
 			t.Errorf("no reason %q", want)
 		}

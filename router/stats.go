@@ -19,7 +19,7 @@ const (
 	DropResolveTimeout             // the group was not resolved in time
 	DropNotFromProxy               // an encapsulated packet from something that is not a proxy
 	DropICMPUnsupported            // ICMP other than echo, or echo where nobody answers it
-	DropNoPort                     // no free client port for the NAT
+	DropNoPort                     // no free client port for the NAT within 64 tries
 	DropResolveLimit               // a new group past the caps of groups being resolved (per client, or in all)
 	DropQueueBytes                 // the resolve queues hold Config.MaxQueuedBytes
 	NumDropReasons                 // the number of drop reasons, for arrays indexed by them

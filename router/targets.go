@@ -14,10 +14,10 @@ type target struct {
 	weight uint32 // in [1, MaxWeight]
 	key    uint64 // addrHash(addr), for rendezvous hashing
 	ap     netip.AddrPort
-	// flows counts the target's live JAP flows (SelectLoad). Each flow
-	// holds the counter and takes itself off it when removed; the list's
-	// copies share it.
-	flows *atomic.Int64
+	// flows are the target's live JAP flows (flows.n for SelectLoad).
+	// Each flow is in the list while it is in the table; the target list's
+	// copies share it, until the target's port changes.
+	flows *flowList
 }
 
 // MaxWeight is the largest weight of one target: the limit the router
@@ -30,6 +30,9 @@ const MaxWeight = 1000
 type targetSet struct {
 	list []target
 	rr   atomic.Uint32 // round-robin position
+	// iapFlows are the group's IAP flows that this proxy serves as its own
+	// JAP; replaced (under Router.gmu) when they are dropped.
+	iapFlows *flowList
 }
 
 // AddTargetWeight records a local target of g: its overlay address, the
@@ -50,27 +53,34 @@ func (r *Router) AddTargetWeight(g Group, t netip.AddrPort, weight int) bool {
 	r.gmu.Lock()
 	ts := r.targets[g]
 	if ts == nil {
-		ts = &targetSet{}
+		ts = &targetSet{iapFlows: new(flowList)}
 		r.targets[g] = ts
 	}
 	i := slices.IndexFunc(ts.list, func(x target) bool { return x.addr == nt.addr })
 	if i < 0 {
-		nt.flows = new(atomic.Int64)
+		nt.flows = new(flowList)
 		ts.list = append(slices.Clip(ts.list), nt)
 		r.byAddr[g.Addr]++
 		r.gmu.Unlock()
 		return true
 	}
 	old := ts.list[i]
-	if old.port != nt.port || old.weight != nt.weight {
-		nt.flows = old.flows
-		l := slices.Clone(ts.list)
-		l[i] = nt
-		ts.list = l
+	if old.port == nt.port && old.weight == nt.weight {
+		r.gmu.Unlock()
+		return false
 	}
+	nt.flows = old.flows
+	var iapFlows *flowList
+	if old.port != nt.port {
+		nt.flows = new(flowList)
+		iapFlows = ts.takeIAPFlows()
+	}
+	l := slices.Clone(ts.list)
+	l[i] = nt
+	ts.list = l
 	r.gmu.Unlock()
 	if old.port != nt.port {
-		r.dropTargetFlows(g, old.addr)
+		r.dropTargetFlows(old.flows, iapFlows)
 	}
 	return false
 }
@@ -90,7 +100,9 @@ func (r *Router) RemoveTarget(g Group, addr netip.Addr) bool {
 		r.gmu.Unlock()
 		return false
 	}
+	old := ts.list[i]
 	ts.list = slices.Delete(slices.Clone(ts.list), i, i+1)
+	iapFlows := ts.takeIAPFlows()
 	if len(ts.list) == 0 {
 		delete(r.targets, g)
 	}
@@ -98,20 +110,25 @@ func (r *Router) RemoveTarget(g Group, addr netip.Addr) bool {
 		delete(r.byAddr, g.Addr)
 	}
 	r.gmu.Unlock()
-	r.dropTargetFlows(g, a)
+	r.dropTargetFlows(old.flows, iapFlows)
 	return true
 }
 
-// dropTargetFlows removes the JAP flows of g to the target at addr, and the
-// IAP flows of g that this proxy serves itself, so that their next packet
-// picks a target again.
-func (r *Router) dropTargetFlows(g Group, addr [16]byte) {
-	ga, fam := key16(g.Addr), famOf(g.Addr)
-	inGroup := func(k *flowKey) bool {
-		return k.dst == ga && k.dport == g.Port && k.proto == g.Proto && k.fam == fam
-	}
-	r.jap.deleteWhere(func(f *flow) bool { return inGroup(&f.key) && f.rkey.src == addr })
-	r.iap.deleteWhere(func(f *flow) bool { return inGroup(&f.key) && f.peer.Load() == r.self4 })
+// takeIAPFlows replaces the set's IAP flows with an empty list and returns
+// the old one. r.gmu held.
+func (ts *targetSet) takeIAPFlows() *flowList {
+	l := ts.iapFlows
+	ts.iapFlows = new(flowList)
+	return l
+}
+
+// dropTargetFlows removes a target's JAP flows, and the IAP flows of its
+// group that this proxy serves itself, so that their next packet picks a
+// target (and a JAP) again. Both come from their indexes: the cost is the
+// flows dropped, not the tables' size.
+func (r *Router) dropTargetFlows(jap, iap *flowList) {
+	r.jap.dropList(jap)
+	r.iap.dropList(iap)
 }
 
 // Targets lists the local targets of g.
@@ -163,7 +180,7 @@ func (r *Router) Loads(g Group) []TargetLoad {
 	}
 	out := make([]TargetLoad, len(ts.list))
 	for i, t := range ts.list {
-		out[i] = TargetLoad{Target: t.ap, Weight: int(t.weight), Flows: int(t.flows.Load())}
+		out[i] = TargetLoad{Target: t.ap, Weight: int(t.weight), Flows: int(t.flows.n.Load())}
 	}
 	return out
 }
@@ -177,6 +194,8 @@ type localSet struct {
 	weight uint32 // their summed weight
 	ok     bool   // n > 0
 	pol    Policy // the group's policy (SetPolicy)
+	// iapFlows indexes the IAP flows for which this proxy is the JAP.
+	iapFlows *flowList
 }
 
 // localTargets returns g's local targets, as sender sees them.
@@ -184,7 +203,7 @@ func (r *Router) localTargets(g Group, sender *[16]byte) localSet {
 	var l localSet
 	r.gmu.RLock()
 	if l.ts = r.targets[g]; l.ts != nil {
-		l.list = l.ts.list
+		l.list, l.iapFlows = l.ts.list, l.ts.iapFlows
 	}
 	if len(r.policies) > 0 {
 		l.pol = r.policies[g]
