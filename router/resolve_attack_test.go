@@ -21,10 +21,10 @@ func floodGroup(i int) netip.AddrPort {
 
 // A resolveVictim's groups, outside the flood's.
 var (
-	resolveVictim    = netip.MustParseAddrPort("100.64.1.99:30000")
-	newAP     = netip.MustParseAddrPort("100.65.250.1:9999")
-	newGroup  = Group{Addr: newAP.Addr(), Port: newAP.Port(), Proto: ProtoUDP}
-	fullSized = strings.Repeat("x", DefaultMTU-28) // a UDP payload that fills the MTU
+	resolveVictim = netip.MustParseAddrPort("100.64.1.99:30000")
+	newAP         = netip.MustParseAddrPort("100.65.250.1:9999")
+	newGroup      = Group{Addr: newAP.Addr(), Port: newAP.Port(), Proto: ProtoUDP}
+	fullSized     = strings.Repeat("x", DefaultMTU-28) // a UDP payload that fills the MTU
 )
 
 // flood sends n full-sized datagrams from src to fresh groups from first
