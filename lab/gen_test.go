@@ -303,7 +303,7 @@ func checkWGQuick(t *testing.T, l *Lab, n Node, home *Node) {
 			t.Fatal(err)
 		}
 		out, err := exec.Command(wq, "strip", f).CombinedOutput()
-		if err != nil || !strings.Contains(string(out), "PublicKey = "+home.PublicKey.String()) || strings.Contains(string(out), "Address") {
+		if err != nil || !strings.Contains(string(out), "PublicKey = "+home.PublicKey.String()) || strings.Contains(string(out), "\nAddress =") {
 			t.Errorf("wg-quick strip %s: %v\n%s", f, err, out)
 		}
 	}

@@ -42,7 +42,7 @@ up() {
     esac
   done
   [ "$(id -u)" = 0 ] || die "the lab needs root (network namespaces)"
-  need ip go curl ping iperf3 wg
+  need ip go curl ping iperf3 wg wg-quick
   mkdir -p "$state_root"
   local prefix="pl$(head -c2 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   run="$state_root/$prefix"
@@ -55,7 +55,8 @@ up() {
     go build -o "$run/bin/wireguard-go" golang.zx2c4.com/wireguard)
 
   # 3 proxies in 2 clusters, 3 targets (one per group), 3 clients: cl1 and
-  # cl2 run pias, cl3 is a plain WireGuard client (wireguard-go + wg).
+  # cl3 run pias, cl2 is a plain WireGuard client (wireguard-go + wg), the
+  # README's cl2.
   "$run/bin/pias" lab gen --out "$run/lab" --proxies 3 --clusters 2 --targets 3 --clients 3 --groups 3 \
     --underlay 198.18.0.0/24 --interface "$driver" --ifprefix "$prefix" >/dev/null
 
@@ -104,11 +105,11 @@ up() {
     fi
     start "$name" "$run/bin/pias" target -c "$run/lab/$name.toml"
   done
-  for name in cl1 cl2; do
+  for name in cl1 cl3; do
     start "$name" "$run/bin/pias" client -c "$run/lab/$name.toml"
   done
-  plain_client cl3
-  for name in $(labjson names target) cl1 cl2; do
+  plain_client cl2
+  for name in $(labjson names target) cl1 cl3; do
     wait_log "$name" "up:"
   done
   log "lab up"
@@ -135,26 +136,62 @@ wait_log() {
 }
 
 # plain_client NAME: the official userspace WireGuard with the wg-quick file
-# that lab gen wrote, and no pias code at all.
+# that lab gen wrote, and no pias code at all, set up by the README's block
+# of commands (section "Plain WireGuard clients") word for word: run from
+# the lab directory, with this run's wireguard-go first on PATH and the
+# README's interface name wg0 replaced by the run's (names carry the run's
+# prefix). lab/gen_test.go checks that block against lab gen's files.
 plain_client() {
-  local name=$1 prefix ns ifname conf
+  local name=$1 prefix ns ifname block
   prefix=$(cat "$run/prefix")
   ns="$prefix-$name"
   ifname="$prefix$name"
-  conf="$run/lab/$name.wg.conf"
   echo "$ifname" >>"$run/plain"
-  ip netns exec "$ns" env WG_PROCESS_FOREGROUND=1 "$run/bin/wireguard-go" "$ifname" >"$run/logs/$name.log" 2>&1 &
-  echo "$!" >"$run/pids/$name"
-  for _ in $(seq 50); do [ -S "/var/run/wireguard/$ifname.sock" ] && break; sleep 0.1; done
-  # wg-quick's own fields (Address, MTU) are applied by hand, the rest by wg.
-  ip netns exec "$ns" wg setconf "$ifname" <(grep -v -E '^(Address|MTU|DNS) *=' "$conf")
-  for a in $(awk -F' *= *' '/^Address/ {gsub(/,/, " ", $2); print $2}' "$conf"); do
-    ip -n "$ns" addr add "$a" dev "$ifname"
-  done
-  ip -n "$ns" link set "$ifname" mtu 1420 up
-  for p in $(awk -F' *= *' '/^AllowedIPs/ {gsub(/,/, " ", $2); print $2}' "$conf"); do
-    ip -n "$ns" route add "$p" dev "$ifname"
-  done
+  block=$("$run/bin/labserver" readme-block "$repo/README.md" plain-wireguard-go) || die "README: no plain client block"
+  block=$(sed "s/\bwg0\b/$ifname/g" <<<"$block")
+  log "plain client $name: the README's commands"$'\n'"$block"
+  (cd "$run/lab" && ip netns exec "$ns" env PATH="$run/bin:$PATH" LOG_LEVEL=error bash -euo pipefail -c "$block") \
+    >"$run/logs/$name.log" 2>&1 || { cat "$run/logs/$name.log" >&2; die "$name: the README's plain client commands failed"; }
+  # wireguard-go forked into the background: the namespace's one process.
+  ip netns pids "$ns" | head -1 >"$run/pids/$name"
+  [ -s "$run/pids/$name" ] || die "$name: wireguard-go is not running"
+}
+
+# wg_quick_client NAME: NAME's plain client again, now by `wg-quick up` of
+# the same file with the userspace implementation, checked with curl and
+# UDP, then `wg-quick down`. The file is copied under the run's prefix, as
+# wg-quick names the interface after the file.
+wg_quick_client() {
+  local name=$1 prefix conf pid failed=0 out http_group udp_group
+  prefix=$(cat "$run/prefix")
+  pid=$(cat "$run/pids/$name")
+  in_ns "$name" ip link delete "$prefix$name"
+  for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && { log "FAILED: $name: wireguard-go did not stop with its interface"; return 1; }
+  mkdir -p "$run/wg-quick"
+  conf="$run/wg-quick/$prefix$name.conf"
+  cp -p "$run/lab/$name.wg.conf" "$conf"
+  in_ns "$name" env WG_QUICK_USERSPACE_IMPLEMENTATION="$run/bin/wireguard-go" wg-quick up "$conf" \
+    >"$run/logs/$name-wg-quick.log" 2>&1 || { cat "$run/logs/$name-wg-quick.log" >&2; log "FAILED: wg-quick up"; return 1; }
+  ip netns pids "$prefix-$name" | head -1 >"$run/pids/$name"
+  http_group=$(labjson group 0); udp_group=$(labjson group 1)
+  out=$(in_ns "$name" curl -sS --max-time 10 --retry 3 --retry-all-errors "http://${http_group%/tcp}/hello") || out="no answer"
+  case $out in
+    t1:*) log "ok: $name by wg-quick: curl ${http_group%/tcp} → $out" ;;
+    *) log "FAILED: $name by wg-quick: curl ${http_group%/tcp} → $out"; failed=1 ;;
+  esac
+  out=$(in_ns "$name" "$run/bin/labserver" ask-udp "${udp_group%/udp}" "hello from $name") || out="no answer"
+  if [ "$out" = "t2: hello from $name" ]; then
+    log "ok: $name by wg-quick: UDP ${udp_group%/udp} → $out"
+  else
+    log "FAILED: $name by wg-quick: UDP ${udp_group%/udp} → $out"; failed=1
+  fi
+  if in_ns "$name" wg-quick down "$conf" >>"$run/logs/$name-wg-quick.log" 2>&1; then
+    rm -f "$run/pids/$name"
+  else
+    log "FAILED: wg-quick down"; failed=1
+  fi
+  return $failed
 }
 
 down() {
@@ -227,7 +264,7 @@ check() {
       bad "$c UDP to $udp_addr got no answer"
     fi
   done
-  for c in cl1 cl3; do
+  for c in cl1 cl2; do
     if in_ns "$c" ping -c 3 -i 0.2 -W 2 "${http_addr%:*}" >/dev/null; then
       ok "$c ping ${http_addr%:*}"
     else
@@ -300,6 +337,7 @@ case $cmd in
     trap 'rc=$?; [ -n "${run:-}" ] && down "$run"; exit $rc' EXIT
     up "$@" >/dev/null
     check || die "some checks failed (PIAS_LAB_LOGS=DIR keeps the logs)"
+    wg_quick_client cl2 || die "the plain client by wg-quick failed"
     if direct=$(direct_baseline); then
       log "ok: direct wireguard-go tunnel cl1 → t3: $direct Mbit/s"
       anycast=$(cat "$run/iperf-anycast")

@@ -6,6 +6,7 @@
 //	labserver ask-udp ADDR:PORT MESSAGE
 //	labserver labjson LAB.JSON nodes | names ROLE | service NAME | group I | endpoint NAME
 //	labserver hammer URL DURATION INTERVAL     requests until DURATION, then a summary
+//	labserver readme-block README.md NAME      the README's code block marked NAME (lab.ReadmeBlock)
 package main
 
 import (
@@ -38,6 +39,22 @@ func main() {
 		if err := labJSON(os.Stdout, os.Args[2:]); err != nil {
 			fmt.Fprintln(os.Stderr, "labserver labjson:", err)
 			os.Exit(2)
+		}
+	case "readme-block":
+		if len(os.Args) != 4 {
+			fmt.Fprintln(os.Stderr, "usage: labserver readme-block README.md NAME")
+			os.Exit(2)
+		}
+		readme, err := os.ReadFile(os.Args[2])
+		if err == nil {
+			var block string
+			if block, err = lab.ReadmeBlock(string(readme), os.Args[3]); err == nil {
+				_, err = io.WriteString(os.Stdout, block)
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "labserver readme-block %s: %v\n", os.Args[2], err)
+			os.Exit(1)
 		}
 	case "hammer":
 		if len(os.Args) != 5 {
