@@ -199,3 +199,19 @@ func b2i(b bool) int {
 	}
 	return 0
 }
+
+// admitsEdgeOf reports whether the member called name admits the edge at
+// addr (one of this proxy's edges), as far as this proxy has heard.
+func (p *Proxy) admitsEdgeOf(name string, addr netip.Addr) bool {
+	if name == p.cfg.Self.Name {
+		return true
+	}
+	e := p.cfg.Edges[addr]
+	if e == nil {
+		return false
+	}
+	p.mem.mu.Lock()
+	defer p.mem.mu.Unlock()
+	s := p.mem.admits[name]
+	return s != nil && s.keys[e.PublicKey]
+}

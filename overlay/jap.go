@@ -72,8 +72,9 @@ type jap struct {
 	noTargetSent map[noTargetKey]int64
 	// again: when to register every local group again (0: no need).
 	again int64
-	// limits: the join and leave budget of each edge address (joinLimit).
-	limits map[netip.Addr]*bucket
+	// limits: the join and leave budget of each edge (joinLimit), shared
+	// by its addresses (an edge with an IPv4 and an IPv6 address has one).
+	limits map[*EdgePolicy]*bucket
 	// moved: the TypeMoved notices waiting for the next Tick, by target
 	// and group (the latest join's), and to which edge they belong.
 	moved map[movedKey]movedNotice
@@ -84,7 +85,7 @@ func (j *jap) init() {
 	j.imposed = map[router.Group]imposedPolicy{}
 	j.reported = map[router.Group]*report{}
 	j.noTargetSent = map[noTargetKey]int64{}
-	j.limits = map[netip.Addr]*bucket{}
+	j.limits = map[*EdgePolicy]*bucket{}
 	j.moved = map[movedKey]movedNotice{}
 }
 
@@ -238,8 +239,11 @@ func (p *Proxy) leaveNow(addr netip.Addr, g router.Group) bool {
 		return false // already on its way out
 	}
 	now := p.clock.Now()
-	ok, wait := j.take(addr, now, p.cfg.JoinRate, p.joinBurst(e))
+	ok, wait := j.take(e, now, p.cfg.JoinRate, p.joinBurst(e))
 	if !ok {
+		// Owe the token: the leave, when it happens, is a change like any
+		// other, so a join/leave loop gets no more than its budget.
+		j.limits[e].tokens--
 		t.leaveAt = now + int64(wait)
 	}
 	return ok
@@ -346,7 +350,7 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 	}
 	changes := !known || t.port != m.Port || t.weight != m.Weight || (len(ts) > 0 && pol != m.Policy)
 	if changes {
-		if ok, wait := j.take(addr, now, p.cfg.JoinRate, p.joinBurst(e)); !ok {
+		if ok, wait := j.take(e, now, p.cfg.JoinRate, p.joinBurst(e)); !ok {
 			j.mu.Unlock()
 			return fmt.Sprintf("edge %q joins and leaves too fast: at most %g a second after a burst of %d; retry in %v",
 				e.Name, p.cfg.JoinRate, p.joinBurst(e), wait.Round(time.Millisecond)+time.Millisecond)
@@ -561,14 +565,14 @@ type bucket struct {
 	at     int64
 }
 
-// take spends one token of addr's budget at now, or says how long until
-// one is there. (The caller holds mu.) Budgets are per edge address: the
-// edges are the configured ones, so the map is bounded.
-func (j *jap) take(addr netip.Addr, now int64, rate float64, burst int) (bool, time.Duration) {
-	b := j.limits[addr]
+// take spends one token of e's budget at now, or says how long until one
+// is there. (The caller holds mu.) Budgets are per edge: the edges are the
+// configured ones, so the map is bounded.
+func (j *jap) take(e *EdgePolicy, now int64, rate float64, burst int) (bool, time.Duration) {
+	b := j.limits[e]
 	if b == nil {
 		b = &bucket{tokens: float64(burst), at: now}
-		j.limits[addr] = b
+		j.limits[e] = b
 	}
 	b.tokens = min(float64(burst), b.tokens+float64(now-b.at)*rate/1e9)
 	b.at = now

@@ -163,10 +163,9 @@ func TestMovedCoalesced(t *testing.T) {
 	for i := range 4 {
 		members = append(members, testMember(i+1, "c1"))
 	}
-	pol := &EdgePolicy{Name: "t", PublicKey: [32]byte{1}, Groups: []router.Group{testGroup}}
 	all := map[netip.Addr]*EdgePolicy{}
 	for i := range targets {
-		all[edgeAddr(i)] = pol
+		all[edgeAddr(i)] = &EdgePolicy{Name: fmt.Sprintf("t%d", i), PublicKey: [32]byte{1, byte(i)}, Groups: []router.Group{testGroup}}
 	}
 	for _, m := range members {
 		edges := all

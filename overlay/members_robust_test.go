@@ -143,7 +143,9 @@ func TestReplicateOneIsNoReplication(t *testing.T) {
 	pn := newProxyNet(t, 1, 2, nil)
 	p := pn.p("p1")
 	g := router.Group{Addr: testGroup.Addr, Port: 53, Proto: router.ProtoUDP}
-	p.cfg.Edges[edgeAddr(0)].Groups = append(p.cfg.Edges[edgeAddr(0)].Groups, g)
+	for i := range 2 {
+		p.cfg.Edges[edgeAddr(i)].Groups = append(p.cfg.Edges[edgeAddr(i)].Groups, g)
+	}
 	if st := policyJoin(t, pn, p, 0, g, router.Policy{}, 0); st != StatusOK {
 		t.Fatalf("first join: %v", st)
 	}

@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -54,11 +55,12 @@ func newProxyNet(t *testing.T, n, edges int, mod func(*ProxyConfig)) *harness {
 	for i := range n {
 		members = append(members, testMember(i+1, "c1"))
 	}
-	// Full rights: these tests are about membership, not rights.
-	pol := &EdgePolicy{Name: "t", Groups: []router.Group{testGroup}, SetsPolicy: true, MaxWeight: MaxWeight}
+	// Full rights: these tests are about membership, not rights. One
+	// policy per edge, as a proxy's file gives (budgets are per edge).
 	policies := map[netip.Addr]*EdgePolicy{}
 	for i := range edges {
-		policies[edgeAddr(i)] = pol
+		policies[edgeAddr(i)] = &EdgePolicy{Name: fmt.Sprintf("t%d", i), PublicKey: [32]byte{0xed, byte(i), byte(i >> 8)},
+			Groups: []router.Group{testGroup}, SetsPolicy: true, MaxWeight: MaxWeight}
 	}
 	for _, m := range members {
 		h.start(m, members, func(c *ProxyConfig) {

@@ -529,7 +529,14 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 	case *Moved:
 		// Another proxy is now these targets' JAP: drop each here if it
 		// was ours, whether or not it could tell us itself.
+		// Only a proxy that admits the target's edge can have become its
+		// JAP: another one's word would let it evict any target.
+		from := p.mem.table().byAddr[src.Addr()].Name
 		for _, t := range m.Targets {
+			if !p.admitsEdgeOf(from, t.Target) {
+				p.stats.refused[TypeMoved].Add(1)
+				continue
+			}
 			if p.jap.joinedBefore(t.Target, t.Group, t.Epoch) {
 				p.leave(t.Target, t.Group, EventMoved)
 			}

@@ -39,11 +39,32 @@ type rap struct {
 	// relayed: resolves this proxy passes on for proxies cut off from
 	// RAPs, by the seq of its own ask.
 	relayed map[uint32]resolveRelay
+	// perJAP counts each JAP's entries (maxGroupsPerJAP).
+	perJAP map[netip.Addr]int
 }
 
 func (r *rap) init() {
 	r.entries = map[router.Group]map[netip.Addr]*rapEntry{}
 	r.relayed = map[uint32]resolveRelay{}
+	r.perJAP = map[netip.Addr]int{}
+}
+
+// maxGroupsPerJAP bounds the groups one JAP may have entries for at this
+// RAP: a proxy that registers made-up groups fills no more.
+const maxGroupsPerJAP = 16384
+
+// drop removes jap's entry for g, and g when it has no JAP left.
+func (r *rap) drop(g router.Group, jap netip.Addr) {
+	japs := r.entries[g]
+	if _, ok := japs[jap]; ok {
+		delete(japs, jap)
+		if r.perJAP[jap]--; r.perJAP[jap] <= 0 {
+			delete(r.perJAP, jap)
+		}
+	}
+	if len(japs) == 0 {
+		delete(r.entries, g)
+	}
 }
 
 // membersChanged drops the entries of groups this proxy is no RAP of any
@@ -53,14 +74,13 @@ func (r *rap) membersChanged(self string, names []string, k int, gone []Member) 
 	defer r.mu.Unlock()
 	for g, japs := range r.entries {
 		if !slices.Contains(RAPs(g, names, k), self) {
-			delete(r.entries, g)
+			for addr := range japs {
+				r.drop(g, addr)
+			}
 			continue
 		}
 		for _, m := range gone {
-			delete(japs, m.Addr)
-		}
-		if len(japs) == 0 {
-			delete(r.entries, g)
+			r.drop(g, m.Addr)
 		}
 	}
 }
@@ -72,11 +92,8 @@ func (r *rap) expire(now int64) {
 	for g, japs := range r.entries {
 		for addr, e := range japs {
 			if e.expires <= now {
-				delete(japs, addr)
+				r.drop(g, addr)
 			}
-		}
-		if len(japs) == 0 {
-			delete(r.entries, g)
 		}
 	}
 	for seq, rl := range r.relayed {
@@ -118,6 +135,13 @@ func (p *Proxy) handleRegister(jap netip.Addr, m *Register) {
 		return
 	}
 	p.stats.registers.Add(1)
+	if most := 3 * p.cfg.RegisterTTL; m.TTL > most {
+		// Soft state is refreshed every RegisterTTL/3: a longer life is
+		// only a way to fill this table for weeks.
+		capped := *m
+		capped.TTL = most
+		m = &capped
+	}
 	arbiter := len(raps) > 0 && raps[0] == p.cfg.Self.Name
 	for _, c := range p.rap.register(jap, m, arbiter, p.clock.Now()) {
 		p.emit(Event{Kind: EventRefuse, Group: m.Group, Name: c.name, Reason: fmt.Sprintf(
@@ -157,11 +181,11 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 	defer r.mu.Unlock()
 	japs := r.entries[m.Group]
 	if m.Targets == 0 {
-		delete(japs, jap)
-		if len(japs) == 0 {
-			delete(r.entries, m.Group)
-		}
+		r.drop(m.Group, jap)
 		return nil
+	}
+	if _, known := japs[jap]; !known && r.perJAP[jap] >= maxGroupsPerJAP {
+		return nil // see maxGroupsPerJAP
 	}
 	since := now
 	if e := japs[jap]; e != nil {
@@ -178,7 +202,7 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 			case m.Stated && !e.stated:
 				out = append(out, policyNotice{to: addr, name: e.name, from: m.JAP, was: e.policy, policy: m.Policy})
 			case m.Stated && e.stated && e.since <= since:
-				delete(japs, jap)
+				r.drop(m.Group, jap)
 				return []policyNotice{{to: jap, name: m.JAP, from: e.name, was: m.Policy, policy: e.policy}}
 			case !m.Stated && (e.stated || e.since <= since) && (len(out) == 0 || e.stated):
 				// One notice, a stated policy's if there is one.
@@ -189,6 +213,9 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 	if japs == nil {
 		japs = map[netip.Addr]*rapEntry{}
 		r.entries[m.Group] = japs
+	}
+	if _, known := japs[jap]; !known {
+		r.perJAP[jap]++
 	}
 	japs[jap] = &rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, stated: m.Stated, since: since, expires: now + int64(m.TTL)}
 	return out

@@ -45,6 +45,11 @@ const (
 	underlayHeader = len(UnderlayMagic) + 1 + 1 + 8
 	underlayMAC    = sha256.Size
 	underlaySkew   = 2 * time.Minute
+	// underlayAhead is how far in the future a message may be dated: a
+	// little clock skew, no more. Further would let a key holder fill the
+	// replay cache with hellos whose eviction raises its floor past every
+	// genuine hello for minutes.
+	underlayAhead = 5 * time.Second
 
 	// maxHelloPrefix is the longest part of a hello body before its record.
 	maxHelloPrefix = 8 + 1 + MaxString
@@ -93,7 +98,7 @@ func openUnderlay(key []byte, pkt []byte, now time.Time) (underlayMsg, error) {
 	if h[0] != underlayVersion {
 		return underlayMsg{}, fmt.Errorf("underlay message: version %d, want %d", h[0], underlayVersion)
 	}
-	if d := now.Sub(time.UnixMilli(u.at)); d > underlaySkew || d < -underlaySkew {
+	if d := now.Sub(time.UnixMilli(u.at)); d > underlaySkew || d < -underlayAhead {
 		return underlayMsg{}, fmt.Errorf("underlay message: sent %v away from now", d.Round(time.Second))
 	}
 	if u.kind != kindHello && u.kind != kindWelcome {

@@ -50,6 +50,11 @@ const (
 // tagOf makes a hash a tag: bit 1 set, so it is neither empty nor deleted.
 func tagOf(h uint64) uint64 { return h | 2 }
 
+// home is where a flow of hash h starts its probe: the hash's high half.
+// Its low bits choose the shard (table.shard), so every flow of a shard
+// shares them; starting there would crowd them onto a few slots.
+func home(h uint64) uint64 { return h >> 32 }
+
 func newSlots(n int) *slots { return &slots{s: make([]slot, n), mask: uint64(n - 1)} }
 
 func (m *flowMap) init(rev bool) {
@@ -76,7 +81,7 @@ func (m *flowMap) hashOf(f *flow) uint64 {
 func (m *flowMap) get(k *flowKey, h uint64) *flow {
 	a := m.arr.Load()
 	tag := tagOf(h)
-	for i := h; ; i++ {
+	for i := home(h); ; i++ {
 		s := &a.s[i&a.mask]
 		switch t := s.tag.Load(); t {
 		case tagEmpty:
@@ -95,7 +100,7 @@ func (m *flowMap) get(k *flowKey, h uint64) *flow {
 func (m *flowMap) getAll(k *flowKey, h uint64, out []*flow) []*flow {
 	a := m.arr.Load()
 	tag := tagOf(h)
-	for i := h; len(out) < cap(out); i++ {
+	for i := home(h); len(out) < cap(out); i++ {
 		s := &a.s[i&a.mask]
 		switch t := s.tag.Load(); t {
 		case tagEmpty:
@@ -117,7 +122,7 @@ func (m *flowMap) put(f *flow) {
 		a = m.rebuild(m.n + 1)
 	}
 	h := m.hashOf(f)
-	for i := h; ; i++ {
+	for i := home(h); ; i++ {
 		s := &a.s[i&a.mask]
 		if t := s.tag.Load(); t == tagEmpty || t == tagDeleted {
 			if t == tagEmpty {
@@ -134,7 +139,7 @@ func (m *flowMap) put(f *flow) {
 // delete removes f (the very flow, not just its key). Lock held.
 func (m *flowMap) delete(f *flow) bool {
 	a := m.arr.Load()
-	for i := m.hashOf(f); ; i++ {
+	for i := home(m.hashOf(f)); ; i++ {
 		s := &a.s[i&a.mask]
 		if s.tag.Load() == tagEmpty {
 			return false
@@ -168,7 +173,7 @@ func (m *flowMap) rebuild(want int) *slots {
 			continue
 		}
 		h := m.hashOf(f)
-		for j := h; ; j++ {
+		for j := home(h); ; j++ {
 			if s := &a.s[j&a.mask]; s.tag.Load() == tagEmpty {
 				s.f.Store(f)
 				s.tag.Store(tagOf(h))

@@ -45,13 +45,21 @@ func eventLogger(w io.Writer) func(overlay.Event) {
 
 // eventLog writes events to a log; now is its clock.
 type eventLog struct {
-	l     *log.Logger
-	limit *lineLimiter
+	l        *log.Logger
+	limit    *lineLimiter
+	resolves *lineLimiter
 }
+
+// A proxy's resolves: at most resolveBurst lines of each kind (resolve,
+// resolved) per refusalWindow. A client may send to as many unknown groups
+// as the router lets it resolve (64 a second), each a resolve and its
+// answer; that is no refusal, but would fill the log all the same.
+const resolveBurst = 50
 
 func newEventLog(w io.Writer, now func() time.Time) *eventLog {
 	return &eventLog{l: log.New(w, "", log.LstdFlags|log.Lmicroseconds),
-		limit: newLineLimiter(now, refusalWindow, refusalBurst, refusalSources)}
+		limit:    newLineLimiter(now, refusalWindow, refusalBurst, refusalSources),
+		resolves: newLineLimiter(now, refusalWindow, resolveBurst, 16)}
 }
 
 // event writes e, unless it is a refusal over its source's limit.
@@ -59,12 +67,15 @@ func (el *eventLog) event(e overlay.Event) {
 	if e.Group.IsEcho() {
 		return
 	}
-	ok, due := true, el.limit.due()
-	if isRefusal(e.Kind) {
-		var more []string
+	ok, due := true, append(el.limit.due(), el.resolves.due()...)
+	var more []string
+	switch {
+	case isRefusal(e.Kind):
 		ok, more = el.limit.allow(refusalKey(e))
-		due = append(due, more...)
+	case e.Kind == overlay.EventResolve || e.Kind == overlay.EventResolved:
+		ok, more = el.resolves.allow(string(e.Kind), "at "+logStr(e.Proxy))
 	}
+	due = append(due, more...)
 	for _, s := range due {
 		el.l.Print(s)
 	}
@@ -75,7 +86,7 @@ func (el *eventLog) event(e overlay.Event) {
 
 // flush writes the summaries of the windows that have ended.
 func (el *eventLog) flush() {
-	for _, s := range el.limit.due() {
+	for _, s := range append(el.limit.due(), el.resolves.due()...) {
 		el.l.Print(s)
 	}
 }
