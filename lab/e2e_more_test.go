@@ -20,13 +20,14 @@ import (
 // 100.65.0.1:53/udp; cl1 is attached to p2, cl2 to p3.
 var defaultShape = Options{Proxies: 3, Clusters: 2, Targets: 4, Clients: 2, Groups: 2}
 
-// A TCP connection stays on one target for its life, while other
-// connections of the same group are spread over its targets.
+// A TCP connection stays on one target for its life, and under proximity
+// a client's other connections reach that target too, as with native
+// anycast.
 func TestTCPFlowSticksToOneTarget(t *testing.T) {
 	t.Parallel()
 	// Two proxies: t1 and t3 serve group 0 (TCP), both joined through p1,
-	// which picks a target round-robin for every new flow. cl1 (p2) reaches
-	// them through p1 as JAP, cl2 is attached to p1 itself.
+	// which gives each client one of them by a hash of its address. cl1
+	// (p2) reaches them through p1 as JAP, cl2 is attached to p1 itself.
 	h := startLab(t, Options{Proxies: 2, Clusters: 1, Targets: 4, Clients: 2, Groups: 2})
 	ctx := testCtx(t)
 	g := GroupN(0)
@@ -43,7 +44,7 @@ func TestTCPFlowSticksToOneTarget(t *testing.T) {
 	longFrom := localAddrPort(t, long.Conn().LocalAddr())
 
 	var first string
-	others := map[string]int{} // target → short connections it answered
+	others := map[string]map[string]int{} // client → target → short connections it answered
 	clients := h.Names(config.RoleClient)
 	for i := 0; i < 50; i++ {
 		line := fmt.Sprintf("line %d", i)
@@ -65,12 +66,20 @@ func TestTCPFlowSticksToOneTarget(t *testing.T) {
 			if err != nil {
 				t.Fatalf("short connection %d from %s: %v", i, c, err)
 			}
-			others[answeredBy(t, ans, msg, targets)]++
+			if others[c] == nil {
+				others[c] = map[string]int{}
+			}
+			others[c][answeredBy(t, ans, msg, targets)]++
 		}
 	}
 	t.Logf("long connection %s: all 50 lines answered by %s; 20 short connections: %v", longFrom, first, others)
-	if len(others) < 2 {
-		t.Errorf("20 short connections all reached %v; want the group's %d targets spread", sortedKeys(others), len(targets))
+	for c, by := range others {
+		if len(by) != 1 {
+			t.Errorf("%s's short connections reached %v; want one target", c, by)
+		}
+	}
+	if by := others["cl1"]; by[first] == 0 {
+		t.Errorf("cl1's short connections reached %v, its long one %s; want the same", by, first)
 	}
 	// The JAP's NAT flow of the long connection goes to the target that answered.
 	jap := h.Home(first)

@@ -21,7 +21,9 @@ type Select uint8
 const (
 	// SelectProximity: the nearest JAP that is live (the caller lists them
 	// nearest first; this proxy's own targets are nearer still), then the
-	// JAP's targets round-robin.
+	// JAP's target by weighted rendezvous hash of the client's address: as
+	// with native anycast, a client keeps its target while the JAP and its
+	// targets stay, and a target that leaves moves only its own clients.
 	SelectProximity Select = iota
 	// SelectLoad: a JAP with probability proportional to its weight, then
 	// the target with the fewest live flows per unit of weight.
@@ -286,6 +288,14 @@ func (r *Router) rankCandidates(pol Policy, e *cacheEntry, self *japInfo, client
 // (the client) by sel; nil when only the sender is there.
 func (r *Router) pickTarget(l *localSet, sel Select, sender *[16]byte) *target {
 	list := l.list
+	if l.n <= 1 { // every policy agrees: no hash, no logarithm
+		for k := range list {
+			if list[k].addr != *sender {
+				return &list[k]
+			}
+		}
+		return nil
+	}
 	switch sel {
 	case SelectLoad:
 		// The fewest live flows per unit of weight, counting the new one:
@@ -324,20 +334,29 @@ func (r *Router) pickTarget(l *localSet, sel Select, sender *[16]byte) *target {
 			i--
 		}
 		return nil
-	case SelectAffinity:
-		key := addrHash(sender)
-		var best *target
-		bestScore := 0.0
-		for k := range list {
-			t := &list[k]
-			if t.addr == *sender {
-				continue
-			}
-			if s := rank(mixScore(key, t.key), t.weight); best == nil || s > bestScore {
-				best, bestScore = t, s
-			}
-		}
-		return best
 	}
-	return l.ts.pick(list, sender)
+	// Proximity and affinity.
+	return clientTarget(list, sender)
+}
+
+// clientTarget chooses the target of list, not the sender, that ranks
+// highest by weighted rendezvous hash of the sender's address: each with
+// probability weight/Σweight over clients, the same one for a client while
+// list stays the same, and a target that leaves moves only the clients it
+// had. nil when only the sender is there. replicaFlows ranks alike, so a
+// client's first copy goes where its unreplicated flow would.
+func clientTarget(list []target, sender *[16]byte) *target {
+	key := addrHash(sender)
+	var best *target
+	bestScore := 0.0
+	for k := range list {
+		t := &list[k]
+		if t.addr == *sender {
+			continue
+		}
+		if s := rank(mixScore(key, t.key), t.weight); best == nil || s > bestScore {
+			best, bestScore = t, s
+		}
+	}
+	return best
 }

@@ -735,3 +735,143 @@ func TestTargetWeightBounds(t *testing.T) {
 		})
 	}
 }
+
+// TestProximityStableTarget: under proximity, a JAP with several targets
+// gives each client one of them by weighted rendezvous hash of its address,
+// as native anycast gives a client one site: whether the client's packets
+// come encapsulated from another IAP or straight to this one. Client
+// addresses are fixed, so the counts are too.
+func TestProximityStableTarget(t *testing.T) {
+	ap := netip.AddrPortFrom(anyIP, 53)
+	weights := []int{1, 2, 3, 4} // tgtN(gUDP, k+1) has weights[k]
+	for _, iap := range []bool{false, true} {
+		t.Run(fmt.Sprint("iap=", iap), func(t *testing.T) {
+			jap := policyRouter(t, p2, 1) // the default policy: proximity
+			for k, w := range weights {
+				jap.AddTargetWeight(gUDP, tgtN(gUDP, k+1), w)
+			}
+			// to routes a new flow from c and returns its target.
+			to := func(c netip.AddrPort) netip.AddrPort {
+				t.Helper()
+				b := udp(c, ap, "q")
+				if !iap {
+					b = encap(p1, p2, b)
+				}
+				return decode(t, mustForward(t, jap, b, 0)).dst
+			}
+
+			// One client's 100 new flows reach one target.
+			for c := range 10 {
+				first := to(clientN(true, c, 1000))
+				for port := uint16(1001); port < 1100; port++ {
+					if got := to(clientN(true, c, port)); got != first {
+						t.Fatalf("client %d: port 1000 reached %v, port %d %v", c, first, port, got)
+					}
+				}
+			}
+
+			// 1,000 clients split by weight, 1:2:3:4.
+			before := map[int]netip.AddrPort{}
+			count := map[netip.AddrPort]int{}
+			for c := range 1000 {
+				before[c] = to(clientN(true, c, 2000))
+				count[before[c]]++
+			}
+			for k, w := range weights {
+				if got, want := count[tgtN(gUDP, k+1)], 100*w; got < want*3/4 || got > want*5/4 {
+					t.Errorf("weights %v split 1000 clients %v: target %d has %d, want about %d", weights, count, k+1, got, want)
+				}
+			}
+			t.Logf("weights %v: 1000 clients split %v", weights, count)
+
+			// A target leaves: its clients, and only they, move, to the others.
+			gone := tgtN(gUDP, 3)
+			jap.RemoveTarget(gUDP, gone.Addr())
+			moved := 0
+			for c := range 1000 {
+				got := to(clientN(true, c, 3000))
+				switch {
+				case before[c] != gone && got != before[c]:
+					t.Fatalf("client %d moved from %v to %v; only %v left", c, before[c], got, gone)
+				case got == gone:
+					t.Fatalf("client %d reached the removed %v", c, gone)
+				case before[c] == gone:
+					moved++
+				}
+			}
+			if moved != count[gone] {
+				t.Errorf("%d clients moved, %v had %d", moved, gone, count[gone])
+			}
+			// It comes back: each of its clients returns to it.
+			jap.AddTargetWeight(gUDP, gone, weights[2])
+			for c := range 1000 {
+				if got := to(clientN(true, c, 4000)); got != before[c] {
+					t.Fatalf("target back: client %d reached %v, before %v", c, got, before[c])
+				}
+			}
+			// More weight for one target moves clients to it, none away.
+			heavy := tgtN(gUDP, 1)
+			jap.AddTargetWeight(gUDP, heavy, 10)
+			gained := 0
+			for c := range 1000 {
+				if got := to(clientN(true, c, 5000)); got != before[c] {
+					if got != heavy {
+						t.Fatalf("weight of %v up: client %d moved from %v to %v", heavy, c, before[c], got)
+					}
+					gained++
+				}
+			}
+			if gained == 0 {
+				t.Errorf("weight 1 → 10 moved no client to %v", heavy)
+			}
+		})
+	}
+}
+
+// TestProximityExcludesSender: a target that calls its own group is never
+// given itself, even when its hash ranks it first, and keeps one other
+// target for all its flows; alone, it reaches nobody.
+func TestProximityExcludesSender(t *testing.T) {
+	ap := netip.AddrPortFrom(anyIP, 53)
+	jap := policyRouter(t, p2, 1)
+	self := tgtN(gUDP, 1)
+	jap.AddTargetWeight(gUDP, self, MaxWeight) // ranks first for nearly every client...
+	jap.addTarget(gUDP, tgtN(gUDP, 2))
+	jap.addTarget(gUDP, tgtN(gUDP, 3))
+	if got := decode(t, mustForward(t, jap, encap(p1, p2, udp(clientN(true, 1, 1000), ap, "q")), 0)).dst; got != self {
+		t.Fatalf("a client reached %v, want the heavy %v", got, self)
+	}
+	// Its own hash ranks it first too: were it not excluded, it would win.
+	sender := key16(self.Addr())
+	l := jap.localTargets(gUDP, &sender)
+	best, bestScore := netip.AddrPort{}, 0.0
+	for _, x := range l.list {
+		if s := rank(mixScore(addrHash(&sender), x.key), x.weight); s > bestScore {
+			best, bestScore = x.ap, s
+		}
+	}
+	if best != self {
+		t.Fatalf("precondition: the sender's hash ranks %v first, not itself", best)
+	}
+	var first netip.AddrPort
+	for port := uint16(1000); port < 1100; port++ {
+		for _, iap := range []bool{false, true} { // ...and for itself
+			b := udp(netip.AddrPortFrom(self.Addr(), port), ap, "q")
+			if !iap {
+				b = encap(p1, p2, b)
+			}
+			got := decode(t, mustForward(t, jap, b, 0)).dst
+			if got == self {
+				t.Fatalf("port %d, iap=%v: the sender got its own flow", port, iap)
+			}
+			if first == (netip.AddrPort{}) {
+				first = got
+			} else if got != first {
+				t.Fatalf("the sender's flows reached %v and %v", first, got)
+			}
+		}
+	}
+	jap.RemoveTarget(gUDP, tgtN(gUDP, 2).Addr())
+	jap.RemoveTarget(gUDP, tgtN(gUDP, 3).Addr())
+	mustDrop(t, jap, encap(p1, p2, udp(netip.AddrPortFrom(self.Addr(), 2000), ap, "q")), 0, DropNoTarget)
+}

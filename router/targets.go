@@ -29,7 +29,7 @@ const MaxWeight = 1000
 // reader may keep using a list it got under the lock; rr survives changes.
 type targetSet struct {
 	list []target
-	rr   atomic.Uint32 // round-robin position
+	rr   atomic.Uint32 // where SelectLoad's ties start
 	// iapFlows are the group's IAP flows that this proxy serves as its own
 	// JAP; replaced (under Router.gmu) when they are dropped.
 	iapFlows *flowList
@@ -37,7 +37,7 @@ type targetSet struct {
 
 // AddTargetWeight records a local target of g: its overlay address, the
 // port its service listens on, and its weight (at least 1, at most
-// MaxWeight), its share of new flows under SelectLoad and SelectAffinity
+// MaxWeight), its share of new flows (under SelectRandom, of none)
 // relative to the group's other local targets. It returns false when the
 // target was already present (its port and weight are then updated; its
 // flows to the old port are dropped, the others stay) or when its address
@@ -188,7 +188,7 @@ func (r *Router) Loads(g Group) []TargetLoad {
 // localSet is a group's local targets as a new flow from a sender sees
 // them.
 type localSet struct {
-	ts     *targetSet // for round-robin; nil when there are no targets
+	ts     *targetSet // for SelectLoad's ties; nil when there are no targets
 	list   []target
 	n      int    // targets other than the sender
 	weight uint32 // their summed weight
@@ -219,27 +219,4 @@ func (r *Router) localTargets(g Group, sender *[16]byte) localSet {
 	l.weight = uint32(min(w, math.MaxUint32))
 	l.ok = l.n > 0
 	return l
-}
-
-// pick chooses, round-robin, a target of list that is not the sender.
-func (ts *targetSet) pick(list []target, sender *[16]byte) *target {
-	skip := -1
-	for i := range list {
-		if list[i].addr == *sender {
-			skip = i
-			break
-		}
-	}
-	n := len(list)
-	if skip >= 0 {
-		n--
-	}
-	if n <= 0 {
-		return nil
-	}
-	i := int((ts.rr.Add(1) - 1) % uint32(n))
-	if skip >= 0 && i >= skip {
-		i++
-	}
-	return &list[i]
 }
