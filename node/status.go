@@ -133,7 +133,11 @@ func (e *Edge) Status() Status {
 		st := e.Attach.Status()
 		es.Attached, es.Moves = st.Current, st.Moves
 		for _, c := range st.Candidates {
-			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(c.RTT), Misses: c.Misses, Learned: c.Learned})
+			rtt := c.RTT
+			if !c.Live {
+				rtt = 0 // its last RTT, from before it died
+			}
+			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(rtt), Misses: c.Misses, Learned: c.Learned})
 		}
 	}
 	for _, s := range cfg.Groups {

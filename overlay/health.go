@@ -89,7 +89,7 @@ type MemberInfo struct {
 	Addr        netip.Addr
 	Cluster     string
 	State       MemberState
-	RTT         time.Duration // smoothed probe round trip; 0 until measured
+	RTT         time.Duration // smoothed probe round trip; 0: unknown, stale (rttAgeProbes), unwatched or dead
 	Incarnation uint32
 	Watched     bool // this proxy probes it
 	// Unreachable: alive by others' word, but not answering this proxy
@@ -141,6 +141,13 @@ func (c *HealthConfig) defaults() {
 // probeWindow is how many recent probes of a member an ack may answer.
 const probeWindow = 8
 
+// rttAgeProbes is how many probe intervals an RTT lasts without a new
+// sample. A watched member answers every interval; one silent for this long
+// is not measured any more (unwatched, cut off, dying), and an RTT this
+// old no longer ranks JAPs. It is well past the ProbeMisses+1 intervals
+// that make a member unreachable, so a slow answer does not blank it.
+const rttAgeProbes = 10
+
 type sentProbe struct {
 	seq      uint32
 	at       int64
@@ -152,6 +159,8 @@ type mstate struct {
 	state       MemberState
 	inc         uint32
 	srtt        int64 // ns, 0 = none
+	rttAt       int64 // when srtt last took a sample
+	rttFrom     int64 // when this measurement run's first answer came; 0: none yet (see sampleLocked)
 	outstanding int   // probes sent since the last ack
 	sent        [probeWindow]sentProbe
 	next        int
@@ -276,7 +285,59 @@ func (h *health) setState(m *mstate, st MemberState) {
 	if watchable(m.state) != watchable(st) {
 		h.watched = nil
 	}
+	switch {
+	case st == StateDead:
+		m.forgetRTT()
+	case st == StateSuspect && m.state != StateSuspect:
+		// Silent for ProbeMisses probes: its next answers may have waited
+		// for a new WireGuard handshake. Keep the estimate, restart the run.
+		m.rttFrom = 0
+	}
 	m.state = st
+}
+
+// forgetRTT drops m's RTT: it is no longer measured (dead, unwatched).
+func (m *mstate) forgetRTT() { m.srtt, m.rttAt, m.rttFrom = 0, 0, 0 }
+
+// sampleLocked takes the round trip of a direct probe m answered now, sent
+// at sent. Samples are counted only from a measurement run's first answer
+// on: a run starts when m is first probed, and again after it was
+// unwatched, silent (suspect, unreachable), dead or restarted. Probes sent
+// before that first answer may have waited in WireGuard for a handshake
+// (hundreds of ms to seconds on a busy host), and one such sample skews the
+// estimate for dozens of probes; those sent after it found the tunnel up.
+// Samples are not capped at a multiple of the estimate: a path that really
+// got slower (a reroute, the lab's delay) must show at once, and handshakes
+// stall probes only at these run starts, where nothing is counted yet.
+func (h *health) sampleLocked(m *mstate, sent, now int64) {
+	switch {
+	case m.state == StateDead:
+		return // a dead member's answers (to slow probes) rank nothing
+	case m.rttFrom == 0:
+		m.rttFrom = now
+		return
+	case sent < m.rttFrom:
+		return
+	}
+	sample := now - sent
+	if m.srtt == 0 || now-m.rttAt > h.rttMaxAge() {
+		m.srtt = sample // nothing fresh to smooth with
+	} else {
+		m.srtt += (sample - m.srtt) / 8
+	}
+	m.rttAt = now
+}
+
+// rttMaxAge is how old an RTT may be and still count.
+func (h *health) rttMaxAge() int64 { return rttAgeProbes * int64(h.cfg.ProbeInterval) }
+
+// rttLocked is m's RTT as MemberInfo.RTT has it: 0 when unknown, stale,
+// dead, or no longer watched (tick forgets it at its next round).
+func (h *health) rttLocked(m *mstate, now int64, watched bool) time.Duration {
+	if !watched || m.state == StateDead || m.srtt == 0 || now-m.rttAt > h.rttMaxAge() {
+		return 0
+	}
+	return time.Duration(m.srtt)
 }
 
 func watchable(st MemberState) bool { return st != StateDead && st != StateJoining }
@@ -398,6 +459,7 @@ func (h *health) tick() {
 			continue
 		case !watched[name]:
 			m.outstanding = 0
+			m.forgetRTT()
 			if m.state == StateSuspect {
 				h.setState(m, StateAlive)
 			}
@@ -447,6 +509,7 @@ func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
 		switch {
 		case cut && !m.unreachable:
 			m.unreachable = true
+			m.rttFrom = 0
 			ch.unreachable = append(ch.unreachable, m.Member)
 		case !cut && m.unreachable:
 			m.unreachable = false
@@ -544,12 +607,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			}
 			direct := !sp.indirect && from == m
 			if direct {
-				sample := now - sp.at
-				if m.srtt == 0 {
-					m.srtt = sample
-				} else {
-					m.srtt += (sample - m.srtt) / 8
-				}
+				h.sampleLocked(m, sp.at, now)
 			}
 			sp.seq = 0
 			if direct || sp.indirect {
@@ -626,6 +684,7 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc u
 	old, oldInc := m.state, m.inc
 	h.setState(m, StateAlive)
 	m.inc, m.outstanding = inc, 0
+	m.rttFrom = 0 // a new process: a new WireGuard session to set up
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, m.Member)
@@ -677,6 +736,7 @@ func (h *health) statsSnapshot() healthStats {
 
 // snapshot lists every member, self first then by name.
 func (h *health) snapshot() []MemberInfo {
+	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	watched := h.watchedLocked()
@@ -684,7 +744,7 @@ func (h *health) snapshot() []MemberInfo {
 	for _, name := range h.order {
 		m := h.members[name]
 		out = append(out, MemberInfo{Name: m.Name, Addr: m.Addr, Cluster: m.Cluster, State: m.state,
-			RTT: time.Duration(m.srtt), Incarnation: m.inc, Watched: watched[name], Unreachable: m.unreachable && m.state != StateDead})
+			RTT: h.rttLocked(m, now, watched[name]), Incarnation: m.inc, Watched: watched[name], Unreachable: m.unreachable && m.state != StateDead})
 	}
 	return out
 }

@@ -140,17 +140,21 @@ func (p *Proxy) handleResolveReply(seq uint32, m *ResolveReply) {
 
 // rankByDistance orders a group's JAPs by distance from this proxy,
 // nearest first, and marks those of its cluster (proximity and scoping).
-// The distance is the health probes' smoothed RTT; a JAP this proxy does
-// not probe is as far as the members of its cluster that it does probe, on
-// average; a JAP of a cluster it measures nothing of comes last (ordered
-// as the RAP sent them). This proxy itself is at distance zero.
+// The distance is the health probes' smoothed RTT, as MemberInfo.RTT
+// gives it: from fresh samples of watched members only, none that waited
+// for a WireGuard handshake, so a member measured once long ago (or at
+// its first contact) skews neither its own distance nor its cluster's. A
+// JAP this proxy does not measure is as far as the members of its cluster
+// that it does, on average; a JAP of a cluster it measures nothing of
+// comes last (ordered as the RAP sent them). This proxy itself is at
+// distance zero.
 func (p *Proxy) rankByDistance(japs []router.JAP) []router.JAP {
 	out := slices.Clone(japs)
 	tbl := p.mem.table()
 	rtt := map[string]time.Duration{}
 	sum, cnt := map[string]time.Duration{}, map[string]int{}
 	for _, mi := range p.Members() {
-		if mi.RTT > 0 && mi.State != StateDead {
+		if mi.RTT > 0 { // 0: unknown, stale or dead
 			rtt[mi.Name] = mi.RTT
 			sum[mi.Cluster] += mi.RTT
 			cnt[mi.Cluster]++

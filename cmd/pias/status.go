@@ -67,7 +67,7 @@ func printStatus(w io.Writer, st *node.Status) {
 			if c.Learned {
 				learned = "\tlearned"
 			}
-			fmt.Fprintf(tw, "  %s\t%s\t%s\trtt %.2f ms%s\n", logStr(c.Name), c.Addr, state, c.RTTms, learned)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\trtt %s%s\n", logStr(c.Name), c.Addr, state, rttCol(c.RTTms, c.Live), learned)
 		}
 		if len(e.Groups) > 0 {
 			fmt.Fprintf(tw, "groups\t%s\t(joined: %v)\n", strings.Join(e.Groups, ", "), e.Joined)
@@ -88,7 +88,7 @@ func printStatus(w io.Writer, st *node.Status) {
 			watched += " unreachable from here"
 		}
 		// Learned members' names and clusters come from the network.
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\trtt %.2f ms\t%s\n", logStr(m.Name), m.Addr, logStr(m.Cluster), m.State, m.RTTms, watched)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\trtt %s\t%s\n", logStr(m.Name), m.Addr, logStr(m.Cluster), m.State, rttCol(m.RTTms, m.State != "dead"), watched)
 	}
 	fmt.Fprintln(tw, "\nJAP: targets joined here (weight, live flows)")
 	for _, g := range sortedKeys(p.Targets) {
@@ -125,6 +125,15 @@ func printStatus(w io.Writer, st *node.Status) {
 	for _, k := range sortedKeys(p.Counters) {
 		fmt.Fprintf(tw, "  %s\t%d\n", k, p.Counters[k])
 	}
+}
+
+// rttCol is an RTT for the status tables: "—" when unknown (never or no
+// longer measured) and for the dead, whose last RTT says nothing now.
+func rttCol(ms float64, live bool) string {
+	if ms <= 0 || !live {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f ms", ms)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
