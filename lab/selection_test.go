@@ -269,8 +269,8 @@ func TestConflictingPolicyRefused(t *testing.T) {
 		name, target, jap string
 		want              string
 	}{
-		{"same JAP", "t4", "p1", "has policy select=proximity replicate=0 scope=any here"},
-		{"other JAP", "t3", "p3", "has policy select=proximity replicate=0 scope=any (its RAPs say"},
+		{"same JAP", "t4", "p1", "has policy select=proximity replicate=1 scope=any here"},
+		{"other JAP", "t3", "p3", "has policy select=proximity replicate=1 scope=any (its RAPs say"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, log := startLabWith(t, Options{Proxies: 3, Clusters: 1, Targets: 5, Clients: 1, Groups: 1}, HarnessOptions{Hold: []string{tc.target},
