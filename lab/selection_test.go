@@ -297,6 +297,13 @@ func TestConflictingPolicyRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s was told: %s", tc.target, log.match(refused)[0].Reason)
+			// Its status says so: refused by its JAP, and why.
+			if gs := h.Edges[tc.target].Status().Edge.Groups; len(gs) != 1 || gs[0].State != "refused" || gs[0].JAP != tc.jap || !strings.Contains(gs[0].Reason, tc.want) {
+				t.Errorf("%s's status: %+v, want refused by %s (%s)", tc.target, gs, tc.jap, tc.want)
+			}
+			if gs := h.Edges["t1"].Status().Edge.Groups; len(gs) != 1 || gs[0].State != "joined" || gs[0].JAP != "p1" || gs[0].Since.IsZero() {
+				t.Errorf("t1's status: %+v, want joined at p1", gs)
+			}
 			for _, e := range log.match(func(e overlay.Event) bool { return e.Kind == "refuse" && e.Reason != "" }) {
 				t.Logf("%s logged: %s", e.Proxy, e.Reason)
 				break
