@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -38,6 +39,48 @@ type TargetConfig struct {
 	// OnEvent, if set, hears joined, join-refused and rejoin events. It is
 	// called from the methods that drive the Target.
 	OnEvent func(overlay.Event)
+	// JAP, if set, names the proxy the edge is attached to now: the one a
+	// join reaches, for GroupStatus. It is called from the methods that
+	// drive the Target.
+	JAP func() string
+}
+
+// JoinState is where one of a target's groups stands.
+type JoinState uint8
+
+const (
+	JoinPending JoinState = iota // not joined yet, or joining again
+	JoinJoined                   // its JAP accepted the join
+	JoinRefused                  // its JAP refused it (tried again every keepalive interval)
+)
+
+func (s JoinState) String() string {
+	switch s {
+	case JoinPending:
+		return "pending"
+	case JoinJoined:
+		return "joined"
+	case JoinRefused:
+		return "refused"
+	}
+	return "joinstate(?)"
+}
+
+// GroupStatus is one of a target's groups, as Target.Groups reports it.
+type GroupStatus struct {
+	Group router.Group
+	State JoinState
+	// JAP: joined or refused, the proxy that answered (the one the edge
+	// was attached to then); "" when unknown.
+	JAP string
+	// Reason: refused, the reason the proxy gave (from the network);
+	// pending after a join, why it joins again ("moved", …).
+	Reason string
+	// Since is when the group entered State, on the target's clock (Tick's
+	// now); Tried is false until the first join went out, and then Since
+	// is that time.
+	Since int64
+	Tried bool
 }
 
 // The target's timing, beside its keepalive interval.
@@ -71,6 +114,7 @@ type Target struct {
 		sync.Mutex
 		joined map[router.Group]bool
 		errs   map[router.Group]string // refusals, for WaitJoined
+		groups []GroupStatus           // as t.groups
 		change chan struct{}           // closed at every change
 	}
 }
@@ -88,6 +132,7 @@ const (
 
 type membership struct {
 	Membership
+	i      int // its index in Target.groups and status.groups
 	phase  phase
 	at     int64
 	seq    uint32
@@ -103,11 +148,14 @@ func NewTarget(cfg TargetConfig) *Target {
 		cfg.Keepalive = time.Second
 	}
 	t := &Target{cfg: cfg, epoch: cfg.Epoch, seq: cfg.FirstSeq}
-	for _, m := range cfg.Groups {
-		t.groups = append(t.groups, membership{Membership: m, at: math.MinInt64})
+	for i, m := range cfg.Groups {
+		t.groups = append(t.groups, membership{Membership: m, i: i, at: math.MinInt64})
 	}
 	t.status.joined = map[router.Group]bool{}
 	t.status.errs = map[router.Group]string{}
+	for _, m := range cfg.Groups {
+		t.status.groups = append(t.status.groups, GroupStatus{Group: m.Group})
+	}
 	t.status.change = make(chan struct{})
 	return t
 }
@@ -146,7 +194,7 @@ func (t *Target) Tick(now int64) []Packet {
 			g.lost = true
 			if g.misses++; g.misses >= keepaliveMisses {
 				g.joined = false
-				t.setJoined(g.Group, false, "")
+				t.setState(g, now, JoinPending, "keepalives unanswered")
 				out = t.join(g, now, out)
 			} else {
 				out = t.keepalive(g, now, out)
@@ -185,13 +233,13 @@ func (t *Target) Handle(now int64, from netip.AddrPort, b []byte) (bool, []Packe
 	case g.phase == joining && isJoinAck && ack.Group == g.Group:
 		if ack.Status == overlay.StatusRefused {
 			t.event(overlay.Event{Kind: overlay.EventJoinRefused, Group: g.Group, Reason: ack.Reason})
-			t.setJoined(g.Group, false, ack.Reason)
+			t.setState(g, now, JoinRefused, ack.Reason)
 			g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
 			break
 		}
 		g.joined, g.misses = true, 0
 		t.event(overlay.Event{Kind: overlay.EventJoined, Group: g.Group, Target: netip.AddrPortFrom(netip.Addr{}, g.Port)})
-		t.setJoined(g.Group, true, "")
+		t.setState(g, now, JoinJoined, "")
 		g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
 		if g.lost {
 			g.at = now
@@ -202,7 +250,7 @@ func (t *Target) Handle(now int64, from netip.AddrPort, b []byte) (bool, []Packe
 			// The proxy that heard us does not know us: join it.
 			t.event(overlay.Event{Kind: overlay.EventRejoin, Group: g.Group})
 			g.joined = false
-			t.setJoined(g.Group, false, "")
+			t.setState(g, now, JoinPending, "its JAP no longer knows it")
 			g.phase, g.at = idle, now
 			break
 		}
@@ -248,7 +296,7 @@ func (t *Target) Moved(now int64, old netip.Addr) []Packet {
 		if g.joined {
 			t.event(overlay.Event{Kind: overlay.EventRejoin, Group: g.Group, Reason: "moved"})
 			g.joined = false
-			t.setJoined(g.Group, false, "")
+			t.setState(g, now, JoinPending, "moved")
 		}
 		g.phase, g.at = idle, now
 	}
@@ -288,10 +336,11 @@ func (t *Target) join(g *membership, now int64, out []Packet) []Packet {
 	if err != nil {
 		// This target's own settings cannot be sent: say so, and do not spin.
 		t.event(overlay.Event{Kind: overlay.EventJoinRefused, Group: g.Group, Reason: err.Error()})
-		t.setJoined(g.Group, false, err.Error())
+		t.setState(g, now, JoinRefused, err.Error())
 		g.phase, g.at, g.seq = idle, now+int64(unsendableWait), 0
 		return out
 	}
+	t.tried(g, now)
 	g.phase, g.at, g.seq = joining, now+int64(joinWait), seq
 	return append(out, Packet{To: netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort), Data: b})
 }
@@ -331,20 +380,49 @@ func (t *Target) event(e overlay.Event) {
 	}
 }
 
-func (t *Target) setJoined(g router.Group, ok bool, refused string) {
+// setState records that g is now in state st, for reason.
+func (t *Target) setState(g *membership, now int64, st JoinState, reason string) {
+	jap := ""
+	if st != JoinPending && t.cfg.JAP != nil {
+		jap = t.cfg.JAP()
+	}
 	s := &t.status
 	s.Lock()
 	defer s.Unlock()
-	if ok {
-		s.joined[g] = true
+	if st == JoinJoined {
+		s.joined[g.Group] = true
 	} else {
-		delete(s.joined, g)
+		delete(s.joined, g.Group)
 	}
-	if refused != "" {
-		s.errs[g] = refused
+	if st == JoinRefused {
+		s.errs[g.Group] = reason
 	}
+	gs := &s.groups[g.i]
+	if gs.State != st || gs.JAP != jap || gs.Reason != reason || !gs.Tried {
+		// A refusal repeated keeps its first time.
+		gs.Since = now
+	}
+	gs.State, gs.JAP, gs.Reason, gs.Tried = st, jap, reason, true
 	close(s.change)
 	s.change = make(chan struct{})
+}
+
+// tried records that g's first join went out at now.
+func (t *Target) tried(g *membership, now int64) {
+	s := &t.status
+	s.Lock()
+	defer s.Unlock()
+	if gs := &s.groups[g.i]; !gs.Tried {
+		gs.Since, gs.Tried = now, true
+	}
+}
+
+// Groups reports each group's state, in the order of the config.
+func (t *Target) Groups() []GroupStatus {
+	s := &t.status
+	s.Lock()
+	defer s.Unlock()
+	return slices.Clone(s.groups)
 }
 
 // Joined reports whether every group is joined right now.

@@ -522,3 +522,61 @@ func TestTargetKeepaliveAckOfAnotherGroup(t *testing.T) {
 		t.Errorf("the answer: taken %v, %d to send, want a join again", ok, len(out))
 	}
 }
+
+// TestTargetGroupStatus: each group's state as status shows it: pending
+// until answered, then joined at the proxy the edge is attached to, or
+// refused with the proxy's reason (since the first of a run of equal
+// refusals); pending again after a move, and joined at the new proxy.
+func TestTargetGroupStatus(t *testing.T) {
+	jap := "p1"
+	s := newTargetSim(t, TargetConfig{Keepalive: time.Second, JAP: func() string { return jap },
+		Groups: []Membership{{Group: testGroup, Port: 8080}, {Group: testGroup2, Port: 5353}}})
+	refuse := "group 100.96.0.2:53/udp has policy select=load replicate=1 scope=any here; this join asks for select=random replicate=1 scope=any"
+	s.jap = func(x sent) *wire {
+		a := answerAll(x)
+		if x.group() == testGroup2 && x.at < at(3*time.Second) {
+			setStatus(a, overlay.StatusRefused, refuse)
+		}
+		return a
+	}
+	want := []GroupStatus{{Group: testGroup, State: JoinPending}, {Group: testGroup2, State: JoinPending}}
+	if got := s.tg.Groups(); !slices.Equal(got, want) {
+		t.Fatalf("before the first tick: %+v, want %+v", got, want)
+	}
+	s.run(at(2500 * time.Millisecond))
+	want = []GroupStatus{
+		{Group: testGroup, State: JoinJoined, JAP: "p1", Since: at(0), Tried: true},
+		// Refused at 0, 1 s and 2 s: since the first.
+		{Group: testGroup2, State: JoinRefused, JAP: "p1", Reason: refuse, Since: at(0), Tried: true},
+	}
+	if got := s.tg.Groups(); !slices.Equal(got, want) {
+		t.Fatalf("after 2.5 s:\n %+v\nwant\n %+v", got, want)
+	}
+	// The group 2 join at 3 s is accepted.
+	s.run(at(3500 * time.Millisecond))
+	if got := s.tg.Groups()[1]; got != (GroupStatus{Group: testGroup2, State: JoinJoined, JAP: "p1", Since: at(3 * time.Second), Tried: true}) {
+		t.Fatalf("after the accepted join: %+v", got)
+	}
+	// A move: pending while the joins are under way, then joined at p2.
+	jap = "p2"
+	s.jap = func(x sent) *wire {
+		if _, ok := x.m.(*overlay.Join); ok {
+			return nil
+		}
+		return answerAll(x)
+	}
+	s.deliver(s.tg.Moved(s.now, oldJAP))
+	moved := s.now
+	for _, g := range s.tg.Groups() {
+		if g.State != JoinPending || g.Reason != "moved" || g.JAP != "" || g.Since != moved {
+			t.Errorf("after the move: %+v, want pending (moved) since %v", g, time.Duration(moved-testStart))
+		}
+	}
+	s.jap = answerAll
+	s.run(s.now + int64(time.Second))
+	for _, g := range s.tg.Groups() {
+		if g.State != JoinJoined || g.JAP != "p2" || g.Since != moved+int64(joinWait) {
+			t.Errorf("after the move and the joins: %+v, want joined at p2 since %v", g, time.Duration(moved+int64(joinWait)-testStart))
+		}
+	}
+}

@@ -399,7 +399,7 @@ func TestGenerateIPv6(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(tc.Groups) != "[{100.65.0.2:80/tcp 8080 select=proximity replicate=0 scope=any 1} {[fd65::2]:80/tcp 8080 select=proximity replicate=0 scope=any 1}]" {
+	if fmt.Sprint(tc.Groups) != "[{100.65.0.2:80/tcp 8080 select=proximity replicate=1 scope=any 1} {[fd65::2]:80/tcp 8080 select=proximity replicate=1 scope=any 1}]" {
 		t.Errorf("t3.toml groups %v", tc.Groups)
 	}
 	// Proxies let each target join both twins.

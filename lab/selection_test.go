@@ -269,8 +269,8 @@ func TestConflictingPolicyRefused(t *testing.T) {
 		name, target, jap string
 		want              string
 	}{
-		{"same JAP", "t4", "p1", "has policy select=proximity replicate=0 scope=any here"},
-		{"other JAP", "t3", "p3", "has policy select=proximity replicate=0 scope=any (its RAPs say"},
+		{"same JAP", "t4", "p1", "has policy select=proximity replicate=1 scope=any here"},
+		{"other JAP", "t3", "p3", "has policy select=proximity replicate=1 scope=any (its RAPs say"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h, log := startLabWith(t, Options{Proxies: 3, Clusters: 1, Targets: 5, Clients: 1, Groups: 1}, HarnessOptions{Hold: []string{tc.target},
@@ -297,6 +297,13 @@ func TestConflictingPolicyRefused(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Logf("%s was told: %s", tc.target, log.match(refused)[0].Reason)
+			// Its status says so: refused by its JAP, and why.
+			if gs := h.Edges[tc.target].Status().Edge.Groups; len(gs) != 1 || gs[0].State != "refused" || gs[0].JAP != tc.jap || !strings.Contains(gs[0].Reason, tc.want) {
+				t.Errorf("%s's status: %+v, want refused by %s (%s)", tc.target, gs, tc.jap, tc.want)
+			}
+			if gs := h.Edges["t1"].Status().Edge.Groups; len(gs) != 1 || gs[0].State != "joined" || gs[0].JAP != "p1" || gs[0].Since.IsZero() {
+				t.Errorf("t1's status: %+v, want joined at p1", gs)
+			}
 			for _, e := range log.match(func(e overlay.Event) bool { return e.Kind == "refuse" && e.Reason != "" }) {
 				t.Logf("%s logged: %s", e.Proxy, e.Reason)
 				break

@@ -127,6 +127,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 			Epoch:       uint32(time.Now().Unix()),
 			FirstSeq:    rand.Uint32(),
 			OnEvent:     opts.OnEvent,
+			JAP:         e.attached,
 		})
 	}
 	// Probes (and questions about proxies) go to an overlay address of
@@ -149,6 +150,14 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 	e.done.Add(1)
 	go e.run()
 	return e, nil
+}
+
+// attached names the proxy the edge is attached to now.
+func (e *Edge) attached() string {
+	if e.Attach == nil {
+		return e.Config.Proxies[0].Name
+	}
+	return e.Attach.Current()
 }
 
 // now is the time on the edge's clock, the one its machines run on.

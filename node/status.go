@@ -3,6 +3,7 @@ package node
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/pias-net/pias/config"
@@ -11,12 +12,15 @@ import (
 
 // Status is what a running node knows, as `pias status` shows it.
 type Status struct {
-	Name      string       `json:"name"`
-	Role      string       `json:"role"`
-	Interface string       `json:"interface"`
-	Address   []netip.Addr `json:"address"`
-	Proxy     *ProxyStatus `json:"proxy,omitempty"`
-	Edge      *EdgeStatus  `json:"edge,omitempty"`
+	Name      string `json:"name"`
+	Role      string `json:"role"`
+	Interface string `json:"interface"`
+	// Host is an edge's host interface kind ("netstack", "tun" or
+	// "water"); a proxy has none, and its Interface only names its sockets.
+	Host    string       `json:"host,omitempty"`
+	Address []netip.Addr `json:"address"`
+	Proxy   *ProxyStatus `json:"proxy,omitempty"`
+	Edge    *EdgeStatus  `json:"edge,omitempty"`
 }
 
 // ProxyStatus is a proxy's view: its JAP, RAP and IAP state and counters.
@@ -71,8 +75,23 @@ type EdgeStatus struct {
 	Attached   string            `json:"attached"`
 	Moves      int               `json:"moves"`
 	Candidates []CandidateStatus `json:"candidates,omitempty"`
-	Groups     []string          `json:"groups,omitempty"` // a target's groups
+	Groups     []JoinStatus      `json:"groups,omitempty"` // a target's groups, by name
 	Joined     bool              `json:"joined"`           // a target: every group joined
+}
+
+// JoinStatus is one of a target's groups: joined, refused or pending.
+type JoinStatus struct {
+	Group string `json:"group"`
+	State string `json:"state"` // "joined", "refused" or "pending"
+	// JAP: joined or refused, the proxy that answered.
+	JAP string `json:"jap,omitempty"`
+	// Reason: refused, the reason the proxy gave; pending after a join,
+	// why the target joins again.
+	Reason string `json:"reason,omitempty"`
+	// Since: when it entered State (for pending, its first join); zero
+	// before. For: how long before the status was taken, in seconds.
+	Since time.Time `json:"since,omitzero"`
+	For   float64   `json:"for_s,omitempty"`
 }
 
 // Status reports what the proxy knows now.
@@ -140,18 +159,24 @@ func (e *Edge) Status() Status {
 			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(rtt), Misses: c.Misses, Learned: c.Learned})
 		}
 	}
-	for _, s := range cfg.Groups {
-		es.Groups = append(es.Groups, s.Group.String())
-	}
-	slices.Sort(es.Groups)
 	if e.Target != nil {
+		now := time.Now()
+		for _, g := range e.Target.Groups() {
+			js := JoinStatus{Group: g.Group.String(), State: g.State.String(), JAP: g.JAP, Reason: g.Reason}
+			if g.Tried {
+				js.Since = e.epoch.Add(time.Duration(g.Since))
+				js.For = now.Sub(js.Since).Seconds()
+			}
+			es.Groups = append(es.Groups, js)
+		}
+		slices.SortFunc(es.Groups, func(a, b JoinStatus) int { return strings.Compare(a.Group, b.Group) })
 		es.Joined = e.Target.Joined()
 	}
 	name := cfg.InterfaceName
 	if e.Host.Name != "" {
 		name = e.Host.Name
 	}
-	return Status{Name: cfg.Name, Role: cfg.Role, Interface: name, Address: cfg.Address, Edge: es}
+	return Status{Name: cfg.Name, Role: cfg.Role, Interface: name, Host: cfg.Interface, Address: cfg.Address, Edge: es}
 }
 
 // ms is d in milliseconds, rounded to microseconds.

@@ -169,6 +169,7 @@ type mstate struct {
 	deadAt      int64 // when it last became dead here
 	heard       bool  // it has said something since this proxy started
 	lastHeard   int64 // when it last said something
+	vouchedAt   int64 // when a helper last relayed its answer to our probe
 	unreachable bool  // alive for others, but its probes go unanswered here
 }
 
@@ -186,15 +187,18 @@ type change struct {
 	reset   []Member // alive at a new incarnation: restarted, state lost
 	added   []Member // new to this proxy and alive (joining → alive, or learned alive)
 	// unreachable: alive (others reach it) but not from here any more;
-	// reachable: from here again. Only this proxy's data path cares.
-	unreachable, reachable []Member
+	// reachable: from here again; unwatched: no longer probed from here
+	// while it was unreachable, so no longer known to be. Only this
+	// proxy's data path cares. A member that dies is in none of them: its
+	// death says it all.
+	unreachable, reachable, unwatched []Member
 	// refuted: this proxy was declared dead and has just said it lives.
 	// The RAPs that held it dead dropped its registrations.
 	refuted bool
 }
 
 func (c *change) empty() bool {
-	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added)+len(c.unreachable)+len(c.reachable) == 0 && !c.refuted
+	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added)+len(c.unreachable)+len(c.reachable)+len(c.unwatched) == 0 && !c.refuted
 }
 
 // onlyReach reports whether c is only about this proxy's own reachability.
@@ -288,6 +292,7 @@ func (h *health) setState(m *mstate, st MemberState) {
 	switch {
 	case st == StateDead:
 		m.forgetRTT()
+		m.unreachable = false // dead is all there is to say of it
 	case st == StateSuspect && m.state != StateSuspect:
 		// Silent for ProbeMisses probes: its next answers may have waited
 		// for a new WireGuard handshake. Keep the estimate, restart the run.
@@ -497,15 +502,18 @@ func (h *health) tick() {
 }
 
 // reachLocked notes the watched members that are alive by others' word
-// (a helper reached them, or nobody declared them dead) but silent to this
-// proxy for ProbeMisses+1 probe intervals: the path between the two is
-// cut while the rest of the overlay still reaches both. This proxy's data
-// path then avoids them (change.unreachable) until they answer again.
+// (a helper relayed an answer since this proxy last heard them) but silent
+// to this proxy for ProbeMisses+1 probe intervals: the path between the
+// two is cut while the rest of the overlay still reaches both. This
+// proxy's data path then avoids them (change.unreachable) until they
+// answer again. Silence alone is not enough: a proxy that died is silent
+// to everyone, and is declared dead, not unreachable.
 func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
 	limit := int64(h.cfg.ProbeMisses+1) * int64(h.cfg.ProbeInterval)
 	for _, name := range h.order {
 		m := h.members[name]
-		cut := m.heard && watched[name] && (m.state == StateAlive || m.state == StateSuspect) && now-m.lastHeard > limit
+		live := m.state == StateAlive || m.state == StateSuspect
+		cut := m.heard && watched[name] && live && now-m.lastHeard > limit && m.vouchedAt > m.lastHeard
 		switch {
 		case cut && !m.unreachable:
 			m.unreachable = true
@@ -513,7 +521,14 @@ func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
 			ch.unreachable = append(ch.unreachable, m.Member)
 		case !cut && m.unreachable:
 			m.unreachable = false
-			ch.reachable = append(ch.reachable, m.Member)
+			switch {
+			case !live:
+				// Dead (or gone back to joining): not a change of reachability.
+			case !watched[name]:
+				ch.unwatched = append(ch.unwatched, m.Member)
+			default:
+				ch.reachable = append(ch.reachable, m.Member)
+			}
 		}
 	}
 }
@@ -610,6 +625,9 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 				h.sampleLocked(m, sp.at, now)
 			}
 			sp.seq = 0
+			if sp.indirect && from != m {
+				m.vouchedAt = now // a helper reaches it
+			}
 			if direct || sp.indirect {
 				out = h.aliveEvidenceLocked(out, &ch, m, msg.Incarnation)
 			}

@@ -351,6 +351,9 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range c.reachable {
 		p.emit(Event{Kind: EventReachable, Name: m.Name})
 	}
+	for _, m := range c.unwatched {
+		p.emit(Event{Kind: EventReachable, Name: m.Name, Reason: "no longer probed from here: assumed reachable"})
+	}
 	if c.onlyReach() {
 		return
 	}

@@ -98,8 +98,11 @@ type Policy struct {
 	Scope     Scope
 }
 
+// String is p in the words of a target's [[group]] keys, which status and
+// logs print: replicate is at least 1, its documented default (0 and 1 both
+// mean one copy).
 func (p Policy) String() string {
-	return fmt.Sprintf("select=%v replicate=%d scope=%v", p.Select, p.Replicate, p.Scope)
+	return fmt.Sprintf("select=%v replicate=%d scope=%v", p.Select, max(p.Replicate, 1), p.Scope)
 }
 
 // normal returns p with Replicate within [0, MaxReplicate], and unknown

@@ -127,8 +127,12 @@ func TestParsePolicy(t *testing.T) {
 	if got := p.String(); got != "select=load replicate=3 scope=same-cluster" {
 		t.Errorf("Policy.String = %q", got)
 	}
-	if (Policy{}).String() != "select=proximity replicate=0 scope=any" || Select(9).String() != "select(9)" {
-		t.Errorf("String of zero or unknown values")
+	// No replication shows as the documented default, replicate = 1.
+	if (Policy{}).String() != "select=proximity replicate=1 scope=any" || Select(9).String() != "select(9)" {
+		t.Errorf("String of zero or unknown values: %q", Policy{})
+	}
+	if got := (Policy{Replicate: 1}).String(); got != (Policy{}).String() {
+		t.Errorf("replicate 1 shows as %q, 0 as %q: both are one copy", got, Policy{})
 	}
 
 	r := newRouter(t, selfP2())

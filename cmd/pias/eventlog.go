@@ -115,9 +115,21 @@ func formatEvent(e overlay.Event) string {
 		fmt.Fprintf(&b, " jap=%s/%d", j.Addr, j.Targets)
 	}
 	if e.Reason != "" {
-		fmt.Fprintf(&b, " reason=%q", e.Reason)
+		fmt.Fprintf(&b, " %s=%q", reasonKey(e.Kind), e.Reason)
 	}
 	return b.String()
+}
+
+// reasonKey names what Event.Reason holds for kind k: for most kinds why,
+// but a resolve's policy and a learned member's state are no reasons.
+func reasonKey(k overlay.EventKind) string {
+	switch k {
+	case overlay.EventResolved:
+		return "policy"
+	case overlay.EventMember:
+		return "state"
+	}
+	return "reason"
 }
 
 // logStr is s as it goes in a log line: as it is when it is a plain word

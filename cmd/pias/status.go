@@ -53,11 +53,11 @@ func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 }
 
 func printStatus(w io.Writer, st *node.Status) {
-	fmt.Fprintf(w, "%s %s (interface %s, overlay %s)\n", st.Role, st.Name, st.Interface, joinAddrs(st.Address))
+	fmt.Fprintf(w, "%s %s (%s; overlay %s)\n", st.Role, st.Name, hostInterface(st), joinAddrs(st.Address))
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	defer tw.Flush()
 	if e := st.Edge; e != nil {
-		fmt.Fprintf(tw, "attached to\t%s\t(%d moves)\n", logStr(e.Attached), e.Moves)
+		fmt.Fprintf(tw, "attached to\t%s\t(%s)\n", logStr(e.Attached), plural(e.Moves, "move"))
 		for _, c := range e.Candidates {
 			state := "dead"
 			if c.Live {
@@ -70,7 +70,10 @@ func printStatus(w io.Writer, st *node.Status) {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\trtt %s%s\n", logStr(c.Name), c.Addr, state, rttCol(c.RTTms, c.Live), learned)
 		}
 		if len(e.Groups) > 0 {
-			fmt.Fprintf(tw, "groups\t%s\t(joined: %v)\n", strings.Join(e.Groups, ", "), e.Joined)
+			fmt.Fprintln(tw, "groups")
+			for _, g := range e.Groups {
+				fmt.Fprintf(tw, "  %s\t%s\t%s\n", g.Group, g.State, joinDetail(g))
+			}
 		}
 	}
 	p := st.Proxy
@@ -109,9 +112,13 @@ func printStatus(w io.Writer, st *node.Status) {
 	for _, g := range sortedKeys(p.RAP) {
 		var js []string
 		for _, j := range p.RAP[g] {
-			js = append(js, fmt.Sprintf("%s (%d targets, weight %d)", j.Addr, j.Targets, j.Weight))
+			w := j.Weight
+			if w == 0 {
+				w = j.Targets // what a weight of 0 means (router.JAP)
+			}
+			js = append(js, fmt.Sprintf("%s (%s, weight %d)", j.Addr, plural(j.Targets, "target"), w))
 		}
-		fmt.Fprintf(tw, "  %s\t%s\n", g, strings.Join(js, ", "))
+		fmt.Fprintf(tw, "  %s\t%s\n", groupLabel(g), strings.Join(js, ", "))
 	}
 	fmt.Fprintf(tw, "\nflows: %d\n", len(p.Flows))
 	for _, f := range p.Flows {
@@ -119,7 +126,7 @@ func printStatus(w io.Writer, st *node.Status) {
 		if f.Kind == "jap" {
 			via = fmt.Sprintf("from IAP %s to %s", f.IAP, f.Target)
 		}
-		fmt.Fprintf(tw, "  %s\t%s → %s\t%s\t%s\n", f.Kind, f.Client, f.Group, via, f.State)
+		fmt.Fprintf(tw, "  %s\t%s → %s\t%s\t%s\n", f.Kind, f.Client, groupLabel(f.Group.String()), via, f.State)
 	}
 	fmt.Fprintln(tw, "\ncounters")
 	for _, k := range sortedKeys(p.Counters) {
@@ -134,6 +141,73 @@ func rttCol(ms float64, live bool) string {
 		return "—"
 	}
 	return fmt.Sprintf("%.2f ms", ms)
+}
+
+// hostInterface says what the node's interface_name names: a host
+// interface (kernel TUN), or only its WireGuard UAPI and admin sockets (a
+// proxy, a netstack edge: no host interface).
+func hostInterface(st *node.Status) string {
+	switch st.Host {
+	case "":
+		return fmt.Sprintf("interface_name %s, no host interface", st.Interface)
+	case "netstack":
+		return fmt.Sprintf("interface_name %s, netstack: no host interface", st.Interface)
+	}
+	return fmt.Sprintf("interface %s, %s", st.Interface, st.Host)
+}
+
+// plural is "n thing", with an s unless n is 1.
+func plural(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// echoLabel marks the echo pseudo-group of an anycast IP: no one configures
+// it; every proxy with a target of a group on the IP registers it, so that
+// a ping of the IP is answered.
+const echoLabel = " (echo, for ping)"
+
+// groupLabel is the group g (as router.Group.String writes it), labelled
+// when it is an echo pseudo-group (port 0, ICMP).
+func groupLabel(g string) string {
+	if strings.HasSuffix(g, ":0/icmp") || strings.HasSuffix(g, ":0/icmpv6") {
+		return g + echoLabel
+	}
+	return g
+}
+
+// joinDetail says where a target's group stands: at (or by) which proxy,
+// since when, and why.
+func joinDetail(g node.JoinStatus) string {
+	var b strings.Builder
+	switch {
+	case g.JAP == "":
+	case g.State == "refused":
+		fmt.Fprintf(&b, "by %s ", logStr(g.JAP))
+	default:
+		fmt.Fprintf(&b, "at %s ", logStr(g.JAP))
+	}
+	if g.Since.IsZero() {
+		b.WriteString("(no join sent yet)")
+	} else {
+		d := time.Duration(g.For * float64(time.Second))
+		if d < 10*time.Second {
+			d = d.Round(100 * time.Millisecond)
+		} else {
+			d = d.Round(time.Second)
+		}
+		fmt.Fprintf(&b, "since %s (%v ago)", g.Since.Local().Format("15:04:05"), d)
+	}
+	switch {
+	case g.Reason == "":
+	case g.State == "refused":
+		fmt.Fprintf(&b, ": %q", g.Reason) // the proxy's words, from the network
+	default:
+		fmt.Fprintf(&b, ": %s", g.Reason) // the target's own
+	}
+	return b.String()
 }
 
 func sortedKeys[V any](m map[string]V) []string {
