@@ -118,13 +118,13 @@ func (c *Certificate) validate() error {
 
 func (c *Certificate) checkAddresses() error {
 	n4, n6 := 0, 0
-	for i, a := range c.Addresses {
+	for _, a := range c.Addresses {
 		if err := checkAddr(a); err != nil {
 			return err
 		}
 		if a.Is4() {
 			n4++
-			if i > 0 {
+			if n6 > 0 {
 				return errors.New("addresses: IPv4 comes first")
 			}
 		} else {
