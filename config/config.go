@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/pias-net/pias/check"
 	"github.com/pias-net/pias/router"
 )
 
@@ -129,6 +130,10 @@ type Edge struct {
 	Interface string // InterfaceNetstack, InterfaceTUN or InterfaceWater
 	Keepalive time.Duration
 	Groups    []Service // targets: at least one; clients: none
+	// Checks holds the health check of each group in Groups (kind
+	// check.KindNone: no check), with every default filled in. Apart from
+	// Service so that a Service stays comparable.
+	Checks map[router.Group]check.Spec
 	// LearnProxies: the edge asks its current proxy, while it runs, which
 	// other live proxies would admit it, and makes them candidates too
 	// (up to MaxCandidates in all). Default true.

@@ -8,11 +8,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pias-net/pias/check"
 	"github.com/pias-net/pias/router"
 )
 
@@ -249,6 +251,42 @@ func TestBadFiles(t *testing.T) {
 		{"inline array of tables", RoleProxy, head(proxyBase, 5) + "proxy = [\n  {name = \"p2\", public_key = \"P2PUB\", endpoint = \"127.0.0.1:51821\", address = [\"100.64.0.2\"], cluster = \"c2\"},\n  {name = \"p3\", public_key = \"T1PUB\",\n   endpoint = \"127.0.0.1:51822\", address = [\"100.64.0.3\"], cluster = \"c3\", colour = 1},\n]\n", 9, "proxy.colour", "unknown key"},
 		{"syntax error", RoleProxy, set(proxyBase, 3, `listen = "127.0.0.1:51820`), 3, "", ""},
 		{"toml duplicate key", RoleProxy, ins(proxyBase, 1, `name = "p9"`), 2, "", "name"},
+		{"check kind unknown", RoleTarget, ins(targetBase, 11, `check = "ping"`), 12, "group.check", `"ping": want a kind ("none", "tcp", "http", "dns", "udp", "exec") or a table`},
+		{"check wrong type", RoleTarget, ins(targetBase, 11, `check = 5`), 12, "group.check", "want a kind"},
+		{"check dns without a name", RoleTarget, ins(targetBase, 11, `check = "dns"`), 12, "group.check", `kind "dns" needs name`},
+		{"check exec without a command", RoleTarget, ins(targetBase, 11, `check = "exec"`), 12, "group.check", `kind "exec" needs command`},
+		{"check unknown key", RoleTarget, ins(targetBase, 11, `check = { kind = "tcp", colour = 1 }`), 12, "group.check.colour", "unknown key"},
+		{"check kind in table unknown", RoleTarget, ins(targetBase, 11, `check = { kind = "icmp" }`), 12, "group.check.kind", `"icmp": want "none"`},
+		{"check key of another kind", RoleTarget, ins(targetBase, 11, `check = { kind = "tcp", path = "/" }`), 12, "group.check.path", "a key of http checks, and this check is tcp"},
+		{"check key of http in default tcp", RoleTarget, ins(targetBase, 11, `check = { status = 200 }`), 12, "group.check.status", "a key of http checks, and this check is tcp"},
+		{"check none with keys", RoleTarget, ins(targetBase, 11, `check = { kind = "none", interval = "1s" }`), 12, "group.check.interval", `kind "none" takes no other keys`},
+		{"check interval too short", RoleTarget, ins(targetBase, 11, `check = { interval = "10ms" }`), 12, "group.check.interval", "want 100ms to 1h0m0s"},
+		{"check interval not a duration", RoleTarget, ins(targetBase, 11, `check = { interval = "2 s" }`), 12, "group.check.interval", "not a duration"},
+		{"check interval not a string", RoleTarget, ins(targetBase, 11, `check = { interval = 2 }`), 12, "group.check.interval", "want a string"},
+		{"check timeout past interval", RoleTarget, ins(targetBase, 11, `check = { interval = "1s", timeout = "2s" }`), 12, "group.check.timeout", "2s is longer than the interval 1s"},
+		{"check timeout too short", RoleTarget, ins(targetBase, 11, `check = { timeout = "1ms" }`), 12, "group.check.timeout", "want 10ms to 1h0m0s"},
+		{"check rise zero", RoleTarget, ins(targetBase, 11, `check = { rise = 0 }`), 12, "group.check.rise", "0 is out of range 1..100"},
+		{"check fall too many", RoleTarget, ins(targetBase, 11, `check = { fall = 101 }`), 12, "group.check.fall", "101 is out of range 1..100"},
+		{"check port zero", RoleTarget, ins(targetBase, 11, `check = { port = 0 }`), 12, "group.check.port", "out of range 1..65535"},
+		{"check http relative path", RoleTarget, ins(targetBase, 11, `check = { kind = "http", path = "health" }`), 12, "group.check.path", `path "health": want an absolute path`},
+		{"check http path with a space", RoleTarget, ins(targetBase, 11, `check = { kind = "http", path = "/a b" }`), 12, "group.check.path", "no spaces"},
+		{"check http status reversed", RoleTarget, ins(targetBase, 11, `check = { kind = "http", status = "399..200" }`), 12, "group.check.status", "399..200: want statuses within 100..599"},
+		{"check http status 600", RoleTarget, ins(targetBase, 11, `check = { kind = "http", status = 600 }`), 12, "group.check.status", "600..600"},
+		{"check http status pattern", RoleTarget, ins(targetBase, 11, `check = { kind = "http", status = "2xx" }`), 12, "group.check.status", `"2xx": want a status like 200`},
+		{"check http status float", RoleTarget, ins(targetBase, 11, `check = { kind = "http", status = 200.5 }`), 12, "group.check.status", "got a float"},
+		{"check dns name missing", RoleTarget, ins(targetBase, 11, `check = { kind = "dns", type = "A" }`), 12, "group.check.name", "required key is missing"},
+		{"check dns bad name", RoleTarget, ins(targetBase, 11, `check = { kind = "dns", name = "a..example" }`), 12, "group.check.name", "empty label"},
+		{"check dns bad type", RoleTarget, ins(targetBase, 11, `check = { kind = "dns", name = "a.example", type = "AAA" }`), 12, "group.check.type", `"AAA" is not a DNS type`},
+		{"check dns bad proto", RoleTarget, ins(targetBase, 11, `check = { kind = "dns", name = "a.example", proto = "quic" }`), 12, "group.check.proto", `"quic": want "udp" or "tcp"`},
+		{"check udp group needs a kind", RoleTarget, ins(set(targetBase, 10, `group = "100.65.0.1:53/udp"`), 11, `check = { interval = "1s" }`), 12, "group.check.kind", "required key is missing"},
+		{"check udp payload too long", RoleTarget, ins(targetBase, 11, `check = { kind = "udp", payload = "`+strings.Repeat("x", 1201)+`" }`), 12, "group.check.payload", "1201 bytes, want at most 1200"},
+		{"check exec command missing", RoleTarget, ins(targetBase, 11, `check = { kind = "exec" }`), 12, "group.check.command", "required key is missing"},
+		{"check exec command empty", RoleTarget, ins(targetBase, 11, `check = { kind = "exec", command = [] }`), 12, "group.check.command", "want the program and its arguments"},
+		{"check exec command a string", RoleTarget, ins(targetBase, 11, `check = { kind = "exec", command = "true" }`), 12, "group.check.command", "want an array of strings"},
+		{"check exec shell two strings", RoleTarget, ins(targetBase, 11, `check = { kind = "exec", shell = true, command = ["a", "b"] }`), 12, "group.check.command", "with shell = true, want one string"},
+		{"check exec shell not bool", RoleTarget, ins(targetBase, 11, `check = { kind = "exec", shell = 1, command = ["true"] }`), 12, "group.check.shell", "want true or false"},
+		{"check table header", RoleTarget, targetBase + "[group.check]\nkind = \"http\"\npath = \"x\"\n", 14, "group.check.path", `path "x"`},
+		{"check in the second group", RoleTarget, targetBase + "[[group]]\ngroup = \"100.65.0.2:53/udp\"\nport = 53\n[group.check]\nkind = \"dns\"\nname = \"a..b\"\n", 17, "group.check.name", "empty label"},
 	}
 	tk := setup(t)
 	seen := map[string]bool{}
@@ -509,6 +547,10 @@ func TestExamples(t *testing.T) {
 	if len(tg.Groups) != 1 || len(cl.Groups) != 0 || len(p.Edges) != 2 {
 		t.Errorf("unexpected example contents")
 	}
+	if c := tg.Checks[tg.Groups[0].Group]; c.Kind != "http" || c.Path != "/health" || c.StatusMin != 200 || c.StatusMax != 399 ||
+		c.Interval != 2*time.Second || c.Timeout != time.Second || c.Rise != 2 || c.Fall != 3 {
+		t.Errorf("example check: %+v", c)
+	}
 	if e := p.Edges[0]; e.Name != "t1" || !e.SetsPolicy || e.MaxWeight != 10 || p.Edges[1].SetsPolicy || p.Edges[1].MaxWeight != 1 {
 		t.Errorf("example edge rights: %+v", p.Edges)
 	}
@@ -534,6 +576,67 @@ func TestGroupPolicy(t *testing.T) {
 		Policy: router.Policy{Select: router.SelectAffinity, Scope: router.ScopeSameCluster, Replicate: 3}, Weight: 7}
 	if len(tg.Groups) != 1 || tg.Groups[0] != want {
 		t.Errorf("groups %+v, want %+v", tg.Groups, want)
+	}
+}
+
+// TestGroupChecks reads each kind of check, and the defaults.
+func TestGroupChecks(t *testing.T) {
+	tk := setup(t)
+	g := router.Group{Addr: netip.MustParseAddr("100.65.0.1"), Port: 80, Proto: router.ProtoTCP}
+	g53 := router.Group{Addr: netip.MustParseAddr("100.65.0.1"), Port: 53, Proto: router.ProtoUDP}
+	with := func(kind string, f func(*check.Spec)) check.Spec {
+		s := check.Defaults(kind)
+		f(&s)
+		return s
+	}
+	udp := func(s string) string { return set(s, 10, `group = "100.65.0.1:53/udp"`) }
+	tests := []struct {
+		name string
+		text string
+		g    router.Group
+		want check.Spec
+	}{
+		{"tcp group: tcp by default", targetBase, g, check.Defaults(check.KindTCP)},
+		{"udp group: none by default", udp(targetBase), g53, check.Defaults(check.KindNone)},
+		{"none", ins(targetBase, 11, `check = "none"`), g, check.Defaults(check.KindNone)},
+		{"none in a table", ins(targetBase, 11, `check = { kind = "none" }`), g, check.Defaults(check.KindNone)},
+		{"http by name", ins(targetBase, 11, `check = "http"`), g, with(check.KindHTTP, func(s *check.Spec) {})},
+		{"udp by name", ins(udp(targetBase), 11, `check = "udp"`), g53, check.Defaults(check.KindUDP)},
+		{"tcp table without kind", ins(targetBase, 11, `check = { interval = "5s", rise = 1, fall = 10, port = 8081 }`), g,
+			with(check.KindTCP, func(s *check.Spec) { s.Interval, s.Rise, s.Fall, s.Port = 5*time.Second, 1, 10, 8081 })},
+		{"http, a short interval cuts the timeout", ins(targetBase, 11, `check = { kind = "http", interval = "500ms", path = "/health?full=1", status = 204 }`), g,
+			with(check.KindHTTP, func(s *check.Spec) {
+				s.Interval, s.Timeout, s.Path, s.StatusMin, s.StatusMax = 500*time.Millisecond, 500*time.Millisecond, "/health?full=1", 204, 204
+			})},
+		{"http status range", targetBase + "[group.check]\nkind = \"http\"\nstatus = \"200..299\"\ntimeout = \"250ms\"\n", g,
+			with(check.KindHTTP, func(s *check.Spec) { s.StatusMin, s.StatusMax, s.Timeout = 200, 299, 250*time.Millisecond })},
+		{"dns", ins(udp(targetBase), 11, `check = { kind = "dns", name = "ns.example.", type = "aaaa", proto = "tcp", port = 5353 }`), g53,
+			with(check.KindDNS, func(s *check.Spec) { s.Name, s.Type, s.Proto, s.Port = "ns.example.", check.TypeAAAA, "tcp", 5353 })},
+		{"dns defaults", ins(udp(targetBase), 11, `check = { kind = "dns", name = "example.org" }`), g53,
+			with(check.KindDNS, func(s *check.Spec) { s.Name, s.Type, s.Proto = "example.org", check.TypeA, "udp" })},
+		{"udp payload", ins(udp(targetBase), 11, `check = { kind = "udp", payload = "ping\n" }`), g53,
+			with(check.KindUDP, func(s *check.Spec) { s.Payload = []byte("ping\n") })},
+		{"exec argv", ins(targetBase, 11, `check = { kind = "exec", command = ["/usr/bin/curl", "-fs", "http://127.0.0.1:8080/"], timeout = "2s" }`), g,
+			with(check.KindExec, func(s *check.Spec) {
+				s.Command, s.Timeout = []string{"/usr/bin/curl", "-fs", "http://127.0.0.1:8080/"}, 2*time.Second
+			})},
+		{"exec shell", ins(targetBase, 11, `check = { kind = "exec", shell = true, command = ["pgrep nginx >/dev/null"] }`), g,
+			with(check.KindExec, func(s *check.Spec) { s.Command, s.Shell = []string{"pgrep nginx >/dev/null"}, true })},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := LoadTarget(tk.write(t, "t1.toml", tc.text))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, ok := e.Checks[tc.g]; !ok || !reflect.DeepEqual(got, tc.want) || len(e.Checks) != len(e.Groups) {
+				t.Errorf("check %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+	cl, err := LoadClient(tk.write(t, "cl1.toml", clientBase))
+	if err != nil || cl.Checks != nil {
+		t.Errorf("client checks %v, %v", cl.Checks, err)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pias-net/pias/check"
 	"github.com/pias-net/pias/router"
 )
 
@@ -166,7 +167,12 @@ func (r FileReader) loadEdge(path, role string) (*Edge, error) {
 				s.Port = uint16(n)
 			}
 			d.groupPolicy(gt, &s)
+			spec := d.groupCheck(gt, s.Group)
 			gt.done()
+			if e.Checks == nil {
+				e.Checks = map[router.Group]check.Spec{}
+			}
+			e.Checks[s.Group] = spec
 			e.Groups = append(e.Groups, s)
 		}
 	}
