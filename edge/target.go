@@ -92,7 +92,8 @@ type GroupStatus struct {
 	Since int64
 	Tried bool
 	// Flows: draining, the live flows to this target its JAP reported
-	// last (drained: 0, or those the drain's timeout cut).
+	// last, -1 before its first answer; drained, the last count (0 when
+	// they ended).
 	Flows int
 }
 
@@ -273,17 +274,18 @@ func (t *Target) Handle(now int64, from netip.AddrPort, b []byte) (bool, []Packe
 		g.misses = 0
 		switch {
 		case dack.Status == overlay.StatusRefused:
-			t.setDraining(g, now, dack.Reason, -1)
+			t.setState(g, now, JoinDraining, dack.Reason)
 			g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
 		case dack.Status != overlay.StatusOK:
 			// Unknown: its JAP holds it no more (its flows ended or the
 			// timeout passed between two DRAINs), or never did.
 			t.drained(g, now, "its JAP no longer holds it")
 		case dack.Flows == 0:
-			t.setDraining(g, now, "", 0)
+			t.setFlows(g, 0)
 			t.drained(g, now, "its flows ended")
 		default:
-			t.setDraining(g, now, "", int(min(dack.Flows, math.MaxInt32)))
+			t.setState(g, now, JoinDraining, "")
+			t.setFlows(g, int(min(dack.Flows, math.MaxInt32)))
 			g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
 		}
 	case g.phase == joining && isJoinAck && ack.Group == g.Group:
@@ -409,7 +411,8 @@ func (t *Target) Drain(now int64, g router.Group, timeout time.Duration) ([]Pack
 			continue
 		}
 		m.drain, m.phase, m.at = drainAsked, idle, now
-		t.setDraining(m, now, "", -1)
+		t.setState(m, now, JoinDraining, "")
+		t.setFlows(m, -1)
 	}
 	return t.Tick(now), nil
 }
@@ -452,15 +455,12 @@ func (t *Target) drained(g *membership, now int64, reason string) {
 	t.setState(g, now, JoinDrained, reason)
 }
 
-// setDraining records g as draining with flows live flows (-1: as it was).
-func (t *Target) setDraining(g *membership, now int64, reason string, flows int) {
-	t.setState(g, now, JoinDraining, reason)
-	if flows >= 0 {
-		s := &t.status
-		s.Lock()
-		s.groups[g.i].Flows = flows
-		s.Unlock()
-	}
+// setFlows records the live flows g's JAP reported (-1: none yet).
+func (t *Target) setFlows(g *membership, flows int) {
+	s := &t.status
+	s.Lock()
+	s.groups[g.i].Flows = flows
+	s.Unlock()
 }
 
 // sendDrain sends g's next DRAIN.
