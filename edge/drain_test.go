@@ -100,7 +100,7 @@ func TestTargetDrainUnknownAndSilent(t *testing.T) {
 				return &wire{s.seq, &overlay.DrainAck{Group: d.Group, Status: overlay.StatusUnknown}}
 			}
 			return answerAll(s)
-		}, "its JAP no longer holds it"},
+		}, "its JAP holds it no more: its flows ended, or the drain timed out"},
 		{"silent", func(s sent) *wire {
 			if _, ok := s.m.(*overlay.Drain); ok {
 				return nil

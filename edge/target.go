@@ -279,7 +279,7 @@ func (t *Target) Handle(now int64, from netip.AddrPort, b []byte) (bool, []Packe
 		case dack.Status != overlay.StatusOK:
 			// Unknown: its JAP holds it no more (its flows ended or the
 			// timeout passed between two DRAINs), or never did.
-			t.drained(g, now, "its JAP no longer holds it")
+			t.drained(g, now, "its JAP holds it no more: its flows ended, or the drain timed out")
 		case dack.Flows == 0:
 			t.setFlows(g, 0)
 			t.drained(g, now, "its flows ended")
