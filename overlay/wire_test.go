@@ -2,9 +2,9 @@ package overlay
 
 import (
 	"bytes"
-	"fmt"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"math"
 	"net/netip"
 	"os"
