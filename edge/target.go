@@ -52,6 +52,12 @@ const (
 	JoinPending JoinState = iota // not joined yet, or joining again
 	JoinJoined                   // its JAP accepted the join
 	JoinRefused                  // its JAP refused it (tried again every keepalive interval)
+	// JoinDraining: asked to drain (Target.Drain): its JAP sends it no new
+	// flow and lets the live ones finish; GroupStatus.Flows says how many.
+	JoinDraining
+	// JoinDrained: out of the group until Target.Undrain; it sends nothing
+	// for it. Not kept across a restart: a target that starts joins.
+	JoinDrained
 )
 
 func (s JoinState) String() string {
@@ -62,6 +68,10 @@ func (s JoinState) String() string {
 		return "joined"
 	case JoinRefused:
 		return "refused"
+	case JoinDraining:
+		return "draining"
+	case JoinDrained:
+		return "drained"
 	}
 	return "joinstate(?)"
 }
@@ -81,6 +91,10 @@ type GroupStatus struct {
 	// is that time.
 	Since int64
 	Tried bool
+	// Flows: draining, the live flows to this target its JAP reported
+	// last, -1 before its first answer; drained, the last count (0 when
+	// they ended).
+	Flows int
 }
 
 // The target's timing, beside its keepalive interval.
@@ -123,11 +137,21 @@ type Target struct {
 type phase uint8
 
 const (
-	idle    phase = iota // until at: then a JOIN if not joined, else a keepalive
-	joining              // a JOIN (seq) waits for its answer until at
-	keeping              // a keepalive (seq) waits for its answer until at
-	leaving              // a LEAVE (seq) waits for its answer until at
-	done                 // stopped
+	idle     phase = iota // until at: then a JOIN if not joined, else a keepalive
+	joining               // a JOIN (seq) waits for its answer until at
+	keeping               // a keepalive (seq) waits for its answer until at
+	leaving               // a LEAVE (seq) waits for its answer until at
+	draining              // a DRAIN (seq) waits for its answer until at
+	done                  // stopped
+)
+
+// drainState is where a membership stands in a drain (Target.Drain).
+type drainState uint8
+
+const (
+	notDraining drainState = iota
+	drainAsked             // DRAINs go instead of keepalives
+	drainOver              // drained: nothing goes until Undrain
 )
 
 type membership struct {
@@ -140,6 +164,9 @@ type membership struct {
 	misses int  // keepalives unanswered in a row
 	lost   bool // the last keepalive went unanswered: the next goes at once
 	tries  int  // leaves sent
+	drain  drainState
+	// drainTimeout: the drain's Drain.Timeout (0: the JAP's default).
+	drainTimeout time.Duration
 }
 
 // NewTarget makes a target that starts joining every group at the first Tick.
@@ -182,10 +209,22 @@ func (t *Target) Tick(now int64) []Packet {
 		}
 		switch g.phase {
 		case idle:
-			if g.joined {
+			switch {
+			case g.drain == drainOver:
+				g.at = math.MaxInt64
+			case g.drain == drainAsked:
+				out = t.sendDrain(g, now, out)
+			case g.joined:
 				out = t.keepalive(g, now, out)
-			} else {
+			default:
 				out = t.join(g, now, out)
+			}
+		case draining:
+			if g.misses++; g.misses >= keepaliveMisses {
+				// Its JAP is gone, and with it the flows there.
+				t.drained(g, now, "its JAP stopped answering")
+			} else {
+				out = t.sendDrain(g, now, out)
 			}
 		case joining:
 			// No answer (the tunnel may still be coming up): again at once.
@@ -229,7 +268,26 @@ func (t *Target) Handle(now int64, from netip.AddrPort, b []byte) (bool, []Packe
 	}
 	ack, isJoinAck := m.(*overlay.JoinAck)
 	kack, isKeepaliveAck := m.(*overlay.KeepaliveAck)
+	dack, isDrainAck := m.(*overlay.DrainAck)
 	switch {
+	case g.phase == draining && isDrainAck && dack.Group == g.Group:
+		g.misses = 0
+		switch {
+		case dack.Status == overlay.StatusRefused:
+			t.setState(g, now, JoinDraining, dack.Reason)
+			g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
+		case dack.Status != overlay.StatusOK:
+			// Unknown: its JAP holds it no more (its flows ended or the
+			// timeout passed between two DRAINs), or never did.
+			t.drained(g, now, "its JAP holds it no more: its flows ended, or the drain timed out")
+		case dack.Flows == 0:
+			t.setFlows(g, 0)
+			t.drained(g, now, "its flows ended")
+		default:
+			t.setState(g, now, JoinDraining, "")
+			t.setFlows(g, int(min(dack.Flows, math.MaxInt32)))
+			g.phase, g.at = idle, now+int64(t.cfg.Keepalive)
+		}
 	case g.phase == joining && isJoinAck && ack.Group == g.Group:
 		if ack.Status == overlay.StatusRefused {
 			t.event(overlay.Event{Kind: overlay.EventJoinRefused, Group: g.Group, Reason: ack.Reason})
@@ -282,6 +340,12 @@ func (t *Target) Moved(now int64, old netip.Addr) []Packet {
 	}
 	for i := range t.groups {
 		g := &t.groups[i]
+		if g.drain == drainAsked {
+			// The leave just sent drops it, flows and all, at the old
+			// JAP; the new one must not take it.
+			t.drained(g, now, "moved while draining")
+			continue
+		}
 		switch g.phase {
 		case idle:
 			if !g.joined {
@@ -322,6 +386,90 @@ func (t *Target) Stop(now int64) []Packet {
 		g.phase, g.at, g.tries = leaving, now, 0
 	}
 	return t.Tick(now)
+}
+
+// Drain takes the target out of group g's selection for new flows at its
+// JAP, which lets the live flows finish and drops the target when they
+// reach zero or timeout passes (0: the JAP's default,
+// overlay.DefaultDrainTimeout). Groups reports g draining, with the
+// flows its JAP reports left, then drained; it stays drained, sending
+// nothing for g, until Undrain, but not across a restart. A group not
+// joined yet is drained at once; one draining or drained stays as it is.
+// The zero Group drains every group.
+func (t *Target) Drain(now int64, g router.Group, timeout time.Duration) ([]Packet, error) {
+	ms, err := t.members(g)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if m.drain != notDraining || m.phase == leaving || m.phase == done {
+			continue
+		}
+		m.drainTimeout, m.misses, m.lost = timeout, 0, false
+		if !m.joined {
+			t.drained(m, now, "drained before it joined")
+			continue
+		}
+		m.drain, m.phase, m.at = drainAsked, idle, now
+		t.setState(m, now, JoinDraining, "")
+		t.setFlows(m, -1)
+	}
+	return t.Tick(now), nil
+}
+
+// Undrain ends g's drain (the zero Group: every group's): it joins again,
+// which its JAP takes as the end of the drain if it still holds it.
+func (t *Target) Undrain(now int64, g router.Group) ([]Packet, error) {
+	ms, err := t.members(g)
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range ms {
+		if m.drain == notDraining || m.phase == leaving || m.phase == done {
+			continue
+		}
+		m.drain, m.joined, m.misses, m.lost = notDraining, false, 0, false
+		m.phase, m.at, m.seq = idle, now, 0
+		t.setState(m, now, JoinPending, "undrained")
+	}
+	return t.Tick(now), nil
+}
+
+// members is the membership of g, or all of them for the zero Group.
+func (t *Target) members(g router.Group) ([]*membership, error) {
+	var out []*membership
+	for i := range t.groups {
+		if g == (router.Group{}) || t.groups[i].Group == g {
+			out = append(out, &t.groups[i])
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s is not a group of this target", g)
+	}
+	return out, nil
+}
+
+// drained puts g in the drained state, for reason: it sends nothing more.
+func (t *Target) drained(g *membership, now int64, reason string) {
+	g.drain, g.joined, g.phase, g.at, g.seq = drainOver, false, idle, math.MaxInt64, 0
+	t.setState(g, now, JoinDrained, reason)
+}
+
+// setFlows records the live flows g's JAP reported (-1: none yet).
+func (t *Target) setFlows(g *membership, flows int) {
+	s := &t.status
+	s.Lock()
+	s.groups[g.i].Flows = flows
+	s.Unlock()
+}
+
+// sendDrain sends g's next DRAIN.
+func (t *Target) sendDrain(g *membership, now int64, out []Packet) []Packet {
+	g.phase, g.at, g.seq = draining, now+int64(t.cfg.Keepalive), t.nextSeq()
+	if b, err := encode(g.seq, &overlay.Drain{Group: g.Group, Port: g.Port, Timeout: g.drainTimeout}); err == nil {
+		out = append(out, Packet{To: netip.AddrPortFrom(g.Group.Addr, t.cfg.ControlPort), Data: b})
+	}
+	return out
 }
 
 // Done reports whether the target has stopped and every leave is over.
@@ -403,6 +551,9 @@ func (t *Target) setState(g *membership, now int64, st JoinState, reason string)
 		gs.Since = now
 	}
 	gs.State, gs.JAP, gs.Reason, gs.Tried = st, jap, reason, true
+	if st != JoinDraining && st != JoinDrained {
+		gs.Flows = 0
+	}
 	close(s.change)
 	s.change = make(chan struct{})
 }

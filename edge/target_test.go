@@ -114,7 +114,7 @@ func (s *targetSim) deliver(pkts []Packet) {
 			s.t.Fatalf("the target sent a message that does not decode: %v", err)
 		}
 		switch m.(type) {
-		case *overlay.Join, *overlay.Leave, *overlay.Keepalive:
+		case *overlay.Join, *overlay.Leave, *overlay.Keepalive, *overlay.Drain:
 		default:
 			s.t.Fatalf("the target sent a %v", m.Type())
 		}

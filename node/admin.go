@@ -8,10 +8,15 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
 )
 
 // The admin endpoint is a small HTTP server on a unix socket, one per node,
@@ -33,11 +38,20 @@ func AdminDir() string {
 // AdminSocket is the admin socket path of the node whose interface is name.
 func AdminSocket(name string) string { return filepath.Join(AdminDir(), name+".sock") }
 
+// Drainer is what the admin socket's drain and undrain requests call: a
+// target's Edge. The zero Group means every group.
+type Drainer interface {
+	Drain(ctx context.Context, g router.Group, timeout time.Duration) error
+	Undrain(ctx context.Context, g router.Group) error
+}
+
 // ServeAdmin answers GET /status on the unix socket path with status()
-// as JSON. Close stops it and removes the socket. A socket that exists but
-// does not answer is stale and replaced; one that answers belongs to a live
-// node, and ServeAdmin refuses to take it over.
-func ServeAdmin(path string, status func() any) (io.Closer, error) {
+// as JSON, and POST /drain and /undrain (form values group, and for a
+// drain timeout) through d, which is nil on a node that has no groups.
+// Close stops it and removes the socket. A socket that exists but does not
+// answer is stale and replaced; one that answers belongs to a live node,
+// and ServeAdmin refuses to take it over.
+func ServeAdmin(path string, status func() any, d Drainer) (io.Closer, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("admin socket: %w", err)
 	}
@@ -61,6 +75,21 @@ func ServeAdmin(path string, status func() any) (io.Closer, error) {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(status())
+	})
+	mux.HandleFunc("POST /drain", func(w http.ResponseWriter, r *http.Request) {
+		adminControl(w, r, d, func(g router.Group) error {
+			timeout, err := time.ParseDuration(r.FormValue("timeout"))
+			if r.FormValue("timeout") == "" {
+				timeout, err = 0, nil
+			}
+			if err != nil || timeout < 0 || timeout > overlay.MaxDrainTimeout {
+				return fmt.Errorf("timeout %q: want a duration from 0 (the JAP's default, %v) to %v", r.FormValue("timeout"), overlay.DefaultDrainTimeout, overlay.MaxDrainTimeout)
+			}
+			return d.Drain(r.Context(), g, timeout)
+		})
+	})
+	mux.HandleFunc("POST /undrain", func(w http.ResponseWriter, r *http.Request) {
+		adminControl(w, r, d, func(g router.Group) error { return d.Undrain(r.Context(), g) })
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
@@ -95,6 +124,27 @@ func CheckAdminDir(dir string) error {
 	return nil
 }
 
+// adminControl answers a drain or undrain request: do with the request's
+// group (none: every group), or an error in one line.
+func adminControl(w http.ResponseWriter, r *http.Request, d Drainer, do func(router.Group) error) {
+	var g router.Group
+	err := error(nil)
+	switch {
+	case d == nil:
+		err = errors.New("this node has no groups: only a target drains")
+	case r.FormValue("group") != "":
+		g, err = router.ParseGroup(r.FormValue("group"))
+	}
+	if err == nil {
+		err = do(g)
+	}
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
 type closerFunc func() error
 
 func (f closerFunc) Close() error { return f() }
@@ -102,12 +152,46 @@ func (f closerFunc) Close() error { return f() }
 // ReadStatus asks the node behind the admin socket path for its status and
 // decodes it into v.
 func ReadStatus(ctx context.Context, path string, v any) error {
+	resp, err := adminDo(ctx, path, http.MethodGet, "status", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// AdminDrain asks the target behind the admin socket path to drain group
+// (a group's text; "" for every group) within timeout (0: its JAP's
+// default). It returns once the target has sent its drains: its status
+// then says how they go.
+func AdminDrain(ctx context.Context, path, group string, timeout time.Duration) error {
+	return adminPost(ctx, path, "drain", url.Values{"group": {group}, "timeout": {timeout.String()}})
+}
+
+// AdminUndrain asks the target behind the admin socket path to end the
+// drain of group ("" for every group).
+func AdminUndrain(ctx context.Context, path, group string) error {
+	return adminPost(ctx, path, "undrain", url.Values{"group": {group}})
+}
+
+func adminPost(ctx context.Context, path, what string, form url.Values) error {
+	resp, err := adminDo(ctx, path, http.MethodPost, what, form)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// adminDo sends a request to the node behind the admin socket path; an
+// answer other than success is an error with the node's one line.
+func adminDo(ctx context.Context, path, method, what string, form url.Values) (*http.Response, error) {
 	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("no node at %s (is it running, and as this user?)", path)
+		return nil, fmt.Errorf("no node at %s (is it running, and as this user?)", path)
 	}
 	// A socket in a directory another user controls may be theirs.
 	if err := CheckAdminDir(filepath.Dir(path)); err != nil {
-		return err
+		return nil, err
 	}
 	client := &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -115,17 +199,28 @@ func ReadStatus(ctx context.Context, path string, v any) error {
 			return d.DialContext(ctx, "unix", path)
 		},
 	}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://pias/status", nil)
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://pias/"+what, body)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	}
 	resp, err := client.Do(req)
 	if err != nil {
-		return fmt.Errorf("ask %s: %w", path, err)
+		return nil, fmt.Errorf("ask %s: %w", path, err)
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("ask %s: %s", path, resp.Status)
+	if resp.StatusCode/100 != 2 {
+		defer resp.Body.Close()
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		if line := strings.TrimSpace(strings.SplitN(string(msg), "\n", 2)[0]); line != "" && resp.StatusCode == http.StatusBadRequest {
+			return nil, errors.New(line)
+		}
+		return nil, fmt.Errorf("ask %s: %s", path, resp.Status)
 	}
-	return json.NewDecoder(resp.Body).Decode(v)
+	return resp, nil
 }

@@ -17,7 +17,7 @@ type adminStatus struct{ Name string }
 func serveAndRead(t *testing.T, dir string) (adminStatus, error) {
 	t.Helper()
 	path := filepath.Join(dir, "n.sock")
-	c, err := ServeAdmin(path, func() any { return adminStatus{Name: "n1"} })
+	c, err := ServeAdmin(path, func() any { return adminStatus{Name: "n1"} }, nil)
 	if err != nil {
 		return adminStatus{}, err
 	}
@@ -101,7 +101,7 @@ func TestServeAdminRefusesPlantedDir(t *testing.T) {
 func TestReadStatusRefusesPlantedSocket(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pias-test")
 	path := filepath.Join(dir, "n.sock")
-	c, err := ServeAdmin(path, func() any { return adminStatus{Name: "planted"} })
+	c, err := ServeAdmin(path, func() any { return adminStatus{Name: "planted"} }, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

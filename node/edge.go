@@ -3,6 +3,7 @@ package node
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/edge"
+	"github.com/pias-net/pias/router"
 	"github.com/pias-net/pias/tunnel"
 )
 
@@ -50,7 +52,15 @@ type Edge struct {
 	conns  map[bool]net.PacketConn // control sockets, by family (true: IPv4)
 	in     chan datagram           // what they read
 	probed chan probed             // the probes' outcomes
+	ctl    chan edgeCtl            // admin requests (Drain, Undrain)
 	ended  chan struct{}           // closed when run returns
+}
+
+// edgeCtl is a request for run: do applies it to the target's machine at
+// now; its error goes back on done.
+type edgeCtl struct {
+	do   func(now int64) ([]edge.Packet, error)
+	done chan error
 }
 
 // probed is the outcome of one probe.
@@ -88,7 +98,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		peers = append(peers, proxyPeer(cfg, pp, i, i == 0))
 	}
 	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, opts: opts, epoch: time.Now(),
-		conns: map[bool]net.PacketConn{}, in: make(chan datagram, 64), probed: make(chan probed), ended: make(chan struct{})}
+		conns: map[bool]net.PacketConn{}, in: make(chan datagram, 64), probed: make(chan probed), ctl: make(chan edgeCtl), ended: make(chan struct{})}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	var err error
 	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
@@ -221,8 +231,46 @@ func (e *Edge) run() {
 			if !stopping {
 				e.observe(p)
 			}
+		case c := <-e.ctl:
+			if stopping {
+				c.done <- errors.New("the target is stopping")
+				continue
+			}
+			out, err := c.do(e.now())
+			e.send(out)
+			c.done <- err
 		}
 	}
+}
+
+// Drain takes the target's group g (the zero Group: every group) out of
+// selection for new flows at its JAP, which lets the live flows finish
+// until timeout (0: the JAP's default); Status shows it draining, then
+// drained. See edge.Target.Drain.
+func (e *Edge) Drain(ctx context.Context, g router.Group, timeout time.Duration) error {
+	return e.control(ctx, func(now int64) ([]edge.Packet, error) { return e.Target.Drain(now, g, timeout) })
+}
+
+// Undrain ends the drain of g (the zero Group: of every group): it joins
+// again.
+func (e *Edge) Undrain(ctx context.Context, g router.Group) error {
+	return e.control(ctx, func(now int64) ([]edge.Packet, error) { return e.Target.Undrain(now, g) })
+}
+
+// control has run apply do to the target, and waits for its outcome.
+func (e *Edge) control(ctx context.Context, do func(now int64) ([]edge.Packet, error)) error {
+	if e.Target == nil {
+		return fmt.Errorf("%s is a %s: only a target's groups drain", e.Name, e.Config.Role)
+	}
+	c := edgeCtl{do: do, done: make(chan error, 1)}
+	select {
+	case e.ctl <- c:
+	case <-e.ended:
+		return errors.New("the target has stopped")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return <-c.done // run answers every request it takes
 }
 
 // handle gives a datagram from a control socket to the machine that waits

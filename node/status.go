@@ -82,7 +82,7 @@ type EdgeStatus struct {
 // JoinStatus is one of a target's groups: joined, refused or pending.
 type JoinStatus struct {
 	Group string `json:"group"`
-	State string `json:"state"` // "joined", "refused" or "pending"
+	State string `json:"state"` // "joined", "refused", "pending", "draining" or "drained"
 	// JAP: joined or refused, the proxy that answered.
 	JAP string `json:"jap,omitempty"`
 	// Reason: refused, the reason the proxy gave; pending after a join,
@@ -92,6 +92,9 @@ type JoinStatus struct {
 	// before. For: how long before the status was taken, in seconds.
 	Since time.Time `json:"since,omitzero"`
 	For   float64   `json:"for_s,omitempty"`
+	// Flows: draining, the live flows its JAP reported last; -1 before
+	// its first answer.
+	Flows int `json:"flows,omitempty"`
 }
 
 // Status reports what the proxy knows now.
@@ -162,7 +165,7 @@ func (e *Edge) Status() Status {
 	if e.Target != nil {
 		now := time.Now()
 		for _, g := range e.Target.Groups() {
-			js := JoinStatus{Group: g.Group.String(), State: g.State.String(), JAP: g.JAP, Reason: g.Reason}
+			js := JoinStatus{Group: g.Group.String(), State: g.State.String(), JAP: g.JAP, Reason: g.Reason, Flows: g.Flows}
 			if g.Tried {
 				js.Since = e.epoch.Add(time.Duration(g.Since))
 				js.For = now.Sub(js.Since).Seconds()

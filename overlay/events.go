@@ -27,6 +27,8 @@ const (
 	EventLeave    EventKind = "leave"    // a target left
 	EventExpire   EventKind = "expire"   // a target fell silent and was dropped
 	EventMoved    EventKind = "moved"    // a target joined elsewhere and was dropped here
+	EventDrain    EventKind = "drain"    // a target here takes no new flows; its flows go on
+	EventDrained  EventKind = "drained"  // a draining target was dropped; Reason: its flows ended, or its timeout
 	EventRegister EventKind = "register" // this JAP told a group's RAPs its count
 	EventResolve  EventKind = "resolve"  // this IAP asked a RAP
 	EventResolved EventKind = "resolved" // and got the group's JAPs

@@ -32,7 +32,18 @@ type target struct {
 	// leaveAt: a leave that came too fast (see joinLimit) takes effect
 	// then; 0: none. A join or keepalive before then cancels it.
 	leaveAt int64
+	// drainUntil: the target is draining (see handleDrain) and is dropped
+	// then at the latest; 0: not draining. A join ends the drain.
+	drainUntil int64
 }
+
+// Drain timeouts (Drain.Timeout): the default, what the operators
+// expect of a graceful stop, and the most a target may ask for, so that a
+// forgotten drain does not hold a target's flows here for ever.
+const (
+	DefaultDrainTimeout = 30 * time.Second
+	MaxDrainTimeout     = time.Hour
+)
 
 // report is what a JAP last told a group's RAPs: the count and when.
 type report struct {
@@ -107,15 +118,20 @@ func (j *jap) groups() []router.Group {
 	return sortedGroups(j.targets)
 }
 
-// count is how many targets joined here for g; for an echo pseudo-group,
-// for any group of its IP.
+// count is how many targets joined here for g and take new flows (those
+// draining do not count: with none left, the JAP withdraws); for an echo
+// pseudo-group, for any group of its IP.
 func (j *jap) count(g router.Group) int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	n := 0
 	for lg, ts := range j.targets {
 		if lg == g || (g.IsEcho() && lg.Addr == g.Addr) {
-			n += len(ts)
+			for _, t := range ts {
+				if t.drainUntil == 0 {
+					n++
+				}
+			}
 		}
 	}
 	return n
@@ -149,11 +165,13 @@ func (j *jap) joinedBefore(addr netip.Addr, g router.Group, epoch uint32) bool {
 type expiry struct {
 	g    router.Group
 	addr netip.Addr
-	kind EventKind // EventExpire: silent; EventLeave: a delayed leave
+	// EventExpire: silent; EventLeave: a delayed leave; EventDrained: a
+	// drain past its timeout.
+	kind EventKind
 }
 
-// expired lists the targets silent past their timeout, and those whose
-// delayed leave is due, in order.
+// expired lists the targets silent past their timeout, those whose
+// delayed leave is due, and those whose drain timed out, in order.
 func (j *jap) expired(now int64) []expiry {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -165,6 +183,8 @@ func (j *jap) expired(now int64) []expiry {
 				out = append(out, expiry{g, addr, EventLeave})
 			case now-t.lastSeen > int64(t.timeout):
 				out = append(out, expiry{g, addr, EventExpire})
+			case t.drainUntil != 0 && now >= t.drainUntil:
+				out = append(out, expiry{g, addr, EventDrained})
 			}
 		}
 	}
@@ -270,6 +290,93 @@ func (p *Proxy) handleKeepalive(src, dst netip.AddrPort, seq uint32, m *Keepaliv
 	p.send(dst, src, seq, &KeepaliveAck{Group: m.Group, Status: st})
 }
 
+// handleDrain takes a target's drain: it leaves g's selection for new flows
+// here (in the router), stops counting in what this JAP registers (the
+// last one draining withdraws the JAP at the RAPs, so IAPs stop sending
+// new flows), and stays a target, keepalives and all, while its flows
+// finish: it is dropped when they reach zero (drainTick) or its timeout
+// passes (expired), whichever comes first. The answer carries its live
+// flows. A drain's first message spends one of its edge's join budget,
+// like a leave (a drain/join loop costs a join and a leave); a repeat only
+// refreshes it as a keepalive would, and its timeout stays the first's.
+func (p *Proxy) handleDrain(src, dst netip.AddrPort, seq uint32, m *Drain) {
+	addr := src.Addr()
+	now := p.clock.Now()
+	j := &p.jap
+	j.mu.Lock()
+	t := j.targets[m.Group][addr]
+	e := p.cfg.Edges[addr]
+	if t == nil || e == nil {
+		j.mu.Unlock()
+		p.send(dst, src, seq, &DrainAck{Group: m.Group, Status: StatusUnknown})
+		return
+	}
+	t.lastSeen = now
+	first := t.drainUntil == 0
+	if first {
+		if ok, wait := j.take(e, now, p.cfg.JoinRate, p.joinBurst(e)); !ok {
+			j.mu.Unlock()
+			why := fmt.Sprintf("edge %q joins, leaves and drains too fast: at most %g a second after a burst of %d; retry in %v",
+				e.Name, p.cfg.JoinRate, p.joinBurst(e), wait.Round(time.Millisecond)+time.Millisecond)
+			p.send(dst, src, seq, &DrainAck{Group: m.Group, Status: StatusRefused, Reason: why})
+			return
+		}
+		timeout := m.Timeout
+		if timeout <= 0 {
+			timeout = DefaultDrainTimeout
+		}
+		t.drainUntil = now + int64(min(timeout, MaxDrainTimeout))
+	}
+	port, name := t.port, t.name
+	j.mu.Unlock()
+	target := netip.AddrPortFrom(addr, port)
+	if first {
+		p.cfg.Router.DrainTarget(m.Group, addr)
+		p.emit(Event{Kind: EventDrain, Group: m.Group, Target: target, Name: name})
+		p.register(m.Group, false)
+	}
+	flows := p.liveFlows(m.Group, addr)
+	if flows == 0 {
+		p.leaveWhy(addr, m.Group, EventDrained, "its flows ended")
+	}
+	p.send(dst, src, seq, &DrainAck{Group: m.Group, Status: StatusOK, Flows: uint32(flows)})
+}
+
+// liveFlows is the router's count of live flows to the local target addr
+// of g.
+func (p *Proxy) liveFlows(g router.Group, addr netip.Addr) int {
+	for _, l := range p.cfg.Router.Loads(g) {
+		if l.Target.Addr() == addr {
+			return l.Flows
+		}
+	}
+	return 0
+}
+
+// drainTick drops the draining targets whose flows have all ended.
+func (p *Proxy) drainTick() {
+	type key struct {
+		g    router.Group
+		addr netip.Addr
+	}
+	var draining []key
+	j := &p.jap
+	j.mu.Lock()
+	for _, g := range sortedGroups(j.targets) {
+		for _, addr := range sortedAddrs(j.targets[g]) {
+			if j.targets[g][addr].drainUntil != 0 {
+				draining = append(draining, key{g, addr})
+			}
+		}
+	}
+	j.mu.Unlock()
+	for _, d := range draining {
+		if p.liveFlows(d.g, d.addr) == 0 {
+			p.leaveWhy(d.addr, d.g, EventDrained, "its flows ended")
+		}
+	}
+}
+
 // admit says why an edge may not join a group, or "" when it may.
 func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
 	e := p.cfg.Edges[addr]
@@ -348,7 +455,8 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 			m.Policy = router.Policy{}
 		}
 	}
-	changes := !known || t.port != m.Port || t.weight != m.Weight || (len(ts) > 0 && pol != m.Policy)
+	undrain := known && t.drainUntil != 0
+	changes := !known || undrain || t.port != m.Port || t.weight != m.Weight || (len(ts) > 0 && pol != m.Policy)
 	if changes {
 		if ok, wait := j.take(e, now, p.cfg.JoinRate, p.joinBurst(e)); !ok {
 			j.mu.Unlock()
@@ -371,7 +479,7 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 		ts[addr] = t
 	}
 	t.name, t.port, t.weight, t.lastSeen, t.epoch = m.Name, m.Port, m.Weight, now, m.Epoch
-	t.sets, t.leaveAt = e.SetsPolicy, 0
+	t.sets, t.leaveAt, t.drainUntil = e.SetsPolicy, 0, 0
 	t.timeout = p.targetTimeout(m.Keepalive)
 	if !known {
 		j.moved[movedKey{addr, m.Group}] = movedNotice{key: e.PublicKey, t: MovedTarget{Group: m.Group, Name: m.Name, Target: addr, Epoch: m.Epoch}}
@@ -379,8 +487,11 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 	j.mu.Unlock()
 	p.cfg.Router.SetPolicy(m.Group, m.Policy)
 	p.cfg.Router.AddTargetWeight(m.Group, netip.AddrPortFrom(addr, m.Port), max(int(m.Weight), 1))
-	if !known {
+	switch {
+	case !known:
 		p.emit(Event{Kind: EventJoin, Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name})
+	case undrain:
+		p.emit(Event{Kind: EventJoin, Group: m.Group, Target: netip.AddrPortFrom(addr, m.Port), Name: m.Name, Reason: "ends its drain"})
 	}
 	if changes {
 		p.register(m.Group, false)
@@ -535,6 +646,11 @@ func (p *Proxy) keepalive(addr netip.Addr, g router.Group) bool {
 // leave drops a target of g, in the router too, and tells g's RAPs if the
 // count moved enough.
 func (p *Proxy) leave(addr netip.Addr, g router.Group, kind EventKind) {
+	p.leaveWhy(addr, g, kind, "")
+}
+
+// leaveWhy is leave with the reason its event gives.
+func (p *Proxy) leaveWhy(addr netip.Addr, g router.Group, kind EventKind, why string) {
 	j := &p.jap
 	j.mu.Lock()
 	t := j.targets[g][addr]
@@ -554,7 +670,7 @@ func (p *Proxy) leave(addr netip.Addr, g router.Group, kind EventKind) {
 	if last {
 		p.cfg.Router.SetPolicy(g, router.Policy{})
 	}
-	p.emit(Event{Kind: kind, Group: g, Target: netip.AddrPortFrom(addr, t.port), Name: t.name})
+	p.emit(Event{Kind: kind, Group: g, Target: netip.AddrPortFrom(addr, t.port), Name: t.name, Reason: why})
 	p.register(g, false)
 }
 

@@ -131,6 +131,12 @@ const (
 	// that list. No peers means the list has not changed since the digest
 	// the edge sent.
 	TypeProxies
+	// TypeDrain: target → anycast address (its JAP): take me out of
+	// Group's selection for new flows and let my flows finish.
+	TypeDrain
+	// TypeDrainAck: JAP → target: the answer to a TypeDrain, with the
+	// target's live flows.
+	TypeDrainAck
 
 	typeEnd // one past the last type
 )
@@ -158,6 +164,8 @@ var typeNames = [...]string{
 	TypeAdmits:       "admits",
 	TypeProxiesReq:   "proxies-req",
 	TypeProxies:      "proxies",
+	TypeDrain:        "drain",
+	TypeDrainAck:     "drain-ack",
 }
 
 // String names t, e.g. "join-ack".

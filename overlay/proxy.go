@@ -517,6 +517,8 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 		p.handleKeepalive(src, dst, seq, m)
 	case *Leave:
 		p.handleLeave(src, dst, seq, m)
+	case *Drain:
+		p.handleDrain(src, dst, seq, m)
 	case *ProxiesReq:
 		p.handleProxiesReq(src, dst, seq, m)
 	case *Register:
@@ -570,8 +572,13 @@ func (p *Proxy) Tick() {
 		p.askRAP(g)
 	}
 	for _, e := range p.jap.expired(now) {
-		p.leave(e.addr, e.g, e.kind)
+		why := ""
+		if e.kind == EventDrained {
+			why = fmt.Sprintf("drain timed out with %d flows left", p.liveFlows(e.g, e.addr))
+		}
+		p.leaveWhy(e.addr, e.g, e.kind, why)
 	}
+	p.drainTick()
 	// The slow refresh: RAP state is soft, and a count within the
 	// inaccuracy threshold is brought up to date here.
 	for _, g := range p.jap.refreshDue(now, p.cfg.RegisterTTL/3) {

@@ -68,8 +68,11 @@ var rules = [typeEnd]Rule{
 	TypeKeepalive: {From: SenderTarget, To: DestAnycast},
 	// A target that moved away also tells its old JAP, at that proxy's own
 	// address of the target's family.
-	TypeLeave:        {From: SenderTarget, To: DestAnycast | toSelf},
+	TypeLeave: {From: SenderTarget, To: DestAnycast | toSelf},
+	// A target drains at its JAP as it joined it, through anycast.
+	TypeDrain:        {From: SenderTarget, To: DestAnycast},
 	TypeJoinAck:      {From: SenderProxy, To: DestEdge},
+	TypeDrainAck:     {From: SenderProxy, To: DestEdge},
 	TypeKeepaliveAck: {From: SenderProxy, To: DestEdge},
 	// Any edge may learn which proxies admit it, at a proxy's address of
 	// its own family.

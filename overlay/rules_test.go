@@ -42,6 +42,8 @@ func TestPermit(t *testing.T) {
 		TypeLeave:        {{tg, DestAnycast}, {tg, DestSelf}, {tg, DestSelf6}},
 		TypeJoinAck:      {{p, DestEdge}},
 		TypeKeepaliveAck: {{p, DestEdge}},
+		TypeDrain:        {{tg, DestAnycast}},
+		TypeDrainAck:     {{p, DestEdge}},
 		TypeProxiesReq:   {{tg, DestSelf}, {tg, DestSelf6}, {cl, DestSelf}, {cl, DestSelf6}},
 		TypeProxies:      {{p, DestEdge}},
 	}
@@ -83,7 +85,7 @@ func TestPermit(t *testing.T) {
 		{TypeProbe, SenderProxy | SenderTarget, DestSelf, "pias rules: probe from proxy|target to self refused: it goes from proxy to self"},
 		{TypeRegister, SenderProxy, DestSelf | DestAnycast, "pias rules: register from proxy to self|anycast refused: it goes from proxy to self"},
 		{0, SenderProxy, DestSelf, "pias rules: unknown type(0)"},
-		{typeEnd, SenderProxy, DestSelf, "pias rules: unknown type(23)"},
+		{typeEnd, SenderProxy, DestSelf, "pias rules: unknown type(25)"},
 	} {
 		if err := Permit(tc.t, tc.from, tc.to); err == nil || err.Error() != tc.want {
 			t.Errorf("Permit(%v, %v, %v) = %v, want %q", tc.t, tc.from, tc.to, err, tc.want)

@@ -81,6 +81,8 @@ var decoders = [typeEnd]func(body []byte) (Msg, error){
 	TypeAdmits:       decodeAdmits,
 	TypeProxiesReq:   decodeProxiesReq,
 	TypeProxies:      decodeProxies,
+	TypeDrain:        decodeDrain,
+	TypeDrainAck:     decodeDrainAck,
 }
 
 // Every message fits in MaxLen: the longest is a Proxies.
@@ -89,13 +91,14 @@ const (
 	maxRegisterLen = HeaderLen + maxGroupLen + 1 + MaxString + 4 + 4 + policyLen + 4 + 1
 	maxMovedLen    = HeaderLen + 1 + MaxMoved*(maxGroupLen+1+MaxString+4+1+16)
 	maxAckLen      = HeaderLen + maxGroupLen + 1 + 1 + MaxString
+	maxDrainAckLen = maxAckLen + 4
 	maxMemberLen   = HeaderLen + 4 + maxPeerLen
 	maxDigestLen   = HeaderLen + 1 + MaxString + 4 + 1
 	maxProxiesLen  = HeaderLen + 4 + 1 + MaxPeers*maxPeerLen
 
 	_ = uint(MaxLen-maxProxiesLen) + uint(maxProxiesLen-MaxLen) // MaxLen is the longest Proxies
 	_ = uint(MaxLen-maxJoinLen) + uint(MaxLen-maxRegisterLen) + uint(MaxLen-maxMovedLen) +
-		uint(MaxLen-maxAckLen) + uint(MaxLen-maxMemberLen) + uint(MaxLen-maxDigestLen) +
+		uint(MaxLen-maxAckLen) + uint(MaxLen-maxDrainAckLen) + uint(MaxLen-maxMemberLen) + uint(MaxLen-maxDigestLen) +
 		uint(MaxLen-maxResolveReplyLen) + uint(MaxLen-maxAdmitsLen)
 )
 

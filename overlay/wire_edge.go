@@ -166,6 +166,76 @@ func decodeKeepaliveAck(b []byte) (Msg, error) {
 	return d.end(m)
 }
 
+// Drain: target → the group's anycast address (so to its JAP): take me out
+// of Group's selection for new flows, and let my live flows finish; drop
+// them after Timeout. The JAP keeps the target (and its keepalives) until
+// its flows reach zero or the timeout passes, then drops it; a Join ends
+// the drain. A target repeats it in place of its keepalives, and each
+// DrainAck says how many flows are left. Answered by a DrainAck.
+//
+//	group port:u16 timeout_ms:u32
+type Drain struct {
+	Group router.Group
+	Port  uint16 // the target's local service port
+	// Timeout: how long the live flows may take to finish; 0 is the
+	// JAP's default (DefaultDrainTimeout). The JAP holds it to at most
+	// MaxDrainTimeout, and to the first Drain's: a repeat does not extend it.
+	Timeout time.Duration
+}
+
+func (*Drain) Type() Type            { return TypeDrain }
+func (m *Drain) group() router.Group { return m.Group }
+
+func (m *Drain) appendBody(b []byte) ([]byte, error) {
+	b, err := appendGroup(b, m.Group)
+	if err != nil {
+		return b, err
+	}
+	b = binary.BigEndian.AppendUint16(b, m.Port)
+	return appendMillis(b, "timeout", m.Timeout)
+}
+
+func decodeDrain(b []byte) (Msg, error) {
+	d := decoder{b: b}
+	return d.end(&Drain{Group: d.group(), Port: d.u16("port"), Timeout: d.millis("timeout")})
+}
+
+// DrainAck: JAP → target: the answer to a Drain. StatusOK: the target is
+// draining here with Flows live flows; Flows 0 means it is drained (the
+// JAP dropped it). StatusUnknown: the JAP does not hold the target (it was
+// drained, or never joined here): drained too. StatusRefused: Reason says
+// why (too fast).
+//
+//	group status:u8 reason:string flows:u32
+type DrainAck struct {
+	Group  router.Group
+	Status Status
+	Reason string
+	Flows  uint32
+}
+
+func (*DrainAck) Type() Type            { return TypeDrainAck }
+func (m *DrainAck) group() router.Group { return m.Group }
+
+func (m *DrainAck) appendBody(b []byte) ([]byte, error) {
+	b, err := appendGroup(b, m.Group)
+	if err != nil {
+		return b, err
+	}
+	if b, err = appendOutcome(b, m.Status, m.Reason); err != nil {
+		return b, err
+	}
+	return binary.BigEndian.AppendUint32(b, m.Flows), nil
+}
+
+func decodeDrainAck(b []byte) (Msg, error) {
+	d := decoder{b: b}
+	m := &DrainAck{Group: d.group()}
+	m.Status, m.Reason = d.outcome()
+	m.Flows = d.u32("flows")
+	return d.end(m)
+}
+
 // ProxiesReq: edge → proxy, at its address of the edge's family: which
 // live proxies would admit me? Answered by a Proxies.
 //

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"math"
 	"net/netip"
 	"os"
@@ -49,6 +50,11 @@ var msgCases = []msgCase{
 	{"keepalive-ack", 5, &KeepaliveAck{Group: g4, Status: StatusOK}},
 	{"keepalive-ack-unknown", 6, &KeepaliveAck{Group: g4, Status: StatusUnknown}},
 	{"keepalive-ack-refused", 6, &KeepaliveAck{Group: g6, Status: StatusRefused, Reason: maxStr}},
+	{"drain", 7, &Drain{Group: g4, Port: 8080, Timeout: 30 * time.Second}},
+	{"drain-v6-max", math.MaxUint32, &Drain{Group: g6, Port: math.MaxUint16, Timeout: math.MaxUint32 * time.Millisecond}},
+	{"drain-ack", 7, &DrainAck{Group: g4, Status: StatusOK, Flows: 3}},
+	{"drain-ack-unknown", 8, &DrainAck{Group: echo6, Status: StatusUnknown, Flows: math.MaxUint32}},
+	{"drain-ack-refused", 9, &DrainAck{Group: g6, Status: StatusRefused, Reason: maxStr}},
 	{"register", 7, &Register{Group: g4, JAP: "proxy-a", Targets: 12, TTL: 90 * time.Second,
 		Policy: router.Policy{Select: router.SelectRandom, Replicate: 2}, Weight: 35}},
 	{"register-withdraw", 8, &Register{Group: g6, JAP: "proxy-b"}},
@@ -200,6 +206,7 @@ func TestMsgMaxLen(t *testing.T) {
 		{&Moved{Targets: slices.Repeat([]MovedTarget{{Group: g6, Name: maxStr, Target: netip.MustParseAddr("fd64::1")}}, MaxMoved)}, maxMovedLen},
 		{&JoinAck{Group: g6, Status: StatusRefused, Reason: maxStr}, maxAckLen},
 		{&KeepaliveAck{Group: g6, Status: StatusRefused, Reason: maxStr}, maxAckLen},
+		{&DrainAck{Group: g6, Status: StatusRefused, Reason: maxStr}, maxDrainAckLen},
 		{&Digest{From: maxStr, Answer: true}, maxDigestLen},
 	} {
 		b, err := AppendMsg(nil, 1, tc.m)
@@ -395,7 +402,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4 + "00", "unknown version 0 (want 2)"},
 		{"version 1", "5049" + "01" + "07" + "00000001" + grp4 + "0000", "unknown version 1 (want 2)"},
 		{"type 0", "5049" + "02" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 23", "5049" + "02" + "17" + "00000001" + grp4, "unknown type(23)"},
+		{"type 25", "5049" + "02" + "19" + "00000001" + grp4, "unknown type(25)"},
 		{"type 255", "5049" + "02" + "ff" + "00000001" + grp4, "unknown type(255)"},
 
 		{"no group", hdrRes, "resolve: truncated group address family"},
@@ -729,7 +736,22 @@ func readCorpus(t *testing.T, fuzz string) map[string][]any {
 // TestMsgFuzzCorpus checks the committed seeds: those called valid-* (the
 // seeds of v1, converted) and msg-* (one of each round trip case) parse,
 // the others (truncated, …) do not, and every type has a valid seed.
+// With -update-corpus it first writes the msg-* seeds of both corpora.
 func TestMsgFuzzCorpus(t *testing.T) {
+	if *updateCorpus {
+		for _, tc := range msgCases {
+			b, err := AppendMsg(nil, tc.seq, tc.m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := fmt.Sprintf("go test fuzz v1\nbyte(%q)\nuint32(%d)\n[]byte(%q)\n", b[3], tc.seq, b[HeaderLen:])
+			for dir, text := range map[string]string{"FuzzParseMsg": corpusFile(b), "FuzzMsgBody": body} {
+				if err := os.WriteFile(filepath.Join("testdata", "fuzz", dir, "msg-"+tc.name), []byte(text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
 	check := func(name string, b []byte, types map[Type]bool) {
 		t.Helper()
 		_, m, err := ParseMsg(b)

@@ -33,6 +33,10 @@ type targetSet struct {
 	// iapFlows are the group's IAP flows that this proxy serves as its own
 	// JAP; replaced (under Router.gmu) when they are dropped.
 	iapFlows *flowList
+	// draining are targets out of selection (DrainTarget): no new flow
+	// goes to them, their flows live on. Apart from list, so that the
+	// data path's selection does not look at them at all.
+	draining []target
 }
 
 // AddTargetWeight records a local target of g: its overlay address, the
@@ -56,6 +60,7 @@ func (r *Router) AddTargetWeight(g Group, t netip.AddrPort, weight int) bool {
 		ts = &targetSet{iapFlows: new(flowList)}
 		r.targets[g] = ts
 	}
+	ts.undrainLocked(r, g.Addr, nt.addr) // a join ends a drain
 	i := slices.IndexFunc(ts.list, func(x target) bool { return x.addr == nt.addr })
 	if i < 0 {
 		nt.flows = new(flowList)
@@ -92,25 +97,87 @@ func (r *Router) RemoveTarget(g Group, addr netip.Addr) bool {
 	a := key16(addr)
 	r.gmu.Lock()
 	ts := r.targets[g]
-	i := -1
-	if ts != nil {
-		i = slices.IndexFunc(ts.list, func(x target) bool { return x.addr == a })
-	}
-	if i < 0 {
+	if ts == nil {
 		r.gmu.Unlock()
 		return false
 	}
-	old := ts.list[i]
-	ts.list = slices.Delete(slices.Clone(ts.list), i, i+1)
-	iapFlows := ts.takeIAPFlows()
-	if len(ts.list) == 0 {
-		delete(r.targets, g)
+	var old target
+	if i := slices.IndexFunc(ts.draining, func(x target) bool { return x.addr == a }); i >= 0 {
+		old = ts.draining[i]
+		ts.draining = slices.Delete(slices.Clone(ts.draining), i, i+1)
+	} else if i = slices.IndexFunc(ts.list, func(x target) bool { return x.addr == a }); i >= 0 {
+		old = ts.list[i]
+		ts.list = slices.Delete(slices.Clone(ts.list), i, i+1)
+		r.uncountLocked(g.Addr)
+	} else {
+		r.gmu.Unlock()
+		return false
 	}
-	if r.byAddr[g.Addr]--; r.byAddr[g.Addr] <= 0 {
-		delete(r.byAddr, g.Addr)
+	iapFlows := ts.takeIAPFlows()
+	if len(ts.list) == 0 && len(ts.draining) == 0 {
+		delete(r.targets, g)
 	}
 	r.gmu.Unlock()
 	r.dropTargetFlows(old.flows, iapFlows)
+	return true
+}
+
+// uncountLocked takes a selectable target of the anycast IP a out of
+// byAddr (echo answers for IPs with a selectable local target). r.gmu held.
+func (r *Router) uncountLocked(a netip.Addr) {
+	if r.byAddr[a]--; r.byAddr[a] <= 0 {
+		delete(r.byAddr, a)
+	}
+}
+
+// DrainTarget takes a local target of g out of selection: no new flow of
+// any policy goes to it (with no other target here, a new flow is dropped
+// with DropNoTarget, so that its IAP resolves again), while its flows go
+// on both ways until they end or RemoveTarget drops them. Loads reports
+// it Draining, with its live flows. A join (AddTargetWeight) or
+// UndrainTarget puts it back. It returns false when addr is not a
+// selectable target of g (not one, or draining already).
+func (r *Router) DrainTarget(g Group, addr netip.Addr) bool {
+	g.Addr = g.Addr.Unmap()
+	a := key16(addr)
+	r.gmu.Lock()
+	defer r.gmu.Unlock()
+	ts := r.targets[g]
+	if ts == nil {
+		return false
+	}
+	i := slices.IndexFunc(ts.list, func(x target) bool { return x.addr == a })
+	if i < 0 {
+		return false
+	}
+	// Both lists are copied: a packet may hold the old ones.
+	ts.draining = append(slices.Clip(ts.draining), ts.list[i])
+	ts.list = slices.Delete(slices.Clone(ts.list), i, i+1)
+	r.uncountLocked(g.Addr)
+	return true
+}
+
+// UndrainTarget puts a draining target of g back into selection, with its
+// flows. It returns false when addr is not a draining target of g.
+func (r *Router) UndrainTarget(g Group, addr netip.Addr) bool {
+	g.Addr = g.Addr.Unmap()
+	r.gmu.Lock()
+	defer r.gmu.Unlock()
+	ts := r.targets[g]
+	return ts != nil && ts.undrainLocked(r, g.Addr, key16(addr))
+}
+
+// undrainLocked moves the draining target a of a group on the anycast IP
+// ga back to the list. r.gmu held.
+func (ts *targetSet) undrainLocked(r *Router, ga netip.Addr, a [16]byte) bool {
+	i := slices.IndexFunc(ts.draining, func(x target) bool { return x.addr == a })
+	if i < 0 {
+		return false
+	}
+	t := ts.draining[i]
+	ts.draining = slices.Delete(slices.Clone(ts.draining), i, i+1)
+	ts.list = append(slices.Clip(ts.list), t)
+	r.byAddr[ga]++
 	return true
 }
 
@@ -131,7 +198,8 @@ func (r *Router) dropTargetFlows(jap, iap *flowList) {
 	r.iap.dropList(iap)
 }
 
-// Targets lists the local targets of g.
+// Targets lists the local targets of g that take new flows (not those
+// draining).
 func (r *Router) Targets(g Group) []netip.AddrPort {
 	g.Addr = g.Addr.Unmap()
 	r.gmu.RLock()
@@ -152,9 +220,12 @@ type TargetLoad struct {
 	Target netip.AddrPort `json:"target"`
 	Weight int            `json:"weight"`
 	Flows  int            `json:"flows"` // live JAP flows to it
+	// Draining: out of selection (DrainTarget); its flows go on.
+	Draining bool `json:"draining,omitempty"`
 }
 
-// Weight is the sum of the weights of g's local targets: what this proxy
+// Weight is the sum of the weights of g's local targets that take new
+// flows (not those draining): what this proxy
 // reports as its JAP.Weight for g (the overlay keeps no copy of weights).
 func (r *Router) Weight(g Group) int {
 	g.Addr = g.Addr.Unmap()
@@ -169,7 +240,8 @@ func (r *Router) Weight(g Group) int {
 	return w
 }
 
-// Loads lists g's local targets with their weights and live flows.
+// Loads lists g's local targets with their weights and live flows, those
+// that take new flows first, then those draining.
 func (r *Router) Loads(g Group) []TargetLoad {
 	g.Addr = g.Addr.Unmap()
 	r.gmu.RLock()
@@ -178,9 +250,12 @@ func (r *Router) Loads(g Group) []TargetLoad {
 	if ts == nil {
 		return nil
 	}
-	out := make([]TargetLoad, len(ts.list))
-	for i, t := range ts.list {
-		out[i] = TargetLoad{Target: t.ap, Weight: int(t.weight), Flows: int(t.flows.n.Load())}
+	out := make([]TargetLoad, 0, len(ts.list)+len(ts.draining))
+	for _, t := range ts.list {
+		out = append(out, TargetLoad{Target: t.ap, Weight: int(t.weight), Flows: int(t.flows.n.Load())})
+	}
+	for _, t := range ts.draining {
+		out = append(out, TargetLoad{Target: t.ap, Weight: int(t.weight), Flows: int(t.flows.n.Load()), Draining: true})
 	}
 	return out
 }

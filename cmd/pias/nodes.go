@@ -65,8 +65,9 @@ func uapiWritable() bool {
 
 // serveStatus opens the node's admin endpoint for `pias status`; a node
 // runs on without it (with a note) when the socket cannot be made.
-func serveStatus(name string, status func() any, stderr io.Writer) func() {
-	c, err := node.ServeAdmin(node.AdminSocket(name), status)
+// d, if not nil, answers pias drain and undrain.
+func serveStatus(name string, status func() any, d node.Drainer, stderr io.Writer) func() {
+	c, err := node.ServeAdmin(node.AdminSocket(name), status, d)
 	if err != nil {
 		fmt.Fprintf(stderr, "pias: note: pias status will not see %s: %v\n", name, err)
 		return func() {}
@@ -113,7 +114,7 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pias proxy: %v\n", err)
 		return 1
 	}
-	defer serveStatus(cfg.InterfaceName, func() any { return p.Status() }, stderr)()
+	defer serveStatus(cfg.InterfaceName, func() any { return p.Status() }, nil, stderr)()
 	port, _ := p.ListenPort()
 	fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, %d proxies, %d edges\n",
 		cfg.Name, cfg.Cluster, joinAddrs(cfg.Address), port, len(cfg.Proxies)+1, len(cfg.Edges))
@@ -139,7 +140,7 @@ func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer e.Close()
-	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, stderr)()
+	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, e, stderr)()
 	// On the userspace netstack, the group's traffic reaches the service
 	// that runs on this host's loopback, on the configured local port; on a
 	// kernel TUN it reaches the service directly.
@@ -213,7 +214,7 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer e.Close()
-	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, stderr)()
+	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, nil, stderr)()
 	for _, f := range forwards {
 		from := cfg.AddrLike(f.group.Addr)
 		if !from.IsValid() {

@@ -157,6 +157,14 @@ func hostInterface(st *node.Status) string {
 }
 
 // plural is "n thing", with an s unless n is 1.
+// flowsLeft says how many live flows a draining target's JAP reported.
+func flowsLeft(n int) string {
+	if n < 0 {
+		return "its JAP has not said how many flows are left yet"
+	}
+	return plural(n, "live flow") + " left at its JAP"
+}
+
 func plural(n int, thing string) string {
 	if n == 1 {
 		return "1 " + thing
@@ -202,10 +210,13 @@ func joinDetail(g node.JoinStatus) string {
 	}
 	switch {
 	case g.Reason == "":
-	case g.State == "refused":
+	case g.State == "refused" || g.State == "draining":
 		fmt.Fprintf(&b, ": %q", g.Reason) // the proxy's words, from the network
 	default:
 		fmt.Fprintf(&b, ": %s", g.Reason) // the target's own
+	}
+	if g.State == "draining" {
+		b.WriteString(", " + flowsLeft(g.Flows))
 	}
 	return b.String()
 }
