@@ -527,15 +527,7 @@ func certVerify(args []string, stdout, stderr io.Writer) int {
 		if len(files) != 1 {
 			return badInput("want one FILE, got %d", len(files))
 		}
-		ca, _, err := loadCA(*caDir, false)
-		if err != nil {
-			return err
-		}
-		pool, err := cert.NewPool(ca)
-		if err != nil {
-			return invalid("%s: %v", filepath.Join(*caDir, caCertFile), err)
-		}
-		held, err := loadRevoked(*caDir, pool)
+		ca, _, pool, held, err := loadCAPool(*caDir, false)
 		if err != nil {
 			return err
 		}
@@ -591,15 +583,7 @@ func certRevoke(args []string, stdout, stderr io.Writer) int {
 		if len(targets) == 0 {
 			return badInput("name at least one certificate FILE or FINGERPRINT")
 		}
-		ca, key, err := loadCA(*caDir, true)
-		if err != nil {
-			return err
-		}
-		pool, err := cert.NewPool(ca)
-		if err != nil {
-			return invalid("%s: %v", filepath.Join(*caDir, caCertFile), err)
-		}
-		held, err := loadRevoked(*caDir, pool)
+		ca, key, _, held, err := loadCAPool(*caDir, true)
 		if err != nil {
 			return err
 		}

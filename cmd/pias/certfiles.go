@@ -169,3 +169,21 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode, replace bool) e
 	}
 	return nil
 }
+
+// loadCAPool loads the CA in dir (with its key if withKey), a pool of it,
+// and the revocation list it holds (nil if none yet).
+func loadCAPool(dir string, withKey bool) (*cert.CA, ed25519.PrivateKey, *cert.Pool, *cert.RevocationList, error) {
+	ca, key, err := loadCA(dir, withKey)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	pool, err := cert.NewPool(ca)
+	if err != nil {
+		return nil, nil, nil, nil, invalid("%s: %v", filepath.Join(dir, caCertFile), err)
+	}
+	held, err := loadRevoked(dir, pool)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	return ca, key, pool, held, nil
+}
