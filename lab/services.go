@@ -54,9 +54,59 @@ func (h *Harness) ServeTargets() error {
 				}
 				h.mu.Lock()
 				h.servers = append(h.servers, stop)
+				h.services = append(h.services, &labService{target: name, at: sv.at, proto: sv.proto, stop: stop})
 				h.mu.Unlock()
 			}
 		}
+	}
+	return nil
+}
+
+// labService is one service ServeTargets started, for StopService.
+type labService struct {
+	target string
+	at     netip.AddrPort
+	proto  uint8
+	stop   func() // nil while stopped
+}
+
+// StopService stops target's service of group g (the service, not pias:
+// its listener closes, and its live connections with it), as when nginx
+// dies on a target. StartService starts it again.
+func (h *Harness) StopService(target string, g router.Group) error {
+	h.mu.Lock()
+	var stops []func()
+	for _, s := range h.services {
+		if s.target == target && s.at.Port() == LocalPort(g) && s.proto == g.Proto && s.stop != nil {
+			stops = append(stops, s.stop)
+			s.stop = nil
+		}
+	}
+	h.mu.Unlock()
+	if len(stops) == 0 {
+		return fmt.Errorf("%s serves no %s", target, g)
+	}
+	for _, stop := range stops {
+		stop()
+	}
+	return nil
+}
+
+// StartService starts what StopService stopped.
+func (h *Harness) StartService(target string, g router.Group) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.Edges[target]
+	for _, s := range h.services {
+		if s.target != target || s.at.Port() != LocalPort(g) || s.proto != g.Proto || s.stop != nil {
+			continue
+		}
+		stop, err := serveNamed(e, s.at, s.proto, target)
+		if err != nil {
+			return fmt.Errorf("serve %s on %s: %w", g, target, err)
+		}
+		s.stop = stop
+		h.servers = append(h.servers, stop)
 	}
 	return nil
 }
