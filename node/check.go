@@ -22,6 +22,7 @@ type groupCheck struct {
 	dial  check.Dialer
 	next  int64 // when the next probe starts, on the edge's clock
 	busy  bool  // a probe is under way
+	tries int   // probes before the first pass, for the backoff
 	// drained: this check drained the group (an operator's drain is the
 	// operator's to end).
 	drained bool
@@ -74,13 +75,40 @@ func (e *Edge) dueChecks(now int64) int64 {
 			continue
 		}
 		if c.next <= now {
-			c.busy, c.next = true, now+int64(c.spec.Interval)
+			c.busy, c.next = true, now+int64(c.interval())
 			e.startCheck(i, c)
 			continue
 		}
 		next = min(next, c.next)
 	}
 	return next
+}
+
+// firstRetry is the wait after a check's first failure before it ever
+// passed; it doubles up to the check's interval. A target does not serve a
+// group until its check passes once, and its service may start a moment
+// after pias: it should not wait a whole interval.
+const firstRetry = 100 * time.Millisecond
+
+// interval is the wait before c's next probe: its interval, or less before
+// its first pass.
+func (c *groupCheck) interval() time.Duration {
+	e := c.spec.Interval
+	if c.state.Status() == check.Unknown {
+		c.tries++
+		e = min(e, firstRetry<<min(c.tries-1, 10))
+	}
+	return e
+}
+
+// holdChecked keeps every group with a check out of service until its
+// check passes once: it drains them before they join.
+func (e *Edge) holdChecked(now int64) {
+	for _, c := range e.checks {
+		out, err := e.Target.Drain(now, c.group, 0)
+		e.send(out)
+		c.drained = err == nil
+	}
 }
 
 // startCheck probes c's service in the background; the result comes back

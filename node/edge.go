@@ -196,6 +196,9 @@ func (e *Edge) run() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	stopping := false
+	if e.Target != nil {
+		e.holdChecked(e.now())
+	}
 	for {
 		now := e.now()
 		next := int64(1<<63 - 1)
