@@ -32,16 +32,19 @@ const (
 
 // Defaults.
 const (
-	DefaultRAPReplicas = 2
-	DefaultInaccuracy  = 25 // percent
-	DefaultMTU         = 1420
-	DefaultControlPort = 51821
-	DefaultListenPort  = 51820
-	DefaultKeepalive   = time.Second
-	MinKeepalive       = 100 * time.Millisecond
-	MaxKeepalive       = time.Hour // a JAP wants one at least every third of its target_timeout
-	DefaultWeight      = 1
-	DefaultInterface   = InterfaceNetstack
+	DefaultRAPReplicas  = 2
+	DefaultInaccuracy   = 25 // percent
+	DefaultMTU          = 1420
+	DefaultControlPort  = 51821
+	DefaultListenPort   = 51820
+	DefaultKeepalive    = time.Second
+	MinKeepalive        = 100 * time.Millisecond
+	DefaultDrainTimeout = 30 * time.Second
+	MinDrainTimeout     = time.Second
+	MaxDrainTimeout     = time.Hour // the JAP's bound (overlay.MaxDrainTimeout)
+	MaxKeepalive        = time.Hour // a JAP wants one at least every third of its target_timeout
+	DefaultWeight       = 1
+	DefaultInterface    = InterfaceNetstack
 
 	// max_flows: each of a proxy's two flow tables (ingress flows, and its
 	// NAT as a join proxy) holds at most this many flows; one client may
@@ -134,6 +137,9 @@ type Edge struct {
 	// check.KindNone: no check), with every default filled in. Apart from
 	// Service so that a Service stays comparable.
 	Checks map[router.Group]check.Spec
+	// DrainTimeout is how long a group whose check fails lets its live
+	// flows finish at its JAP before the JAP drops the target.
+	DrainTimeout time.Duration
 	// LearnProxies: the edge asks its current proxy, while it runs, which
 	// other live proxies would admit it, and makes them candidates too
 	// (up to MaxCandidates in all). Default true.

@@ -176,6 +176,8 @@ func TestBadFiles(t *testing.T) {
 		{"learn_proxies not a boolean", RoleClient, ins(clientBase, 3, `learn_proxies = "yes"`), 4, "learn_proxies", "want true or false, got a string"},
 		{"keepalive too short", RoleTarget, ins(targetBase, 3, `keepalive = "50ms"`), 4, "keepalive", "want 100ms to 1h0m0s"},
 		{"keepalive too long", RoleTarget, ins(targetBase, 3, `keepalive = "2h"`), 4, "keepalive", "want 100ms to 1h0m0s"},
+		{"drain_timeout too short", RoleTarget, ins(targetBase, 3, `drain_timeout = "500ms"`), 4, "drain_timeout", "want 1s to 1h0m0s"},
+		{"drain_timeout too long", RoleTarget, ins(targetBase, 3, `drain_timeout = "2h"`), 4, "drain_timeout", "want 1s to 1h0m0s"},
 		{"malformed duration", RoleTarget, ins(targetBase, 3, `keepalive = "5 seconds"`), 4, "keepalive", "not a duration"},
 		{"negative duration", RoleClient, ins(clientBase, 3, `keepalive = "-1s"`), 4, "keepalive", "positive"},
 		{"own address outside overlay", RoleProxy, set(proxyBase, 4, `address = ["10.0.0.1"]`), 4, "address", "outside overlay_prefix"},

@@ -130,6 +130,17 @@ func (r FileReader) loadEdge(path, role string) (*Edge, error) {
 		}
 	}
 
+	e.DrainTimeout = DefaultDrainTimeout
+	if s, ok := t.str("drain_timeout", false); ok {
+		if v, ok := d.duration("drain_timeout", s); ok {
+			if v < MinDrainTimeout || v > MaxDrainTimeout {
+				d.errf("drain_timeout", "%s: want %v to %v", s, MinDrainTimeout, MaxDrainTimeout)
+			} else {
+				e.DrainTimeout = v
+			}
+		}
+	}
+
 	e.LearnProxies = true
 	if b, ok := t.boolean("learn_proxies", false); ok {
 		e.LearnProxies = b

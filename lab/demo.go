@@ -26,6 +26,9 @@ type narrator struct {
 	names  map[netip.Addr]string
 	quiet  bool // set when the story is over: shutdown chatter is not part of it
 	gen    int  // the lab whose events are told (on)
+	// checks: health-check events are told (the check scene); other labs'
+	// first passes are not part of their story.
+	checks bool
 }
 
 func (n *narrator) printf(format string, args ...any) {
@@ -126,6 +129,18 @@ func (n *narrator) event(e overlay.Event) {
 		}
 	case "move":
 		n.printf("   %-3s edge moves its anycast route: %s", e.Name, e.Reason)
+	case "check-failed", "check-ok":
+		n.mu.Lock()
+		tell := n.checks
+		n.mu.Unlock()
+		if !tell {
+			return
+		}
+		n.printf("   %-3s target  %s %s: %s", e.Name, e.Kind, e.Group, e.Reason)
+	case "drain":
+		n.printf("   %-3s JAP  %s takes no new flow of %s; its live flows go on", e.Proxy, e.Name, e.Group)
+	case "drained":
+		n.printf("   %-3s JAP  dropped %s from %s: %s", e.Proxy, e.Name, e.Group, e.Reason)
 	}
 }
 
@@ -228,6 +243,7 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 	closeLab()
 
 	n.selection(ctx)
+	n.serviceDies(ctx)
 
 	defer func() { n.mu.Lock(); n.quiet = true; n.mu.Unlock() }()
 	if len(n.failed) > 0 {

@@ -626,6 +626,10 @@ func TestEdgesHandshakeWithTheirHomeOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
+	// A target joins once its service answers its check.
+	if err := h.ServeTargets(); err != nil {
+		t.Fatal(err)
+	}
 	ctx := testCtx(t)
 	if err := h.WaitReady(ctx); err != nil {
 		t.Fatal(err)

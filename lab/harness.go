@@ -36,8 +36,10 @@ type Harness struct {
 	mu      sync.Mutex
 	binds   map[string]*tunnel.LossyBind // every node's underlay, by name; guarded by mu
 	servers []func()
-	served  map[string]bool // targets ServeTargets has served
-	tempDir bool
+	// services: what ServeTargets started, for StopService; guarded by mu.
+	services []*labService
+	served   map[string]bool // targets ServeTargets has served
+	tempDir  bool
 }
 
 // HarnessOptions adjust a harness beyond the lab's shape.
@@ -375,7 +377,7 @@ func (h *Harness) nodeOptions(name string) node.Options {
 	}
 	h.binds[name] = b
 	h.mu.Unlock()
-	return node.Options{Logf: h.opts.Logf, OnEvent: h.opts.OnEvent, Bind: b, Attach: h.opts.Attach}
+	return node.Options{Logf: h.opts.Logf, OnEvent: h.opts.OnEvent, Bind: b, Attach: h.opts.Attach, CheckNetstack: true}
 }
 
 // Bind is the underlay of the named node (the one it runs on now, or ran on

@@ -48,12 +48,13 @@ func (h *Harness) ServeTargets() error {
 					continue
 				}
 				served[sv] = true
-				stop, err := serveNamed(e, netip.AddrPortFrom(a, s.Port), s.Group.Proto, name)
+				stop, quit, err := serveNamed(e, netip.AddrPortFrom(a, s.Port), s.Group.Proto, name)
 				if err != nil {
 					return fmt.Errorf("serve %s on %s: %w", s.Group, name, err)
 				}
 				h.mu.Lock()
 				h.servers = append(h.servers, stop)
+				h.services = append(h.services, &labService{target: name, at: sv.at, proto: sv.proto, quit: quit})
 				h.mu.Unlock()
 			}
 		}
@@ -61,12 +62,65 @@ func (h *Harness) ServeTargets() error {
 	return nil
 }
 
-func serveNamed(e *node.Edge, at netip.AddrPort, proto uint8, name string) (stop func(), err error) {
+// labService is one service ServeTargets started, for StopService.
+type labService struct {
+	target string
+	at     netip.AddrPort
+	proto  uint8
+	quit   func() // nil while stopped
+}
+
+// StopService stops target's service of group g (the service, not pias:
+// its listener closes; live connections end when their peers close them),
+// as when nginx stops on a target. StartService starts it again.
+func (h *Harness) StopService(target string, g router.Group) error {
+	h.mu.Lock()
+	var stops []func()
+	for _, s := range h.services {
+		if s.target == target && s.at.Port() == LocalPort(g) && s.proto == g.Proto && s.quit != nil {
+			stops = append(stops, s.quit)
+			s.quit = nil
+		}
+	}
+	h.mu.Unlock()
+	if len(stops) == 0 {
+		return fmt.Errorf("%s serves no %s", target, g)
+	}
+	for _, stop := range stops {
+		stop()
+	}
+	return nil
+}
+
+// StartService starts what StopService stopped.
+func (h *Harness) StartService(target string, g router.Group) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	e := h.Edges[target]
+	for _, s := range h.services {
+		if s.target != target || s.at.Port() != LocalPort(g) || s.proto != g.Proto || s.quit != nil {
+			continue
+		}
+		stop, quit, err := serveNamed(e, s.at, s.proto, target)
+		if err != nil {
+			return fmt.Errorf("serve %s on %s: %w", g, target, err)
+		}
+		s.quit = quit
+		h.servers = append(h.servers, stop)
+	}
+	return nil
+}
+
+// serveNamed serves at: stop ends the service and its connections; quit
+// only stops taking new ones (a TCP listener closes, live connections go
+// on until their peers close them), as a server that shuts down
+// gracefully, and leaves no connection in TIME_WAIT on the port.
+func serveNamed(e *node.Edge, at netip.AddrPort, proto uint8, name string) (stop, quit func(), err error) {
 	var wg sync.WaitGroup
 	if proto == router.ProtoUDP {
 		c, err := e.Host.Net.ListenUDPAddrPort(at)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		wg.Add(1)
 		go func() {
@@ -80,11 +134,12 @@ func serveNamed(e *node.Edge, at netip.AddrPort, proto uint8, name string) (stop
 				c.WriteTo(append([]byte(name+": "), buf[:n]...), from)
 			}
 		}()
-		return func() { c.Close(); wg.Wait() }, nil
+		stop := func() { c.Close(); wg.Wait() }
+		return stop, stop, nil
 	}
 	ln, err := e.Host.Net.ListenTCPAddrPort(at)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var mu sync.Mutex
 	conns := map[net.Conn]bool{}
@@ -102,7 +157,12 @@ func serveNamed(e *node.Edge, at netip.AddrPort, proto uint8, name string) (stop
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer c.Close()
+				defer func() {
+					c.Close()
+					mu.Lock()
+					delete(conns, c)
+					mu.Unlock()
+				}()
 				r := bufio.NewReader(c)
 				for {
 					line, err := r.ReadString('\n')
@@ -124,7 +184,7 @@ func serveNamed(e *node.Edge, at netip.AddrPort, proto uint8, name string) (stop
 		}
 		mu.Unlock()
 		wg.Wait()
-	}, nil
+	}, func() { ln.Close() }, nil
 }
 
 // Conversation is an open TCP connection from an edge to a group.

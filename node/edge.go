@@ -54,6 +54,10 @@ type Edge struct {
 	probed chan probed             // the probes' outcomes
 	ctl    chan edgeCtl            // admin requests (Drain, Undrain)
 	ended  chan struct{}           // closed when run returns
+	checks []*groupCheck           // a target's health checks
+	// checkedc carries the checks' results to run.
+	checkedc chan checked
+	checkMu  sync.Mutex
 }
 
 // edgeCtl is a request for run: do applies it to the target's machine at
@@ -139,6 +143,8 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 			OnEvent:     opts.OnEvent,
 			JAP:         e.attached,
 		})
+		e.checks = newChecks(cfg, host, opts.CheckNetstack)
+		e.checkedc = make(chan checked)
 	}
 	// Probes (and questions about proxies) go to an overlay address of
 	// the edge's own family; without one for every proxy, the edge stays
@@ -190,12 +196,18 @@ func (e *Edge) run() {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	stopping := false
+	if e.Target != nil {
+		e.holdChecked(e.now())
+	}
 	for {
 		now := e.now()
 		next := int64(1<<63 - 1)
 		if e.Target != nil {
 			e.send(e.Target.Tick(now))
 			next = min(next, e.Target.Next())
+			if !stopping {
+				next = min(next, e.dueChecks(now))
+			}
 			if stopping && e.Target.Done() {
 				return
 			}
@@ -230,6 +242,10 @@ func (e *Edge) run() {
 		case p := <-e.probed:
 			if !stopping {
 				e.observe(p)
+			}
+		case r := <-e.checkedc:
+			if !stopping {
+				e.checkResult(r)
 			}
 		case c := <-e.ctl:
 			if stopping {

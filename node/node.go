@@ -39,6 +39,10 @@ type Options struct {
 	// NAME its interface_name) so that `wg show NAME` works. It needs write
 	// access to that directory, usually root.
 	UAPI bool
+	// CheckNetstack: a netstack target's services listen on the netstack
+	// itself (the lab's do), not on the host's loopback, so its health
+	// checks dial them there.
+	CheckNetstack bool
 }
 
 // tick is how often a proxy runs its timers.

@@ -95,6 +95,8 @@ type JoinStatus struct {
 	// Flows: draining, the live flows its JAP reported last; -1 before
 	// its first answer.
 	Flows int `json:"flows,omitempty"`
+	// Check: the group's health check; nil if it has none.
+	Check *CheckStatus `json:"check,omitempty"`
 }
 
 // Status reports what the proxy knows now.
@@ -165,7 +167,7 @@ func (e *Edge) Status() Status {
 	if e.Target != nil {
 		now := time.Now()
 		for _, g := range e.Target.Groups() {
-			js := JoinStatus{Group: g.Group.String(), State: g.State.String(), JAP: g.JAP, Reason: g.Reason, Flows: g.Flows}
+			js := JoinStatus{Group: g.Group.String(), State: g.State.String(), JAP: g.JAP, Reason: g.Reason, Flows: g.Flows, Check: e.checkStatus(g.Group)}
 			if g.Tried {
 				js.Since = e.epoch.Add(time.Duration(g.Since))
 				js.For = now.Sub(js.Since).Seconds()

@@ -56,4 +56,10 @@ const (
 	EventRejoin      EventKind = "rejoin"       // it joins again (moved, or its JAP forgot it)
 	EventMove        EventKind = "move"         // the edge moved its prefixes to another proxy
 	EventLearned     EventKind = "learned"      // the edge learned a proxy
+	// EventCheckFailed: a target's check of a group's service failed fall
+	// times in a row; the target drains the group. Reason: the last error.
+	EventCheckFailed EventKind = "check-failed"
+	// EventCheckOK: the check passed (rise times after failing, or the
+	// first time); a drained group joins again. Reason: the last result.
+	EventCheckOK EventKind = "check-ok"
 )

@@ -73,6 +73,9 @@ func printStatus(w io.Writer, st *node.Status) {
 			fmt.Fprintln(tw, "groups")
 			for _, g := range e.Groups {
 				fmt.Fprintf(tw, "  %s\t%s\t%s\n", g.Group, g.State, joinDetail(g))
+				if g.Check != nil {
+					fmt.Fprintf(tw, "  \tcheck %s\t%s\n", g.Check.Kind, checkDetail(g.Check))
+				}
 			}
 		}
 	}
@@ -218,6 +221,26 @@ func joinDetail(g node.JoinStatus) string {
 	if g.State == "draining" {
 		b.WriteString(", " + flowsLeft(g.Flows))
 	}
+	return b.String()
+}
+
+// checkDetail says how a group's health check stands: healthy, failing or
+// unknown, since when, and its last result (the service's words: quoted).
+func checkDetail(c *node.CheckStatus) string {
+	var b strings.Builder
+	b.WriteString(c.State)
+	if !c.Since.IsZero() {
+		fmt.Fprintf(&b, " since %s", c.Since.Local().Format("15:04:05"))
+	}
+	if c.LastAt.IsZero() {
+		b.WriteString(", not run yet")
+		return b.String()
+	}
+	res := "failed"
+	if c.LastOK {
+		res = "passed"
+	}
+	fmt.Fprintf(&b, ", last %s at %s: %q", res, c.LastAt.Local().Format("15:04:05.0"), c.Last)
 	return b.String()
 }
 

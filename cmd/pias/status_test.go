@@ -145,3 +145,24 @@ func TestEventLogNamesWhatReasonHolds(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckDetail: a group's check line says its state, since when, and
+// its last result, the service's words quoted.
+func TestCheckDetail(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)
+	cases := []struct {
+		c    node.CheckStatus
+		want string
+	}{
+		{node.CheckStatus{Kind: "tcp", State: "unknown"}, "unknown, not run yet"},
+		{node.CheckStatus{Kind: "tcp", State: "failing", Since: at, Last: "refused\nfake line", LastAt: at},
+			`failing since 03:04:05, last failed at 03:04:05.0: "refused\nfake line"`},
+		{node.CheckStatus{Kind: "http", State: "healthy", Since: at, Last: "200 OK", LastOK: true, LastAt: at},
+			`healthy since 03:04:05, last passed at 03:04:05.0: "200 OK"`},
+	}
+	for _, tc := range cases {
+		if got := checkDetail(&tc.c); got != tc.want {
+			t.Errorf("checkDetail(%+v) = %q, want %q", tc.c, got, tc.want)
+		}
+	}
+}
