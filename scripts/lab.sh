@@ -10,8 +10,9 @@
 #   scripts/lab.sh bench                                  iperf3 through pias vs a direct wireguard-go
 #                                                         tunnel, for both drivers
 #   scripts/lab.sh chaos [--driver tun|water]             while a client sends requests: SIGKILL its
-#                                                         proxy, restart it, cut a proxy's link; count
-#                                                         failed requests and the longest gap
+#                                                         proxy, restart it, cut a proxy's link, stop
+#                                                         and start the HTTP service that answers it;
+#                                                         count failed requests and the longest gap
 #
 # Every name a run creates (namespaces, links, interfaces, UAPI sockets)
 # carries the run's prefix, so two runs never collide and down removes
@@ -33,11 +34,12 @@ need() {
 # ---------------------------------------------------------------- up / down
 
 up() {
-  local driver=tun delay=0
+  local driver=tun delay=0 targets=3
   while [ $# -gt 0 ]; do
     case $1 in
       --driver) driver=$2; shift 2 ;;
       --delay) delay=1; shift ;;
+      --targets) targets=$2; shift 2 ;;
       *) die "up: unknown argument $1" ;;
     esac
   done
@@ -56,8 +58,8 @@ up() {
 
   # 3 proxies in 2 clusters, 3 targets (one per group), 3 clients: cl1 and
   # cl3 run pias, cl2 is a plain WireGuard client (wireguard-go + wg), the
-  # README's cl2.
-  "$run/bin/pias" lab gen --out "$run/lab" --proxies 3 --clusters 2 --targets 3 --clients 3 --groups 3 \
+  # README's cl2. chaos adds t4, a second HTTP target of t1's group.
+  "$run/bin/pias" lab gen --out "$run/lab" --proxies 3 --clusters 2 --targets "$targets" --clients 3 --groups 3 \
     --underlay 198.18.0.0/24 --interface "$driver" --ifprefix "$prefix" >/dev/null
 
   local br="$prefix-br"
@@ -350,7 +352,9 @@ case $cmd in
   chaos)
     run=""
     trap 'rc=$?; [ -n "${run:-}" ] && down "$run"; exit $rc' EXIT
-    up "$@" >/dev/null
+    # t4 serves t1's group too: where a service stops, its group has
+    # another target to move to.
+    up --targets 4 "$@" >/dev/null
     http_group=$(labjson group 0)
     url="http://${http_group%/tcp}/chaos"
     iap=$(labjson home cl1)
@@ -364,13 +368,17 @@ case $cmd in
       hammer=$!
       phase=$1
     }
+    # phase_end [own]: with own, the phase's gap has its own bound (it is
+    # left in $failures and $gap), not the failover one.
     phase_end() {
       wait "$hammer" || true
-      local summary requests failures gap
+      local summary requests
+      failures="" gap=""
       summary=$(cat "$run/logs/hammer-$phase.log")
       read -r _ requests _ failures _ gap <<<"$summary"
       [ -n "${gap:-}" ] || die "$phase: the request stream did not report"
       log "chaos $phase: $failures of $requests requests failed, longest gap $gap ms"
+      [ "${1:-}" = own ] && return 0
       [ "$gap" -gt "$worst" ] && worst=$gap
       return 0
     }
@@ -403,6 +411,48 @@ case $cmd in
     log "heal $jap's link"
     in_ns "$jap" ip link set eth0 up
     phase_end
+    # Stop the HTTP service (the process, not pias) of the target that
+    # answers cl1. Its check (tcp, every 2 s, fall 3) fails within 6 s and
+    # the target drains the group; from the next update the group's other
+    # target takes cl1's new flows. Requests in that window may fail; the
+    # bound allows it and one update more (PIAS_CHAOS_SERVICE_MAX_GAP_MS).
+    answer=$(in_ns cl1 curl -sS --max-time 5 --retry 5 --retry-all-errors "$url") || die "cl1: no answer before service-stop"
+    victim=${answer%%:*}
+    [ -e "$run/pids/$victim-svc" ] || die "cl1 is answered by '$victim', not a target with a service"
+    read -r vport _ < <(labjson service "$victim")
+    phase_start service-stop 14
+    sleep 2
+    log "stop $victim's HTTP service (pid $(cat "$run/pids/$victim-svc"), answers cl1)"
+    kill -TERM "$(cat "$run/pids/$victim-svc")"
+    for _ in $(seq 50); do kill -0 "$(cat "$run/pids/$victim-svc")" 2>/dev/null || break; sleep 0.1; done
+    phase_end own
+    svc_failures=$failures svc_gap=$gap
+    # 12 s after the stop: the group has moved; no request may fail now.
+    phase_start service-down 3
+    phase_end own
+    [ "$failures" = 0 ] || die "service-stop: $failures requests failed after the detection window"
+    if out=$(in_ns cl1 curl -sS --max-time 2 "$url") && [ "${out%%:*}" != "$victim" ]; then
+      log "ok: cl1 is answered by ${out%%:*} while $victim's service is down"
+    else
+      die "cl1 is not answered by another target while $victim's service is down (got '${out:-nothing}')"
+    fi
+    # Start it again: after rise (2 passes, 2 s apart) and one update the
+    # target joins again and cl1, whose hash picks it, comes back to it.
+    phase_start service-start 10
+    log "start $victim's HTTP service again"
+    start "$victim-svc" "$run/bin/labserver" serve -name "$victim" -http ":$vport"
+    back=""
+    for _ in $(seq 100); do
+      out=$(in_ns cl1 curl -sS --max-time 1 "$url" 2>/dev/null) || out=""
+      [ "${out%%:*}" = "$victim" ] && { back=1; break; }
+      sleep 0.1
+    done
+    phase_end own
+    [ -n "$back" ] || die "service-start: $victim did not answer cl1 again within 10 s of its service's start"
+    log "ok: $victim answers cl1 again after its check rose"
+    [ "$failures" = 0 ] || die "service-start: $failures requests failed while $victim's service came back"
+    [ "$svc_gap" -le "${PIAS_CHAOS_SERVICE_MAX_GAP_MS:-10000}" ] || die "service-stop: longest gap ${svc_gap} ms"
+    log "ok: service-stop: longest gap $svc_gap ms ($svc_failures requests failed), within ${PIAS_CHAOS_SERVICE_MAX_GAP_MS:-10000} ms"
     # Delivery must resume after every fault, by failover: the fallback
     # timers (IAP cache 10 s, target timeout 15 s, WireGuard 15 s) would
     # leave gaps well over the bound.
