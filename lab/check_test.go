@@ -150,3 +150,65 @@ func TestServiceDiesGroupMoves(t *testing.T) {
 		t.Errorf("check-ok events of %s: %+v, want two", who, ok)
 	}
 }
+
+// TestCheckFailureKeepsLiveConnection: the service behind a target stops
+// taking connections (its listener closes) while a client holds a live
+// TCP connection to it. The check fails and drains the group: new
+// connections go to the other target, and the live one keeps exchanging
+// bytes with the same target until it ends.
+func TestCheckFailureKeepsLiveConnection(t *testing.T) {
+	t.Parallel()
+	h, _ := startLabWith(t, Options{Proxies: 2, Clusters: 1, Targets: 2, Clients: 2, Groups: 1},
+		HarnessOptions{Generated: func(l *Lab) { quickChecks(t, l) }})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	g := GroupN(0)
+	targets := targetsOf(h, g)
+	if len(targets) != 2 {
+		t.Fatalf("group %s has targets %v, want 2", g, targets)
+	}
+	long, err := h.DialTCP(ctx, "cl1", g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer long.Close()
+	ans, err := long.Ask(ctx, "line 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	who := answeredBy(t, ans, "line 0", targets)
+	other := targets[0]
+	if other == who {
+		other = targets[1]
+	}
+	if err := h.StopService(who, g); err != nil {
+		t.Fatal(err)
+	}
+	err = WaitFor(ctx, func() error {
+		if gs := groupState(h, who, g); gs.State != edge.JoinDraining {
+			return fmt.Errorf("%s's %s: %+v, want draining after its check failed", who, g, gs)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 10; i++ {
+		line := fmt.Sprintf("line %d after the check failed", i)
+		ans, err := long.Ask(ctx, line)
+		if err != nil {
+			t.Fatalf("the live connection to %s after its check failed, %d: %v", who, i, err)
+		}
+		if by := answeredBy(t, ans, line, targets); by != who {
+			t.Fatalf("the live connection moved from %s to %s", who, by)
+		}
+		msg := fmt.Sprintf("new %d", i)
+		ans, err = h.AskTCP(ctx, "cl2", g, msg)
+		if err != nil {
+			t.Fatalf("new connection %d while %s drains: %v", i, who, err)
+		}
+		if by := answeredBy(t, ans, msg, targets); by != other {
+			t.Fatalf("new connection %d reached %s, whose check failed", i, by)
+		}
+	}
+}
