@@ -36,30 +36,13 @@ func TestDrainKeepsLiveConnection(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	g := GroupN(0)
-	targets := targetsOf(h, g)
-	if len(targets) != 2 {
-		t.Fatalf("group %s has targets %v, want 2", g, targets)
-	}
-	long, err := h.DialTCP(ctx, "cl1", g)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer long.Close()
-	ans, err := long.Ask(ctx, "line 0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	who := answeredBy(t, ans, "line 0", targets)
-	other := targets[0]
-	if other == who {
-		other = targets[1]
-	}
+	long, targets, who, other := liveConnection(t, ctx, h, "cl1", g)
 	jap := h.Home(who)
 
 	if err := h.Edges[who].Drain(ctx, g, 30*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	err = WaitFor(ctx, func() error {
+	err := WaitFor(ctx, func() error {
 		if gs := groupState(h, who, g); gs.State != edge.JoinDraining || gs.Flows < 1 {
 			return fmt.Errorf("%s's %s: %+v, want draining with its flow", who, g, gs)
 		}

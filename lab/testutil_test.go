@@ -359,3 +359,30 @@ type peerStats struct {
 	tx, rx    uint64
 	handshake bool
 }
+
+// liveConnection opens a TCP connection from client to g, which must have
+// two targets, and exchanges a first line on it. It returns the
+// connection (closed when the test ends), g's targets, the one that
+// answered and the other.
+func liveConnection(t *testing.T, ctx context.Context, h *Harness, client string, g router.Group) (long *Conversation, targets []string, who, other string) {
+	t.Helper()
+	targets = targetsOf(h, g)
+	if len(targets) != 2 {
+		t.Fatalf("group %s has targets %v, want 2", g, targets)
+	}
+	long, err := h.DialTCP(ctx, client, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { long.Close() })
+	ans, err := long.Ask(ctx, "line 0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	who = answeredBy(t, ans, "line 0", targets)
+	other = targets[0]
+	if other == who {
+		other = targets[1]
+	}
+	return long, targets, who, other
+}

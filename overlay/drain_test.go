@@ -1,7 +1,6 @@
 package overlay
 
 import (
-	"encoding/binary"
 	"net/netip"
 	"slices"
 	"strings"
@@ -17,19 +16,7 @@ func encap4(src, dst netip.Addr, b []byte) []byte {
 	inner := b[router.Headroom:]
 	out := make([]byte, router.Headroom+20+len(inner))
 	h := out[router.Headroom:]
-	h[0], h[8], h[9] = 0x45, 64, router.ProtoIPIP
-	binary.BigEndian.PutUint16(h[2:], uint16(len(h)))
-	s, d := src.As4(), dst.As4()
-	copy(h[12:], s[:])
-	copy(h[16:], d[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
+	ipv4Header(h, router.ProtoIPIP, src, dst)
 	copy(h[20:], inner)
 	return out
 }

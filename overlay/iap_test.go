@@ -20,9 +20,23 @@ func ip4(proto uint8, src, dst netip.AddrPort) []byte {
 	}
 	b := make([]byte, router.Headroom+20+l4)
 	h := b[router.Headroom:]
+	ipv4Header(h, proto, src.Addr(), dst.Addr())
+	binary.BigEndian.PutUint16(h[20:], src.Port())
+	binary.BigEndian.PutUint16(h[22:], dst.Port())
+	if proto == router.ProtoTCP {
+		h[32], h[33] = 5<<4, 0x02 // data offset, SYN
+	} else {
+		binary.BigEndian.PutUint16(h[24:], 8)
+	}
+	return b
+}
+
+// ipv4Header writes, at the start of h (the whole packet), an IPv4 header
+// from src to dst for proto, with its length and checksum.
+func ipv4Header(h []byte, proto uint8, src, dst netip.Addr) {
 	h[0], h[8], h[9] = 0x45, 64, proto
 	binary.BigEndian.PutUint16(h[2:], uint16(len(h)))
-	s, d := src.Addr().As4(), dst.Addr().As4()
+	s, d := src.As4(), dst.As4()
 	copy(h[12:], s[:])
 	copy(h[16:], d[:])
 	var sum uint32
@@ -33,14 +47,6 @@ func ip4(proto uint8, src, dst netip.AddrPort) []byte {
 		sum = sum>>16 + sum&0xffff
 	}
 	binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
-	binary.BigEndian.PutUint16(h[20:], src.Port())
-	binary.BigEndian.PutUint16(h[22:], dst.Port())
-	if proto == router.ProtoTCP {
-		h[32], h[33] = 5<<4, 0x02 // data offset, SYN
-	} else {
-		binary.BigEndian.PutUint16(h[24:], 8)
-	}
-	return b
 }
 
 // TestResolveFloodAtIAP: a client sends to thousands of fresh groups

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"net/netip"
 	"testing"
 	"time"
@@ -12,29 +11,15 @@ import (
 	"github.com/pias-net/pias/router"
 )
 
-// udp4 is an IPv4/UDP datagram from src to dst, with Headroom free before it.
+// udp4 is a UDP datagram from src to dst (router.BuildUDP), with Headroom
+// free before it.
 func udp4(src, dst netip.AddrPort, payload string) []byte {
-	n := 20 + 8 + len(payload)
-	b := make([]byte, router.Headroom+n)
-	p := b[router.Headroom:]
-	p[0], p[8], p[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(p[2:], uint16(n))
-	s, d := src.Addr().As4(), dst.Addr().As4()
-	copy(p[12:], s[:])
-	copy(p[16:], d[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(p[i:]))
+	b := make([]byte, router.Headroom+60+8+len(payload))
+	n, err := router.BuildUDP(b[router.Headroom:], src, dst, []byte(payload))
+	if err != nil {
+		panic(err)
 	}
-	for sum > 0xffff {
-		sum = sum>>16 + sum&0xffff
-	}
-	binary.BigEndian.PutUint16(p[10:], ^uint16(sum))
-	binary.BigEndian.PutUint16(p[20:], src.Port())
-	binary.BigEndian.PutUint16(p[22:], dst.Port())
-	binary.BigEndian.PutUint16(p[24:], uint16(8+len(payload)))
-	copy(p[28:], payload)
-	return b
+	return b[:router.Headroom+n]
 }
 
 // TestResolveFloodLogBounded: an admitted client sends datagrams to fresh
