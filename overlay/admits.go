@@ -151,7 +151,8 @@ func (p *Proxy) admitting(key [32]byte) []Member {
 	var peers []Member
 	p.mem.mu.Lock()
 	for _, o := range others {
-		if s := p.mem.admits[o.Name]; s != nil && s.keys[key] {
+		// In CA mode every proxy admits an edge whose certificate is good.
+		if s := p.mem.admits[o.Name]; p.certs != nil || s != nil && s.keys[key] {
 			peers = append(peers, o.Member)
 		}
 	}
@@ -165,7 +166,7 @@ func (p *Proxy) admitting(key [32]byte) []Member {
 // handleProxiesReq answers an edge of this proxy with the proxies that
 // would admit it (admitting), at most MaxPeers and one packet.
 func (p *Proxy) handleProxiesReq(src, dst netip.AddrPort, seq uint32, m *ProxiesReq) {
-	e := p.cfg.Edges[src.Addr()]
+	e := p.edges[src.Addr()]
 	if e == nil {
 		return
 	}
@@ -206,9 +207,12 @@ func (p *Proxy) admitsEdgeOf(name string, addr netip.Addr) bool {
 	if name == p.cfg.Self.Name {
 		return true
 	}
-	e := p.cfg.Edges[addr]
+	e := p.edges[addr]
 	if e == nil {
 		return false
+	}
+	if p.certs != nil {
+		return true // any proxy admits an edge of a good certificate
 	}
 	p.mem.mu.Lock()
 	defer p.mem.mu.Unlock()

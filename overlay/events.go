@@ -49,6 +49,18 @@ const (
 	EventUnadmitted  EventKind = "unadmitted"   // no seed answers this proxy's hellos
 )
 
+// Admission by certificate (CA mode), at a proxy.
+const (
+	EventEdgeAdmitted EventKind = "edge-admitted" // an edge proved its certificate here
+	// EventEdgeRemoved: an admitted edge was cut off; Reason: its lease
+	// lapsed, or its certificate expired or was revoked.
+	EventEdgeRemoved EventKind = "edge-removed"
+	// EventCertExpiring: a certificate (this node's, or an admitted
+	// node's) expires within a day; Reason says when.
+	EventCertExpiring EventKind = "cert-expiring"
+	EventRevocation   EventKind = "revocation" // a newer revocation list is held; Reason: its serial
+)
+
 // At an edge.
 const (
 	EventJoined      EventKind = "joined"       // a target's group is joined

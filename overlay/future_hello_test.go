@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"github.com/pias-net/pias/admit"
 	"net/netip"
 	"slices"
 	"testing"
@@ -8,7 +9,7 @@ import (
 )
 
 // TestFutureHellosLockOutNoNewcomer: a mesh-key holder sends seed p1
-// maxSeenHellos hellos dated 119 s ahead (within underlaySkew). They fill
+// admit.MaxSeen hellos dated 119 s ahead (within underlaySkew). They fill
 // p1's replay cache; the next genuine hello evicts the "oldest", a future
 // one, raising the floor to now+119 s, so every genuine hello is refused
 // as a replay for two minutes (and the flood can be repeated).
@@ -21,7 +22,7 @@ func TestFutureHellosLockOutNoNewcomer(t *testing.T) {
 	// The flood: records that p1 refuses (its own name), so nobody is added.
 	future := h.clk.Wall().Add(underlaySkew - time.Second)
 	rec := MemberRecord{Member: meshMember("p1", 50), Incarnation: 1}
-	for i := range maxSeenHellos {
+	for i := range admit.MaxSeen {
 		body, err := appendHello(nil, helloMsg{nonce: uint64(i) + 1, seed: "p1", rec: rec})
 		if err != nil {
 			t.Fatal(err)
@@ -40,10 +41,10 @@ func TestFutureHellosLockOutNoNewcomer(t *testing.T) {
 		}
 	}
 	seed.mem.mu.Lock()
-	floor := seed.mem.seen.floor
+	floor := seed.mem.seen.Floor()
 	seed.mem.mu.Unlock()
 	t.Errorf("a genuine newcomer was not admitted within 20 s after %d future-dated hellos: the replay floor is %v ahead of the seed's clock",
-		maxSeenHellos, time.Duration(floor-h.clk.Wall().UnixMilli())*time.Millisecond)
+		admit.MaxSeen, time.Duration(floor-h.clk.Wall().UnixMilli())*time.Millisecond)
 }
 
 // TestRedTeamHelloFloodAddsMembers: a mesh-key holder sends seed p1 hellos

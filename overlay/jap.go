@@ -151,6 +151,19 @@ func (j *jap) movedNotices() []MovedTarget {
 	return out
 }
 
+// groupsOf lists the groups the target at addr joined here.
+func (j *jap) groupsOf(addr netip.Addr) []router.Group {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []router.Group
+	for _, g := range sortedGroups(j.targets) {
+		if j.targets[g][addr] != nil {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
 // joinedBefore reports whether the target at addr joined g here with an
 // epoch older than epoch: then its join elsewhere is the newer one. (A
 // proxy cut off for a while and the target's new JAP tell each other about
@@ -247,7 +260,7 @@ func (p *Proxy) handleLeave(src, dst netip.AddrPort, seq uint32, m *Leave) {
 // leaveNow reports whether the target at addr may leave g now; if not, its
 // leave is delayed until its edge's budget allows.
 func (p *Proxy) leaveNow(addr netip.Addr, g router.Group) bool {
-	e := p.cfg.Edges[addr]
+	e := p.edges[addr]
 	j := &p.jap
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -305,7 +318,7 @@ func (p *Proxy) handleDrain(src, dst netip.AddrPort, seq uint32, m *Drain) {
 	j := &p.jap
 	j.mu.Lock()
 	t := j.targets[m.Group][addr]
-	e := p.cfg.Edges[addr]
+	e := p.edges[addr]
 	if t == nil || e == nil {
 		j.mu.Unlock()
 		p.send(dst, src, seq, &DrainAck{Group: m.Group, Status: StatusUnknown})
@@ -379,11 +392,11 @@ func (p *Proxy) drainTick() {
 
 // admit says why an edge may not join a group, or "" when it may.
 func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
-	e := p.cfg.Edges[addr]
+	e := p.edges[addr]
 	if e == nil {
 		return "not an edge of this proxy"
 	}
-	if !slices.Contains(e.Groups, g) {
+	if !e.allows(g) {
 		return fmt.Sprintf("edge %q may not join %s", e.Name, g)
 	}
 	return ""
@@ -406,7 +419,7 @@ func (p *Proxy) admit(addr netip.Addr, g router.Group) string {
 // policy) spends one of its edge's budget (joinLimit); past it, the join
 // is refused, with when to retry.
 func (p *Proxy) join(addr netip.Addr, m *Join) string {
-	e := p.cfg.Edges[addr]
+	e := p.edges[addr]
 	if m.Weight > e.maxWeight() {
 		return fmt.Sprintf("weight %d is above %d, the most edge %q may ask for (max_weight of its [[edge]])", m.Weight, e.maxWeight(), e.Name)
 	}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/pias-net/pias/admit"
 )
 
 // Dynamic proxy membership.
@@ -63,7 +65,7 @@ type members struct {
 	admits    map[string]*admitSet
 	ownAdmits [][32]byte
 	// seen: the hellos this proxy took as seed, so that it takes each once.
-	seen seenHellos
+	seen admit.Seen
 	// turnedAway: the records of proxies refused lately (name → why), so
 	// that each is told once, not at every sync (up to maxTurnedAway).
 	turnedAway map[string]string
@@ -259,12 +261,16 @@ func (p *Proxy) joinTick(now int64) {
 // HandleUnderlay takes a datagram that arrived on the WireGuard socket with
 // the UnderlayMagic prefix.
 func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
-	if p.cfg.MeshKey == nil {
+	if p.cfg.MeshKey == nil && p.certs == nil {
 		return
 	}
 	p.ctl.Lock()
 	defer p.ctl.Unlock()
 	defer p.flush()
+	if p.certs != nil {
+		p.handleAdmit(from, pkt)
+		return
+	}
 	now := p.clock.Wall()
 	u, err := openUnderlay(p.cfg.MeshKey, pkt, now)
 	if err != nil {
@@ -280,7 +286,7 @@ func (p *Proxy) HandleUnderlay(from netip.AddrPort, pkt []byte) {
 			return
 		}
 		p.mem.mu.Lock()
-		fresh := p.mem.seen.take(u, now.UnixMilli())
+		fresh := p.mem.seen.Take(u.mac, u.at, now.UnixMilli())
 		p.mem.mu.Unlock()
 		if !fresh {
 			return // taken already: a replay
@@ -320,6 +326,17 @@ func (p *Proxy) handleHello(from netip.AddrPort, size int, h helloMsg) {
 	if rec.Endpoint.Addr().IsUnspecified() {
 		rec.Endpoint = netip.AddrPortFrom(from.Addr(), rec.Endpoint.Port())
 	}
+	reason := p.admitProxy(from, rec, h.rec.Incarnation, nil)
+	if reason != "" {
+		p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("proxy %q from %v: %s", rec.Name, from, reason)})
+	}
+	p.welcome(from, size, welcomeMsg{nonce: h.nonce, ok: reason == "", name: p.cfg.Self.Name, reason: reason})
+}
+
+// admitProxy admits the newcomer rec that said hello from, or says why
+// not. hold, if set, runs once it is sure to admit (CA mode keeps the
+// certificate then, before the records that carry it go out).
+func (p *Proxy) admitProxy(from netip.AddrPort, rec Member, inc uint32, hold func()) string {
 	self := p.self()
 	reason := ""
 	tbl := p.mem.table()
@@ -341,23 +358,24 @@ func (p *Proxy) handleHello(from netip.AddrPort, size int, h helloMsg) {
 	case rec.Cluster == "":
 		reason = "no cluster"
 	}
-	w := welcomeMsg{nonce: h.nonce, ok: reason == "", name: self.Name, reason: reason}
 	if reason != "" {
-		p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("proxy %q from %v: %s", rec.Name, from, reason)})
-		p.welcome(from, size, w)
-		return
+		return reason
 	}
+	if hold != nil {
+		hold()
+	}
+	// (The welcome goes out at once; what is queued here, when the entry
+	// point returns.)
 	if known && old.PublicKey != [32]byte{} {
 		// Known already: a configured mesh, or a restart that lost what
-		// it had learned. Welcome it and tell it everyone again.
-		p.welcome(from, size, w)
+		// it had learned. Tell it everyone again.
 		p.sync(rec)
-		return
+		return ""
 	}
-	p.addMember(rec, h.rec.Incarnation, StateAlive, true)
-	p.flood(&MemberRecord{Member: rec, Incarnation: h.rec.Incarnation}, rec.Addr)
-	p.welcome(from, size, w)
+	p.addMember(rec, inc, StateAlive, true)
+	p.flood(&MemberRecord{Member: rec, Incarnation: inc, Cert: p.memberCert(rec.Name)}, rec.Addr)
 	p.sync(rec)
+	return ""
 }
 
 // welcome answers a hello of size bytes with w, in no more bytes.
@@ -372,7 +390,7 @@ func (p *Proxy) welcome(to netip.AddrPort, size int, w welcomeMsg) {
 // AllowedIPs, and the edge's messages would pass for the proxy's.
 func (p *Proxy) edgeConflict(m Member) string {
 	for _, a := range m.Addrs() {
-		if e := p.cfg.Edges[a]; e != nil {
+		if e := p.edges[a]; e != nil {
 			return fmt.Sprintf("overlay address %v belongs to edge %q, which this proxy admits", a, e.Name)
 		}
 	}
@@ -405,7 +423,7 @@ func (p *Proxy) sync(to Member) {
 // incarnation and whether this proxy believes it dead.
 func (p *Proxy) sendRecord(to netip.Addr, mb Member) {
 	st, inc, _ := p.health.state(mb.Name)
-	p.sendTo(to, 0, &MemberRecord{Member: mb, Incarnation: inc, Sync: true, Dead: st == StateDead})
+	p.sendTo(to, 0, &MemberRecord{Member: mb, Incarnation: inc, Sync: true, Dead: st == StateDead, Cert: p.memberCert(mb.Name)})
 }
 
 // handleMember learns of a proxy from another proxy: the flood of a seed
@@ -435,6 +453,12 @@ func (p *Proxy) handleMember(src netip.Addr, m *MemberRecord) {
 		// Not added, so not forwarded: each proxy checks its own edges.
 		p.turnAway(rec.Name, fmt.Sprintf("proxy %q announced: %s", rec.Name, r))
 		return
+	}
+	if p.certs != nil {
+		if r := p.checkMemberCert(m); r != "" {
+			p.turnAway(rec.Name, fmt.Sprintf("proxy %q announced: %s", rec.Name, r))
+			return
+		}
 	}
 	sync := m.Sync
 	state := StateJoining

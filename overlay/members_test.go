@@ -149,50 +149,6 @@ func TestWelcomeNoLongerThanHello(t *testing.T) {
 	}
 }
 
-// TestSeenHellos: a hello is taken once; when the memory is full the
-// oldest is forgotten and nothing as old is taken again; stale ones make
-// room first.
-func TestSeenHellos(t *testing.T) {
-	var s seenHellos
-	now := fuzzNow.UnixMilli()
-	hello := func(i int, at int64) underlayMsg {
-		u := underlayMsg{kind: kindHello, at: at}
-		binary.BigEndian.PutUint64(u.mac[:], uint64(i))
-		return u
-	}
-	if !s.take(hello(0, now), now) || s.take(hello(0, now), now) {
-		t.Fatal("a hello is not taken exactly once")
-	}
-	// Full of hellos sent over the last minute, hello i at now-60s+i ms.
-	base := now - 60_000
-	for i := 1; i < maxSeenHellos; i++ {
-		if !s.take(hello(i, base+int64(i)), now) {
-			t.Fatalf("hello %d refused", i)
-		}
-	}
-	if !s.take(hello(maxSeenHellos, now), now) {
-		t.Fatal("a new hello is refused when the memory is full")
-	}
-	if len(s.at) > maxSeenHellos || s.floor != base+1 {
-		t.Fatalf("%d remembered, floor %d: want at most %d, floor %d", len(s.at), s.floor, maxSeenHellos, base+1)
-	}
-	if s.take(hello(1, base+1), now) || s.take(hello(-1, base), now) {
-		t.Error("a hello as old as the one forgotten is taken")
-	}
-	for i := 2; i < maxSeenHellos; i++ {
-		if s.take(hello(i, base+int64(i)), now) {
-			t.Fatalf("hello %d taken twice", i)
-		}
-	}
-	// Two minutes on, every one is stale: they make room without raising
-	// the floor.
-	later := now + underlaySkew.Milliseconds() + 1
-	floor := s.floor
-	if !s.take(hello(-2, later), later) || s.floor != floor || len(s.at) != 1 {
-		t.Errorf("after two minutes: floor %d (was %d), %d remembered", s.floor, floor, len(s.at))
-	}
-}
-
 // FuzzUnderlay feeds arbitrary datagrams to the underlay decoders: they
 // must never panic, and what opens must be what was sealed.
 func FuzzUnderlay(f *testing.F) {

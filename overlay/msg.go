@@ -137,6 +137,9 @@ const (
 	// TypeDrainAck: JAP → target: the answer to a TypeDrain, with the
 	// target's live flows.
 	TypeDrainAck
+	// TypeRevocation: proxy → proxy: part Part of Parts of the CA's
+	// revocation list of serial Serial (CA mode).
+	TypeRevocation
 
 	typeEnd // one past the last type
 )
@@ -166,6 +169,7 @@ var typeNames = [...]string{
 	TypeProxies:      "proxies",
 	TypeDrain:        "drain",
 	TypeDrainAck:     "drain-ack",
+	TypeRevocation:   "revocation",
 }
 
 // String names t, e.g. "join-ack".
@@ -212,7 +216,8 @@ const (
 	MemberHas6  uint8 = 1 << iota // Peer.Addr6 follows
 	MemberDead                    // the sender believes the member dead
 	MemberSync                    // sent to a newcomer (or a proxy back from the dead): contact it
-	memberFlags = MemberHas6 | MemberDead | MemberSync
+	MemberCert                    // the member's certificate follows (CA mode)
+	memberFlags = MemberHas6 | MemberDead | MemberSync | MemberCert
 )
 
 // MaxWeight is the largest weight of one target.

@@ -3,6 +3,7 @@ package overlay
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pias-net/pias/admit"
+	"github.com/pias-net/pias/cert"
 	"github.com/pias-net/pias/router"
 )
 
@@ -70,6 +73,20 @@ type EdgePolicy struct {
 	// MaxWeight bounds the weight one of its joins may ask for; 0 means 1.
 	// A join asking for more is refused.
 	MaxWeight int
+	// Rights are the groups an edge admitted by certificate may join (its
+	// certificate's), and Role its role there; Groups is then empty.
+	Rights []cert.GroupRight
+	Role   cert.Role
+}
+
+// allows reports whether e may join g.
+func (e *EdgePolicy) allows(g router.Group) bool {
+	return slices.Contains(e.Groups, g) || cert.AllowsGroup(e.Rights, g)
+}
+
+// isTarget reports whether e may join groups at all.
+func (e *EdgePolicy) isTarget() bool {
+	return len(e.Groups) > 0 || e.Role == cert.RoleTarget
 }
 
 // maxWeight is the most weight e's joins may ask for.
@@ -88,8 +105,13 @@ type ProxyConfig struct {
 	MeshKey []byte
 	// Health are the timers of proxy health monitoring (see health.go).
 	Health HealthConfig
-	// Edges maps each accepted edge's overlay addresses to its policy.
-	Edges       map[netip.Addr]*EdgePolicy
+	// Edges maps each accepted edge's overlay addresses to its policy
+	// (static mode).
+	Edges map[netip.Addr]*EdgePolicy
+	// Certs, if set, is CA mode: nodes are admitted by certificate
+	// (certs.go). Then MeshKey, Members (but Self) and Edges are empty, and
+	// Transport must be an EdgeTransport.
+	Certs       *CertConfig
 	Replicas    int // RAPs per group (k)
 	ControlPort uint16
 	Router      *router.Router
@@ -164,6 +186,13 @@ type Proxy struct {
 	rng    *rand.Rand // guarded by ctl
 	seq    uint32     // guarded by ctl: the last seq of a question sent
 	outbox []outgoing // guarded by ctl
+
+	// edges: the edges this proxy admits, by overlay address: cfg.Edges,
+	// and those admitted by certificate. banned: proxies cut off
+	// (revoked). certs: CA mode (nil in static mode). Guarded by ctl.
+	edges  map[netip.Addr]*EdgePolicy
+	banned map[string]bool
+	certs  *certState
 
 	mem    members
 	health *health
@@ -253,7 +282,23 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		seed := fnvAdd(uint64(fnvOffset), cfg.Self.Name)
 		rng = rand.New(rand.NewPCG(seed, 0x70696173))
 	}
-	p := &Proxy{cfg: cfg, clock: cfg.Clock, net: cfg.Transport, rng: rng}
+	p := &Proxy{cfg: cfg, clock: cfg.Clock, net: cfg.Transport, rng: rng, edges: maps.Clone(cfg.Edges), banned: map[string]bool{}}
+	if p.edges == nil {
+		p.edges = map[netip.Addr]*EdgePolicy{}
+	}
+	if cfg.Certs != nil {
+		if cfg.MeshKey != nil || len(cfg.Edges) > 0 {
+			return nil, errors.New("overlay: CA mode admits by certificate: no mesh key, no static edges")
+		}
+		if _, ok := cfg.Transport.(EdgeTransport); !ok {
+			return nil, errors.New("overlay: CA mode needs a transport that adds edges")
+		}
+		cs, err := newCertState(cfg.Certs, cfg.Self.Name)
+		if err != nil {
+			return nil, err
+		}
+		p.certs = cs
+	}
 	p.jap.init()
 	p.rap.init()
 	p.iap.init()
@@ -271,6 +316,17 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	cfg.Router.SetProxies(p.mem.table().addrs())
 	p.health = newHealth(cfg.Health, cfg.Self, members, cfg.Clock.Now, p.sendTo, p.membershipChanged)
 	p.cfg.Health = p.health.cfg
+	if p.certs != nil && len(cfg.Certs.Seeds) > 0 {
+		p.certs.client = admit.NewClient(admit.ClientConfig{
+			Keys: p.certs.keys, Pool: p.certs.pool, Cert: p.certs.selfRaw,
+			Extra:   p.selfRecord,
+			Revoked: p.certs.revokedList,
+			Seed:    p.rng.Uint64(),
+		})
+		for _, s := range cfg.Certs.Seeds {
+			p.certs.client.Add(s, cfg.Clock.Now())
+		}
+	}
 	return p, nil
 }
 
@@ -368,12 +424,14 @@ func (p *Proxy) membershipChanged(c change) {
 	}
 	for _, m := range c.added {
 		p.emit(Event{Kind: EventAlive, Name: m.Name})
+		p.sendRevocationList(m.Addr)
 	}
 	back := append(slices.Clone(c.revived), c.reset...)
 	p.forgetAdmits(back)
 	moved := packMoved(p.jap.movedNotices())
 	for _, m := range back {
 		p.syncMissed(m)
+		p.sendRevocationList(m.Addr)
 		p.emit(Event{Kind: EventAlive, Name: m.Name})
 		// A proxy cut off for a while may still hold targets that have
 		// joined here since: it missed the TypeMoved then, so tell it now.
@@ -465,13 +523,16 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 // senderClass is what the node at a is to this proxy: a proxy, an
 // admitted target or client, or nothing (0).
 func (p *Proxy) senderClass(a netip.Addr) Sender {
-	if p.mem.isProxy(a) {
+	if m, ok := p.mem.table().byAddr[a]; ok {
+		if p.banned[m.Name] {
+			return 0
+		}
 		return SenderProxy
 	}
-	switch e := p.cfg.Edges[a]; {
+	switch e := p.edges[a]; {
 	case e == nil:
 		return 0
-	case len(e.Groups) > 0:
+	case e.isTarget():
 		return SenderTarget
 	}
 	return SenderClient
@@ -499,7 +560,7 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 		if j, ok := m.(*Join); ok && from == SenderClient {
 			// An admitted edge that may join nothing: say so, as for a
 			// group it may not join.
-			p.refuseJoin(src, dst, seq, j, fmt.Sprintf("edge %q may not join %s", p.cfg.Edges[src.Addr()].Name, j.Group))
+			p.refuseJoin(src, dst, seq, j, fmt.Sprintf("edge %q may not join %s", p.edges[src.Addr()].Name, j.Group))
 		}
 		return
 	}
@@ -554,6 +615,8 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 		p.handleAdmitsReq(src.Addr())
 	case *Admits:
 		p.handleAdmits(src.Addr(), m)
+	case *RevocationPart:
+		p.handleRevocationPart(src.Addr(), m)
 	default:
 		// Answers to edges: Permit refused them already.
 	}
@@ -566,8 +629,13 @@ func (p *Proxy) Tick() {
 	defer p.ctl.Unlock()
 	now := p.clock.Now()
 	p.joinTick(now)
+	if p.certs != nil {
+		p.certTick(now)
+	}
 	p.digestTick(now)
-	p.admitsTick(now)
+	if p.certs == nil {
+		p.admitsTick(now) // in CA mode every proxy admits every good edge
+	}
 	for _, g := range p.iap.due(now, 2*p.cfg.Replicas) {
 		p.askRAP(g)
 	}

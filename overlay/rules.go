@@ -95,6 +95,8 @@ var rules = [typeEnd]Rule{
 	TypeDigest:    {From: SenderProxy, To: DestSelf},
 	TypeAdmitsReq: {From: SenderProxy, To: DestSelf},
 	TypeAdmits:    {From: SenderProxy, To: DestSelf},
+	// A revocation list is signed by the CA: anyone's copy is as good.
+	TypeRevocation: {From: SenderProxy, To: DestSelf, Relay: true},
 }
 
 // Permit reports why a message of type t from a sender of class from, sent

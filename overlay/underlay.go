@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"time"
 	"unicode/utf8"
+
+	"github.com/pias-net/pias/admit"
 )
 
 // The underlay messages: hello (newcomer → seed) and welcome (the answer),
@@ -44,12 +46,10 @@ const (
 
 	underlayHeader = len(UnderlayMagic) + 1 + 1 + 8
 	underlayMAC    = sha256.Size
-	underlaySkew   = 2 * time.Minute
-	// underlayAhead is how far in the future a message may be dated: a
-	// little clock skew, no more. Further would let a key holder fill the
-	// replay cache with hellos whose eviction raises its floor past every
-	// genuine hello for minutes.
-	underlayAhead = 5 * time.Second
+	// How old, and how far in the future, a message may be dated: as the
+	// certificate handshake's (see admit.Seen for why so little ahead).
+	underlaySkew  = admit.Skew
+	underlayAhead = admit.Ahead
 
 	// maxHelloPrefix is the longest part of a hello body before its record.
 	maxHelloPrefix = 8 + 1 + MaxString
@@ -229,55 +229,4 @@ func shorten(s string, n int) string {
 		n--
 	}
 	return s[:n]
-}
-
-// maxSeenHellos is how many hellos a seed remembers having taken. Each
-// newcomer says hello once a second, to one seed at a time, so this holds
-// the last two minutes (underlaySkew) of 8 newcomers joining through one
-// seed at once. About 100 kB.
-const maxSeenHellos = 1024
-
-// seenHellos are the hellos a seed took that are still fresh, by MAC. When
-// it is full, the oldest is forgotten and floor rises to its time: no
-// hello sent then or before is taken any more, so a forgotten one cannot
-// come back.
-type seenHellos struct {
-	at    map[[underlayMAC]byte]int64 // MAC → when the hello was sent, Unix ms
-	floor int64
-}
-
-// take reports whether the hello u is new, and remembers it. now is the
-// receiver's wall clock, Unix milliseconds.
-func (s *seenHellos) take(u underlayMsg, now int64) bool {
-	if u.at <= s.floor {
-		return false
-	}
-	if _, ok := s.at[u.mac]; ok {
-		return false
-	}
-	if s.at == nil {
-		s.at = map[[underlayMAC]byte]int64{}
-	}
-	if len(s.at) >= maxSeenHellos {
-		stale := now - underlaySkew.Milliseconds()
-		var oldest [underlayMAC]byte
-		first := true
-		for mac, at := range s.at {
-			switch {
-			case at < stale:
-				delete(s.at, mac) // openUnderlay refuses it now anyway
-			case first || at < s.at[oldest]:
-				oldest, first = mac, false
-			}
-		}
-		if len(s.at) >= maxSeenHellos {
-			s.floor = max(s.floor, s.at[oldest])
-			delete(s.at, oldest)
-		}
-		if u.at <= s.floor {
-			return false
-		}
-	}
-	s.at[u.mac] = u.at
-	return true
 }

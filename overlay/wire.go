@@ -83,6 +83,7 @@ var decoders = [typeEnd]func(body []byte) (Msg, error){
 	TypeProxies:      decodeProxies,
 	TypeDrain:        decodeDrain,
 	TypeDrainAck:     decodeDrainAck,
+	TypeRevocation:   decodeRevocation,
 }
 
 // Every message fits in MaxLen: the longest is a Proxies.
@@ -92,7 +93,7 @@ const (
 	maxMovedLen    = HeaderLen + 1 + MaxMoved*(maxGroupLen+1+MaxString+4+1+16)
 	maxAckLen      = HeaderLen + maxGroupLen + 1 + 1 + MaxString
 	maxDrainAckLen = maxAckLen + 4
-	maxMemberLen   = HeaderLen + 4 + maxPeerLen
+	maxMemberLen   = HeaderLen + 4 + maxPeerLen + 2 + maxMemberCert
 	maxDigestLen   = HeaderLen + 1 + MaxString + 4 + 1
 	maxProxiesLen  = HeaderLen + 4 + 1 + MaxPeers*maxPeerLen
 

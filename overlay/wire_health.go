@@ -5,6 +5,7 @@ package overlay
 // proxy admits. None carries a group.
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 )
@@ -122,10 +123,10 @@ func decodeAlive(b []byte) (Msg, error) {
 // proxy of the overlay (see members.go). It is also the body of the hello
 // a newcomer sends its seeds on the underlay.
 //
-//	name:string incarnation:u32 peer
+//	name:string incarnation:u32 peer [cert:u16-length bytes if MemberCert]
 //
-// The peer's flags are MemberHas6 (from Member.Addr6), MemberDead and
-// MemberSync.
+// The peer's flags are MemberHas6 (from Member.Addr6), MemberDead,
+// MemberSync and MemberCert (from Cert).
 type MemberRecord struct {
 	Member      Member // Name included
 	Incarnation uint32
@@ -133,6 +134,9 @@ type MemberRecord struct {
 	// Sync: sent to a newcomer (or a proxy back from the dead), which
 	// contacts it.
 	Sync bool
+	// Cert is the member's certificate in CA mode (at most
+	// maxMemberCert bytes), which every receiver checks.
+	Cert []byte
 }
 
 func (*MemberRecord) Type() Type { return TypeMember }
@@ -149,7 +153,18 @@ func (m *MemberRecord) appendBody(b []byte) ([]byte, error) {
 	if m.Sync {
 		flags |= MemberSync
 	}
-	return appendPeer(b, flags, &m.Member)
+	if len(m.Cert) > maxMemberCert {
+		return b, fmt.Errorf("certificate of %d bytes", len(m.Cert))
+	}
+	if len(m.Cert) > 0 {
+		flags |= MemberCert
+	}
+	b, err = appendPeer(b, flags, &m.Member)
+	if err != nil || len(m.Cert) == 0 {
+		return b, err
+	}
+	b = binary.BigEndian.AppendUint16(b, uint16(len(m.Cert)))
+	return append(b, m.Cert...), nil
 }
 
 func decodeMemberRecord(b []byte) (Msg, error) {
@@ -160,6 +175,13 @@ func decodeMemberRecord(b []byte) (Msg, error) {
 	flags, pr := d.peer(memberFlags)
 	pr.Name = name
 	m.Member, m.Dead, m.Sync = pr, flags&MemberDead != 0, flags&MemberSync != 0
+	if flags&MemberCert != 0 {
+		n := int(d.u16("certificate length"))
+		if d.err == nil && (n == 0 || n > maxMemberCert) {
+			d.fail(fmt.Errorf("certificate of %d bytes", n))
+		}
+		m.Cert = bytes.Clone(d.take(n, "certificate"))
+	}
 	return d.end(m)
 }
 

@@ -78,6 +78,7 @@ var msgCases = []msgCase{
 	{"member", 5, &MemberRecord{Member: member4, Incarnation: 1764000001}},
 	{"member6-sync-dead", 6, &MemberRecord{Member: memberMax, Incarnation: math.MaxUint32, Dead: true, Sync: true}},
 	{"member-sync", 6, &MemberRecord{Member: member4, Incarnation: 2, Sync: true}},
+	{"member-cert", 6, &MemberRecord{Member: member4, Incarnation: 2, Sync: true, Cert: []byte("a certificate's bytes")}},
 	{"policy", 7, &GroupPolicy{Group: g6, Policy: router.Policy{Select: router.SelectAffinity, Replicate: 2, Scope: router.ScopeSameCluster}}},
 	{"digest", 0, &Digest{From: "p2", Hash: 0xdeadbeef}},
 	{"digest-answer", 1, &Digest{From: maxStr, Hash: 0, Answer: true}},
@@ -93,6 +94,8 @@ var msgCases = []msgCase{
 	{"proxies-two", 14, &Proxies{Digest: 3, Peers: []Member{peer4, peer6}}},
 	{"proxies-max", 15, &Proxies{Digest: math.MaxUint32, Peers: manyPeers(MaxPeers, false)}},
 	{"proxies-max-long", 16, &Proxies{Digest: 4, Peers: manyPeers(MaxPeers, true)}},
+	{"revocation-one", 0, &RevocationPart{Serial: 7, Parts: 1, Data: []byte("a list")}},
+	{"revocation-max", 0, &RevocationPart{Serial: math.MaxUint64, Part: 254, Parts: 255, Data: bytes.Repeat([]byte{0xa5}, revocationChunk)}},
 }
 
 func msgCaseNamed(name string) msgCase {
@@ -200,7 +203,7 @@ func TestMsgMaxLen(t *testing.T) {
 		{&ResolveReply{Group: g6, Status: StatusRefused, Reason: maxStr, TTL: time.Hour, JAPs: js, Policy: maxPolicy}, maxResolveReplyLen},
 		{&Admits{From: maxStr, Parts: 1, Keys: manyKeys(MaxKeys)}, maxAdmitsLen},
 		// The longest hello's body (see MaxUnderlayLen).
-		{&MemberRecord{Member: ps[0], Incarnation: 1, Sync: true, Dead: true}, MaxUnderlayLen - underlayHeader - maxHelloPrefix - underlayMAC},
+		{&MemberRecord{Member: ps[0], Incarnation: 1, Sync: true, Dead: true, Cert: make([]byte, maxMemberCert)}, MaxUnderlayLen - underlayHeader - maxHelloPrefix - underlayMAC},
 		{&Join{Group: g6, Name: maxStr, Weight: 1, Policy: maxPolicy}, maxJoinLen},
 		{&Register{Group: g6, JAP: maxStr, Policy: maxPolicy}, maxRegisterLen},
 		{&Moved{Targets: slices.Repeat([]MovedTarget{{Group: g6, Name: maxStr, Target: netip.MustParseAddr("fd64::1")}}, MaxMoved)}, maxMovedLen},
@@ -208,6 +211,7 @@ func TestMsgMaxLen(t *testing.T) {
 		{&KeepaliveAck{Group: g6, Status: StatusRefused, Reason: maxStr}, maxAckLen},
 		{&DrainAck{Group: g6, Status: StatusRefused, Reason: maxStr}, maxDrainAckLen},
 		{&Digest{From: maxStr, Answer: true}, maxDigestLen},
+		{&RevocationPart{Parts: 1, Data: make([]byte, revocationChunk)}, HeaderLen + 8 + 1 + 1 + 2 + revocationChunk},
 	} {
 		b, err := AppendMsg(nil, 1, tc.m)
 		if err != nil {
@@ -402,7 +406,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4 + "00", "unknown version 0 (want 2)"},
 		{"version 1", "5049" + "01" + "07" + "00000001" + grp4 + "0000", "unknown version 1 (want 2)"},
 		{"type 0", "5049" + "02" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 25", "5049" + "02" + "19" + "00000001" + grp4, "unknown type(25)"},
+		{"type 26", "5049" + "02" + "1a" + "00000001" + grp4, "unknown type(26)"},
 		{"type 255", "5049" + "02" + "ff" + "00000001" + grp4, "unknown type(255)"},
 
 		{"no group", hdrRes, "resolve: truncated group address family"},
@@ -474,7 +478,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"policy scope 2", hdrPolicy + grp4 + "000002", "policy: unknown scope(2)"},
 
 		{"member no flags", memberHead, "member: truncated member flags"},
-		{"member unknown flags", memberHead + "08" + memberRest, "member: unknown member flags 0x8"},
+		{"member unknown flags", memberHead + "10" + memberRest, "member: unknown member flags 0x10"},
 		{"member IPv6 member address", memberHead + "00" + "02" + "6331" + "06" + "fd640000000000000000000000000004" + memberKey + "04" + "c6120004" + "ca6c",
 			"member: member address fd64::4 is not IPv4"},
 		{"member has6 without IPv6", memberHead + "01" + memberRest, "member: member IPv6 address: invalid address family 1"},

@@ -1,0 +1,443 @@
+package overlay
+
+import (
+	"bytes"
+	"errors"
+	"maps"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/pias-net/pias/admit"
+	"github.com/pias-net/pias/cert"
+)
+
+// Admission by certificate (CA mode).
+//
+// A proxy in CA mode admits a node that proves, with the handshake of
+// package admit, the WireGuard key of a certificate its CA signed:
+//
+//   - an edge (target or client): it becomes a WireGuard peer with
+//     AllowedIPs exactly its certificate's addresses, may join the groups
+//     its certificate grants, and holds its addresses for edgeLease after
+//     each hello (the edge renews every EdgeRenew);
+//   - a proxy: admitted as a mesh-key newcomer is (members.go), and every
+//     record of it that proxies pass on carries its certificate, which
+//     each checks.
+//
+// Refusals of a node that proved its key are told to it (the welcome's
+// reason) and logged; anything else gets no answer beyond the offer of a
+// request, which is no longer than the request.
+//
+// A certificate that expires, or that a newer revocation list revokes, is
+// cut off: its WireGuard peer removed, its joins withdrawn (with their
+// flows), a proxy marked dead for good. A day before expiry, a warning.
+
+// CertConfig is a proxy's CA mode.
+type CertConfig struct {
+	Pool *cert.Pool
+	Cert *cert.Certificate // this proxy's
+	// PrivateKey is this proxy's WireGuard private key: the handshake's
+	// MACs are under its X25519 secret with the node's.
+	PrivateKey [32]byte
+	Revoked    *cert.RevocationList // held at start; nil: none
+	// Seeds are proxies to be admitted by, known only by endpoint.
+	Seeds []netip.AddrPort
+}
+
+// EdgeTransport is a Transport that adds and removes edges' WireGuard
+// peers: CA mode needs it.
+type EdgeTransport interface {
+	Transport
+	// AddEdge makes the edge with this key a peer with exactly these
+	// addresses as AllowedIPs (or updates it).
+	AddEdge(key [32]byte, addrs []netip.Addr, endpoint netip.AddrPort) error
+	// RemovePeer removes the peer with this key, and its sessions.
+	RemovePeer(key [32]byte)
+}
+
+const (
+	// EdgeRenew is how often an edge says hello again to each proxy that
+	// admitted it; edgeLease is how long an admission lasts without one.
+	EdgeRenew = 20 * time.Second
+	edgeLease = 3*EdgeRenew + 5*time.Second
+	// expiryWarning is how long before a certificate's expiry it is
+	// warned of.
+	expiryWarning = 24 * time.Hour
+	// helloRate and helloBurst bound the hellos whose MAC this proxy
+	// checks (an X25519 and a SHA-256 each, then an Ed25519 if the MAC
+	// holds): a flood of forged ones costs at most about a tenth of a
+	// core, and genuine nodes retry.
+	helloRate  = 500
+	helloBurst = 100
+	// offerRate bounds the offers sent (each answers a request of at
+	// least its size).
+	offerRate = 1000
+)
+
+// certState is the CA-mode part of a proxy. Guarded by ctl.
+type certState struct {
+	pool     *cert.Pool
+	self     *cert.Certificate
+	selfRaw  []byte
+	keys     *admit.Keys
+	revoked  *cert.RevocationList
+	seen     admit.Seen
+	hellos   bucket // checks of hellos' MACs
+	offers   bucket
+	edges    map[[32]byte]*certEdge // admitted edges by key
+	client   *admit.Client          // this proxy's admission through its seeds
+	warned   map[cert.Fingerprint]bool
+	proxyFps map[string]cert.Fingerprint // members' certificates, by name
+	proxyRaw map[string][]byte
+	rlParts  rlAssembly                  // a revocation list arriving in parts
+}
+
+// certEdge is an edge admitted by certificate.
+type certEdge struct {
+	pol   *EdgePolicy
+	cert  *cert.Certificate
+	fp    cert.Fingerprint
+	until int64 // the lease: monotonic ns
+}
+
+func newCertState(c *CertConfig, proxyName string) (*certState, error) {
+	if c.Pool == nil || c.Cert == nil {
+		return nil, errors.New("overlay: CA mode needs a CA pool and a certificate")
+	}
+	raw, err := c.Cert.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > admit.MaxOfferCert || len(raw) > maxMemberCert {
+		return nil, fmt.Errorf("overlay: certificate of %d bytes: a proxy's must fit in %d", len(raw), min(admit.MaxOfferCert, maxMemberCert))
+	}
+	keys, err := admit.NewKeys(c.PrivateKey)
+	if err != nil {
+		return nil, err
+	}
+	if keys.Public != c.Cert.PublicKey {
+		return nil, errors.New("overlay: the certificate names another WireGuard key")
+	}
+	return &certState{pool: c.Pool, self: c.Cert, selfRaw: raw, keys: keys, revoked: c.Revoked,
+		edges: map[[32]byte]*certEdge{}, warned: map[cert.Fingerprint]bool{}, proxyFps: map[string]cert.Fingerprint{proxyName: c.Cert.Fingerprint()}, proxyRaw: map[string][]byte{}}, nil
+}
+
+func (cs *certState) revokedList() cert.Revoked {
+	if cs.revoked == nil {
+		return nil
+	}
+	return cs.revoked
+}
+
+// handleAdmit takes a datagram of the certificate handshake.
+func (p *Proxy) handleAdmit(from netip.AddrPort, pkt []byte) {
+	cs := p.certs
+	wall, now := p.clock.Wall(), p.clock.Now()
+	m, err := admit.Open(pkt, wall)
+	if err != nil {
+		return
+	}
+	switch m.Kind {
+	case admit.KindRequest:
+		nonce, err := admit.ParseRequest(m)
+		if err != nil || !cs.offers.spend(now, offerRate, offerRate) {
+			return
+		}
+		if b := admit.AppendOffer(wall, nonce, cs.selfRaw, m.Size); b != nil {
+			p.net.SendUnderlay(from, b)
+		}
+	case admit.KindHello:
+		if !cs.hellos.spend(now, helloRate, helloBurst) {
+			return
+		}
+		h, err := admit.OpenHello(cs.keys, pkt, m)
+		if err != nil {
+			return // not proved: say nothing
+		}
+		if !cs.seen.Take(h.MAC, h.At.UnixMilli(), wall.UnixMilli()) {
+			return // a replay
+		}
+		reason := p.admitByCert(from, h, now, wall)
+		if reason != "" {
+			p.emit(Event{Kind: EventRefuse, Name: h.Cert.Name, Reason: fmt.Sprintf("%v %q from %v: %s", h.Cert.Role, h.Cert.Name, from, reason)})
+		}
+		p.net.SendUnderlay(from, admit.AppendWelcome(h, wall, admit.Welcome{Nonce: h.Nonce, OK: reason == "", Reason: reason}))
+	case admit.KindOffer, admit.KindWelcome:
+		if cs.client != nil {
+			p.seedAnswer(now, wall, from, pkt)
+		}
+	}
+}
+
+// admitByCert decides on a node that proved its key, and admits it; it
+// returns why not, or "".
+func (p *Proxy) admitByCert(from netip.AddrPort, h *admit.Hello, now int64, wall time.Time) string {
+	cs := p.certs
+	c := h.Cert
+	if _, err := cs.pool.Verify(c, wall, cs.revokedList()); err != nil {
+		return err.Error()
+	}
+	switch c.Role {
+	case cert.RoleProxy:
+		return p.admitProxyByCert(from, h, c)
+	case cert.RoleTarget, cert.RoleClient:
+		return p.admitEdge(from, c, now)
+	}
+	return fmt.Sprintf("role %v", c.Role)
+}
+
+// admitEdge admits (or renews) the edge of certificate c at from.
+func (p *Proxy) admitEdge(from netip.AddrPort, c *cert.Certificate, now int64) string {
+	cs := p.certs
+	if e := cs.edges[c.PublicKey]; e != nil {
+		if e.fp != c.Fingerprint() {
+			// A new certificate for the same key: take it afresh.
+			p.removeEdge(e, "its certificate was replaced")
+		} else {
+			e.until = now + int64(edgeLease)
+			if et, ok := p.net.(EdgeTransport); ok {
+				et.AddEdge(c.PublicKey, c.Addresses, from) // the endpoint may have moved
+			}
+			return ""
+		}
+	}
+	for _, a := range c.Addresses {
+		if m, ok := p.mem.table().byAddr[a]; ok {
+			return fmt.Sprintf("overlay address %v belongs to proxy %q", a, m.Name)
+		}
+		if e := p.edges[a]; e != nil {
+			return fmt.Sprintf("overlay address %v is held by edge %q, which is live", a, e.Name)
+		}
+	}
+	if !p.cfg.Self.Addr.IsValid() || !slices.ContainsFunc(c.Addresses, func(a netip.Addr) bool { return a.Is4() == p.cfg.Self.Addr.Is4() }) && !p.cfg.Self.Addr6.IsValid() {
+		return "no overlay address of a family this proxy speaks"
+	}
+	et, ok := p.net.(EdgeTransport)
+	if !ok {
+		return "this proxy cannot add edges"
+	}
+	if err := et.AddEdge(c.PublicKey, c.Addresses, from); err != nil {
+		return fmt.Sprintf("cannot add it as a WireGuard peer: %v", err)
+	}
+	pol := &EdgePolicy{Name: c.Name, PublicKey: c.PublicKey, Rights: c.Groups, SetsPolicy: c.SetsPolicy, MaxWeight: c.MaxWeight, Role: c.Role}
+	e := &certEdge{pol: pol, cert: c, fp: c.Fingerprint(), until: now + int64(edgeLease)}
+	cs.edges[c.PublicKey] = e
+	for _, a := range c.Addresses {
+		p.edges[a] = pol
+	}
+	p.emit(Event{Kind: EventEdgeAdmitted, Name: c.Name, Reason: fmt.Sprintf("%v %v at %v", c.Role, c.Addresses, from)})
+	return ""
+}
+
+// removeEdge cuts an admitted edge off: its joins (and their flows), its
+// addresses and its WireGuard peer.
+func (p *Proxy) removeEdge(e *certEdge, why string) {
+	for _, a := range e.cert.Addresses {
+		for _, g := range p.jap.groupsOf(a) {
+			p.leaveWhy(a, g, EventLeave, why)
+		}
+		if p.edges[a] == e.pol {
+			delete(p.edges, a)
+		}
+	}
+	delete(p.certs.edges, e.cert.PublicKey)
+	if et, ok := p.net.(EdgeTransport); ok {
+		et.RemovePeer(e.cert.PublicKey)
+	}
+	p.emit(Event{Kind: EventEdgeRemoved, Name: e.cert.Name, Reason: why})
+}
+
+// certTick runs CA mode's timers: leases, expiry and its warnings.
+func (p *Proxy) certTick(now int64) {
+	cs := p.certs
+	wall := p.clock.Wall()
+	p.warnExpiry(cs.self, wall)
+	for _, k := range sortedKeys(cs.edges) {
+		e := cs.edges[k]
+		switch {
+		case now > e.until:
+			p.removeEdge(e, "no hello within its lease")
+		case !wall.Before(e.cert.NotAfter):
+			p.removeEdge(e, fmt.Sprintf("its certificate expired at %v", e.cert.NotAfter.UTC().Format(time.RFC3339)))
+		default:
+			p.warnExpiry(e.cert, wall)
+		}
+	}
+	p.seedTick(now, wall)
+}
+
+// warnExpiry warns once of a certificate that expires within a day.
+func (p *Proxy) warnExpiry(c *cert.Certificate, wall time.Time) {
+	fp := c.Fingerprint()
+	if left := c.NotAfter.Sub(wall); left > expiryWarning || p.certs.warned[fp] {
+		return
+	}
+	if len(p.certs.warned) > 4096 {
+		clear(p.certs.warned)
+	}
+	p.certs.warned[fp] = true
+	p.emit(Event{Kind: EventCertExpiring, Name: c.Name, Reason: fmt.Sprintf("the %v certificate of %q expires at %v", c.Role, c.Name, c.NotAfter.UTC().Format(time.RFC3339))})
+}
+
+// SetRevocationList offers a revocation list (from this proxy's file, or
+// from a peer): if it is newer than the one held and signed by the CA, it
+// is held from now on, every node it revokes is cut off, and it is passed
+// to every live proxy. It reports whether the list was taken.
+func (p *Proxy) SetRevocationList(rl *cert.RevocationList) error {
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	defer p.flush()
+	return p.takeRevocationList(rl, netip.Addr{})
+}
+
+func (p *Proxy) takeRevocationList(rl *cert.RevocationList, from netip.Addr) error {
+	cs := p.certs
+	if cs == nil {
+		return errors.New("not in CA mode")
+	}
+	held, err := cs.pool.Update(cs.revoked, rl)
+	if err != nil {
+		return err
+	}
+	cs.revoked = held
+	p.emit(Event{Kind: EventRevocation, Reason: fmt.Sprintf("serial %d, %d revoked", held.Serial, len(held.Revoked))})
+	for _, k := range sortedKeys(cs.edges) {
+		if e := cs.edges[k]; held.IsRevoked(e.fp) {
+			p.removeEdge(e, "its certificate was revoked")
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(cs.proxyFps)) {
+		if held.IsRevoked(cs.proxyFps[name]) && name != p.cfg.Self.Name {
+			p.banProxy(name, "its certificate was revoked")
+		}
+	}
+	p.floodRevocationList(from)
+	return nil
+}
+
+// RevocationSerial is the serial of the revocation list held (0: none).
+func (p *Proxy) RevocationSerial() uint64 {
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	if p.certs == nil || p.certs.revoked == nil {
+		return 0
+	}
+	return p.certs.revoked.Serial
+}
+
+// CertEdges names the edges admitted by certificate here, sorted.
+func (p *Proxy) CertEdges() []string {
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	if p.certs == nil {
+		return nil
+	}
+	var out []string
+	for _, e := range p.certs.edges {
+		out = append(out, e.cert.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sortedKeys[V any](m map[[32]byte]V) [][32]byte {
+	out := make([][32]byte, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, func(a, b [32]byte) int { return bytes.Compare(a[:], b[:]) })
+	return out
+}
+
+// spend takes one token of a bucket of burst tokens refilled at rate a
+// second, if there is one.
+func (b *bucket) spend(now int64, rate float64, burst int) bool {
+	if b.at == 0 {
+		b.tokens, b.at = float64(burst), now
+	}
+	b.tokens = min(float64(burst), b.tokens+rate*float64(now-b.at)/1e9)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// rlAssembly gathers the parts of revocation lists, one list per sending
+// proxy (so that one proxy's garbage cannot spoil another's copy), at most
+// maxAssemblies at once.
+type rlAssembly map[string]*rlParts
+
+type rlParts struct {
+	serial uint64
+	parts  [][]byte
+	got    int
+}
+
+const maxAssemblies = 8
+
+// floodRevocationList sends the list held to every live proxy but this one
+// and except.
+func (p *Proxy) floodRevocationList(except netip.Addr) {
+	for _, name := range p.Live() {
+		if a := p.mem.addrOf(name); name != p.cfg.Self.Name && a.IsValid() && a != except {
+			p.sendRevocationList(a)
+		}
+	}
+}
+
+// sendRevocationList sends the list held to the proxy at a, in parts.
+func (p *Proxy) sendRevocationList(a netip.Addr) {
+	if p.certs == nil || p.certs.revoked == nil {
+		return
+	}
+	b, err := p.certs.revoked.Marshal()
+	if err != nil {
+		return
+	}
+	parts := (len(b) + revocationChunk - 1) / revocationChunk
+	for i := range parts {
+		chunk := b[i*revocationChunk : min((i+1)*revocationChunk, len(b))]
+		p.sendTo(a, 0, &RevocationPart{Serial: p.certs.revoked.Serial, Part: uint8(i), Parts: uint8(parts), Data: chunk})
+	}
+}
+
+// handleRevocationPart takes one part of a revocation list from the proxy
+// at src; with the last, it offers the list.
+func (p *Proxy) handleRevocationPart(src netip.Addr, m *RevocationPart) {
+	cs := p.certs
+	if cs == nil || (cs.revoked != nil && m.Serial <= cs.revoked.Serial) {
+		return
+	}
+	from := p.mem.table().byAddr[src].Name
+	if cs.rlParts == nil {
+		cs.rlParts = rlAssembly{}
+	}
+	a := cs.rlParts[from]
+	if a == nil || a.serial != m.Serial || len(a.parts) != int(m.Parts) {
+		if a == nil && len(cs.rlParts) >= maxAssemblies {
+			clear(cs.rlParts)
+		}
+		a = &rlParts{serial: m.Serial, parts: make([][]byte, m.Parts)}
+		cs.rlParts[from] = a
+	}
+	if a.parts[m.Part] == nil {
+		a.parts[m.Part] = m.Data
+		a.got++
+	}
+	if a.got < len(a.parts) {
+		return
+	}
+	delete(cs.rlParts, from)
+	rl, err := cert.ParseRevocationList(bytes.Join(a.parts, nil))
+	if err != nil {
+		p.emit(Event{Kind: EventRefuse, Name: from, Reason: fmt.Sprintf("revocation list from %q: %v", from, err)})
+		return
+	}
+	if err := p.takeRevocationList(rl, src); err != nil && !errors.Is(err, cert.ErrOlderList) {
+		p.emit(Event{Kind: EventRefuse, Name: from, Reason: fmt.Sprintf("revocation list from %q: %v", from, err)})
+	}
+}
