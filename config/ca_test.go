@@ -130,8 +130,8 @@ func setupCA(t *testing.T) *testKeys {
 			}), MaxWeight: 5}
 	}
 	certs := map[string]*cert.Certificate{
-		"p1.crt": ca.sign(t, &cert.Certificate{Name: "p1", Role: cert.RoleProxy, PublicKey: tk.pubs["p1"], Addresses: addrs("100.64.0.1", "fd64::1"), Cluster: "c1"}),
-		"cl1.crt": ca.sign(t, &cert.Certificate{Name: "cl1", Role: cert.RoleClient, PublicKey: tk.pubs["cl1"], Addresses: addrs("100.64.2.1")}),
+		"p1.crt":       ca.sign(t, &cert.Certificate{Name: "p1", Role: cert.RoleProxy, PublicKey: tk.pubs["p1"], Addresses: addrs("100.64.0.1", "fd64::1"), Cluster: "c1"}),
+		"cl1.crt":      ca.sign(t, &cert.Certificate{Name: "cl1", Role: cert.RoleClient, PublicKey: tk.pubs["cl1"], Addresses: addrs("100.64.2.1")}),
 		"t1.crt":       ca.sign(t, t1()),
 		"t1-other.crt": other.sign(t, t1()),
 		"t1-expired.crt": func() *cert.Certificate {
