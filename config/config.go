@@ -5,7 +5,8 @@
 // inconsistency the file alone can reveal are errors, reported as a single
 // line "FILE:LINE: KEY: what is wrong" (an *Error). A loader returns either a
 // complete, validated struct with all defaults filled in, or an error; never
-// half a configuration. config/examples holds a commented file per role.
+// half a configuration. config/examples holds a commented file per role,
+// and config/examples/ca one per role in CA mode (admission by certificate).
 package config
 
 import (
