@@ -120,3 +120,27 @@ func TestParseGroupRightsSortsAndDedups(t *testing.T) {
 		t.Errorf("got %s, want %s", got, want)
 	}
 }
+
+// GroupRightOf grants its group and nothing else: not another port, protocol
+// or address.
+func TestGroupRightOf(t *testing.T) {
+	for _, s := range []string{"100.65.0.1:53/udp", "[fd65::1]:80/tcp"} {
+		g, err := router.ParseGroup(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := GroupRightOf(g)
+		if r.String() != s || !r.Allows(g) {
+			t.Errorf("GroupRightOf(%s) = %s, allows it: %v", s, r, r.Allows(g))
+		}
+		other := []router.Group{g, g, g}
+		other[0].Port++
+		other[1].Proto ^= router.ProtoTCP ^ router.ProtoUDP
+		other[2].Addr = g.Addr.Next()
+		for _, o := range other {
+			if r.Allows(o) {
+				t.Errorf("GroupRightOf(%s) allows %s", s, o)
+			}
+		}
+	}
+}

@@ -5,13 +5,15 @@
 // inconsistency the file alone can reveal are errors, reported as a single
 // line "FILE:LINE: KEY: what is wrong" (an *Error). A loader returns either a
 // complete, validated struct with all defaults filled in, or an error; never
-// half a configuration. config/examples holds a commented file per role.
+// half a configuration. config/examples holds a commented file per role,
+// and config/examples/ca one per role in CA mode (admission by certificate).
 package config
 
 import (
 	"net/netip"
 	"time"
 
+	"github.com/pias-net/pias/cert"
 	"github.com/pias-net/pias/check"
 	"github.com/pias-net/pias/router"
 )
@@ -103,7 +105,25 @@ type Node struct {
 	// not "." or "..". (macOS wants "utun" or "utunN" for a kernel TUN;
 	// package tunnel checks that when it runs there.)
 	InterfaceName string
+
+	// CA mode: set when the file names ca_file (then cert_file is
+	// required). The node is admitted by its certificate: its file names
+	// no peer's key, and its address (and a proxy's cluster) may come
+	// from the certificate.
+	CAFile, CertFile, RevocationFile string               // resolved paths; RevocationFile "" if none
+	CA                               *cert.CA             // parsed from CAFile, self-signature checked
+	Cert                             *cert.Certificate    // this node's certificate, verified against CA at load
+	Revocation                       *cert.RevocationList // nil if no revocation_file; signed by CA
+	// CertExpiresSoon: Cert expires within CertExpiryWarning of the load.
+	CertExpiresSoon bool
 }
+
+// CAMode reports whether n's file is in CA mode (names ca_file).
+func (n *Node) CAMode() bool { return n.CA != nil }
+
+// CertExpiryWarning: a certificate that expires this soon loads, with
+// Node.CertExpiresSoon set.
+const CertExpiryWarning = 24 * time.Hour
 
 // Proxy is a proxy's configuration.
 type Proxy struct {
@@ -117,11 +137,11 @@ type Proxy struct {
 	CacheTTL      time.Duration // how long IAPs may cache a RAP's answer
 	Inaccuracy    int           // percent a JAP's count may drift before it re-reports; 0: report every change
 	MaxFlows      int           // the cap of each flow table (router.Config.MaxFlows)
-	Edges         []EdgePeer    // targets and clients this proxy accepts
+	Edges         []EdgePeer    // targets and clients this proxy accepts; none in CA mode
 	// MeshKey, read from MeshKeyFile, is the secret shared by the proxies
 	// of one overlay: a proxy that proves it may join with only one live
 	// proxy as seed, and this proxy admits newcomers that prove it. Nil:
-	// the mesh is the configured one.
+	// the mesh is the configured one. Always nil in CA mode.
 	MeshKey     *Key
 	MeshKeyFile string
 }
@@ -151,9 +171,11 @@ type Edge struct {
 // learns none.
 const MaxCandidates = 16
 
-// ProxyPeer is a proxy as another node's file describes it.
+// ProxyPeer is a proxy as another node's file describes it. In CA mode a
+// file gives only Endpoint and, optionally, Name: PublicKey is zero and
+// Address and Cluster are empty (the proxy's certificate tells them).
 type ProxyPeer struct {
-	Name      string
+	Name      string // CA mode: "" when the file gives none
 	PublicKey Key
 	Endpoint  netip.AddrPort
 	Address   []netip.Addr // exactly one IPv4, at most one IPv6

@@ -30,6 +30,7 @@ type decoder struct {
 	dir   string
 	lines map[string]int
 	errs  []*Error
+	now   time.Time // when the file was read: certificates are checked at this time
 }
 
 // parseFile reads and parses a TOML file. The error is an *Error.
@@ -56,7 +57,7 @@ func (r FileReader) parseFile(path string) (*decoder, map[string]any, error) {
 		}
 		return nil, nil, e
 	}
-	d := &decoder{read: r, file: path, dir: filepath.Dir(path), lines: keyLines(string(data))}
+	d := &decoder{read: r, file: path, dir: filepath.Dir(path), lines: keyLines(string(data)), now: time.Now()}
 	return d, m, nil
 }
 
@@ -352,10 +353,7 @@ func (d *decoder) duration(path, s string) (time.Duration, bool) {
 // keyFile reads a 32-byte key from a file holding its base64 form; what
 // names the key in errors.
 func (d *decoder) keyFile(path, name, what string) (Key, string, bool) {
-	file := name
-	if !filepath.IsAbs(file) {
-		file = filepath.Join(d.dir, file)
-	}
+	file := d.resolve(name)
 	data, err := d.read(file)
 	if err != nil {
 		var pe *fs.PathError

@@ -6,6 +6,7 @@ import (
 	"os"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/pias-net/pias/check"
@@ -38,8 +39,13 @@ func (r FileReader) LoadProxy(path string) (*Proxy, error) {
 	p := &Proxy{}
 	d.node(t, RoleProxy, &p.Node, x)
 
-	if s, ok := t.str("cluster", true); ok && d.cluster(t.sub("cluster"), s) {
+	if s, ok := t.str("cluster", x.caLine == 0); ok && d.cluster(t.sub("cluster"), s) {
 		p.Cluster = s
+		if c := p.Cert; c != nil && s != c.Cluster {
+			d.errf("cluster", "%q differs from the certificate's cluster %q (cert_file at line %d): leave cluster out to take the certificate's", s, c.Cluster, d.lineOf("cert_file"))
+		}
+	} else if c := p.Cert; c != nil && !t.has("cluster") {
+		p.Cluster = c.Cluster
 	}
 	p.RAPReplicas = DefaultRAPReplicas
 	if n, ok := t.integer("rap_replicas", false, 1, 16); ok {
@@ -70,13 +76,23 @@ func (r FileReader) LoadProxy(path string) (*Proxy, error) {
 	if n, ok := t.integer("max_flows", false, MinMaxFlows, MaxMaxFlows); ok {
 		p.MaxFlows = int(n)
 	}
-	if s, ok := t.str("mesh_key_file", false); ok {
-		if k, file, ok := d.keyFile("mesh_key_file", s, "mesh key (32 bytes in base64, as pias genkey writes)"); ok {
-			p.MeshKey, p.MeshKeyFile = &k, file
+	if x.caLine > 0 {
+		if t.has("mesh_key_file") {
+			t.seen["mesh_key_file"] = true
+			d.staticKey("mesh_key_file", "mesh_key_file", x)
 		}
-	}
-	for _, et := range t.tables("edge") {
-		p.Edges = append(p.Edges, d.edgePeer(et, &p.Node, x))
+		for _, et := range t.tables("edge") {
+			d.staticKey(et.path, "[[edge]]", x)
+		}
+	} else {
+		if s, ok := t.str("mesh_key_file", false); ok {
+			if k, file, ok := d.keyFile("mesh_key_file", s, "mesh key (32 bytes in base64, as pias genkey writes)"); ok {
+				p.MeshKey, p.MeshKeyFile = &k, file
+			}
+		}
+		for _, et := range t.tables("edge") {
+			p.Edges = append(p.Edges, d.edgePeer(et, &p.Node, x))
+		}
 	}
 	t.done()
 	d.crossCheck(&p.Node, x)
@@ -166,7 +182,7 @@ func (r FileReader) loadEdge(path, role string) (*Edge, error) {
 		for _, gt := range groups {
 			var s Service
 			if str, ok := gt.str("group", true); ok {
-				if g, ok := d.group(gt.sub("group"), str); ok && d.groupAllowed(gt.sub("group"), g, &e.Node) {
+				if g, ok := d.group(gt.sub("group"), str); ok && d.groupAllowed(gt.sub("group"), g, &e.Node) && d.groupCertified(gt.sub("group"), g, &e.Node) {
 					if l, dup := seen[g]; dup {
 						d.errf(gt.sub("group"), "duplicate group %s (also at line %d)", g, l)
 					}
@@ -178,6 +194,9 @@ func (r FileReader) loadEdge(path, role string) (*Edge, error) {
 				s.Port = uint16(n)
 			}
 			d.groupPolicy(gt, &s)
+			if c := e.Cert; c != nil && s.Weight > c.MaxWeight {
+				d.errf(gt.sub("weight"), "%d is more than the certificate's max weight %d (cert_file at line %d)", s.Weight, c.MaxWeight, d.lineOf("cert_file"))
+			}
 			spec := d.groupCheck(gt, s.Group)
 			gt.done()
 			if e.Checks == nil {
@@ -230,7 +249,12 @@ func (d *decoder) node(t *table, role string, n *Node, x *cross) {
 		n.InterfaceName = s
 	}
 
-	n.Address = d.addresses(t, "address", role == RoleProxy, n, x)
+	d.caFiles(t, role, n, x)
+	if x.caLine > 0 {
+		d.caAddresses(t, role, n, x)
+	} else {
+		n.Address = d.addresses(t, "address", role == RoleProxy, n, x)
+	}
 
 	n.MTU = DefaultMTU
 	if v, ok := t.integer("mtu", false, 1280, 9000); ok {
@@ -258,7 +282,11 @@ func (d *decoder) node(t *table, role string, n *Node, x *cross) {
 	}
 
 	for _, pt := range t.tables("proxy") {
-		n.Proxies = append(n.Proxies, d.proxyPeer(pt, role == RoleProxy, n, x))
+		if x.caLine > 0 {
+			n.Proxies = append(n.Proxies, d.caProxyPeer(pt, x))
+		} else {
+			n.Proxies = append(n.Proxies, d.proxyPeer(pt, role == RoleProxy, n, x))
+		}
 	}
 }
 
@@ -269,22 +297,31 @@ func (d *decoder) proxyPeer(t *table, needCluster bool, n *Node, x *cross) Proxy
 		x.add(&x.names, s, t.sub("name"), d)
 	}
 	p.PublicKey = d.publicKey(t, x)
-	if s, ok := t.str("endpoint", true); ok {
-		if ap, ok := d.addrPort(t.sub("endpoint"), s, false); ok {
-			if ap.Addr().IsUnspecified() {
-				d.errf(t.sub("endpoint"), "%q: an endpoint needs a real address, not %s", s, ap.Addr())
-			} else {
-				p.Endpoint = ap
-				x.add(&x.endpoints, ap.String(), t.sub("endpoint"), d)
-			}
-		}
-	}
+	p.Endpoint = d.endpoint(t, x)
 	p.Address = d.addresses(t, "address", true, n, x)
 	if s, ok := t.str("cluster", needCluster); ok && d.cluster(t.sub("cluster"), s) {
 		p.Cluster = s
 	}
 	t.done()
 	return p
+}
+
+// endpoint reads a [[proxy]]'s required endpoint.
+func (d *decoder) endpoint(t *table, x *cross) netip.AddrPort {
+	s, ok := t.str("endpoint", true)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	ap, ok := d.addrPort(t.sub("endpoint"), s, false)
+	if !ok {
+		return netip.AddrPort{}
+	}
+	if ap.Addr().IsUnspecified() {
+		d.errf(t.sub("endpoint"), "%q: an endpoint needs a real address, not %s", s, ap.Addr())
+		return netip.AddrPort{}
+	}
+	x.add(&x.endpoints, ap.String(), t.sub("endpoint"), d)
+	return ap
 }
 
 func (d *decoder) edgePeer(t *table, n *Node, x *cross) EdgePeer {
@@ -354,6 +391,20 @@ func (d *decoder) groupAllowed(path string, g router.Group, n *Node) bool {
 		return false
 	}
 	return true
+}
+
+// groupCertified checks, in CA mode, that the node's certificate lets it
+// join g: the proxies would refuse the join.
+func (d *decoder) groupCertified(path string, g router.Group, n *Node) bool {
+	if n.Cert == nil || n.Cert.AllowsGroup(g) {
+		return true
+	}
+	rights := make([]string, len(n.Cert.Groups))
+	for i, r := range n.Cert.Groups {
+		rights[i] = r.String()
+	}
+	d.errf(path, "group %s is outside the certificate's group rights [%s] (cert_file at line %d)", g, strings.Join(rights, " "), d.lineOf("cert_file"))
+	return false
 }
 
 // prefixes reads a list of prefixes, or returns def when the key is absent.
@@ -472,6 +523,7 @@ func (d *decoder) cluster(path, s string) bool {
 // cross collects values that must be unique in a file.
 type cross struct {
 	overlayOK bool
+	caLine    int // the line of ca_file; 0: static mode
 	names     []occurrence
 	addrs     []occurrence
 	keys      []occurrence

@@ -26,9 +26,9 @@ func init() {
 
 // The files of a CA directory.
 const (
-	caCertFile  = "ca.pem"
-	caKeyFile   = "ca.key"
-	revokedFile = "revoked.pem"
+	caCertFile  = cert.DirCAFile
+	caKeyFile   = cert.DirKeyFile
+	revokedFile = cert.DirRevoked
 )
 
 // skew backdates every new CA and certificate, so that a node whose clock
