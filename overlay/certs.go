@@ -3,8 +3,8 @@ package overlay
 import (
 	"bytes"
 	"errors"
-	"maps"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"time"
@@ -91,7 +91,7 @@ type certState struct {
 	warned   map[cert.Fingerprint]bool
 	proxyFps map[string]cert.Fingerprint // members' certificates, by name
 	proxyRaw map[string][]byte
-	rlParts  rlAssembly                  // a revocation list arriving in parts
+	rlParts  rlAssembly // a revocation list arriving in parts
 }
 
 // certEdge is an edge admitted by certificate.
