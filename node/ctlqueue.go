@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/pias-net/pias/admit"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
 )
@@ -73,9 +74,10 @@ func (q *ctlQueue) message(src, dst netip.AddrPort, payload []byte) {
 }
 
 // underlayDatagram queues a datagram from the WireGuard socket, if it can
-// be one of the overlay's (a proxy without a mesh key takes none).
-func (q *ctlQueue) underlayDatagram(meshKey bool, from netip.AddrPort, pkt []byte) {
-	if !meshKey || len(pkt) > overlay.MaxUnderlayLen {
+// be one of the overlay's (a proxy that admits nobody at run time, with
+// neither a mesh key nor a CA, takes none).
+func (q *ctlQueue) underlayDatagram(admits bool, from netip.AddrPort, pkt []byte) {
+	if !admits || len(pkt) > max(overlay.MaxUnderlayLen, admit.MaxLen) {
 		q.dropped.Add(1)
 		return
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/pias-net/pias/admit"
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/router"
@@ -58,6 +59,21 @@ type Edge struct {
 	// checkedc carries the checks' results to run.
 	checkedc chan checked
 	checkMu  sync.Mutex
+	// CA mode: the admission by certificate at each proxy (nil in static
+	// mode), and the handshake's datagrams from the WireGuard socket.
+	admit    *admit.Client
+	underlay chan datagram
+	side     *tunnel.SideBind
+	// attachMu guards Attach where run sets it late (CA mode: at the
+	// first admission), for readers on other goroutines (attacher).
+	attachMu sync.Mutex
+}
+
+// attacher is Attach, for goroutines other than run.
+func (e *Edge) attacher() *edge.Attacher {
+	e.attachMu.Lock()
+	defer e.attachMu.Unlock()
+	return e.Attach
 }
 
 // edgeCtl is a request for run: do applies it to the target's machine at
@@ -96,6 +112,9 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 	}
 	var peers []tunnel.Peer
 	for i, pp := range cfg.Proxies {
+		if cfg.CAMode() {
+			break // known by endpoint only, until each admits the edge
+		}
 		// Emulated native anycast: the anycast prefix (and the rest of the
 		// overlay) starts behind the preferred proxy; the attacher moves it
 		// to the nearest live one.
@@ -104,8 +123,31 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, opts: opts, epoch: time.Now(),
 		conns: map[bool]net.PacketConn{}, in: make(chan datagram, 64), probed: make(chan probed), ctl: make(chan edgeCtl), ended: make(chan struct{})}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	bind := opts.Bind
+	if cfg.CAMode() {
+		var err error
+		if e.admit, err = newAdmitClient(cfg); err != nil {
+			host.Close()
+			return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
+		}
+		for _, pp := range cfg.Proxies {
+			e.admit.Add(pp.Endpoint, e.now())
+		}
+		e.underlay = make(chan datagram, 16)
+		sb := tunnel.NewSideBind(opts.Bind, admit.Magic)
+		sb.SetHandler(func(from netip.AddrPort, pkt []byte) {
+			if len(pkt) > admit.MaxLen {
+				return
+			}
+			select {
+			case e.underlay <- datagram{from, bytes.Clone(pkt)}:
+			default: // run is behind: the handshake retries
+			}
+		})
+		bind, e.side = sb, sb
+	}
 	var err error
-	e.Device, err = tunnel.NewDevice(host.TUN, opts.Bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
+	e.Device, err = tunnel.NewDevice(host.TUN, bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
 		host.Close()
 		return nil, fmt.Errorf("%s %s: %w", cfg.Role, cfg.Name, err)
@@ -154,26 +196,31 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		cands = append(cands, edge.NewCandidate(cfg, pp, false))
 	}
 	probeable := !slices.ContainsFunc(cands, func(c edge.Candidate) bool { return !c.Addr.IsValid() })
-	if probeable && (len(cfg.Proxies) > 1 || cfg.LearnProxies) {
+	if probeable && !cfg.CAMode() && (len(cfg.Proxies) > 1 || cfg.LearnProxies) {
 		if e.Attach, err = edge.NewAttacher(cands, attachConfig(cfg, opts), now); err != nil {
 			e.closeUAPI()
 			return fail(err)
 		}
 	}
 	if e.Attach != nil && cfg.LearnProxies && len(cfg.Proxies) < config.MaxCandidates {
-		e.learn = edge.NewLearner(edge.LearnerConfig{Edge: cfg, OnEvent: opts.OnEvent, Logf: opts.Logf, FirstSeq: rand.Uint32()}, now)
+		e.learn = e.newLearner(now)
 	}
 	e.done.Add(1)
 	go e.run()
 	return e, nil
 }
 
+func (e *Edge) newLearner(now int64) *edge.Learner {
+	return edge.NewLearner(edge.LearnerConfig{Edge: e.Config, OnEvent: e.opts.OnEvent, Logf: e.opts.Logf, FirstSeq: rand.Uint32()}, now)
+}
+
 // attached names the proxy the edge is attached to now.
 func (e *Edge) attached() string {
-	if e.Attach == nil {
+	a := e.attacher()
+	if a == nil {
 		return e.Config.Proxies[0].Name
 	}
-	return e.Attach.Current()
+	return a.Current()
 }
 
 // now is the time on the edge's clock, the one its machines run on.
@@ -225,6 +272,10 @@ func (e *Edge) run() {
 			e.send(e.learn.Tick(now, cur))
 			next = min(next, e.learn.Next())
 		}
+		if !stopping && e.admit != nil {
+			e.sendUnderlay(e.admit.Tick(now, time.Now()))
+			next = min(next, e.admit.Next())
+		}
 		timer.Reset(time.Duration(max(next-e.now(), 0))) // no stale tick since Go 1.23
 		ctxDone := e.ctx.Done()
 		if stopping {
@@ -239,6 +290,10 @@ func (e *Edge) run() {
 			}
 		case d := <-e.in:
 			e.handle(e.now(), d.from, d.b)
+		case d := <-e.underlay:
+			if !stopping {
+				e.admitted(d)
+			}
 		case p := <-e.probed:
 			if !stopping {
 				e.observe(p)
@@ -300,6 +355,11 @@ func (e *Edge) handle(now int64, from netip.AddrPort, b []byte) {
 	}
 	if e.learn != nil {
 		e.learn.Handle(now, from, b, e.Attach.Candidates(), func(c edge.Candidate) error {
+			if e.admit != nil {
+				// CA mode: it becomes a candidate once it admits us.
+				e.admit.Add(c.Peer.Endpoint, now)
+				return nil
+			}
 			// Its index in the attacher is the next one: only run adds.
 			if err := e.Device.AddPeer(proxyPeer(e.Config, c.Peer, len(e.Attach.Candidates()), false)); err != nil {
 				return err

@@ -13,6 +13,7 @@ import (
 
 	"golang.zx2c4.com/wireguard/conn"
 
+	"github.com/pias-net/pias/cert"
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/overlay"
@@ -74,6 +75,7 @@ type Proxy struct {
 	done    sync.WaitGroup
 	once    sync.Once
 	mu      sync.Mutex // guards Device while StartProxy sets it
+	logf    func(format string, args ...any)
 }
 
 // wallClock is the system clock: monotonic nanoseconds since start, the
@@ -99,6 +101,16 @@ func (t transport) SendUnderlay(to netip.AddrPort, pkt []byte) { t.p.bind.SendTo
 
 func (t transport) AddPeer(m overlay.Member, keepalive bool) error { return t.p.addPeer(m, keepalive) }
 
+func (t transport) AddEdge(key [32]byte, addrs []netip.Addr, ep netip.AddrPort) error {
+	return t.p.device().AddPeer(tunnel.Peer{PublicKey: key, Endpoint: ep, AllowedIPs: hostPrefixes(addrs)})
+}
+
+func (t transport) RemovePeer(key [32]byte) {
+	if err := t.p.device().RemovePeer(key); err != nil && t.p.logf != nil {
+		t.p.logf("remove peer %x…: %v", key[:4], err)
+	}
+}
+
 // StartProxy starts the proxy that cfg describes.
 func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	self := cfg.Addr4()
@@ -112,7 +124,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
-	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, clock: wallClock{time.Now()}, ctl: newCtlQueue(), stop: make(chan struct{})}
+	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, clock: wallClock{time.Now()}, ctl: newCtlQueue(), stop: make(chan struct{}), logf: opts.Logf}
 	members := []overlay.Member{{Name: cfg.Name, Addr: self, Addr6: cfg.Addr6(), Cluster: cfg.Cluster, PublicKey: cfg.PublicKey, Endpoint: cfg.Listen}}
 	var peers []tunnel.Peer
 	for _, pp := range cfg.Proxies {
@@ -138,10 +150,25 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	if cfg.MeshKey != nil {
 		meshKey = cfg.MeshKey[:]
 	}
+	var certs *overlay.CertConfig
+	if cfg.CAMode() {
+		// Admission by certificate: the [[proxy]] entries are seeds,
+		// known by endpoint only.
+		pool, err := cert.NewPool(cfg.CA)
+		if err != nil {
+			return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
+		}
+		certs = &overlay.CertConfig{Pool: pool, Cert: cfg.Cert, PrivateKey: cfg.PrivateKey, Revoked: cfg.Revocation}
+		for _, s := range cfg.Proxies {
+			certs.Seeds = append(certs.Seeds, s.Endpoint)
+		}
+		members, peers = members[:1], nil
+	}
 	p.Overlay, err = overlay.NewProxy(overlay.ProxyConfig{
 		Self:        members[0],
 		Members:     members,
 		MeshKey:     meshKey,
+		Certs:       certs,
 		Edges:       edges,
 		Replicas:    cfg.RAPReplicas,
 		ControlPort: cfg.ControlPort,
@@ -160,7 +187,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
 	p.bind.SetHandler(func(from netip.AddrPort, pkt []byte) {
-		p.ctl.underlayDatagram(cfg.MeshKey != nil, from, pkt)
+		p.ctl.underlayDatagram(cfg.MeshKey != nil || cfg.CAMode(), from, pkt)
 	})
 	dev, err := tunnel.NewDevice(p.tun, p.bind, cfg.PrivateKey, cfg.Listen.Port(), peers, opts.Logf)
 	if err != nil {
@@ -262,13 +289,16 @@ func (p *Proxy) injectCopies(res *router.Result) {
 
 // addPeer makes a proxy learned at run time a WireGuard peer.
 func (p *Proxy) addPeer(m overlay.Member, keepalive bool) error {
+	return p.device().AddPeer(memberPeer(m, keepalive))
+}
+
+// device is the WireGuard device once StartProxy has set it; the overlay
+// may call out before that (the proxy's own endpoint), but no peer is
+// added until the control goroutine runs.
+func (p *Proxy) device() *tunnel.Device {
 	p.mu.Lock()
-	dev := p.Device
-	p.mu.Unlock()
-	if dev == nil {
-		return fmt.Errorf("device not up yet")
-	}
-	return dev.AddPeer(memberPeer(m, keepalive))
+	defer p.mu.Unlock()
+	return p.Device
 }
 
 // memberPeer is the WireGuard peer of another proxy; keepalive asks for a

@@ -153,8 +153,8 @@ func (p *Proxy) Status() Status {
 func (e *Edge) Status() Status {
 	cfg := e.Config
 	es := &EdgeStatus{Attached: cfg.Proxies[0].Name}
-	if e.Attach != nil {
-		st := e.Attach.Status()
+	if a := e.attacher(); a != nil {
+		st := a.Status()
 		es.Attached, es.Moves = st.Current, st.Moves
 		for _, c := range st.Candidates {
 			rtt := c.RTT

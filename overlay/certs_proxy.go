@@ -149,6 +149,13 @@ func (p *Proxy) seedAnswer(now int64, wall time.Time, from netip.AddrPort, pkt [
 		p.mem.admission.welcomed = true
 		p.mem.mu.Unlock()
 		p.emit(Event{Kind: EventAdmitted, Name: r.Cert.Name})
+		// The seed is a member now: its records (the others) come next,
+		// and only a member's are taken. Its incarnation comes with its
+		// first probe answer.
+		if raw, err := r.Cert.Marshal(); err == nil {
+			p.holdCert(r.Cert.Name, r.Cert, raw)
+			p.addMember(memberOfCert(r.Cert, from), 0, StateAlive, true)
+		}
 	}
 }
 

@@ -142,3 +142,9 @@ func (d *Device) ResetPeer(p Peer) error {
 	writePeer(&b, p)
 	return d.IpcSet(b.String())
 }
+
+// RemovePeer removes the peer with this key, and its sessions (nothing if
+// it is no peer).
+func (d *Device) RemovePeer(key [32]byte) error {
+	return d.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", hex.EncodeToString(key[:])))
+}

@@ -1,0 +1,240 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pias-net/pias/cert"
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
+)
+
+// caLab is a CA and what it signed, for nodes built in-process.
+type caLab struct {
+	t   *testing.T
+	ca  *cert.CA
+	key []byte
+	mu  sync.Mutex
+	ev  []overlay.Event
+}
+
+func newCALab(t *testing.T) *caLab {
+	ca, key, err := cert.NewCA("test", time.Now().Add(-time.Hour), time.Now().Add(24*time.Hour), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &caLab{t: t, ca: ca, key: key}
+}
+
+func (l *caLab) onEvent(e overlay.Event) {
+	if testing.Verbose() {
+		l.t.Logf("event %+v", e)
+	}
+	l.mu.Lock()
+	l.ev = append(l.ev, e)
+	l.mu.Unlock()
+}
+
+// events lists the events so far of kind k, as "proxy name reason".
+func (l *caLab) events(k overlay.EventKind) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.ev {
+		if e.Kind == k {
+			out = append(out, e.Proxy+" "+e.Name+" "+e.Reason)
+		}
+	}
+	return out
+}
+
+// sign makes a key and a certificate for a node.
+func (l *caLab) sign(name string, role cert.Role, addrs []netip.Addr, cluster string, groups ...cert.GroupRight) (config.Key, *cert.Certificate) {
+	l.t.Helper()
+	k, err := config.GeneratePrivateKey()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	c := &cert.Certificate{Name: name, Role: role, PublicKey: k.PublicKey(), Addresses: addrs, Cluster: cluster, Groups: groups,
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
+	if role == cert.RoleTarget {
+		c.MaxWeight = 1
+	}
+	if err := l.ca.Sign(c, l.key); err != nil {
+		l.t.Fatal(err)
+	}
+	return k, c
+}
+
+func (l *caLab) node(name string, k config.Key, c *cert.Certificate, seeds ...netip.AddrPort) config.Node {
+	n := config.Node{Name: name, PrivateKey: k, PublicKey: k.PublicKey(), Address: c.Addresses,
+		OverlayPrefix: config.DefaultOverlayPrefix(), AnycastPrefix: config.DefaultAnycastPrefix(),
+		MTU: config.DefaultMTU, ControlPort: config.DefaultControlPort, Listen: netip.MustParseAddrPort("127.0.0.1:0"),
+		InterfaceName: "pias-ca-" + name, CA: l.ca, Cert: c}
+	for _, s := range seeds {
+		n.Proxies = append(n.Proxies, config.ProxyPeer{Endpoint: s})
+	}
+	return n
+}
+
+func (l *caLab) proxy(name string, i int, seeds ...netip.AddrPort) (*Proxy, netip.AddrPort) {
+	l.t.Helper()
+	k, c := l.sign(name, cert.RoleProxy, []netip.Addr{netip.AddrFrom4([4]byte{100, 64, 0, byte(i)})}, "c1")
+	p, err := StartProxy(&config.Proxy{Node: l.node(name, k, c, seeds...), Cluster: "c1", RAPReplicas: 2, Inaccuracy: 25, MaxFlows: config.DefaultMaxFlows},
+		Options{OnEvent: l.onEvent})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(p.Close)
+	port, err := p.ListenPort()
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	return p, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+}
+
+func (l *caLab) edge(name string, role cert.Role, addr netip.Addr, rights []cert.GroupRight, groups []config.Service, proxies ...netip.AddrPort) *Edge {
+	l.t.Helper()
+	k, c := l.sign(name, role, []netip.Addr{addr}, "", rights...)
+	return l.start(name, k, c, groups, proxies...)
+}
+
+func (l *caLab) start(name string, k config.Key, c *cert.Certificate, groups []config.Service, proxies ...netip.AddrPort) *Edge {
+	l.t.Helper()
+	r := config.RoleClient
+	if c.Role == cert.RoleTarget {
+		r = config.RoleTarget
+	}
+	cfg := &config.Edge{Node: l.node(name, k, c, proxies...), Role: r, Interface: config.InterfaceNetstack,
+		Keepalive: config.DefaultKeepalive, Groups: groups, LearnProxies: true}
+	e, err := StartEdge(cfg, Options{OnEvent: l.onEvent})
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(e.Close)
+	return e
+}
+
+// echo serves UDP on the target's netstack at port: it answers "name: "
+// and what it got.
+func echo(t *testing.T, e *Edge, port uint16) {
+	t.Helper()
+	c, err := e.Host.Net.ListenUDPAddrPort(netip.AddrPortFrom(e.Config.Address[0], port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			c.WriteTo(append([]byte(e.Name+": "), buf[:n]...), from)
+		}
+	}()
+}
+
+// ask sends msg to g from the client's netstack until an answer comes, or
+// the deadline; it returns the answer.
+func ask(t *testing.T, cl *Edge, g router.Group, msg string, within time.Duration) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	c, err := cl.Host.Net.DialUDPAddrPort(netip.AddrPort{}, netip.AddrPortFrom(g.Addr, g.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 2048)
+	for ctx.Err() == nil {
+		c.Write([]byte(msg))
+		c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		if n, err := c.Read(buf); err == nil {
+			return string(buf[:n]), nil
+		}
+	}
+	return "", fmt.Errorf("no answer from %v within %v", g, within)
+}
+
+func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestCAOverlay: a CA-mode overlay from files that name no peer's key.
+// Proxy p2 joins through p1 by endpoint alone; a target and a client,
+// each knowing one proxy's endpoint, are admitted by certificate; the
+// client's request reaches the target through real WireGuard tunnels,
+// byte for byte. A target whose certificate lacks the group is refused
+// (told why), and a revoked target is cut off at every proxy.
+func TestCAOverlay(t *testing.T) {
+	l := newCALab(t)
+	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
+	right, err := cert.ParseGroupRight("100.65.0.0/24:*/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, ep1 := l.proxy("p1", 1)
+	p2, ep2 := l.proxy("p2", 2, ep1)
+	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool {
+		return slices.Equal(p1.Overlay.Live(), []string{"p1", "p2"}) && slices.Equal(p2.Overlay.Live(), []string{"p1", "p2"})
+	})
+
+	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep2)
+	echo(t, t1, 5353)
+	cl := l.edge("cl1", cert.RoleClient, netip.MustParseAddr("100.64.2.1"), nil, nil, ep1)
+	start := time.Now()
+	got, err := ask(t, cl, g, "hello anycast", 15*time.Second)
+	if err != nil {
+		t.Fatalf("%v; events: %q", err, l.events(overlay.EventRefuse))
+	}
+	if got != "t1: hello anycast" {
+		t.Fatalf("answer %q, want %q", got, "t1: hello anycast")
+	}
+	t.Logf("first answer %v after the target and client started", time.Since(start).Round(time.Millisecond))
+
+	// A target whose certificate does not grant the group: refused at its
+	// JAP, which tells it why.
+	bad := l.edge("t2", cert.RoleTarget, netip.MustParseAddr("100.64.1.2"), nil, []config.Service{{Group: g, Port: 5353, Weight: 1}}, ep1)
+	waitFor(t, "t2's join refused", 10*time.Second, func() bool {
+		return slices.ContainsFunc(l.events(overlay.EventJoinRefused), func(s string) bool { return strings.Contains(s, "may not join") })
+	})
+	_ = bad
+
+	// Revoke t1: every proxy cuts it off, and the group has no target.
+	rl, err := cert.NewRevocationList(l.ca, l.key, 1, time.Now(), nil, []cert.Fingerprint{t1.Config.Cert.Fingerprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start = time.Now()
+	if err := p1.Overlay.SetRevocationList(rl); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "t1 cut off at every proxy", 10*time.Second, func() bool {
+		return p2.Overlay.RevocationSerial() == 1 && !slices.Contains(p2.Overlay.CertEdges(), "t1") && len(p2.Router.Targets(g)) == 0
+	})
+	t.Logf("t1 cut off everywhere %v after the revocation", time.Since(start).Round(time.Millisecond))
+	if _, err := ask(t, cl, g, "anyone?", time.Second); err == nil {
+		t.Error("a revoked target still answers")
+	}
+	if !bytes.Contains([]byte(strings.Join(l.events(overlay.EventEdgeRemoved), "\n")), []byte("revoked")) {
+		t.Errorf("no edge-removed event says revoked: %q", l.events(overlay.EventEdgeRemoved))
+	}
+}
