@@ -182,7 +182,8 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 // each knowing one proxy's endpoint, are admitted by certificate; the
 // client's request reaches the target through real WireGuard tunnels,
 // byte for byte. A target whose certificate lacks the group is refused
-// (told why), and a revoked target is cut off at every proxy.
+// (told why), a second certificate for a live target's address is refused
+// at another proxy, and a revoked target is cut off at every proxy.
 func TestCAOverlay(t *testing.T) {
 	l := newCALab(t)
 	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
@@ -217,6 +218,22 @@ func TestCAOverlay(t *testing.T) {
 		return slices.ContainsFunc(l.events(overlay.EventJoinRefused), func(s string) bool { return strings.Contains(s, "may not join") })
 	})
 	_ = bad
+
+	// A second certificate for t1's address, with another key, at the
+	// other proxy: t1 is live, so it keeps its address and its group.
+	l.edge("t1b", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep1)
+	waitFor(t, "t1b refused", 10*time.Second, func() bool {
+		return slices.ContainsFunc(l.events(overlay.EventNotAdmitted), func(s string) bool {
+			return strings.Contains(s, "t1b") && strings.Contains(s, `held by edge "t1", which is live`)
+		})
+	})
+	for i := range 3 {
+		msg := fmt.Sprintf("still t1? %d", i)
+		if got, err := ask(t, cl, g, msg, 5*time.Second); err != nil || got != "t1: "+msg {
+			t.Fatalf("after t1b's hello: answer %q (%v), want %q", got, err, "t1: "+msg)
+		}
+	}
 
 	// Revoke t1: every proxy cuts it off, and the group has no target.
 	rl, err := cert.NewRevocationList(l.ca, l.key, 1, time.Now(), nil, []cert.Fingerprint{t1.Config.Cert.Fingerprint()})

@@ -212,7 +212,9 @@ func (p *Proxy) admitsEdgeOf(name string, addr netip.Addr) bool {
 		return false
 	}
 	if p.certs != nil {
-		return true // any proxy admits an edge of a good certificate
+		// Any proxy admits an edge of a good certificate; one that
+		// claims this edge's address with this edge's key has.
+		return p.claimsSame(name, addr)
 	}
 	p.mem.mu.Lock()
 	defer p.mem.mu.Unlock()

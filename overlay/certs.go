@@ -92,7 +92,21 @@ type certState struct {
 	proxyFps map[string]cert.Fingerprint // members' certificates, by name
 	proxyRaw map[string][]byte
 	rlParts  rlAssembly // a revocation list arriving in parts
+	// claims: the edges other proxies admitted, by address and proxy.
+	claims  map[netip.Addr]map[string]edgeClaim
+	nClaims int
 }
+
+// edgeClaim is an edge another proxy admitted.
+type edgeClaim struct {
+	key   [32]byte
+	name  string
+	since int64 // Unix ms, the claiming proxy's clock
+}
+
+// maxClaims bounds the claims a proxy keeps (a few MB): past it, new ones
+// are not kept, and their addresses are not defended here.
+const maxClaims = 1 << 16
 
 // certEdge is an edge admitted by certificate.
 type certEdge struct {
@@ -100,6 +114,7 @@ type certEdge struct {
 	cert  *cert.Certificate
 	fp    cert.Fingerprint
 	until int64 // the lease: monotonic ns
+	since int64 // when admitted, Unix ms
 }
 
 func newCertState(c *CertConfig, proxyName string) (*certState, error) {
@@ -121,7 +136,7 @@ func newCertState(c *CertConfig, proxyName string) (*certState, error) {
 		return nil, errors.New("overlay: the certificate names another WireGuard key")
 	}
 	return &certState{pool: c.Pool, self: c.Cert, selfRaw: raw, keys: keys, revoked: c.Revoked,
-		edges: map[[32]byte]*certEdge{}, warned: map[cert.Fingerprint]bool{}, proxyFps: map[string]cert.Fingerprint{proxyName: c.Cert.Fingerprint()}, proxyRaw: map[string][]byte{}}, nil
+		edges: map[[32]byte]*certEdge{}, claims: map[netip.Addr]map[string]edgeClaim{}, warned: map[cert.Fingerprint]bool{}, proxyFps: map[string]cert.Fingerprint{proxyName: c.Cert.Fingerprint()}, proxyRaw: map[string][]byte{}}, nil
 }
 
 func (cs *certState) revokedList() cert.Revoked {
@@ -210,6 +225,11 @@ func (p *Proxy) admitEdge(from netip.AddrPort, c *cert.Certificate, now int64) s
 		if e := p.edges[a]; e != nil {
 			return fmt.Sprintf("overlay address %v is held by edge %q, which is live", a, e.Name)
 		}
+		for _, proxy := range slices.Sorted(maps.Keys(cs.claims[a])) {
+			if cl := cs.claims[a][proxy]; cl.key != c.PublicKey {
+				return fmt.Sprintf("overlay address %v is held by edge %q, which is live at proxy %q", a, cl.name, proxy)
+			}
+		}
 	}
 	if !p.cfg.Self.Addr.IsValid() || !slices.ContainsFunc(c.Addresses, func(a netip.Addr) bool { return a.Is4() == p.cfg.Self.Addr.Is4() }) && !p.cfg.Self.Addr6.IsValid() {
 		return "no overlay address of a family this proxy speaks"
@@ -222,11 +242,12 @@ func (p *Proxy) admitEdge(from netip.AddrPort, c *cert.Certificate, now int64) s
 		return fmt.Sprintf("cannot add it as a WireGuard peer: %v", err)
 	}
 	pol := &EdgePolicy{Name: c.Name, PublicKey: c.PublicKey, Rights: c.Groups, SetsPolicy: c.SetsPolicy, MaxWeight: c.MaxWeight, Role: c.Role}
-	e := &certEdge{pol: pol, cert: c, fp: c.Fingerprint(), until: now + int64(edgeLease)}
+	e := &certEdge{pol: pol, cert: c, fp: c.Fingerprint(), until: now + int64(edgeLease), since: p.clock.Wall().UnixMilli()}
 	cs.edges[c.PublicKey] = e
 	for _, a := range c.Addresses {
 		p.edges[a] = pol
 	}
+	p.flood(e.claim(p.cfg.Self.Name, false))
 	p.emit(Event{Kind: EventEdgeAdmitted, Name: c.Name, Reason: fmt.Sprintf("%v %v at %v", c.Role, c.Addresses, from)})
 	return ""
 }
@@ -243,6 +264,7 @@ func (p *Proxy) removeEdge(e *certEdge, why string) {
 		}
 	}
 	delete(p.certs.edges, e.cert.PublicKey)
+	p.flood(e.claim(p.cfg.Self.Name, true))
 	if et, ok := p.net.(EdgeTransport); ok {
 		et.RemovePeer(e.cert.PublicKey)
 	}
@@ -440,4 +462,101 @@ func (p *Proxy) handleRevocationPart(src netip.Addr, m *RevocationPart) {
 	if err := p.takeRevocationList(rl, src); err != nil && !errors.Is(err, cert.ErrOlderList) {
 		p.emit(Event{Kind: EventRefuse, Name: from, Reason: fmt.Sprintf("revocation list from %q: %v", from, err)})
 	}
+}
+
+// Claims. Two certificates may name one address (a CA re-signed a node
+// with a new key, or by mistake): the edge live first keeps it, anywhere.
+// Each proxy tells the others of the edges it admits and lets go
+// (TypeEdgeClaim), refuses a hello whose addresses another live proxy's
+// edge of another key holds, and gives up its own edge when it hears of an
+// older one of another key with its address (the younger of two admitted
+// at once loses, at both proxies). A proxy's claims go with it when it
+// dies or restarts.
+
+func (e *certEdge) claim(self string, release bool) *EdgeClaim {
+	return &EdgeClaim{From: self, Release: release, Key: e.cert.PublicKey, Name: e.cert.Name, Since: e.since, Addrs: e.cert.Addresses}
+}
+
+// older reports whether claim (since, key) is older than (since2, key2):
+// by time, then by key.
+func older(since int64, key [32]byte, since2 int64, key2 [32]byte) bool {
+	if since != since2 {
+		return since < since2
+	}
+	return bytes.Compare(key[:], key2[:]) < 0
+}
+
+// handleEdgeClaim takes another proxy's claim or release.
+func (p *Proxy) handleEdgeClaim(m *EdgeClaim) {
+	cs := p.certs
+	if cs == nil {
+		return
+	}
+	for _, a := range m.Addrs {
+		byProxy := cs.claims[a]
+		old, had := byProxy[m.From]
+		if m.Release {
+			if had && old.key == m.Key {
+				delete(byProxy, m.From)
+				cs.nClaims--
+				if len(byProxy) == 0 {
+					delete(cs.claims, a)
+				}
+			}
+			continue
+		}
+		if !had && cs.nClaims >= maxClaims {
+			continue
+		}
+		if byProxy == nil {
+			byProxy = map[string]edgeClaim{}
+			cs.claims[a] = byProxy
+		}
+		if !had {
+			cs.nClaims++
+		}
+		byProxy[m.From] = edgeClaim{key: m.Key, name: m.Name, since: m.Since}
+		if pol := p.edges[a]; pol != nil && pol.PublicKey != m.Key {
+			if e := cs.edges[pol.PublicKey]; e != nil && older(m.Since, m.Key, e.since, e.cert.PublicKey) {
+				p.removeEdge(e, fmt.Sprintf("overlay address %v is held by edge %q at proxy %q, live before it", a, m.Name, m.From))
+			}
+		}
+	}
+}
+
+// forgetClaims drops the claims of proxies that died or restarted.
+func (p *Proxy) forgetClaims(gone []Member) {
+	cs := p.certs
+	if cs == nil || len(gone) == 0 {
+		return
+	}
+	for a, byProxy := range cs.claims {
+		for _, m := range gone {
+			if _, ok := byProxy[m.Name]; ok {
+				delete(byProxy, m.Name)
+				cs.nClaims--
+			}
+		}
+		if len(byProxy) == 0 {
+			delete(cs.claims, a)
+		}
+	}
+}
+
+// sendClaims tells the proxy at a of every edge admitted here.
+func (p *Proxy) sendClaims(a netip.Addr) {
+	if p.certs == nil {
+		return
+	}
+	for _, k := range sortedKeys(p.certs.edges) {
+		p.sendTo(a, 0, p.certs.edges[k].claim(p.cfg.Self.Name, false))
+	}
+}
+
+// claimsSame reports whether the proxy called name claims the edge at
+// addr with the key of this proxy's edge there.
+func (p *Proxy) claimsSame(name string, addr netip.Addr) bool {
+	pol := p.edges[addr]
+	c, ok := p.certs.claims[addr][name]
+	return pol != nil && ok && c.key == pol.PublicKey
 }

@@ -140,6 +140,9 @@ const (
 	// TypeRevocation: proxy → proxy: part Part of Parts of the CA's
 	// revocation list of serial Serial (CA mode).
 	TypeRevocation
+	// TypeEdgeClaim: proxy → proxy: I admitted this edge, which holds
+	// these addresses here (or, released, no longer) (CA mode).
+	TypeEdgeClaim
 
 	typeEnd // one past the last type
 )
@@ -170,6 +173,7 @@ var typeNames = [...]string{
 	TypeDrain:        "drain",
 	TypeDrainAck:     "drain-ack",
 	TypeRevocation:   "revocation",
+	TypeEdgeClaim:    "edge-claim",
 }
 
 // String names t, e.g. "join-ack".

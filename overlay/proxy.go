@@ -417,6 +417,7 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range gone {
 		p.cfg.Router.ForgetJAP(m.Addr)
 	}
+	p.forgetClaims(gone)
 	p.stats.membershipChanges.Add(1)
 	p.rap.membersChanged(p.cfg.Self.Name, names, p.cfg.Replicas, gone)
 	for _, m := range c.dead {
@@ -425,6 +426,7 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range c.added {
 		p.emit(Event{Kind: EventAlive, Name: m.Name})
 		p.sendRevocationList(m.Addr)
+		p.sendClaims(m.Addr)
 	}
 	back := append(slices.Clone(c.revived), c.reset...)
 	p.forgetAdmits(back)
@@ -432,6 +434,7 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, m := range back {
 		p.syncMissed(m)
 		p.sendRevocationList(m.Addr)
+		p.sendClaims(m.Addr)
 		p.emit(Event{Kind: EventAlive, Name: m.Name})
 		// A proxy cut off for a while may still hold targets that have
 		// joined here since: it missed the TypeMoved then, so tell it now.
@@ -617,6 +620,8 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 		p.handleAdmits(src.Addr(), m)
 	case *RevocationPart:
 		p.handleRevocationPart(src.Addr(), m)
+	case *EdgeClaim:
+		p.handleEdgeClaim(m)
 	default:
 		// Answers to edges: Permit refused them already.
 	}

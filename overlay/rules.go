@@ -53,6 +53,7 @@ func (m *Digest) origin() string    { return m.From }
 func (m *AdmitsReq) origin() string { return m.From }
 func (m *Admits) origin() string    { return m.From }
 func (m *Register) origin() string  { return m.JAP }
+func (m *EdgeClaim) origin() string { return m.From }
 
 // SpeaksForItself reports whether a message of type t must come from the
 // proxy it names as its origin: it may not be relayed.
@@ -97,6 +98,7 @@ var rules = [typeEnd]Rule{
 	TypeAdmits:    {From: SenderProxy, To: DestSelf},
 	// A revocation list is signed by the CA: anyone's copy is as good.
 	TypeRevocation: {From: SenderProxy, To: DestSelf, Relay: true},
+	TypeEdgeClaim:  {From: SenderProxy, To: DestSelf},
 }
 
 // Permit reports why a message of type t from a sender of class from, sent

@@ -84,6 +84,7 @@ var decoders = [typeEnd]func(body []byte) (Msg, error){
 	TypeDrain:        decodeDrain,
 	TypeDrainAck:     decodeDrainAck,
 	TypeRevocation:   decodeRevocation,
+	TypeEdgeClaim:    decodeEdgeClaim,
 }
 
 // Every message fits in MaxLen: the longest is a Proxies.
@@ -96,10 +97,11 @@ const (
 	maxMemberLen   = HeaderLen + 4 + maxPeerLen + 2 + maxMemberCert
 	maxDigestLen   = HeaderLen + 1 + MaxString + 4 + 1
 	maxProxiesLen  = HeaderLen + 4 + 1 + MaxPeers*maxPeerLen
+	maxClaimLen    = HeaderLen + 1 + MaxString + 1 + 32 + 1 + MaxString + 8 + 1 + 2*17
 
 	_ = uint(MaxLen-maxProxiesLen) + uint(maxProxiesLen-MaxLen) // MaxLen is the longest Proxies
 	_ = uint(MaxLen-maxJoinLen) + uint(MaxLen-maxRegisterLen) + uint(MaxLen-maxMovedLen) +
-		uint(MaxLen-maxAckLen) + uint(MaxLen-maxDrainAckLen) + uint(MaxLen-maxMemberLen) + uint(MaxLen-maxDigestLen) +
+		uint(MaxLen-maxAckLen) + uint(MaxLen-maxDrainAckLen) + uint(MaxLen-maxMemberLen) + uint(MaxLen-maxDigestLen) + uint(MaxLen-maxClaimLen) +
 		uint(MaxLen-maxResolveReplyLen) + uint(MaxLen-maxAdmitsLen)
 )
 

@@ -94,6 +94,8 @@ var msgCases = []msgCase{
 	{"proxies-two", 14, &Proxies{Digest: 3, Peers: []Member{peer4, peer6}}},
 	{"proxies-max", 15, &Proxies{Digest: math.MaxUint32, Peers: manyPeers(MaxPeers, false)}},
 	{"proxies-max-long", 16, &Proxies{Digest: 4, Peers: manyPeers(MaxPeers, true)}},
+	{"edge-claim", 0, &EdgeClaim{From: "p1", Key: [32]byte{7}, Name: "t1", Since: 1764000000000, Addrs: []netip.Addr{netip.MustParseAddr("100.64.1.1")}}},
+	{"edge-claim-release6", 0, &EdgeClaim{From: maxStr, Release: true, Key: [32]byte{8}, Name: maxStr, Since: math.MaxInt64, Addrs: []netip.Addr{netip.MustParseAddr("100.64.1.1"), netip.MustParseAddr("fd64::1:1")}}},
 	{"revocation-one", 0, &RevocationPart{Serial: 7, Parts: 1, Data: []byte("a list")}},
 	{"revocation-max", 0, &RevocationPart{Serial: math.MaxUint64, Part: 254, Parts: 255, Data: bytes.Repeat([]byte{0xa5}, revocationChunk)}},
 }
@@ -212,6 +214,7 @@ func TestMsgMaxLen(t *testing.T) {
 		{&DrainAck{Group: g6, Status: StatusRefused, Reason: maxStr}, maxDrainAckLen},
 		{&Digest{From: maxStr, Answer: true}, maxDigestLen},
 		{&RevocationPart{Parts: 1, Data: make([]byte, revocationChunk)}, HeaderLen + 8 + 1 + 1 + 2 + revocationChunk},
+		{&EdgeClaim{From: maxStr, Name: maxStr, Addrs: []netip.Addr{netip.MustParseAddr("fd64::1"), netip.MustParseAddr("fd64::2")}}, maxClaimLen},
 	} {
 		b, err := AppendMsg(nil, 1, tc.m)
 		if err != nil {
@@ -406,7 +409,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4 + "00", "unknown version 0 (want 2)"},
 		{"version 1", "5049" + "01" + "07" + "00000001" + grp4 + "0000", "unknown version 1 (want 2)"},
 		{"type 0", "5049" + "02" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 26", "5049" + "02" + "1a" + "00000001" + grp4, "unknown type(26)"},
+		{"type 27", "5049" + "02" + "1b" + "00000001" + grp4, "unknown type(27)"},
 		{"type 255", "5049" + "02" + "ff" + "00000001" + grp4, "unknown type(255)"},
 
 		{"no group", hdrRes, "resolve: truncated group address family"},
