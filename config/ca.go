@@ -21,11 +21,7 @@ import (
 // whenever the file names ca_file, valid or not, so that the rest of the
 // file is read in CA mode.
 func (d *decoder) caFiles(t *table, role string, n *Node, x *cross) {
-	caName, isCA := t.str("ca_file", false)
-	if !isCA {
-		if t.has("ca_file") { // not a string: reported; still CA mode
-			x.caLine = d.lineOf("ca_file")
-		}
+	if !t.has("ca_file") {
 		for _, k := range []string{"cert_file", "revocation_file"} {
 			if _, ok := t.str(k, false); ok {
 				d.errf(k, "needs ca_file: a certificate is checked against its CA")
@@ -34,6 +30,11 @@ func (d *decoder) caFiles(t *table, role string, n *Node, x *cross) {
 		return
 	}
 	x.caLine = d.lineOf("ca_file")
+	caName, ok := t.str("ca_file", false)
+	if !ok { // not a string, and reported
+		t.seen["cert_file"], t.seen["revocation_file"] = true, true
+		return
+	}
 
 	var pool *cert.Pool
 	if text, file, ok := d.readFile("ca_file", caName); ok {

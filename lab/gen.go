@@ -12,7 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/pias-net/pias/cert"
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/router"
 )
@@ -62,12 +64,38 @@ type Options struct {
 
 	// Seeded makes the last Seeded proxies newcomers: their files name only
 	// p1, as seed, and no other file names them; they join through p1 with
-	// the lab's mesh key (every proxy file has mesh_key_file = "mesh.key").
+	// the lab's mesh key (every proxy file has mesh_key_file = "mesh.key"),
+	// or in a CA lab by their certificates.
 	Seeded int
+
+	// CA makes a CA lab: a CA (CAFile, CAKeyFile), a certificate per node
+	// (NAME.crt), and node files in CA mode, which name the CA and the
+	// node's certificate and list only the proxies' endpoints. A target's
+	// certificate grants exactly the groups it joins, with the policy
+	// right and any weight (what a static lab's [[edge]] entries grant);
+	// clients get no wg-quick file (a plain WireGuard client has no
+	// certificate). No mesh key. Otherwise the lab is static: proxies list
+	// their peers and edges with their keys, and share a mesh key.
+	CA bool
 }
 
-// MeshKeyFile is the lab's mesh key, shared by its proxies.
+// MeshKeyFile is the lab's mesh key, shared by its proxies (static labs).
 const MeshKeyFile = "mesh.key"
+
+// A CA lab's directory is also its CA's directory, as pias ca init writes
+// it: pias cert sign --ca LABDIR signs a new node into the lab.
+const (
+	CAFile    = cert.DirCAFile
+	CAKeyFile = cert.DirKeyFile
+	// CAName names a lab's CA.
+	CAName = "pias lab CA"
+	// CAValidity is how long a lab's CA and certificates are valid.
+	CAValidity = 365 * 24 * time.Hour
+	// caSkew backdates the lab's CA and certificates (as pias ca init and
+	// cert sign do), so that a node whose clock is a little behind accepts
+	// them at once.
+	caSkew = time.Minute
+)
 
 func (o *Options) defaults() {
 	if !o.Underlay.IsValid() {
@@ -198,11 +226,14 @@ type genNode struct {
 	iface    string // edges: host interface
 	ifPrefix string // interface names are ifPrefix+Name when set
 	seeded   bool   // proxies: a newcomer that knows only p1
+	ca       bool   // the node's file is in CA mode
 }
 
 // Generate writes a lab into opts.Out: for every node NAME.key and
-// NAME.toml, for every client also NAME.wg.conf (a wg-quick file for a
-// plain WireGuard client of its home proxy), and lab.json. It is NewPlan
+// NAME.toml, and lab.json; in a static lab also mesh.key and for every
+// client NAME.wg.conf (a wg-quick file for a plain WireGuard client of its
+// home proxy); in a CA lab also the CA (ca.pem, ca.key) and for every node
+// NAME.crt. It is NewPlan
 // and Plan.Write: nothing is written unless the whole lab could be planned.
 func Generate(opts Options) (*Lab, error) {
 	p, err := NewPlan(opts)
@@ -234,7 +265,7 @@ type File struct {
 func NewPlan(opts Options) (*Plan, error) { return newPlan(opts, config.GeneratePrivateKey) }
 
 // newPlan is NewPlan with the keys from newKey: the nodes' in lab.json
-// order, then the mesh key.
+// order, then (static labs) the mesh key.
 func newPlan(opts Options, newKey func() (config.Key, error)) (*Plan, error) {
 	opts.defaults()
 	if err := opts.validate(); err != nil {
@@ -262,7 +293,7 @@ func newPlan(opts Options, newKey func() (config.Key, error)) (*Plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("lab: %v", err)
 		}
-		g := &genNode{priv: k, iface: opts.Interface, ifPrefix: opts.InterfacePrefix, Node: Node{
+		g := &genNode{priv: k, iface: opts.Interface, ifPrefix: opts.InterfacePrefix, ca: opts.CA, Node: Node{
 			Name:      name,
 			Role:      role,
 			Config:    name + ".toml",
@@ -314,18 +345,28 @@ func newPlan(opts Options, newKey func() (config.Key, error)) (*Plan, error) {
 		}
 		c.proxies = homeFirst((j + 1) % opts.Proxies)
 		c.Home = proxies[c.proxies[0]].Name
-		c.WGQuick = c.Name + ".wg.conf"
-	}
-	mesh, err := newKey()
-	if err != nil {
-		return nil, fmt.Errorf("lab: %v", err)
+		if !opts.CA {
+			c.WGQuick = c.Name + ".wg.conf"
+		}
 	}
 
 	p := &Plan{Lab: l}
 	addFile := func(name, text string, mode fs.FileMode) {
 		p.Files = append(p.Files, File{Name: name, Data: []byte(text), Mode: mode})
 	}
-	addFile(MeshKeyFile, mesh.String()+"\n", 0o600)
+	if opts.CA {
+		files, err := signLab(l, nodes, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		p.Files = append(p.Files, files...)
+	} else {
+		mesh, err := newKey()
+		if err != nil {
+			return nil, fmt.Errorf("lab: %v", err)
+		}
+		addFile(MeshKeyFile, mesh.String()+"\n", 0o600)
+	}
 	for _, n := range nodes {
 		var text string
 		if n.Role == config.RoleProxy {
@@ -461,9 +502,18 @@ func commonTOML(b *strings.Builder, l *Lab, n *genNode) {
 	fmt.Fprintf(b, "name = %s\n", q(n.Name))
 	fmt.Fprintf(b, "private_key_file = %s\n", q(n.KeyFile))
 	fmt.Fprintf(b, "listen = %s\n", q(n.Endpoint.String()))
-	fmt.Fprintf(b, "address = %s\n", list(n.Address))
-	if n.Cluster != "" {
-		fmt.Fprintf(b, "cluster = %s\n", q(n.Cluster))
+	if n.ca {
+		fmt.Fprintf(b, "ca_file = %s\n", q(l.CA))
+		fmt.Fprintf(b, "cert_file = %s  # address", q(n.Cert))
+		if n.Cluster != "" {
+			b.WriteString(" and cluster")
+		}
+		b.WriteString(": the certificate's\n")
+	} else {
+		fmt.Fprintf(b, "address = %s\n", list(n.Address))
+		if n.Cluster != "" {
+			fmt.Fprintf(b, "cluster = %s\n", q(n.Cluster))
+		}
 	}
 	fmt.Fprintf(b, "overlay_prefix = %s\n", list(l.OverlayPrefix))
 	fmt.Fprintf(b, "anycast_prefix = %s\n", list(l.AnycastPrefix))
@@ -483,6 +533,10 @@ func proxyPeerTOML(b *strings.Builder, p *genNode, home bool) {
 		b.WriteString("  # home")
 	}
 	fmt.Fprintf(b, "\nname = %s\n", q(p.Name))
+	if p.ca { // its certificate tells the rest
+		fmt.Fprintf(b, "endpoint = %s\n", q(p.Endpoint.String()))
+		return
+	}
 	fmt.Fprintf(b, "public_key = %s\n", q(p.PublicKey.String()))
 	fmt.Fprintf(b, "endpoint = %s\n", q(p.Endpoint.String()))
 	fmt.Fprintf(b, "address = %s\n", list(p.Address))
@@ -492,7 +546,9 @@ func proxyPeerTOML(b *strings.Builder, p *genNode, home bool) {
 func proxyTOML(l *Lab, n *genNode, proxies, nodes []*genNode) string {
 	var b strings.Builder
 	commonTOML(&b, l, n)
-	fmt.Fprintf(&b, "mesh_key_file = %s\n", q(MeshKeyFile))
+	if !n.ca {
+		fmt.Fprintf(&b, "mesh_key_file = %s\n", q(MeshKeyFile))
+	}
 	for _, p := range proxies {
 		switch {
 		case p == n:
@@ -504,7 +560,7 @@ func proxyTOML(l *Lab, n *genNode, proxies, nodes []*genNode) string {
 		}
 	}
 	for _, e := range nodes {
-		if e.Role == config.RoleProxy {
+		if e.Role == config.RoleProxy || n.ca { // in CA mode, edges come with certificates
 			continue
 		}
 		fmt.Fprintf(&b, "\n[[edge]]  # %s\n", e.Role)
@@ -569,4 +625,72 @@ func wgQuick(l *Lab, n, home *genNode) string {
 	fmt.Fprintf(&b, "AllowedIPs = %s\n", strings.Join(allowed, ", "))
 	b.WriteString("PersistentKeepalive = 25\n")
 	return b.String()
+}
+
+// signLab makes a CA lab's CA, valid from now, and a certificate per node,
+// and returns their files: CAKeyFile, CAFile, then the nodes' in order. It
+// sets l.CA and each node's Cert. The CA may sign only addresses of the
+// lab's overlay prefixes and groups of its anycast prefixes.
+func signLab(l *Lab, nodes []*genNode, now time.Time) ([]File, error) {
+	var anycast []cert.GroupRight
+	for _, p := range l.AnycastPrefix {
+		for _, proto := range []uint8{router.ProtoTCP, router.ProtoUDP} {
+			anycast = append(anycast, cert.GroupRight{Prefix: p, Proto: proto})
+		}
+	}
+	ca, key, err := cert.NewCA(CAName, now.Add(-caSkew), now.Add(CAValidity), l.OverlayPrefix, anycast, nil)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %v", err)
+	}
+	caPEM, err := ca.MarshalPEM()
+	if err != nil {
+		return nil, fmt.Errorf("lab: %v", err)
+	}
+	l.CA = CAFile
+	files := []File{
+		{Name: CAKeyFile, Data: cert.MarshalKeyPEM(key), Mode: 0o600},
+		{Name: CAFile, Data: caPEM, Mode: 0o644},
+	}
+	for _, n := range nodes {
+		c, err := nodeCert(n)
+		if err != nil {
+			return nil, err
+		}
+		c.NotBefore, c.NotAfter = ca.NotBefore, ca.NotAfter
+		if err := ca.Sign(c, key); err != nil {
+			return nil, fmt.Errorf("lab: %s: %v", n.Name, err)
+		}
+		text, err := c.MarshalPEM()
+		if err != nil {
+			return nil, fmt.Errorf("lab: %s: %v", n.Name, err)
+		}
+		n.Cert = n.Name + ".crt"
+		files = append(files, File{Name: n.Cert, Data: text, Mode: 0o644})
+	}
+	return files, nil
+}
+
+// nodeCert is n's certificate, unsigned: a proxy's with its cluster; a
+// target's with the right to exactly its groups, to set their policy and
+// to ask for any weight; a client's.
+func nodeCert(n *genNode) (*cert.Certificate, error) {
+	c := &cert.Certificate{Name: n.Name, PublicKey: n.PublicKey, Addresses: cert.SortAddresses(n.Address)}
+	switch n.Role {
+	case config.RoleProxy:
+		c.Role, c.Cluster = cert.RoleProxy, n.Cluster
+	case config.RoleTarget:
+		c.Role, c.SetsPolicy, c.MaxWeight = cert.RoleTarget, true, router.MaxWeight
+		var rights []cert.GroupRight
+		for _, s := range n.Groups {
+			g, err := router.ParseGroup(s.Group)
+			if err != nil {
+				return nil, fmt.Errorf("lab: %s: %v", n.Name, err)
+			}
+			rights = append(rights, cert.GroupRightOf(g))
+		}
+		c.Groups = cert.SortGroupRights(rights)
+	default:
+		c.Role = cert.RoleClient
+	}
+	return c, nil
 }

@@ -24,16 +24,20 @@ type Lab struct {
 	AnycastPrefix []netip.Prefix `json:"anycast_prefix"`
 	OverlayPrefix []netip.Prefix `json:"overlay_prefix"`
 	ControlPort   uint16         `json:"control_port"`
-	Groups        []string       `json:"groups"` // every group of the lab, "100.65.0.1:80/tcp"
-	Nodes         []Node         `json:"nodes"`  // proxies, then targets, then clients
+	// CA is a CA lab's CA certificate, relative to Dir (CAFile; its key is
+	// CAKeyFile); empty in a static lab.
+	CA     string   `json:"ca,omitempty"`
+	Groups []string `json:"groups"` // every group of the lab, "100.65.0.1:80/tcp"
+	Nodes  []Node   `json:"nodes"`  // proxies, then targets, then clients
 }
 
 // Node is one node of a lab.
 type Node struct {
 	Name      string         `json:"name"`
-	Role      string         `json:"role"`     // config.RoleProxy, RoleTarget or RoleClient
-	Config    string         `json:"config"`   // its TOML file, relative to Lab.Dir
-	KeyFile   string         `json:"key_file"` // its private key file, relative to Lab.Dir
+	Role      string         `json:"role"`           // config.RoleProxy, RoleTarget or RoleClient
+	Config    string         `json:"config"`         // its TOML file, relative to Lab.Dir
+	KeyFile   string         `json:"key_file"`       // its private key file, relative to Lab.Dir
+	Cert      string         `json:"cert,omitempty"` // a CA lab's: its certificate, relative to Lab.Dir
 	PublicKey config.Key     `json:"public_key"`
 	Address   []netip.Addr   `json:"address"`
 	Endpoint  netip.AddrPort `json:"endpoint"`           // its WireGuard UDP address on the underlay

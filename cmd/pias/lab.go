@@ -8,6 +8,10 @@ import (
 	"github.com/pias-net/pias/lab"
 )
 
+// labCADefault: pias lab gen makes a CA lab unless --static is given.
+// (Static until nodes are admitted by certificate.)
+const labCADefault = false
+
 func init() {
 	register("lab", "lab gen: write a consistent set of node configs (and lab.json)", runLab)
 }
@@ -18,7 +22,7 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if len(args) == 0 {
 			w, rc = stderr, 2
 		}
-		fmt.Fprintln(w, "Usage: pias lab gen --out DIR [--proxies N] [--clusters C] [--targets M] [--clients K] [--groups G] [--underlay CIDR]")
+		fmt.Fprintln(w, "Usage: pias lab gen --out DIR [--ca|--static] [--proxies N] [--clusters C] [--targets M] [--clients K] [--groups G] [--underlay CIDR]")
 		fmt.Fprintln(w, "  (pias lab gen --help for the flags)")
 		return rc
 	}
@@ -37,7 +41,9 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	basePort := fs.Uint("base-port", uint(lab.DefaultBasePort), "first WireGuard UDP port")
 	iface := fs.String("interface", "netstack", "edges' host interface: netstack, tun or water")
 	ifPrefix := fs.String("ifprefix", "", "name every node's interface and UAPI socket PREFIX+NAME (default pias-NAME)")
-	seeded := fs.Int("seeded", 0, "make the last N proxies newcomers that know only p1 (their seed) and join with the mesh key")
+	seeded := fs.Int("seeded", 0, "make the last N proxies newcomers that know only p1 (their seed) and join with the mesh key, or their certificates with --ca")
+	caLab := fs.Bool("ca", false, fmt.Sprintf("make a CA lab: a CA (ca.pem, ca.key), a certificate per node, node files that name the CA and only the proxies' endpoints (default %v)", labCADefault))
+	static := fs.Bool("static", false, fmt.Sprintf("make a static lab: proxies list every edge's key, and share a mesh key (default %v)", !labCADefault))
 	if rc := parse(args[1:]); rc >= 0 {
 		return rc
 	}
@@ -45,6 +51,11 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "pias lab gen: --out DIR is required")
 		return 2
 	}
+	if *caLab && *static {
+		fmt.Fprintln(stderr, "pias lab gen: --ca and --static: give one or the other")
+		return 2
+	}
+	withCA := (labCADefault || *caLab) && !*static
 	u, err := netip.ParsePrefix(*underlay)
 	if err != nil {
 		a, err2 := netip.ParseAddr(*underlay)
@@ -65,11 +76,14 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	l, err := lab.Generate(lab.Options{Out: *out, Proxies: *proxies, Clusters: *clusters, Targets: *targets,
 		Clients: *clients, Groups: *groups, Underlay: u, BasePort: uint16(*basePort),
-		Interface: *iface, InterfacePrefix: *ifPrefix, Seeded: *seeded})
+		Interface: *iface, InterfacePrefix: *ifPrefix, Seeded: *seeded, CA: withCA})
 	if err != nil {
 		fmt.Fprintf(stderr, "pias lab gen: %v\n", err)
 		return 2
 	}
 	fmt.Fprintf(stdout, "wrote %d nodes to %s (see %s)\n", len(l.Nodes), *out, l.Path(lab.LabFile))
+	if l.CA != "" {
+		fmt.Fprintf(stdout, "a CA lab: %s signs every node's certificate; pias cert sign --ca %s signs a new one\n", l.Path(l.CA), *out)
+	}
 	return 0
 }
