@@ -11,8 +11,8 @@ import (
 func TestErrorsListsEveryProblem(t *testing.T) {
 	tk := setup(t)
 	text := set(targetBase, 3, `address = ["100.99.1.1"]`) // outside overlay_prefix
-	text = ins(text, 1, `colour = "blue"`)                   // line 2: unknown
-	text = set(text, 12, `port = 0`)                         // port out of range
+	text = ins(text, 1, `colour = "blue"`)                 // line 2: unknown
+	text = set(text, 12, `port = 0`)                       // port out of range
 	path := tk.write(t, "t.toml", text)
 	_, err := LoadTarget(path)
 	if err == nil {
