@@ -16,6 +16,7 @@ import (
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/router"
+	"github.com/pias-net/pias/sdnotify"
 	"github.com/pias-net/pias/tunnel"
 )
 
@@ -40,7 +41,7 @@ func configError(stderr io.Writer, cmd string, err error) int {
 // wireguard-go's errors on stderr, and the UAPI socket for `wg show` when
 // this user may create it (root, usually); without it a node still runs.
 func nodeOptions(name string, stdout, stderr io.Writer, events bool) node.Options {
-	o := node.Options{Logf: log.New(stderr, name+": ", log.LstdFlags).Printf, UAPI: uapiWritable()}
+	o := node.Options{Logf: log.New(stderr, name+": ", logFlags(log.LstdFlags)).Printf, UAPI: uapiWritable()}
 	if events {
 		o.OnEvent = eventLogger(stdout)
 	}
@@ -73,6 +74,24 @@ func serveStatus(name string, status func() any, d node.Drainer, stderr io.Write
 		return func() {}
 	}
 	return func() { c.Close() }
+}
+
+// logFlags is flags, less the date and time when systemd started the node:
+// journald stamps every line itself.
+func logFlags(flags int) int {
+	if sdnotify.UnderSystemd() {
+		return flags &^ (log.Ldate | log.Ltime | log.Lmicroseconds)
+	}
+	return flags
+}
+
+// notify tells systemd how the node is doing, when it started the node as
+// a Type=notify unit: sdnotify.Ready once the node is up and answers pias
+// status, sdnotify.Stopping when it begins to stop.
+func notify(stderr io.Writer, state string) {
+	if _, err := sdnotify.Notify(state); err != nil {
+		fmt.Fprintf(stderr, "pias: note: cannot tell systemd %s: %v\n", state, err)
+	}
 }
 
 // untilSignal blocks until SIGINT or SIGTERM.
@@ -118,7 +137,9 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	port, _ := p.ListenPort()
 	fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, %d proxies, %d edges\n",
 		cfg.Name, cfg.Cluster, joinAddrs(cfg.Address), port, len(cfg.Proxies)+1, len(cfg.Edges))
+	notify(stderr, sdnotify.Ready)
 	untilSignal()
+	notify(stderr, sdnotify.Stopping)
 	p.Close()
 	fmt.Fprintf(stdout, "proxy %s stopped\n", cfg.Name)
 	return 0
@@ -160,7 +181,9 @@ func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "target %s: %s → localhost:%d/%s\n", cfg.Name, s.Group, s.Port, router.ProtoName(s.Group.Proto))
 	}
 	fmt.Fprintf(stdout, "target %s up: overlay %s, attached to %s\n", cfg.Name, joinAddrs(cfg.Address), cfg.Proxies[0].Name)
+	notify(stderr, sdnotify.Ready)
 	untilSignal()
+	notify(stderr, sdnotify.Stopping)
 	fmt.Fprintf(stdout, "target %s leaving its groups\n", cfg.Name)
 	return 0
 }
@@ -230,7 +253,9 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "client %s: %s/%s → %s\n", cfg.Name, f.listen, router.ProtoName(f.group.Proto), f.group)
 	}
 	fmt.Fprintf(stdout, "client %s up: overlay %s, anycast %s via %s\n", cfg.Name, joinAddrs(cfg.Address), joinPrefixes(cfg.AnycastPrefix), cfg.Proxies[0].Name)
+	notify(stderr, sdnotify.Ready)
 	untilSignal()
+	notify(stderr, sdnotify.Stopping)
 	fmt.Fprintf(stdout, "client %s stopped\n", cfg.Name)
 	return 0
 }
