@@ -255,3 +255,65 @@ func TestCAOverlay(t *testing.T) {
 		t.Errorf("no edge-removed event says revoked: %q", l.events(overlay.EventEdgeRemoved))
 	}
 }
+
+// TestReload: a running target takes a new group and drops an old one from
+// its reloaded file, and a running proxy takes a revocation list from its
+// reloaded file (passing it to the other proxies); a reload that changes
+// what needs a restart changes nothing.
+func TestReload(t *testing.T) {
+	l := newCALab(t)
+	g1 := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
+	g2 := router.Group{Addr: netip.MustParseAddr("100.65.0.8"), Port: 53, Proto: router.ProtoUDP}
+	right, err := cert.ParseGroupRight("100.65.0.0/24:*/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, ep1 := l.proxy("p1", 1)
+	p2, ep2 := l.proxy("p2", 2, ep1)
+	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool { return len(p1.Overlay.Live()) == 2 && len(p2.Overlay.Live()) == 2 })
+	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g1, Port: 5353, Weight: 1}}, ep2)
+	echo(t, t1, 5353)
+	cl := l.edge("cl1", cert.RoleClient, netip.MustParseAddr("100.64.2.1"), nil, nil, ep1)
+	if got, err := ask(t, cl, g1, "one", 15*time.Second); err != nil || got != "t1: one" {
+		t.Fatalf("before the reload: %q, %v", got, err)
+	}
+
+	cfg := *t1.Config
+	cfg.Groups = []config.Service{{Group: g2, Port: 5353, Weight: 1}}
+	changes, err := t1.Reload(context.Background(), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("target reloaded: %q", changes)
+	if got, err := ask(t, cl, g2, "two", 10*time.Second); err != nil || got != "t1: two" {
+		t.Fatalf("the group added at the reload: %q, %v", got, err)
+	}
+	waitFor(t, "g1 left at its JAP", 5*time.Second, func() bool { return len(p2.Router.Targets(g1)) == 0 })
+	if gs := t1.Target.Groups(); len(gs) != 1 || gs[0].Group != g2 {
+		t.Errorf("target's groups after the reload: %+v", gs)
+	}
+
+	bad := cfg
+	bad.Keepalive *= 2
+	bad.Groups = nil
+	if _, err := t1.Reload(context.Background(), &bad); err == nil || !strings.Contains(err.Error(), "keepalive changed") {
+		t.Errorf("a reload changing keepalive: %v, want a refusal naming keepalive", err)
+	}
+	if got, err := ask(t, cl, g2, "three", 5*time.Second); err != nil || got != "t1: three" {
+		t.Fatalf("after a refused reload: %q, %v", got, err)
+	}
+
+	rl, err := cert.NewRevocationList(l.ca, l.key, 5, time.Now(), nil, []cert.Fingerprint{t1.Config.Cert.Fingerprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := *p1.Config
+	pc.Revocation = rl
+	changes, err = p1.Reload(&pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("proxy reloaded: %q", changes)
+	waitFor(t, "t1 cut off at p2", 5*time.Second, func() bool { return p2.Overlay.RevocationSerial() == 5 && len(p2.Router.Targets(g2)) == 0 })
+}

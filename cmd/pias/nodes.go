@@ -94,11 +94,50 @@ func notify(stderr io.Writer, state string) {
 	}
 }
 
-// untilSignal blocks until SIGINT or SIGTERM.
-func untilSignal() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
+// untilSignal blocks until SIGINT or SIGTERM. On SIGHUP it calls reload
+// (if not nil), which re-reads the node's file and applies it.
+func untilSignal(reload func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for s := range sigs {
+		if s != syscall.SIGHUP {
+			return
+		}
+		if reload != nil {
+			reload()
+		}
+	}
+}
+
+// reloader is a node's SIGHUP: it loads the file at path with load and,
+// if it loads, applies it with apply; either way it says what happened on
+// stderr, one line each. A file that fails to load changes nothing.
+func reloader[C any](role, path string, stderr io.Writer, load func(string) (C, error), apply func(C) ([]string, error)) func() {
+	return func() {
+		cfg, err := load(path)
+		if err != nil {
+			for _, e := range config.Errors(err) {
+				fmt.Fprintln(stderr, e)
+			}
+			if len(config.Errors(err)) == 0 {
+				fmt.Fprintf(stderr, "pias %s: reload: %v\n", role, err)
+			}
+			fmt.Fprintf(stderr, "pias %s: reload of %s failed: nothing changed\n", role, path)
+			return
+		}
+		changes, err := apply(cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "pias %s: reload of %s: %v\n", role, path, err)
+			return
+		}
+		if len(changes) == 0 {
+			fmt.Fprintf(stderr, "pias %s: reloaded %s: no change\n", role, path)
+		}
+		for _, c := range changes {
+			fmt.Fprintf(stderr, "pias %s: reloaded %s: %s\n", role, path, c)
+		}
+	}
 }
 
 // nodeFlags is flags for a node command, whose -c FILE is required: parse
@@ -138,7 +177,7 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, %d proxies, %d edges\n",
 		cfg.Name, cfg.Cluster, joinAddrs(cfg.Address), port, len(cfg.Proxies)+1, len(cfg.Edges))
 	notify(stderr, sdnotify.Ready)
-	untilSignal()
+	untilSignal(reloader("proxy", path, stderr, config.LoadProxy, p.Reload))
 	notify(stderr, sdnotify.Stopping)
 	p.Close()
 	fmt.Fprintf(stdout, "proxy %s stopped\n", cfg.Name)
@@ -180,9 +219,9 @@ func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "target %s: %s → localhost:%d/%s\n", cfg.Name, s.Group, s.Port, router.ProtoName(s.Group.Proto))
 	}
-	fmt.Fprintf(stdout, "target %s up: overlay %s, attached to %s\n", cfg.Name, joinAddrs(cfg.Address), cfg.Proxies[0].Name)
+	fmt.Fprintf(stdout, "target %s up: overlay %s, attached to %s\n", cfg.Name, joinAddrs(cfg.Address), proxyName(cfg.Proxies[0]))
 	notify(stderr, sdnotify.Ready)
-	untilSignal()
+	untilSignal(reloader("target", path, stderr, config.LoadTarget, func(c *config.Edge) ([]string, error) { return e.Reload(context.Background(), c) }))
 	notify(stderr, sdnotify.Stopping)
 	fmt.Fprintf(stdout, "target %s leaving its groups\n", cfg.Name)
 	return 0
@@ -252,9 +291,9 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		defer fw.Close()
 		fmt.Fprintf(stdout, "client %s: %s/%s → %s\n", cfg.Name, f.listen, router.ProtoName(f.group.Proto), f.group)
 	}
-	fmt.Fprintf(stdout, "client %s up: overlay %s, anycast %s via %s\n", cfg.Name, joinAddrs(cfg.Address), joinPrefixes(cfg.AnycastPrefix), cfg.Proxies[0].Name)
+	fmt.Fprintf(stdout, "client %s up: overlay %s, anycast %s via %s\n", cfg.Name, joinAddrs(cfg.Address), joinPrefixes(cfg.AnycastPrefix), proxyName(cfg.Proxies[0]))
 	notify(stderr, sdnotify.Ready)
-	untilSignal()
+	untilSignal(reloader("client", path, stderr, config.LoadClient, func(c *config.Edge) ([]string, error) { return e.Reload(context.Background(), c) }))
 	notify(stderr, sdnotify.Stopping)
 	fmt.Fprintf(stdout, "client %s stopped\n", cfg.Name)
 	return 0
@@ -274,4 +313,13 @@ func joinPrefixes(ps []netip.Prefix) string {
 		s[i] = p.String()
 	}
 	return strings.Join(s, ", ")
+}
+
+// proxyName names a proxy of an edge's file: by its name, or in CA mode
+// (where the name is optional) by its endpoint.
+func proxyName(p config.ProxyPeer) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.Endpoint.String()
 }
