@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -24,6 +25,9 @@ type caLab struct {
 	key []byte
 	mu  sync.Mutex
 	ev  []overlay.Event
+	// life is how long the certificates signed next are valid (default
+	// an hour).
+	life time.Duration
 }
 
 func newCALab(t *testing.T) *caLab {
@@ -64,7 +68,7 @@ func (l *caLab) sign(name string, role cert.Role, addrs []netip.Addr, cluster st
 		l.t.Fatal(err)
 	}
 	c := &cert.Certificate{Name: name, Role: role, PublicKey: k.PublicKey(), Addresses: addrs, Cluster: cluster, Groups: groups,
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(cmp.Or(l.life, time.Hour))}
 	if role == cert.RoleTarget {
 		c.MaxWeight = 1
 	}
@@ -316,4 +320,34 @@ func TestReload(t *testing.T) {
 	}
 	t.Logf("proxy reloaded: %q", changes)
 	waitFor(t, "t1 cut off at p2", 5*time.Second, func() bool { return p2.Overlay.RevocationSerial() == 5 && len(p2.Router.Targets(g2)) == 0 })
+}
+
+// TestCertExpiry: a target whose certificate expires is warned of (it
+// expires within a day) and cut off at its expiry, at every proxy, without
+// anyone's word.
+func TestCertExpiry(t *testing.T) {
+	l := newCALab(t)
+	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
+	right, err := cert.ParseGroupRight("100.65.0.7:53/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, ep1 := l.proxy("p1", 1)
+	l.life = 4 * time.Second // whole seconds: 3 to 4 s from now
+	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep1)
+	waitFor(t, "t1 joined", 10*time.Second, func() bool { return len(p1.Router.Targets(g)) == 1 })
+	if !slices.ContainsFunc(l.events(overlay.EventCertExpiring), func(s string) bool { return strings.Contains(s, `"t1" expires at`) }) {
+		t.Errorf("no warning of t1's expiry: %q", l.events(overlay.EventCertExpiring))
+	}
+	notAfter := t1.Config.Cert.NotAfter
+	waitFor(t, "t1 cut off at its expiry", 10*time.Second, func() bool {
+		return slices.ContainsFunc(l.events(overlay.EventEdgeRemoved), func(s string) bool { return strings.Contains(s, "t1 its certificate expired") })
+	})
+	if late := time.Since(notAfter); late < 0 || late > 2*time.Second {
+		t.Errorf("cut off %v after its expiry, want within 2 s", late)
+	}
+	if len(p1.Router.Targets(g)) != 0 {
+		t.Error("the expired target is still a target of its group")
+	}
 }

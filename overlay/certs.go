@@ -91,7 +91,9 @@ type certState struct {
 	warned   map[cert.Fingerprint]bool
 	proxyFps map[string]cert.Fingerprint // members' certificates, by name
 	proxyRaw map[string][]byte
-	rlParts  rlAssembly // a revocation list arriving in parts
+	// proxyCerts: members' certificates, parsed (for their expiry).
+	proxyCerts map[string]*cert.Certificate
+	rlParts    rlAssembly // a revocation list arriving in parts
 	// claims: the edges other proxies admitted, by address and proxy.
 	claims  map[netip.Addr]map[string]edgeClaim
 	nClaims int
@@ -136,7 +138,7 @@ func newCertState(c *CertConfig, proxyName string) (*certState, error) {
 		return nil, errors.New("overlay: the certificate names another WireGuard key")
 	}
 	return &certState{pool: c.Pool, self: c.Cert, selfRaw: raw, keys: keys, revoked: c.Revoked,
-		edges: map[[32]byte]*certEdge{}, claims: map[netip.Addr]map[string]edgeClaim{}, warned: map[cert.Fingerprint]bool{}, proxyFps: map[string]cert.Fingerprint{proxyName: c.Cert.Fingerprint()}, proxyRaw: map[string][]byte{}}, nil
+		edges: map[[32]byte]*certEdge{}, claims: map[netip.Addr]map[string]edgeClaim{}, warned: map[cert.Fingerprint]bool{}, proxyFps: map[string]cert.Fingerprint{proxyName: c.Cert.Fingerprint()}, proxyRaw: map[string][]byte{}, proxyCerts: map[string]*cert.Certificate{}}, nil
 }
 
 func (cs *certState) revokedList() cert.Revoked {
@@ -287,6 +289,7 @@ func (p *Proxy) certTick(now int64) {
 			p.warnExpiry(e.cert, wall)
 		}
 	}
+	p.proxyExpiry(wall)
 	p.seedTick(now, wall)
 }
 
