@@ -28,6 +28,8 @@ type caLab struct {
 	// life is how long the certificates signed next are valid (default
 	// an hour).
 	life time.Duration
+	// stay: the edges started next learn no proxies.
+	stay bool
 }
 
 func newCALab(t *testing.T) *caLab {
@@ -118,7 +120,7 @@ func (l *caLab) start(name string, k config.Key, c *cert.Certificate, groups []c
 		r = config.RoleTarget
 	}
 	cfg := &config.Edge{Node: l.node(name, k, c, proxies...), Role: r, Interface: config.InterfaceNetstack,
-		Keepalive: config.DefaultKeepalive, Groups: groups, LearnProxies: true}
+		Keepalive: config.DefaultKeepalive, Groups: groups, LearnProxies: !l.stay}
 	e, err := StartEdge(cfg, Options{OnEvent: l.onEvent})
 	if err != nil {
 		l.t.Fatal(err)
@@ -349,5 +351,44 @@ func TestCertExpiry(t *testing.T) {
 	}
 	if len(p1.Router.Targets(g)) != 0 {
 		t.Error("the expired target is still a target of its group")
+	}
+}
+
+// TestCAAddressHeldElsewhere: a target live at one proxy keeps its address
+// when another certificate for it, with another key, says hello to another
+// proxy (which heard of the first from its proxy's claim); and the
+// newcomer's joins there cannot evict the live target's.
+func TestCAAddressHeldElsewhere(t *testing.T) {
+	l := newCALab(t)
+	l.stay = true
+	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
+	right, err := cert.ParseGroupRight("100.65.0.7:53/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, ep1 := l.proxy("p1", 1)
+	p2, ep2 := l.proxy("p2", 2, ep1)
+	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool { return len(p1.Overlay.Live()) == 2 && len(p2.Overlay.Live()) == 2 })
+	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep2)
+	echo(t, t1, 5353)
+	waitFor(t, "t1 joined at p2", 10*time.Second, func() bool { return len(p2.Router.Targets(g)) == 1 })
+
+	l.edge("t1b", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep1)
+	waitFor(t, "t1b refused at p1", 10*time.Second, func() bool {
+		return slices.ContainsFunc(l.events(overlay.EventNotAdmitted), func(s string) bool {
+			return strings.Contains(s, "t1b") && strings.Contains(s, `held by edge "t1", which is live at proxy "p2"`)
+		})
+	})
+	cl := l.edge("cl1", cert.RoleClient, netip.MustParseAddr("100.64.2.1"), nil, nil, ep1)
+	for i := range 3 {
+		msg := fmt.Sprintf("t1? %d", i)
+		if got, err := ask(t, cl, g, msg, 10*time.Second); err != nil || got != "t1: "+msg {
+			t.Fatalf("answer %q (%v), want %q", got, err, "t1: "+msg)
+		}
+	}
+	if n := len(p2.Router.Targets(g)); n != 1 {
+		t.Errorf("p2 has %d targets of %v, want t1", n, g)
 	}
 }
