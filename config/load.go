@@ -257,6 +257,8 @@ func (d *decoder) node(t *table, role string, n *Node, x *cross) {
 		x.add(&x.endpoints, n.Listen.String(), "listen", d)
 	}
 
+	d.httpKeys(t, &n.HTTP)
+
 	for _, pt := range t.tables("proxy") {
 		n.Proxies = append(n.Proxies, d.proxyPeer(pt, role == RoleProxy, n, x))
 	}
