@@ -88,10 +88,9 @@ type CandidateView struct {
 	RTTms float64 `json:"rtt_ms"`
 }
 
-// attachedWithin: an edge whose WireGuard handshake with a proxy is this
-// recent counts as attached there (WireGuard rekeys every 2 minutes while
-// traffic flows; edges keep alive every second or so).
-const attachedWithin = 3 * time.Minute
+// maxViewFlows: a proxy with more ingress flows than this leaves its
+// clients out of its view, which would otherwise list every flow.
+const maxViewFlows = 10000
 
 // proxyView is a proxy's own view.
 func proxyView(p *node.Proxy, now time.Time) View {
@@ -173,14 +172,32 @@ func proxyView(p *node.Proxy, now time.Time) View {
 		v.Groups = append(v.Groups, *gv)
 	}
 	slices.SortFunc(v.Groups, func(a, b GroupView) int { return cmp.Compare(a.Group, b.Group) })
-	// Edges: those whose tunnel to this proxy is up.
-	hs := handshakes(p.Device)
+	// Edges: the targets joined here, and the clients with flows in
+	// through here (the tunnels say little: an edge handshakes with every
+	// proxy it probes). Past maxViewFlows flows, clients are left out.
+	attached := map[string]bool{}
+	for _, gv := range v.Groups {
+		for _, t := range gv.Targets {
+			if t.JAP == p.Name && t.Name != "" {
+				attached[t.Name] = true
+			}
+		}
+	}
+	if st.IAPFlows <= maxViewFlows {
+		for _, f := range p.Router.Flows() {
+			if f.Kind == "iap" {
+				if n := edgeByAddr[f.Client.Addr()]; n != "" {
+					attached[n] = true
+				}
+			}
+		}
+	}
 	for _, e := range cfg.Edges {
 		ev := EdgeView{Name: e.Name, Role: config.RoleClient}
 		if len(e.Groups) > 0 {
 			ev.Role = config.RoleTarget
 		}
-		if t, ok := hs[e.PublicKey]; ok && !t.IsZero() && now.Sub(t) < attachedWithin {
+		if attached[e.Name] {
 			ev.Proxy = p.Name
 		}
 		v.Edges = append(v.Edges, ev)

@@ -78,12 +78,3 @@ func parseUAPI(s string) []wgPeer {
 	done()
 	return out
 }
-
-// handshakes maps each peer of d to its last handshake.
-func handshakes(d *tunnel.Device) map[config.Key]time.Time {
-	out := map[config.Key]time.Time{}
-	for _, p := range wgPeers(d) {
-		out[p.Key] = p.LastHandshake
-	}
-	return out
-}

@@ -40,7 +40,7 @@ function layout(v) {
 
 function draw(v) {
   view = v;
-  document.getElementById("title").textContent = v.role + " " + v.node + "'s view";
+  document.getElementById("title").textContent = v.role === "lab" ? "the demo's whole overlay" : v.role + " " + v.node + "'s view";
   const { pos, boxes, width } = layout(v);
   // Below each proxy: its targets (by group), then its clients.
   const below = new Map();
@@ -100,7 +100,7 @@ function draw(v) {
     el(tg, "line", { class: "attach", x1: at.x, y1: at.y - 8, x2: pos.get(t.jap).x, y2: pos.get(t.jap).y + 22 });
     el(tg, "rect", { x: at.x - 50, y: at.y - 9, width: 100, height: 18, rx: 3, fill: "#fff", stroke: c, "stroke-width": 2,
       "stroke-dasharray": t.draining ? "3 2" : "" });
-    let label = (t.name || "target") + (t.flows ? " · " + t.flows + "f" : "");
+    let label = (t.name || "target") + (t.flows ? " · " + t.flows + " flows" : "");
     el(tg, "text", { x: at.x, y: at.y + 4, "text-anchor": "middle", fill: c }, label);
   }
   for (const { e, at } of edges) {
