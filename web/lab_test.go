@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -182,6 +184,48 @@ func TestScrapeLab(t *testing.T) {
 	if got != want || want == 0 {
 		t.Errorf("pias_group_targets sum to %v over the lab, want %v", got, want)
 	}
+
+	// The edges: a target and a client.
+	exposed := map[string]bool{}
+	for name := range l.h.Proxies {
+		fams, _ := scrape(t, l.server(name))
+		for f := range fams {
+			exposed[f] = true
+		}
+	}
+	for _, name := range []string{"t1", "cl1"} {
+		s := listen(t, "127.0.0.1:0", "")
+		s.Serve(EdgeSource(l.h.Edges[name]))
+		fams, size := scrape(t, s)
+		t.Logf("%s: %d bytes, %d families", name, size, len(fams))
+		if v, ok := value(fams, "pias_edge_attached", "proxy", l.h.Edges[name].Config.Proxies[0].Name); !ok || v != 1 {
+			t.Errorf("%s: pias_edge_attached %v %v", name, v, ok)
+		}
+		for f := range fams {
+			exposed[f] = true
+		}
+	}
+	if v, _ := value(exposedFams(t, l, "t1"), "pias_edge_groups", "state", "joined"); v != 1 {
+		t.Errorf("t1: pias_edge_groups{state=joined} %v", v)
+	}
+	// Every metric the Grafana dashboard asks for is exposed.
+	dash, err := os.ReadFile("../scripts/grafana-pias.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range regexp.MustCompile(`\b(?:pias|wireguard)_[a-z_]+`).FindAllString(string(dash), -1) {
+		if !exposed[name] {
+			t.Errorf("scripts/grafana-pias.json asks for %s, which no node exposes", name)
+		}
+	}
+}
+
+// exposedFams scrapes a fresh listener on the named edge.
+func exposedFams(t *testing.T, l *webLab, name string) map[string]*dto.MetricFamily {
+	s := listen(t, "127.0.0.1:0", "")
+	s.Serve(EdgeSource(l.h.Edges[name]))
+	fams, _ := scrape(t, s)
+	return fams
 }
 
 // A proxy killed: every other proxy's death counter goes up by one, and
