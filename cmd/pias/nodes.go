@@ -18,6 +18,7 @@ import (
 	"github.com/pias-net/pias/router"
 	"github.com/pias-net/pias/sdnotify"
 	"github.com/pias-net/pias/tunnel"
+	"github.com/pias-net/pias/web"
 )
 
 func init() {
@@ -142,9 +143,11 @@ func reloader[C any](role, path string, stderr io.Writer, load func(string) (C, 
 
 // nodeFlags is flags for a node command, whose -c FILE is required: parse
 // returns the file, or an exit status ≥ 0 to return at once.
-func nodeFlags(role, synopsis string, stdout, stderr io.Writer) (*flag.FlagSet, func([]string) (string, int)) {
+// The flag --http ADDR, in the set too, goes to *httpAddr.
+func nodeFlags(role, synopsis string, stdout, stderr io.Writer, httpAddr *string) (*flag.FlagSet, func([]string) (string, int)) {
 	fs, parse := flags(role, synopsis, stdout, stderr)
 	path := fs.String("c", "", "the "+role+"'s config file (required)")
+	fs.StringVar(httpAddr, "http", "", "serve metrics, the API and the live map on `ADDR` (IP:PORT; overrides http_listen)")
 	return fs, func(args []string) (string, int) {
 		if rc := parse(args); rc >= 0 {
 			return "", rc
@@ -158,7 +161,8 @@ func nodeFlags(role, synopsis string, stdout, stderr io.Writer) (*flag.FlagSet, 
 }
 
 func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	_, parse := nodeFlags("proxy", "proxy -c proxy.toml", stdout, stderr)
+	var httpAddr string
+	_, parse := nodeFlags("proxy", "proxy -c proxy.toml", stdout, stderr, &httpAddr)
 	path, rc := parse(args)
 	if rc >= 0 {
 		return rc
@@ -167,11 +171,16 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, "proxy", err)
 	}
-	p, err := node.StartProxy(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, true))
+	ws, rc := startWeb("proxy", &cfg.Node, httpAddr, stderr)
+	if rc >= 0 {
+		return rc
+	}
+	p, err := node.StartProxy(cfg, withWeb(nodeOptions(cfg.InterfaceName, stdout, stderr, true), ws))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias proxy: %v\n", err)
 		return 1
 	}
+	defer serveWeb(ws, web.ProxySource(p), "proxy "+cfg.Name, stdout)()
 	defer serveStatus(cfg.InterfaceName, func() any { return p.Status() }, nil, stderr)()
 	port, _ := p.ListenPort()
 	fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, %d proxies, %d edges\n",
@@ -185,7 +194,8 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 }
 
 func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	_, parse := nodeFlags("target", "target -c target.toml", stdout, stderr)
+	var httpAddr string
+	_, parse := nodeFlags("target", "target -c target.toml", stdout, stderr, &httpAddr)
 	path, rc := parse(args)
 	if rc >= 0 {
 		return rc
@@ -194,12 +204,17 @@ func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, "target", err)
 	}
-	e, err := node.StartEdge(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, true))
+	ws, rc := startWeb("target", &cfg.Node, httpAddr, stderr)
+	if rc >= 0 {
+		return rc
+	}
+	e, err := node.StartEdge(cfg, withWeb(nodeOptions(cfg.InterfaceName, stdout, stderr, true), ws))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias target: %v\n", err)
 		return 1
 	}
 	defer e.Close()
+	defer serveWeb(ws, web.EdgeSource(e), "target "+cfg.Name, stdout)()
 	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, e, stderr)()
 	// On the userspace netstack, the group's traffic reaches the service
 	// that runs on this host's loopback, on the configured local port; on a
@@ -234,7 +249,8 @@ func (f *forwardFlag) String() string     { return strings.Join(*f, ",") }
 func (f *forwardFlag) Set(v string) error { *f = append(*f, v); return nil }
 
 func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs, parse := nodeFlags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr)
+	var httpAddr string
+	fs, parse := nodeFlags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr, &httpAddr)
 	var fwd forwardFlag
 	fs.Var(&fwd, "forward", "relay a local `LISTEN=GROUP` (host address:port = anycast group) through the overlay; repeatable")
 	path, rc := parse(args)
@@ -270,12 +286,17 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pias client: --forward needs interface = \"netstack\"; with a kernel TUN, programs reach groups directly\n")
 		return 2
 	}
-	e, err := node.StartEdge(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, false))
+	ws, rc := startWeb("client", &cfg.Node, httpAddr, stderr)
+	if rc >= 0 {
+		return rc
+	}
+	e, err := node.StartEdge(cfg, withWeb(nodeOptions(cfg.InterfaceName, stdout, stderr, false), ws))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias client: %v\n", err)
 		return 1
 	}
 	defer e.Close()
+	defer serveWeb(ws, web.EdgeSource(e), "client "+cfg.Name, stdout)()
 	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, nil, stderr)()
 	for _, f := range forwards {
 		from := cfg.AddrLike(f.group.Addr)
