@@ -55,7 +55,9 @@ func restartNeeded(keys []string) error {
 // renewed certificate and its revocation list. Untouched edges, flows and
 // sessions carry on. It returns one line per change.
 func (p *Proxy) Reload(cfg *config.Proxy) ([]string, error) {
+	p.mu.Lock()
 	old := p.Config
+	p.mu.Unlock()
 	keys := nodeFixed(&old.Node, &cfg.Node)
 	keys = append(keys, fixed(
 		"cluster", old.Cluster, cfg.Cluster,
@@ -92,7 +94,9 @@ func (p *Proxy) Reload(cfg *config.Proxy) ([]string, error) {
 			done.Changes = append(done.Changes, fmt.Sprintf("could not add edge %q as a peer: %v", e.Name, err))
 		}
 	}
+	p.mu.Lock()
 	p.Config = cfg
+	p.mu.Unlock()
 	return done.Changes, nil
 }
 

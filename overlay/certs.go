@@ -362,6 +362,17 @@ func (p *Proxy) RevocationSerial() uint64 {
 	return p.certs.revoked.Serial
 }
 
+// CertNotAfter is when this proxy's certificate expires (zero in static
+// mode).
+func (p *Proxy) CertNotAfter() time.Time {
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	if p.certs == nil {
+		return time.Time{}
+	}
+	return p.certs.self.NotAfter
+}
+
 // CertEdges names the edges admitted by certificate here, sorted.
 func (p *Proxy) CertEdges() []string {
 	p.ctl.Lock()

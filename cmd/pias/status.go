@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -131,6 +132,18 @@ func printStatus(w io.Writer, st *node.Status) {
 		return
 	}
 	fmt.Fprintf(tw, "cluster\t%s\n", p.Cluster)
+	if ca := p.CA; ca != nil {
+		rev := "none"
+		if ca.RevocationSerial > 0 {
+			rev = fmt.Sprintf("serial %d", ca.RevocationSerial)
+		}
+		fmt.Fprintf(tw, "CA\t%s; this certificate expires %s; revocation list %s\n", logStr(ca.CA), ca.NotAfter.UTC().Format(time.RFC3339), rev)
+		var names []string
+		for _, n := range ca.Edges {
+			names = append(names, logStr(n))
+		}
+		fmt.Fprintf(tw, "admitted by certificate\t%s\n", cmp.Or(strings.Join(names, ", "), "no edge"))
+	}
 	fmt.Fprintln(tw, "\nmembers")
 	for _, m := range p.Members {
 		watched := ""
