@@ -48,6 +48,7 @@ type server struct {
 	tries    int               // unanswered in a row
 	nonce    uint64            // of the last request or hello sent
 	sentAt   time.Time         // its wall time
+	lastAt   time.Time         // the date of the last hello to it
 	admitted bool
 }
 
@@ -148,6 +149,12 @@ func (c *Client) Tick(now int64, wall time.Time) []Datagram {
 }
 
 func (c *Client) hello(s *server, wall time.Time) ([]byte, error) {
+	// A proxy takes this node's hellos only dated each after the last it
+	// took (Latest), whatever the wall clock does.
+	if !wall.After(s.lastAt) {
+		wall = s.lastAt.Add(time.Millisecond)
+	}
+	s.lastAt = wall
 	var extra []byte
 	if c.cfg.Extra != nil {
 		extra = c.cfg.Extra()

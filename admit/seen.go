@@ -56,3 +56,53 @@ func (s *Seen) Floor() int64 { return s.floor }
 
 // Len is how many hellos it remembers.
 func (s *Seen) Len() int { return len(s.at) }
+
+// MaxLatest bounds Latest: one entry a key whose certificate verified.
+const MaxLatest = 1 << 16
+
+// Latest is a proxy's replay memory of certificate hellos: when it last
+// took a hello from each key. A hello is taken only if it is dated later
+// than the last one taken from its key, so a replay, or a copy sent from
+// elsewhere, never is; each node's hellos are its own, and nobody else's
+// (not even a flood of them dated ahead) can push them out. The proxy
+// keeps only keys whose certificates it verified. When it is full, keys
+// not heard from within Skew go first (their hellos are stale anyway),
+// then the oldest, and the floor rises to its time.
+type Latest struct {
+	at    map[[32]byte]int64 // key → when its last hello taken was sent, Unix ms
+	floor int64
+}
+
+// Take reports whether a hello from key, sent at (Unix ms), is new, and
+// remembers it. now is the receiver's wall clock, Unix ms.
+func (l *Latest) Take(key [32]byte, at, now int64) bool {
+	last, known := l.at[key]
+	if at <= l.floor || (known && at <= last) {
+		return false
+	}
+	if l.at == nil {
+		l.at = map[[32]byte]int64{}
+	}
+	if !known && len(l.at) >= MaxLatest {
+		stale := now - Skew.Milliseconds()
+		var oldest [32]byte
+		first := true
+		for k, t := range l.at {
+			switch {
+			case t < stale:
+				delete(l.at, k)
+			case first || t < l.at[oldest]:
+				oldest, first = k, false
+			}
+		}
+		if len(l.at) >= MaxLatest {
+			l.floor = max(l.floor, l.at[oldest])
+			delete(l.at, oldest)
+		}
+		if at <= l.floor {
+			return false
+		}
+	}
+	l.at[key] = at
+	return true
+}

@@ -49,3 +49,33 @@ func TestSeenHellos(t *testing.T) {
 		t.Errorf("after two minutes: floor %d (was %d), %d remembered", s.floor, floor, len(s.at))
 	}
 }
+
+// TestLatest: a key's hello is taken only if it is later than the last
+// one taken from that key; other keys do not matter; a full memory forgets
+// the stale first.
+func TestLatest(t *testing.T) {
+	var l Latest
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC).UnixMilli()
+	a, b := [32]byte{1}, [32]byte{2}
+	if !l.Take(a, now, now) || l.Take(a, now, now) || l.Take(a, now-1, now) {
+		t.Fatal("a key's hello is taken again, or an older one")
+	}
+	// Another key's hellos dated ahead do not stop a's next one.
+	if !l.Take(b, now+5000, now) || !l.Take(a, now+1, now) {
+		t.Fatal("one key's hello dated ahead keeps out another's")
+	}
+	for i := range MaxLatest - 2 {
+		var k [32]byte
+		binary.BigEndian.PutUint64(k[:], uint64(i)+10)
+		if !l.Take(k, now-Skew.Milliseconds()-1000, now) {
+			t.Fatalf("key %d refused", i)
+		}
+	}
+	// Full: a new key makes room by dropping the stale ones, floor unmoved.
+	if !l.Take([32]byte{3}, now, now) || l.floor != 0 || len(l.at) != 3 {
+		t.Fatalf("full memory: floor %d, %d keys", l.floor, len(l.at))
+	}
+	if l.Take(a, now+1, now) || !l.Take(a, now+2, now) {
+		t.Error("after making room, a's order is lost")
+	}
+}

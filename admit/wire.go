@@ -96,24 +96,43 @@ func NewKeys(private [32]byte) (*Keys, error) {
 // macKey is the key of the MACs between the initiator and the responder:
 // a hash of their X25519 secret and both public keys, in that order.
 func (k *Keys) macKey(peer [32]byte, initiator bool) ([]byte, error) {
-	ck := cacheKey(peer, initiator)
+	key, cached, err := k.lookup(peer, initiator)
+	if err == nil && !cached {
+		k.remember(peer, initiator, key)
+	}
+	return key, err
+}
+
+// lookup is the MAC key with peer, from the cache or derived (not kept).
+func (k *Keys) lookup(peer [32]byte, initiator bool) (key []byte, cached bool, err error) {
 	k.mu.Lock()
-	key, ok := k.cache[ck]
+	key, ok := k.cache[cacheKey(peer, initiator)]
 	k.mu.Unlock()
 	if ok {
-		return key, nil
+		return key, true, nil
 	}
-	key, err := k.deriveKey(peer, initiator)
-	if err != nil {
-		return nil, err
+	key, err = k.deriveKey(peer, initiator)
+	return key, false, err
+}
+
+// Remember keeps the MAC key of the hello h, which CheckHello checked: a
+// proxy calls it once the certificate is verified too, so that neither
+// made-up keys nor self-signed certificates push out the genuine ones.
+func (k *Keys) Remember(h *Hello) {
+	if h.key != nil {
+		k.remember(h.Cert.PublicKey, false, h.key)
 	}
+}
+
+// remember keeps a MAC key.
+func (k *Keys) remember(peer [32]byte, initiator bool, key []byte) {
+	ck := cacheKey(peer, initiator)
 	k.mu.Lock()
 	if k.cache == nil || len(k.cache) >= maxCachedKeys {
 		k.cache = map[[33]byte][]byte{}
 	}
 	k.cache[ck] = key
 	k.mu.Unlock()
-	return key, nil
 }
 
 func (k *Keys) deriveKey(peer [32]byte, initiator bool) ([]byte, error) {
@@ -306,7 +325,7 @@ func ParseHello(k *Keys, m Msg) (*Hello, error) {
 // CheckHello checks the MAC of h, read by ParseHello from pkt: it proves
 // that the sender holds the private key of h's certificate.
 func CheckHello(k *Keys, pkt []byte, m Msg, h *Hello) error {
-	key, err := k.macKey(h.Cert.PublicKey, false)
+	key, _, err := k.lookup(h.Cert.PublicKey, false)
 	if err != nil {
 		return fmt.Errorf("admit: hello: %w", err)
 	}
@@ -315,6 +334,7 @@ func CheckHello(k *Keys, pkt []byte, m Msg, h *Hello) error {
 	if !hmac.Equal(mac.Sum(nil), h.MAC[:]) {
 		return errors.New("admit: hello: bad MAC")
 	}
+
 	h.key, h.size, h.At = key, m.Size, m.At
 	return nil
 }

@@ -105,6 +105,14 @@ func (t transport) AddEdge(key [32]byte, addrs []netip.Addr, ep netip.AddrPort) 
 	return t.p.device().AddPeer(tunnel.Peer{PublicKey: key, Endpoint: ep, AllowedIPs: hostPrefixes(addrs)})
 }
 
+func (t transport) LastHandshake(key [32]byte) time.Time {
+	at, err := t.p.device().LastHandshake(key)
+	if err != nil {
+		return time.Time{}
+	}
+	return at
+}
+
 func (t transport) RemovePeer(key [32]byte) {
 	if err := t.p.device().RemovePeer(key); err != nil && t.p.logf != nil {
 		t.p.logf("remove peer %x…: %v", key[:4], err)

@@ -55,6 +55,9 @@ type EdgeTransport interface {
 	AddEdge(key [32]byte, addrs []netip.Addr, endpoint netip.AddrPort) error
 	// RemovePeer removes the peer with this key, and its sessions.
 	RemovePeer(key [32]byte)
+	// LastHandshake is when the peer with this key last completed a
+	// WireGuard handshake here (zero: never, or unknown).
+	LastHandshake(key [32]byte) time.Time
 }
 
 const (
@@ -83,8 +86,8 @@ type certState struct {
 	selfRaw  []byte
 	keys     *admit.Keys
 	revoked  *cert.RevocationList
-	seen     admit.Seen
-	hellos   bucket // checks of hellos' MACs
+	latest   admit.Latest // the last hello taken from each verified key
+	hellos   bucket       // checks of hellos' MACs
 	offers   bucket
 	edges    map[[32]byte]*certEdge // admitted edges by key
 	client   *admit.Client          // this proxy's admission through its seeds
@@ -178,10 +181,16 @@ func (p *Proxy) handleAdmit(from netip.AddrPort, pkt []byte) {
 		if admit.CheckHello(cs.keys, pkt, m, h) != nil {
 			return // not proved: say nothing
 		}
-		if !cs.seen.Take(h.MAC, h.At.UnixMilli(), wall.UnixMilli()) {
-			return // a replay
+		reason, renewal := p.verifyHello(h, wall)
+		if reason == "" {
+			// Only a verified key is remembered: nobody can fill this
+			// memory, or the MAC key cache, with keys of their own.
+			if !cs.latest.Take(h.Cert.PublicKey, h.At.UnixMilli(), wall.UnixMilli()) {
+				return // a replay, or older than one taken
+			}
+			cs.keys.Remember(h)
+			reason = p.admitByCert(from, h, now, renewal)
 		}
-		reason := p.admitByCert(from, h, now, wall)
 		if reason != "" {
 			p.emit(Event{Kind: EventRefuse, Name: h.Cert.Name, Reason: fmt.Sprintf("%v %q from %v: %s", h.Cert.Role, h.Cert.Name, from, reason)})
 		}
@@ -193,18 +202,33 @@ func (p *Proxy) handleAdmit(from netip.AddrPort, pkt []byte) {
 	}
 }
 
-// admitByCert decides on a node that proved its key, and admits it; it
-// returns why not, or "".
-func (p *Proxy) admitByCert(from netip.AddrPort, h *admit.Hello, now int64, wall time.Time) string {
+// verifyHello checks the certificate of a hello whose MAC holds: it says
+// why it is no good, or "", and whether it renews an edge's admission.
+// (A refusal here keeps no state: the same hello again gets the same
+// answer, no longer than itself.)
+func (p *Proxy) verifyHello(h *admit.Hello, wall time.Time) (reason string, renewal bool) {
 	cs := p.certs
 	c := h.Cert
 	if e := cs.edges[c.PublicKey]; e != nil && e.fp == c.Fingerprint() && wall.Before(c.NotAfter) && !cs.revoked.IsRevoked(e.fp) {
 		// A renewal of a certificate verified at admission (revocation
 		// and expiry are watched since): no signature to check again.
-		return p.admitEdge(from, e.cert, now)
+		return "", true
 	}
 	if _, err := cs.pool.Verify(c, wall, cs.revokedList()); err != nil {
-		return err.Error()
+		return err.Error(), false
+	}
+	if c.Role != cert.RoleProxy && len(h.Extra) > 0 {
+		return fmt.Sprintf("a %v's hello carries no member record: only a proxy's does", c.Role), false
+	}
+	return "", false
+}
+
+// admitByCert admits the node of a hello verifyHello passed, or says why
+// not.
+func (p *Proxy) admitByCert(from netip.AddrPort, h *admit.Hello, now int64, renewal bool) string {
+	c := h.Cert
+	if renewal {
+		return p.admitEdge(from, p.certs.edges[c.PublicKey].cert, now)
 	}
 	switch c.Role {
 	case cert.RoleProxy:
@@ -291,6 +315,11 @@ func (p *Proxy) certTick(now int64) {
 	for _, k := range sortedKeys(cs.edges) {
 		e := cs.edges[k]
 		switch {
+		case now > e.until && p.handshakeLately(e, wall):
+			// Its hellos are lost (a flood of forged ones fills the
+			// queues), but its tunnel is alive: only its key can
+			// handshake. The lease goes on.
+			e.until = now + int64(EdgeRenew)
 		case now > e.until:
 			p.removeEdge(e, "no hello within its lease")
 		case !wall.Before(e.cert.NotAfter):
@@ -302,6 +331,22 @@ func (p *Proxy) certTick(now int64) {
 	p.proxyExpiry(wall)
 	p.seedTick(now, wall)
 }
+
+// handshakeLately reports whether e's WireGuard session was renewed within
+// a lease: WireGuard handshakes again at least every 2 minutes while
+// packets flow (and an edge probes its proxies every 200 ms).
+func (p *Proxy) handshakeLately(e *certEdge, wall time.Time) bool {
+	et, ok := p.net.(EdgeTransport)
+	if !ok {
+		return false
+	}
+	at := et.LastHandshake(e.cert.PublicKey)
+	return !at.IsZero() && wall.Sub(at) < wireguardRekey+edgeLease
+}
+
+// wireguardRekey is how often WireGuard handshakes again on a busy session
+// (REKEY_AFTER_TIME).
+const wireguardRekey = 2 * time.Minute
 
 // warnExpiry warns once of a certificate that expires within a day.
 func (p *Proxy) warnExpiry(c *cert.Certificate, wall time.Time) {

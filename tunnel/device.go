@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -147,4 +148,41 @@ func (d *Device) ResetPeer(p Peer) error {
 // it is no peer).
 func (d *Device) RemovePeer(key [32]byte) error {
 	return d.IpcSet(fmt.Sprintf("public_key=%s\nremove=true\n", hex.EncodeToString(key[:])))
+}
+
+// LastHandshake is when the peer with this key last completed a handshake
+// with this device (zero if never, or if it is no peer). It reads the
+// whole configuration: call it now and then, not per packet.
+func (d *Device) LastHandshake(key [32]byte) (time.Time, error) {
+	s, err := d.IpcGet()
+	if err != nil {
+		return time.Time{}, err
+	}
+	want := "public_key=" + hex.EncodeToString(key[:])
+	in := false
+	var sec, nsec int64
+	for line := range strings.SplitSeq(s, "\n") {
+		switch k, v, _ := strings.Cut(line, "="); {
+		case k == "public_key":
+			if in {
+				return handshakeTime(sec, nsec), nil
+			}
+			in = line == want
+		case in && k == "last_handshake_time_sec":
+			sec, _ = strconv.ParseInt(v, 10, 64)
+		case in && k == "last_handshake_time_nsec":
+			nsec, _ = strconv.ParseInt(v, 10, 64)
+		}
+	}
+	if in {
+		return handshakeTime(sec, nsec), nil
+	}
+	return time.Time{}, nil
+}
+
+func handshakeTime(sec, nsec int64) time.Time {
+	if sec == 0 && nsec == 0 {
+		return time.Time{}
+	}
+	return time.Unix(sec, nsec)
 }
