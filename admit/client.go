@@ -151,6 +151,8 @@ func (c *Client) Tick(now int64, wall time.Time) []Datagram {
 func (c *Client) hello(s *server, wall time.Time) ([]byte, error) {
 	// A proxy takes this node's hellos only dated each after the last it
 	// took (Latest), whatever the wall clock does.
+	// (Dates are whole milliseconds on the wire.)
+	wall = wall.Truncate(time.Millisecond)
 	if !wall.After(s.lastAt) {
 		wall = s.lastAt.Add(time.Millisecond)
 	}

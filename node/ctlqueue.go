@@ -77,7 +77,9 @@ func (q *ctlQueue) message(src, dst netip.AddrPort, payload []byte) {
 // be one of the overlay's (a proxy that admits nobody at run time, with
 // neither a mesh key nor a CA, takes none).
 func (q *ctlQueue) underlayDatagram(admits bool, from netip.AddrPort, pkt []byte) {
-	if !admits || len(pkt) > max(overlay.MaxUnderlayLen, admit.MaxLen) {
+	if !admits || len(pkt) > max(overlay.MaxUnderlayLen, admit.MaxLen) || len(q.underlay) == cap(q.underlay) {
+		// (Full: dropped before the copy, so that a flood costs
+		// WireGuard's receive path as little as can be.)
 		q.dropped.Add(1)
 		return
 	}
