@@ -229,9 +229,9 @@ type health struct {
 	// copied ten times a second was most of a large overlay's idle cost);
 	// nil: stale. Every change of a member's state or incarnation, and
 	// every new member, drops it.
-	others []liveMember
-	lastTick    int64
-	stats       healthStats
+	others   []liveMember
+	lastTick int64
+	stats    healthStats
 }
 
 type healthStats struct {
