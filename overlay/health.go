@@ -225,8 +225,13 @@ type health struct {
 	probeRelays map[uint32]probeRelay
 	announced   bool
 	watched     map[string]bool // cache of watchedLocked; nil: stale
-	lastTick    int64
-	stats       healthStats
+	// others caches liveOthers, which every Tick reads (10,000 members
+	// copied ten times a second was most of a large overlay's idle cost);
+	// nil: stale. Every change of a member's state or incarnation, and
+	// every new member, drops it.
+	others   []liveMember
+	lastTick int64
+	stats    healthStats
 }
 
 type healthStats struct {
@@ -290,6 +295,9 @@ func pairWeight(a, b string) uint64 {
 // setState moves m to st, and drops the cached watched set when that
 // changes who may be watched (the dead and the joining are not).
 func (h *health) setState(m *mstate, st MemberState) {
+	if m.state != st {
+		h.others = nil
+	}
 	if watchable(m.state) != watchable(st) {
 		h.watched = nil
 	}
@@ -676,6 +684,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			wasDead := m.state == StateDead
 			h.setState(m, StateDead)
 			m.inc, m.outstanding, m.lastProbe = msg.Incarnation, 0, now
+			h.others = nil
 			if !wasDead {
 				m.deadAt = now
 			}
@@ -707,11 +716,13 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc uint32, src netip.Addr) []outMsg {
 	if m.state == StateJoining {
 		m.inc = inc // news from a third proxy: still wait for its own word
+		h.others = nil
 		return out
 	}
 	old, oldInc := m.state, m.inc
 	h.setState(m, StateAlive)
 	m.inc, m.outstanding = inc, 0
+	h.others = nil
 	m.rttFrom = 0 // a new process: a new WireGuard session to set up
 	switch {
 	case old == StateDead:
@@ -748,6 +759,7 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, m *mstate, inc ui
 	default:
 		if inc > m.inc {
 			m.inc = inc
+			h.others = nil
 		}
 		h.setState(m, StateAlive)
 		m.outstanding = 0
@@ -796,17 +808,21 @@ type liveMember struct {
 }
 
 // liveOthers lists the members other than this proxy that are not known
-// dead, by name.
+// dead, by name. The list is shared: callers must not change it.
 func (h *health) liveOthers() []liveMember {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []liveMember
+	if h.others != nil {
+		return h.others
+	}
+	out := []liveMember{}
 	for _, name := range h.order {
 		if m := h.members[name]; m.state != StateDead && m.state != StateJoining {
 			out = append(out, liveMember{m.Member, m.inc})
 		}
 	}
-	return out
+	h.others = slices.Clip(out)
+	return h.others
 }
 
 // add makes m, learned at run time, a member at incarnation inc in state
@@ -832,7 +848,7 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	h.byAddr[m.Addr] = ms
 	h.order = append(h.order, m.Name)
 	slices.Sort(h.order)
-	h.watched = nil
+	h.watched, h.others = nil, nil
 	if state == StateAlive {
 		ch.added = append(ch.added, m)
 	}

@@ -191,10 +191,12 @@ type expiry struct {
 func (j *jap) expired(now int64) []expiry {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	// Find, then sort what was found: this runs every Tick, and sorting
+	// every target of a busy JAP each time was most of its cost.
 	var out []expiry
-	for _, g := range sortedGroups(j.targets) {
-		for _, addr := range sortedAddrs(j.targets[g]) {
-			switch t := j.targets[g][addr]; {
+	for g, ts := range j.targets {
+		for addr, t := range ts {
+			switch {
 			case t.leaveAt != 0 && now >= t.leaveAt:
 				out = append(out, expiry{g, addr, EventLeave})
 			case now-t.lastSeen > int64(t.timeout):
@@ -204,6 +206,12 @@ func (j *jap) expired(now int64) []expiry {
 			}
 		}
 	}
+	slices.SortFunc(out, func(a, b expiry) int {
+		if c := cmpGroup(a.g, b.g); c != 0 {
+			return c
+		}
+		return a.addr.Compare(b.addr)
+	})
 	return out
 }
 
@@ -378,14 +386,20 @@ func (p *Proxy) drainTick() {
 	var draining []key
 	j := &p.jap
 	j.mu.Lock()
-	for _, g := range sortedGroups(j.targets) {
-		for _, addr := range sortedAddrs(j.targets[g]) {
-			if j.targets[g][addr].drainUntil != 0 {
+	for g, ts := range j.targets {
+		for addr, t := range ts {
+			if t.drainUntil != 0 {
 				draining = append(draining, key{g, addr})
 			}
 		}
 	}
 	j.mu.Unlock()
+	slices.SortFunc(draining, func(a, b key) int {
+		if c := cmpGroup(a.g, b.g); c != 0 {
+			return c
+		}
+		return a.addr.Compare(b.addr)
+	})
 	for _, d := range draining {
 		if p.liveFlows(d.g, d.addr) == 0 {
 			p.leaveWhy(d.addr, d.g, EventDrained, "its flows ended")

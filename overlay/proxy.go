@@ -200,8 +200,20 @@ type Proxy struct {
 	rap    rap
 	iap    iap
 	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
+	rapc   rapCache
 	stats  counters
 }
+
+// rapCache keeps each group's RAPs over one live list: hashing every live
+// proxy for every Register a RAP takes costs 0.4 ms at 10,000 proxies.
+type rapCache struct {
+	mu   sync.Mutex
+	live *[]string // the list the entries were computed over
+	m    map[router.Group][]string
+}
+
+// maxRAPCache bounds rapCache: when full, it starts again.
+const maxRAPCache = 4096
 
 // outgoing is a control message an entry point sends when it returns.
 type outgoing struct {
@@ -340,7 +352,19 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 
 // RAPs names the live members that are the group's rendezvous proxies.
 func (p *Proxy) RAPs(g router.Group) []string {
-	return RAPs(g, *p.live.Load(), p.cfg.Replicas)
+	live := p.live.Load()
+	c := &p.rapc
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.live != live || len(c.m) >= maxRAPCache {
+		c.live, c.m = live, map[router.Group][]string{}
+	}
+	raps, ok := c.m[g]
+	if !ok {
+		raps = RAPs(g, *live, p.cfg.Replicas)
+		c.m[g] = raps
+	}
+	return slices.Clone(raps)
 }
 
 // Live names the proxies this proxy believes alive (suspects included),

@@ -41,12 +41,45 @@ type rap struct {
 	relayed map[uint32]resolveRelay
 	// perJAP counts each JAP's entries (maxGroupsPerJAP).
 	perJAP map[netip.Addr]int
+	// pols counts each group's entries by policy, so that the arbiter
+	// looks for a conflict (a sort of every JAP of the group: milliseconds
+	// at 10,000 JAPs) only when an entry holds another policy.
+	pols map[router.Group]map[router.Policy]int
 }
 
 func (r *rap) init() {
 	r.entries = map[router.Group]map[netip.Addr]*rapEntry{}
 	r.relayed = map[uint32]resolveRelay{}
 	r.perJAP = map[netip.Addr]int{}
+	r.pols = map[router.Group]map[router.Policy]int{}
+}
+
+// countPolicy adds d entries of policy pol to g's count.
+func (r *rap) countPolicy(g router.Group, pol router.Policy, d int) {
+	c := r.pols[g]
+	if c == nil {
+		c = map[router.Policy]int{}
+		r.pols[g] = c
+	}
+	if c[pol] += d; c[pol] <= 0 {
+		delete(c, pol)
+		if len(c) == 0 {
+			delete(r.pols, g)
+		}
+	}
+}
+
+// othersDiffer reports whether an entry of g other than jap's holds
+// another policy than pol.
+func (r *rap) othersDiffer(g router.Group, jap netip.Addr, pol router.Policy) bool {
+	others, same := len(r.entries[g]), r.pols[g][pol]
+	if e := r.entries[g][jap]; e != nil {
+		others--
+		if e.policy == pol {
+			same--
+		}
+	}
+	return same < others
 }
 
 // maxGroupsPerJAP bounds the groups one JAP may have entries for at this
@@ -56,7 +89,8 @@ const maxGroupsPerJAP = 16384
 // drop removes jap's entry for g, and g when it has no JAP left.
 func (r *rap) drop(g router.Group, jap netip.Addr) {
 	japs := r.entries[g]
-	if _, ok := japs[jap]; ok {
+	if e, ok := japs[jap]; ok {
+		r.countPolicy(g, e.policy, -1)
 		delete(japs, jap)
 		if r.perJAP[jap]--; r.perJAP[jap] <= 0 {
 			delete(r.perJAP, jap)
@@ -192,7 +226,7 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 		since = e.since
 	}
 	var out []policyNotice
-	if arbiter {
+	if arbiter && r.othersDiffer(m.Group, jap, m.Policy) {
 		for _, addr := range sortedAddrs(japs) {
 			e := japs[addr]
 			if addr == jap || e.expires <= now || e.targets == 0 || e.policy == m.Policy {
@@ -214,9 +248,12 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 		japs = map[netip.Addr]*rapEntry{}
 		r.entries[m.Group] = japs
 	}
-	if _, known := japs[jap]; !known {
+	if e, known := japs[jap]; !known {
 		r.perJAP[jap]++
+	} else {
+		r.countPolicy(m.Group, e.policy, -1)
 	}
+	r.countPolicy(m.Group, m.Policy, 1)
 	japs[jap] = &rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, stated: m.Stated, since: since, expires: now + int64(m.TTL)}
 	return out
 }

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pias-net/pias/sim"
+)
+
+func init() {
+	register("sim", "sim fig6|failures: the real control plane at scale, on a virtual clock", runSim)
+}
+
+func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	const synopsis = "sim fig6|failures [--proxies LIST] [--members LIST] [--seed N] [--out DIR] [--trace FILE] [--zipf S] [--inaccuracy LIST]"
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
+			fmt.Fprintf(stdout, "Usage: pias %s\n", synopsis)
+			return 0
+		}
+		fmt.Fprintf(stderr, "Usage: pias %s\n", synopsis)
+		return 2
+	}
+	scenario := args[0]
+	fs, parse := flags("sim "+scenario, synopsis, stdout, stderr)
+	proxies := fs.String("proxies", "", "comma-separated proxy counts (fig6 default 100,1000,10000; failures 1000)")
+	members := fs.String("members", "60000,90000,120000", "comma-separated peak group sizes (fig6)")
+	inacc := fs.String("inaccuracy", "0,5,25,50", "comma-separated inaccuracies in percent (fig6)")
+	clusters := fs.String("clusters", "10,100", "comma-separated cluster sizes (failures)")
+	seed := fs.Uint64("seed", 1, "seed of the trace and the network")
+	out := fs.String("out", "sim-out", "directory for CSV, SVG and markdown output")
+	trace := fs.String("trace", "", "CSV trace (seconds,proxy,join|leave) instead of the synthetic one (fig6)")
+	zipf := fs.Float64("zipf", 0, "spread members over proxies by Zipf's law with this exponent (> 1); 0: uniform")
+	if rc := parse(args[1:]); rc >= 0 {
+		return rc
+	}
+	bad := func(err error) int {
+		fmt.Fprintf(stderr, "pias sim: %v\n", err)
+		return 2
+	}
+	switch scenario {
+	case "fig6":
+		ps, err := ints(orDefault(*proxies, "100,1000,10000"))
+		if err != nil {
+			return bad(err)
+		}
+		ns, err := ints(*members)
+		if err != nil {
+			return bad(err)
+		}
+		xs, err := floats(*inacc)
+		if err != nil {
+			return bad(err)
+		}
+		if *zipf != 0 && *zipf <= 1 {
+			return bad(fmt.Errorf("--zipf must be above 1"))
+		}
+		o := sim.Fig6Options{Proxies: ps, Members: ns, Inaccuracies: xs, Seed: *seed, Zipf: *zipf, Out: *out, Progress: stderr}
+		if *trace != "" {
+			if len(ps) != 1 {
+				return bad(fmt.Errorf("--trace takes one --proxies count"))
+			}
+			f, err := os.Open(*trace)
+			if err != nil {
+				return bad(err)
+			}
+			o.Trace, err = sim.ReadTrace(f, ps[0])
+			f.Close()
+			if err != nil {
+				return bad(err)
+			}
+			o.TraceName = *trace
+		}
+		rows, err := sim.RunFig6Grid(o)
+		if err != nil {
+			fmt.Fprintf(stderr, "pias sim: %v\n", err)
+			return 1
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "proxies\tmembers\tinaccuracy\tregisters/s\tchanges/s\trefreshes/s\techo/s\tsim-s/wall-s\tpeak heap MiB\t")
+		for _, r := range rows {
+			d := r.Res.SimTime
+			fmt.Fprintf(tw, "%d\t%d\t%g%%\t%.1f\t%.1f\t%.1f\t%.1f\t%.0f\t%d\t\n", r.Proxies, r.Members, r.Res.Inaccuracy,
+				sim.Rate(r.Res.Total.Registers, d), sim.Rate(r.Res.Total.Changes, d), sim.Rate(r.Res.Total.Refreshes, d), sim.Rate(r.Res.Total.Echo, d),
+				d.Seconds()/r.Res.Wall.Seconds(), r.Res.PeakHeap>>20)
+		}
+		tw.Flush()
+		fmt.Fprintf(stdout, "wrote %s/fig6_{series,averages}.{csv,svg}, fig6_averages_changes.svg, fig6_summary.md\n", *out)
+		return 0
+	case "failures":
+		ps, err := ints(orDefault(*proxies, "1000"))
+		if err != nil {
+			return bad(err)
+		}
+		cs, err := ints(*clusters)
+		if err != nil {
+			return bad(err)
+		}
+		return runFailures(ps, cs, *seed, *out, stdout, stderr)
+	}
+	fmt.Fprintf(stderr, "pias sim: unknown scenario %q (fig6 or failures)\n", scenario)
+	return 2
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+func ints(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 || n > 1<<24 {
+			return nil, fmt.Errorf("bad count %q", f)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+func floats(s string) ([]float64, error) {
+	var out []float64
+	for _, f := range strings.Split(s, ",") {
+		x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || x < 0 || x > 1000 {
+			return nil, fmt.Errorf("bad percentage %q", f)
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
+
+var _ = time.Second
+
+func runFailures(ps, cs []int, seed uint64, out string, stdout, stderr io.Writer) int {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		fmt.Fprintf(stderr, "pias sim: %v\n", err)
+		return 1
+	}
+	var rs []*sim.FailuresResult
+	for _, p := range ps {
+		for _, c := range cs {
+			fmt.Fprintf(stderr, "failures: %d proxies in clusters of %d\n", p, c)
+			r, err := sim.RunFailures(sim.FailuresConfig{Proxies: p, Cluster: c, Seed: seed, Progress: stderr})
+			if err != nil {
+				fmt.Fprintf(stderr, "pias sim: %v\n", err)
+				return 1
+			}
+			rs = append(rs, r)
+		}
+	}
+	f, err := os.Create(out + "/failures.csv")
+	if err != nil {
+		fmt.Fprintf(stderr, "pias sim: %v\n", err)
+		return 1
+	}
+	sim.WriteFailures(f, rs)
+	if err := f.Close(); err != nil {
+		fmt.Fprintf(stderr, "pias sim: %v\n", err)
+		return 1
+	}
+	sim.WriteFailures(stdout, rs)
+	for _, r := range rs {
+		fmt.Fprintf(stdout, "%d proxies, clusters of %d: at rest %.1f msgs/proxy/s %v; %.0f B per (proxy, member); peak heap %d MiB; %.2f sim-s per wall-s\n",
+			r.Proxies, r.Cluster, r.RestPerProxy, r.RestByType, r.BytesPerPair, r.PeakHeap>>20, r.SimTime.Seconds()/r.Wall.Seconds())
+	}
+	return 0
+}

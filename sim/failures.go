@@ -1,0 +1,212 @@
+package sim
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/overlay/overlaytest"
+)
+
+// FailuresConfig is the failures scenario: a full mesh of proxies in
+// clusters, health monitoring as a node runs it, then one proxy killed, a
+// whole cluster killed, and a partition between two halves of the
+// clusters.
+type FailuresConfig struct {
+	Proxies, Cluster int
+	Seed             uint64
+	Link             overlaytest.Link // zero: 10 ms ± 5 ms
+	Rest             time.Duration    // the at-rest window; 0: 10 s
+	Window           time.Duration    // how long each event is watched; 0: 10 s
+	Progress         io.Writer
+}
+
+// FailureEvent is what one event measured.
+type FailureEvent struct {
+	Name string
+	// Detect is, for every live proxy and every victim, how long after the
+	// event it held the victim dead, sorted; Missed counts the pairs that
+	// did not within the window.
+	Detect []time.Duration
+	Missed int
+	// Messages are the control messages sent during the window; False the
+	// deaths declared of proxies that were alive and reachable.
+	Messages, False uint64
+}
+
+// FailuresResult is a failures run.
+type FailuresResult struct {
+	Proxies, Cluster int
+	// RestPerProxy is control messages per proxy per second at rest, by
+	// type and in all.
+	RestPerProxy  float64
+	RestByType    map[string]float64
+	Events        []FailureEvent
+	SimTime, Wall time.Duration
+	PeakHeap      uint64
+	BytesPerPair  float64 // heap per (proxy, member it knows) after start
+}
+
+// RunFailures runs the scenario on cfg.Proxies proxies that all know each
+// other (a static full mesh), with HealthTick every probe interval (100 ms)
+// and Tick every second.
+func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
+	start := time.Now()
+	if cfg.Link == (overlaytest.Link{}) {
+		cfg.Link = overlaytest.Link{Delay: 10 * time.Millisecond, Jitter: 5 * time.Millisecond}
+	}
+	if cfg.Rest <= 0 {
+		cfg.Rest = 10 * time.Second
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 10 * time.Second
+	}
+	var before runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	members := make([]overlay.Member, cfg.Proxies)
+	for i := range members {
+		members[i] = proxyMember(i, cfg.Cluster)
+	}
+	w := newWorld(cfg.Seed, cfg.Link)
+	// dead[i][v]: when proxy i first held v dead (0: never).
+	var deadAt map[[2]int]int64
+	var falseDeaths uint64
+	victims := map[int]bool{}
+	var partitioned func(i, v int) bool
+	for i, m := range members {
+		i := i
+		_, err := w.addProxy(m, overlay.ProxyConfig{Members: members, Replicas: 4, Health: overlay.HealthConfig{Incarnation: 1},
+			Rand: rand.New(rand.NewPCG(cfg.Seed, uint64(i))),
+			OnEvent: func(e overlay.Event) {
+				if e.Kind != overlay.EventDead || deadAt == nil {
+					return
+				}
+				v := w.byName[e.Name]
+				if !victims[v] && (partitioned == nil || !partitioned(i, v)) {
+					falseDeaths++
+					return
+				}
+				if _, ok := deadAt[[2]int{i, v}]; !ok {
+					deadAt[[2]int{i, v}] = w.clk.Now()
+				}
+			}})
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Progress != nil && (i+1)%1000 == 0 {
+			fmt.Fprintf(cfg.Progress, "  failures: %d proxies started, %.0f s wall\n", i+1, time.Since(start).Seconds())
+		}
+	}
+	var after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	res := &FailuresResult{Proxies: cfg.Proxies, Cluster: cfg.Cluster, RestByType: map[string]float64{}}
+	res.BytesPerPair = float64(after.HeapAlloc-min(before.HeapAlloc, after.HeapAlloc)) / float64(cfg.Proxies) / float64(cfg.Proxies)
+	res.PeakHeap = after.HeapAlloc
+	w.tickEvery(100*time.Millisecond, func(s *simProxy) { s.p.HealthTick() })
+	w.tickEvery(time.Second, func(s *simProxy) { s.p.Tick() })
+	heap := func() {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		res.PeakHeap = max(res.PeakHeap, m.HeapAlloc)
+	}
+	// Warm up (first Alives, admits exchange), then measure at rest.
+	w.clk.Advance(5 * time.Second)
+	sent0 := w.sent
+	w.clk.Advance(cfg.Rest)
+	var total uint64
+	for t := range w.sent {
+		if d := w.sent[t] - sent0[t]; d > 0 {
+			r := float64(d) / cfg.Rest.Seconds() / float64(cfg.Proxies)
+			res.RestByType[overlay.Type(t).String()] = r
+			total += d
+		}
+	}
+	res.RestPerProxy = float64(total) / cfg.Rest.Seconds() / float64(cfg.Proxies)
+	heap()
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "  failures: at rest %.1f msgs/proxy/s, %.0f s wall\n", res.RestPerProxy, time.Since(start).Seconds())
+	}
+	cluster := func(c int) []int {
+		var out []int
+		for i := c * cfg.Cluster; i < min((c+1)*cfg.Cluster, cfg.Proxies); i++ {
+			out = append(out, i)
+		}
+		return out
+	}
+	clusters := (cfg.Proxies + cfg.Cluster - 1) / cfg.Cluster
+	watch := func(name string, vs []int, do func()) {
+		deadAt = map[[2]int]int64{}
+		falseDeaths = 0
+		for _, v := range vs {
+			victims[v] = true
+		}
+		t0 := w.clk.Now()
+		before := w.totalSent()
+		do()
+		w.clk.Advance(cfg.Window)
+		ev := FailureEvent{Name: name, Messages: w.totalSent() - before, False: falseDeaths}
+		for i, s := range w.proxies {
+			if !s.host.IsUp() {
+				continue
+			}
+			for _, v := range vs {
+				if v == i || (partitioned != nil && !partitioned(i, v)) {
+					continue
+				}
+				if at, ok := deadAt[[2]int{i, v}]; ok {
+					ev.Detect = append(ev.Detect, time.Duration(at-t0))
+				} else {
+					ev.Missed++
+				}
+			}
+		}
+		slices.Sort(ev.Detect)
+		res.Events = append(res.Events, ev)
+		heap()
+		if cfg.Progress != nil {
+			fmt.Fprintf(cfg.Progress, "  failures: %s: %d messages, %.0f s wall\n", name, ev.Messages, time.Since(start).Seconds())
+		}
+	}
+	one := cfg.Proxies / 2
+	watch(fmt.Sprintf("kill %s", ProxyName(one)), []int{one}, func() { w.net.Down(ProxyName(one)) })
+	cl := cluster(clusters / 4)
+	watch(fmt.Sprintf("kill cluster %s (%d proxies)", members[cl[0]].Cluster, len(cl)), cl, func() {
+		for _, v := range cl {
+			w.net.Down(ProxyName(v))
+		}
+	})
+	// The partition: the first half of the clusters from the second.
+	half := (clusters / 2) * cfg.Cluster
+	var a, b []string
+	var all []int
+	for i := range members {
+		if i < half {
+			a = append(a, ProxyName(i))
+		} else {
+			b = append(b, ProxyName(i))
+		}
+		if w.proxies[i].host.IsUp() {
+			all = append(all, i)
+		}
+	}
+	partitioned = func(i, v int) bool { return (i < half) != (v < half) }
+	watch(fmt.Sprintf("partition %d | %d proxies", len(a), len(b)), all, func() { w.net.Partition(a, b) })
+	res.SimTime = time.Duration(w.clk.Now()) - time.Hour
+	res.Wall = time.Since(start)
+	return res, nil
+}
+
+// Percentile is the p-th percentile (0..100) of sorted ds.
+func Percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	i := int(p / 100 * float64(len(ds)-1))
+	return ds[i]
+}
