@@ -649,3 +649,15 @@ func (h *Harness) StartForged(name string) error {
 	h.mu.Unlock()
 	return nil
 }
+
+// CloseEdge stops a running edge and forgets it (StartNode starts it again).
+func (h *Harness) CloseEdge(name string) {
+	h.mu.Lock()
+	e := h.Edges[name]
+	delete(h.Edges, name)
+	delete(h.served, name)
+	h.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
