@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -49,10 +50,36 @@ const (
 	Ahead = 5 * time.Second
 )
 
-// Keys is a node's WireGuard key pair, for the handshake's MACs.
+// Keys is a node's WireGuard key pair, for the handshake's MACs, with the
+// MAC keys of the peers it met lately (an X25519 each; edges renew their
+// admission every 20 s, and that costs a proxy one HMAC).
 type Keys struct {
 	priv   *ecdh.PrivateKey
 	Public [32]byte
+	mu     sync.Mutex
+	cache  map[[33]byte][]byte // peer key and role byte → MAC key
+}
+
+// maxCachedKeys bounds Keys' cache; when full it is emptied (a flood of
+// made-up keys costs the genuine peers one X25519 each, no more).
+const maxCachedKeys = 4096
+
+// Cached reports whether the MAC key with peer is at hand: a hello from
+// it costs no X25519.
+func (k *Keys) Cached(peer [32]byte) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_, ok := k.cache[cacheKey(peer, false)]
+	return ok
+}
+
+func cacheKey(peer [32]byte, initiator bool) [33]byte {
+	var c [33]byte
+	copy(c[:], peer[:])
+	if initiator {
+		c[32] = 1
+	}
+	return c
 }
 
 // NewKeys takes a WireGuard private key.
@@ -69,6 +96,27 @@ func NewKeys(private [32]byte) (*Keys, error) {
 // macKey is the key of the MACs between the initiator and the responder:
 // a hash of their X25519 secret and both public keys, in that order.
 func (k *Keys) macKey(peer [32]byte, initiator bool) ([]byte, error) {
+	ck := cacheKey(peer, initiator)
+	k.mu.Lock()
+	key, ok := k.cache[ck]
+	k.mu.Unlock()
+	if ok {
+		return key, nil
+	}
+	key, err := k.deriveKey(peer, initiator)
+	if err != nil {
+		return nil, err
+	}
+	k.mu.Lock()
+	if k.cache == nil || len(k.cache) >= maxCachedKeys {
+		k.cache = map[[33]byte][]byte{}
+	}
+	k.cache[ck] = key
+	k.mu.Unlock()
+	return key, nil
+}
+
+func (k *Keys) deriveKey(peer [32]byte, initiator bool) ([]byte, error) {
 	pub, err := ecdh.X25519().NewPublicKey(peer[:])
 	if err != nil {
 		return nil, err
@@ -222,6 +270,16 @@ func AppendHello(k *Keys, now time.Time, nonce uint64, to [32]byte, certBytes, e
 // pool, after the MAC (so that the node, having proved its key, is told
 // why it is refused). The cheap checks come before the X25519.
 func OpenHello(k *Keys, pkt []byte, m Msg) (*Hello, error) {
+	h, err := ParseHello(k, m)
+	if err != nil {
+		return nil, err
+	}
+	return h, CheckHello(k, pkt, m, h)
+}
+
+// ParseHello reads a hello to the proxy with keys k, and its certificate's
+// structure: the cheap checks.
+func ParseHello(k *Keys, m Msg) (*Hello, error) {
 	if m.Kind != KindHello || len(m.Body) < macLen {
 		return nil, errors.New("admit: malformed hello")
 	}
@@ -242,17 +300,23 @@ func OpenHello(k *Keys, pkt []byte, m Msg) (*Hello, error) {
 	}
 	h.Cert = c
 	copy(h.MAC[:], m.Body[len(m.Body)-macLen:])
-	key, err := k.macKey(c.PublicKey, false)
+	return h, nil
+}
+
+// CheckHello checks the MAC of h, read by ParseHello from pkt: it proves
+// that the sender holds the private key of h's certificate.
+func CheckHello(k *Keys, pkt []byte, m Msg, h *Hello) error {
+	key, err := k.macKey(h.Cert.PublicKey, false)
 	if err != nil {
-		return nil, fmt.Errorf("admit: hello: %w", err)
+		return fmt.Errorf("admit: hello: %w", err)
 	}
 	mac := hmac.New(sha256.New, key)
 	mac.Write(pkt[:len(pkt)-macLen])
 	if !hmac.Equal(mac.Sum(nil), h.MAC[:]) {
-		return nil, errors.New("admit: hello: bad MAC")
+		return errors.New("admit: hello: bad MAC")
 	}
 	h.key, h.size, h.At = key, m.Size, m.At
-	return h, nil
+	return nil
 }
 
 // Welcome is the answer to a hello.

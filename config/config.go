@@ -105,6 +105,9 @@ type Node struct {
 	// not "." or "..". (macOS wants "utun" or "utunN" for a kernel TUN;
 	// package tunnel checks that when it runs there.)
 	InterfaceName string
+	// HTTP is the node's metrics, API and map listener (http_listen,
+	// http_token_file); off by default.
+	HTTP HTTP
 
 	// CA mode: set when the file names ca_file (then cert_file is
 	// required). The node is admitted by its certificate: its file names

@@ -61,13 +61,15 @@ func (r FileReader) parseFile(path string) (*decoder, map[string]any, error) {
 	return d, m, nil
 }
 
-// err returns the first error by line, or nil.
+// err returns the first error by line, carrying the others (Errors), or nil.
 func (d *decoder) err() error {
 	if len(d.errs) == 0 {
 		return nil
 	}
 	sort.SliceStable(d.errs, func(i, j int) bool { return d.errs[i].Line < d.errs[j].Line })
-	return d.errs[0]
+	first := *d.errs[0]
+	first.more = d.errs[1:]
+	return &first
 }
 
 func (d *decoder) errf(path, format string, args ...any) {

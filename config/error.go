@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -16,6 +17,20 @@ type Error struct {
 	Line int
 	Key  string
 	Msg  string
+
+	more []*Error // the file's other problems, by line (see Errors)
+}
+
+// Errors lists every problem a loader found in the file err is about, by
+// line: a loader returns the first as its error (one line for a node that
+// will not start), and pias check prints them all. It is nil when err is
+// not an *Error.
+func Errors(err error) []*Error {
+	var e *Error
+	if !errors.As(err, &e) {
+		return nil
+	}
+	return append([]*Error{e}, e.more...)
 }
 
 func (e *Error) Error() string {

@@ -281,6 +281,8 @@ func (d *decoder) node(t *table, role string, n *Node, x *cross) {
 		x.add(&x.endpoints, n.Listen.String(), "listen", d)
 	}
 
+	d.httpKeys(t, &n.HTTP)
+
 	for _, pt := range t.tables("proxy") {
 		if x.caLine > 0 {
 			n.Proxies = append(n.Proxies, d.caProxyPeer(pt, x))

@@ -129,6 +129,7 @@ type Target struct {
 		joined map[router.Group]bool
 		errs   map[router.Group]string // refusals, for WaitJoined
 		groups []GroupStatus           // as t.groups
+		gone   []bool                  // as t.groups: left at a reload (SetGroups), not shown
 		change chan struct{}           // closed at every change
 	}
 }
@@ -182,6 +183,7 @@ func NewTarget(cfg TargetConfig) *Target {
 	t.status.errs = map[router.Group]string{}
 	for _, m := range cfg.Groups {
 		t.status.groups = append(t.status.groups, GroupStatus{Group: m.Group})
+		t.status.gone = append(t.status.gone, false)
 	}
 	t.status.change = make(chan struct{})
 	return t
@@ -573,7 +575,76 @@ func (t *Target) Groups() []GroupStatus {
 	s := &t.status
 	s.Lock()
 	defer s.Unlock()
-	return slices.Clone(s.groups)
+	var out []GroupStatus
+	for i, g := range s.groups {
+		if !s.gone[i] {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// SetGroups makes ms the target's groups (a reload of its file): a group
+// no longer there is left (its JAP is told), a new one joins, and one whose
+// port, policy or weight changed joins again with them; the others carry
+// on untouched. It returns what to send now, and one line per change.
+func (t *Target) SetGroups(now int64, ms []Membership) ([]Packet, []string) {
+	var out []Packet
+	var changes []string
+	want := map[router.Group]Membership{}
+	for _, m := range ms {
+		want[m.Group] = m
+	}
+	s := &t.status
+	for i := range t.groups {
+		g := &t.groups[i]
+		if g.phase == done || g.phase == leaving {
+			continue
+		}
+		n, ok := want[g.Group]
+		if !ok {
+			changes = append(changes, fmt.Sprintf("left %s", g.Group))
+			s.Lock()
+			s.gone[g.i] = true
+			delete(s.joined, g.Group)
+			delete(s.errs, g.Group)
+			s.Unlock()
+			if g.joined {
+				g.tries = 0
+				out = t.leave(g, now, out)
+			} else {
+				g.phase = done
+			}
+			continue
+		}
+		delete(want, g.Group)
+		if n != g.Membership {
+			changes = append(changes, fmt.Sprintf("joins %s again: its port, policy or weight changed", g.Group))
+			g.Membership = n
+			if g.drain == notDraining {
+				g.joined = false
+				t.setState(g, now, JoinPending, "its file changed")
+				out = t.join(g, now, out)
+			}
+		}
+	}
+	for _, m := range ms {
+		if _, ok := want[m.Group]; !ok {
+			continue
+		}
+		changes = append(changes, fmt.Sprintf("joins %s", m.Group))
+		s.Lock()
+		t.groups = append(t.groups, membership{Membership: m, i: len(s.groups), at: now})
+		s.groups = append(s.groups, GroupStatus{Group: m.Group})
+		s.gone = append(s.gone, false)
+		s.Unlock()
+	}
+	s.Lock()
+	t.cfg.Groups = slices.Clone(ms)
+	close(s.change)
+	s.change = make(chan struct{})
+	s.Unlock()
+	return append(out, t.Tick(now)...), changes
 }
 
 // Joined reports whether every group is joined right now.

@@ -29,6 +29,11 @@ type narrator struct {
 	// checks: health-check events are told (the check scene); other labs'
 	// first passes are not part of their story.
 	checks bool
+	// pace: each step waits this long first, so that a person watching
+	// the map sees it (DemoOptions.Pace); done ends the wait.
+	pace  time.Duration
+	steps int
+	done  <-chan struct{}
 }
 
 func (n *narrator) printf(format string, args ...any) {
@@ -40,7 +45,16 @@ func (n *narrator) printf(format string, args ...any) {
 	fmt.Fprintf(n.w, "%6.2fs  %s\n", time.Since(n.start).Seconds(), fmt.Sprintf(format, args...))
 }
 
-func (n *narrator) step(title string) { n.printf("── %s", title) }
+func (n *narrator) step(title string) {
+	if n.pace > 0 && n.steps > 0 {
+		select {
+		case <-time.After(n.pace):
+		case <-n.done:
+		}
+	}
+	n.steps++
+	n.printf("── %s", title)
+}
 
 func (n *narrator) check(ok bool, format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
@@ -153,8 +167,26 @@ func (n *narrator) event(e overlay.Event) {
 // labs of their own, target selection by proximity and by affinity
 // (demo_selection.go) and health checks (demo_check.go). It returns an
 // error unless every step really worked.
-func RunDemo(ctx context.Context, w io.Writer) error {
-	n := &narrator{w: w, start: time.Now(), seen: map[string]bool{}, names: map[netip.Addr]string{}}
+func RunDemo(ctx context.Context, w io.Writer) error { return RunDemoWith(ctx, w, DemoOptions{}) }
+
+// DemoOptions let a person watch the demo (pias demo --web); the zero
+// value is the plain demo, as fast and as silent as RunDemo.
+type DemoOptions struct {
+	// Pace is how long each step waits first.
+	Pace time.Duration
+	// Started hears of the main lab once its nodes run; OnEvent hears its
+	// events.
+	Started func(*Harness)
+	OnEvent func(overlay.Event)
+	// Stay, if set, is called with the main lab when its story is told,
+	// before the lab closes, and the scenes on labs of their own are left
+	// out: a map of the main lab stays up as long as Stay runs.
+	Stay func(*Harness)
+}
+
+// RunDemoWith is RunDemo with options.
+func RunDemoWith(ctx context.Context, w io.Writer, opts DemoOptions) error {
+	n := &narrator{w: w, start: time.Now(), seen: map[string]bool{}, names: map[netip.Addr]string{}, pace: opts.Pace, done: ctx.Done()}
 	shape := Options{Proxies: 3, Clusters: 2, Targets: 3, Clients: 2, Groups: 2, CA: true}
 	n.step("Starting 3 proxies in 2 clusters, 3 targets and 2 clients, each its own wireguard-go device and certificate")
 	// The lab is described, and proxy names are known to the event
@@ -174,9 +206,17 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 		n.printf("   no file holds another node's key: proxies and edges admit each other by certificates of the lab's CA")
 		n.step("Edges attach to the first proxy that admits them; targets join their groups by sending JOIN to the group's anycast address")
 	}
-	h, err := Start(shape, HarnessOptions{OnEvent: n.on(nil), Generated: described})
+	onEvent := n.on(nil)
+	if opts.OnEvent != nil {
+		tell := onEvent
+		onEvent = func(e overlay.Event) { tell(e); opts.OnEvent(e) }
+	}
+	h, err := Start(shape, HarnessOptions{OnEvent: onEvent, Generated: described})
 	if err != nil {
 		return err
+	}
+	if opts.Started != nil {
+		opts.Started(h)
 	}
 	closeLab := sync.OnceFunc(func() { n.hush(); h.Close() })
 	defer closeLab()
@@ -253,10 +293,11 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 		n.printf("   %-3s forwarded %d, control %d, queued %d, dropped %d", name, s.Forwarded, s.Control, s.Queued, sumDrops(s))
 	}
 	t4Closed()
-	closeLab()
-
-	n.selection(ctx)
-	n.serviceDies(ctx)
+	if opts.Stay == nil {
+		closeLab()
+		n.selection(ctx)
+		n.serviceDies(ctx)
+	}
 
 	defer func() { n.mu.Lock(); n.quiet = true; n.mu.Unlock() }()
 	if len(n.failed) > 0 {
@@ -264,6 +305,9 @@ func RunDemo(ctx context.Context, w io.Writer) error {
 		return fmt.Errorf("demo failed: %d step(s) did not work", len(n.failed))
 	}
 	n.printf("All steps worked.")
+	if opts.Stay != nil {
+		opts.Stay(h)
+	}
 	return nil
 }
 

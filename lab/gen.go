@@ -54,6 +54,14 @@ type Options struct {
 	Underlay netip.Prefix
 	BasePort uint16 // default 51820
 
+	// Hosts, instead of Underlay, gives every node the public address of
+	// its host (ParseHosts reads a hosts file): each node listens on
+	// BasePort there, and nodes that share a host take the ports after it,
+	// in lab.json order. It must name every node of the lab and no other.
+	Hosts []Host
+	// HostsFile names where Hosts came from, in errors.
+	HostsFile string
+
 	// Interface is the edges' host interface (config's interface key);
 	// default netstack.
 	Interface string
@@ -102,7 +110,10 @@ const (
 )
 
 func (o *Options) defaults() {
-	if !o.Underlay.IsValid() {
+	if o.HostsFile == "" {
+		o.HostsFile = "hosts"
+	}
+	if !o.Underlay.IsValid() && len(o.Hosts) == 0 {
 		o.Underlay = DefaultUnderlay
 	}
 	if o.BasePort == 0 {
@@ -145,6 +156,9 @@ func (o *Options) validate() error {
 	case o.InterfacePrefix != "" && len(o.InterfacePrefix)+o.longestName() > config.MaxInterfaceNameLen:
 		return fmt.Errorf("lab: interface prefix %q is too long: prefix and node name must fit %d bytes", o.InterfacePrefix, config.MaxInterfaceNameLen)
 	}
+	if len(o.Hosts) > 0 {
+		return o.validateHosts()
+	}
 	u := o.Underlay
 	if u.Addr().Zone() != "" || u.Addr().Is4In6() {
 		return fmt.Errorf("lab: underlay %s: want a plain IPv4 or IPv6 prefix", u)
@@ -172,8 +186,11 @@ func (o *Options) validate() error {
 }
 
 // endpoint is the underlay address of the k-th node (0-based; proxies
-// first, then targets, then clients).
-func (o *Options) endpoint(k int) netip.AddrPort {
+// first, then targets, then clients), called name.
+func (o *Options) endpoint(k int, name string) netip.AddrPort {
+	if len(o.Hosts) > 0 {
+		return o.hostEndpoint(name)
+	}
 	if o.Underlay.IsSingleIP() {
 		return netip.AddrPortFrom(o.Underlay.Addr(), o.BasePort+uint16(k))
 	}
@@ -304,7 +321,7 @@ func newPlan(opts Options, newKey func() (config.Key, error)) (*Plan, error) {
 			KeyFile:   name + ".key",
 			PublicKey: k.PublicKey(),
 			Address:   overlayAddrs(block, n),
-			Endpoint:  opts.endpoint(len(nodes)),
+			Endpoint:  opts.endpoint(len(nodes), name),
 		}}
 		nodes = append(nodes, g)
 		return g, nil

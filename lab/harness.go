@@ -371,7 +371,9 @@ func (h *Harness) KillProxy(name string) error {
 		return fmt.Errorf("lab: no running proxy %s", name)
 	}
 	p.Close()
+	h.mu.Lock()
 	delete(h.Proxies, name)
+	h.mu.Unlock()
 	if h.killed == nil {
 		h.killed = map[string]bool{}
 	}
@@ -403,8 +405,18 @@ func (h *Harness) RestartProxy(name string) error {
 		return err
 	}
 	delete(h.killed, name)
+	h.mu.Lock()
 	h.Proxies[name] = p
+	h.mu.Unlock()
 	return nil
+}
+
+// Running is a copy of Proxies, safe to take while another goroutine
+// kills or restarts proxies (a web page of the demo's lab does).
+func (h *Harness) Running() map[string]*node.Proxy {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return maps.Clone(h.Proxies)
 }
 
 // nodeOptions are the options a node of the harness starts with: its own

@@ -20,6 +20,8 @@ type Lab struct {
 	// are relative to it. Not stored in lab.json.
 	Dir string `json:"-"`
 
+	// Underlay is Options.Underlay; none ("") for a lab made from a hosts
+	// file, whose nodes' endpoints say where each one is.
 	Underlay      netip.Prefix   `json:"underlay"`
 	AnycastPrefix []netip.Prefix `json:"anycast_prefix"`
 	OverlayPrefix []netip.Prefix `json:"overlay_prefix"`

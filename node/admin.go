@@ -27,12 +27,45 @@ import (
 // AdminDirRoot is where nodes run by root put their admin sockets.
 const AdminDirRoot = "/var/run/pias"
 
-// AdminDir is the directory for this user's admin sockets.
+// AdminDir is the directory for this user's admin sockets: AdminDirRoot
+// for root, and for a user who owns it (a node that systemd runs as its own
+// user, whose unit makes the directory with RuntimeDirectory=pias), so
+// that root's pias status finds the node; else a temporary directory.
 func AdminDir() string {
-	if os.Geteuid() == 0 {
+	if os.Geteuid() == 0 || ownsAdminDir(AdminDirRoot) {
 		return AdminDirRoot
 	}
 	return filepath.Join(os.TempDir(), "pias-"+strconv.Itoa(os.Geteuid()))
+}
+
+// ownsAdminDir says whether dir is fit for this user's admin sockets and
+// is known to be this user's (CheckAdminDir alone lets through a directory
+// whose owner the system cannot tell).
+func ownsAdminDir(dir string) bool {
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return false
+	}
+	uid, ok := fileOwner(fi)
+	return ok && uid == os.Geteuid() && CheckAdminDir(dir) == nil
+}
+
+// checkReadDir says why root, or this user, should not trust the sockets
+// in dir. Root trusts AdminDirRoot whoever owns it: only root can make it
+// (its parent, /run, is root's), so its owner is root or the user root
+// gave it to, the service user of the nodes in it.
+func checkReadDir(dir string) error {
+	if os.Geteuid() != 0 || filepath.Clean(dir) != AdminDirRoot {
+		return CheckAdminDir(dir)
+	}
+	fi, err := os.Lstat(dir)
+	switch {
+	case err != nil:
+		return fmt.Errorf("admin socket: %w", err)
+	case !fi.IsDir():
+		return fmt.Errorf("admin socket directory %s is not a directory (or is a symlink)", dir)
+	}
+	return nil
 }
 
 // AdminSocket is the admin socket path of the node whose interface is name.
@@ -190,7 +223,7 @@ func adminDo(ctx context.Context, path, method, what string, form url.Values) (*
 		return nil, fmt.Errorf("no node at %s (is it running, and as this user?)", path)
 	}
 	// A socket in a directory another user controls may be theirs.
-	if err := CheckAdminDir(filepath.Dir(path)); err != nil {
+	if err := checkReadDir(filepath.Dir(path)); err != nil {
 		return nil, err
 	}
 	client := &http.Client{Transport: &http.Transport{
@@ -223,4 +256,27 @@ func adminDo(ctx context.Context, path, method, what string, form url.Values) (*
 		return nil, fmt.Errorf("ask %s: %s", path, resp.Status)
 	}
 	return resp, nil
+}
+
+// AdminSockets lists the nodes that answer, or once did, in this user's
+// AdminDir: the interface names of its sockets, sorted. A directory that
+// does not exist holds none.
+func AdminSockets() (dir string, names []string, err error) {
+	dir = AdminDir()
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return dir, nil, nil
+	}
+	if err == nil {
+		err = checkReadDir(dir)
+	}
+	if err != nil {
+		return dir, nil, err
+	}
+	for _, e := range ents {
+		if name, ok := strings.CutSuffix(e.Name(), ".sock"); ok && e.Type()&os.ModeSocket != 0 {
+			names = append(names, name)
+		}
+	}
+	return dir, names, nil
 }

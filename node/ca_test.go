@@ -2,6 +2,7 @@ package node
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -24,6 +25,11 @@ type caLab struct {
 	key []byte
 	mu  sync.Mutex
 	ev  []overlay.Event
+	// life is how long the certificates signed next are valid (default
+	// an hour).
+	life time.Duration
+	// stay: the edges started next learn no proxies.
+	stay bool
 }
 
 func newCALab(t *testing.T) *caLab {
@@ -64,7 +70,7 @@ func (l *caLab) sign(name string, role cert.Role, addrs []netip.Addr, cluster st
 		l.t.Fatal(err)
 	}
 	c := &cert.Certificate{Name: name, Role: role, PublicKey: k.PublicKey(), Addresses: addrs, Cluster: cluster, Groups: groups,
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(cmp.Or(l.life, time.Hour))}
 	if role == cert.RoleTarget {
 		c.MaxWeight = 1
 	}
@@ -114,7 +120,7 @@ func (l *caLab) start(name string, k config.Key, c *cert.Certificate, groups []c
 		r = config.RoleTarget
 	}
 	cfg := &config.Edge{Node: l.node(name, k, c, proxies...), Role: r, Interface: config.InterfaceNetstack,
-		Keepalive: config.DefaultKeepalive, Groups: groups, LearnProxies: true}
+		Keepalive: config.DefaultKeepalive, Groups: groups, LearnProxies: !l.stay}
 	e, err := StartEdge(cfg, Options{OnEvent: l.onEvent})
 	if err != nil {
 		l.t.Fatal(err)
@@ -253,5 +259,136 @@ func TestCAOverlay(t *testing.T) {
 	}
 	if !bytes.Contains([]byte(strings.Join(l.events(overlay.EventEdgeRemoved), "\n")), []byte("revoked")) {
 		t.Errorf("no edge-removed event says revoked: %q", l.events(overlay.EventEdgeRemoved))
+	}
+}
+
+// TestReload: a running target takes a new group and drops an old one from
+// its reloaded file, and a running proxy takes a revocation list from its
+// reloaded file (passing it to the other proxies); a reload that changes
+// what needs a restart changes nothing.
+func TestReload(t *testing.T) {
+	l := newCALab(t)
+	g1 := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
+	g2 := router.Group{Addr: netip.MustParseAddr("100.65.0.8"), Port: 53, Proto: router.ProtoUDP}
+	right, err := cert.ParseGroupRight("100.65.0.0/24:*/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, ep1 := l.proxy("p1", 1)
+	p2, ep2 := l.proxy("p2", 2, ep1)
+	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool { return len(p1.Overlay.Live()) == 2 && len(p2.Overlay.Live()) == 2 })
+	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g1, Port: 5353, Weight: 1}}, ep2)
+	echo(t, t1, 5353)
+	cl := l.edge("cl1", cert.RoleClient, netip.MustParseAddr("100.64.2.1"), nil, nil, ep1)
+	if got, err := ask(t, cl, g1, "one", 15*time.Second); err != nil || got != "t1: one" {
+		t.Fatalf("before the reload: %q, %v", got, err)
+	}
+
+	cfg := *t1.Config
+	cfg.Groups = []config.Service{{Group: g2, Port: 5353, Weight: 1}}
+	changes, err := t1.Reload(context.Background(), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("target reloaded: %q", changes)
+	if got, err := ask(t, cl, g2, "two", 10*time.Second); err != nil || got != "t1: two" {
+		t.Fatalf("the group added at the reload: %q, %v", got, err)
+	}
+	waitFor(t, "g1 left at its JAP", 5*time.Second, func() bool { return len(p2.Router.Targets(g1)) == 0 })
+	if gs := t1.Target.Groups(); len(gs) != 1 || gs[0].Group != g2 {
+		t.Errorf("target's groups after the reload: %+v", gs)
+	}
+
+	bad := cfg
+	bad.Keepalive *= 2
+	bad.Groups = nil
+	if _, err := t1.Reload(context.Background(), &bad); err == nil || !strings.Contains(err.Error(), "keepalive changed") {
+		t.Errorf("a reload changing keepalive: %v, want a refusal naming keepalive", err)
+	}
+	if got, err := ask(t, cl, g2, "three", 5*time.Second); err != nil || got != "t1: three" {
+		t.Fatalf("after a refused reload: %q, %v", got, err)
+	}
+
+	rl, err := cert.NewRevocationList(l.ca, l.key, 5, time.Now(), nil, []cert.Fingerprint{t1.Config.Cert.Fingerprint()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc := *p1.Config
+	pc.Revocation = rl
+	changes, err = p1.Reload(&pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("proxy reloaded: %q", changes)
+	waitFor(t, "t1 cut off at p2", 5*time.Second, func() bool { return p2.Overlay.RevocationSerial() == 5 && len(p2.Router.Targets(g2)) == 0 })
+}
+
+// TestCertExpiry: a target whose certificate expires is warned of (it
+// expires within a day) and cut off at its expiry, at every proxy, without
+// anyone's word.
+func TestCertExpiry(t *testing.T) {
+	l := newCALab(t)
+	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
+	right, err := cert.ParseGroupRight("100.65.0.7:53/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, ep1 := l.proxy("p1", 1)
+	l.life = 4 * time.Second // whole seconds: 3 to 4 s from now
+	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep1)
+	waitFor(t, "t1 joined", 10*time.Second, func() bool { return len(p1.Router.Targets(g)) == 1 })
+	if !slices.ContainsFunc(l.events(overlay.EventCertExpiring), func(s string) bool { return strings.Contains(s, `"t1" expires at`) }) {
+		t.Errorf("no warning of t1's expiry: %q", l.events(overlay.EventCertExpiring))
+	}
+	notAfter := t1.Config.Cert.NotAfter
+	waitFor(t, "t1 cut off at its expiry", 10*time.Second, func() bool {
+		return slices.ContainsFunc(l.events(overlay.EventEdgeRemoved), func(s string) bool { return strings.Contains(s, "t1 its certificate expired") })
+	})
+	if late := time.Since(notAfter); late < 0 || late > 2*time.Second {
+		t.Errorf("cut off %v after its expiry, want within 2 s", late)
+	}
+	if len(p1.Router.Targets(g)) != 0 {
+		t.Error("the expired target is still a target of its group")
+	}
+}
+
+// TestCAAddressHeldElsewhere: a target live at one proxy keeps its address
+// when another certificate for it, with another key, says hello to another
+// proxy (which heard of the first from its proxy's claim); and the
+// newcomer's joins there cannot evict the live target's.
+func TestCAAddressHeldElsewhere(t *testing.T) {
+	l := newCALab(t)
+	l.stay = true
+	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
+	right, err := cert.ParseGroupRight("100.65.0.7:53/udp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p1, ep1 := l.proxy("p1", 1)
+	p2, ep2 := l.proxy("p2", 2, ep1)
+	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool { return len(p1.Overlay.Live()) == 2 && len(p2.Overlay.Live()) == 2 })
+	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep2)
+	echo(t, t1, 5353)
+	waitFor(t, "t1 joined at p2", 10*time.Second, func() bool { return len(p2.Router.Targets(g)) == 1 })
+
+	l.edge("t1b", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep1)
+	waitFor(t, "t1b refused at p1", 10*time.Second, func() bool {
+		return slices.ContainsFunc(l.events(overlay.EventNotAdmitted), func(s string) bool {
+			return strings.Contains(s, "t1b") && strings.Contains(s, `held by edge "t1", which is live at proxy "p2"`)
+		})
+	})
+	cl := l.edge("cl1", cert.RoleClient, netip.MustParseAddr("100.64.2.1"), nil, nil, ep1)
+	for i := range 3 {
+		msg := fmt.Sprintf("t1? %d", i)
+		if got, err := ask(t, cl, g, msg, 10*time.Second); err != nil || got != "t1: "+msg {
+			t.Fatalf("answer %q (%v), want %q", got, err, "t1: "+msg)
+		}
+	}
+	if n := len(p2.Router.Targets(g)); n != 1 {
+		t.Errorf("p2 has %d targets of %v, want t1", n, g)
 	}
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/pias-net/pias/check"
@@ -29,9 +30,9 @@ type groupCheck struct {
 	state   *check.State
 }
 
-// checked is the outcome of one probe of check i.
+// checked is the outcome of one probe of check c.
 type checked struct {
-	i int
+	c *groupCheck
 	r check.Result
 }
 
@@ -70,13 +71,13 @@ func newChecks(cfg *config.Edge, host *tunnel.Host, onNetstack bool) []*groupChe
 // dueChecks starts the probes due at now, and returns when the next is due.
 func (e *Edge) dueChecks(now int64) int64 {
 	next := int64(1<<63 - 1)
-	for i, c := range e.checks {
+	for _, c := range e.checks {
 		if c.busy {
 			continue
 		}
 		if c.next <= now {
 			c.busy, c.next = true, now+int64(c.interval())
-			e.startCheck(i, c)
+			e.startCheck(c)
 			continue
 		}
 		next = min(next, c.next)
@@ -113,13 +114,13 @@ func (e *Edge) holdChecked(now int64) {
 
 // startCheck probes c's service in the background; the result comes back
 // to run.
-func (e *Edge) startCheck(i int, c *groupCheck) {
+func (e *Edge) startCheck(c *groupCheck) {
 	e.done.Add(1)
 	go func() {
 		defer e.done.Done()
 		r := check.Run(e.ctx, c.probe, c.dial, c.spec.Timeout)
 		select {
-		case e.checkedc <- checked{i: i, r: r}:
+		case e.checkedc <- checked{c: c, r: r}:
 		case <-e.ended:
 		}
 	}()
@@ -131,8 +132,11 @@ func (e *Edge) startCheck(i int, c *groupCheck) {
 // check drained joins again.
 func (e *Edge) checkResult(r checked) {
 	now := e.now()
-	c := e.checks[r.i]
+	c := r.c
 	c.busy = false
+	if !slices.Contains(e.checks, c) {
+		return // its group went at a reload
+	}
 	e.checkMu.Lock()
 	t, changed := c.state.Feed(r.r.OK, r.r.Detail, now)
 	e.checkMu.Unlock()
@@ -151,7 +155,7 @@ func (e *Edge) checkResult(r checked) {
 		if e.operatorDrained(c.group) {
 			return
 		}
-		out, err := e.Target.Drain(now, c.group, e.Config.DrainTimeout)
+		out, err := e.Target.Drain(now, c.group, e.cur.DrainTimeout)
 		e.send(out)
 		c.drained = err == nil
 	case t.To == check.Healthy && c.drained:

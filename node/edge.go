@@ -63,7 +63,10 @@ type Edge struct {
 	// mode), and the handshake's datagrams from the WireGuard socket.
 	admit    *admit.Client
 	underlay chan datagram
-	side     *tunnel.SideBind
+	// cur is the edge's file as reloaded last (Reload), owned by run:
+	// its groups, checks and drain timeout.
+	cur  *config.Edge
+	side *tunnel.SideBind
 	// attachMu guards Attach where run sets it late (CA mode: at the
 	// first admission), for readers on other goroutines (attacher).
 	attachMu sync.Mutex
@@ -123,6 +126,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 	e := &Edge{Name: cfg.Name, Config: cfg, Host: host, opts: opts, epoch: time.Now(),
 		conns: map[bool]net.PacketConn{}, in: make(chan datagram, 64), probed: make(chan probed), ctl: make(chan edgeCtl), ended: make(chan struct{})}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	e.cur = cfg
 	bind := opts.Bind
 	if cfg.CAMode() {
 		var err error

@@ -37,6 +37,18 @@ type ProxyStatus struct {
 	RAP      map[string][]router.JAP `json:"rap"`
 	Flows    []router.Flow           `json:"flows"`
 	Counters map[string]uint64       `json:"counters"`
+	// CA: CA mode (nil in static mode).
+	CA *CAStatus `json:"ca,omitempty"`
+}
+
+// CAStatus is a proxy's admission by certificate.
+type CAStatus struct {
+	CA       string    `json:"ca"`        // the CA's name
+	NotAfter time.Time `json:"not_after"` // this proxy's certificate's expiry
+	// RevocationSerial: of the revocation list held; 0 if none.
+	RevocationSerial uint64 `json:"revocation_serial"`
+	// Edges are the edges admitted here by certificate, by name.
+	Edges []string `json:"edges"`
 }
 
 // GroupStatus is a group as its JAP sees it.
@@ -101,7 +113,9 @@ type JoinStatus struct {
 
 // Status reports what the proxy knows now.
 func (p *Proxy) Status() Status {
+	p.mu.Lock()
 	cfg := p.Config
+	p.mu.Unlock()
 	ps := &ProxyStatus{
 		Cluster:  cfg.Cluster,
 		Targets:  map[string][]netip.AddrPort{},
@@ -114,18 +128,14 @@ func (p *Proxy) Status() Status {
 		ps.Members = append(ps.Members, MemberStatus{Name: m.Name, Addr: m.Addr, Cluster: m.Cluster,
 			State: m.State.String(), RTTms: ms(m.RTT), Watched: m.Watched, Unreachable: m.Unreachable})
 	}
-	seen := map[router.Group]bool{}
-	for _, e := range cfg.Edges {
-		for _, g := range e.Groups {
-			if seen[g] {
-				continue
-			}
-			seen[g] = true
-			if ts := p.Router.Targets(g); len(ts) > 0 {
-				ps.Targets[g.String()] = ts
-				ps.Groups[g.String()] = GroupStatus{Policy: p.Router.Policy(g).String(), Targets: p.Router.Loads(g)}
-			}
+	for _, g := range p.Overlay.JAPGroups() {
+		if ts := p.Router.Targets(g); len(ts) > 0 {
+			ps.Targets[g.String()] = ts
+			ps.Groups[g.String()] = GroupStatus{Policy: p.Router.Policy(g).String(), Targets: p.Router.Loads(g)}
 		}
+	}
+	if cfg.CAMode() {
+		ps.CA = &CAStatus{CA: cfg.CA.Name, NotAfter: p.Overlay.CertNotAfter(), RevocationSerial: p.Overlay.RevocationSerial(), Edges: p.Overlay.CertEdges()}
 	}
 	for g, japs := range p.Overlay.RAPTable() {
 		ps.RAP[g.String()] = japs

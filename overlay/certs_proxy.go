@@ -2,7 +2,9 @@ package overlay
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/pias-net/pias/admit"
@@ -68,6 +70,23 @@ func (p *Proxy) admitProxyByCert(from netip.AddrPort, h *admit.Hello, c *cert.Ce
 func (p *Proxy) holdCert(name string, c *cert.Certificate, raw []byte) {
 	p.certs.proxyFps[name] = c.Fingerprint()
 	p.certs.proxyRaw[name] = raw
+	p.certs.proxyCerts[name] = c
+}
+
+// proxyExpiry cuts off members whose certificates expired, and warns of
+// those that expire within a day.
+func (p *Proxy) proxyExpiry(wall time.Time) {
+	cs := p.certs
+	for _, name := range slices.Sorted(maps.Keys(cs.proxyCerts)) {
+		c := cs.proxyCerts[name]
+		switch {
+		case name == p.cfg.Self.Name || p.banned[name]:
+		case !wall.Before(c.NotAfter):
+			p.banProxy(name, fmt.Sprintf("its certificate expired at %v", c.NotAfter.UTC().Format(time.RFC3339)))
+		default:
+			p.warnExpiry(c, wall)
+		}
+	}
 }
 
 // memberCert is the certificate to send with name's records (nil outside

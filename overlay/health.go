@@ -231,6 +231,10 @@ type health struct {
 
 type healthStats struct {
 	probes, fails, alives, probeReqs uint64
+	// deaths: members that turned dead here, by this proxy's verdict or
+	// another's; detect sums, over them, the time from their last word
+	// heard here to that moment (ns).
+	deaths, detect uint64
 }
 
 func newHealth(cfg HealthConfig, self Member, members []Member, now func() int64, send func(netip.Addr, uint32, Msg), changed func(change)) *health {
@@ -291,6 +295,12 @@ func (h *health) setState(m *mstate, st MemberState) {
 	}
 	switch {
 	case st == StateDead:
+		if m.state != StateDead {
+			h.stats.deaths++
+			if m.heard {
+				h.stats.detect += uint64(max(0, h.now()-m.lastHeard))
+			}
+		}
 		m.forgetRTT()
 		m.unreachable = false // dead is all there is to say of it
 	case st == StateSuspect && m.state != StateSuspect:

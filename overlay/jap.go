@@ -151,6 +151,9 @@ func (j *jap) movedNotices() []MovedTarget {
 	return out
 }
 
+// JAPGroups lists the groups that targets joined here, sorted.
+func (p *Proxy) JAPGroups() []router.Group { return p.jap.groups() }
+
 // groupsOf lists the groups the target at addr joined here.
 func (j *jap) groupsOf(addr netip.Addr) []router.Group {
 	j.mu.Lock()

@@ -216,6 +216,7 @@ type counters struct {
 	registersSent, registersSuppressed                         atomic.Uint64
 	controlSent, controlReceived, membershipChanges, malformed atomic.Uint64
 	refused                                                    [typeEnd]atomic.Uint64 // by type (rules.go)
+	sent, received                                             [typeEnd]atomic.Uint64 // control messages by type
 }
 
 // ProxyStats counts control-plane work, for tests and status.
@@ -238,6 +239,13 @@ type ProxyStats struct {
 	Probes, ProbeReqs, FailsDeclared, AlivesSent uint64
 	// MembershipChanges counts changes of the live proxy set applied here.
 	MembershipChanges uint64
+	// Sent and Received count ControlSent and ControlReceived by type.
+	Sent, Received map[Type]uint64
+	// Deaths counts the proxies that turned dead here, whoever declared
+	// it; DetectTime sums, over them, the time from the last word this
+	// proxy heard from each to its death here.
+	Deaths     uint64
+	DetectTime time.Duration
 }
 
 // NewProxy checks cfg and returns a proxy control plane.
@@ -366,13 +374,24 @@ func (p *Proxy) Stats() ProxyStats {
 		ControlSent: c.controlSent.Load(), ControlReceived: c.controlReceived.Load(), Malformed: c.malformed.Load(), Refused: c.refusedByType(),
 		Probes: hs.probes, ProbeReqs: hs.probeReqs, FailsDeclared: hs.fails, AlivesSent: hs.alives,
 		MembershipChanges: c.membershipChanges.Load(),
+		Sent:              byType(&c.sent), Received: byType(&c.received),
+		Deaths: hs.deaths, DetectTime: time.Duration(hs.detect),
 	}
 }
 
-func (c *counters) refusedByType() map[Type]uint64 {
+func (c *counters) refusedByType() map[Type]uint64 { return byType(&c.refused) }
+
+func countType(a *[typeEnd]atomic.Uint64, t Type) {
+	if t < typeEnd {
+		a[t].Add(1)
+	}
+}
+
+// byType is a map of the non-zero counters of a by type.
+func byType(a *[typeEnd]atomic.Uint64) map[Type]uint64 {
 	out := map[Type]uint64{}
-	for t := range c.refused {
-		if n := c.refused[t].Load(); n > 0 {
+	for t := range a {
+		if n := a[t].Load(); n > 0 {
 			out[Type(t)] = n
 		}
 	}
@@ -499,6 +518,7 @@ func (p *Proxy) flush() {
 			continue
 		}
 		p.stats.controlSent.Add(1)
+		countType(&p.stats.sent, o.m.Type())
 		p.net.Send(o.src, o.dst, payload)
 	}
 	clear(p.outbox)
@@ -519,6 +539,7 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 	p.ctl.Lock()
 	defer p.ctl.Unlock()
 	p.stats.controlReceived.Add(1)
+	countType(&p.stats.received, m.Type())
 	p.handle(src, dst, seq, m)
 	p.flush()
 }

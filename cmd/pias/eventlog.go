@@ -35,6 +35,7 @@ const (
 // per source, and writes the summaries that fall due every second.
 func eventLogger(w io.Writer) func(overlay.Event) {
 	el := newEventLog(w, time.Now)
+	el.l.SetFlags(logFlags(el.l.Flags()))
 	go func() {
 		for range time.Tick(time.Second) {
 			el.flush()

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
+	"os"
 
 	"github.com/pias-net/pias/lab"
 )
@@ -21,7 +23,7 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		if len(args) == 0 {
 			w, rc = stderr, 2
 		}
-		fmt.Fprintln(w, "Usage: pias lab gen --out DIR [--ca|--static] [--proxies N] [--clusters C] [--targets M] [--clients K] [--groups G] [--underlay CIDR]")
+		fmt.Fprintln(w, "Usage: pias lab gen --out DIR [--ca|--static] [--proxies N] [--clusters C] [--targets M] [--clients K] [--groups G] [--underlay CIDR | --hosts FILE]")
 		fmt.Fprintln(w, "  (pias lab gen --help for the flags)")
 		return rc
 	}
@@ -40,6 +42,7 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	basePort := fs.Uint("base-port", uint(lab.DefaultBasePort), "first WireGuard UDP port")
 	iface := fs.String("interface", "netstack", "edges' host interface: netstack, tun or water")
 	ifPrefix := fs.String("ifprefix", "", "name every node's interface and UAPI socket PREFIX+NAME (default pias-NAME)")
+	hostsFile := fs.String("hosts", "", "a file of `NAME ADDRESS` lines, one per node: every node listens on --base-port at its host's public address (instead of --underlay)")
 	seeded := fs.Int("seeded", 0, "make the last N proxies newcomers that know only p1 (their seed) and join with the mesh key, or their certificates with --ca")
 	caLab := fs.Bool("ca", false, fmt.Sprintf("make a CA lab: a CA (ca.pem, ca.key), a certificate per node, node files that name the CA and only the proxies' endpoints (default %v)", labCADefault))
 	static := fs.Bool("static", false, fmt.Sprintf("make a static lab: proxies list every edge's key, and share a mesh key (default %v)", !labCADefault))
@@ -69,13 +72,31 @@ func runLab(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		u = netip.PrefixFrom(a, a.BitLen())
 	}
+	var hosts []lab.Host
+	if *hostsFile != "" {
+		underlaySet := false
+		fs.Visit(func(f *flag.Flag) { underlaySet = underlaySet || f.Name == "underlay" })
+		if underlaySet {
+			fmt.Fprintln(stderr, "pias lab gen: --hosts and --underlay: give one (the hosts file sets every node's address)")
+			return 2
+		}
+		data, err := os.ReadFile(*hostsFile)
+		if err == nil {
+			hosts, err = lab.ParseHosts(*hostsFile, data)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "pias lab gen: %v\n", err)
+			return 2
+		}
+		u = netip.Prefix{}
+	}
 	if *basePort == 0 || *basePort > 65535 {
 		fmt.Fprintf(stderr, "pias lab gen: --base-port %d is not a port\n", *basePort)
 		return 2
 	}
 	l, err := lab.Generate(lab.Options{Out: *out, Proxies: *proxies, Clusters: *clusters, Targets: *targets,
 		Clients: *clients, Groups: *groups, Underlay: u, BasePort: uint16(*basePort),
-		Interface: *iface, InterfacePrefix: *ifPrefix, Seeded: *seeded, CA: withCA})
+		Interface: *iface, InterfacePrefix: *ifPrefix, Seeded: *seeded, CA: withCA, Hosts: hosts, HostsFile: *hostsFile})
 	if err != nil {
 		fmt.Fprintf(stderr, "pias lab gen: %v\n", err)
 		return 2

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/pias-net/pias/node"
 )
 
 // TestMain makes the test binary double as the commands the scripts run:
@@ -40,6 +42,7 @@ func TestMain(m *testing.M) {
 //	$BASEPORT  the first of 8 consecutive free UDP ports
 //	$PORT0…7   those ports ($PORT0 is $BASEPORT)
 //	$FWDPORT   a TCP port free on 127.0.0.1
+//	$ADMINDIR  the directory of the admin sockets of the script's nodes
 //
 // the commands lines, ls, setenvfile, status, waitfile and waitudp (see
 // scriptCmds) and the conditions [exists:PATH] and [race] (see condition).
@@ -71,6 +74,14 @@ func TestScripts(t *testing.T) {
 				env.Setenv("PORT"+strconv.Itoa(i), strconv.Itoa(base+i))
 			}
 			env.Setenv("FWDPORT", strconv.Itoa(fwd))
+			// Where this script's nodes put their admin sockets (see
+			// node.AdminDir): root's directory, or one in the script's
+			// $TMPDIR.
+			adminDir := node.AdminDirRoot
+			if os.Geteuid() != 0 {
+				adminDir = filepath.Join(env.Getenv("TMPDIR"), "pias-"+strconv.Itoa(os.Geteuid()))
+			}
+			env.Setenv("ADMINDIR", adminDir)
 			return nil
 		},
 	})

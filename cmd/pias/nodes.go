@@ -16,7 +16,9 @@ import (
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/router"
+	"github.com/pias-net/pias/sdnotify"
 	"github.com/pias-net/pias/tunnel"
+	"github.com/pias-net/pias/web"
 )
 
 func init() {
@@ -40,7 +42,7 @@ func configError(stderr io.Writer, cmd string, err error) int {
 // wireguard-go's errors on stderr, and the UAPI socket for `wg show` when
 // this user may create it (root, usually); without it a node still runs.
 func nodeOptions(name string, stdout, stderr io.Writer, events bool) node.Options {
-	o := node.Options{Logf: log.New(stderr, name+": ", log.LstdFlags).Printf, UAPI: uapiWritable()}
+	o := node.Options{Logf: log.New(stderr, name+": ", logFlags(log.LstdFlags)).Printf, UAPI: uapiWritable()}
 	if events {
 		o.OnEvent = eventLogger(stdout)
 	}
@@ -75,18 +77,77 @@ func serveStatus(name string, status func() any, d node.Drainer, stderr io.Write
 	return func() { c.Close() }
 }
 
-// untilSignal blocks until SIGINT or SIGTERM.
-func untilSignal() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	<-ctx.Done()
+// logFlags is flags, less the date and time when systemd started the node:
+// journald stamps every line itself.
+func logFlags(flags int) int {
+	if sdnotify.UnderSystemd() {
+		return flags &^ (log.Ldate | log.Ltime | log.Lmicroseconds)
+	}
+	return flags
+}
+
+// notify tells systemd how the node is doing, when it started the node as
+// a Type=notify unit: sdnotify.Ready once the node is up and answers pias
+// status, sdnotify.Stopping when it begins to stop.
+func notify(stderr io.Writer, state string) {
+	if _, err := sdnotify.Notify(state); err != nil {
+		fmt.Fprintf(stderr, "pias: note: cannot tell systemd %s: %v\n", state, err)
+	}
+}
+
+// untilSignal blocks until SIGINT or SIGTERM. On SIGHUP it calls reload
+// (if not nil), which re-reads the node's file and applies it.
+func untilSignal(reload func()) {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for s := range sigs {
+		if s != syscall.SIGHUP {
+			return
+		}
+		if reload != nil {
+			reload()
+		}
+	}
+}
+
+// reloader is a node's SIGHUP: it loads the file at path with load and,
+// if it loads, applies it with apply; either way it says what happened on
+// stderr, one line each. A file that fails to load changes nothing.
+func reloader[C any](role, path string, stderr io.Writer, load func(string) (C, error), apply func(C) ([]string, error)) func() {
+	return func() {
+		cfg, err := load(path)
+		if err != nil {
+			for _, e := range config.Errors(err) {
+				fmt.Fprintln(stderr, e)
+			}
+			if len(config.Errors(err)) == 0 {
+				fmt.Fprintf(stderr, "pias %s: reload: %v\n", role, err)
+			}
+			fmt.Fprintf(stderr, "pias %s: reload of %s failed: nothing changed\n", role, path)
+			return
+		}
+		changes, err := apply(cfg)
+		if err != nil {
+			fmt.Fprintf(stderr, "pias %s: reload of %s: %v\n", role, path, err)
+			return
+		}
+		if len(changes) == 0 {
+			fmt.Fprintf(stderr, "pias %s: reloaded %s: no change\n", role, path)
+		}
+		for _, c := range changes {
+			fmt.Fprintf(stderr, "pias %s: reloaded %s: %s\n", role, path, c)
+		}
+	}
 }
 
 // nodeFlags is flags for a node command, whose -c FILE is required: parse
 // returns the file, or an exit status ≥ 0 to return at once.
-func nodeFlags(role, synopsis string, stdout, stderr io.Writer) (*flag.FlagSet, func([]string) (string, int)) {
+// The flag --http ADDR, in the set too, goes to *httpAddr.
+func nodeFlags(role, synopsis string, stdout, stderr io.Writer, httpAddr *string) (*flag.FlagSet, func([]string) (string, int)) {
 	fs, parse := flags(role, synopsis, stdout, stderr)
 	path := fs.String("c", "", "the "+role+"'s config file (required)")
+	fs.StringVar(httpAddr, "http", "", "serve metrics, the API and the live map on `ADDR` (IP:PORT; overrides http_listen)")
 	return fs, func(args []string) (string, int) {
 		if rc := parse(args); rc >= 0 {
 			return "", rc
@@ -100,7 +161,8 @@ func nodeFlags(role, synopsis string, stdout, stderr io.Writer) (*flag.FlagSet, 
 }
 
 func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	_, parse := nodeFlags("proxy", "proxy -c proxy.toml", stdout, stderr)
+	var httpAddr string
+	_, parse := nodeFlags("proxy", "proxy -c proxy.toml", stdout, stderr, &httpAddr)
 	path, rc := parse(args)
 	if rc >= 0 {
 		return rc
@@ -109,23 +171,31 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, "proxy", err)
 	}
-	p, err := node.StartProxy(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, true))
+	ws, rc := startWeb("proxy", &cfg.Node, httpAddr, stderr)
+	if rc >= 0 {
+		return rc
+	}
+	p, err := node.StartProxy(cfg, withWeb(nodeOptions(cfg.InterfaceName, stdout, stderr, true), ws))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias proxy: %v\n", err)
 		return 1
 	}
+	defer serveWeb(ws, web.ProxySource(p), "proxy "+cfg.Name, stdout)()
 	defer serveStatus(cfg.InterfaceName, func() any { return p.Status() }, nil, stderr)()
 	port, _ := p.ListenPort()
 	fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, %d proxies, %d edges\n",
 		cfg.Name, cfg.Cluster, joinAddrs(cfg.Address), port, len(cfg.Proxies)+1, len(cfg.Edges))
-	untilSignal()
+	notify(stderr, sdnotify.Ready)
+	untilSignal(reloader("proxy", path, stderr, config.LoadProxy, p.Reload))
+	notify(stderr, sdnotify.Stopping)
 	p.Close()
 	fmt.Fprintf(stdout, "proxy %s stopped\n", cfg.Name)
 	return 0
 }
 
 func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	_, parse := nodeFlags("target", "target -c target.toml", stdout, stderr)
+	var httpAddr string
+	_, parse := nodeFlags("target", "target -c target.toml", stdout, stderr, &httpAddr)
 	path, rc := parse(args)
 	if rc >= 0 {
 		return rc
@@ -134,12 +204,17 @@ func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, "target", err)
 	}
-	e, err := node.StartEdge(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, true))
+	ws, rc := startWeb("target", &cfg.Node, httpAddr, stderr)
+	if rc >= 0 {
+		return rc
+	}
+	e, err := node.StartEdge(cfg, withWeb(nodeOptions(cfg.InterfaceName, stdout, stderr, true), ws))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias target: %v\n", err)
 		return 1
 	}
 	defer e.Close()
+	defer serveWeb(ws, web.EdgeSource(e), "target "+cfg.Name, stdout)()
 	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, e, stderr)()
 	// On the userspace netstack, the group's traffic reaches the service
 	// that runs on this host's loopback, on the configured local port; on a
@@ -159,8 +234,10 @@ func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stdout, "target %s: %s → localhost:%d/%s\n", cfg.Name, s.Group, s.Port, router.ProtoName(s.Group.Proto))
 	}
-	fmt.Fprintf(stdout, "target %s up: overlay %s, attached to %s\n", cfg.Name, joinAddrs(cfg.Address), cfg.Proxies[0].Name)
-	untilSignal()
+	fmt.Fprintf(stdout, "target %s up: overlay %s, attached to %s\n", cfg.Name, joinAddrs(cfg.Address), proxyName(cfg.Proxies[0]))
+	notify(stderr, sdnotify.Ready)
+	untilSignal(reloader("target", path, stderr, config.LoadTarget, func(c *config.Edge) ([]string, error) { return e.Reload(context.Background(), c) }))
+	notify(stderr, sdnotify.Stopping)
 	fmt.Fprintf(stdout, "target %s leaving its groups\n", cfg.Name)
 	return 0
 }
@@ -172,7 +249,8 @@ func (f *forwardFlag) String() string     { return strings.Join(*f, ",") }
 func (f *forwardFlag) Set(v string) error { *f = append(*f, v); return nil }
 
 func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs, parse := nodeFlags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr)
+	var httpAddr string
+	fs, parse := nodeFlags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr, &httpAddr)
 	var fwd forwardFlag
 	fs.Var(&fwd, "forward", "relay a local `LISTEN=GROUP` (host address:port = anycast group) through the overlay; repeatable")
 	path, rc := parse(args)
@@ -208,12 +286,17 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pias client: --forward needs interface = \"netstack\"; with a kernel TUN, programs reach groups directly\n")
 		return 2
 	}
-	e, err := node.StartEdge(cfg, nodeOptions(cfg.InterfaceName, stdout, stderr, false))
+	ws, rc := startWeb("client", &cfg.Node, httpAddr, stderr)
+	if rc >= 0 {
+		return rc
+	}
+	e, err := node.StartEdge(cfg, withWeb(nodeOptions(cfg.InterfaceName, stdout, stderr, false), ws))
 	if err != nil {
 		fmt.Fprintf(stderr, "pias client: %v\n", err)
 		return 1
 	}
 	defer e.Close()
+	defer serveWeb(ws, web.EdgeSource(e), "client "+cfg.Name, stdout)()
 	defer serveStatus(e.Status().Interface, func() any { return e.Status() }, nil, stderr)()
 	for _, f := range forwards {
 		from := cfg.AddrLike(f.group.Addr)
@@ -229,8 +312,10 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		defer fw.Close()
 		fmt.Fprintf(stdout, "client %s: %s/%s → %s\n", cfg.Name, f.listen, router.ProtoName(f.group.Proto), f.group)
 	}
-	fmt.Fprintf(stdout, "client %s up: overlay %s, anycast %s via %s\n", cfg.Name, joinAddrs(cfg.Address), joinPrefixes(cfg.AnycastPrefix), cfg.Proxies[0].Name)
-	untilSignal()
+	fmt.Fprintf(stdout, "client %s up: overlay %s, anycast %s via %s\n", cfg.Name, joinAddrs(cfg.Address), joinPrefixes(cfg.AnycastPrefix), proxyName(cfg.Proxies[0]))
+	notify(stderr, sdnotify.Ready)
+	untilSignal(reloader("client", path, stderr, config.LoadClient, func(c *config.Edge) ([]string, error) { return e.Reload(context.Background(), c) }))
+	notify(stderr, sdnotify.Stopping)
 	fmt.Fprintf(stdout, "client %s stopped\n", cfg.Name)
 	return 0
 }
@@ -249,4 +334,13 @@ func joinPrefixes(ps []netip.Prefix) string {
 		s[i] = p.String()
 	}
 	return strings.Join(s, ", ")
+}
+
+// proxyName names a proxy of an edge's file: by its name, or in CA mode
+// (where the name is optional) by its endpoint.
+func proxyName(p config.ProxyPeer) string {
+	if p.Name != "" {
+		return p.Name
+	}
+	return p.Endpoint.String()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -18,7 +19,7 @@ func init() {
 }
 
 func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
-	fs, parse := flags("status", "status [--json] INTERFACE_NAME   (a node's interface_name, default pias-NAME)", stdout, stderr)
+	fs, parse := flags("status", "status [--json] [INTERFACE_NAME]   (a node's interface_name, default pias-NAME; none: list this host's nodes)", stdout, stderr)
 	asJSON := fs.Bool("json", false, "print the node's status as JSON")
 	// The name is a positional argument: parse flags, then take it.
 	var name string
@@ -29,8 +30,7 @@ func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return rc
 	}
 	if name == "" {
-		fmt.Fprintln(stderr, "pias status: which node? give its interface_name (default pias-NAME)")
-		return 2
+		return listNodes(stdout, stderr, *asJSON)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -49,6 +49,54 @@ func runStatus(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	printStatus(stdout, &st)
+	return 0
+}
+
+// listNodes lists the nodes this user's pias status can ask, one a line,
+// as wg show lists interfaces: those whose admin sockets are in this
+// user's admin directory (root's holds the nodes systemd runs). A node
+// that does not answer (a socket left by a killed node) is listed as such.
+// With asJSON, the list is a JSON array of the nodes' statuses.
+func listNodes(stdout, stderr io.Writer, asJSON bool) int {
+	dir, names, err := node.AdminSockets()
+	if err != nil {
+		fmt.Fprintf(stderr, "pias status: %v\n", err)
+		return 1
+	}
+	if len(names) == 0 && !asJSON {
+		fmt.Fprintf(stderr, "pias status: no node runs as this user (no admin socket in %s)\n", dir)
+		return 0
+	}
+	tw := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	var all []json.RawMessage
+	for _, n := range names {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		var raw json.RawMessage
+		err := node.ReadStatus(ctx, node.AdminSocket(n), &raw)
+		cancel()
+		var st node.Status
+		if err == nil {
+			err = json.Unmarshal(raw, &st)
+		}
+		switch {
+		case asJSON && err == nil:
+			all = append(all, raw)
+		case asJSON:
+		case err != nil:
+			fmt.Fprintf(tw, "%s\tnot answering: %v\n", n, err)
+		default:
+			fmt.Fprintf(tw, "%s\t%s %s\toverlay %s\n", n, st.Role, logStr(st.Name), joinAddrs(st.Address))
+		}
+	}
+	if asJSON {
+		if all == nil {
+			all = []json.RawMessage{}
+		}
+		out, _ := json.MarshalIndent(all, "", "  ")
+		fmt.Fprintf(stdout, "%s\n", out)
+		return 0
+	}
+	tw.Flush()
 	return 0
 }
 
@@ -84,6 +132,18 @@ func printStatus(w io.Writer, st *node.Status) {
 		return
 	}
 	fmt.Fprintf(tw, "cluster\t%s\n", p.Cluster)
+	if ca := p.CA; ca != nil {
+		rev := "none"
+		if ca.RevocationSerial > 0 {
+			rev = fmt.Sprintf("serial %d", ca.RevocationSerial)
+		}
+		fmt.Fprintf(tw, "CA\t%s; this certificate expires %s; revocation list %s\n", logStr(ca.CA), ca.NotAfter.UTC().Format(time.RFC3339), rev)
+		var names []string
+		for _, n := range ca.Edges {
+			names = append(names, logStr(n))
+		}
+		fmt.Fprintf(tw, "admitted by certificate\t%s\n", cmp.Or(strings.Join(names, ", "), "no edge"))
+	}
 	fmt.Fprintln(tw, "\nmembers")
 	for _, m := range p.Members {
 		watched := ""
