@@ -112,18 +112,6 @@ func start(shape Options, hopts HarnessOptions) (h *Harness, err error) {
 		if err := h.startNode(nd); err != nil {
 			return h, err
 		}
-		// CA-lab proxies start one at a time, each once the ones before
-		// see it alive: proxies that seed each other all at once sometimes
-		// lose one a few seconds later (it is declared dead and does not
-		// come back; reported to the lead with TestZZProx's trace).
-		if shape.CA && nd.Role == config.RoleProxy {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			err := waitFor(ctx, h.meshed)
-			cancel()
-			if err != nil {
-				return h, err
-			}
-		}
 	}
 	return h, nil
 }
