@@ -91,8 +91,9 @@ func TestCALabGrows(t *testing.T) {
 		}
 	}
 
-	// Revoke t3 at p1 only (t3 is attached at p2): every proxy takes the
-	// list, removes t3's peer and withdraws its join.
+	// Revoke t3 (pias cert revoke: revoked.pem, serial 2) and reload p1
+	// alone (SIGHUP; t3 is attached at p2): every proxy takes the list,
+	// removes t3's peer and withdraws its join.
 	rl, err := h.Lab.Revoke(time.Now(), "t3")
 	if err != nil {
 		t.Fatal(err)
@@ -101,9 +102,11 @@ func TestCALabGrows(t *testing.T) {
 		t.Errorf("revocation list serial %d, want 2 (the lab's first is 1)", rl.Serial)
 	}
 	start = time.Now()
-	if err := h.Proxies["p1"].Overlay.SetRevocationList(rl); err != nil {
+	changes, err := h.ReloadProxy("p1") // as SIGHUP does
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("p1 reloaded: %q", changes)
 	if err := WaitFor(ctx, func() error {
 		for name, p := range h.Proxies {
 			switch {
@@ -119,7 +122,7 @@ func TestCALabGrows(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("figure: t3 revoked at p1; every proxy removed it %v later", time.Since(start).Round(time.Millisecond))
+	t.Logf("figure: t3 revoked, p1 reloaded; every proxy removed it %v later", time.Since(start).Round(time.Millisecond))
 	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if ans, err := ask(actx, h, "cl1", g, "anyone?"); err == nil {

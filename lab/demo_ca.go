@@ -124,10 +124,12 @@ func (n *narrator) revoked(ctx context.Context, h *Harness, client, target strin
 		return
 	}
 	start := time.Now()
-	if err := h.Proxies["p1"].Overlay.SetRevocationList(rl); err != nil {
-		n.check(false, "p1 takes list %d: %v", rl.Serial, err)
+	changes, err := h.ReloadProxy("p1")
+	if err != nil {
+		n.check(false, "p1 reloads its file: %v", err)
 		return
 	}
+	n.printf("   p1  reloaded its file: %s", strings.Join(changes, "; "))
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	err = WaitFor(wctx, func() error {
@@ -143,7 +145,7 @@ func (n *narrator) revoked(ctx context.Context, h *Harness, client, target strin
 		}
 		return nil
 	})
-	n.check(err == nil, "every proxy holds list %d and removed %s (its WireGuard peer, its join), %v after p1 took it%s",
+	n.check(err == nil, "every proxy holds list %d and removed %s (its WireGuard peer, its join), %v after p1's reload%s",
 		rl.Serial, target, time.Since(start).Round(time.Millisecond), errSuffix(err))
 	actx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()

@@ -661,3 +661,17 @@ func (h *Harness) CloseEdge(name string) {
 		e.Close()
 	}
 }
+
+// ReloadProxy re-reads a running proxy's file and applies it, as SIGHUP
+// does (its revocation list too); it returns the changes, one line each.
+func (h *Harness) ReloadProxy(name string) ([]string, error) {
+	p, nd := h.Proxies[name], h.Node(name)
+	if p == nil || nd == nil {
+		return nil, fmt.Errorf("lab: no running proxy %s", name)
+	}
+	cfg, err := config.LoadProxy(h.Lab.Path(nd.Config))
+	if err != nil {
+		return nil, err
+	}
+	return p.Reload(cfg)
+}
