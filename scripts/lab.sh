@@ -58,7 +58,9 @@ up() {
   echo "$driver" >"$run/driver"
   echo "$delay" >"$run/delay"
   ln -sfn "$run" "$last_link"
-  log "run $prefix in $run (driver $driver, ${mode:+static lab}${mode:-CA lab})"
+  local kind="CA lab"
+  [ -n "$mode" ] && kind="static lab"
+  log "run $prefix in $run (driver $driver, $kind)"
 
   (cd "$repo" && go build -o "$run/bin/pias" ./cmd/pias && go build -o "$run/bin/labserver" ./scripts/labserver &&
     go build -o "$run/bin/wireguard-go" golang.zx2c4.com/wireguard)
