@@ -380,10 +380,9 @@ func TestLoadWeights(t *testing.T) {
 // three, across JAPs. Chi-square with 2 degrees of freedom against the
 // 0.1 % critical value, 13.82: at 1 % (9.21) a uniform source fails one run
 // in a hundred by design; router.TestRandomUniform checks the 1 % level
-// with fixed seeds. A CA lab: the targets' certificates grant them the
-// policy right.
+// with fixed seeds.
 func TestRandomUniform(t *testing.T) {
-	h, _ := startSelectionLabFor(t, Options{Proxies: 3, Clusters: 1, Targets: 6, Clients: 1, Groups: 2, CA: true}, `select = "random"`, []string{"t1", "t3", "t5"})
+	h, _ := startSelectionLabFor(t, Options{Proxies: 3, Clusters: 1, Targets: 6, Clients: 1, Groups: 2}, `select = "random"`, []string{"t1", "t3", "t5"})
 	ctx := testCtx(t)
 	g := GroupN(0)
 	count := map[string]int{}
