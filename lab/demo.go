@@ -155,14 +155,18 @@ func (n *narrator) event(e overlay.Event) {
 		n.printf("   %-3s JAP  %s takes no new flow of %s; its live flows go on", e.Proxy, e.Name, e.Group)
 	case "drained":
 		n.printf("   %-3s JAP  dropped %s from %s: %s", e.Proxy, e.Name, e.Group, e.Reason)
+	case "edge-removed":
+		n.printf("   %-3s      removed %s: %s", e.Proxy, e.Name, e.Reason)
 	}
 }
 
 // RunDemo runs the whole overlay in this process, on userspace netstacks and
-// loopback UDP, and narrates it to w: 3 proxies in 2 clusters, 3 targets in
-// 2 groups on one anycast IP, 2 clients; then, on small labs of their own,
-// target selection by proximity and by affinity (demo_selection.go). It
-// returns an error unless every step really worked.
+// loopback UDP, and narrates it to w: a CA lab of 3 proxies in 2 clusters,
+// 3 targets in 2 groups on one anycast IP, 2 clients; a target signed into
+// it while it runs, one refused, one revoked (demo_ca.go); then, on small
+// labs of their own, target selection by proximity and by affinity
+// (demo_selection.go) and health checks (demo_check.go). It returns an
+// error unless every step really worked.
 func RunDemo(ctx context.Context, w io.Writer) error { return RunDemoWith(ctx, w, DemoOptions{}) }
 
 // DemoOptions let a person watch the demo (pias demo --web); the zero
@@ -183,8 +187,8 @@ type DemoOptions struct {
 // RunDemoWith is RunDemo with options.
 func RunDemoWith(ctx context.Context, w io.Writer, opts DemoOptions) error {
 	n := &narrator{w: w, start: time.Now(), seen: map[string]bool{}, names: map[netip.Addr]string{}, pace: opts.Pace, done: ctx.Done()}
-	shape := Options{Proxies: 3, Clusters: 2, Targets: 3, Clients: 2, Groups: 2}
-	n.step("Starting 3 proxies in 2 clusters, 3 targets and 2 clients, each its own wireguard-go device")
+	shape := Options{Proxies: 3, Clusters: 2, Targets: 3, Clients: 2, Groups: 2, CA: true}
+	n.step("Starting 3 proxies in 2 clusters, 3 targets and 2 clients, each its own wireguard-go device and certificate")
 	// The lab is described, and proxy names are known to the event
 	// narrator, before any node starts: targets join as soon as they run.
 	described := func(l *Lab) {
@@ -194,12 +198,13 @@ func RunDemoWith(ctx context.Context, w io.Writer, opts DemoOptions) error {
 				n.names[nd.Address[0]] = nd.Name
 				n.printf("   %-3s proxy   cluster %s  overlay %s  WireGuard on %s", nd.Name, nd.Cluster, nd.Address[0], nd.Endpoint)
 			case config.RoleTarget:
-				n.printf("   %-3s target  overlay %s  attached to %s  serves %s on port %d", nd.Name, nd.Address[0], nd.Home, nd.Groups[0].Group, nd.Groups[0].Port)
+				n.printf("   %-3s target  overlay %s  home %s  serves %s on port %d", nd.Name, nd.Address[0], nd.Home, nd.Groups[0].Group, nd.Groups[0].Port)
 			case config.RoleClient:
-				n.printf("   %-3s client  overlay %s  attached to %s", nd.Name, nd.Address[0], nd.Home)
+				n.printf("   %-3s client  overlay %s  home %s", nd.Name, nd.Address[0], nd.Home)
 			}
 		}
-		n.step("Targets join their groups by sending JOIN to the group's anycast address")
+		n.printf("   no file holds another node's key: proxies and edges admit each other by certificates of the lab's CA")
+		n.step("Edges attach to the first proxy that admits them; targets join their groups by sending JOIN to the group's anycast address")
 	}
 	onEvent := n.on(nil)
 	if opts.OnEvent != nil {
@@ -225,6 +230,11 @@ func RunDemoWith(ctx context.Context, w io.Writer, opts DemoOptions) error {
 	if err != nil {
 		return errors.New("demo failed: targets did not join")
 	}
+	var attached []string
+	for _, name := range append(h.Names(config.RoleTarget), h.Names(config.RoleClient)...) {
+		attached = append(attached, name+" → "+h.Home(name).Name)
+	}
+	n.printf("   attached: %s", strings.Join(attached, ", "))
 	tcpGroup, udpGroup := GroupN(0), GroupN(1)
 	for _, g := range []router.Group{tcpGroup, udpGroup} {
 		raps := h.Proxies[h.Names(config.RoleProxy)[0]].Overlay.RAPs(g)
@@ -268,6 +278,8 @@ func RunDemoWith(ctx context.Context, w io.Writer, opts DemoOptions) error {
 		n.check(who != "" && who != sender, "%s was not handed its own packets", sender)
 	}
 
+	t4Closed := n.admission(ctx, h, clients[0])
+
 	n.failover(ctx, h, tcpGroup, clients)
 
 	n.step("Data-path counters")
@@ -280,6 +292,7 @@ func RunDemoWith(ctx context.Context, w io.Writer, opts DemoOptions) error {
 		s := p.Router.Stats()
 		n.printf("   %-3s forwarded %d, control %d, queued %d, dropped %d", name, s.Forwarded, s.Control, s.Queued, sumDrops(s))
 	}
+	t4Closed()
 	if opts.Stay == nil {
 		closeLab()
 		n.selection(ctx)

@@ -42,8 +42,17 @@ func answeredBy(t *testing.T, ans, want string, names []string) string {
 	return ""
 }
 
+// In a static lab and in a CA lab.
 func TestTCPAndUDPReachTargets(t *testing.T) {
-	h := startLab(t, Options{Proxies: 3, Clusters: 2, Targets: 4, Clients: 2, Groups: 2})
+	for _, ca := range []bool{false, true} {
+		t.Run(map[bool]string{false: "static", true: "ca"}[ca], func(t *testing.T) {
+			testTCPAndUDPReachTargets(t, ca)
+		})
+	}
+}
+
+func testTCPAndUDPReachTargets(t *testing.T, ca bool) {
+	h := startLab(t, Options{Proxies: 3, Clusters: 2, Targets: 4, Clients: 2, Groups: 2, CA: ca})
 	ctx := testCtx(t)
 	for _, client := range h.Names(config.RoleClient) {
 		for i := 0; i < 2; i++ {

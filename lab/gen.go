@@ -76,8 +76,9 @@ type Options struct {
 	// or in a CA lab by their certificates.
 	Seeded int
 
-	// CA makes a CA lab: a CA (CAFile, CAKeyFile), a certificate per node
-	// (NAME.crt), and node files in CA mode, which name the CA and the
+	// CA makes a CA lab: a CA (CAFile, CAKeyFile), its revocation list
+	// (RevokedFile, empty; every proxy file names it as revocation_file),
+	// a certificate per node (NAME.crt), and node files in CA mode, which name the CA and the
 	// node's certificate and list only the proxies' endpoints. A target's
 	// certificate grants exactly the groups it joins, with the policy
 	// right and any weight (what a static lab's [[edge]] entries grant);
@@ -95,6 +96,9 @@ const MeshKeyFile = "mesh.key"
 const (
 	CAFile    = cert.DirCAFile
 	CAKeyFile = cert.DirKeyFile
+	// RevokedFile is a CA lab's revocation list: empty, serial 1, when the
+	// lab is made.
+	RevokedFile = cert.DirRevoked
 	// CAName names a lab's CA.
 	CAName = "pias lab CA"
 	// CAValidity is how long a lab's CA and certificates are valid.
@@ -563,7 +567,9 @@ func proxyPeerTOML(b *strings.Builder, p *genNode, home bool) {
 func proxyTOML(l *Lab, n *genNode, proxies, nodes []*genNode) string {
 	var b strings.Builder
 	commonTOML(&b, l, n)
-	if !n.ca {
+	if n.ca {
+		fmt.Fprintf(&b, "revocation_file = %s  # pias cert revoke --ca . replaces it; SIGHUP rereads it\n", q(l.Revoked))
+	} else {
 		fmt.Fprintf(&b, "mesh_key_file = %s\n", q(MeshKeyFile))
 	}
 	for _, p := range proxies {
@@ -644,9 +650,10 @@ func wgQuick(l *Lab, n, home *genNode) string {
 	return b.String()
 }
 
-// signLab makes a CA lab's CA, valid from now, and a certificate per node,
-// and returns their files: CAKeyFile, CAFile, then the nodes' in order. It
-// sets l.CA and each node's Cert. The CA may sign only addresses of the
+// signLab makes a CA lab's CA, valid from now, its empty revocation list
+// (serial 1) and a certificate per node, and returns their files:
+// CAKeyFile, CAFile, RevokedFile, then the nodes' in order. It sets l.CA,
+// l.Revoked and each node's Cert. The CA may sign only addresses of the
 // lab's overlay prefixes and groups of its anycast prefixes.
 func signLab(l *Lab, nodes []*genNode, now time.Time) ([]File, error) {
 	var anycast []cert.GroupRight
@@ -663,10 +670,19 @@ func signLab(l *Lab, nodes []*genNode, now time.Time) ([]File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lab: %v", err)
 	}
-	l.CA = CAFile
+	rl, err := cert.NewRevocationList(ca, key, 1, now, nil, nil)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %v", err)
+	}
+	rlPEM, err := rl.MarshalPEM()
+	if err != nil {
+		return nil, fmt.Errorf("lab: %v", err)
+	}
+	l.CA, l.Revoked = CAFile, RevokedFile
 	files := []File{
 		{Name: CAKeyFile, Data: cert.MarshalKeyPEM(key), Mode: 0o600},
 		{Name: CAFile, Data: caPEM, Mode: 0o644},
+		{Name: RevokedFile, Data: rlPEM, Mode: 0o644},
 	}
 	for _, n := range nodes {
 		c, err := nodeCert(n)

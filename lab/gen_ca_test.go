@@ -73,6 +73,21 @@ func checkCALab(t *testing.T, o Options, l *Lab) {
 	if fi, err := os.Stat(l.Path(CAKeyFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("CA key mode: %v", err)
 	}
+	// The revocation list: empty, serial 1, the CA's; every proxy holds it.
+	if l.Revoked != RevokedFile {
+		t.Errorf("lab.json revoked = %q", l.Revoked)
+	}
+	rlText, err := os.ReadFile(l.Path(RevokedFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rl, err := cert.ParseRevocationListPEM(rlText)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.VerifyRevocationList(rl); err != nil || rl.Serial != 1 || len(rl.Revoked) != 0 {
+		t.Errorf("%s: serial %d, %d revoked, %v; want an empty list, serial 1, of the lab's CA", RevokedFile, rl.Serial, len(rl.Revoked), err)
+	}
 	for _, f := range []string{MeshKeyFile, "cl1.wg.conf"} {
 		if _, err := os.Stat(l.Path(f)); err == nil {
 			t.Errorf("a CA lab has %s", f)
@@ -111,6 +126,9 @@ func checkCALab(t *testing.T, o Options, l *Lab) {
 			node, peers = &p.Node, p.Proxies
 			if p.Cluster != n.Cluster || p.MeshKey != nil || len(p.Edges) != 0 {
 				t.Errorf("%s: %+v", n.Name, p)
+			}
+			if p.Revocation == nil || p.Revocation.Serial != 1 || p.RevocationFile != l.Path(RevokedFile) {
+				t.Errorf("%s: revocation_file %q, list %+v; want %s, serial 1", n.Name, p.RevocationFile, p.Revocation, RevokedFile)
 			}
 			// Seeds: every other proxy, or only p1 for a newcomer; a
 			// newcomer is in no other file.
@@ -185,15 +203,15 @@ func TestGenerateStaticHasNoCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l.CA != "" {
-		t.Errorf("static lab has CA %q", l.CA)
+	if l.CA != "" || l.Revoked != "" {
+		t.Errorf("static lab has CA %q, revocation list %q", l.CA, l.Revoked)
 	}
 	for _, n := range l.Nodes {
 		if n.Cert != "" {
 			t.Errorf("%s: certificate %q", n.Name, n.Cert)
 		}
 	}
-	for _, f := range []string{CAFile, CAKeyFile, "p1.crt"} {
+	for _, f := range []string{CAFile, CAKeyFile, RevokedFile, "p1.crt"} {
 		if _, err := os.Stat(l.Path(f)); err == nil {
 			t.Errorf("static lab has %s", f)
 		}

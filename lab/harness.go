@@ -11,9 +11,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/pias-net/pias/cert"
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/node"
@@ -227,9 +230,11 @@ func (h *Harness) Names(role string) []string {
 	return out
 }
 
-// Home is the proxy an edge is attached to.
+// Home is the proxy an edge is attached to now. (In a CA lab that is the
+// first proxy to admit it, which need not be the home its file lists
+// first.)
 func (h *Harness) Home(edge string) *node.Proxy {
-	return h.Proxies[h.Edges[edge].Config.Proxies[0].Name]
+	return h.Proxies[h.Edges[edge].Status().Edge.Attached]
 }
 
 // TargetsOf names the targets that join g, in lab order.
@@ -255,9 +260,15 @@ func (h *Harness) ProxyByAddr(a netip.Addr) *node.Proxy {
 	return nil
 }
 
-// WaitReady waits until every target has joined its groups and every group's
-// RAPs list each JAP that has targets for it.
+// WaitReady waits until every running proxy sees every other as alive,
+// every target has joined its groups, and every group's RAPs list each JAP
+// that has targets for it.
 func (h *Harness) WaitReady(ctx context.Context) error {
+	// In a CA lab, proxies admit each other by handshakes that may run
+	// into a proxy not started yet, and retry.
+	if err := waitFor(ctx, h.meshed); err != nil {
+		return err
+	}
 	for name, e := range h.Edges {
 		if e.Target == nil {
 			continue
@@ -267,6 +278,24 @@ func (h *Harness) WaitReady(ctx context.Context) error {
 		}
 	}
 	return waitFor(ctx, func() error { return h.registered() })
+}
+
+// meshed checks that every running proxy sees exactly the running proxies
+// as live.
+func (h *Harness) meshed() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var running []string
+	for name := range h.Proxies {
+		running = append(running, name)
+	}
+	slices.Sort(running)
+	for name, p := range h.Proxies {
+		if live := p.Overlay.Live(); !slices.Equal(live, running) {
+			return fmt.Errorf("%s sees live proxies %v, running are %v", name, live, running)
+		}
+	}
+	return nil
 }
 
 // registered checks that RAP state matches JAP state for every group.
@@ -550,4 +579,99 @@ func sameKeys(a, b map[netip.Addr]int) bool {
 		}
 	}
 	return true
+}
+
+// AddNode signs a new node into the running CA lab (Lab.SignNode), on a
+// free loopback port; StartNode starts it.
+func (h *Harness) AddNode(n NewNode) (*Node, error) {
+	port, err := freePorts(1)
+	if err != nil {
+		return nil, err
+	}
+	n.Endpoint = netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	return h.Lab.SignNode(n, time.Now())
+}
+
+// StartForged starts the target name with the groups lab.json gives it,
+// past the config loader, which refuses a file whose groups its
+// certificate does not grant: it stands for a node that skips that check
+// (a modified pias), to meet the proxies' own. Its certificate must grant
+// some group (the loader reads the file with that one).
+func (h *Harness) StartForged(name string) error {
+	nd := h.Node(name)
+	if nd == nil || nd.Role != config.RoleTarget || nd.Cert == "" {
+		return fmt.Errorf("lab: no target %s with a certificate", name)
+	}
+	text, err := os.ReadFile(h.Lab.Path(nd.Cert))
+	if err != nil {
+		return err
+	}
+	c, err := cert.ParsePEM(text)
+	if err != nil {
+		return err
+	}
+	if len(c.Groups) == 0 {
+		return fmt.Errorf("lab: %s's certificate grants no group", name)
+	}
+	r := c.Groups[0]
+	granted := router.Group{Addr: r.Prefix.Addr(), Port: max(r.Port, 1), Proto: r.Proto}
+	path := filepath.Join(h.Dir, nd.Config)
+	cfg, err := config.FileReader(func(p string) ([]byte, error) {
+		b, err := os.ReadFile(p)
+		if err != nil || p != path {
+			return b, err
+		}
+		lines := strings.Split(string(b), "\n")
+		for i, l := range lines {
+			if strings.HasPrefix(l, "group = ") {
+				lines[i] = "group = " + strconv.Quote(granted.String())
+			}
+		}
+		return []byte(strings.Join(lines, "\n")), nil
+	}).LoadTarget(path)
+	if err != nil {
+		return err
+	}
+	cfg.Groups = nil
+	for _, s := range nd.Groups {
+		g, err := router.ParseGroup(s.Group)
+		if err != nil {
+			return err
+		}
+		cfg.Groups = append(cfg.Groups, config.Service{Group: g, Port: s.Port, Weight: 1})
+	}
+	e, err := node.StartEdge(cfg, h.nodeOptions(name))
+	if err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.Edges[name] = e
+	h.mu.Unlock()
+	return nil
+}
+
+// CloseEdge stops a running edge and forgets it (StartNode starts it again).
+func (h *Harness) CloseEdge(name string) {
+	h.mu.Lock()
+	e := h.Edges[name]
+	delete(h.Edges, name)
+	delete(h.served, name)
+	h.mu.Unlock()
+	if e != nil {
+		e.Close()
+	}
+}
+
+// ReloadProxy re-reads a running proxy's file and applies it, as SIGHUP
+// does (its revocation list too); it returns the changes, one line each.
+func (h *Harness) ReloadProxy(name string) ([]string, error) {
+	p, nd := h.Proxies[name], h.Node(name)
+	if p == nil || nd == nil {
+		return nil, fmt.Errorf("lab: no running proxy %s", name)
+	}
+	cfg, err := config.LoadProxy(h.Lab.Path(nd.Config))
+	if err != nil {
+		return nil, err
+	}
+	return p.Reload(cfg)
 }

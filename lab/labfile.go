@@ -28,9 +28,13 @@ type Lab struct {
 	ControlPort   uint16         `json:"control_port"`
 	// CA is a CA lab's CA certificate, relative to Dir (CAFile; its key is
 	// CAKeyFile); empty in a static lab.
-	CA     string   `json:"ca,omitempty"`
-	Groups []string `json:"groups"` // every group of the lab, "100.65.0.1:80/tcp"
-	Nodes  []Node   `json:"nodes"`  // proxies, then targets, then clients
+	CA string `json:"ca,omitempty"`
+	// Revoked is a CA lab's revocation list (RevokedFile), which every
+	// proxy file names as revocation_file: pias cert revoke --ca DIR
+	// replaces it with the next serial.
+	Revoked string   `json:"revoked,omitempty"`
+	Groups  []string `json:"groups"` // every group of the lab, "100.65.0.1:80/tcp"
+	Nodes   []Node   `json:"nodes"`  // proxies, then targets, then clients
 }
 
 // Node is one node of a lab.

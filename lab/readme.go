@@ -11,6 +11,10 @@ import (
 // tested.
 const PlainClientBlock = "plain-wireguard-go"
 
+// AddingANodeBlock names the README's file of a target added to a running
+// CA lab ("Adding a node"), which lab/readme_test.go loads.
+const AddingANodeBlock = "adding-a-node"
+
 // ReadmeBlock returns the body of the fenced code block that follows the
 // line "<!-- NAME: …" in a Markdown text. The marker must occur once, so
 // that a copy elsewhere in the README cannot silently become the block run.

@@ -2,11 +2,16 @@ package lab
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/router"
 )
 
 // The README's wireguard-go steps for a plain client are exactly what the
@@ -78,16 +83,27 @@ func TestGenPlainClientReadme(t *testing.T) {
 	}
 }
 
-// readmeLabOptions are the options of the README's `./pias lab gen` line.
+// readmeLabOptions are the options of the README's `./pias lab gen
+// --static` line: the lab of its plain WireGuard client.
 func readmeLabOptions(t *testing.T, readme string) Options {
 	t.Helper()
-	var o Options
+	o := Options{CA: true}
 	for l := range strings.SplitSeq(readme, "\n") {
 		rest, ok := strings.CutPrefix(l, "./pias lab gen ")
-		if !ok {
+		if !ok || !strings.Contains(rest, "--static") {
 			continue
 		}
-		f := strings.Fields(rest)
+		var f []string
+		for _, w := range strings.Fields(rest) {
+			switch w {
+			case "--static":
+				o.CA = false
+			case "--ca":
+				o.CA = true
+			default:
+				f = append(f, w)
+			}
+		}
 		for i := 0; i+1 < len(f); i += 2 {
 			v, err := strconv.Atoi(f[i+1])
 			if err != nil && f[i] != "--out" {
@@ -112,7 +128,7 @@ func readmeLabOptions(t *testing.T, readme string) Options {
 		}
 		return o
 	}
-	t.Fatal("README: no ./pias lab gen line")
+	t.Fatal("README: no ./pias lab gen --static line")
 	return o
 }
 
@@ -171,5 +187,52 @@ func TestGenReadmeBlock(t *testing.T) {
 				t.Fatalf("got %q, %v; want %q", got, err, tc.want)
 			}
 		})
+	}
+}
+
+// The README's "Adding a node" file loads as a target's file in the
+// README's lab (a CA lab), with a certificate signed as its step 2 signs
+// it, and names p1's endpoint.
+func TestGenAddingANodeReadme(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ReadmeBlock(string(readme), AddingANodeBlock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := readmeLabOptions(t, string(readme))
+	o.CA, o.Out = true, t.TempDir()
+	l, err := Generate(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := router.ParseGroup("100.65.0.3:80/tcp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd, err := l.SignNode(NewNode{Name: "t4", Role: config.RoleTarget, Groups: []router.Group{g}, Endpoint: netip.MustParseAddrPort("127.0.0.1:51828")}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(l.Path(nd.Config), []byte(block), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.LoadTarget(l.Path(nd.Config))
+	if err != nil {
+		t.Fatalf("the README's file: %v", err)
+	}
+	p1 := l.Node("p1")
+	if len(cfg.Proxies) != 1 || cfg.Proxies[0].Endpoint != p1.Endpoint {
+		t.Errorf("the README's file lists proxies %+v; want p1's endpoint %v", cfg.Proxies, p1.Endpoint)
+	}
+	if !slices.Equal(cfg.Address, nd.Address) || cfg.Name != "t4" || len(cfg.Groups) != 1 || cfg.Groups[0].Group != g {
+		t.Errorf("the README's file: %+v", cfg)
+	}
+	for _, n := range l.Nodes {
+		if n.Name != "t4" && n.Endpoint == cfg.Listen {
+			t.Errorf("the README's file listens on %v, %s's endpoint", cfg.Listen, n.Name)
+		}
 	}
 }

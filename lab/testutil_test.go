@@ -56,7 +56,12 @@ func startLabEvents(t *testing.T, shape Options) (*Harness, *eventLog) {
 func startLabWith(t *testing.T, shape Options, hopts HarnessOptions) (*Harness, *eventLog) {
 	t.Helper()
 	log := &eventLog{}
-	hopts.Dir, hopts.Logf, hopts.OnEvent = t.TempDir(), t.Logf, log.add
+	hopts.Dir, hopts.Logf = t.TempDir(), t.Logf
+	if on := hopts.OnEvent; on != nil {
+		hopts.OnEvent = func(e overlay.Event) { log.add(e); on(e) }
+	} else {
+		hopts.OnEvent = log.add
+	}
 	if hopts.Attach == (edge.AttachConfig{}) {
 		hopts.Attach = labAttach
 	}

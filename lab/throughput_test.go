@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -96,12 +97,10 @@ func directPair(b *testing.B) (dial func(context.Context) (net.Conn, error)) {
 func anycastPath(b *testing.B) (dial func(context.Context) (net.Conn, error)) {
 	b.Helper()
 	// Two proxies: the target is attached to p1, the client to p2, so the
-	// stream crosses IAP p2 → JAP p1 with encapsulation and NAT.
-	h, err := Start(Options{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1}, HarnessOptions{Dir: b.TempDir(), Attach: labAttach})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(h.Close)
+	// stream crosses IAP p2 → JAP p1 with encapsulation and NAT. A CA lab,
+	// as lab gen makes by default (PIAS_BENCH_STATIC=1: a static one).
+	shape := Options{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1, CA: os.Getenv("PIAS_BENCH_STATIC") == ""}
+	h := ipaNotJAP(b, shape)
 	t1 := h.Edges["t1"]
 	g := GroupN(0)
 	ln, err := t1.Host.Net.ListenTCPAddrPort(netip.AddrPortFrom(t1.Config.Addr4(), LocalPort(g)))
@@ -115,12 +114,43 @@ func anycastPath(b *testing.B) (dial func(context.Context) (net.Conn, error)) {
 	if err := h.WaitReady(ctx); err != nil {
 		b.Fatal(err)
 	}
-	if h.Home("cl1") == h.Home("t1") {
-		b.Fatal("client and target share a proxy; the benchmark wants IAP ≠ JAP")
-	}
 	return func(ctx context.Context) (net.Conn, error) {
 		return h.Edges["cl1"].Host.Net.DialContextTCPAddrPort(ctx, netip.AddrPortFrom(g.Addr, g.Port))
 	}
+}
+
+// ipaNotJAP starts a lab whose cl1 and t1 are attached to different
+// proxies. (In a CA lab an edge attaches to the first proxy that admits
+// it, not always the home its file lists first: a few tries.)
+func ipaNotJAP(b *testing.B, shape Options) *Harness {
+	b.Helper()
+	for range 5 {
+		h, err := Start(shape, HarnessOptions{Dir: b.TempDir(), Attach: labAttach})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err = WaitFor(ctx, func() error {
+			for _, e := range []string{"cl1", "t1"} {
+				if h.Home(e) == nil {
+					return fmt.Errorf("%s is not attached", e)
+				}
+			}
+			return nil
+		})
+		cancel()
+		if err != nil {
+			h.Close()
+			b.Fatal(err)
+		}
+		if h.Home("cl1") != h.Home("t1") {
+			b.Cleanup(h.Close)
+			return h
+		}
+		h.Close()
+	}
+	b.Fatal("client and target share a proxy in every try; the benchmark wants IAP ≠ JAP")
+	return nil
 }
 
 // BenchmarkThroughput measures one TCP stream through pias (client → IAP →

@@ -4,8 +4,12 @@
 # joined through a bridge namespace on the benchmark range 198.18.0.0/24.
 # Nothing outside the lab's own namespaces is ever addressed. Linux, root.
 #
-#   scripts/lab.sh test [--driver tun|water] [--delay]   up, check everything, down (always)
-#   scripts/lab.sh up   [--driver tun|water] [--delay]   build and start; prints the run directory
+#   scripts/lab.sh test [--driver tun|water] [--delay]   a CA lab: up, check everything, sign in a new
+#                                                         target, revoke it; then a static lab for the
+#                                                         plain WireGuard client; down (always)
+#   scripts/lab.sh up   [--driver tun|water] [--delay] [--static]
+#                                                         build and start (a CA lab unless --static);
+#                                                         prints the run directory
 #   scripts/lab.sh down [RUNDIR]                          stop and remove a run (default: the last one)
 #   scripts/lab.sh bench                                  iperf3 through pias vs a direct wireguard-go
 #                                                         tunnel, for both drivers
@@ -34,12 +38,13 @@ need() {
 # ---------------------------------------------------------------- up / down
 
 up() {
-  local driver=tun delay=0 targets=3
+  local driver=tun delay=0 targets=3 mode=""
   while [ $# -gt 0 ]; do
     case $1 in
       --driver) driver=$2; shift 2 ;;
       --delay) delay=1; shift ;;
       --targets) targets=$2; shift 2 ;;
+      --static) mode=--static; shift ;;
       *) die "up: unknown argument $1" ;;
     esac
   done
@@ -50,16 +55,23 @@ up() {
   run="$state_root/$prefix"
   mkdir -p "$run/bin" "$run/logs" "$run/pids"
   echo "$prefix" >"$run/prefix"
+  echo "$driver" >"$run/driver"
+  echo "$delay" >"$run/delay"
   ln -sfn "$run" "$last_link"
-  log "run $prefix in $run (driver $driver)"
+  local kind="CA lab"
+  [ -n "$mode" ] && kind="static lab"
+  log "run $prefix in $run (driver $driver, $kind)"
 
   (cd "$repo" && go build -o "$run/bin/pias" ./cmd/pias && go build -o "$run/bin/labserver" ./scripts/labserver &&
     go build -o "$run/bin/wireguard-go" golang.zx2c4.com/wireguard)
 
-  # 3 proxies in 2 clusters, 3 targets (one per group), 3 clients: cl1 and
-  # cl3 run pias, cl2 is a plain WireGuard client (wireguard-go + wg), the
-  # README's cl2. chaos adds t4, a second HTTP target of t1's group.
-  "$run/bin/pias" lab gen --out "$run/lab" --proxies 3 --clusters 2 --targets "$targets" --clients 3 --groups 3 \
+  # 3 proxies in 2 clusters, 3 targets (one per group), 3 clients running
+  # pias. A CA lab (lab gen's default): every node has a certificate of the
+  # lab's CA, and files list only the proxies' endpoints. A static lab
+  # (--static): cl2 is a plain WireGuard client (wireguard-go + wg), the
+  # README's cl2, which a proxy admits by its [[edge]] entry. chaos adds t4,
+  # a second HTTP target of t1's group.
+  "$run/bin/pias" lab gen --out "$run/lab" $mode --proxies 3 --clusters 2 --targets "$targets" --clients 3 --groups 3 \
     --underlay 198.18.0.0/24 --interface "$driver" --ifprefix "$prefix" >/dev/null
 
   local br="$prefix-br"
@@ -71,21 +83,7 @@ up() {
 
   local name addr
   while read -r name addr cluster; do
-    local ns="$prefix-$name"
-    ip netns add "$ns"
-    echo "$ns" >>"$run/netns"
-    ip -n "$ns" link set lo up
-    ip link add "v$prefix$name" netns "$br" type veth peer name eth0 netns "$ns"
-    ip -n "$br" link set "v$prefix$name" master br0 up
-    ip -n "$ns" addr add "$addr/24" dev eth0
-    ip -n "$ns" link set eth0 up
-    if [ "$delay" = 1 ]; then
-      # "Near" and "far": cluster c1 is 2 ms from the bridge, everything else 10 ms.
-      local ms=10
-      [ "$cluster" = c1 ] && ms=2
-      ip netns exec "$br" tc qdisc add dev "v$prefix$name" root netem delay "${ms}ms" 2>/dev/null ||
-        die "--delay needs tc netem, which this kernel lacks (module sch_netem)"
-    fi
+    add_ns "$name" "$addr" "$cluster"
   done < <(labjson nodes)
 
   # Proxies first, then targets with their services, then clients.
@@ -110,12 +108,40 @@ up() {
   for name in cl1 cl3; do
     start "$name" "$run/bin/pias" client -c "$run/lab/$name.toml"
   done
-  plain_client cl2
+  if [ -e "$run/lab/cl2.wg.conf" ]; then
+    plain_client cl2
+  else
+    start cl2 "$run/bin/pias" client -c "$run/lab/cl2.toml"
+    wait_log cl2 "up:"
+  fi
   for name in $(labjson names target) cl1 cl3; do
     wait_log "$name" "up:"
   done
   log "lab up"
   echo "$run"
+}
+
+# add_ns NAME ADDR [CLUSTER]: NAME's namespace, on the bridge at ADDR/24
+# (with --delay, 2 ms away in cluster c1, 10 ms elsewhere).
+add_ns() {
+  local name=$1 addr=$2 cluster=${3:-} prefix br ns
+  prefix=$(cat "$run/prefix")
+  br="$prefix-br"
+  ns="$prefix-$name"
+  ip netns add "$ns"
+  echo "$ns" >>"$run/netns"
+  ip -n "$ns" link set lo up
+  ip link add "v$prefix$name" netns "$br" type veth peer name eth0 netns "$ns"
+  ip -n "$br" link set "v$prefix$name" master br0 up
+  ip -n "$ns" addr add "$addr/24" dev eth0
+  ip -n "$ns" link set eth0 up
+  if [ "$(cat "$run/delay")" = 1 ]; then
+    # "Near" and "far": cluster c1 is 2 ms from the bridge, everything else 10 ms.
+    local ms=10
+    [ "$cluster" = c1 ] && ms=2
+    ip netns exec "$br" tc qdisc add dev "v$prefix$name" root netem delay "${ms}ms" 2>/dev/null ||
+      die "--delay needs tc netem, which this kernel lacks (module sch_netem)"
+  fi
 }
 
 # start NAME CMD... runs CMD in NAME's namespace (NAME-svc runs in NAME's too).
@@ -239,18 +265,19 @@ labjson() {
 
 in_ns() { local name=$1; shift; ip netns exec "$(cat "$run/prefix")-$name" "$@"; }
 
-check() {
-  local failed=0
-  ok() { log "ok: $*"; }
-  bad() { log "FAILED: $*"; failed=1; }
+ok() { log "ok: $*"; }
+bad() { log "FAILED: $*"; failed=1; }
 
-  local http_group udp_group perf_group
+# check_clients CLIENT...: curl, a UDP exchange and (but cl3) ping from
+# each client.
+check_clients() {
+  local failed=0
+  local http_group udp_group
   http_group=$(labjson group 0)   # 100.65.0.1:80/tcp, served by t1
   udp_group=$(labjson group 1)    # 100.65.0.1:53/udp, served by t2
-  perf_group=$(labjson group 2)   # 100.65.0.2:80/tcp, iperf3 on t3
-  local http_addr=${http_group%/tcp} udp_addr=${udp_group%/udp} perf_addr=${perf_group%/tcp}
+  local http_addr=${http_group%/tcp} udp_addr=${udp_group%/udp}
 
-  for c in cl1 cl2 cl3; do
+  for c in "$@"; do
     local out
     if out=$(in_ns "$c" curl -sS --max-time 10 --retry 3 --retry-all-errors "http://$http_addr/hello"); then
       case $out in t1:*) ok "$c curl $http_addr → $out" ;; *) bad "$c curl answered '$out', not t1" ;; esac
@@ -258,7 +285,7 @@ check() {
       bad "$c curl http://$http_addr/ failed"
     fi
   done
-  for c in cl1 cl2 cl3; do
+  for c in "$@"; do
     local out
     if out=$(in_ns "$c" "$run/bin/labserver" ask-udp "$udp_addr" "hello from $c"); then
       [ "$out" = "t2: hello from $c" ] && ok "$c UDP $udp_addr → $out" || bad "$c UDP answered '$out'"
@@ -266,13 +293,24 @@ check() {
       bad "$c UDP to $udp_addr got no answer"
     fi
   done
-  for c in cl1 cl2; do
+  for c in "$@"; do
+    [ "$c" = cl3 ] && continue
     if in_ns "$c" ping -c 3 -i 0.2 -W 2 "${http_addr%:*}" >/dev/null; then
       ok "$c ping ${http_addr%:*}"
     else
       bad "$c ping ${http_addr%:*} failed"
     fi
   done
+  return $failed
+}
+
+# check: every client's requests, an iperf3 stream, and wg show.
+check() {
+  local failed=0
+  check_clients cl1 cl2 cl3 || failed=1
+  local perf_group
+  perf_group=$(labjson group 2)   # 100.65.0.2:80/tcp, iperf3 on t3
+  local perf_addr=${perf_group%/tcp}
   local mbps
   if mbps=$(iperf cl1 "${perf_addr%:*}" "${perf_addr##*:}"); then
     ok "cl1 iperf3 → $perf_group: $mbps Mbit/s"
@@ -327,6 +365,91 @@ direct_baseline() {
   iperf cl1 100.127.0.2 "$port"
 }
 
+# ---------------------------------------------------------------- CA mode
+
+# ca_new_target: what README "Adding a node" tells a person to do, in the
+# running CA lab: a key, a certificate from the lab's CA (pias cert sign),
+# a file that names the CA, the certificate and one proxy's endpoint, and
+# nothing else; no proxy's file changes. Then start it and curl its group
+# from cl1 until it answers. Prints the new target's name (stdout).
+ca_new_target() {
+  local n name lab bin prefix addr group=100.65.0.3:80/tcp started out took p1
+  n=$(( $(labjson names target | wc -l) + 1 ))
+  name=t$n
+  lab="$run/lab"; bin="$run/bin/pias"; prefix=$(cat "$run/prefix")
+  addr=198.18.0.$(( $(labjson nodes | wc -l) + 1 ))
+  p1=$(labjson endpoint p1)
+  (umask 077 && "$bin" genkey >"$lab/$name.key")
+  "$bin" cert sign --ca "$lab" --name "$name" --role target --pubkey "$("$bin" pubkey <"$lab/$name.key")" \
+    --address "100.64.1.$n" --groups "$group" --out "$lab/$name.crt" >&2 || { log "FAILED: pias cert sign $name"; return 1; }
+  cat >"$lab/$name.toml" <<EOF
+# a target added to the running lab: README, "Adding a node"
+name = "$name"
+private_key_file = "$name.key"
+listen = "$addr:51820"
+ca_file = "ca.pem"
+cert_file = "$name.crt"
+interface = "$(cat "$run/driver")"
+interface_name = "$prefix$name"
+
+[[proxy]]
+endpoint = "$p1"
+
+[[group]]
+group = "$group"
+port = 8080
+EOF
+  add_ns "$name" "$addr"
+  start "$name-svc" "$run/bin/labserver" serve -name "$name" -http ":8080"
+  started=$(date +%s.%N)
+  start "$name" "$bin" target -c "$lab/$name.toml"
+  out=""
+  for _ in $(seq 200); do
+    out=$(in_ns cl1 curl -sS --max-time 1 "http://${group%/tcp}/hello" 2>/dev/null) || out=""
+    case $out in "$name":*) break ;; esac
+    kill -0 "$(cat "$run/pids/$name")" 2>/dev/null || { cat "$run/logs/$name.log" >&2; log "FAILED: $name exited"; return 1; }
+    sleep 0.05
+  done
+  took=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {printf "%.2f", e - s}')
+  case $out in
+    "$name":*) log "ok: new target $name (signed into the running lab; its file lists p1's endpoint only): cl1 curl ${group%/tcp} → $out, $took s after it started" ;;
+    *) cat "$run/logs/$name.log" >&2; log "FAILED: new target $name: no answer from ${group%/tcp} within $took s"; return 1 ;;
+  esac
+  echo "$name"
+}
+
+# ca_revoke NAME: pias cert revoke NAME's certificate (the lab's
+# revoked.pem, next serial), SIGHUP to p1 alone, and wait until every
+# proxy that admitted NAME has removed it and cl1's requests to its group
+# go unanswered; both timed from the revoke.
+ca_revoke() {
+  local name=$1 lab="$run/lab" bin="$run/bin/pias" group=100.65.0.3:80/tcp admitted=() started p all=0 t_removed t_silent out
+  for p in $(labjson names proxy); do
+    grep -q " edge-admitted $name " "$run/logs/$p.log" && admitted+=("$p")
+  done
+  [ ${#admitted[@]} -gt 0 ] || { log "FAILED: no proxy logged admitting $name"; return 1; }
+  started=$(date +%s.%N)
+  "$bin" cert revoke --ca "$lab" "$lab/$name.crt" >&2 || { log "FAILED: pias cert revoke $name"; return 1; }
+  kill -HUP "$(cat "$run/pids/p1")"
+  for _ in $(seq 500); do
+    all=1
+    for p in "${admitted[@]}"; do grep -q " edge-removed $name " "$run/logs/$p.log" || all=0; done
+    [ $all = 1 ] && break
+    kill -0 "$(cat "$run/pids/p1")" 2>/dev/null || { log "FAILED: p1 exited on SIGHUP"; return 1; }
+    sleep 0.02
+  done
+  t_removed=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {printf "%.2f", e - s}')
+  [ $all = 1 ] || { log "FAILED: revoked $name: not removed by every one of ${admitted[*]} within $t_removed s"; return 1; }
+  out=""
+  for _ in $(seq 100); do
+    out=$(in_ns cl1 curl -sS --max-time 1 "http://${group%/tcp}/hello" 2>/dev/null) || { out=""; break; }
+    sleep 0.05
+  done
+  t_silent=$(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN {printf "%.2f", e - s}')
+  [ -z "$out" ] || { log "FAILED: revoked $name still answers cl1: $out"; return 1; }
+  log "ok: revoked $name (pias cert revoke, SIGHUP to p1): every proxy that admitted it (${admitted[*]}) removed it $t_removed s after the revoke; cl1's requests to ${group%/tcp} unanswered $t_silent s after"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd=${1:-}
@@ -337,9 +460,12 @@ case $cmd in
   test)
     run=""
     trap 'rc=$?; [ -n "${run:-}" ] && down "$run"; exit $rc' EXIT
+    # A CA lab (lab gen's default): every check, a target signed in while
+    # it runs, its revocation, and the direct baseline.
     up "$@" >/dev/null
     check || die "some checks failed (PIAS_LAB_LOGS=DIR keeps the logs)"
-    wg_quick_client cl2 || die "the plain client by wg-quick failed"
+    new=$(ca_new_target) || die "a target added to the running CA lab failed"
+    ca_revoke "$new" || die "the revocation of $new failed"
     if direct=$(direct_baseline); then
       log "ok: direct wireguard-go tunnel cl1 → t3: $direct Mbit/s"
       anycast=$(cat "$run/iperf-anycast")
@@ -347,14 +473,23 @@ case $cmd in
     else
       die "direct wireguard-go baseline failed"
     fi
+    down "$run"
+    # A plain WireGuard client has no certificate: a proxy admits it by
+    # its [[edge]] entry, so the README's cl2 runs in a static lab.
+    run=""
+    up --static "$@" >/dev/null
+    check_clients cl2 || die "the plain client's checks failed"
+    wg_quick_client cl2 || die "the plain client by wg-quick failed"
     log "all checks passed"
     ;;
   chaos)
     run=""
     trap 'rc=$?; [ -n "${run:-}" ] && down "$run"; exit $rc' EXIT
     # t4 serves t1's group too: where a service stops, its group has
-    # another target to move to.
-    up --targets 4 "$@" >/dev/null
+    # another target to move to. A static lab: the faults are aimed at the
+    # homes lab.json names, which in a CA lab are where an edge goes only
+    # if that proxy admits it first.
+    up --static --targets 4 "$@" >/dev/null
     http_group=$(labjson group 0)
     url="http://${http_group%/tcp}/chaos"
     iap=$(labjson home cl1)

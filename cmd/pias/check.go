@@ -5,10 +5,12 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/pias-net/pias/cert"
 	"github.com/pias-net/pias/config"
 )
 
@@ -74,9 +76,9 @@ func runCheck(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 }
 
 // guessRole reads the role off the file's top-level keys: only a proxy's
-// file has cluster and [[edge]], only a target's [[group]]. A file that
-// does not parse is a client's: every loader reports its syntax error the
-// same way.
+// file has cluster and [[edge]], only a target's [[group]]; a file in CA
+// mode has the role its certificate says. A file that does not parse is a
+// client's: every loader reports its syntax error the same way.
 func guessRole(path string) string {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -85,6 +87,16 @@ func guessRole(path string) string {
 	var m map[string]any
 	if _, err := toml.Decode(string(data), &m); err != nil {
 		return config.RoleClient
+	}
+	if name, ok := m["cert_file"].(string); ok {
+		if !filepath.IsAbs(name) {
+			name = filepath.Join(filepath.Dir(path), name)
+		}
+		if text, err := readFile(name); err == nil {
+			if c, err := cert.ParsePEM(text); err == nil {
+				return c.Role.String() // the loader checks it against the file
+			}
+		}
 	}
 	switch {
 	case m["cluster"] != nil || m["edge"] != nil:

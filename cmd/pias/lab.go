@@ -11,8 +11,7 @@ import (
 )
 
 // labCADefault: pias lab gen makes a CA lab unless --static is given.
-// (Static until nodes are admitted by certificate.)
-const labCADefault = false
+const labCADefault = true
 
 func init() {
 	register("lab", "lab gen: write a consistent set of node configs (and lab.json)", runLab)
