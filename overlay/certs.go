@@ -115,11 +115,12 @@ const maxClaims = 1 << 16
 
 // certEdge is an edge admitted by certificate.
 type certEdge struct {
-	pol   *EdgePolicy
-	cert  *cert.Certificate
-	fp    cert.Fingerprint
-	until int64 // the lease: monotonic ns
-	since int64 // when admitted, Unix ms
+	pol      *EdgePolicy
+	cert     *cert.Certificate
+	fp       cert.Fingerprint
+	until    int64 // the lease: monotonic ns
+	since    int64 // when admitted, Unix ms
+	endpoint netip.AddrPort
 }
 
 func newCertState(c *CertConfig, proxyName string) (*certState, error) {
@@ -248,8 +249,14 @@ func (p *Proxy) admitEdge(from netip.AddrPort, c *cert.Certificate, now int64) s
 			p.removeEdge(e, "its certificate was replaced")
 		} else {
 			e.until = now + int64(edgeLease)
-			if et, ok := p.net.(EdgeTransport); ok {
-				et.AddEdge(c.PublicKey, c.Addresses, from) // the endpoint may have moved
+			if e.endpoint != from {
+				// It moved (a new NAT mapping, a new address). (Not
+				// otherwise: reconfiguring the peer at every renewal
+				// would stall its packets for nothing.)
+				if et, ok := p.net.(EdgeTransport); ok {
+					et.AddEdge(c.PublicKey, c.Addresses, from)
+				}
+				e.endpoint = from
 			}
 			return ""
 		}
@@ -278,7 +285,7 @@ func (p *Proxy) admitEdge(from netip.AddrPort, c *cert.Certificate, now int64) s
 		return fmt.Sprintf("cannot add it as a WireGuard peer: %v", err)
 	}
 	pol := &EdgePolicy{Name: c.Name, PublicKey: c.PublicKey, Rights: c.Groups, SetsPolicy: c.SetsPolicy, MaxWeight: c.MaxWeight, Role: c.Role}
-	e := &certEdge{pol: pol, cert: c, fp: c.Fingerprint(), until: now + int64(edgeLease), since: p.clock.Wall().UnixMilli()}
+	e := &certEdge{pol: pol, cert: c, fp: c.Fingerprint(), until: now + int64(edgeLease), since: p.clock.Wall().UnixMilli(), endpoint: from}
 	cs.edges[c.PublicKey] = e
 	for _, a := range c.Addresses {
 		p.edges[a] = pol
@@ -350,8 +357,11 @@ const wireguardRekey = 2 * time.Minute
 
 // warnExpiry warns once of a certificate that expires within a day.
 func (p *Proxy) warnExpiry(c *cert.Certificate, wall time.Time) {
+	if c.NotAfter.Sub(wall) > expiryWarning {
+		return
+	}
 	fp := c.Fingerprint()
-	if left := c.NotAfter.Sub(wall); left > expiryWarning || p.certs.warned[fp] {
+	if p.certs.warned[fp] {
 		return
 	}
 	if len(p.certs.warned) > 4096 {
