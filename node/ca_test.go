@@ -392,3 +392,28 @@ func TestCAAddressHeldElsewhere(t *testing.T) {
 		t.Errorf("p2 has %d targets of %v, want t1", n, g)
 	}
 }
+
+// TestCAHome: an edge's prefix goes to its home, the first proxy of its
+// file, even when another admits it first; and to another when the home
+// never answers.
+func TestCAHome(t *testing.T) {
+	l := newCALab(t)
+	l.stay = true
+	p1, ep1 := l.proxy("p1", 1)
+	p2, ep2 := l.proxy("p2", 2, ep1)
+	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool { return len(p1.Overlay.Live()) == 2 && len(p2.Overlay.Live()) == 2 })
+	for i := range 4 {
+		cl := l.edge(fmt.Sprintf("cl%d", i), cert.RoleClient, netip.AddrFrom4([4]byte{100, 64, 2, byte(i + 1)}), nil, nil, ep2, ep1)
+		waitFor(t, "cl attached", 10*time.Second, func() bool { return cl.attacher() != nil && len(cl.attacher().Candidates()) == 2 })
+		if cur := cl.attacher().Current(); cur != "p2" {
+			t.Errorf("%s is attached to %s, not its home p2", cl.Name, cur)
+		}
+	}
+	// A home that never answers: after homeGrace, p1 carries the prefix.
+	start := time.Now()
+	cl := l.edge("cl9", cert.RoleClient, netip.MustParseAddr("100.64.2.9"), nil, nil, silentProxy(t), ep1)
+	waitFor(t, "cl9 attached", 10*time.Second, func() bool { return cl.attacher() != nil })
+	if cur, el := cl.attacher().Current(), time.Since(start); cur != "p1" || el < homeGrace {
+		t.Errorf("cl9 attached to %s after %v; want p1 after %v", cur, el, homeGrace)
+	}
+}

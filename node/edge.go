@@ -63,6 +63,11 @@ type Edge struct {
 	// mode), and the handshake's datagrams from the WireGuard socket.
 	admit    *admit.Client
 	underlay chan datagram
+	// waiting: proxies that admitted the edge before its home (the first
+	// in its file) did, until homeBy; the home carries the prefix if it
+	// admits the edge by then.
+	waiting []admittedProxy
+	homeBy  int64
 	// cur is the edge's file as reloaded last (Reload), owned by run:
 	// its groups, checks and drain timeout.
 	cur  *config.Edge
@@ -137,6 +142,7 @@ func StartEdge(cfg *config.Edge, opts Options) (*Edge, error) {
 		for _, pp := range cfg.Proxies {
 			e.admit.Add(pp.Endpoint, e.now())
 		}
+		e.homeBy = e.now() + int64(homeGrace)
 		e.underlay = make(chan datagram, 16)
 		sb := tunnel.NewSideBind(opts.Bind, admit.Magic)
 		sb.SetHandler(func(from netip.AddrPort, pkt []byte) {
@@ -279,6 +285,13 @@ func (e *Edge) run() {
 		if !stopping && e.admit != nil {
 			e.sendUnderlay(e.admit.Tick(now, time.Now()))
 			next = min(next, e.admit.Next())
+			if len(e.waiting) > 0 {
+				if now >= e.homeBy {
+					e.addWaiting(now)
+				} else {
+					next = min(next, e.homeBy)
+				}
+			}
 		}
 		timer.Reset(time.Duration(max(next-e.now(), 0))) // no stale tick since Go 1.23
 		ctxDone := e.ctx.Done()

@@ -67,12 +67,45 @@ func (e *Edge) admitted(d datagram) {
 			e.opts.OnEvent(overlay.Event{Kind: overlay.EventNotAdmitted, Proxy: name, Name: e.Name, Reason: r.Refused})
 		}
 	case r.Admitted:
-		if err := e.addAdmitted(r.Cert, d.from, now); err != nil && e.opts.Logf != nil {
-			e.opts.Logf("%s: proxy %q at %v admitted us, but: %v", e.Name, r.Cert.Name, d.from, err)
+		if e.Attach == nil && d.from != e.Config.Proxies[0].Endpoint && now < e.homeBy {
+			// Not the home: it carries the prefix only if the home
+			// does not admit the edge soon.
+			e.waiting = append(e.waiting, admittedProxy{r.Cert, d.from})
+		} else {
+			e.addProxy(admittedProxy{r.Cert, d.from}, now)
+			e.addWaiting(now)
 		}
 		if e.opts.OnEvent != nil {
 			e.opts.OnEvent(overlay.Event{Kind: overlay.EventAdmitted, Proxy: name, Name: e.Name})
 		}
+	}
+}
+
+// homeGrace is how long an edge waits for its home proxy (the first in its
+// file) to admit it before another that did carries the prefix.
+const homeGrace = time.Second
+
+// admittedProxy is a proxy that admitted the edge: its certificate and
+// endpoint.
+type admittedProxy struct {
+	cert *cert.Certificate
+	ep   netip.AddrPort
+}
+
+// addProxy adds an admitted proxy, or logs why it cannot.
+func (e *Edge) addProxy(a admittedProxy, now int64) {
+	if err := e.addAdmitted(a.cert, a.ep, now); err != nil && e.opts.Logf != nil {
+		e.opts.Logf("%s: proxy %q at %v admitted us, but: %v", e.Name, a.cert.Name, a.ep, err)
+	}
+}
+
+// addWaiting adds the proxies that waited for the home, in the order they
+// admitted the edge.
+func (e *Edge) addWaiting(now int64) {
+	w := e.waiting
+	e.waiting = nil
+	for _, a := range w {
+		e.addProxy(a, now)
 	}
 }
 
