@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The flood figure of admission by certificate: in a CA namespace lab, a
-# stream of iperf3 from cl1 through its proxy to t3, measured alone and
-# then while one core sends that proxy forged certificate hellos
-# (scripts/helloflood: certificates the lab's CA signed, MACs under the
-# wrong keys). Prints the stream's rate in both runs and their ratio, the
-# flooded proxy's CPU in both, and how many hellos went out. Linux, root.
+# stream of iperf3 from cl1 through its proxy to t3, measured alone (before
+# and after), while one core sends that proxy junk datagrams WireGuard
+# drops (what any UDP flood costs), and while it sends forged certificate
+# hellos (scripts/helloflood: certificates the lab's CA signed, MACs under
+# the wrong keys). Prints each stream's rate and the flooded proxy's CPU,
+# and the ratios. Linux, root.
 #
 #   scripts/flood.sh [SECONDS]    (default 8 s a run)
 set -euo pipefail
@@ -39,21 +40,35 @@ stream() { # → Mbit/s of a $secs s stream
 }
 
 log "flooded proxy: $victim (pid $pid); $secs s a run"
-c0=$(cpu); t0=$(date +%s.%N)
-alone=$(stream)
-c1=$(cpu); t1=$(date +%s.%N)
-# The attacker runs in cl3's namespace, sending to the proxy's endpoint.
-in_ns cl3 "$run/bin/helloflood" -lab "$run/lab" -to "$victim" -for "$((secs + 2))s" >"$run/logs/helloflood.log" 2>&1 &
-fl=$!
-sleep 1 # the flood is under way before the stream starts
-c2=$(cpu); t2=$(date +%s.%N)
-flooded=$(stream)
-c3=$(cpu); t3=$(date +%s.%N)
-wait "$fl" || die "helloflood failed: $(cat "$run/logs/helloflood.log")"
-sent=$(cat "$run/logs/helloflood.log")
-awk -v a="$alone" -v f="$flooded" -v c0="$c0" -v c1="$c1" -v c2="$c2" -v c3="$c3" \
-  -v t0="$t0" -v t1="$t1" -v t2="$t2" -v t3="$t3" -v hz="$hz" -v who="$victim" -v sent="$sent" 'BEGIN {
-  printf "iperf3 through %s: alone %s Mbit/s, under the flood %s Mbit/s: ratio %.2f\n", who, a, f, f / a
-  printf "%s CPU: alone %.2f cores, under the flood %.2f cores\n", who, (c1 - c0) / hz / (t1 - t0), (c3 - c2) / hz / (t3 - t2)
-  printf "attacker: %s\n", sent
+# measure [FLOOD ARGS...]: a stream while the flood runs (none: alone);
+# prints Mbit/s, the proxy's cores, and the attacker's line.
+measure() {
+  local fl=""
+  if [ $# -gt 0 ]; then
+    in_ns cl3 "$run/bin/helloflood" -lab "$run/lab" -to "$victim" -for "$((secs + 2))s" "$@" >"$run/logs/helloflood.log" 2>&1 &
+    fl=$!
+    sleep 1 # the flood is under way before the stream starts
+  fi
+  local c0 t0 mbps c1 t1 sent="-"
+  c0=$(cpu); t0=$(date +%s.%N)
+  mbps=$(stream)
+  c1=$(cpu); t1=$(date +%s.%N)
+  if [ -n "$fl" ]; then
+    wait "$fl" || die "helloflood failed: $(cat "$run/logs/helloflood.log")"
+    sent=$(cat "$run/logs/helloflood.log")
+  fi
+  awk -v m="$mbps" -v c0="$c0" -v c1="$c1" -v t0="$t0" -v t1="$t1" -v hz="$hz" -v s="$sent" \
+    'BEGIN {printf "%s %.2f %s\n", m, (c1 - c0) / hz / (t1 - t0), s}'
+}
+read -r a_mbps a_cpu _ < <(measure)
+read -r j_mbps j_cpu j_sent < <(measure -junk)
+read -r h_mbps h_cpu h_sent < <(measure)
+read -r f_mbps f_cpu f_sent < <(measure -certs 256)
+awk -v who="$victim" -v a="$a_mbps" -v ac="$a_cpu" -v j="$j_mbps" -v jc="$j_cpu" -v h="$h_mbps" -v hc="$h_cpu" \
+  -v f="$f_mbps" -v fc="$f_cpu" -v js="$j_sent" -v fs="$f_sent" 'BEGIN {
+  printf "iperf3 through %s, Mbit/s (its CPU, cores):\n", who
+  printf "  alone              %8s (%.2f)\n", (a + h) / 2, (ac + hc) / 2
+  printf "  under a junk flood %8s (%.2f)  %s\n", j, jc, js
+  printf "  under a hello flood%8s (%.2f)  %s\n", f, fc, fs
+  printf "ratio hello flood / alone %.2f; hello flood / junk flood %.2f\n", f / ((a + h) / 2), f / j
 }'

@@ -5,7 +5,11 @@
 // key the sender made up, with a MAC under another: the proxy finds out
 // only after an X25519, while its hello budget lasts.
 //
-//	helloflood -lab DIR -to NAME [-for 10s] [-certs 256]
+// With -junk it sends datagrams of the same sizes that are no pias or
+// WireGuard message at all (WireGuard drops them at once): the baseline of
+// what any UDP flood of that rate costs.
+//
+//	helloflood -lab DIR -to NAME [-for 10s] [-certs 256] [-junk]
 package main
 
 import (
@@ -29,14 +33,15 @@ func main() {
 	to := flag.String("to", "", "the proxy to flood, by name")
 	dur := flag.Duration("for", 10*time.Second, "how long")
 	n := flag.Int("certs", 256, "distinct forged hellos (the proxy meets each key once per cache)")
+	junk := flag.Bool("junk", false, "send datagrams of the same sizes that are nobody's message")
 	flag.Parse()
-	if err := flood(*dir, *to, *dur, *n); err != nil {
+	if err := flood(*dir, *to, *dur, *n, *junk); err != nil {
 		fmt.Fprintln(os.Stderr, "helloflood:", err)
 		os.Exit(1)
 	}
 }
 
-func flood(dir, to string, dur time.Duration, n int) error {
+func flood(dir, to string, dur time.Duration, n int, junk bool) error {
 	l, err := lab.ReadLab(filepath.Join(dir, "lab.json"))
 	if err != nil {
 		return err
@@ -92,6 +97,9 @@ func flood(dir, to string, dur time.Duration, n int) error {
 		if err != nil {
 			return err
 		}
+		if junk {
+			p[0] = 0xff // no message type of WireGuard's, no magic of pias's
+		}
 		pkts = append(pkts, p)
 	}
 	conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(target.Endpoint))
@@ -109,6 +117,10 @@ func flood(dir, to string, dur time.Duration, n int) error {
 		}
 	}
 	el := time.Since(start)
-	fmt.Printf("%d forged hellos in %v: %.0f/s\n", sent, el.Round(time.Millisecond), float64(sent)/el.Seconds())
+	what := "forged hellos"
+	if junk {
+		what = "junk datagrams"
+	}
+	fmt.Printf("%d %s in %v: %.0f/s\n", sent, what, el.Round(time.Millisecond), float64(sent)/el.Seconds())
 	return nil
 }
