@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/router"
@@ -76,5 +77,35 @@ func TestCtlQueueFloods(t *testing.T) {
 	}
 	if len(q.msgs) != msgsLen {
 		t.Errorf("control queue holds %d, want its bound %d", len(q.msgs), msgsLen)
+	}
+}
+
+// TestUnderlayBudget: a flood of underlay datagrams, drained as fast as it
+// comes, gets at most underlayBurst plus underlayRate a second through to
+// the control goroutine; the rest is dropped and counted.
+func TestUnderlayBudget(t *testing.T) {
+	q := newCtlQueue()
+	from := netip.MustParseAddrPort("198.18.0.9:51820")
+	pkt := []byte("PIAS not really a hello")
+	start := time.Now()
+	taken := 0
+	const n = 20000
+	for range n {
+		q.underlayDatagram(true, from, pkt)
+		select {
+		case <-q.underlay:
+			taken++
+		default:
+		}
+	}
+	el := time.Since(start)
+	if most := underlayBurst + int(underlayRate*el.Seconds()) + 1; taken > most {
+		t.Errorf("%d of %d datagrams taken in %v; the budget allows %d", taken, n, el, most)
+	}
+	if taken < underlayBurst/2 {
+		t.Errorf("only %d datagrams taken: the burst is %d", taken, underlayBurst)
+	}
+	if d := q.dropped.Load(); d != uint64(n-taken) {
+		t.Errorf("dropped %d, want %d", d, n-taken)
 	}
 }
