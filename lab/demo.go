@@ -204,7 +204,7 @@ func RunDemoWith(ctx context.Context, w io.Writer, opts DemoOptions) error {
 			}
 		}
 		n.printf("   no file holds another node's key: proxies and edges admit each other by certificates of the lab's CA")
-		n.step("Edges attach to the first proxy that admits them; targets join their groups by sending JOIN to the group's anycast address")
+		n.step("Edges attach to their home proxy (the first in their file) once it admits them; targets join their groups by sending JOIN to the group's anycast address")
 	}
 	onEvent := n.on(nil)
 	if opts.OnEvent != nil {

@@ -130,8 +130,8 @@ func TestFailoverJAPDies(t *testing.T) {
 	h := startLab(t, shape)
 	g := GroupN(0)
 	// A client on a proxy with no target of g: every flow goes to a remote
-	// JAP. (In a CA lab an edge attaches to the first proxy that admits
-	// it, so look.)
+	// JAP. (In a CA lab an edge whose home is slow to admit it, on a busy
+	// host, attaches to another that did: look.)
 	japs, client := japsOf(h, g), ""
 	for _, c := range h.Names(config.RoleClient) {
 		if !slices.Contains(japs, h.Home(c).Name) {

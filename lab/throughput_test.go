@@ -120,8 +120,8 @@ func anycastPath(b *testing.B) (dial func(context.Context) (net.Conn, error)) {
 }
 
 // ipaNotJAP starts a lab whose cl1 and t1 are attached to different
-// proxies. (In a CA lab an edge attaches to the first proxy that admits
-// it, not always the home its file lists first: a few tries.)
+// proxies. (In a CA lab an edge whose home is slow to admit it, on a busy
+// host, attaches to another that did: a few tries.)
 func ipaNotJAP(b *testing.B, shape Options) *Harness {
 	b.Helper()
 	for range 5 {
