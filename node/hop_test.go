@@ -4,10 +4,12 @@ package node
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"net/netip"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -110,13 +112,18 @@ func newKey(tb testing.TB) config.Key {
 	return k
 }
 
-func device(tb testing.TB, t tun.Device, b conn.Bind, k config.Key, peers []tunnel.Peer) {
+// device starts a wireguard-go device. Its goroutines carry the pprof
+// label dev=name (they inherit it from NewDevice), so that a CPU profile
+// tells the proxy's work from A's and B's: pprof -tagfocus dev=proxy.
+func device(tb testing.TB, name string, t tun.Device, b conn.Bind, k config.Key, peers []tunnel.Peer) {
 	tb.Helper()
-	d, err := tunnel.NewDevice(t, b, k, 0, peers, tb.Logf)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(d.Close)
+	pprof.Do(context.Background(), pprof.Labels("dev", name), func(context.Context) {
+		d, err := tunnel.NewDevice(t, b, k, 0, peers, tb.Logf)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(d.Close)
+	})
 }
 
 // newHop starts A, the proxy and B. The proxy is a Proxy reduced to its
@@ -140,14 +147,14 @@ func newHop(tb testing.TB, m hopMode) *hopPath {
 		r.AddTargetWeight(hopGroup, hopTarget, 1)
 	}
 	p.tun = tunnel.NewMemTUN("hop", 1420, p.handle)
-	device(tb, p.tun, n.Bind(epP), kP, []tunnel.Peer{
+	device(tb, "proxy", p.tun, n.Bind(epP), kP, []tunnel.Peer{
 		{PublicKey: kA.PublicKey(), AllowedIPs: host(m.aAddr())},
 		{PublicKey: kB.PublicKey(), Endpoint: epB, AllowedIPs: host(m.bAddr())},
 	})
 
 	h := newPath(m)
-	device(tb, h.src, n.Bind(epA), kA, []tunnel.Peer{{PublicKey: kP.PublicKey(), Endpoint: epP, AllowedIPs: everything}})
-	device(tb, h.sink, n.Bind(epB), kB, []tunnel.Peer{{PublicKey: kP.PublicKey(), Endpoint: epP, AllowedIPs: everything}})
+	device(tb, "a", h.src, n.Bind(epA), kA, []tunnel.Peer{{PublicKey: kP.PublicKey(), Endpoint: epP, AllowedIPs: everything}})
+	device(tb, "b", h.sink, n.Bind(epB), kB, []tunnel.Peer{{PublicKey: kP.PublicKey(), Endpoint: epP, AllowedIPs: everything}})
 	return h
 }
 
@@ -158,8 +165,8 @@ func newDirect(tb testing.TB, m hopMode) *hopPath {
 	epA, epB := netip.MustParseAddrPort("198.18.1.1:51820"), netip.MustParseAddrPort("198.18.1.3:51820")
 	kA, kB := newKey(tb), newKey(tb)
 	h := newPath(m)
-	device(tb, h.src, n.Bind(epA), kA, []tunnel.Peer{{PublicKey: kB.PublicKey(), Endpoint: epB, AllowedIPs: everything}})
-	device(tb, h.sink, n.Bind(epB), kB, []tunnel.Peer{{PublicKey: kA.PublicKey(), AllowedIPs: host(m.aAddr())}})
+	device(tb, "direct-a", h.src, n.Bind(epA), kA, []tunnel.Peer{{PublicKey: kB.PublicKey(), Endpoint: epB, AllowedIPs: everything}})
+	device(tb, "direct-b", h.sink, n.Bind(epB), kB, []tunnel.Peer{{PublicKey: kA.PublicKey(), AllowedIPs: host(m.aAddr())}})
 	return h
 }
 
@@ -233,9 +240,7 @@ func sealOpen(n int) {
 func BenchmarkSealOpen(b *testing.B) {
 	b.SetBytes(1420)
 	b.ReportAllocs()
-	for b.Loop() {
-		sealOpen(1)
-	}
+	sealOpen(b.N)
 }
 
 // BenchmarkProxyHop is the cost of one proxy hop per 1420-byte packet of
