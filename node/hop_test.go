@@ -146,7 +146,7 @@ func newHop(tb testing.TB, m hopMode) *hopPath {
 	} else {
 		r.AddTargetWeight(hopGroup, hopTarget, 1)
 	}
-	p.tun = tunnel.NewMemTUN("hop", 1420, p.handle)
+	p.tun = tunnel.NewMemTUN("hop", 1420, p.clock.Now, p.handle)
 	device(tb, "proxy", p.tun, n.Bind(epP), kP, []tunnel.Peer{
 		{PublicKey: kA.PublicKey(), AllowedIPs: host(m.aAddr())},
 		{PublicKey: kB.PublicKey(), Endpoint: epB, AllowedIPs: host(m.bAddr())},

@@ -77,6 +77,11 @@ floor_ns=$(grep -o '[0-9.e+]* floor-ns' "$tmp/go.txt" | awk '{print $1}' | sort 
 # CPU-seconds per GB of 1420-byte packets at the floor: one seal and one open each.
 floor_gb=$(awk -v ns="$floor_ns" 'BEGIN { printf "%.3f", ns / 1420 }')
 say "floor: seal+open of 1420 bytes $floor_ns ns of CPU = $floor_gb CPU-s per GB"
+# The proxy's own goroutines, told from A's and B's by their pprof labels.
+go test -run '^$' -bench 'ProxyHop/local' -benchtime 200000x -count 1 -cpuprofile "$tmp/cpu.prof" -o "$tmp/node.test" ./node >"$tmp/prof.txt"
+proxy_ms=$(go tool pprof -tags "$tmp/node.test" "$tmp/cpu.prof" 2>/dev/null | awk '$NF == "proxy" {v = $1; sub(/ms$/, "", v); if (v ~ /s$/) {sub(/s$/, "", v); v *= 1000}; print v}')
+prof_floor=$(grep -o '[0-9.e+]* floor-ns' "$tmp/prof.txt" | awk '{print $1}')
+say "the proxy's goroutines alone (pprof -tagfocus dev=proxy, mode local): $(awk -v ms="$proxy_ms" -v f="$prof_floor" 'BEGIN {ns = ms * 1e6 / 204096; printf "%.0f ns per packet, %.2f × the floor of the same run", ns, ns / f}')"
 
 say
 say "== the namespace lab (scripts/lab.sh up)"

@@ -12,10 +12,11 @@ import (
 
 // Handler decides the fate of one packet that WireGuard decrypted. The packet
 // is buf[start:end], and buf has Headroom spare bytes before start, so the
-// handler may rewrite it in place, prepend a header or cut one off. It returns
-// the bytes to hand back to WireGuard (which routes them by destination), or
-// emit=false when the packet stops here.
-type Handler func(buf []byte, start, end int) (outStart, outEnd int, emit bool)
+// handler may rewrite it in place, prepend a header or cut one off. now is
+// the MemTUN's clock, read once per batch. It returns the bytes to hand back
+// to WireGuard (which routes them by destination), or emit=false when the
+// packet stops here.
+type Handler func(buf []byte, start, end int, now int64) (outStart, outEnd int, emit bool)
 
 // Headroom is the space a Handler may prepend to a packet.
 const Headroom = 64
@@ -43,6 +44,7 @@ type MemTUN struct {
 	name    string
 	mtu     int
 	handler Handler
+	clock   func() int64
 	events  chan tun.Event
 
 	mu       sync.Mutex
@@ -59,12 +61,18 @@ type MemTUN struct {
 
 var _ tun.Device = (*MemTUN)(nil)
 
-// NewMemTUN returns a MemTUN that passes WireGuard's packets to h.
-func NewMemTUN(name string, mtu int, h Handler) *MemTUN {
+// NewMemTUN returns a MemTUN that passes WireGuard's packets to h, with the
+// time clock tells once per batch (a clock read per packet costs a few
+// percent of a proxy's CPU; nil passes 0).
+func NewMemTUN(name string, mtu int, clock func() int64, h Handler) *MemTUN {
+	if clock == nil {
+		clock = func() int64 { return 0 }
+	}
 	t := &MemTUN{
 		name:     name,
 		mtu:      mtu,
 		handler:  h,
+		clock:    clock,
 		events:   make(chan tun.Event, 1),
 		notEmpty: make(chan struct{}, 1),
 		notFull:  make(chan struct{}, 1),
@@ -95,6 +103,7 @@ func (t *MemTUN) Close() error {
 func (t *MemTUN) Write(bufs [][]byte, offset int) (int, error) {
 	var batch [conn.IdealBatchSize]*slot
 	n := 0
+	now := t.clock()
 	for i, b := range bufs {
 		pkt := b[offset:]
 		if len(pkt) == 0 {
@@ -106,7 +115,7 @@ func (t *MemTUN) Write(bufs [][]byte, offset int) (int, error) {
 		}
 		s := slotPool.Get().(*slot)
 		k := copy(s.buf[Headroom:], pkt)
-		start, end, emit := t.handler(s.buf[:], Headroom, Headroom+k)
+		start, end, emit := t.handler(s.buf[:], Headroom, Headroom+k, now)
 		if !emit {
 			slotPool.Put(s)
 			continue
