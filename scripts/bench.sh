@@ -244,6 +244,28 @@ END {
   }
 }' "$tmp/streams" | sort
 
+if command -v perf >/dev/null; then
+  say
+  say "== where the IAP=JAP proxy's CPU goes during one stream (perf record -p, $secs s; % of its samples)"
+  in_ns "$near" iperf3 -c "$perf_addr" -p "$perf_port" -t $((secs + 2)) >/dev/null 2>&1 &
+  ip3=$!
+  sleep 1
+  perf record -q -F 499 -p "$(pid_of "$t3_home")" -o "$tmp/perf.data" -- sleep "$secs" >/dev/null 2>&1 || true
+  wait "$ip3" || true
+  perf report -i "$tmp/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null | awk '
+/^ +[0-9.]+%/ {
+  p = $1; sub(/%/, "", p); sym = $0
+  if (sym ~ /chacha20poly1305/) c["cipher (chacha20poly1305)"] += p
+  else if (sym ~ /kernel/) c["kernel (syscalls, UDP, scheduling)"] += p
+  else if (sym ~ /pias-net/) c["pias (MemTUN, handle, router, SideBind)"] += p
+  else if (sym ~ /zx2c4/) c["wireguard-go (queues, pools, GSO/GRO, allowed IPs)"] += p
+  else if (sym ~ /memmove|memclr/) c["copies and zeroing (runtime.memmove, memclr)"] += p
+  else if (sym ~ /sync\./) c["sync.Pool and locks"] += p
+  else c["Go runtime and the rest"] += p
+}
+END { for (k in c) printf "  %5.1f%%  %s\n", c[k], k }' | sort -rn
+fi
+
 say
 say "== (e) round trips of 32-byte UDP requests, 2000 one at a time: answered, median µs, p99 µs"
 rtt() { in_ns "$1" "$run/bin/labserver" rtt-udp "$2" 2000; }
