@@ -152,7 +152,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		}
 		peers = append(peers, tunnel.Peer{PublicKey: e.PublicKey, AllowedIPs: hostPrefixes(e.Address)})
 	}
-	p.tun = tunnel.NewMemTUN(cfg.Name, cfg.MTU, p.handle)
+	p.tun = tunnel.NewMemTUN(cfg.Name, cfg.MTU, p.clock.Now, p.handle)
 	p.bind = tunnel.NewSideBind(opts.Bind, overlay.UnderlayMagic)
 	var meshKey []byte
 	if cfg.MeshKey != nil {
@@ -228,8 +228,8 @@ func (p *Proxy) ControlDropped() uint64 { return p.ctl.dropped.Load() }
 
 // handle is the data path: every packet WireGuard decrypted goes through the
 // router; control messages and resolve requests go to the control plane.
-func (p *Proxy) handle(buf []byte, start, end int) (int, int, bool) {
-	res := p.Router.Route(buf, start, end, p.clock.Now())
+func (p *Proxy) handle(buf []byte, start, end int, now int64) (int, int, bool) {
+	res := p.Router.Route(buf, start, end, now)
 	switch res.Action {
 	case router.Forward:
 		if res.Copies > 0 {

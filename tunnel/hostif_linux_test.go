@@ -598,8 +598,8 @@ func TestUAPI(t *testing.T) {
 
 	k, peer := newKeypair(t), newKeypair(t)
 	peers := []Peer{{PublicKey: peer.pub, Endpoint: netip.MustParseAddrPort("127.0.0.1:9"), AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.65.0.0/16")}}}
-	drop := func(buf []byte, start, end int) (int, int, bool) { return 0, 0, false }
-	d := startDevice(t, &Host{TUN: NewMemTUN(name, 1420, drop)}, k, peers)
+	drop := func(buf []byte, start, end int, _ int64) (int, int, bool) { return 0, 0, false }
+	d := startDevice(t, &Host{TUN: NewMemTUN(name, 1420, nil, drop)}, k, peers)
 
 	c, err := d.ListenUAPI(name)
 	if err != nil {
@@ -629,7 +629,7 @@ func TestUAPI(t *testing.T) {
 	}
 
 	// A second node under the same name is refused while this one lives.
-	d2 := startDevice(t, &Host{TUN: NewMemTUN(name, 1420, drop)}, peer, nil)
+	d2 := startDevice(t, &Host{TUN: NewMemTUN(name, 1420, nil, drop)}, peer, nil)
 	if c2, err := d2.ListenUAPI(name); err == nil {
 		c2.Close()
 		t.Fatal("second ListenUAPI under the same name succeeded")

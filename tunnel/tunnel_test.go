@@ -66,7 +66,7 @@ func relayPair(t testing.TB) (client, server *Host, relay *MemTUN) {
 	kc, kr, ks := newKeypair(t), newKeypair(t), newKeypair(t)
 	client = netstackHost(t, "100.64.2.1")
 	server = netstackHost(t, "100.64.1.1")
-	relay = NewMemTUN("relay", 1420, func(buf []byte, start, end int) (int, int, bool) {
+	relay = NewMemTUN("relay", 1420, nil, func(buf []byte, start, end int, _ int64) (int, int, bool) {
 		return start, end, true
 	})
 	rd := startDevice(t, &Host{TUN: relay}, kr, nil)
@@ -121,7 +121,7 @@ func TestMemTUNRelaysTCP(t *testing.T) {
 
 func TestMemTUNInjectAndClose(t *testing.T) {
 	var seen int
-	m := NewMemTUN("x", 1420, func(buf []byte, start, end int) (int, int, bool) {
+	m := NewMemTUN("x", 1420, nil, func(buf []byte, start, end int, _ int64) (int, int, bool) {
 		seen++
 		return start + 1, end, buf[start] == 1
 	})
@@ -162,7 +162,7 @@ func TestMemTUNInjectAndClose(t *testing.T) {
 // BenchmarkMemTUN is the cost of one batch of 128 packets through the
 // in-memory device: WireGuard's Write, the handler, WireGuard's Read.
 func BenchmarkMemTUN(b *testing.B) {
-	m := NewMemTUN("bench", 1420, func(buf []byte, start, end int) (int, int, bool) { return start, end, true })
+	m := NewMemTUN("bench", 1420, nil, func(buf []byte, start, end int, _ int64) (int, int, bool) { return start, end, true })
 	defer m.Close()
 	const batch = 128
 	in := make([][]byte, batch)

@@ -6,10 +6,13 @@
 //	labserver ask-udp ADDR:PORT MESSAGE
 //	labserver labjson LAB.JSON nodes | names ROLE | service NAME | group I | endpoint NAME
 //	labserver hammer URL DURATION INTERVAL     requests until DURATION, then a summary
+//	labserver rtt-udp ADDR:PORT COUNT          COUNT requests one at a time: "answered median_µs p99_µs"
 //	labserver readme-block README.md NAME      the README's code block marked NAME (lab.ReadmeBlock)
 package main
 
 import (
+	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +24,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 	"time"
 
@@ -68,6 +72,12 @@ func main() {
 			os.Exit(2)
 		}
 		askUDP(os.Args[2], os.Args[3])
+	case "rtt-udp":
+		if len(os.Args) != 4 {
+			fmt.Fprintln(os.Stderr, "usage: labserver rtt-udp ADDR:PORT COUNT")
+			os.Exit(2)
+		}
+		rttUDP(os.Args[2], os.Args[3])
 	default:
 		fmt.Fprintf(os.Stderr, "labserver: unknown command %q\n", os.Args[1])
 		os.Exit(2)
@@ -130,6 +140,52 @@ func askUDP(addr, msg string) {
 	}
 	fmt.Fprintf(os.Stderr, "labserver: no answer from %s\n", addr)
 	os.Exit(1)
+}
+
+// rttUDP sends count small requests to addr one after another (each waits
+// up to a second for its answer) and prints how many were answered and the
+// median and 99th percentile of their round trips in microseconds.
+func rttUDP(addr, count string) {
+	n, err := strconv.Atoi(count)
+	if err != nil || n < 1 {
+		fmt.Fprintf(os.Stderr, "labserver: count %q is not a positive number\n", count)
+		os.Exit(2)
+	}
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "labserver:", err)
+		os.Exit(1)
+	}
+	buf := make([]byte, 65536)
+	msg := make([]byte, 32)
+	var rtts []time.Duration
+	for i := range n {
+		binary.BigEndian.PutUint64(msg, uint64(i))
+		start := time.Now()
+		if _, err := c.Write(msg); err != nil {
+			continue
+		}
+		c.SetReadDeadline(start.Add(time.Second))
+		for {
+			m, err := c.Read(buf)
+			if err != nil {
+				break
+			}
+			// The answer echoes the request after the target's name; a late
+			// answer to an earlier request is skipped.
+			if m >= len(msg) && bytes.Equal(buf[m-len(msg):m], msg) {
+				rtts = append(rtts, time.Since(start))
+				break
+			}
+		}
+	}
+	if len(rtts) == 0 {
+		fmt.Fprintf(os.Stderr, "labserver: no answer from %s\n", addr)
+		os.Exit(1)
+	}
+	slices.Sort(rtts)
+	pct := func(p int) int64 { return rtts[(len(rtts)-1)*p/100].Microseconds() }
+	fmt.Println(len(rtts), pct(50), pct(99))
 }
 
 // labJSON answers the lab script's questions about a generated lab.
