@@ -98,8 +98,9 @@ type certState struct {
 	proxyCerts map[string]*cert.Certificate
 	rlParts    rlAssembly // a revocation list arriving in parts
 	// claims: the edges other proxies admitted, by address and proxy.
-	claims  map[netip.Addr]map[string]edgeClaim
-	nClaims int
+	claims          map[netip.Addr]map[string]edgeClaim
+	nClaims         int
+	nextClaimExpiry int64
 }
 
 // edgeClaim is an edge another proxy admitted.
@@ -107,7 +108,16 @@ type edgeClaim struct {
 	key   [32]byte
 	name  string
 	since int64 // Unix ms, the claiming proxy's clock
+	heard int64 // when this proxy last heard it, monotonic ns
 }
+
+// claimRefresh is how often a proxy tells the others again of each edge
+// it admits (at a renewal); a claim not heard for claimLife is forgotten
+// (its release was lost, or its proxy forgot the edge).
+const (
+	claimRefresh = time.Minute
+	claimLife    = 3*claimRefresh + edgeLease
+)
 
 // maxClaims bounds the claims a proxy keeps (a few MB): past it, new ones
 // are not kept, and their addresses are not defended here.
@@ -115,12 +125,13 @@ const maxClaims = 1 << 16
 
 // certEdge is an edge admitted by certificate.
 type certEdge struct {
-	pol      *EdgePolicy
-	cert     *cert.Certificate
-	fp       cert.Fingerprint
-	until    int64 // the lease: monotonic ns
-	since    int64 // when admitted, Unix ms
-	endpoint netip.AddrPort
+	pol       *EdgePolicy
+	cert      *cert.Certificate
+	fp        cert.Fingerprint
+	until     int64 // the lease: monotonic ns
+	since     int64 // when admitted, Unix ms
+	endpoint  netip.AddrPort
+	claimedAt int64 // when this proxy last told the others, monotonic ns
 }
 
 func newCertState(c *CertConfig, proxyName string) (*certState, error) {
@@ -249,6 +260,12 @@ func (p *Proxy) admitEdge(from netip.AddrPort, c *cert.Certificate, now int64) s
 			p.removeEdge(e, "its certificate was replaced")
 		} else {
 			e.until = now + int64(edgeLease)
+			if now-e.claimedAt > int64(claimRefresh) {
+				// Claims are soft state elsewhere: say it again now and
+				// then (a copy may have been lost).
+				e.claimedAt = now
+				p.flood(e.claim(p.cfg.Self.Name, false))
+			}
 			if e.endpoint != from {
 				// It moved (a new NAT mapping, a new address). (Not
 				// otherwise: reconfiguring the peer at every renewal
@@ -285,7 +302,7 @@ func (p *Proxy) admitEdge(from netip.AddrPort, c *cert.Certificate, now int64) s
 		return fmt.Sprintf("cannot add it as a WireGuard peer: %v", err)
 	}
 	pol := &EdgePolicy{Name: c.Name, PublicKey: c.PublicKey, Rights: c.Groups, SetsPolicy: c.SetsPolicy, MaxWeight: c.MaxWeight, Role: c.Role}
-	e := &certEdge{pol: pol, cert: c, fp: c.Fingerprint(), until: now + int64(edgeLease), since: p.clock.Wall().UnixMilli(), endpoint: from}
+	e := &certEdge{pol: pol, cert: c, fp: c.Fingerprint(), until: now + int64(edgeLease), since: p.clock.Wall().UnixMilli(), endpoint: from, claimedAt: now}
 	cs.edges[c.PublicKey] = e
 	for _, a := range c.Addresses {
 		p.edges[a] = pol
@@ -336,6 +353,10 @@ func (p *Proxy) certTick(now int64) {
 		}
 	}
 	p.proxyExpiry(wall)
+	if now >= cs.nextClaimExpiry {
+		cs.nextClaimExpiry = now + int64(claimRefresh)
+		p.expireClaims(now)
+	}
 	p.seedTick(now, wall)
 }
 
@@ -565,8 +586,8 @@ func older(since int64, key [32]byte, since2 int64, key2 [32]byte) bool {
 	return bytes.Compare(key[:], key2[:]) < 0
 }
 
-// handleEdgeClaim takes another proxy's claim or release.
-func (p *Proxy) handleEdgeClaim(m *EdgeClaim) {
+// handleEdgeClaim takes another proxy's claim or release, from src.
+func (p *Proxy) handleEdgeClaim(src netip.Addr, m *EdgeClaim) {
 	cs := p.certs
 	if cs == nil {
 		return
@@ -594,11 +615,34 @@ func (p *Proxy) handleEdgeClaim(m *EdgeClaim) {
 		if !had {
 			cs.nClaims++
 		}
-		byProxy[m.From] = edgeClaim{key: m.Key, name: m.Name, since: m.Since}
+		byProxy[m.From] = edgeClaim{key: m.Key, name: m.Name, since: m.Since, heard: p.clock.Now()}
 		if pol := p.edges[a]; pol != nil && pol.PublicKey != m.Key {
-			if e := cs.edges[pol.PublicKey]; e != nil && older(m.Since, m.Key, e.since, e.cert.PublicKey) {
+			e := cs.edges[pol.PublicKey]
+			switch {
+			case e == nil:
+			case older(m.Since, m.Key, e.since, e.cert.PublicKey):
 				p.removeEdge(e, fmt.Sprintf("overlay address %v is held by edge %q at proxy %q, live before it", a, m.Name, m.From))
+			default:
+				// Ours is older: the claimant may have missed our claim.
+				// Tell it again, and it gives up its edge.
+				p.sendTo(src, 0, e.claim(p.cfg.Self.Name, false))
 			}
+		}
+	}
+}
+
+// expireClaims forgets the claims not heard for claimLife.
+func (p *Proxy) expireClaims(now int64) {
+	cs := p.certs
+	for a, byProxy := range cs.claims {
+		for name, c := range byProxy {
+			if now-c.heard > int64(claimLife) {
+				delete(byProxy, name)
+				cs.nClaims--
+			}
+		}
+		if len(byProxy) == 0 {
+			delete(cs.claims, a)
 		}
 	}
 }

@@ -666,7 +666,7 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 	case *RevocationPart:
 		p.handleRevocationPart(src.Addr(), m)
 	case *EdgeClaim:
-		p.handleEdgeClaim(m)
+		p.handleEdgeClaim(src.Addr(), m)
 	default:
 		// Answers to edges: Permit refused them already.
 	}
