@@ -64,7 +64,7 @@ func (e *Edge) admitted(d datagram) {
 	switch {
 	case r.Refused != "":
 		if e.opts.OnEvent != nil {
-			e.opts.OnEvent(overlay.Event{Kind: overlay.EventNotAdmitted, Proxy: name, Name: e.Name, Reason: r.Refused})
+			e.opts.OnEvent(overlay.Event{Kind: overlay.EventNotAdmitted, Proxy: name, Name: e.Name, Reason: fmt.Sprintf("by %s at %v: %s", name, d.from, r.Refused)})
 		}
 	case r.Admitted:
 		if e.Attach == nil && d.from != e.Config.Proxies[0].Endpoint && now < e.homeBy {
@@ -76,7 +76,7 @@ func (e *Edge) admitted(d datagram) {
 			e.addWaiting(now)
 		}
 		if e.opts.OnEvent != nil {
-			e.opts.OnEvent(overlay.Event{Kind: overlay.EventAdmitted, Proxy: name, Name: e.Name})
+			e.opts.OnEvent(overlay.Event{Kind: overlay.EventAdmitted, Proxy: name, Name: e.Name, Reason: fmt.Sprintf("by %s at %v", name, d.from)})
 		}
 	}
 }

@@ -183,8 +183,13 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	defer serveWeb(ws, web.ProxySource(p), "proxy "+cfg.Name, stdout)()
 	defer serveStatus(cfg.InterfaceName, func() any { return p.Status() }, nil, stderr)()
 	port, _ := p.ListenPort()
-	fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, %d proxies, %d edges\n",
-		cfg.Name, cfg.Cluster, joinAddrs(cfg.Address), port, len(cfg.Proxies)+1, len(cfg.Edges))
+	if cfg.CAMode() {
+		fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, CA %s, %d seeds, admitting by certificate\n",
+			cfg.Name, cfg.Cluster, joinAddrs(cfg.Address), port, logStr(cfg.CA.Name), len(cfg.Proxies))
+	} else {
+		fmt.Fprintf(stdout, "proxy %s up: cluster %s, overlay %s, WireGuard on UDP %d, %d proxies, %d edges\n",
+			cfg.Name, cfg.Cluster, joinAddrs(cfg.Address), port, len(cfg.Proxies)+1, len(cfg.Edges))
+	}
 	notify(stderr, sdnotify.Ready)
 	untilSignal(reloader("proxy", path, stderr, config.LoadProxy, p.Reload))
 	notify(stderr, sdnotify.Stopping)
