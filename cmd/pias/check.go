@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -113,7 +114,11 @@ func proxySummary(p *config.Proxy) string {
 	var proxies, edges, groups []string
 	seen := map[string]bool{}
 	for _, pp := range p.Proxies {
-		proxies = append(proxies, pp.Name)
+		proxies = append(proxies, proxyName(pp))
+	}
+	if p.CAMode() {
+		return fmt.Sprintf("proxy %s, cluster %s, overlay [%s], listen %s, seeds [%s], admits by certificate of CA %s (certificate valid until %s)",
+			p.Name, p.Cluster, spaced(p.Address), p.Listen, strings.Join(proxies, " "), logStr(p.CA.Name), p.Cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	for _, e := range p.Edges {
 		edges = append(edges, e.Name)
@@ -133,7 +138,7 @@ func proxySummary(p *config.Proxy) string {
 func edgeSummary(e *config.Edge) string {
 	var proxies, groups []string
 	for _, pp := range e.Proxies {
-		proxies = append(proxies, pp.Name)
+		proxies = append(proxies, proxyName(pp))
 	}
 	for _, s := range e.Groups {
 		groups = append(groups, fmt.Sprintf("%s→%d", s.Group, s.Port))
