@@ -27,9 +27,12 @@ func (n *narrator) admission(ctx context.Context, h *Harness, client string) (wa
 	n.lackingRight(ctx, h, g, GroupN(3))
 	n.revoked(ctx, h, client, "t4", g)
 	done := make(chan struct{})
+	e := h.forgetEdge("t4") // now: the scenes that follow read the lab's edges
 	go func() {
 		defer close(done)
-		h.CloseEdge("t4")
+		if e != nil {
+			e.Close()
+		}
 	}()
 	return func() { <-done }
 }

@@ -234,7 +234,10 @@ func (h *Harness) Names(role string) []string {
 // first proxy to admit it, which need not be the home its file lists
 // first.)
 func (h *Harness) Home(edge string) *node.Proxy {
-	return h.Proxies[h.Edges[edge].Status().Edge.Attached]
+	h.mu.Lock()
+	e := h.Edges[edge]
+	h.mu.Unlock()
+	return h.Proxies[e.Status().Edge.Attached]
 }
 
 // TargetsOf names the targets that join g, in lab order.
@@ -652,14 +655,19 @@ func (h *Harness) StartForged(name string) error {
 
 // CloseEdge stops a running edge and forgets it (StartNode starts it again).
 func (h *Harness) CloseEdge(name string) {
+	if e := h.forgetEdge(name); e != nil {
+		e.Close()
+	}
+}
+
+// forgetEdge takes a running edge out of the lab, without stopping it.
+func (h *Harness) forgetEdge(name string) *node.Edge {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	e := h.Edges[name]
 	delete(h.Edges, name)
 	delete(h.served, name)
-	h.mu.Unlock()
-	if e != nil {
-		e.Close()
-	}
+	return e
 }
 
 // ReloadProxy re-reads a running proxy's file and applies it, as SIGHUP
