@@ -28,21 +28,7 @@ func (s *Seen) Take(mac [32]byte, at, now int64) bool {
 		s.at = map[[32]byte]int64{}
 	}
 	if len(s.at) >= MaxSeen {
-		stale := now - Skew.Milliseconds()
-		var oldest [32]byte
-		first := true
-		for m, t := range s.at {
-			switch {
-			case t < stale:
-				delete(s.at, m) // too old to pass Open anyway
-			case first || t < s.at[oldest]:
-				oldest, first = m, false
-			}
-		}
-		if len(s.at) >= MaxSeen {
-			s.floor = max(s.floor, s.at[oldest])
-			delete(s.at, oldest)
-		}
+		s.floor = makeRoom(s.at, MaxSeen, s.floor, now)
 		if at <= s.floor {
 			return false
 		}
@@ -84,25 +70,34 @@ func (l *Latest) Take(key [32]byte, at, now int64) bool {
 		l.at = map[[32]byte]int64{}
 	}
 	if !known && len(l.at) >= MaxLatest {
-		stale := now - Skew.Milliseconds()
-		var oldest [32]byte
-		first := true
-		for k, t := range l.at {
-			switch {
-			case t < stale:
-				delete(l.at, k)
-			case first || t < l.at[oldest]:
-				oldest, first = k, false
-			}
-		}
-		if len(l.at) >= MaxLatest {
-			l.floor = max(l.floor, l.at[oldest])
-			delete(l.at, oldest)
-		}
+		l.floor = makeRoom(l.at, MaxLatest, l.floor, now)
 		if at <= l.floor {
 			return false
 		}
 	}
 	l.at[key] = at
 	return true
+}
+
+// makeRoom frees a place in m, a memory of hellos' dates (Unix ms) that
+// holds at most most: first the stale ones (Open refuses them anyway),
+// then, if none was, the oldest, whose date becomes the floor. It returns
+// the floor.
+func makeRoom(m map[[32]byte]int64, most int, floor, now int64) int64 {
+	stale := now - Skew.Milliseconds()
+	var oldest [32]byte
+	first := true
+	for k, t := range m {
+		switch {
+		case t < stale:
+			delete(m, k)
+		case first || t < m[oldest]:
+			oldest, first = k, false
+		}
+	}
+	if len(m) >= most {
+		floor = max(floor, m[oldest])
+		delete(m, oldest)
+	}
+	return floor
 }

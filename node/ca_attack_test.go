@@ -159,19 +159,10 @@ func refused(p *Proxy, ty overlay.Type) uint64 { return p.Overlay.Stats().Refuse
 func TestCAAttacks(t *testing.T) {
 	l := newCALab(t)
 	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
-	right, err := cert.ParseGroupRight("100.65.0.0/24:*/udp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, ep1 := l.proxy("p1", 1)
-	p2, ep2 := l.proxy("p2", 2, ep1)
+	right := mustRight(t, "100.65.0.0/24:*/udp")
+	p1, p2, ep1, ep2 := l.twoProxies()
 	both := []string{"p1", "p2"}
-	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool {
-		return slices.Equal(p1.Overlay.Live(), both) && slices.Equal(p2.Overlay.Live(), both)
-	})
-	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
-		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep2)
-	echo(t, t1, 5353)
+	t1 := l.echoTarget("t1", "100.64.1.1", right, g, ep2)
 	cl := l.edge("cl1", cert.RoleClient, netip.MustParseAddr("100.64.2.1"), nil, nil, ep1)
 	n := 0
 	// stillAnswered: cl1's request reaches t1, and the answer comes back

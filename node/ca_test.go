@@ -129,6 +129,38 @@ func (l *caLab) start(name string, k config.Key, c *cert.Certificate, groups []c
 	return e
 }
 
+// twoProxies starts p1, and p2 joined through p1 by its endpoint alone,
+// and waits until each sees the other alive.
+func (l *caLab) twoProxies() (p1, p2 *Proxy, ep1, ep2 netip.AddrPort) {
+	l.t.Helper()
+	p1, ep1 = l.proxy("p1", 1)
+	p2, ep2 = l.proxy("p2", 2, ep1)
+	both := []string{"p1", "p2"}
+	waitFor(l.t, "p2 admitted through p1", 10*time.Second, func() bool {
+		return slices.Equal(p1.Overlay.Live(), both) && slices.Equal(p2.Overlay.Live(), both)
+	})
+	return p1, p2, ep1, ep2
+}
+
+// echoTarget starts a target at addr that may join what right grants,
+// joins g, and answers UDP on port 5353 (echo).
+func (l *caLab) echoTarget(name, addr string, right cert.GroupRight, g router.Group, proxies ...netip.AddrPort) *Edge {
+	l.t.Helper()
+	e := l.edge(name, cert.RoleTarget, netip.MustParseAddr(addr), []cert.GroupRight{right},
+		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, proxies...)
+	echo(l.t, e, 5353)
+	return e
+}
+
+func mustRight(t *testing.T, s string) cert.GroupRight {
+	t.Helper()
+	r, err := cert.ParseGroupRight(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
 // echo serves UDP on the target's netstack at port: it answers "name: "
 // and what it got.
 func echo(t *testing.T, e *Edge, port uint16) {
@@ -193,19 +225,10 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 func TestCAOverlay(t *testing.T) {
 	l := newCALab(t)
 	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
-	right, err := cert.ParseGroupRight("100.65.0.0/24:*/udp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, ep1 := l.proxy("p1", 1)
-	p2, ep2 := l.proxy("p2", 2, ep1)
-	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool {
-		return slices.Equal(p1.Overlay.Live(), []string{"p1", "p2"}) && slices.Equal(p2.Overlay.Live(), []string{"p1", "p2"})
-	})
+	right := mustRight(t, "100.65.0.0/24:*/udp")
+	p1, p2, ep1, ep2 := l.twoProxies()
 
-	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
-		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep2)
-	echo(t, t1, 5353)
+	t1 := l.echoTarget("t1", "100.64.1.1", right, g, ep2)
 	cl := l.edge("cl1", cert.RoleClient, netip.MustParseAddr("100.64.2.1"), nil, nil, ep1)
 	start := time.Now()
 	got, err := ask(t, cl, g, "hello anycast", 15*time.Second)
@@ -270,16 +293,9 @@ func TestReload(t *testing.T) {
 	l := newCALab(t)
 	g1 := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
 	g2 := router.Group{Addr: netip.MustParseAddr("100.65.0.8"), Port: 53, Proto: router.ProtoUDP}
-	right, err := cert.ParseGroupRight("100.65.0.0/24:*/udp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, ep1 := l.proxy("p1", 1)
-	p2, ep2 := l.proxy("p2", 2, ep1)
-	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool { return len(p1.Overlay.Live()) == 2 && len(p2.Overlay.Live()) == 2 })
-	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
-		[]config.Service{{Group: g1, Port: 5353, Weight: 1}}, ep2)
-	echo(t, t1, 5353)
+	right := mustRight(t, "100.65.0.0/24:*/udp")
+	p1, p2, ep1, ep2 := l.twoProxies()
+	t1 := l.echoTarget("t1", "100.64.1.1", right, g1, ep2)
 	cl := l.edge("cl1", cert.RoleClient, netip.MustParseAddr("100.64.2.1"), nil, nil, ep1)
 	if got, err := ask(t, cl, g1, "one", 15*time.Second); err != nil || got != "t1: one" {
 		t.Fatalf("before the reload: %q, %v", got, err)
@@ -330,10 +346,7 @@ func TestReload(t *testing.T) {
 func TestCertExpiry(t *testing.T) {
 	l := newCALab(t)
 	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
-	right, err := cert.ParseGroupRight("100.65.0.7:53/udp")
-	if err != nil {
-		t.Fatal(err)
-	}
+	right := mustRight(t, "100.65.0.7:53/udp")
 	p1, ep1 := l.proxy("p1", 1)
 	l.life = 4 * time.Second // whole seconds: 3 to 4 s from now
 	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
@@ -362,16 +375,9 @@ func TestCAAddressHeldElsewhere(t *testing.T) {
 	l := newCALab(t)
 	l.stay = true
 	g := router.Group{Addr: netip.MustParseAddr("100.65.0.7"), Port: 53, Proto: router.ProtoUDP}
-	right, err := cert.ParseGroupRight("100.65.0.7:53/udp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, ep1 := l.proxy("p1", 1)
-	p2, ep2 := l.proxy("p2", 2, ep1)
-	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool { return len(p1.Overlay.Live()) == 2 && len(p2.Overlay.Live()) == 2 })
-	t1 := l.edge("t1", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
-		[]config.Service{{Group: g, Port: 5353, Weight: 1}}, ep2)
-	echo(t, t1, 5353)
+	right := mustRight(t, "100.65.0.7:53/udp")
+	_, p2, ep1, ep2 := l.twoProxies()
+	l.echoTarget("t1", "100.64.1.1", right, g, ep2)
 	waitFor(t, "t1 joined at p2", 10*time.Second, func() bool { return len(p2.Router.Targets(g)) == 1 })
 
 	l.edge("t1b", cert.RoleTarget, netip.MustParseAddr("100.64.1.1"), []cert.GroupRight{right},
@@ -404,9 +410,7 @@ func TestCAAddressHeldElsewhere(t *testing.T) {
 func TestCAHome(t *testing.T) {
 	l := newCALab(t)
 	l.stay = true
-	p1, ep1 := l.proxy("p1", 1)
-	p2, ep2 := l.proxy("p2", 2, ep1)
-	waitFor(t, "p2 admitted through p1", 10*time.Second, func() bool { return len(p1.Overlay.Live()) == 2 && len(p2.Overlay.Live()) == 2 })
+	_, _, ep1, ep2 := l.twoProxies()
 	for i := range 4 {
 		cl := l.edge(fmt.Sprintf("cl%d", i), cert.RoleClient, netip.AddrFrom4([4]byte{100, 64, 2, byte(i + 1)}), nil, nil, ep2, ep1)
 		waitFor(t, "cl attached", 10*time.Second, func() bool { return cl.attacher() != nil && len(cl.attacher().Candidates()) == 2 })
