@@ -1,6 +1,9 @@
 package router
 
-import "sync/atomic"
+import (
+	"sync"
+	"sync/atomic"
+)
 
 // DropReason says why Route dropped a packet.
 type DropReason uint8
@@ -177,13 +180,23 @@ type Stats struct {
 // peers forwarding on different cores do not fight over one line.
 const fwdStripes = 16
 
-// fwdStripe is one stripe of the forwarding counters: a packet adds to two
-// words of one line, which its core already holds after the first.
-// Padding keeps two stripes' words off one line, however the array is
-// aligned.
+// A forwarded packet costs one atomic add, as a plain packet count would:
+// a stripe's word per role packs the packets (high 22 bits) and bytes (low
+// 42 bits) added since they were last folded into the wide counters. Stats
+// folds, and so does the packet that takes a word's packets to 2^21 (its
+// top bit), long before either field could overflow: 2^22 packets of at
+// most 64 KiB are 2^38 bytes.
+const (
+	packShift = 42
+	packBytes = 1<<packShift - 1
+	packFull  = 1 << 63
+)
+
+// fwdStripe is one stripe of the forwarding counters. Padding keeps two
+// stripes' words off one line, however the array is aligned.
 type fwdStripe struct {
-	pkts, bytes [NumRoles]atomic.Uint64
-	_           [64]byte
+	w [NumRoles]atomic.Uint64
+	_ [64]byte
 }
 
 type counters struct {
@@ -193,25 +206,40 @@ type counters struct {
 	control atomic.Uint64
 	queued  atomic.Uint64
 	evicted atomic.Uint64
+
+	mu             sync.Mutex // guards the folded counts
+	packets, bytes [NumRoles]uint64
 }
 
-// forward counts a forwarded packet of n bytes.
+// forward counts a forwarded packet of n bytes (n < 2^22).
 func (c *counters) forward(stripe uint32, role Role, n int) {
-	s := &c.fwd[stripe%fwdStripes]
-	s.pkts[role].Add(1)
-	s.bytes[role].Add(uint64(n))
+	if c.fwd[stripe%fwdStripes].w[role].Add(1<<packShift|uint64(n))&packFull != 0 {
+		c.mu.Lock()
+		c.foldLocked()
+		c.mu.Unlock()
+	}
+}
+
+// foldLocked moves the stripes' counts into the wide counters. Every
+// reading goes through here under mu, so the counts it returns never go
+// down, and a packet counted while it runs is counted by the next one.
+func (c *counters) foldLocked() {
+	for i := range c.fwd {
+		for role := range NumRoles {
+			v := c.fwd[i].w[role].Swap(0)
+			c.packets[role] += v >> packShift
+			c.bytes[role] += v & packBytes
+		}
+	}
 }
 
 // Stats returns a snapshot of the counters.
 func (r *Router) Stats() Stats {
 	var s Stats
-	for i := range r.st.fwd {
-		f := &r.st.fwd[i]
-		for role := range NumRoles {
-			s.Packets[role] += f.pkts[role].Load()
-			s.Bytes[role] += f.bytes[role].Load()
-		}
-	}
+	r.st.mu.Lock()
+	r.st.foldLocked()
+	s.Packets, s.Bytes = r.st.packets, r.st.bytes
+	r.st.mu.Unlock()
 	for _, n := range s.Packets {
 		s.Forwarded += n
 	}

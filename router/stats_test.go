@@ -101,3 +101,53 @@ func TestStatsNoAlloc(t *testing.T) {
 		t.Errorf("%v allocs per packet", a)
 	}
 }
+
+// The packed per-stripe words fold into the wide counters before their
+// packet field fills: goroutines hammering one stripe past 2^21 packets
+// each are counted exactly, bytes too, with nobody reading (the packets
+// fold themselves) and with a reader, who never sees a count go down.
+func TestStatsFold(t *testing.T) {
+	r := newRouter(t, selfP1())
+	const workers, each, size = 2, 1<<21 + 1000, 1500
+	var last Stats
+	for _, read := range []bool{false, true} {
+		done := make(chan struct{})
+		for range workers {
+			go func() {
+				defer func() { done <- struct{}{} }()
+				for range each {
+					r.st.forward(7, RoleJoin, size)
+				}
+			}()
+		}
+		for running := workers; running > 0; {
+			if !read {
+				<-done
+				running--
+				continue
+			}
+			select {
+			case <-done:
+				running--
+			default:
+				st := r.Stats()
+				if st.Packets[RoleJoin] < last.Packets[RoleJoin] || st.Bytes[RoleJoin] < last.Bytes[RoleJoin] {
+					t.Fatalf("counts went down: %d %d after %d %d", st.Packets[RoleJoin], st.Bytes[RoleJoin], last.Packets[RoleJoin], last.Bytes[RoleJoin])
+				}
+				last = st
+			}
+		}
+		if w := r.st.fwd[7].w[RoleJoin].Load(); w&packFull != 0 {
+			t.Errorf("the word was not folded: %#x", w)
+		}
+		st := r.Stats()
+		n := uint64(workers * each)
+		if read {
+			n *= 2
+		}
+		if st.Packets[RoleJoin] != n || st.Bytes[RoleJoin] != n*size || st.Forwarded != n {
+			t.Errorf("read %v: counted %d packets, %d bytes, want %d, %d", read, st.Packets[RoleJoin], st.Bytes[RoleJoin], n, n*size)
+		}
+		last = st
+	}
+}
