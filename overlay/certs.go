@@ -204,6 +204,7 @@ func (p *Proxy) handleAdmit(from netip.AddrPort, pkt []byte) {
 			reason = p.admitByCert(from, h, now, renewal)
 		}
 		if reason != "" {
+			p.stats.helloRefused.Add(1)
 			p.emit(Event{Kind: EventRefuse, Name: h.Cert.Name, Reason: fmt.Sprintf("%v %q from %v: %s", h.Cert.Role, h.Cert.Name, from, reason)})
 		}
 		p.net.SendUnderlay(from, admit.AppendWelcome(h, wall, admit.Welcome{Nonce: h.Nonce, OK: reason == "", Reason: reason}))

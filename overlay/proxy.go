@@ -228,6 +228,7 @@ type counters struct {
 	registersSent, registersSuppressed                         atomic.Uint64
 	controlSent, controlReceived, membershipChanges, malformed atomic.Uint64
 	refused                                                    [typeEnd]atomic.Uint64 // by type (rules.go)
+	helloRefused                                               atomic.Uint64          // CA mode (certs.go)
 	sent, received                                             [typeEnd]atomic.Uint64 // control messages by type
 }
 
@@ -258,6 +259,9 @@ type ProxyStats struct {
 	// proxy heard from each to its death here.
 	Deaths     uint64
 	DetectTime time.Duration
+	// HellosRefused counts, in CA mode, the hellos of nodes that proved
+	// their key and were refused, and told why (certs.go).
+	HellosRefused uint64
 }
 
 // NewProxy checks cfg and returns a proxy control plane.
@@ -400,6 +404,7 @@ func (p *Proxy) Stats() ProxyStats {
 		MembershipChanges: c.membershipChanges.Load(),
 		Sent:              byType(&c.sent), Received: byType(&c.received),
 		Deaths: hs.deaths, DetectTime: time.Duration(hs.detect),
+		HellosRefused: c.helloRefused.Load(),
 	}
 }
 

@@ -76,6 +76,12 @@ func TestConcurrentUse(t *testing.T) {
 		if n["iap"] != st.IAPFlows || n["jap"] != st.JAPFlows {
 			t.Errorf("counters %d/%d, tables %d/%d", st.IAPFlows, st.JAPFlows, n["iap"], n["jap"])
 		}
+		if l := st.IAP.Live[FlowTCP] + st.IAP.Live[FlowUDP]; l != st.IAPFlows {
+			t.Errorf("IAP flows by protocol sum to %d, want %d", l, st.IAPFlows)
+		}
+		if l := st.JAP.Live[FlowTCP] + st.JAP.Live[FlowUDP]; l != st.JAPFlows {
+			t.Errorf("JAP flows by protocol sum to %d, want %d", l, st.JAPFlows)
+		}
 		checkTables(t, r)
 	}
 }

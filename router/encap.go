@@ -65,7 +65,8 @@ func (r *Router) SetProxies(addrs []netip.Addr) {
 
 // encapsulate prepends the outer header to the packet buf[start:end] in the
 // headroom and returns the result to forward.
-func (r *Router) encapsulate(res *Result, buf []byte, start, end int, fam uint8, dst uint32, stripe uint32) *Result {
+// role is the step it is counted under.
+func (r *Router) encapsulate(res *Result, buf []byte, start, end int, fam uint8, dst uint32, stripe uint32, role Role) *Result {
 	o := start - EncapOverhead
 	total := end - o
 	if o < 0 || total > 0xffff {
@@ -88,7 +89,7 @@ func (r *Router) encapsulate(res *Result, buf []byte, start, end int, fam uint8,
 	// The constant words' sum is precomputed; add length and destination.
 	cs := ^fold(base + uint64(total) + uint64(dst>>16) + uint64(dst&0xffff))
 	binary.BigEndian.PutUint16(h[ipv4Checksum:], cs)
-	r.st.forward(stripe)
+	r.st.forward(stripe, role, total)
 	res.Action, res.Start, res.End = Forward, o, end
 	return res
 }

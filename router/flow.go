@@ -154,7 +154,11 @@ type shard struct {
 	mu  sync.Mutex
 	m   flowMap
 	src sources // forward shards only
-	_   [56]byte
+	// The shard's flows by protocol, now and made (forward shards only):
+	// counted under the lock the insert or removal holds anyway.
+	live [NumFlowProtos]int
+	made [NumFlowProtos]uint64
+	_    [24]byte
 }
 
 // table is a flow table, sharded by key hash so that peers on different
@@ -255,6 +259,9 @@ func (t *table) insertLocked(s *shard, f *flow, to *timeouts) (uint64, bool) {
 	s.m.put(f)
 	s.src.add(f)
 	t.n.Add(1)
+	fp := flowProtoOf(f.key.proto)
+	s.live[fp]++
+	s.made[fp]++
 	return n, true
 }
 
@@ -265,6 +272,7 @@ func (t *table) removeLocked(s *shard, f *flow) bool {
 		return false
 	}
 	t.n.Add(-1)
+	s.live[flowProtoOf(f.key.proto)]--
 	s.src.remove(f)
 	if f.ix != nil {
 		f.ix.remove(f)
@@ -328,6 +336,21 @@ func (t *table) deleteWhere(drop func(*flow) bool) int {
 		s.mu.Unlock()
 	}
 	return n
+}
+
+// stats counts the table's flows by protocol, a shard at a time.
+func (t *table) stats() TableStats {
+	var ts TableStats
+	for i := range t.shards {
+		s := &t.shards[i]
+		s.mu.Lock()
+		for p := range NumFlowProtos {
+			ts.Live[p] += s.live[p]
+			ts.New[p] += s.made[p]
+		}
+		s.mu.Unlock()
+	}
+	return ts
 }
 
 // each calls fn for every flow.

@@ -41,7 +41,7 @@ func (r *Router) echoAnycast(res *Result, buf []byte, p *parsed, now int64, over
 		g := EchoGroup(a)
 		e := override
 		if e == nil {
-			e = r.cached(g, now)
+			e = r.lookup(g, now)
 		}
 		if e == nil {
 			if e = r.enqueue(res, g, buf, p, now); e == nil {
@@ -81,7 +81,7 @@ func (r *Router) echoReply(res *Result, buf []byte, p *parsed) *Result {
 		l[0] = icmpv6EchoReply // the pseudo-header's sum is unchanged by the swap
 	}
 	adjustAt(l, icmpChecksum, delta16(oldWord, binary.BigEndian.Uint16(l)))
-	r.st.forward(0)
+	r.st.forward(0, RoleEcho, p.end-p.off)
 	res.Action, res.Start, res.End = Forward, p.off, p.end
 	return res
 }

@@ -112,7 +112,7 @@ func (r *Router) ingressReplicas(res *Result, buf []byte, p *parsed, h uint64, g
 	}
 	// The main packet goes to the first JAP; the others get copies of it,
 	// and the local targets copies of the datagram inside.
-	if r.encapsulate(res, buf, p.off, p.end, p.fam, remote[0].jap, uint32(h)); res.Action != Forward {
+	if r.encapsulate(res, buf, p.off, p.end, p.fam, remote[0].jap, uint32(h), RoleIngress); res.Action != Forward {
 		return res
 	}
 	if remote[0].quota >= 2 {
@@ -151,7 +151,7 @@ func (r *Router) joinReplicas(res *Result, buf []byte, p *parsed, h uint64, iap 
 // in place and plans copies to the others.
 func (r *Router) deliverReplicas(res *Result, buf []byte, p *parsed, flows []*flow) *Result {
 	natForward(buf, p, flows[0])
-	r.st.forward(uint32(flows[0].h))
+	r.st.forward(uint32(flows[0].h), RoleJoin, p.end-p.off)
 	res.Action, res.Start, res.End = Forward, p.off, p.end
 	if len(flows) > 1 {
 		rp := &replicas{buf: buf, start: p.off, end: p.end, base: flows[0]}
@@ -248,7 +248,7 @@ func (r *Router) Copy(res *Result, i int, dst []byte) (start, end int, ok bool) 
 		}
 		binary.BigEndian.PutUint16(dst[ipv4Checksum:], 0)
 		binary.BigEndian.PutUint16(dst[ipv4Checksum:], checksum(0, dst[:EncapOverhead]))
-		r.st.forward(c.jap)
+		r.st.forward(c.jap, RoleIngress, n)
 		return 0, n, true
 	}
 	if rp.base == nil {
@@ -263,6 +263,6 @@ func (r *Router) Copy(res *Result, i int, dst []byte) (start, end int, ok bool) 
 		return 0, 0, false // cannot happen: Route parsed it
 	}
 	natRetarget(dst, &p, rp.base, c.f)
-	r.st.forward(uint32(c.f.h))
+	r.st.forward(uint32(c.f.h), RoleJoin, n)
 	return 0, n, true
 }

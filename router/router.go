@@ -380,7 +380,7 @@ func (r *Router) ingress(res *Result, buf []byte, p *parsed, now int64, override
 	if jap == r.self4 { // this proxy is the JAP too
 		return r.join(res, buf, p, k, h, r.self4, now)
 	}
-	return r.encapsulate(res, buf, p.off, p.end, p.fam, jap, uint32(h))
+	return r.encapsulate(res, buf, p.off, p.end, p.fam, jap, uint32(h), RoleIngress)
 }
 
 // newIngress picks the JAP of a new IAP flow and creates the flow. It
@@ -402,7 +402,7 @@ func (r *Router) newIngress(res *Result, buf []byte, p *parsed, k *flowKey, h ui
 	var e *cacheEntry
 	if !loc.ok || pol.needsJAPs(g, loc.n) {
 		if e = override; e == nil {
-			e = r.cached(g, now)
+			e = r.lookup(g, now)
 		}
 		if e == nil {
 			if e = r.enqueue(res, g, buf, p, now); e == nil {
@@ -485,7 +485,7 @@ func (r *Router) join(res *Result, buf []byte, p *parsed, k *flowKey, h uint64, 
 		f.tcp(p.tcpFlags, false)
 	}
 	natForward(buf, p, f)
-	r.st.forward(uint32(h))
+	r.st.forward(uint32(h), RoleJoin, p.end-p.off)
 	res.Action, res.Start, res.End = Forward, p.off, p.end
 	return res
 }
@@ -522,7 +522,7 @@ func (r *Router) reply(res *Result, buf []byte, p *parsed, now int64) *Result {
 	natReverse(buf, p, f)
 	iap := f.peer.Load()
 	if iap != r.self4 {
-		return r.encapsulate(res, buf, p.off, p.end, p.fam, iap, uint32(f.h))
+		return r.encapsulate(res, buf, p.off, p.end, p.fam, iap, uint32(f.h), RoleReply)
 	}
 	// This proxy is the flow's IAP too: deliver to the client directly.
 	if fi := r.iap.get(&f.key, f.h); fi != nil {
@@ -531,7 +531,7 @@ func (r *Router) reply(res *Result, buf []byte, p *parsed, now int64) *Result {
 			fi.tcp(p.tcpFlags, true)
 		}
 	}
-	r.st.forward(uint32(f.h))
+	r.st.forward(uint32(f.h), RoleReply, p.end-p.off)
 	res.Action, res.Start, res.End = Forward, p.off, p.end
 	return res
 }
@@ -549,7 +549,7 @@ func (r *Router) egress(res *Result, buf []byte, in *parsed, now int64) *Result 
 			f.tcp(in.tcpFlags, true)
 		}
 	}
-	r.st.forward(uint32(h))
+	r.st.forward(uint32(h), RoleReply, in.end-in.off)
 	res.Action, res.Start, res.End = Forward, in.off, in.end
 	return res
 }

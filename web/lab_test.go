@@ -16,7 +16,9 @@ import (
 
 	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/lab"
+	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/router"
 )
 
 // webLab is a running in-process lab with an HTTP listener on every proxy.
@@ -150,11 +152,28 @@ func TestScrapeLab(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Traffic: a TCP and a UDP group asked from the client, an anycast
+	// address pinged.
+	home := l.h.Home("cl1")
+	before, _ := scrape(t, l.server(home.Config.Name))
+	tg, ug := lab.GroupN(0), lab.GroupN(1)
+	if _, err := l.h.AskTCP(ctx, "cl1", tg, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.h.AskUDP(ctx, "cl1", ug, "hello"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.h.Ping(ctx, "cl1", tg.Addr); err != nil {
+		t.Fatal(err)
+	}
+	checkTraffic(t, l, home, before, tg, ug)
+
 	for name := range l.h.Proxies {
 		fams, size := scrape(t, l.server(name))
 		t.Logf("%s: %d bytes, %d families", name, size, len(fams))
 		for _, f := range []string{
-			"pias_forwarded_packets_total", "pias_dropped_packets_total", "pias_flows", "pias_resolves_sent_total",
+			"pias_forwarded_packets_total", "pias_forwarded_bytes_total", "pias_dropped_packets_total",
+			"pias_flows", "pias_new_flows_total", "pias_rap_lookups_total", "pias_resolves_sent_total",
 			"pias_control_messages_total", "pias_members", "pias_member_up", "pias_member_rtt_seconds",
 			"pias_member_deaths_total", "pias_rap_groups", "pias_group_targets", "pias_build_info",
 			"wireguard_peer_receive_bytes_total", "wireguard_peer_last_handshake_seconds", "pias_events_total",
@@ -208,16 +227,96 @@ func TestScrapeLab(t *testing.T) {
 	if v, _ := value(exposedFams(t, l, "t1"), "pias_edge_groups", "state", "joined"); v != 1 {
 		t.Errorf("t1: pias_edge_groups{state=joined} %v", v)
 	}
-	// Every metric the Grafana dashboard asks for is exposed.
+	checkDashboard(t, exposed, false)
+}
+
+// caMetrics are the families only a proxy in CA mode writes.
+var caMetrics = map[string]bool{
+	"pias_cert_expiry_timestamp_seconds": true, "pias_revocation_serial": true,
+	"pias_edges_admitted": true, "pias_cert_hellos_refused_total": true,
+}
+
+// checkDashboard checks that every metric the Grafana dashboard asks for
+// is exposed: those of CA mode (ca) or the others.
+func checkDashboard(t *testing.T, exposed map[string]bool, ca bool) {
+	t.Helper()
 	dash, err := os.ReadFile("../scripts/grafana-pias.json")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range regexp.MustCompile(`\b(?:pias|wireguard)_[a-z_]+`).FindAllString(string(dash), -1) {
-		if !exposed[name] {
+		if caMetrics[name] == ca && !exposed[name] {
 			t.Errorf("scripts/grafana-pias.json asks for %s, which no node exposes", name)
 		}
 	}
+}
+
+// checkTraffic checks the router's counters after the client asked tg
+// (TCP) and ug (UDP) once each and pinged tg's address: summed over the
+// lab, packets forwarded by every role it took, with their bytes, and
+// flows of both protocols; at the client's home, a cache lookup for each
+// group that has no target there, which a miss starts (before is the
+// home's scrape from before the traffic).
+func checkTraffic(t *testing.T, l *webLab, home *node.Proxy, before map[string]*dto.MetricFamily, tg, ug router.Group) {
+	t.Helper()
+	sum := map[string]float64{}
+	add := func(fams map[string]*dto.MetricFamily, fam, label, v string) {
+		x, ok := value(fams, fam, label, v)
+		if !ok {
+			t.Errorf("no %s{%s=%q}", fam, label, v)
+		}
+		sum[fam+"/"+v] += x
+	}
+	for name := range l.h.Proxies {
+		fams, _ := scrape(t, l.server(name))
+		for _, r := range []string{"ingress", "join", "reply", "echo"} {
+			add(fams, "pias_forwarded_packets_total", "role", r)
+			add(fams, "pias_forwarded_bytes_total", "role", r)
+		}
+		for _, p := range []string{"tcp", "udp"} {
+			for _, side := range []string{"iap", "jap"} {
+				for _, fam := range []string{"pias_flows", "pias_new_flows_total"} {
+					v, ok := value(fams, fam, "side", side, "proto", p)
+					if !ok {
+						t.Errorf("no %s{side=%q,proto=%q}", fam, side, p)
+					}
+					sum[fam+"/"+p] += v
+				}
+			}
+		}
+	}
+	// Each role forwards at least one packet, each of at least an IP header.
+	remote := len(home.Router.Targets(tg)) == 0 || len(home.Router.Targets(ug)) == 0
+	for _, r := range []string{"join", "reply", "echo", "ingress"} {
+		p, b := sum["pias_forwarded_packets_total/"+r], sum["pias_forwarded_bytes_total/"+r]
+		if r == "ingress" && !remote {
+			continue // the client's home has targets of both groups
+		}
+		if p == 0 || b < 20*p {
+			t.Errorf("role %s: %v packets, %v bytes", r, p, b)
+		}
+	}
+	if sum["pias_new_flows_total/tcp"] < 2 || sum["pias_new_flows_total/udp"] < 2 {
+		t.Errorf("new flows: %v tcp, %v udp; want both sides of each", sum["pias_new_flows_total/tcp"], sum["pias_new_flows_total/udp"])
+	}
+	if sum["pias_flows/udp"] < 2 {
+		t.Errorf("%v live UDP flows, want the IAP's and the JAP's", sum["pias_flows/udp"])
+	}
+	after, _ := scrape(t, l.server(home.Config.Name))
+	lookups := func(fams map[string]*dto.MetricFamily, result string) float64 {
+		v, _ := value(fams, "pias_rap_lookups_total", "result", result)
+		return v
+	}
+	want := 0.0
+	for _, g := range []router.Group{tg, ug} {
+		if len(home.Router.Targets(g)) == 0 {
+			want++
+		}
+	}
+	if got := lookups(after, "miss") - lookups(before, "miss"); got < want {
+		t.Errorf("%s: %v lookup misses, want at least %v (the groups with no target there)", home.Config.Name, got, want)
+	}
+	t.Logf("home %s, groups elsewhere: %v; forwarded over the lab: %v", home.Config.Name, want, sum)
 }
 
 // exposedFams scrapes a fresh listener on the named edge.
@@ -272,4 +371,104 @@ func TestScrapeSeesDeath(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("every proxy's metrics show %s dead %v after the kill", victim, time.Since(killed).Round(time.Millisecond))
+}
+
+// A CA lab's proxies expose their certificate's expiry, the revocation
+// list they hold, the edges they admitted, and the hellos they refused: a
+// revoked target, started again, is refused.
+func TestScrapeCA(t *testing.T) {
+	l := startWebLab(t, lab.Options{Proxies: 3, Clusters: 2, Targets: 2, Clients: 1, Groups: 2, CA: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	edges := float64(len(l.h.Edges))
+	admitted := func() (float64, error) {
+		n := 0.0
+		for name := range l.h.Proxies {
+			fams, _ := scrape(t, l.server(name))
+			v, ok := value(fams, "pias_edges_admitted", "mode", "certificate")
+			if !ok {
+				return 0, fmt.Errorf("%s: no pias_edges_admitted", name)
+			}
+			n += v
+		}
+		return n, nil
+	}
+	for name := range l.h.Proxies {
+		fams, _ := scrape(t, l.server(name))
+		exp, _ := value(fams, "pias_cert_expiry_timestamp_seconds")
+		if now := float64(time.Now().Unix()); exp <= now || exp > now+20*365*86400 {
+			t.Errorf("%s: certificate expires at %v, now %v", name, exp, now)
+		}
+		if v, ok := value(fams, "pias_revocation_serial"); !ok || v != 1 {
+			t.Errorf("%s: revocation serial %v %v, want the lab's first list, 1", name, v, ok)
+		}
+		if v, ok := value(fams, "pias_cert_hellos_refused_total"); !ok || v != 0 {
+			t.Errorf("%s: %v hellos refused before any was bad", name, v)
+		}
+	}
+	// Every edge is admitted by one proxy at least (its home, and any
+	// other it says hello to).
+	if err := lab.WaitFor(ctx, func() error {
+		if n, err := admitted(); err != nil || n < edges {
+			return fmt.Errorf("%v edges admitted over the lab, want at least %v (%v)", n, edges, err)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	admittedBefore, _ := admitted()
+	exposed := map[string]bool{}
+	for name := range l.h.Proxies {
+		fams, _ := scrape(t, l.server(name))
+		for f := range fams {
+			exposed[f] = true
+		}
+	}
+	for f := range caMetrics {
+		if !exposed[f] {
+			t.Errorf("no %s", f)
+		}
+	}
+	checkDashboard(t, exposed, true)
+
+	// Revoke t1, reload p1 (as SIGHUP does): every proxy takes list 2 and
+	// cuts t1 off; t1 started again is refused, and told.
+	if _, err := l.h.Lab.Revoke(time.Now(), "t1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.h.ReloadProxy("p1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.WaitFor(ctx, func() error {
+		for name := range l.h.Proxies {
+			fams, _ := scrape(t, l.server(name))
+			if v, _ := value(fams, "pias_revocation_serial"); v != 2 {
+				return fmt.Errorf("%s: revocation serial %v", name, v)
+			}
+		}
+		if n, _ := admitted(); n >= admittedBefore {
+			return fmt.Errorf("%v edges admitted, as many as before the revocation", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	l.h.CloseEdge("t1")
+	if err := l.h.StartNode("t1"); err != nil {
+		t.Logf("t1 started again: %v", err)
+	}
+	if err := lab.WaitFor(ctx, func() error {
+		n := 0.0
+		for name := range l.h.Proxies {
+			fams, _ := scrape(t, l.server(name))
+			v, _ := value(fams, "pias_cert_hellos_refused_total")
+			n += v
+		}
+		if n == 0 {
+			return fmt.Errorf("no hello refused")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

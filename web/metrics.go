@@ -21,8 +21,18 @@ var memberStates = []string{"alive", "suspect", "dead", "joining", "unreachable"
 // control plane's, its view of the other proxies, and its groups.
 func writeProxyMetrics(m *Metrics, p *node.Proxy) {
 	st := p.Router.Stats()
-	m.Family("pias_forwarded_packets_total", "counter", "Packets the router handed back to WireGuard (ingress, join and reply alike).")
-	m.Count(st.Forwarded)
+	m.Family("pias_forwarded_packets_total", "counter", "Packets the router handed back to WireGuard, by role: ingress (IAP: a client's packet sent to its JAP), join (JAP: NATed to a local target), reply (a target's reply, at the JAP or at the IAP), echo (a ping answered here).")
+	for r := range router.NumRoles {
+		m.Count(st.Packets[r], "role", r.String())
+	}
+	m.Family("pias_forwarded_bytes_total", "counter", "Bytes of pias_forwarded_packets_total, as handed to WireGuard (an encapsulated packet with its outer header), by role.")
+	for r := range router.NumRoles {
+		m.Count(st.Bytes[r], "role", r.String())
+	}
+	m.Family("pias_rap_lookups_total", "counter", "Lookups in this IAP's cache of RAP answers, by result: hit (a JAP list), miss (none: the packet waits for a resolve, or is dropped at its caps), negative (a group the RAP does not know: dropped unless it has local targets). New flows, replicated datagrams and pings to anycast addresses look; established flows do not.")
+	for l := range router.NumLookups {
+		m.Count(st.Lookups[l], "result", l.String())
+	}
 	m.Family("pias_dropped_packets_total", "counter", "Packets the router dropped, by reason.")
 	for r := router.DropReason(1); r < router.NumDropReasons; r++ {
 		m.Count(st.Drops[r], "reason", r.String())
@@ -31,9 +41,22 @@ func writeProxyMetrics(m *Metrics, p *node.Proxy) {
 	m.Count(st.Queued)
 	m.Family("pias_flows_evicted_total", "counter", "Flows evicted because a flow table was full.")
 	m.Count(st.Evicted)
-	m.Family("pias_flows", "gauge", "Live flows, by side: iap (this proxy took the client's packets in) or jap (this proxy NATs them to a target).")
-	m.Sample(float64(st.IAPFlows), "side", "iap")
-	m.Sample(float64(st.JAPFlows), "side", "jap")
+	sides := []struct {
+		name string
+		t    router.TableStats
+	}{{"iap", st.IAP}, {"jap", st.JAP}}
+	m.Family("pias_flows", "gauge", "Live flows, by side (iap: this proxy took the client's packets in; jap: it NATs them to a target) and protocol.")
+	for _, sd := range sides {
+		for fp := range router.NumFlowProtos {
+			m.Sample(float64(sd.t.Live[fp]), "side", sd.name, "proto", fp.String())
+		}
+	}
+	m.Family("pias_new_flows_total", "counter", "Flows created, by side and protocol.")
+	for _, sd := range sides {
+		for fp := range router.NumFlowProtos {
+			m.Count(sd.t.New[fp], "side", sd.name, "proto", fp.String())
+		}
+	}
 	m.One("pias_resolving_groups", "gauge", "Groups being resolved now (each with a queue).", float64(st.Resolving))
 	m.One("pias_queued_bytes", "gauge", "Bytes held in the resolve queues.", float64(st.QueuedBytes))
 
@@ -75,6 +98,10 @@ func writeProxyMetrics(m *Metrics, p *node.Proxy) {
 	m.Sample(cs.DetectTime.Seconds())
 	m.Family("pias_membership_changes_total", "counter", "Changes of the live proxy set applied here.")
 	m.Count(cs.MembershipChanges)
+
+	if p.Config.CAMode() {
+		writeCertMetrics(m, p, cs)
+	}
 
 	members := p.Overlay.Members()
 	count := map[string]int{}
@@ -148,6 +175,16 @@ func writeProxyMetrics(m *Metrics, p *node.Proxy) {
 		names[e.PublicKey] = e.Name
 	}
 	writeWireGuard(m, p.Config.InterfaceName, p.Device, names)
+}
+
+// writeCertMetrics writes what a proxy in CA mode knows of certificates.
+func writeCertMetrics(m *Metrics, p *node.Proxy, cs overlay.ProxyStats) {
+	m.One("pias_cert_expiry_timestamp_seconds", "gauge", "UNIX time when this proxy's certificate expires.", float64(p.Overlay.CertNotAfter().Unix()))
+	m.One("pias_revocation_serial", "gauge", "Serial of the revocation list this proxy holds; 0: none.", float64(p.Overlay.RevocationSerial()))
+	m.Family("pias_edges_admitted", "gauge", "Edges (targets and clients) admitted here, by how.")
+	m.Sample(float64(len(p.Overlay.CertEdges())), "mode", "certificate")
+	m.Family("pias_cert_hellos_refused_total", "counter", "Hellos of nodes that proved their key and were refused (bad, expired or revoked certificate, or what it allows), and told why.")
+	m.Count(cs.HellosRefused)
 }
 
 // writeEdgeMetrics writes a target's or client's metrics: its attachment,
