@@ -258,6 +258,7 @@ func (p *Proxy) control() {
 	defer t.Stop()
 	hc := time.NewTicker(p.Overlay.ProbeInterval())
 	defer hc.Stop()
+	var quiet burstEnd
 	p.Overlay.HealthTick() // announce this proxy at once
 	for {
 		select {
@@ -278,6 +279,9 @@ func (p *Proxy) control() {
 		case <-t.C:
 			p.Overlay.Tick()
 			p.Router.Expire(p.clock.Now())
+			if quiet.tick(p.tun.Written.Load()) {
+				releaseAfterBurst() // see release.go
+			}
 		case <-hc.C:
 			p.Overlay.HealthTick()
 		}

@@ -13,7 +13,7 @@
 #                                a wireguard-go relay with kernel forwarding;
 #                                (d) throughput of the paths next to a direct
 #                                wireguard-go tunnel; (e) round trips of small UDP
-#                                requests; (f) 1, 2 and 4 parallel streams; and
+#                                requests; (f) 1, 2, 4 and 8 parallel streams; and
 #                                the proxies' RSS during and after the load.
 #                                PIAS_BENCH_SECS (default 5) is each stream's length.
 set -euo pipefail
@@ -212,7 +212,7 @@ warm "$far" "100.127.0.2:$t3_port"; warm "$far" "100.126.0.2:$t3_port"
 iap=$(labjson home "$far")
 say
 say "== (b)-(d), (f) iperf3, $secs s per run: Mbit/s; CPU-s per GB of each process named; machine softirq per GB; RSS MB half-way"
-for p in 1 2 4; do
+for p in 1 2 4 8; do
   stream "P=$p direct" "$far" "100.127.0.2:$t3_port" "$p" "$(pid_of "wg-${prefix}da")" "$(pid_of "wg-${prefix}db")" | tee -a "$tmp/streams"
   stream "P=$p pias-iap≠jap" "$far" "$perf_addr:$perf_port" "$p" "$(pid_of "$iap")" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
   stream "P=$p pias-iap=jap" "$near" "$perf_addr:$perf_port" "$p" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"

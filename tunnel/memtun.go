@@ -25,27 +25,35 @@ const Headroom = 64
 // allows, plus the headroom; bigger packets are dropped and counted.
 const slotSize = Headroom + 9216
 
-// queueDepth bounds the packets waiting for WireGuard to read them. Writers
-// block when it is full, which pushes back on the senders instead of dropping.
-const queueDepth = 1024
+// queueDepth bounds the packets waiting for WireGuard to read them: two of
+// its batches. Writers block when it is full, which pushes back on the
+// senders instead of dropping. Each waiting packet holds one slot, and a
+// deeper queue only holds more memory: the reader takes a batch at a time.
+const queueDepth = 2 * conn.IdealBatchSize
 
+// slot holds one packet, at buf[start:end]. Most slots are the MemTUN's MTU
+// plus Headroom (a 9 KiB slot for a 1420-byte packet would be most of a
+// proxy's memory under load); a bigger packet (a peer with a larger MTU, up
+// to slotSize) takes a big slot.
 type slot struct {
-	buf        [slotSize]byte
+	buf        []byte
 	start, end int
 }
 
-var slotPool = sync.Pool{New: func() any { return new(slot) }}
+var bigSlots = sync.Pool{New: func() any { return &slot{buf: make([]byte, slotSize)} }}
 
 // MemTUN is the in-memory tun.Device that joins a wireguard-go device to a
 // Handler (a proxy's router): packets WireGuard writes go through the Handler,
 // and what the Handler emits, or Inject adds, is what WireGuard reads next.
 // It has no host interface at all, which is why proxies need no root.
 type MemTUN struct {
-	name    string
-	mtu     int
-	handler Handler
-	clock   func() int64
-	events  chan tun.Event
+	name     string
+	mtu      int
+	handler  Handler
+	clock    func() int64
+	events   chan tun.Event
+	slots    sync.Pool // of *slot of smallLen bytes
+	smallLen int
 
 	mu       sync.Mutex
 	ring     [queueDepth]*slot // FIFO of n slots from head
@@ -57,6 +65,9 @@ type MemTUN struct {
 
 	// Oversize counts packets too big for a slot.
 	Oversize atomic.Uint64
+	// Written counts the packets WireGuard wrote (decrypted), one add per
+	// batch: how busy the data path is.
+	Written atomic.Uint64
 }
 
 var _ tun.Device = (*MemTUN)(nil)
@@ -78,8 +89,26 @@ func NewMemTUN(name string, mtu int, clock func() int64, h Handler) *MemTUN {
 		notFull:  make(chan struct{}, 1),
 		closed:   make(chan struct{}),
 	}
+	t.smallLen = min(Headroom+max(mtu, 576), slotSize)
+	t.slots.New = func() any { return &slot{buf: make([]byte, t.smallLen)} }
 	t.events <- tun.EventUp
 	return t
+}
+
+// getSlot is a slot with room for Headroom plus n bytes (n ≤ slotSize−Headroom).
+func (t *MemTUN) getSlot(n int) *slot {
+	if Headroom+n <= t.smallLen {
+		return t.slots.Get().(*slot)
+	}
+	return bigSlots.Get().(*slot)
+}
+
+func (t *MemTUN) putSlot(s *slot) {
+	if len(s.buf) == t.smallLen {
+		t.slots.Put(s)
+	} else {
+		bigSlots.Put(s)
+	}
 }
 
 func (t *MemTUN) File() *os.File           { return nil }
@@ -104,6 +133,7 @@ func (t *MemTUN) Write(bufs [][]byte, offset int) (int, error) {
 	var batch [conn.IdealBatchSize]*slot
 	n := 0
 	now := t.clock()
+	t.Written.Add(uint64(len(bufs)))
 	for i, b := range bufs {
 		pkt := b[offset:]
 		if len(pkt) == 0 {
@@ -113,11 +143,11 @@ func (t *MemTUN) Write(bufs [][]byte, offset int) (int, error) {
 			t.Oversize.Add(1)
 			continue
 		}
-		s := slotPool.Get().(*slot)
+		s := t.getSlot(len(pkt))
 		k := copy(s.buf[Headroom:], pkt)
-		start, end, emit := t.handler(s.buf[:], Headroom, Headroom+k, now)
+		start, end, emit := t.handler(s.buf, Headroom, Headroom+k, now)
 		if !emit {
-			slotPool.Put(s)
+			t.putSlot(s)
 			continue
 		}
 		s.start, s.end = start, end
@@ -142,7 +172,7 @@ func (t *MemTUN) Inject(pkt []byte) error {
 		t.Oversize.Add(1)
 		return errors.New("packet too large")
 	}
-	s := slotPool.Get().(*slot)
+	s := t.getSlot(len(pkt))
 	s.start = Headroom
 	s.end = Headroom + copy(s.buf[Headroom:], pkt)
 	return t.enqueue([]*slot{s})
@@ -167,7 +197,7 @@ func (t *MemTUN) enqueue(ss []*slot) error {
 		case <-t.notFull:
 		case <-t.closed:
 			for _, s := range ss {
-				slotPool.Put(s)
+				t.putSlot(s)
 			}
 			return os.ErrClosed
 		}
@@ -198,7 +228,7 @@ func (t *MemTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			}
 			for i, s := range batch[:n] {
 				sizes[i] = copy(bufs[i][offset:], s.buf[s.start:s.end])
-				slotPool.Put(s)
+				t.putSlot(s)
 			}
 			return n, nil
 		}

@@ -159,6 +159,40 @@ func TestMemTUNInjectAndClose(t *testing.T) {
 	}
 }
 
+// TestMemTUNSlotSizes: packets of the MTU take the MemTUN's small slots,
+// bigger ones (a peer with a larger MTU) a big slot; both arrive intact,
+// and the handler may still prepend Headroom bytes to either.
+func TestMemTUNSlotSizes(t *testing.T) {
+	m := NewMemTUN("x", 1420, nil, func(buf []byte, start, end int, _ int64) (int, int, bool) {
+		start -= Headroom
+		for i := range Headroom {
+			buf[start+i] = 0xee
+		}
+		return start, end, true
+	})
+	defer m.Close()
+	for _, n := range []int{1, 1420, 1421, 9216} {
+		pkt := make([]byte, n)
+		for i := range pkt {
+			pkt[i] = byte(i*7 + n)
+		}
+		if _, err := m.Write([][]byte{pkt}, 0); err != nil {
+			t.Fatal(err)
+		}
+		bufs, sizes := [][]byte{make([]byte, 16+Headroom+9216)}, make([]int, 1)
+		if k, err := m.Read(bufs, sizes, 16); err != nil || k != 1 {
+			t.Fatalf("%d bytes: Read = %d, %v", n, k, err)
+		}
+		got := bufs[0][16 : 16+sizes[0]]
+		if want := append(bytes.Repeat([]byte{0xee}, Headroom), pkt...); !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: read %d bytes, not the packet with its header", n, len(got))
+		}
+	}
+	if s := m.getSlot(1420); len(s.buf) != Headroom+1420 {
+		t.Errorf("a 1420-byte packet's slot: %d bytes, want %d", len(s.buf), Headroom+1420)
+	}
+}
+
 // BenchmarkMemTUN is the cost of one batch of 128 packets through the
 // in-memory device: WireGuard's Write, the handler, WireGuard's Read.
 func BenchmarkMemTUN(b *testing.B) {

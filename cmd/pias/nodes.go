@@ -143,11 +143,15 @@ func reloader[C any](role, path string, stderr io.Writer, load func(string) (C, 
 
 // nodeFlags is flags for a node command, whose -c FILE is required: parse
 // returns the file, or an exit status ≥ 0 to return at once.
-// The flag --http ADDR, in the set too, goes to *httpAddr.
-func nodeFlags(role, synopsis string, stdout, stderr io.Writer, httpAddr *string) (*flag.FlagSet, func([]string) (string, int)) {
+// The flag --http ADDR, in the set too, goes to *httpAddr. The flag
+// --pprof ADDR starts Go's profiler at parse (see startPprof); the caller
+// defers *stopPprof, which is never nil.
+func nodeFlags(role, synopsis string, stdout, stderr io.Writer, httpAddr *string, stopPprof *func()) (*flag.FlagSet, func([]string) (string, int)) {
 	fs, parse := flags(role, synopsis, stdout, stderr)
 	path := fs.String("c", "", "the "+role+"'s config file (required)")
 	fs.StringVar(httpAddr, "http", "", "serve metrics, the API and the live map on `ADDR` (IP:PORT; overrides http_listen)")
+	pprofAddr := fs.String("pprof", "", "serve Go's profiler (net/http/pprof) on `ADDR`, a loopback IP:PORT such as 127.0.0.1:6060")
+	*stopPprof = func() {}
 	return fs, func(args []string) (string, int) {
 		if rc := parse(args); rc >= 0 {
 			return "", rc
@@ -156,14 +160,21 @@ func nodeFlags(role, synopsis string, stdout, stderr io.Writer, httpAddr *string
 			fmt.Fprintf(stderr, "pias %s: -c FILE is required\n", role)
 			return "", 2
 		}
+		stop, rc := startPprof(role, *pprofAddr, stdout, stderr)
+		if rc >= 0 {
+			return "", rc
+		}
+		*stopPprof = stop
 		return *path, -1
 	}
 }
 
 func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var httpAddr string
-	_, parse := nodeFlags("proxy", "proxy -c proxy.toml", stdout, stderr, &httpAddr)
+	var stopPprof func()
+	_, parse := nodeFlags("proxy", "proxy -c proxy.toml", stdout, stderr, &httpAddr, &stopPprof)
 	path, rc := parse(args)
+	defer stopPprof()
 	if rc >= 0 {
 		return rc
 	}
@@ -200,8 +211,10 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 
 func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var httpAddr string
-	_, parse := nodeFlags("target", "target -c target.toml", stdout, stderr, &httpAddr)
+	var stopPprof func()
+	_, parse := nodeFlags("target", "target -c target.toml", stdout, stderr, &httpAddr, &stopPprof)
 	path, rc := parse(args)
+	defer stopPprof()
 	if rc >= 0 {
 		return rc
 	}
@@ -255,10 +268,12 @@ func (f *forwardFlag) Set(v string) error { *f = append(*f, v); return nil }
 
 func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var httpAddr string
-	fs, parse := nodeFlags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr, &httpAddr)
+	var stopPprof func()
+	fs, parse := nodeFlags("client", "client -c client.toml [--forward 127.0.0.1:8080=100.65.0.1:80/tcp ...]", stdout, stderr, &httpAddr, &stopPprof)
 	var fwd forwardFlag
 	fs.Var(&fwd, "forward", "relay a local `LISTEN=GROUP` (host address:port = anycast group) through the overlay; repeatable")
 	path, rc := parse(args)
+	defer stopPprof()
 	if rc >= 0 {
 		return rc
 	}
