@@ -42,7 +42,7 @@ func newCALab(t *testing.T) *caLab {
 
 func (l *caLab) onEvent(e overlay.Event) {
 	if testing.Verbose() {
-		l.t.Logf("event %+v", e)
+		l.t.Logf("%s event %+v", time.Now().Format("15:04:05.000"), e)
 	}
 	l.mu.Lock()
 	l.ev = append(l.ev, e)

@@ -170,10 +170,13 @@ func (p *Proxy) seedAnswer(now int64, wall time.Time, from netip.AddrPort, pkt [
 		p.emit(Event{Kind: EventAdmitted, Name: r.Cert.Name})
 		// The seed is a member now: its records (the others) come next,
 		// and only a member's are taken. Its incarnation comes with its
-		// first probe answer.
+		// first probe answer. It calls first (it added us with a
+		// keepalive when it took our hello, and we made it a peer at its
+		// offer): calling it too would cross two WireGuard handshakes,
+		// which stall for 5 s.
 		if raw, err := r.Cert.Marshal(); err == nil {
 			p.holdCert(r.Cert.Name, r.Cert, raw)
-			p.addMember(memberOfCert(r.Cert, from), 0, StateAlive, true)
+			p.addMember(memberOfCert(r.Cert, from), 0, StateAlive, false)
 		}
 	}
 }
@@ -187,8 +190,11 @@ func (p *Proxy) seedTick(now int64, wall time.Time) {
 	}
 	p.mem.mu.Lock()
 	j := &p.mem.admission
-	if j.welcomed && len(p.Live()) <= 1 {
+	if j.welcomed && len(p.Live()) <= 1 && now >= j.next {
+		// Admitted once, but alone now: say hello again, once a
+		// helloEvery at most.
 		j.welcomed = false
+		j.next = now + int64(helloEvery)
 		for _, s := range p.cfg.Certs.Seeds {
 			cs.client.Remove(s)
 			cs.client.Add(s, now)
