@@ -230,6 +230,9 @@ type health struct {
 	// nil: stale. Every change of a member's state or incarnation, and
 	// every new member, drops it.
 	others   []liveMember
+	// cut counts the members marked unreachable, so that unreachableAddrs
+	// need not walk every member when none is (nearly always).
+	cut      int
 	lastTick int64
 	stats    healthStats
 }
@@ -310,7 +313,7 @@ func (h *health) setState(m *mstate, st MemberState) {
 			}
 		}
 		m.forgetRTT()
-		m.unreachable = false // dead is all there is to say of it
+		h.setUnreachable(m, false) // dead is all there is to say of it
 	case st == StateSuspect && m.state != StateSuspect:
 		// Silent for ProbeMisses probes: its next answers may have waited
 		// for a new WireGuard handshake. Keep the estimate, restart the run.
@@ -534,11 +537,11 @@ func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
 		cut := m.heard && watched[name] && live && now-m.lastHeard > limit && m.vouchedAt > m.lastHeard
 		switch {
 		case cut && !m.unreachable:
-			m.unreachable = true
+			h.setUnreachable(m, true)
 			m.rttFrom = 0
 			ch.unreachable = append(ch.unreachable, m.Member)
 		case !cut && m.unreachable:
-			m.unreachable = false
+			h.setUnreachable(m, false)
 			switch {
 			case !live:
 				// Dead (or gone back to joining): not a change of reachability.
@@ -551,10 +554,25 @@ func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
 	}
 }
 
-// unreachableAddrs lists the addresses of the members reachLocked found cut.
+// setUnreachable marks m (un)reachable, keeping count.
+func (h *health) setUnreachable(m *mstate, cut bool) {
+	switch {
+	case cut && !m.unreachable:
+		h.cut++
+	case !cut && m.unreachable:
+		h.cut--
+	}
+	m.unreachable = cut
+}
+
+// unreachableAddrs lists the addresses of the members reachLocked found
+// cut; nil when there are none.
 func (h *health) unreachableAddrs() map[netip.Addr]bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.cut == 0 {
+		return nil
+	}
 	out := map[netip.Addr]bool{}
 	for _, m := range h.members {
 		if m.unreachable && m.state != StateDead {
