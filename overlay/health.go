@@ -229,7 +229,7 @@ type health struct {
 	// copied ten times a second was most of a large overlay's idle cost);
 	// nil: stale. Every change of a member's state or incarnation, and
 	// every new member, drops it.
-	others   []liveMember
+	others []liveMember
 	// cut counts the members marked unreachable, so that unreachableAddrs
 	// need not walk every member when none is (nearly always).
 	cut      int
