@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -253,7 +254,8 @@ type health struct {
 	// copied ten times a second was most of a large overlay's idle cost);
 	// nil: stale. Every change of a member's state or incarnation, and
 	// every new member, drops it.
-	others []liveMember
+	// It is read without the lock (Tick reads it several times).
+	others atomic.Pointer[[]liveMember]
 	// cut counts the members marked unreachable, so that unreachableAddrs
 	// need not walk every member when none is (nearly always).
 	cut      int
@@ -323,7 +325,7 @@ func pairWeight(a, b string) uint64 {
 // changes who may be watched (the dead and the joining are not).
 func (h *health) setState(m *mstate, st MemberState) {
 	if m.state != st {
-		h.others = nil
+		h.others.Store(nil)
 	}
 	if watchable(m.state) != watchable(st) {
 		h.watched = nil
@@ -785,7 +787,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			wasDead := m.state == StateDead
 			h.setState(m, StateDead)
 			m.inc, m.outstanding, m.lastProbe = msg.Incarnation, 0, now
-			h.others = nil
+			h.others.Store(nil)
 			if !wasDead {
 				m.deadAt = now
 			}
@@ -817,13 +819,13 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc uint32, src netip.Addr) []outMsg {
 	if m.state == StateJoining {
 		m.inc = inc // news from a third proxy: still wait for its own word
-		h.others = nil
+		h.others.Store(nil)
 		return out
 	}
 	old, oldInc := m.state, m.inc
 	h.setState(m, StateAlive)
 	m.inc, m.outstanding = inc, 0
-	h.others = nil
+	h.others.Store(nil)
 	m.rttFrom = 0 // a new process: a new WireGuard session to set up
 	switch {
 	case old == StateDead:
@@ -860,7 +862,7 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, m *mstate, inc ui
 	default:
 		if inc > m.inc {
 			m.inc = inc
-			h.others = nil
+			h.others.Store(nil)
 		}
 		h.setState(m, StateAlive)
 		m.outstanding = 0
@@ -911,10 +913,13 @@ type liveMember struct {
 // liveOthers lists the members other than this proxy that are not known
 // dead, by name. The list is shared: callers must not change it.
 func (h *health) liveOthers() []liveMember {
+	if o := h.others.Load(); o != nil {
+		return *o
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.others != nil {
-		return h.others
+	if o := h.others.Load(); o != nil {
+		return *o
 	}
 	out := []liveMember{}
 	for _, name := range h.order {
@@ -922,8 +927,9 @@ func (h *health) liveOthers() []liveMember {
 			out = append(out, liveMember{m.Member, m.inc})
 		}
 	}
-	h.others = slices.Clip(out)
-	return h.others
+	out = slices.Clip(out)
+	h.others.Store(&out)
+	return out
 }
 
 // add makes m, learned at run time, a member at incarnation inc in state
@@ -949,7 +955,8 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	h.byAddr[m.Addr] = ms
 	h.order = append(h.order, m.Name)
 	slices.Sort(h.order)
-	h.watched, h.others = nil, nil
+	h.watched = nil
+	h.others.Store(nil)
 	if state == StateAlive {
 		ch.added = append(ch.added, m)
 	}
