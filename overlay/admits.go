@@ -47,28 +47,49 @@ func ownAdmits(edges map[netip.Addr]*EdgePolicy) [][32]byte {
 }
 
 // admitsTick asks every live member whose admitted keys this proxy lacks
-// (or has only from an older incarnation) to send them.
+// (or has only from an older incarnation) to send them. Once every member
+// of a live list has answered, it skips that list: walking 10,000 members
+// every Tick for nothing was a large overlay's main idle cost.
 func (p *Proxy) admitsTick(now int64) {
 	var ask []netip.Addr
 	others := p.health.liveOthers()
 	p.mem.mu.Lock()
+	if p.mem.admitsDone != nil && sameSlice(p.mem.admitsDone, others) {
+		p.mem.mu.Unlock()
+		return
+	}
+	done := true
 	for _, m := range others {
 		s := p.mem.admits[m.Name]
 		if s == nil {
 			s = &admitSet{}
 			p.mem.admits[m.Name] = s
 		}
-		if (s.keys != nil && s.inc >= m.inc) || (s.askedAt != 0 && now-s.askedAt < int64(admitsRetry)) {
+		if s.keys != nil && s.inc >= m.inc {
+			continue
+		}
+		done = false
+		if s.askedAt != 0 && now-s.askedAt < int64(admitsRetry) {
 			continue
 		}
 		s.askedAt = now
 		ask = append(ask, m.Addr)
+	}
+	if done {
+		// liveOthers gives a new slice whenever a member comes, goes or
+		// restarts; holding this one keeps its address from being reused.
+		p.mem.admitsDone = others
 	}
 	p.mem.mu.Unlock()
 	self, inc := p.cfg.Self.Name, p.health.incarnation()
 	for _, a := range ask {
 		p.sendTo(a, 0, &AdmitsReq{From: self, Incarnation: inc})
 	}
+}
+
+// sameSlice reports whether a and b are the same slice (not just equal).
+func sameSlice[T any](a, b []T) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // handleAdmitsReq sends this proxy's admitted keys to the member at src.
@@ -128,6 +149,7 @@ func (p *Proxy) forgetAdmits(ms []Member) {
 	for _, m := range ms {
 		delete(p.mem.admits, m.Name)
 	}
+	p.mem.admitsDone = nil
 }
 
 // Admitting names the live proxies that would admit the edge with this

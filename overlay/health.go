@@ -1,16 +1,26 @@
 package overlay
 
 import (
+	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // 2-tier proxy health monitoring (paper §3.6), SWIM-like:
 //
-//   - Tier 1: every proxy probes every other proxy of its own cluster.
+//   - Tier 1: every proxy probes ClusterProbes other proxies of its own
+//     cluster (all of them in a cluster that small): its successors on a
+//     ring of the cluster's live members ordered by a hash of their names.
+//     So every live member is probed by exactly ClusterProbes others of
+//     its cluster, and the traffic at rest stops growing with the
+//     cluster's size (probing all of 100 was 2,000 messages a second per
+//     proxy). A member that dies is skipped: its watchers move on to the
+//     next live one, as rendezvous hashing does for tier 2.
 //   - Tier 2: every proxy probes WatchPerCluster proxies in each of
 //     WatchClusters other clusters. Clusters and members are picked by
 //     rendezvous hash of (watcher, cluster) and (watcher, member), so the
@@ -22,9 +32,16 @@ import (
 //     live proxies are asked (ProbeReq) to probe it, and direct probes go on.
 //     Any answer, direct or relayed, clears it; none within ConfirmTimeout
 //     makes it dead.
-//   - A death is sent (Fail) to every live proxy; a proxy that learns it
-//     from a Fail forwards it once to every live proxy, so the loss of one
-//     copy does not matter.
+//   - A death is told (Fail) cluster by cluster: the proxy that declares it
+//     tells every live proxy of its own cluster and FailFanout live
+//     proxies of each other cluster (picked by rendezvous hash of the
+//     victim and the proxy, so that two proxies that declare the same
+//     death tell the same ones); a proxy that learns it from a proxy of
+//     another cluster tells every live proxy of its own, once. Every
+//     proxy hears each death from up to FailFanout proxies, so the loss of
+//     one copy does not matter, and a death costs about FailFanout
+//     messages per proxy, not one per pair of proxies (every proxy told
+//     every other before).
 //   - Comebacks: a proxy announces Alive with its incarnation when it starts
 //     (the wall clock in seconds, so a restart has a higher one). A proxy
 //     that hears a Fail about itself refutes it with Alive at a higher
@@ -106,6 +123,8 @@ type HealthConfig struct {
 	WatchClusters     int           // other clusters each proxy watches; default 2
 	WatchPerCluster   int           // proxies watched in each; default 2
 	DeadProbeInterval time.Duration // how often dead members are probed for a comeback; default 1s
+	ClusterProbes     int           // members of its own cluster each proxy probes (tier 1); default 8
+	FailFanout        int           // proxies of each other cluster told of a death; default 3
 	// Incarnation is this proxy's incarnation at start; NewProxy's default
 	// is the wall clock in seconds, so that a restarted proxy outranks its
 	// past self.
@@ -135,6 +154,12 @@ func (c *HealthConfig) defaults() {
 	}
 	if c.DeadProbeInterval <= 0 {
 		c.DeadProbeInterval = time.Second
+	}
+	if c.ClusterProbes <= 0 {
+		c.ClusterProbes = 8
+	}
+	if c.FailFanout <= 0 {
+		c.FailFanout = 3
 	}
 }
 
@@ -229,7 +254,11 @@ type health struct {
 	// copied ten times a second was most of a large overlay's idle cost);
 	// nil: stale. Every change of a member's state or incarnation, and
 	// every new member, drops it.
-	others   []liveMember
+	// It is read without the lock (Tick reads it several times).
+	others atomic.Pointer[[]liveMember]
+	// cut counts the members marked unreachable, so that unreachableAddrs
+	// need not walk every member when none is (nearly always).
+	cut      int
 	lastTick int64
 	stats    healthStats
 }
@@ -296,7 +325,7 @@ func pairWeight(a, b string) uint64 {
 // changes who may be watched (the dead and the joining are not).
 func (h *health) setState(m *mstate, st MemberState) {
 	if m.state != st {
-		h.others = nil
+		h.others.Store(nil)
 	}
 	if watchable(m.state) != watchable(st) {
 		h.watched = nil
@@ -310,7 +339,7 @@ func (h *health) setState(m *mstate, st MemberState) {
 			}
 		}
 		m.forgetRTT()
-		m.unreachable = false // dead is all there is to say of it
+		h.setUnreachable(m, false) // dead is all there is to say of it
 	case st == StateSuspect && m.state != StateSuspect:
 		// Silent for ProbeMisses probes: its next answers may have waited
 		// for a new WireGuard handshake. Keep the estimate, restart the run.
@@ -379,16 +408,28 @@ func (h *health) watchedLocked() map[string]bool {
 func (h *health) computeWatchedLocked() map[string]bool {
 	out := map[string]bool{}
 	others := map[string][]*mstate{}
+	ring := []string{h.self.Name}
 	for _, name := range h.order {
 		m := h.members[name]
 		if m.state == StateDead || m.state == StateJoining {
 			continue
 		}
 		if m.Cluster == h.self.Cluster {
-			out[name] = true
+			ring = append(ring, name)
 		} else {
 			others[m.Cluster] = append(others[m.Cluster], m)
 		}
+	}
+	// Tier 1: the next ClusterProbes members on the cluster's ring.
+	slices.SortFunc(ring, func(a, b string) int {
+		if c := cmp.Compare(ringKey(a), ringKey(b)); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	at := slices.Index(ring, h.self.Name)
+	for i := 1; i < len(ring) && i <= h.cfg.ClusterProbes; i++ {
+		out[ring[(at+i)%len(ring)]] = true
 	}
 	clusters := make([]string, 0, len(others))
 	for c := range others {
@@ -416,6 +457,53 @@ func (h *health) computeWatchedLocked() map[string]bool {
 		slices.SortFunc(names, byWeight(func(n string) uint64 { return pairWeight(h.self.Name, n) }))
 		for _, n := range names[:min(len(names), h.cfg.WatchPerCluster)] {
 			out[n] = true
+		}
+	}
+	return out
+}
+
+// ringKey places a member on its cluster's ring (tier 1).
+func ringKey(name string) uint64 { return weight(uint64(fnvOffset), name) }
+
+// tellDeathLocked tells others that m died, as this proxy just learned:
+// by its own verdict (src invalid), or by a Fail from src. See the top
+// of this file.
+func (h *health) tellDeathLocked(out []outMsg, msg *Fail, m *mstate, src netip.Addr) []outMsg {
+	var fromOutside bool
+	if src.IsValid() {
+		from := h.byAddr[src]
+		fromOutside = from != nil && from.Cluster != h.self.Cluster
+		if !fromOutside {
+			return out // its sender told this cluster
+		}
+	}
+	var entries map[string][]*mstate // other clusters' live members
+	if !src.IsValid() {
+		entries = map[string][]*mstate{}
+	}
+	for _, name := range h.order {
+		o := h.members[name]
+		if o == m || o.Addr == src || o.state == StateDead || o.state == StateJoining {
+			continue
+		}
+		switch {
+		case o.Cluster == h.self.Cluster:
+			out = append(out, outMsg{o.Addr, 0, msg})
+		case entries != nil:
+			entries[o.Cluster] = append(entries[o.Cluster], o)
+		}
+	}
+	clusters := slices.Sorted(maps.Keys(entries))
+	for _, c := range clusters {
+		os := entries[c]
+		slices.SortFunc(os, func(a, b *mstate) int {
+			if c := cmp.Compare(pairWeight(m.Name, b.Name), pairWeight(m.Name, a.Name)); c != 0 {
+				return c
+			}
+			return strings.Compare(a.Name, b.Name)
+		})
+		for _, o := range os[:min(len(os), h.cfg.FailFanout)] {
+			out = append(out, outMsg{o.Addr, 0, msg})
 		}
 	}
 	return out
@@ -506,7 +594,7 @@ func (h *health) tick() {
 			m.outstanding, m.lastProbe, m.deadAt = 0, now, now
 			h.stats.fails++
 			ch.dead = append(ch.dead, m.Member)
-			out = h.broadcastLocked(out, &Fail{Name: m.Name, Incarnation: m.inc}, m.Addr)
+			out = h.tellDeathLocked(out, &Fail{Name: m.Name, Incarnation: m.inc}, m, netip.Addr{})
 			continue
 		}
 		m.outstanding++
@@ -534,11 +622,11 @@ func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
 		cut := m.heard && watched[name] && live && now-m.lastHeard > limit && m.vouchedAt > m.lastHeard
 		switch {
 		case cut && !m.unreachable:
-			m.unreachable = true
+			h.setUnreachable(m, true)
 			m.rttFrom = 0
 			ch.unreachable = append(ch.unreachable, m.Member)
 		case !cut && m.unreachable:
-			m.unreachable = false
+			h.setUnreachable(m, false)
 			switch {
 			case !live:
 				// Dead (or gone back to joining): not a change of reachability.
@@ -551,10 +639,25 @@ func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
 	}
 }
 
-// unreachableAddrs lists the addresses of the members reachLocked found cut.
+// setUnreachable marks m (un)reachable, keeping count.
+func (h *health) setUnreachable(m *mstate, cut bool) {
+	switch {
+	case cut && !m.unreachable:
+		h.cut++
+	case !cut && m.unreachable:
+		h.cut--
+	}
+	m.unreachable = cut
+}
+
+// unreachableAddrs lists the addresses of the members reachLocked found
+// cut; nil when there are none.
 func (h *health) unreachableAddrs() map[netip.Addr]bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.cut == 0 {
+		return nil
+	}
 	out := map[netip.Addr]bool{}
 	for _, m := range h.members {
 		if m.unreachable && m.state != StateDead {
@@ -684,14 +787,14 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			wasDead := m.state == StateDead
 			h.setState(m, StateDead)
 			m.inc, m.outstanding, m.lastProbe = msg.Incarnation, 0, now
-			h.others = nil
+			h.others.Store(nil)
 			if !wasDead {
 				m.deadAt = now
 			}
 			if !wasDead {
 				ch.dead = append(ch.dead, m.Member)
-				// Forward once: new to us, so maybe new to others.
-				out = h.broadcastLocked(out, msg, src, m.Addr)
+				// Pass it on once: new to us, so maybe new to others.
+				out = h.tellDeathLocked(out, msg, m, src)
 			}
 		}
 	case *Alive:
@@ -716,13 +819,13 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc uint32, src netip.Addr) []outMsg {
 	if m.state == StateJoining {
 		m.inc = inc // news from a third proxy: still wait for its own word
-		h.others = nil
+		h.others.Store(nil)
 		return out
 	}
 	old, oldInc := m.state, m.inc
 	h.setState(m, StateAlive)
 	m.inc, m.outstanding = inc, 0
-	h.others = nil
+	h.others.Store(nil)
 	m.rttFrom = 0 // a new process: a new WireGuard session to set up
 	switch {
 	case old == StateDead:
@@ -759,7 +862,7 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, m *mstate, inc ui
 	default:
 		if inc > m.inc {
 			m.inc = inc
-			h.others = nil
+			h.others.Store(nil)
 		}
 		h.setState(m, StateAlive)
 		m.outstanding = 0
@@ -810,10 +913,13 @@ type liveMember struct {
 // liveOthers lists the members other than this proxy that are not known
 // dead, by name. The list is shared: callers must not change it.
 func (h *health) liveOthers() []liveMember {
+	if o := h.others.Load(); o != nil {
+		return *o
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.others != nil {
-		return h.others
+	if o := h.others.Load(); o != nil {
+		return *o
 	}
 	out := []liveMember{}
 	for _, name := range h.order {
@@ -821,8 +927,9 @@ func (h *health) liveOthers() []liveMember {
 			out = append(out, liveMember{m.Member, m.inc})
 		}
 	}
-	h.others = slices.Clip(out)
-	return h.others
+	out = slices.Clip(out)
+	h.others.Store(&out)
+	return out
 }
 
 // add makes m, learned at run time, a member at incarnation inc in state
@@ -848,7 +955,8 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	h.byAddr[m.Addr] = ms
 	h.order = append(h.order, m.Name)
 	slices.Sort(h.order)
-	h.watched, h.others = nil, nil
+	h.watched = nil
+	h.others.Store(nil)
 	if state == StateAlive {
 		ch.added = append(ch.added, m)
 	}

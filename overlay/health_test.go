@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/pias-net/pias/overlay/overlaytest"
 )
 
 // newHealthNet starts bare health detectors, clusters[i] of them in
@@ -208,9 +210,9 @@ func healthAtRest(t testing.TB, total int) float64 {
 }
 
 // TestHealthMessagesAtRest: the health traffic at rest per proxy is what
-// 2-tier monitoring promises: its own cluster (up to 9 others) and 2×2
+// 2-tier monitoring promises: ClusterProbes (8) of its own cluster and 2×2
 // watched members elsewhere, each probed and answered 10 times a second,
-// so it stops growing with the overlay. (BenchmarkHealthAtRest300 reports
+// so it stops growing with the overlay (and with the cluster). (BenchmarkHealthAtRest300 reports
 // it for 300 proxies.)
 func TestHealthMessagesAtRest(t *testing.T) {
 	for _, tc := range []struct{ total, most int }{{3, 40}, {30, 260}} {
@@ -231,4 +233,52 @@ func BenchmarkHealthAtRest300(b *testing.B) {
 		per = healthAtRest(b, 300)
 	}
 	b.ReportMetric(per, "msgs/proxy/s")
+}
+
+// TestHealthRingInBigCluster: in clusters of 20, each proxy probes
+// ClusterProbes (8) of its own cluster, and every proxy is probed by
+// exactly 8 of its cluster, so none goes unwatched. A death is told
+// cluster by cluster (to FailFanout proxies of each other cluster, which
+// tell theirs), yet reaches every live proxy, at about FailFanout messages
+// per proxy rather than one from every proxy to every other.
+func TestHealthRingInBigCluster(t *testing.T) {
+	n, ms := newHealthNet(t, 20, 20, 20)
+	n.run(5 * probeInterval)
+	byCluster := map[string]int{}
+	for _, m := range ms {
+		hd := n.node(m.Name).hd
+		hd.mu.Lock()
+		inCluster := 0
+		for w := range hd.watchedLocked() {
+			if hd.members[w].Cluster == m.Cluster {
+				inCluster++
+				byCluster[w]++
+			}
+		}
+		hd.mu.Unlock()
+		if inCluster != 8 {
+			t.Errorf("%s probes %d of its cluster, want 8", m.Name, inCluster)
+		}
+	}
+	for _, m := range ms {
+		if byCluster[m.Name] != 8 {
+			t.Errorf("%s is probed by %d of its cluster, want 8", m.Name, byCluster[m.Name])
+		}
+	}
+	var fails uint64
+	n.net.Trace(func(p overlaytest.Packet) {
+		if len(p.Payload) >= HeaderLen && Type(p.Payload[3]) == TypeFail {
+			fails++
+		}
+	})
+	n.kill("p25")
+	steps := n.stepsUntil(20, n.allSee("p25", StateDead))
+	t.Logf("p25 dead everywhere after %d probe intervals, %d Fail messages", steps, fails)
+	// Up to 12 proxies declare it (8 of its cluster, 4 outsiders), each
+	// telling its cluster (19) and 3 of each other cluster (6); 3 per
+	// cluster pass it on to their cluster (19 each). Every proxy telling
+	// every other was 59×58.
+	if most := uint64(12*(19+6) + 9*19); fails > most {
+		t.Errorf("%d Fail messages for one death, want at most %d", fails, most)
+	}
 }

@@ -89,6 +89,41 @@ type jap struct {
 	// moved: the TypeMoved notices waiting for the next Tick, by target
 	// and group (the latest join's), and to which edge they belong.
 	moved map[movedKey]movedNotice
+	// tallies: per group with targets here, how many take new flows and
+	// how many stated its policy, kept as targets come, drain and go, so
+	// that a join or leave does not walk every target of its group.
+	tallies map[router.Group]*tally
+	// draining counts the targets draining here (drainTick has work).
+	draining int
+	// due: no target times out, leaves late or ends its drain before
+	// then (0: not known); refreshAt: no registration is due for its
+	// refresh before then (0: not known), for refreshEvery. Every Tick
+	// walked every target and sorted every group before.
+	due, refreshAt int64
+	refreshEvery   time.Duration
+}
+
+// tally is what jap.tallies counts for one group.
+type tally struct{ live, sets int }
+
+// tallyLocked adds t's part to g's tally (d = 1), or takes it away (d = -1).
+func (j *jap) tallyLocked(g router.Group, t *target, d int) {
+	c := j.tallies[g]
+	if c == nil {
+		c = &tally{}
+		j.tallies[g] = c
+	}
+	if t.drainUntil == 0 {
+		c.live += d
+	} else {
+		j.draining += d
+	}
+	if t.sets {
+		c.sets += d
+	}
+	if c.live == 0 && c.sets == 0 && len(j.targets[g]) == 0 {
+		delete(j.tallies, g)
+	}
 }
 
 func (j *jap) init() {
@@ -98,17 +133,14 @@ func (j *jap) init() {
 	j.noTargetSent = map[noTargetKey]int64{}
 	j.limits = map[*EdgePolicy]*bucket{}
 	j.moved = map[movedKey]movedNotice{}
+	j.tallies = map[router.Group]*tally{}
 }
 
 // stated reports whether a target here stated g's policy in force with the
 // right to (the caller holds mu).
 func (j *jap) statedLocked(g router.Group) bool {
-	for _, t := range j.targets[g] {
-		if t.sets {
-			return true
-		}
-	}
-	return false
+	c := j.tallies[g]
+	return c != nil && c.sets > 0
 }
 
 // groups lists the groups with targets here, in order.
@@ -124,14 +156,16 @@ func (j *jap) groups() []router.Group {
 func (j *jap) count(g router.Group) int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	if !g.IsEcho() {
+		if c := j.tallies[g]; c != nil {
+			return c.live
+		}
+		return 0
+	}
 	n := 0
-	for lg, ts := range j.targets {
-		if lg == g || (g.IsEcho() && lg.Addr == g.Addr) {
-			for _, t := range ts {
-				if t.drainUntil == 0 {
-					n++
-				}
-			}
+	for lg, c := range j.tallies {
+		if lg.Addr == g.Addr {
+			n += c.live
 		}
 	}
 	return n
@@ -193,7 +227,11 @@ func (j *jap) expired(now int64) []expiry {
 	defer j.mu.Unlock()
 	// Find, then sort what was found: this runs every Tick, and sorting
 	// every target of a busy JAP each time was most of its cost.
+	if j.due != 0 && now < j.due {
+		return nil
+	}
 	var out []expiry
+	due := int64(math.MaxInt64)
 	for g, ts := range j.targets {
 		for addr, t := range ts {
 			switch {
@@ -204,8 +242,17 @@ func (j *jap) expired(now int64) []expiry {
 			case t.drainUntil != 0 && now >= t.drainUntil:
 				out = append(out, expiry{g, addr, EventDrained})
 			}
+			// Keepalives only put lastSeen later: due stays early, safe.
+			due = min(due, t.lastSeen+int64(t.timeout)+1)
+			if t.leaveAt != 0 {
+				due = min(due, t.leaveAt)
+			}
+			if t.drainUntil != 0 {
+				due = min(due, t.drainUntil)
+			}
 		}
 	}
+	j.due = due
 	slices.SortFunc(out, func(a, b expiry) int {
 		if c := cmpGroup(a.g, b.g); c != 0 {
 			return c
@@ -230,13 +277,22 @@ func (j *jap) refreshDue(now int64, every time.Duration) []router.Group {
 	again := j.again != 0 && now >= j.again
 	if again {
 		j.again = 0
+	} else if j.refreshAt != 0 && every == j.refreshEvery && now <= j.refreshAt {
+		// (A report made since is at a later time: it moves nothing up.)
+		return nil
 	}
 	var out []router.Group
+	oldest := int64(math.MaxInt64)
 	for _, g := range sortedGroups(j.reported) {
 		if again || now-j.reported[g].at > int64(every) {
 			out = append(out, g)
+		} else {
+			oldest = min(oldest, j.reported[g].at)
 		}
 	}
+	// The groups listed are reported again now, so none is due before
+	// oldest+every; with none left, not before now+every.
+	j.refreshAt, j.refreshEvery = min(oldest, now)+int64(every), every
 	return out
 }
 
@@ -289,6 +345,7 @@ func (p *Proxy) leaveNow(addr netip.Addr, g router.Group) bool {
 		// other, so a join/leave loop gets no more than its budget.
 		j.limits[e].tokens--
 		t.leaveAt = now + int64(wait)
+		j.due = 0
 	}
 	return ok
 }
@@ -349,7 +406,10 @@ func (p *Proxy) handleDrain(src, dst netip.AddrPort, seq uint32, m *Drain) {
 		if timeout <= 0 {
 			timeout = DefaultDrainTimeout
 		}
+		j.tallyLocked(m.Group, t, -1)
 		t.drainUntil = now + int64(min(timeout, MaxDrainTimeout))
+		j.tallyLocked(m.Group, t, 1)
+		j.due = 0
 	}
 	port, name := t.port, t.name
 	j.mu.Unlock()
@@ -386,6 +446,10 @@ func (p *Proxy) drainTick() {
 	var draining []key
 	j := &p.jap
 	j.mu.Lock()
+	if j.draining == 0 {
+		j.mu.Unlock()
+		return
+	}
 	for g, ts := range j.targets {
 		for addr, t := range ts {
 			if t.drainUntil != 0 {
@@ -458,13 +522,10 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 		hasImp = false
 	}
 	t, known := ts[addr]
-	others, othersStated := len(ts), false
-	for a, o := range ts {
-		if a == addr {
-			others--
-		} else if o.sets {
-			othersStated = true
-		}
+	others, othersStated := len(ts), j.statedLocked(m.Group)
+	if known {
+		others--
+		othersStated = j.tallies[m.Group].sets > b2i(t.sets)
 	}
 	if e.SetsPolicy {
 		switch {
@@ -507,10 +568,14 @@ func (p *Proxy) join(addr netip.Addr, m *Join) string {
 	if !known {
 		t = &target{}
 		ts[addr] = t
+	} else {
+		j.tallyLocked(m.Group, t, -1)
 	}
 	t.name, t.port, t.weight, t.lastSeen, t.epoch = m.Name, m.Port, m.Weight, now, m.Epoch
 	t.sets, t.leaveAt, t.drainUntil = e.SetsPolicy, 0, 0
 	t.timeout = p.targetTimeout(m.Keepalive)
+	j.tallyLocked(m.Group, t, 1)
+	j.due = 0
 	if !known {
 		j.moved[movedKey{addr, m.Group}] = movedNotice{key: e.PublicKey, t: MovedTarget{Group: m.Group, Name: m.Name, Target: addr, Epoch: m.Epoch}}
 	}
@@ -687,6 +752,7 @@ func (p *Proxy) leaveWhy(addr netip.Addr, g router.Group, kind EventKind, why st
 	last := false
 	if t != nil {
 		delete(j.targets[g], addr)
+		j.tallyLocked(g, t, -1)
 		if len(j.targets[g]) == 0 {
 			delete(j.targets, g)
 			last = true

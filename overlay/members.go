@@ -64,6 +64,9 @@ type members struct {
 	// (see admits.go).
 	admits    map[string]*admitSet
 	ownAdmits [][32]byte
+	// admitsDone: the live list (health.liveOthers) of which every member's
+	// keys are here; nil: not known to be so (see admitsTick).
+	admitsDone []liveMember
 	// seen: the hellos this proxy took as seed, so that it takes each once.
 	seen admit.Seen
 	// turnedAway: the records of proxies refused lately (name → why), so
@@ -91,21 +94,25 @@ type memberTable struct {
 	names  []string // sorted
 	byName map[string]Member
 	byAddr map[netip.Addr]Member // IPv4 and IPv6 overlay addresses
+	// hash caches digest's hash of the table (bit 32 set once computed):
+	// a proxy of 10,000 members hashed them all every digestEvery.
+	hash atomic.Uint64
 }
 
 func newMemberTable(ms []Member) *memberTable {
-	t := &memberTable{byName: map[string]Member{}, byAddr: map[netip.Addr]Member{}}
+	t := &memberTable{byName: make(map[string]Member, len(ms)), byAddr: make(map[netip.Addr]Member, len(ms))}
 	for _, m := range ms {
-		t.put(m)
+		if _, ok := t.byName[m.Name]; !ok {
+			t.names = append(t.names, m.Name)
+		}
+		t.set(m)
 	}
+	slices.Sort(t.names) // once: sorting at every insert made NewProxy quadratic
 	return t
 }
 
-func (t *memberTable) put(m Member) {
-	if _, ok := t.byName[m.Name]; !ok {
-		t.names = append(t.names, m.Name)
-		slices.Sort(t.names)
-	}
+// set stores m by name and by address (not in names).
+func (t *memberTable) set(m Member) {
 	t.byName[m.Name] = m
 	for _, a := range m.Addrs() {
 		t.byAddr[a] = m
@@ -113,9 +120,29 @@ func (t *memberTable) put(m Member) {
 }
 
 func (t *memberTable) with(m Member) *memberTable {
-	n := &memberTable{names: slices.Clone(t.names), byName: maps.Clone(t.byName), byAddr: maps.Clone(t.byAddr)}
-	n.put(m)
+	n := &memberTable{names: t.names, byName: maps.Clone(t.byName), byAddr: maps.Clone(t.byAddr)}
+	if i, found := slices.BinarySearch(t.names, m.Name); !found {
+		n.names = slices.Insert(slices.Clone(t.names), i, m.Name)
+	}
+	n.set(m)
 	return n
+}
+
+// digest hashes the table's proxies (name and key), once per table.
+func (t *memberTable) digest() uint32 {
+	if h := t.hash.Load(); h != 0 {
+		return uint32(h)
+	}
+	h := uint64(fnvOffset)
+	for _, n := range t.names {
+		m := t.byName[n]
+		h = fnvAdd(h, m.Name)
+		h = fnvAdd(h, "\x00")
+		h = fnvAdd(h, m.PublicKey[:])
+	}
+	d := fold32(h)
+	t.hash.Store(1<<32 | uint64(d))
+	return d
 }
 
 func (t *memberTable) addrs() []netip.Addr {
@@ -541,15 +568,7 @@ const digestEvery = 2 * time.Second
 
 // digest hashes the known proxies (name and key; members are never
 // forgotten, so equal hashes mean equal lists).
-func (p *Proxy) digest() uint32 {
-	h := uint64(fnvOffset)
-	for _, m := range p.Known() {
-		h = fnvAdd(h, m.Name)
-		h = fnvAdd(h, "\x00")
-		h = fnvAdd(h, m.PublicKey[:])
-	}
-	return fold32(h)
-}
+func (p *Proxy) digest() uint32 { return p.mem.table().digest() }
 
 // digestTick sends this proxy's digest to one live proxy, now and then.
 func (p *Proxy) digestTick(now int64) {
@@ -560,17 +579,28 @@ func (p *Proxy) digestTick(now int64) {
 	}
 	p.mem.nextDigest = now + int64(digestEvery)
 	p.mem.mu.Unlock()
-	cut := p.health.unreachableAddrs()
-	var to []netip.Addr
-	for _, n := range p.Live() {
-		if a := p.mem.addrOf(n); n != p.cfg.Self.Name && a.IsValid() && !cut[a] {
-			to = append(to, a)
+	// liveOthers are the live proxies but this one, all known. Build a
+	// list only when some are cut off from here (rarely): the same draw
+	// from the same list either way.
+	others := p.health.liveOthers()
+	var a netip.Addr
+	if cut := p.health.unreachableAddrs(); len(cut) == 0 {
+		if len(others) == 0 {
+			return
 		}
+		a = others[p.rng.IntN(len(others))].Addr
+	} else {
+		var to []netip.Addr
+		for _, o := range others {
+			if !cut[o.Addr] {
+				to = append(to, o.Addr)
+			}
+		}
+		if len(to) == 0 {
+			return
+		}
+		a = to[p.rng.IntN(len(to))]
 	}
-	if len(to) == 0 {
-		return
-	}
-	a := to[p.rng.IntN(len(to))]
 	p.sendTo(a, 0, &Digest{From: p.cfg.Self.Name, Hash: p.digest()})
 }
 

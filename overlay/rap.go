@@ -45,6 +45,16 @@ type rap struct {
 	// looks for a conflict (a sort of every JAP of the group: milliseconds
 	// at 10,000 JAPs) only when an entry holds another policy.
 	pols map[router.Group]map[router.Policy]int
+	// due: no entry or relay expires before then (0: not known), so that
+	// expire walks a RAP's 10,000 entries only when one may be due.
+	due int64
+}
+
+// dueBy notes that something expires at at.
+func (r *rap) dueBy(at int64) {
+	if r.due != 0 {
+		r.due = min(r.due, at)
+	}
 }
 
 func (r *rap) init() {
@@ -123,18 +133,27 @@ func (r *rap) membersChanged(self string, names []string, k int, gone []Member) 
 func (r *rap) expire(now int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.due != 0 && now < r.due {
+		return
+	}
+	due := int64(math.MaxInt64)
 	for g, japs := range r.entries {
 		for addr, e := range japs {
 			if e.expires <= now {
 				r.drop(g, addr)
+			} else {
+				due = min(due, e.expires)
 			}
 		}
 	}
 	for seq, rl := range r.relayed {
 		if now >= rl.expires {
 			delete(r.relayed, seq)
+		} else {
+			due = min(due, rl.expires)
 		}
 	}
+	r.due = due
 }
 
 // RAPTable returns what this proxy knows as RAP: each group's live JAPs.
@@ -255,6 +274,7 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 	}
 	r.countPolicy(m.Group, m.Policy, 1)
 	japs[jap] = &rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, stated: m.Stated, since: since, expires: now + int64(m.TTL)}
+	r.dueBy(now + int64(m.TTL))
 	return out
 }
 
@@ -311,6 +331,7 @@ func (p *Proxy) relayResolve(src netip.AddrPort, askSeq uint32, m *Resolve) {
 	r := &p.rap
 	r.mu.Lock()
 	r.relayed[seq] = resolveRelay{to: src, seq: askSeq, expires: p.clock.Now() + int64(relayTTL)}
+	r.dueBy(p.clock.Now() + int64(relayTTL))
 	r.mu.Unlock()
 	p.sendTo(p.mem.addrOf(raps[0]), seq, &Resolve{Group: m.Group, Relayed: true})
 }

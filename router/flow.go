@@ -57,12 +57,14 @@ type flow struct {
 	peer  atomic.Uint32 // IAP flows: the JAP; JAP flows: the IAP the flow last came from
 	key   flowKey       // as the client sends it: C:cp → A:ap
 	rkey  flowKey       // JAP flows: the reply as the target sends it: T:tp → C:cpOut
-	h     uint64        // key.hash()
-	rh    uint64        // rkey.hash()
 	// JAP flows: checksum deltas of the forward NAT rewrite, the address
 	// part alone (IPv4 header) and all of it (TCP/UDP checksum). The reply
-	// rewrite is their negation.
+	// rewrite is their negation. (Here, in the padding after the two
+	// 38-byte keys: a flow is then 160 bytes, a size class of its own,
+	// not 168 in one of 176.)
 	dAddr, dL4 uint16
+	h          uint64 // key.hash()
+	rh         uint64 // rkey.hash()
 	// The flow's index (see flowList), fixed when the flow is made: a JAP
 	// flow's target's flows, an IAP flow's group's flows joined here, or
 	// nil. Its links are guarded by the list's lock.

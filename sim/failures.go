@@ -36,6 +36,8 @@ type FailureEvent struct {
 	// Messages are the control messages sent during the window; False the
 	// deaths declared of proxies that were alive and reachable.
 	Messages, False uint64
+	// Fails are the Fail messages among them: what telling the death cost.
+	Fails uint64
 }
 
 // FailuresResult is a failures run.
@@ -147,10 +149,10 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 			victims[v] = true
 		}
 		t0 := w.clk.Now()
-		before := w.totalSent()
+		before, fails := w.totalSent(), w.sent[overlay.TypeFail]
 		do()
 		w.clk.Advance(cfg.Window)
-		ev := FailureEvent{Name: name, Messages: w.totalSent() - before, False: falseDeaths}
+		ev := FailureEvent{Name: name, Messages: w.totalSent() - before, False: falseDeaths, Fails: w.sent[overlay.TypeFail] - fails}
 		for i, s := range w.proxies {
 			if !s.host.IsUp() {
 				continue
