@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pias-net/pias/config"
@@ -101,7 +102,18 @@ func (h *Harness) StartService(target string, g router.Group) error {
 		if s.target != target || s.at.Port() != LocalPort(g) || s.proto != g.Proto || s.quit != nil {
 			continue
 		}
-		stop, quit, err := serveNamed(e, s.at, s.proto, target)
+		// The netstack may hold the port a moment after the old listener
+		// closed (its connections wind down): a service restarted at
+		// once retries, as a real one would, for a while.
+		var stop, quit func()
+		var err error
+		for deadline := time.Now().Add(3 * time.Second); ; {
+			stop, quit, err = serveNamed(e, s.at, s.proto, target)
+			if err == nil || !errors.Is(err, syscall.EADDRINUSE) && !strings.Contains(err.Error(), "port is in use") || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		if err != nil {
 			return fmt.Errorf("serve %s on %s: %w", g, target, err)
 		}
