@@ -35,8 +35,13 @@ pid=$(cat "$run/pids/$victim")
 cpu() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
 
-stream() { # → Mbit/s of a $secs s stream
-  in_ns cl1 iperf3 -c "${perf_addr%:*}" -p "${perf_addr##*:}" -t "$secs" -f m | awk '/receiver/ {print $(NF-2); exit}'
+stream() { # → Mbit/s of a $secs s stream (iperf3's server takes one
+  # client at a time, and may still be closing the last: one retry)
+  local out
+  out=$(in_ns cl1 iperf3 -c "${perf_addr%:*}" -p "${perf_addr##*:}" -t "$secs" -f m 2>&1) ||
+    { sleep 1; out=$(in_ns cl1 iperf3 -c "${perf_addr%:*}" -p "${perf_addr##*:}" -t "$secs" -f m 2>&1); } ||
+    die "iperf3 failed twice: $out"
+  awk '/receiver/ {print $(NF-2); exit}' <<<"$out"
 }
 
 log "flooded proxy: $victim (pid $pid); $secs s a run"
