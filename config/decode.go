@@ -355,14 +355,8 @@ func (d *decoder) duration(path, s string) (time.Duration, bool) {
 // keyFile reads a 32-byte key from a file holding its base64 form; what
 // names the key in errors.
 func (d *decoder) keyFile(path, name, what string) (Key, string, bool) {
-	file := d.resolve(name)
-	data, err := d.read(file)
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err
-		}
-		d.errf(path, "%s: %v", file, err)
+	data, file, ok := d.readFile(path, name)
+	if !ok {
 		return Key{}, file, false
 	}
 	k, err := ParseKey(strings.TrimSpace(string(data)))
