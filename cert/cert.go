@@ -167,6 +167,12 @@ func (c *Certificate) SignedBytes() ([]byte, error) {
 		return nil, fmt.Errorf("certificate: %w", err)
 	}
 	e := encoder{make([]byte, 0, 256)}
+	c.encode(&e)
+	return e.b, nil
+}
+
+// encode writes c's fields, all but the signature, unchecked.
+func (c *Certificate) encode(e *encoder) {
 	e.u8(Version)
 	e.u8(kindCertificate)
 	e.str(c.Name)
@@ -190,7 +196,6 @@ func (c *Certificate) SignedBytes() ([]byte, error) {
 	e.time(c.NotBefore)
 	e.time(c.NotAfter)
 	e.raw(c.Issuer[:])
-	return e.b, nil
 }
 
 const flagPolicy = 1

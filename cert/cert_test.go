@@ -149,29 +149,7 @@ func TestParseRejectsNonCanonical(t *testing.T) {
 // rawEncode encodes c without validating it.
 func rawEncode(c *Certificate) []byte {
 	e := encoder{}
-	e.u8(Version)
-	e.u8(kindCertificate)
-	e.str(c.Name)
-	e.u8(uint8(c.Role))
-	e.raw(c.PublicKey[:])
-	e.u8(uint8(len(c.Addresses)))
-	for _, a := range c.Addresses {
-		e.addr(a)
-	}
-	e.str(c.Cluster)
-	e.u8(uint8(len(c.Groups)))
-	for _, r := range c.Groups {
-		e.right(r)
-	}
-	var flags uint8
-	if c.SetsPolicy {
-		flags = flagPolicy
-	}
-	e.u8(flags)
-	e.u16(uint16(c.MaxWeight))
-	e.time(c.NotBefore)
-	e.time(c.NotAfter)
-	e.raw(c.Issuer[:])
+	c.encode(&e)
 	e.raw(c.Signature)
 	return e.b
 }
