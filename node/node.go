@@ -102,11 +102,19 @@ func (t transport) SendUnderlay(to netip.AddrPort, pkt []byte) { t.p.bind.SendTo
 func (t transport) AddPeer(m overlay.Member, keepalive bool) error { return t.p.addPeer(m, keepalive) }
 
 func (t transport) AddEdge(key [32]byte, addrs []netip.Addr, ep netip.AddrPort) error {
-	return t.p.device().AddPeer(tunnel.Peer{PublicKey: key, Endpoint: ep, AllowedIPs: hostPrefixes(addrs)})
+	dev, err := t.p.device()
+	if err != nil {
+		return err
+	}
+	return dev.AddPeer(tunnel.Peer{PublicKey: key, Endpoint: ep, AllowedIPs: hostPrefixes(addrs)})
 }
 
 func (t transport) LastHandshake(key [32]byte) time.Time {
-	at, err := t.p.device().LastHandshake(key)
+	dev, err := t.p.device()
+	if err != nil {
+		return time.Time{}
+	}
+	at, err := dev.LastHandshake(key)
 	if err != nil {
 		return time.Time{}
 	}
@@ -114,7 +122,11 @@ func (t transport) LastHandshake(key [32]byte) time.Time {
 }
 
 func (t transport) RemovePeer(key [32]byte) {
-	if err := t.p.device().RemovePeer(key); err != nil && t.p.logf != nil {
+	dev, err := t.p.device()
+	if err == nil {
+		err = dev.RemovePeer(key)
+	}
+	if err != nil && t.p.logf != nil {
 		t.p.logf("remove peer %x…: %v", key[:4], err)
 	}
 }
@@ -144,12 +156,8 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		// WireGuard resolves only by its 5 s retry.
 		peers = append(peers, memberPeer(m, true))
 	}
-	edges := map[netip.Addr]*overlay.EdgePolicy{}
+	edges := edgePolicies(cfg)
 	for _, e := range cfg.Edges {
-		pol := &overlay.EdgePolicy{Name: e.Name, PublicKey: e.PublicKey, Groups: e.Groups, SetsPolicy: e.SetsPolicy, MaxWeight: e.MaxWeight}
-		for _, a := range e.Address {
-			edges[a] = pol
-		}
 		peers = append(peers, tunnel.Peer{PublicKey: e.PublicKey, AllowedIPs: hostPrefixes(e.Address)})
 	}
 	p.tun = tunnel.NewMemTUN(cfg.Name, cfg.MTU, p.clock.Now, p.handle)
@@ -301,16 +309,23 @@ func (p *Proxy) injectCopies(res *router.Result) {
 
 // addPeer makes a proxy learned at run time a WireGuard peer.
 func (p *Proxy) addPeer(m overlay.Member, keepalive bool) error {
-	return p.device().AddPeer(memberPeer(m, keepalive))
+	dev, err := p.device()
+	if err != nil {
+		return err
+	}
+	return dev.AddPeer(memberPeer(m, keepalive))
 }
 
 // device is the WireGuard device once StartProxy has set it; the overlay
 // may call out before that (the proxy's own endpoint), but no peer is
 // added until the control goroutine runs.
-func (p *Proxy) device() *tunnel.Device {
+func (p *Proxy) device() (*tunnel.Device, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.Device
+	if p.Device == nil {
+		return nil, fmt.Errorf("device not up yet")
+	}
+	return p.Device, nil
 }
 
 // memberPeer is the WireGuard peer of another proxy; keepalive asks for a

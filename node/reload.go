@@ -71,6 +71,10 @@ func (p *Proxy) Reload(cfg *config.Proxy) ([]string, error) {
 	if len(keys) > 0 {
 		return nil, restartNeeded(keys)
 	}
+	dev, err := p.device()
+	if err != nil {
+		return nil, err
+	}
 	r := overlay.Reload{Edges: edgePolicies(cfg), TargetTimeout: cfg.TargetTimeout, CacheTTL: cfg.CacheTTL, Inaccuracy: inaccuracy(cfg.Inaccuracy)}
 	if cfg.CAMode() {
 		pool, err := cert.NewPool(cfg.CA)
@@ -83,7 +87,6 @@ func (p *Proxy) Reload(cfg *config.Proxy) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	dev := p.device()
 	for _, k := range done.Removed {
 		if err := dev.RemovePeer(k); err != nil {
 			done.Changes = append(done.Changes, fmt.Sprintf("could not remove a peer: %v", err))
