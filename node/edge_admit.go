@@ -133,7 +133,7 @@ func (e *Edge) addAdmitted(c *cert.Certificate, ep netip.AddrPort, now int64) er
 		}
 		return nil
 	}
-	if err := edge.Check(e.Config, e.Attach.Candidates(), overlay.Member{Name: pp.Name, PublicKey: pp.PublicKey, Endpoint: ep, Addr: pick4(c.Addresses), Addr6: pick6(c.Addresses), Cluster: pp.Cluster}); err != nil {
+	if err := edge.Check(e.Config, e.Attach.Candidates(), overlay.Member{Name: pp.Name, PublicKey: pp.PublicKey, Endpoint: ep, Addr: pp.Addr4(), Addr6: pp.Addr6(), Cluster: pp.Cluster}); err != nil {
 		if err == edge.ErrKnown {
 			return nil // admitted again (a restart of the proxy)
 		}
@@ -144,22 +144,4 @@ func (e *Edge) addAdmitted(c *cert.Certificate, ep netip.AddrPort, now int64) er
 	}
 	e.Attach.Add(cand, now)
 	return nil
-}
-
-func pick4(as []netip.Addr) netip.Addr {
-	for _, a := range as {
-		if a.Is4() {
-			return a
-		}
-	}
-	return netip.Addr{}
-}
-
-func pick6(as []netip.Addr) netip.Addr {
-	for _, a := range as {
-		if a.Is6() {
-			return a
-		}
-	}
-	return netip.Addr{}
 }
