@@ -81,22 +81,21 @@ const (
 
 // certState is the CA-mode part of a proxy. Guarded by ctl.
 type certState struct {
-	pool     *cert.Pool
-	self     *cert.Certificate
-	selfRaw  []byte
-	keys     *admit.Keys
-	revoked  *cert.RevocationList
-	latest   admit.Latest // the last hello taken from each verified key
-	hellos   bucket       // checks of hellos' MACs
-	offers   bucket
-	edges    map[[32]byte]*certEdge // admitted edges by key
-	client   *admit.Client          // this proxy's admission through its seeds
-	warned   map[cert.Fingerprint]bool
-	proxyFps map[string]cert.Fingerprint // members' certificates, by name
-	proxyRaw map[string][]byte
-	// proxyCerts: members' certificates, parsed (for their expiry).
-	proxyCerts map[string]*cert.Certificate
-	rlParts    rlAssembly // a revocation list arriving in parts
+	pool    *cert.Pool
+	self    *cert.Certificate
+	selfRaw []byte
+	keys    *admit.Keys
+	revoked *cert.RevocationList
+	latest  admit.Latest // the last hello taken from each verified key
+	hellos  bucket       // checks of hellos' MACs
+	offers  bucket
+	edges   map[[32]byte]*certEdge // admitted edges by key
+	client  *admit.Client          // this proxy's admission through its seeds
+	warned  map[cert.Fingerprint]bool
+	// proxies: other members' certificates, by name (this proxy's is
+	// self).
+	proxies map[string]heldCert
+	rlParts rlAssembly // a revocation list arriving in parts
 	// claims: the edges other proxies admitted, by address and proxy.
 	claims          map[netip.Addr]map[string]edgeClaim
 	nClaims         int
@@ -153,7 +152,7 @@ func newCertState(c *CertConfig, proxyName string) (*certState, error) {
 		return nil, errors.New("overlay: the certificate names another WireGuard key")
 	}
 	return &certState{pool: c.Pool, self: c.Cert, selfRaw: raw, keys: keys, revoked: c.Revoked,
-		edges: map[[32]byte]*certEdge{}, claims: map[netip.Addr]map[string]edgeClaim{}, warned: map[cert.Fingerprint]bool{}, proxyFps: map[string]cert.Fingerprint{proxyName: c.Cert.Fingerprint()}, proxyRaw: map[string][]byte{}, proxyCerts: map[string]*cert.Certificate{}}, nil
+		edges: map[[32]byte]*certEdge{}, claims: map[netip.Addr]map[string]edgeClaim{}, warned: map[cert.Fingerprint]bool{}, proxies: map[string]heldCert{}}, nil
 }
 
 func (cs *certState) revokedList() cert.Revoked {
@@ -420,8 +419,8 @@ func (p *Proxy) takeRevocationList(rl *cert.RevocationList, from netip.Addr) err
 			p.removeEdge(e, "its certificate was revoked")
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(cs.proxyFps)) {
-		if held.IsRevoked(cs.proxyFps[name]) && name != p.cfg.Self.Name {
+	for _, name := range slices.Sorted(maps.Keys(cs.proxies)) {
+		if held.IsRevoked(cs.proxies[name].fp) {
 			p.banProxy(name, "its certificate was revoked")
 		}
 	}

@@ -68,17 +68,23 @@ func (p *Proxy) admitProxyByCert(from netip.AddrPort, h *admit.Hello, c *cert.Ce
 
 // holdCert keeps a member's certificate, to pass on with its records.
 func (p *Proxy) holdCert(name string, c *cert.Certificate, raw []byte) {
-	p.certs.proxyFps[name] = c.Fingerprint()
-	p.certs.proxyRaw[name] = raw
-	p.certs.proxyCerts[name] = c
+	p.certs.proxies[name] = heldCert{c, raw, c.Fingerprint()}
+}
+
+// heldCert is a member's certificate: parsed, as it travels, and its
+// fingerprint.
+type heldCert struct {
+	cert *cert.Certificate
+	raw  []byte
+	fp   cert.Fingerprint
 }
 
 // proxyExpiry cuts off members whose certificates expired, and warns of
 // those that expire within a day.
 func (p *Proxy) proxyExpiry(wall time.Time) {
 	cs := p.certs
-	for _, name := range slices.Sorted(maps.Keys(cs.proxyCerts)) {
-		c := cs.proxyCerts[name]
+	for _, name := range slices.Sorted(maps.Keys(cs.proxies)) {
+		c := cs.proxies[name].cert
 		switch {
 		case name == p.cfg.Self.Name || p.banned[name]:
 		case !wall.Before(c.NotAfter):
@@ -98,7 +104,7 @@ func (p *Proxy) memberCert(name string) []byte {
 	if name == p.cfg.Self.Name {
 		return p.certs.selfRaw
 	}
-	return p.certs.proxyRaw[name]
+	return p.certs.proxies[name].raw
 }
 
 // checkMemberCert decides on a record of a proxy this one does not know,

@@ -169,7 +169,6 @@ func (p *Proxy) reloadCerts(r Reload, out *Reloaded) {
 	if r.Cert != nil && !bytes.Equal(mustMarshal(r.Cert), cs.selfRaw) {
 		c := r.Cert
 		cs.self, cs.selfRaw = c, mustMarshal(c)
-		cs.proxyFps[p.cfg.Self.Name] = c.Fingerprint()
 		out.Changes = append(out.Changes, fmt.Sprintf("certificate renewed, valid until %v", c.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	if r.Pool != nil {
