@@ -307,20 +307,7 @@ func TestCASelfSignedFutureHellosLockOutNewcomers(t *testing.T) {
 func selfSignedFlood(t *testing.T, ahead time.Duration) bool {
 	f := newCAFixture(t)
 	wall := f.clk.Wall()
-	own, ownKey, err := cert.NewCA("mine", wall.Add(-time.Hour), wall.Add(time.Hour), nil, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, mine := caKeys(t, 2000)
-	c := &cert.Certificate{Name: "m", Role: cert.RoleClient, PublicKey: mine.Public, Addresses: []netip.Addr{netip.MustParseAddr("100.64.9.1")},
-		NotBefore: wall.Add(-time.Minute), NotAfter: wall.Add(time.Hour)}
-	if err := own.Sign(c, ownKey); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := c.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
+	mine, raw := selfSigned(t, wall)
 	attacker := netip.MustParseAddrPort("203.0.113.9:51820")
 	e := f.newEdge("newcomer", "100.64.1.2", 8, netip.MustParseAddrPort("198.18.1.2:40000"))
 	const step = time.Second / 300
@@ -392,17 +379,7 @@ func BenchmarkForgedHelloLimited(b *testing.B) {
 func BenchmarkSelfSignedHello(b *testing.B) {
 	f := newCAFixture(b)
 	wall := f.clk.Wall()
-	own, ownKey, err := cert.NewCA("mine", wall.Add(-time.Hour), wall.Add(time.Hour), nil, nil, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	_, mine := caKeys(b, 2000)
-	c := &cert.Certificate{Name: "m", Role: cert.RoleClient, PublicKey: mine.Public, Addresses: []netip.Addr{netip.MustParseAddr("100.64.9.1")},
-		NotBefore: wall.Add(-time.Minute), NotAfter: wall.Add(time.Hour)}
-	if err := own.Sign(c, ownKey); err != nil {
-		b.Fatal(err)
-	}
-	raw, _ := c.Marshal()
+	mine, raw := selfSigned(b, wall)
 	hellos := make([][]byte, 4096)
 	for i := range hellos {
 		hellos[i], _ = admit.AppendHello(mine, wall, uint64(i), f.keys.Public, raw, nil)
@@ -509,4 +486,25 @@ func TestCALeaseLivesOnHandshakes(t *testing.T) {
 	if _, ok := f.net.peers[tk]; ok {
 		t.Error("the lapsed edge is still a WireGuard peer")
 	}
+}
+
+// selfSigned is a key and a client certificate for it, signed by a CA its
+// holder made (no proxy trusts it): a hello of it passes the MAC check.
+func selfSigned(t testing.TB, wall time.Time) (*admit.Keys, []byte) {
+	t.Helper()
+	own, ownKey, err := cert.NewCA("mine", wall.Add(-time.Hour), wall.Add(time.Hour), nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, mine := caKeys(t, 2000)
+	c := &cert.Certificate{Name: "m", Role: cert.RoleClient, PublicKey: mine.Public, Addresses: []netip.Addr{netip.MustParseAddr("100.64.9.1")},
+		NotBefore: wall.Add(-time.Minute), NotAfter: wall.Add(time.Hour)}
+	if err := own.Sign(c, ownKey); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := c.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mine, raw
 }
