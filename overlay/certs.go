@@ -291,7 +291,8 @@ func (p *Proxy) admitEdge(from netip.AddrPort, c *cert.Certificate, now int64) s
 			}
 		}
 	}
-	if !p.cfg.Self.Addr.IsValid() || !slices.ContainsFunc(c.Addresses, func(a netip.Addr) bool { return a.Is4() == p.cfg.Self.Addr.Is4() }) && !p.cfg.Self.Addr6.IsValid() {
+	// (A proxy always has an IPv4 address; an IPv6 one, maybe.)
+	if !slices.ContainsFunc(c.Addresses, netip.Addr.Is4) && !p.cfg.Self.Addr6.IsValid() {
 		return "no overlay address of a family this proxy speaks"
 	}
 	et, ok := p.net.(EdgeTransport)
