@@ -154,30 +154,42 @@ func (d *Device) RemovePeer(key [32]byte) error {
 // with this device (zero if never, or if it is no peer). It reads the
 // whole configuration: call it now and then, not per packet.
 func (d *Device) LastHandshake(key [32]byte) (time.Time, error) {
+	hs, err := d.Handshakes()
+	return hs[key], err
+}
+
+// Handshakes is, for every peer, when it last completed a handshake with
+// this device (zero if never). It reads the whole configuration once.
+func (d *Device) Handshakes() (map[[32]byte]time.Time, error) {
 	s, err := d.IpcGet()
 	if err != nil {
-		return time.Time{}, err
+		return nil, err
 	}
-	want := "public_key=" + hex.EncodeToString(key[:])
+	out := map[[32]byte]time.Time{}
+	var key [32]byte
 	in := false
 	var sec, nsec int64
+	flush := func() {
+		if in {
+			out[key] = handshakeTime(sec, nsec)
+		}
+	}
 	for line := range strings.SplitSeq(s, "\n") {
-		switch k, v, _ := strings.Cut(line, "="); {
-		case k == "public_key":
-			if in {
-				return handshakeTime(sec, nsec), nil
-			}
-			in = line == want
-		case in && k == "last_handshake_time_sec":
+		switch k, v, _ := strings.Cut(line, "="); k {
+		case "public_key":
+			flush()
+			sec, nsec = 0, 0
+			b, err := hex.DecodeString(v)
+			in = err == nil && len(b) == len(key)
+			copy(key[:], b)
+		case "last_handshake_time_sec":
 			sec, _ = strconv.ParseInt(v, 10, 64)
-		case in && k == "last_handshake_time_nsec":
+		case "last_handshake_time_nsec":
 			nsec, _ = strconv.ParseInt(v, 10, 64)
 		}
 	}
-	if in {
-		return handshakeTime(sec, nsec), nil
-	}
-	return time.Time{}, nil
+	flush()
+	return out, nil
 }
 
 func handshakeTime(sec, nsec int64) time.Time {
