@@ -55,26 +55,25 @@ func NewCrossedHandshakes(dev *Device, self [32]byte) *CrossedHandshakes {
 }
 
 // Added tells it that p was added to the device, or updated, at now. It
-// watches only peers whose key is less than this device's (this side
-// breaks their ties) and that have a persistent keepalive: on a reset the
-// keepalive initiates at once, so a session the other side has just
-// finished with the old peer is replaced within a round trip, never left
-// to time out.
+// watches only peers whose key is less than this device's: this side
+// breaks their ties.
+//
+// A reset can also drop a session the other side has just finished as
+// initiator, before its first packet confirmed it here; the other side
+// then sends into the void until this side sends to it, which initiates
+// anew (at once with a persistent keepalive, else with the next packet).
+// That window is one round trip, once per reset.
 func (c *CrossedHandshakes) Added(p Peer, now time.Time) {
 	if bytes.Compare(c.self[:], p.PublicKey[:]) <= 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	w := c.peers[p.PublicKey]
-	switch {
-	case p.Keepalive <= 0:
-		delete(c.peers, p.PublicKey)
-	case w != nil:
+	if w := c.peers[p.PublicKey]; w != nil {
 		w.peer = p // an update: keep the times
-	default:
-		c.peers[p.PublicKey] = &crossingPeer{peer: p, added: now, reset: now, wait: ResetAfter}
+		return
 	}
+	c.peers[p.PublicKey] = &crossingPeer{peer: p, added: now, reset: now, wait: ResetAfter}
 }
 
 // Removed tells it that the peer with this key was removed.
