@@ -80,7 +80,12 @@ func TestCrossCheckSim(t *testing.T) {
 	if err := h.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
-	ready := time.Since(start)
+	// Phases and how long each took in the lab, for the log.
+	var phases []string
+	mark := func(what string) {
+		phases = append(phases, fmt.Sprintf("%s %v", what, time.Since(start).Round(time.Millisecond)))
+	}
+	mark("ready")
 
 	// The simulator's scenario, from the same description and the lab's
 	// own identities: names, addresses, clusters, groups and replicas.
@@ -150,6 +155,7 @@ func TestCrossCheckSim(t *testing.T) {
 	if err := WaitFor(ctx, func() error { return c.Converged(running()) }); err != nil {
 		t.Fatalf("before the kills: %v", err)
 	}
+	mark("registered")
 	for _, k := range c.Kills {
 		name := c.Proxies[k].Name
 		if err := h.KillProxy(name); err != nil {
@@ -166,6 +172,7 @@ func TestCrossCheckSim(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		mark(name + " dead")
 	}
 	if err := WaitFor(ctx, func() error {
 		if err := c.Converged(running()); err != nil {
@@ -180,7 +187,8 @@ func TestCrossCheckSim(t *testing.T) {
 		names[p.Addr] = p.Name
 	}
 	labOut := rec.Outcome(running(), names).Lines()
-	labTime := time.Since(start)
+	mark("converged")
+	simStart := time.Now()
 
 	simOut, err := sim.RunCrossCheck(c)
 	if err != nil {
@@ -195,8 +203,7 @@ func TestCrossCheckSim(t *testing.T) {
 	if len(labOut) < 50 {
 		t.Errorf("outcome has only %d lines: %v", len(labOut), labOut)
 	}
-	t.Logf("lab ready in %v, done in %v; simulator %v; %d lines agree", ready.Round(time.Millisecond),
-		labTime.Round(time.Millisecond), (time.Since(start) - labTime).Round(time.Millisecond), len(labOut))
+	t.Logf("lab: %s; simulator: %v; %d lines agree", strings.Join(phases, ", "), time.Since(simStart).Round(time.Millisecond), len(labOut))
 }
 
 // noChecks turns off the service checks of the n groups of a target's
