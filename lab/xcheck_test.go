@@ -21,7 +21,8 @@ import (
 // 2 clusters, 10 targets pinned to their homes (they never move, so that
 // where every join lands does not depend on which proxy answers a probe
 // first), each joining 5 of 8 groups: 50 joins. p6 has no target. Then p2,
-// a JAP, and p6, a RAP of some groups (the test checks it is), die.
+// a JAP, and p6, a proxy with no target, die (the test checks that some
+// group loses a RAP with them).
 var xcheck = struct {
 	Proxies, Clusters, Groups int
 	Targets                   []Place // Pinned is set for all

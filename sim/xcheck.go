@@ -133,7 +133,7 @@ func (c *CrossCheck) names() map[netip.Addr]string {
 //
 // Not compared: detection times, refreshes and re-registrations after a
 // membership change (their number depends on how many ticks pass while
-// the lab waits), messages counts in general.
+// the lab waits), message counts in general.
 type Outcome struct {
 	Tables   map[string]map[router.Group]map[string]int // RAP → group → JAP → targets
 	Dead     map[string][]string                        // survivor → proxies it holds dead
