@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,12 @@ type Options struct {
 	// sharing a host (namespaces share /var/run/wireguard) never collide.
 	InterfacePrefix string
 
+	// Places, if set, places every target (one entry each, in order)
+	// instead of the default: home proxy j mod Proxies, group j mod Groups,
+	// every other proxy a fallback. A scenario played both here and in the
+	// simulator (sim's cross-check) needs targets where it says.
+	Places []Place
+
 	// Seeded makes the last Seeded proxies newcomers: their files name only
 	// p1, as seed, and no other file names them; they join through p1 with
 	// the lab's mesh key (every proxy file has mesh_key_file = "mesh.key"),
@@ -86,6 +93,16 @@ type Options struct {
 	// certificate). No mesh key. Otherwise the lab is static: proxies list
 	// their peers and edges with their keys, and share a mesh key.
 	CA bool
+}
+
+// Place is where Options.Places puts one target.
+type Place struct {
+	Home   int   // its home proxy, 0-based (p1 is 0)
+	Groups []int // the groups it joins, by GroupN index; at least one
+	// Pinned: its file lists its home only and learns no proxies, so it
+	// never moves: while its home is down, its groups have no target
+	// there and none elsewhere.
+	Pinned bool
 }
 
 // MeshKeyFile is the lab's mesh key, shared by its proxies (static labs).
@@ -156,6 +173,9 @@ func (o *Options) validate() error {
 	case o.InterfacePrefix != "" && len(o.InterfacePrefix)+o.longestName() > config.MaxInterfaceNameLen:
 		return fmt.Errorf("lab: interface prefix %q is too long: prefix and node name must fit %d bytes", o.InterfacePrefix, config.MaxInterfaceNameLen)
 	}
+	if err := o.validatePlaces(); err != nil {
+		return err
+	}
 	if len(o.Hosts) > 0 {
 		return o.validateHosts()
 	}
@@ -183,6 +203,40 @@ func (o *Options) validate() error {
 		return fmt.Errorf("lab: underlay %s has %s host addresses, %d nodes need one each", u, size, total)
 	}
 	return nil
+}
+
+func (o *Options) validatePlaces() error {
+	if o.Places == nil {
+		return nil
+	}
+	if len(o.Places) != o.Targets {
+		return fmt.Errorf("lab: %d places for %d targets: want one each", len(o.Places), o.Targets)
+	}
+	for j, pl := range o.Places {
+		if pl.Home < 0 || pl.Home >= o.Proxies {
+			return fmt.Errorf("lab: target t%d: home proxy %d: want 0..%d", j+1, pl.Home, o.Proxies-1)
+		}
+		if len(pl.Groups) == 0 {
+			return fmt.Errorf("lab: target t%d joins no group", j+1)
+		}
+		for k, g := range pl.Groups {
+			if g < 0 || g >= o.Groups {
+				return fmt.Errorf("lab: target t%d: group %d: want 0..%d", j+1, g, o.Groups-1)
+			}
+			if slices.Contains(pl.Groups[:k], g) {
+				return fmt.Errorf("lab: target t%d joins group %d twice", j+1, g)
+			}
+		}
+	}
+	return nil
+}
+
+// place is where target j goes: Options.Places[j], or the default.
+func (o *Options) place(j int) Place {
+	if o.Places != nil {
+		return o.Places[j]
+	}
+	return Place{Home: j % o.Proxies, Groups: []int{j % o.Groups}}
 }
 
 // endpoint is the underlay address of the k-th node (0-based; proxies
@@ -247,6 +301,7 @@ type genNode struct {
 	iface    string // edges: host interface
 	ifPrefix string // interface names are ifPrefix+Name when set
 	seeded   bool   // proxies: a newcomer that knows only p1
+	pinned   bool   // targets: Place.Pinned
 	ca       bool   // the node's file is in CA mode
 }
 
@@ -350,13 +405,21 @@ func newPlan(opts Options, newKey func() (config.Key, error)) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		g := GroupN(j % opts.Groups)
-		t.Groups = []Service{{g.String(), LocalPort(g)}}
-		if opts.IPv6 {
-			g6 := GroupN6(j % opts.Groups)
-			t.Groups = append(t.Groups, Service{g6.String(), LocalPort(g6)})
+		pl := opts.place(j)
+		for _, i := range pl.Groups {
+			g := GroupN(i)
+			t.Groups = append(t.Groups, Service{g.String(), LocalPort(g)})
 		}
-		t.proxies = homeFirst(j % opts.Proxies)
+		if opts.IPv6 {
+			for _, i := range pl.Groups {
+				g6 := GroupN6(i)
+				t.Groups = append(t.Groups, Service{g6.String(), LocalPort(g6)})
+			}
+		}
+		t.proxies, t.pinned = homeFirst(pl.Home), pl.Pinned
+		if t.pinned {
+			t.proxies = t.proxies[:1]
+		}
 		t.Home = proxies[t.proxies[0]].Name
 	}
 	for j := range opts.Clients {
@@ -609,6 +672,9 @@ func edgeTOML(l *Lab, n *genNode, proxies []*genNode) string {
 	commonTOML(&b, l, n)
 	fmt.Fprintf(&b, "interface = %s\n", q(n.iface))
 	fmt.Fprintf(&b, "keepalive = %s\n", q(config.DefaultKeepalive.String()))
+	if n.pinned {
+		b.WriteString("learn_proxies = false  # pinned to its home: it never moves\n")
+	}
 	for i, pi := range n.proxies {
 		proxyPeerTOML(&b, proxies[pi], i == 0)
 	}

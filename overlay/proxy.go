@@ -494,13 +494,17 @@ func (p *Proxy) membershipChanged(c change) {
 	for _, g := range p.jap.groups() {
 		p.register(g, true)
 	}
-	if len(c.revived)+len(c.reset) > 0 || c.refuted {
+	if len(c.revived)+len(c.reset)+len(c.dead) > 0 || c.refuted {
 		// And once more a little later: a proxy that restarted has a new
 		// WireGuard session with us, but until its first packet on it
 		// arrives our side still sends on the old one, which it cannot
 		// read, and the registrations above may be lost. (After a
 		// refutation, RAPs that hear our registration before our Alive
-		// would not take it.)
+		// would not take it.) After a death, a group's new RAP that has
+		// not heard of it yet is no RAP by its own view and drops the
+		// registrations above; nothing else would tell it before the next
+		// refresh (RegisterTTL/3), and until then it answers with only the
+		// JAPs that registered after it heard.
 		p.jap.reregisterAt(p.clock.Now() + int64(reregisterAfter))
 	}
 }
