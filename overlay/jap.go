@@ -83,6 +83,11 @@ type jap struct {
 	noTargetSent map[noTargetKey]int64
 	// again: when to register every local group again (0: no need).
 	again int64
+	// withdrawn: groups withdrawn at the RAPs, whose withdrawal is sent
+	// once more at the time given. Nothing refreshes a withdrawal, so a
+	// count sent just before it that arrives after it (links reorder)
+	// would stand at a RAP until its TTL; the repeat ends that in a second.
+	withdrawn map[router.Group]withdrawal
 	// limits: the join and leave budget of each edge (joinLimit), shared
 	// by its addresses (an edge with an IPv4 and an IPv6 address has one).
 	limits map[*EdgePolicy]*bucket
@@ -134,6 +139,35 @@ func (j *jap) init() {
 	j.limits = map[*EdgePolicy]*bucket{}
 	j.moved = map[movedKey]movedNotice{}
 	j.tallies = map[router.Group]*tally{}
+	j.withdrawn = map[router.Group]withdrawal{}
+}
+
+// withdrawal is a withdrawal to send again: when, and with what policy.
+type withdrawal struct {
+	at     int64
+	policy router.Policy
+}
+
+// withdrawalsDue lists the withdrawals to send again now (and forgets
+// them); a group with targets again has none.
+func (j *jap) withdrawalsDue(now int64) map[router.Group]router.Policy {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out map[router.Group]router.Policy
+	for g, w := range j.withdrawn {
+		if now < w.at {
+			continue
+		}
+		delete(j.withdrawn, g)
+		if j.reported[g] != nil {
+			continue
+		}
+		if out == nil {
+			out = map[router.Group]router.Policy{}
+		}
+		out[g] = w.policy
+	}
+	return out
 }
 
 // stated reports whether a target here stated g's policy in force with the
@@ -861,8 +895,10 @@ func (p *Proxy) report(g router.Group, force bool) {
 	}
 	if n == 0 {
 		delete(j.reported, g)
+		j.withdrawn[g] = withdrawal{at: p.clock.Now() + int64(reregisterAfter), policy: pol}
 	} else {
 		j.reported[g] = &report{count: n, weight: w, policy: pol, stated: stated, at: p.clock.Now()}
+		delete(j.withdrawn, g)
 	}
 	j.mu.Unlock()
 	p.registerCount(g, n, w, pol, stated)
@@ -873,7 +909,11 @@ func (p *Proxy) report(g router.Group, force bool) {
 func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy, stated bool) {
 	raps := p.RAPs(g)
 	p.emit(Event{Kind: EventRegister, Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
-	m := &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated}
+	p.sendRegister(raps, &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated})
+}
+
+// sendRegister sends m to the RAPs named.
+func (p *Proxy) sendRegister(raps []string, m *Register) {
 	p.stats.registersSent.Add(uint64(len(raps)))
 	for _, name := range raps {
 		if name == p.cfg.Self.Name {

@@ -711,6 +711,12 @@ func (p *Proxy) Tick() {
 	for _, g := range p.jap.refreshDue(now, p.cfg.RegisterTTL/3) {
 		p.report(g, true)
 	}
+	if again := p.jap.withdrawalsDue(now); len(again) > 0 {
+		for _, g := range sortedGroups(again) {
+			// Told once already (EventRegister): this is the same word.
+			p.sendRegister(p.RAPs(g), &Register{Group: g, JAP: p.cfg.Self.Name, TTL: p.cfg.RegisterTTL, Policy: again[g]})
+		}
+	}
 	p.rap.expire(now)
 	p.tellMoved()
 	p.flush()

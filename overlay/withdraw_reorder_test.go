@@ -1,0 +1,61 @@
+package overlay
+
+import (
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/pias-net/pias/router"
+)
+
+// A JAP's last count and its withdrawal cross on the way to a RAP (links
+// reorder): the count arrives last. Nothing refreshes a withdrawal, so
+// without more the RAP would list the JAP until the entry's TTL (30 s)
+// and send it flows it has no target for. The JAP sends its withdrawal
+// once more a second later. (Found by sim's churn scenario: a RAP table
+// took 27 s to converge.)
+func TestWithdrawalOvertakenByACount(t *testing.T) {
+	h := newHarness(t, 1, unitLink)
+	var all []Member
+	var names []string
+	for i := 1; i <= 3; i++ {
+		all = append(all, testMember(i, "c1"))
+		names = append(names, all[i-1].Name)
+	}
+	for _, m := range all {
+		h.start(m, all, func(c *ProxyConfig) {
+			c.Replicas, c.Inaccuracy = 1, -1
+			c.Edges = map[netip.Addr]*EdgePolicy{edgeAddr(1): {Name: "e1", Groups: []router.Group{testGroup}}}
+		})
+	}
+	g := testGroup
+	rap := RAPs(g, names, 1)[0]
+	jap := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == rap })[0]
+	h.run(time.Second)
+
+	// The count the join makes is held back on its way to the RAP.
+	var held *Register
+	h.dropMsgs(func(src, dst netip.Addr, m Msg) bool {
+		r, ok := m.(*Register)
+		if ok && r.Group == g && r.Targets > 0 && dst == h.node(rap).m.Addr && held == nil {
+			held = r
+			return true
+		}
+		return false
+	})
+	h.anycast(1, jap, g.Addr, edgeMsg(TypeJoin, 1, g))
+	h.until(time.Second, "the count is sent", func() bool { return held != nil })
+	h.dropMsgs(nil)
+	// The target leaves: the withdrawal reaches the RAP first, then the
+	// count.
+	h.anycast(1, jap, g.Addr, edgeMsg(TypeLeave, 1, g))
+	h.run(50 * time.Millisecond)
+	h.sendAs(jap, rap, wmsg{seq: 1, m: held})
+	h.run(50 * time.Millisecond)
+	if len(h.p(rap).RAPTable()[g]) != 1 {
+		t.Fatalf("%s does not list %s after the late count: the test did not set up the race", rap, jap)
+	}
+	took := h.until(2*time.Second, rap+" drops "+jap, func() bool { return len(h.p(rap).RAPTable()[g]) == 0 })
+	t.Logf("%s listed %s for %v after the late count", rap, jap, took)
+}
