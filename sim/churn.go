@@ -88,8 +88,8 @@ type ChurnResult struct {
 	Detected, Missed, False int
 	// LastEvent is when the last join, leave, death, failover or restart
 	// happened, from the start; Converged whether every check from
-	// LastEvent+ConvergeAfter to the end passed (Problem: the last failing
-	// check's finding, if any).
+	// LastEvent+ConvergeAfter to the end passed. Problem is what the last
+	// check that failed found (converged or not): what took longest.
 	LastEvent     time.Duration
 	Converged     bool
 	ConvergeAfter time.Duration
@@ -464,7 +464,6 @@ func (c *churn) run() {
 	res.Converged = passSince >= 0
 	if res.Converged {
 		res.ConvergeAfter = passSince - res.LastEvent
-		res.Problem = ""
 	}
 	for _, v := range slices.Sorted(maps.Keys(c.deadSeen)) {
 		c.tallyDeath(v)

@@ -11,7 +11,7 @@ import (
 // detected, and whether and when the RAP tables converged. (Nothing that
 // depends on the machine: the same seed writes the same bytes.)
 func WriteChurn(w io.Writer, rs []*ChurnResult) error {
-	fmt.Fprintln(w, "proxies,groups,targets,deaths,revived,inaccuracy_pct,joins,leaves,failovers,sim_s,registers,registers_per_s,changes,refreshes,echo,wire_per_s,deaths_detected,deaths_missed,false_deaths,last_event_s,converged,converge_after_s,problem")
+	fmt.Fprintln(w, "proxies,groups,targets,deaths,revived,inaccuracy_pct,joins,leaves,failovers,sim_s,registers,registers_per_s,changes,refreshes,echo,wire_per_s,deaths_detected,deaths_missed,false_deaths,last_event_s,converged,converge_after_s,last_problem")
 	for _, r := range rs {
 		d := r.SimTime
 		_, err := fmt.Fprintf(w, "%d,%d,%d,%d,%d,%g,%d,%d,%d,%s,%d,%.3f,%d,%d,%d,%.3f,%d,%d,%d,%s,%t,%s,%s\n",

@@ -13,7 +13,7 @@ import (
 // smallChurn is the tests' run: 20 proxies, 50 groups, 2 deaths.
 func smallChurn(seed uint64, revive time.Duration) ChurnConfig {
 	return ChurnConfig{Proxies: 20, Groups: 50, Targets: 300, Deaths: 2, Revive: revive, Seed: seed,
-		Churn: 30 * time.Second, Settle: 30 * time.Second}
+		Churn: 30 * time.Second, Settle: 35 * time.Second}
 }
 
 func TestChurnConverges(t *testing.T) {
@@ -40,7 +40,11 @@ func TestChurnConverges(t *testing.T) {
 			// churn (40 s), so that convergence follows a restart.
 			t.Errorf("revived %d, the last at %v; want 2, at 55s", r.Revived, r.LastEvent)
 		}
-		if r.ConvergeAfter > 15*time.Second {
+		// The design's bound: RegisterTTL (30 s) and a tick. A withdrawal
+		// overtaken on the network by the JAP's previous Register leaves
+		// the RAP listing it until its entry expires (see the larger runs
+		// in the README); these seeds converge at once.
+		if r.ConvergeAfter > 32*time.Second {
 			t.Errorf("revive %v: converged only %v after the last event", revive, r.ConvergeAfter)
 		}
 	}
@@ -122,4 +126,23 @@ func TestChurnSameSeedSameCSV(t *testing.T) {
 		t.Fatal("another seed, the same CSV: the seed is not used")
 	}
 	t.Logf("%s", a[:strings.Index(a, "proxies,second")])
+}
+
+// BenchmarkChurn runs the churn scenario once per op: by default 300
+// proxies, 300 groups, 3,000 targets, 3 deaths; SIM_PROXIES, SIM_GROUPS,
+// SIM_TARGETS and SIM_DEATHS change that. Profile with -cpuprofile.
+func BenchmarkChurn(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		r, err := RunChurn(ChurnConfig{Proxies: envInt("SIM_PROXIES", 300), Groups: envInt("SIM_GROUPS", 300),
+			Targets: envInt("SIM_TARGETS", 3000), Deaths: envInt("SIM_DEATHS", 3), Seed: 1,
+			Warm: time.Duration(envInt("SIM_WARM", 10)) * time.Second, Churn: time.Duration(envInt("SIM_CHURN", 60)) * time.Second,
+			Settle: time.Duration(envInt("SIM_SETTLE", 60)) * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(r.SimTime.Seconds()/r.Wall.Seconds(), "sim-s/wall-s")
+		b.ReportMetric(float64(r.PeakHeap>>20), "peak-heap-MiB")
+		b.ReportMetric(r.ConvergeAfter.Seconds(), "converge-s")
+		b.Logf("converged %t %v after the last event; last problem: %s", r.Converged, r.ConvergeAfter, r.Problem)
+	}
 }

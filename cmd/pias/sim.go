@@ -20,7 +20,7 @@ func init() {
 }
 
 func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	const synopsis = "sim fig6|failures|churn [--proxies LIST] [--members LIST] [--seed N] [--out DIR] [--trace FILE] [--zipf S] [--inaccuracy LIST] [--groups N] [--targets N] [--deaths N] [--revive DUR]"
+	const synopsis = "sim fig6|failures|churn [--proxies LIST] [--members LIST] [--seed N] [--out DIR] [--trace FILE] [--zipf S] [--inaccuracy LIST] [--groups N] [--targets N] [--deaths N] [--revive DUR] [--churn DUR] [--settle DUR]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
 			fmt.Fprintf(stdout, "Usage: pias %s\n", synopsis)
@@ -52,6 +52,8 @@ func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	targets := fs.Int("targets", 10000, "targets, each of one group, joining and leaving (churn)")
 	deaths := fs.Int("deaths", 10, "proxies that die during the churn (churn)")
 	revive := fs.Duration("revive", 0, "each dead proxy restarts this long after its death; 0: never (churn)")
+	churnFor := fs.Duration("churn", time.Minute, "how long targets come and go after they all joined (churn)")
+	settle := fs.Duration("settle", time.Minute, "how long the run goes on after its last event (churn)")
 	if rc := parse(args[1:]); rc >= 0 {
 		return rc
 	}
@@ -119,11 +121,11 @@ func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		}
 		return runFailures(ps, cs, *seed, *out, stdout, stderr)
 	case "churn":
-		ps, err := ints(orDefault(*proxies, "1000"))
+		ps, err := ints(orDefault(*proxies, "500"))
 		if err != nil {
 			return bad(err)
 		}
-		cfg := sim.ChurnConfig{Groups: *groups, Targets: *targets, Deaths: *deaths, Revive: *revive, Seed: *seed, Progress: stderr}
+		cfg := sim.ChurnConfig{Groups: *groups, Targets: *targets, Deaths: *deaths, Revive: *revive, Churn: *churnFor, Settle: *settle, Seed: *seed, Progress: stderr}
 		set := false
 		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "inaccuracy" })
 		if set {
@@ -172,8 +174,6 @@ func floats(s string) ([]float64, error) {
 	}
 	return out, nil
 }
-
-var _ = time.Second
 
 func runFailures(ps, cs []int, seed uint64, out string, stdout, stderr io.Writer) int {
 	if err := os.MkdirAll(out, 0o755); err != nil {
@@ -255,8 +255,11 @@ func runChurn(ps []int, cfg sim.ChurnConfig, out string, stdout, stderr io.Write
 	}
 	tw.Flush()
 	for _, r := range rs {
-		if !r.Converged {
+		switch {
+		case !r.Converged:
 			fmt.Fprintf(stdout, "%d proxies: not converged %v after the last event: %s\n", r.Proxies, r.SimTime-r.LastEvent, r.Problem)
+		case r.Problem != "":
+			fmt.Fprintf(stdout, "%d proxies: the last check to fail, %v after the last event: %s\n", r.Proxies, r.ConvergeAfter-250*time.Millisecond, r.Problem)
 		}
 	}
 	fmt.Fprintf(stdout, "wrote %s/churn.csv, %s/churn_series.csv\n", out, out)
