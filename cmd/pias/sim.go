@@ -1,9 +1,11 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -14,11 +16,11 @@ import (
 )
 
 func init() {
-	register("sim", "sim fig6|failures: the real control plane at scale, on a virtual clock", runSim)
+	register("sim", "sim fig6|failures|churn: the real control plane at scale, on a virtual clock", runSim)
 }
 
 func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	const synopsis = "sim fig6|failures [--proxies LIST] [--members LIST] [--seed N] [--out DIR] [--trace FILE] [--zipf S] [--inaccuracy LIST]"
+	const synopsis = "sim fig6|failures|churn [--proxies LIST] [--members LIST] [--seed N] [--out DIR] [--trace FILE] [--zipf S] [--inaccuracy LIST] [--groups N] [--targets N] [--deaths N] [--revive DUR] [--churn DUR] [--settle DUR]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
 			fmt.Fprintf(stdout, "Usage: pias %s\n", synopsis)
@@ -46,6 +48,12 @@ func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	out := fs.String("out", "sim-out", "directory for CSV, SVG and markdown output")
 	trace := fs.String("trace", "", "CSV trace (seconds,proxy,join|leave) instead of the synthetic one (fig6)")
 	zipf := fs.Float64("zipf", 0, "spread members over proxies by Zipf's law with this exponent (> 1); 0: uniform")
+	groups := fs.Int("groups", 1000, "groups (churn)")
+	targets := fs.Int("targets", 10000, "targets, each of one group, joining and leaving (churn)")
+	deaths := fs.Int("deaths", 10, "proxies that die during the churn (churn)")
+	revive := fs.Duration("revive", 0, "each dead proxy restarts this long after its death; 0: never (churn)")
+	churnFor := fs.Duration("churn", time.Minute, "how long targets come and go after they all joined (churn)")
+	settle := fs.Duration("settle", time.Minute, "how long the run goes on after its last event (churn)")
 	if rc := parse(args[1:]); rc >= 0 {
 		return rc
 	}
@@ -112,8 +120,27 @@ func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return bad(err)
 		}
 		return runFailures(ps, cs, *seed, *out, stdout, stderr)
+	case "churn":
+		ps, err := ints(orDefault(*proxies, "500"))
+		if err != nil {
+			return bad(err)
+		}
+		cfg := sim.ChurnConfig{Groups: *groups, Targets: *targets, Deaths: *deaths, Revive: *revive, Churn: *churnFor, Settle: *settle, Seed: *seed, Progress: stderr}
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "inaccuracy" })
+		if set {
+			xs, err := floats(*inacc)
+			if err != nil || len(xs) != 1 {
+				return bad(fmt.Errorf("churn takes one --inaccuracy"))
+			}
+			cfg.Inaccuracy = xs[0]
+			if cfg.Inaccuracy == 0 {
+				cfg.Inaccuracy = -1 // overlay: negative reports every change
+			}
+		}
+		return runChurn(ps, cfg, *out, stdout, stderr)
 	}
-	fmt.Fprintf(stderr, "pias sim: unknown scenario %q (fig6 or failures)\n", scenario)
+	fmt.Fprintf(stderr, "pias sim: unknown scenario %q (fig6, failures or churn)\n", scenario)
 	return 2
 }
 
@@ -148,8 +175,6 @@ func floats(s string) ([]float64, error) {
 	return out, nil
 }
 
-var _ = time.Second
-
 func runFailures(ps, cs []int, seed uint64, out string, stdout, stderr io.Writer) int {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		fmt.Fprintf(stderr, "pias sim: %v\n", err)
@@ -183,4 +208,60 @@ func runFailures(ps, cs []int, seed uint64, out string, stdout, stderr io.Writer
 			r.Proxies, r.Cluster, r.RestPerProxy, r.RestByType, r.BytesPerPair, r.PeakHeap>>20, r.SimTime.Seconds()/r.Wall.Seconds())
 	}
 	return 0
+}
+
+func runChurn(ps []int, cfg sim.ChurnConfig, out string, stdout, stderr io.Writer) int {
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "pias sim: %v\n", err)
+		return 1
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fail(err)
+	}
+	var rs []*sim.ChurnResult
+	for _, p := range ps {
+		cfg.Proxies = p
+		fmt.Fprintf(stderr, "churn: %d proxies, %d groups, %d targets, %d deaths\n", p, cfg.Groups, cfg.Targets, cfg.Deaths)
+		r, err := sim.RunChurn(cfg)
+		if err != nil {
+			return fail(err)
+		}
+		rs = append(rs, r)
+	}
+	for name, write := range map[string]func(io.Writer, []*sim.ChurnResult) error{"churn.csv": sim.WriteChurn, "churn_series.csv": sim.WriteChurnSeries} {
+		f, err := os.Create(filepath.Join(out, name))
+		if err != nil {
+			return fail(err)
+		}
+		err = write(f, rs)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "proxies\tgroups\ttargets\tjoins\tleaves\tfailovers\tregisters/s\tchanges\trefreshes\tdeaths seen\tmissed\tfalse\tconverged after\tsim-s/wall-s\tpeak heap MiB\t")
+	rc := 0
+	for _, r := range rs {
+		conv := r.ConvergeAfter.String()
+		if !r.Converged {
+			conv, rc = "NO", 1
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%.1f\t%d\t%d\t%d\t%d\t%d\t%s\t%.2f\t%d\t\n", r.Proxies, r.Groups, r.Targets, r.Joins, r.Leaves, r.Failovers,
+			sim.Rate(r.Total.Registers, r.SimTime), r.Total.Changes, r.Total.Refreshes, r.Detected, r.Missed, r.False, conv,
+			r.SimTime.Seconds()/r.Wall.Seconds(), r.PeakHeap>>20)
+	}
+	tw.Flush()
+	for _, r := range rs {
+		switch {
+		case !r.Converged:
+			fmt.Fprintf(stdout, "%d proxies: not converged %v after the last event: %s\n", r.Proxies, r.SimTime-r.LastEvent, r.Problem)
+		case r.Problem != "":
+			fmt.Fprintf(stdout, "%d proxies: the last check to fail, %v after the last event: %s\n", r.Proxies, r.ConvergeAfter-250*time.Millisecond, r.Problem)
+		}
+	}
+	fmt.Fprintf(stdout, "wrote %s/churn.csv, %s/churn_series.csv\n", out, out)
+	return rc
 }
