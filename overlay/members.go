@@ -572,12 +572,15 @@ func (p *Proxy) digest() uint32 { return p.mem.table().digest() }
 
 // digestTick sends this proxy's digest to one live proxy, now and then.
 func (p *Proxy) digestTick(now int64) {
+	if p.cfg.DigestEvery < 0 {
+		return
+	}
 	p.mem.mu.Lock()
 	if now < p.mem.nextDigest {
 		p.mem.mu.Unlock()
 		return
 	}
-	p.mem.nextDigest = now + int64(digestEvery)
+	p.mem.nextDigest = now + int64(p.cfg.DigestEvery)
 	p.mem.mu.Unlock()
 	// liveOthers are the live proxies but this one, all known. Build a
 	// list only when some are cut off from here (rarely): the same draw
