@@ -871,17 +871,20 @@ func (p *Proxy) report(g router.Group, force bool) {
 // registerCount tells each of g's RAPs that this JAP has n targets of total
 // weight for g (n = 0 withdraws), and its policy, stated or followed.
 func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy, stated bool) {
-	raps := p.RAPs(g)
-	p.emit(Event{Kind: EventRegister, Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
+	rs := p.rapSet(g)
+	raps := rs.names
+	if p.cfg.OnEvent != nil {
+		p.emit(Event{Kind: EventRegister, Group: g, RAPs: slices.Clone(raps), Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
+	}
 	m := &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated}
 	p.stats.registersSent.Add(uint64(len(raps)))
-	for _, name := range raps {
+	for i, name := range raps {
 		if name == p.cfg.Self.Name {
 			// At once: a RAP answers resolves from its own table at once.
 			p.handleRegister(p.cfg.Self.Addr, m)
 			continue
 		}
-		p.sendTo(p.mem.addrOf(name), p.nextSeq(), m)
+		p.sendTo(rs.addrs[i], p.nextSeq(), m)
 	}
 }
 

@@ -213,8 +213,17 @@ type Proxy struct {
 // proxy for every Register a RAP takes costs 0.4 ms at 10,000 proxies.
 type rapCache struct {
 	mu   sync.Mutex
-	live *[]string // the list the entries were computed over
-	m    map[router.Group][]string
+	live *[]string    // the list the entries were computed over
+	tbl  *memberTable // the table their addresses come from
+	m    map[router.Group]rapSet
+}
+
+// rapSet is a group's RAPs, by name and IPv4 overlay address: a JAP
+// registers with them at every change, and looking the names up each
+// time was a tenth of its cost.
+type rapSet struct {
+	names []string
+	addrs []netip.Addr
 }
 
 // maxRAPCache bounds rapCache: when full, it starts again.
@@ -363,20 +372,30 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 }
 
 // RAPs names the live members that are the group's rendezvous proxies.
-func (p *Proxy) RAPs(g router.Group) []string {
-	live := p.live.Load()
+func (p *Proxy) RAPs(g router.Group) []string { return slices.Clone(p.rapsOf(g)) }
+
+// rapsOf is RAPs without the copy: the cache's own slice, read-only.
+func (p *Proxy) rapsOf(g router.Group) []string { return p.rapSet(g).names }
+
+// rapSet is g's RAPs from the cache; its slices are read-only.
+func (p *Proxy) rapSet(g router.Group) rapSet {
+	live, tbl := p.live.Load(), p.mem.table()
 	c := &p.rapc
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.live != live || len(c.m) >= maxRAPCache {
-		c.live, c.m = live, map[router.Group][]string{}
+	if c.live != live || c.tbl != tbl || len(c.m) >= maxRAPCache {
+		c.live, c.tbl, c.m = live, tbl, map[router.Group]rapSet{}
 	}
-	raps, ok := c.m[g]
+	rs, ok := c.m[g]
 	if !ok {
-		raps = RAPs(g, *live, p.cfg.Replicas)
-		c.m[g] = raps
+		rs.names = RAPs(g, *live, p.cfg.Replicas)
+		rs.addrs = make([]netip.Addr, len(rs.names))
+		for i, n := range rs.names {
+			rs.addrs[i] = tbl.byName[n].Addr
+		}
+		c.m[g] = rs
 	}
-	return slices.Clone(raps)
+	return rs
 }
 
 // Live names the proxies this proxy believes alive (suspects included),
@@ -584,7 +603,11 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 // senderClass is what the node at a is to this proxy: a proxy, an
 // admitted target or client, or nothing (0).
 func (p *Proxy) senderClass(a netip.Addr) Sender {
-	if m, ok := p.mem.table().byAddr[a]; ok {
+	if len(p.banned) == 0 {
+		if p.mem.isProxy(a) {
+			return SenderProxy
+		}
+	} else if m, ok := p.mem.table().byAddr[a]; ok {
 		if p.banned[m.Name] {
 			return 0
 		}
@@ -625,7 +648,7 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 		}
 		return
 	}
-	if o, ok := m.(origin); ok && SpeaksForItself(m.Type()) && o.origin() != p.mem.table().byAddr[src.Addr()].Name {
+	if o, ok := m.(origin); ok && SpeaksForItself(m.Type()) && !p.mem.table().named(src.Addr(), o.origin()) {
 		// A proxy speaking for another: only relayed types may.
 		p.stats.refused[m.Type()].Add(1)
 		return
