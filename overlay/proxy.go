@@ -569,7 +569,9 @@ func (p *Proxy) flush() {
 			p.handle(o.src, o.dst, o.seq, o.m)
 			continue
 		}
-		payload, err := AppendMsg(nil, o.seq, o.m)
+		// Room for most messages at once: from nil, a Register grew
+		// through four allocations.
+		payload, err := AppendMsg(make([]byte, 0, 64), o.seq, o.m)
 		if err != nil {
 			continue
 		}
