@@ -907,21 +907,24 @@ func (p *Proxy) report(g router.Group, force bool) {
 // registerCount tells each of g's RAPs that this JAP has n targets of total
 // weight for g (n = 0 withdraws), and its policy, stated or followed.
 func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy, stated bool) {
-	raps := p.RAPs(g)
-	p.emit(Event{Kind: EventRegister, Group: g, RAPs: raps, Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
-	p.sendRegister(raps, &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated})
+	rs := p.rapSet(g)
+	if p.cfg.OnEvent != nil {
+		p.emit(Event{Kind: EventRegister, Group: g, RAPs: slices.Clone(rs.names), Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
+	}
+	p.sendRegister(rs, &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated})
 }
 
-// sendRegister sends m to the RAPs named.
-func (p *Proxy) sendRegister(raps []string, m *Register) {
+// sendRegister sends m to the RAPs of rs.
+func (p *Proxy) sendRegister(rs rapSet, m *Register) {
+	raps := rs.names
 	p.stats.registersSent.Add(uint64(len(raps)))
-	for _, name := range raps {
+	for i, name := range raps {
 		if name == p.cfg.Self.Name {
 			// At once: a RAP answers resolves from its own table at once.
 			p.handleRegister(p.cfg.Self.Addr, m)
 			continue
 		}
-		p.sendTo(p.mem.addrOf(name), p.nextSeq(), m)
+		p.sendTo(rs.addrs[i], p.nextSeq(), m)
 	}
 }
 

@@ -94,13 +94,18 @@ type memberTable struct {
 	names  []string // sorted
 	byName map[string]Member
 	byAddr map[netip.Addr]Member // IPv4 and IPv6 overlay addresses
+	// name4 is byAddr's names alone, for IPv4 addresses as uint32: every
+	// message's sender is looked up (twice), and at 10,000 members this
+	// map's hash and compare cost a fraction of byAddr's.
+	name4 map[uint32]string
 	// hash caches digest's hash of the table (bit 32 set once computed):
 	// a proxy of 10,000 members hashed them all every digestEvery.
 	hash atomic.Uint64
 }
 
 func newMemberTable(ms []Member) *memberTable {
-	t := &memberTable{byName: make(map[string]Member, len(ms)), byAddr: make(map[netip.Addr]Member, len(ms))}
+	t := &memberTable{byName: make(map[string]Member, len(ms)), byAddr: make(map[netip.Addr]Member, len(ms)),
+		name4: make(map[uint32]string, len(ms))}
 	for _, m := range ms {
 		if _, ok := t.byName[m.Name]; !ok {
 			t.names = append(t.names, m.Name)
@@ -116,11 +121,14 @@ func (t *memberTable) set(m Member) {
 	t.byName[m.Name] = m
 	for _, a := range m.Addrs() {
 		t.byAddr[a] = m
+		if a.Is4() {
+			t.name4[addr4(a)] = m.Name
+		}
 	}
 }
 
 func (t *memberTable) with(m Member) *memberTable {
-	n := &memberTable{names: t.names, byName: maps.Clone(t.byName), byAddr: maps.Clone(t.byAddr)}
+	n := &memberTable{names: t.names, byName: maps.Clone(t.byName), byAddr: maps.Clone(t.byAddr), name4: maps.Clone(t.name4)}
 	if i, found := slices.BinarySearch(t.names, m.Name); !found {
 		n.names = slices.Insert(slices.Clone(t.names), i, m.Name)
 	}
@@ -155,8 +163,29 @@ func (t *memberTable) addrs() []netip.Addr {
 
 // isProxy reports whether a is an overlay address of a known proxy.
 func (ms *members) isProxy(a netip.Addr) bool {
-	_, ok := ms.table().byAddr[a]
+	_, ok := ms.table().nameOf(a)
 	return ok
+}
+
+// nameOf is the name of the proxy at a, as byAddr has it.
+func (t *memberTable) nameOf(a netip.Addr) (string, bool) {
+	if a.Is4() {
+		n, ok := t.name4[addr4(a)]
+		return n, ok
+	}
+	m, ok := t.byAddr[a]
+	return m.Name, ok
+}
+
+// named reports whether the proxy at a is called name.
+func (t *memberTable) named(a netip.Addr, name string) bool {
+	n, _ := t.nameOf(a)
+	return n == name
+}
+
+func addr4(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
 }
 
 // addrOf is the IPv4 overlay address of the proxy called name (invalid if
@@ -572,12 +601,15 @@ func (p *Proxy) digest() uint32 { return p.mem.table().digest() }
 
 // digestTick sends this proxy's digest to one live proxy, now and then.
 func (p *Proxy) digestTick(now int64) {
+	if p.cfg.DigestEvery < 0 {
+		return
+	}
 	p.mem.mu.Lock()
 	if now < p.mem.nextDigest {
 		p.mem.mu.Unlock()
 		return
 	}
-	p.mem.nextDigest = now + int64(digestEvery)
+	p.mem.nextDigest = now + int64(p.cfg.DigestEvery)
 	p.mem.mu.Unlock()
 	// liveOthers are the live proxies but this one, all known. Build a
 	// list only when some are cut off from here (rarely): the same draw

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -137,6 +138,10 @@ type ProxyConfig struct {
 	Inaccuracy   float64
 	CacheTTL     time.Duration // how long IAPs may cache an answer; default 10s
 	ResolveRetry time.Duration // ask the next RAP after this; default 500ms
+	// DigestEvery is how often this proxy compares member lists with a
+	// live proxy at random (anti-entropy); 0: 2 s. Negative: never, for a
+	// simulator whose proxies know only part of the mesh on purpose.
+	DigestEvery time.Duration
 	// JoinRate and JoinBurst bound the joins and leaves that change
 	// something (a new target, port, weight or policy; a target gone) one
 	// edge address may make here: JoinBurst at once (at least twice its
@@ -208,8 +213,17 @@ type Proxy struct {
 // proxy for every Register a RAP takes costs 0.4 ms at 10,000 proxies.
 type rapCache struct {
 	mu   sync.Mutex
-	live *[]string // the list the entries were computed over
-	m    map[router.Group][]string
+	live *[]string    // the list the entries were computed over
+	tbl  *memberTable // the table their addresses come from
+	m    map[router.Group]rapSet
+}
+
+// rapSet is a group's RAPs, by name and IPv4 overlay address: a JAP
+// registers with them at every change, and looking the names up each
+// time was a tenth of its cost.
+type rapSet struct {
+	names []string
+	addrs []netip.Addr
 }
 
 // maxRAPCache bounds rapCache: when full, it starts again.
@@ -284,6 +298,9 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	def(&cfg.RegisterTTL, 30*time.Second)
 	def(&cfg.CacheTTL, 10*time.Second)
 	def(&cfg.ResolveRetry, 500*time.Millisecond)
+	if cfg.DigestEvery == 0 {
+		cfg.DigestEvery = digestEvery
+	}
 	if cfg.JoinRate <= 0 {
 		cfg.JoinRate = DefaultJoinRate
 	}
@@ -355,20 +372,30 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 }
 
 // RAPs names the live members that are the group's rendezvous proxies.
-func (p *Proxy) RAPs(g router.Group) []string {
-	live := p.live.Load()
+func (p *Proxy) RAPs(g router.Group) []string { return slices.Clone(p.rapsOf(g)) }
+
+// rapsOf is RAPs without the copy: the cache's own slice, read-only.
+func (p *Proxy) rapsOf(g router.Group) []string { return p.rapSet(g).names }
+
+// rapSet is g's RAPs from the cache; its slices are read-only.
+func (p *Proxy) rapSet(g router.Group) rapSet {
+	live, tbl := p.live.Load(), p.mem.table()
 	c := &p.rapc
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.live != live || len(c.m) >= maxRAPCache {
-		c.live, c.m = live, map[router.Group][]string{}
+	if c.live != live || c.tbl != tbl || len(c.m) >= maxRAPCache {
+		c.live, c.tbl, c.m = live, tbl, map[router.Group]rapSet{}
 	}
-	raps, ok := c.m[g]
+	rs, ok := c.m[g]
 	if !ok {
-		raps = RAPs(g, *live, p.cfg.Replicas)
-		c.m[g] = raps
+		rs.names = RAPs(g, *live, p.cfg.Replicas)
+		rs.addrs = make([]netip.Addr, len(rs.names))
+		for i, n := range rs.names {
+			rs.addrs[i] = tbl.byName[n].Addr
+		}
+		c.m[g] = rs
 	}
-	return slices.Clone(raps)
+	return rs
 }
 
 // Live names the proxies this proxy believes alive (suspects included),
@@ -546,7 +573,9 @@ func (p *Proxy) flush() {
 			p.handle(o.src, o.dst, o.seq, o.m)
 			continue
 		}
-		payload, err := AppendMsg(nil, o.seq, o.m)
+		// Room for most messages at once: from nil, a Register grew
+		// through four allocations.
+		payload, err := AppendMsg(make([]byte, 0, 64), o.seq, o.m)
 		if err != nil {
 			continue
 		}
@@ -580,7 +609,11 @@ func (p *Proxy) HandleControl(src, dst netip.AddrPort, payload []byte) {
 // senderClass is what the node at a is to this proxy: a proxy, an
 // admitted target or client, or nothing (0).
 func (p *Proxy) senderClass(a netip.Addr) Sender {
-	if m, ok := p.mem.table().byAddr[a]; ok {
+	if len(p.banned) == 0 {
+		if p.mem.isProxy(a) {
+			return SenderProxy
+		}
+	} else if m, ok := p.mem.table().byAddr[a]; ok {
 		if p.banned[m.Name] {
 			return 0
 		}
@@ -621,7 +654,7 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 		}
 		return
 	}
-	if o, ok := m.(origin); ok && SpeaksForItself(m.Type()) && o.origin() != p.mem.table().byAddr[src.Addr()].Name {
+	if o, ok := m.(origin); ok && SpeaksForItself(m.Type()) && !p.mem.table().named(src.Addr(), o.origin()) {
 		// A proxy speaking for another: only relayed types may.
 		p.stats.refused[m.Type()].Add(1)
 		return
@@ -714,12 +747,74 @@ func (p *Proxy) Tick() {
 	if again := p.jap.withdrawalsDue(now); len(again) > 0 {
 		for _, g := range sortedGroups(again) {
 			// Told once already (EventRegister): this is the same word.
-			p.sendRegister(p.RAPs(g), &Register{Group: g, JAP: p.cfg.Self.Name, TTL: p.cfg.RegisterTTL, Policy: again[g]})
+			p.sendRegister(p.rapSet(g), &Register{Group: g, JAP: p.cfg.Self.Name, TTL: p.cfg.RegisterTTL, Policy: again[g]})
 		}
 	}
 	p.rap.expire(now)
 	p.tellMoved()
 	p.flush()
+}
+
+// TickDue is the earliest time at which Tick may have work: a Tick before
+// then sends nothing and changes nothing that matters. It may be early,
+// never late. Only the proxy's entry points (HandleControl, Tick, ...)
+// move it, so a simulator of many proxies asks after each and ticks only
+// those due: 10,000 idle proxies ticked every second were most of fig6.
+func (p *Proxy) TickDue() int64 {
+	p.ctl.Lock()
+	defer p.ctl.Unlock()
+	now := p.clock.Now()
+	if p.cfg.MeshKey != nil || p.certs != nil {
+		return now // joinTick, certTick: not worth predicting
+	}
+	due := int64(math.MaxInt64)
+	p.mem.mu.Lock()
+	if p.cfg.DigestEvery > 0 {
+		due = min(due, p.mem.nextDigest)
+	}
+	admitsDone := p.mem.admitsDone
+	p.mem.mu.Unlock()
+	if admitsDone == nil || !sameSlice(admitsDone, p.health.liveOthers()) {
+		return now
+	}
+	p.iap.mu.Lock()
+	for _, pr := range p.iap.pending {
+		due = min(due, pr.retryAt)
+	}
+	p.iap.mu.Unlock()
+	j := &p.jap
+	j.mu.Lock()
+	switch {
+	case j.draining > 0 || len(j.moved) > 0:
+		due = now
+	case j.due != 0:
+		due = min(due, j.due)
+	case len(j.targets) > 0:
+		due = now
+	}
+	if j.again != 0 {
+		due = min(due, j.again)
+	}
+	for _, w := range j.withdrawn {
+		due = min(due, w.at)
+	}
+	if len(j.reported) > 0 {
+		if j.refreshAt == 0 || j.refreshEvery != p.cfg.RegisterTTL/3 {
+			due = now
+		}
+		due = min(due, j.refreshAt+1)
+	}
+	j.mu.Unlock()
+	r := &p.rap
+	r.mu.Lock()
+	switch {
+	case r.due != 0:
+		due = min(due, r.due)
+	case len(r.entries) > 0 || len(r.relayed) > 0:
+		due = now
+	}
+	r.mu.Unlock()
+	return due
 }
 
 // cmpGroup orders groups: by address, port, then protocol.

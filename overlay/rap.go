@@ -79,11 +79,11 @@ func (r *rap) countPolicy(g router.Group, pol router.Policy, d int) {
 	}
 }
 
-// othersDiffer reports whether an entry of g other than jap's holds
-// another policy than pol.
-func (r *rap) othersDiffer(g router.Group, jap netip.Addr, pol router.Policy) bool {
+// othersDiffer reports whether an entry of g other than jap's (e, if it
+// has one) holds another policy than pol.
+func (r *rap) othersDiffer(g router.Group, e *rapEntry, pol router.Policy) bool {
 	others, same := len(r.entries[g]), r.pols[g][pol]
-	if e := r.entries[g][jap]; e != nil {
+	if e != nil {
 		others--
 		if e.policy == pol {
 			same--
@@ -183,7 +183,7 @@ func (p *Proxy) handleRegister(jap netip.Addr, m *Register) {
 	// a JAP whose view is behind (it has not heard of a proxy yet) would
 	// leave an entry here that nobody asks for and nobody withdraws. The
 	// JAP registers again when its view catches up.
-	raps := p.RAPs(m.Group)
+	raps := p.rapsOf(m.Group)
 	if m.Targets != 0 && !slices.Contains(raps, p.cfg.Self.Name) {
 		return
 	}
@@ -237,15 +237,18 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 		r.drop(m.Group, jap)
 		return nil
 	}
-	if _, known := japs[jap]; !known && r.perJAP[jap] >= maxGroupsPerJAP {
+	// One lookup of the entry: a RAP takes a Register from each of its
+	// 10,000 JAPs every 10 s, and the lookups were most of its cost.
+	old := japs[jap]
+	if old == nil && r.perJAP[jap] >= maxGroupsPerJAP {
 		return nil // see maxGroupsPerJAP
 	}
 	since := now
-	if e := japs[jap]; e != nil {
-		since = e.since
+	if old != nil {
+		since = old.since
 	}
 	var out []policyNotice
-	if arbiter && r.othersDiffer(m.Group, jap, m.Policy) {
+	if arbiter && r.othersDiffer(m.Group, old, m.Policy) {
 		for _, addr := range sortedAddrs(japs) {
 			e := japs[addr]
 			if addr == jap || e.expires <= now || e.targets == 0 || e.policy == m.Policy {
@@ -263,17 +266,23 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 			}
 		}
 	}
-	if japs == nil {
-		japs = map[netip.Addr]*rapEntry{}
-		r.entries[m.Group] = japs
-	}
-	if e, known := japs[jap]; !known {
+	e := rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, stated: m.Stated, since: since, expires: now + int64(m.TTL)}
+	switch {
+	case old == nil:
+		if japs == nil {
+			japs = map[netip.Addr]*rapEntry{}
+			r.entries[m.Group] = japs
+		}
 		r.perJAP[jap]++
-	} else {
-		r.countPolicy(m.Group, e.policy, -1)
+		r.countPolicy(m.Group, m.Policy, 1)
+		japs[jap] = &e
+	default:
+		if old.policy != m.Policy {
+			r.countPolicy(m.Group, old.policy, -1)
+			r.countPolicy(m.Group, m.Policy, 1)
+		}
+		*old = e // entries are not shared: japsLocked copies
 	}
-	r.countPolicy(m.Group, m.Policy, 1)
-	japs[jap] = &rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, stated: m.Stated, since: since, expires: now + int64(m.TTL)}
 	r.dueBy(now + int64(m.TTL))
 	return out
 }

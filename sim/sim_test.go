@@ -2,8 +2,10 @@ package sim
 
 import (
 	"bytes"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -222,6 +224,35 @@ func TestFailuresDetectedEverywhere(t *testing.T) {
 		}
 		if r.RestPerProxy < float64(tc.rest)-5 || r.RestPerProxy > float64(tc.rest)+5 {
 			t.Errorf("clusters of %d: at rest %.1f msgs/proxy/s, want about %d (%v)", tc.cluster, r.RestPerProxy, tc.rest, r.RestByType)
+		}
+	}
+}
+
+// Ticking only the proxies whose TickDue has come (and making no withheld
+// digests) must give the run that ticking every proxy every second gives:
+// the same registrations, step by step, and the same messages by type.
+func TestFig6SkippedTicksChangeNothing(t *testing.T) {
+	tp := DefaultTrace(3000, 60, 3)
+	tp.Duration, tp.MaxSession = 30*time.Minute, 10*time.Minute
+	ev := Synthetic(tp)
+	for _, x := range []float64{0, 25} {
+		var got [2]*Fig6Result
+		for i, all := range []bool{true, false} {
+			r, err := RunFig6(Fig6Config{Proxies: 60, Trace: ev, Duration: tp.Duration, Inaccuracy: x, Seed: 5, tickAll: all})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[i] = r
+		}
+		a, b := got[0], got[1]
+		if a.Total.Registers == 0 || a.Total.Changes == 0 || a.Total.Refreshes == 0 {
+			t.Fatalf("inaccuracy %g: the run registered nothing to compare: %+v", x, a.Total)
+		}
+		if !slices.Equal(a.Series, b.Series) || a.Total != b.Total || !maps.Equal(a.ByType, b.ByType) {
+			t.Errorf("inaccuracy %g: skipping idle ticks changed the run:\nall  %+v %v\nskip %+v %v", x, a.Total, a.ByType, b.Total, b.ByType)
+		}
+		if b.Withheld["digest"] != 0 {
+			t.Errorf("inaccuracy %g: %d digests made with digests off", x, b.Withheld["digest"])
 		}
 	}
 }
