@@ -157,6 +157,22 @@ func (h *harness) start(self Member, members []Member, mod func(*ProxyConfig)) *
 	return p
 }
 
+// startMesh starts proxies 1..n of cluster c1 as a static mesh, each with
+// mod's changes, and returns their names in order.
+func (h *harness) startMesh(n int, mod func(*ProxyConfig)) []string {
+	h.t.Helper()
+	var all []Member
+	var names []string
+	for i := 1; i <= n; i++ {
+		m := testMember(i, "c1")
+		all, names = append(all, m), append(names, m.Name)
+	}
+	for _, m := range all {
+		h.start(m, all, mod)
+	}
+	return names
+}
+
 // startHealth starts a bare health detector for self among members, at
 // incarnation inc, ticked every probe interval while its host is up.
 func (h *harness) startHealth(self Member, members []Member, inc uint32) *health {

@@ -18,18 +18,10 @@ import (
 // lab: a new RAP held a partial table for 10 s.)
 func TestNewRAPBehindTheJAPGetsTheRegistration(t *testing.T) {
 	h := newHarness(t, 1, unitLink)
-	var all []Member
-	var names []string
-	for i := 1; i <= 5; i++ {
-		all = append(all, testMember(i, "c1"))
-		names = append(names, all[i-1].Name)
-	}
-	for _, m := range all {
-		h.start(m, all, func(c *ProxyConfig) {
-			c.Replicas, c.Inaccuracy, c.Health.Incarnation = 1, -1, 1
-			c.Edges = map[netip.Addr]*EdgePolicy{edgeAddr(1): {Name: "e1", Groups: []router.Group{testGroup}}}
-		})
-	}
+	names := h.startMesh(5, func(c *ProxyConfig) {
+		c.Replicas, c.Inaccuracy, c.Health.Incarnation = 1, -1, 1
+		c.Edges = map[netip.Addr]*EdgePolicy{edgeAddr(1): {Name: "e1", Groups: []router.Group{testGroup}}}
+	})
 	g := testGroup
 	victim := RAPs(g, names, 1)[0]
 	rest := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == victim })

@@ -17,18 +17,10 @@ import (
 // took 27 s to converge.)
 func TestWithdrawalOvertakenByACount(t *testing.T) {
 	h := newHarness(t, 1, unitLink)
-	var all []Member
-	var names []string
-	for i := 1; i <= 3; i++ {
-		all = append(all, testMember(i, "c1"))
-		names = append(names, all[i-1].Name)
-	}
-	for _, m := range all {
-		h.start(m, all, func(c *ProxyConfig) {
-			c.Replicas, c.Inaccuracy = 1, -1
-			c.Edges = map[netip.Addr]*EdgePolicy{edgeAddr(1): {Name: "e1", Groups: []router.Group{testGroup}}}
-		})
-	}
+	names := h.startMesh(3, func(c *ProxyConfig) {
+		c.Replicas, c.Inaccuracy = 1, -1
+		c.Edges = map[netip.Addr]*EdgePolicy{edgeAddr(1): {Name: "e1", Groups: []router.Group{testGroup}}}
+	})
 	g := testGroup
 	rap := RAPs(g, names, 1)[0]
 	jap := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return n == rap })[0]

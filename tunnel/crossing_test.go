@@ -23,15 +23,7 @@ func TestCrossedHandshakesBreaksTheTie(t *testing.T) {
 	}
 	a, b := netstackHost(t, "100.64.3.1"), netstackHost(t, "100.64.3.2")
 	ba, bb := NewLossyBind(conn.NewStdNetBind()), NewLossyBind(conn.NewStdNetBind())
-	start := func(h *Host, bind *LossyBind, k keypair) *Device {
-		d, err := NewDevice(h.TUN, bind, k.priv, 0, nil, t.Logf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(d.Close)
-		return d
-	}
-	da, db := start(a, ba, ka), start(b, bb, kb)
+	da, db := startBare(t, a, ba, ka), startBare(t, b, bb, kb)
 	epA, epB := loopback(t, da), loopback(t, db)
 	ba.SetRule(epB, Rule{Delay: 400 * time.Millisecond})
 	bb.SetRule(epA, Rule{Delay: 400 * time.Millisecond})

@@ -20,15 +20,7 @@ func lossyPair(t *testing.T) (a, b *Host, ba, bb *LossyBind, epA, epB netip.Addr
 	ka, kb := newKeypair(t), newKeypair(t)
 	a, b = netstackHost(t, "100.64.3.1"), netstackHost(t, "100.64.3.2")
 	ba, bb = NewLossyBind(conn.NewStdNetBind()), NewLossyBind(conn.NewStdNetBind())
-	start := func(h *Host, bind *LossyBind, k keypair) *Device {
-		d, err := NewDevice(h.TUN, bind, k.priv, 0, nil, t.Logf)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(d.Close)
-		return d
-	}
-	da, db := start(a, ba, ka), start(b, bb, kb)
+	da, db := startBare(t, a, ba, ka), startBare(t, b, bb, kb)
 	epA, epB = loopback(t, da), loopback(t, db)
 	if err := da.SetPeers([]Peer{{PublicKey: kb.pub, Endpoint: epB, AllowedIPs: []netip.Prefix{netip.MustParsePrefix("100.64.3.2/32")}}}); err != nil {
 		t.Fatal(err)
@@ -37,6 +29,17 @@ func lossyPair(t *testing.T) (a, b *Host, ba, bb *LossyBind, epA, epB netip.Addr
 		t.Fatal(err)
 	}
 	return
+}
+
+// startBare starts a device on h and bind with key k and no peers.
+func startBare(t testing.TB, h *Host, bind conn.Bind, k keypair) *Device {
+	t.Helper()
+	d, err := NewDevice(h.TUN, bind, k.priv, 0, nil, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	return d
 }
 
 // ping sends one ICMP echo from h to dst and returns its round trip.
