@@ -225,6 +225,12 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	p.Device = dev
 	p.crossed = tunnel.NewCrossedHandshakes(dev, cfg.PublicKey)
 	p.mu.Unlock()
+	now := time.Now()
+	for _, pr := range peers {
+		if pr.Keepalive > 0 { // the file's proxies; its edges have none
+			p.crossed.Added(pr, now)
+		}
+	}
 	if cfg.Listen.Port() == 0 {
 		if port, err := dev.ListenPort(); err == nil {
 			p.Overlay.SetEndpoint(netip.AddrPortFrom(cfg.Listen.Addr(), port))
