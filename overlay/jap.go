@@ -83,11 +83,8 @@ type jap struct {
 	noTargetSent map[noTargetKey]int64
 	// again: when to register every local group again (0: no need).
 	again int64
-	// withdrawn: groups withdrawn at the RAPs, whose withdrawal is sent
-	// once more at the time given. Nothing refreshes a withdrawal, so a
-	// count sent just before it that arrives after it (links reorder)
-	// would stand at a RAP until its TTL; the repeat ends that in a second.
-	withdrawn map[router.Group]withdrawal
+	// version: the Version of the last Register sent (Register.Version).
+	version uint64
 	// limits: the join and leave budget of each edge (joinLimit), shared
 	// by its addresses (an edge with an IPv4 and an IPv6 address has one).
 	limits map[*EdgePolicy]*bucket
@@ -139,35 +136,15 @@ func (j *jap) init() {
 	j.limits = map[*EdgePolicy]*bucket{}
 	j.moved = map[movedKey]movedNotice{}
 	j.tallies = map[router.Group]*tally{}
-	j.withdrawn = map[router.Group]withdrawal{}
 }
 
-// withdrawal is a withdrawal to send again: when, and with what policy.
-type withdrawal struct {
-	at     int64
-	policy router.Policy
-}
-
-// withdrawalsDue lists the withdrawals to send again now (and forgets
-// them); a group with targets again has none.
-func (j *jap) withdrawalsDue(now int64) map[router.Group]router.Policy {
+// nextVersion is the Version of the next Register: the wall clock, or one
+// more than the last if the clock has not moved on (or went back).
+func (j *jap) nextVersion(wall time.Time) uint64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	var out map[router.Group]router.Policy
-	for g, w := range j.withdrawn {
-		if now < w.at {
-			continue
-		}
-		delete(j.withdrawn, g)
-		if j.reported[g] != nil {
-			continue
-		}
-		if out == nil {
-			out = map[router.Group]router.Policy{}
-		}
-		out[g] = w.policy
-	}
-	return out
+	j.version = max(uint64(wall.UnixNano()), j.version+1)
+	return j.version
 }
 
 // stated reports whether a target here stated g's policy in force with the
@@ -895,10 +872,8 @@ func (p *Proxy) report(g router.Group, force bool) {
 	}
 	if n == 0 {
 		delete(j.reported, g)
-		j.withdrawn[g] = withdrawal{at: p.clock.Now() + int64(reregisterAfter), policy: pol}
 	} else {
 		j.reported[g] = &report{count: n, weight: w, policy: pol, stated: stated, at: p.clock.Now()}
-		delete(j.withdrawn, g)
 	}
 	j.mu.Unlock()
 	p.registerCount(g, n, w, pol, stated)
@@ -911,7 +886,7 @@ func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy, 
 	if p.cfg.OnEvent != nil {
 		p.emit(Event{Kind: EventRegister, Group: g, RAPs: slices.Clone(rs.names), Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
 	}
-	p.sendRegister(rs, &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated})
+	p.sendRegister(rs, &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated, Version: p.jap.nextVersion(p.clock.Wall())})
 }
 
 // sendRegister sends m to the RAPs of rs.

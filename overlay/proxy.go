@@ -744,12 +744,6 @@ func (p *Proxy) Tick() {
 	for _, g := range p.jap.refreshDue(now, p.cfg.RegisterTTL/3) {
 		p.report(g, true)
 	}
-	if again := p.jap.withdrawalsDue(now); len(again) > 0 {
-		for _, g := range sortedGroups(again) {
-			// Told once already (EventRegister): this is the same word.
-			p.sendRegister(p.rapSet(g), &Register{Group: g, JAP: p.cfg.Self.Name, TTL: p.cfg.RegisterTTL, Policy: again[g]})
-		}
-	}
 	p.rap.expire(now)
 	p.tellMoved()
 	p.flush()
@@ -794,9 +788,6 @@ func (p *Proxy) TickDue() int64 {
 	}
 	if j.again != 0 {
 		due = min(due, j.again)
-	}
-	for _, w := range j.withdrawn {
-		due = min(due, w.at)
 	}
 	if len(j.reported) > 0 {
 		if j.refreshAt == 0 || j.refreshEvery != p.cfg.RegisterTTL/3 {

@@ -22,6 +22,15 @@ type rapEntry struct {
 	stated  bool  // a target with the right to set the policy stated it
 	since   int64 // first registered (while the entry lived)
 	expires int64
+	version uint64 // of the report it holds (Register.Version)
+}
+
+// tomb is what a RAP keeps of a JAP's withdrawal of a group: its version,
+// so that a count the JAP sent before it and the links delivered after it
+// is not taken (Register.Version), until the withdrawal would have expired.
+type tomb struct {
+	version uint64
+	expires int64
 }
 
 // resolveRelay is a resolve this proxy passes on for a proxy cut off from
@@ -41,6 +50,11 @@ type rap struct {
 	relayed map[uint32]resolveRelay
 	// perJAP counts each JAP's entries (maxGroupsPerJAP).
 	perJAP map[netip.Addr]int
+	// tombs: the versioned withdrawals, by group and JAP; tombsOf counts
+	// each JAP's, also at most maxGroupsPerJAP (past it a withdrawal is
+	// kept no more: its order is lost, nothing else).
+	tombs   map[router.Group]map[netip.Addr]tomb
+	tombsOf map[netip.Addr]int
 	// pols counts each group's entries by policy, so that the arbiter
 	// looks for a conflict (a sort of every JAP of the group: milliseconds
 	// at 10,000 JAPs) only when an entry holds another policy.
@@ -62,6 +76,53 @@ func (r *rap) init() {
 	r.relayed = map[uint32]resolveRelay{}
 	r.perJAP = map[netip.Addr]int{}
 	r.pols = map[router.Group]map[router.Policy]int{}
+	r.tombs = map[router.Group]map[netip.Addr]tomb{}
+	r.tombsOf = map[netip.Addr]int{}
+}
+
+// bury keeps jap's withdrawal of g, of version v, until expires.
+func (r *rap) bury(g router.Group, jap netip.Addr, v uint64, expires int64) {
+	ts := r.tombs[g]
+	if _, ok := ts[jap]; !ok {
+		if v == 0 || r.tombsOf[jap] >= maxGroupsPerJAP {
+			return
+		}
+		if ts == nil {
+			ts = map[netip.Addr]tomb{}
+			r.tombs[g] = ts
+		}
+		r.tombsOf[jap]++
+	}
+	ts[jap] = tomb{version: v, expires: expires}
+	r.dueBy(expires)
+}
+
+// unbury forgets jap's withdrawal of g.
+func (r *rap) unbury(g router.Group, jap netip.Addr) {
+	ts := r.tombs[g]
+	if _, ok := ts[jap]; !ok {
+		return
+	}
+	delete(ts, jap)
+	if len(ts) == 0 {
+		delete(r.tombs, g)
+	}
+	if r.tombsOf[jap]--; r.tombsOf[jap] <= 0 {
+		delete(r.tombsOf, jap)
+	}
+}
+
+// stale reports whether a report of version v from jap about g is older
+// than what this RAP last took from it: its entry, or its withdrawal.
+func (r *rap) stale(g router.Group, jap netip.Addr, v uint64) bool {
+	if v == 0 {
+		return false
+	}
+	if e := r.entries[g][jap]; e != nil && v <= e.version {
+		return true
+	}
+	t, ok := r.tombs[g][jap]
+	return ok && v <= t.version
 }
 
 // countPolicy adds d entries of policy pol to g's count.
@@ -143,6 +204,15 @@ func (r *rap) expire(now int64) {
 				r.drop(g, addr)
 			} else {
 				due = min(due, e.expires)
+			}
+		}
+	}
+	for g, ts := range r.tombs {
+		for addr, t := range ts {
+			if t.expires <= now {
+				r.unbury(g, addr)
+			} else {
+				due = min(due, t.expires)
 			}
 		}
 	}
@@ -232,9 +302,13 @@ type policyNotice struct {
 func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []policyNotice {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stale(m.Group, jap, m.Version) {
+		return nil // it crossed a later one on the way
+	}
 	japs := r.entries[m.Group]
 	if m.Targets == 0 {
 		r.drop(m.Group, jap)
+		r.bury(m.Group, jap, m.Version, now+int64(m.TTL))
 		return nil
 	}
 	// One lookup of the entry: a RAP takes a Register from each of its
@@ -266,7 +340,8 @@ func (r *rap) register(jap netip.Addr, m *Register, arbiter bool, now int64) []p
 			}
 		}
 	}
-	e := rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, stated: m.Stated, since: since, expires: now + int64(m.TTL)}
+	r.unbury(m.Group, jap)
+	e := rapEntry{name: m.JAP, targets: int(m.Targets), weight: int(m.Weight), policy: m.Policy, stated: m.Stated, since: since, expires: now + int64(m.TTL), version: m.Version}
 	switch {
 	case old == nil:
 		if japs == nil {

@@ -58,3 +58,36 @@ func TestRAPGroupsPerJAPBounded(t *testing.T) {
 		t.Errorf("after expiry: %d JAPs counted, %d groups", len(r.perJAP), len(r.entries))
 	}
 }
+
+// TestRAPWithdrawalsPerJAPBounded: a JAP that withdraws made-up groups
+// leaves at most maxGroupsPerJAP withdrawals remembered at a RAP, until
+// they expire; another JAP's withdrawal is still kept, and still orders
+// its reports.
+func TestRAPWithdrawalsPerJAPBounded(t *testing.T) {
+	var r rap
+	r.init()
+	jap, other := netip.MustParseAddr("100.64.0.3"), netip.MustParseAddr("100.64.0.2")
+	group := func(i int) router.Group {
+		return router.Group{Addr: netip.AddrFrom4([4]byte{100, 65, byte(i >> 8), byte(i)}), Port: uint16(80 + i>>16), Proto: router.ProtoTCP}
+	}
+	for i := range maxGroupsPerJAP + 100 {
+		r.register(jap, &Register{Group: group(i), JAP: "x", TTL: time.Minute, Version: uint64(i + 1)}, false, 0)
+	}
+	if r.tombsOf[jap] != maxGroupsPerJAP || len(r.tombs) != maxGroupsPerJAP {
+		t.Errorf("one JAP left %d withdrawals (%d groups), want %d", r.tombsOf[jap], len(r.tombs), maxGroupsPerJAP)
+	}
+	g := group(maxGroupsPerJAP + 50)
+	r.register(other, &Register{Group: g, JAP: "y", TTL: time.Minute, Version: 10}, false, 0)
+	r.register(other, &Register{Group: g, JAP: "y", Targets: 1, Weight: 1, TTL: time.Minute, Version: 9}, false, 0)
+	if r.entries[g][other] != nil {
+		t.Error("another JAP's count, older than its withdrawal, was taken")
+	}
+	r.register(other, &Register{Group: g, JAP: "y", Targets: 1, Weight: 1, TTL: time.Minute, Version: 11}, false, 0)
+	if r.entries[g][other] == nil {
+		t.Error("another JAP's count, newer than its withdrawal, was refused")
+	}
+	r.expire(int64(2 * time.Minute))
+	if len(r.tombsOf) != 0 || len(r.tombs) != 0 || len(r.entries) != 0 {
+		t.Errorf("after expiry: %d JAPs with withdrawals, %d groups, %d entries", len(r.tombsOf), len(r.tombs), len(r.entries))
+	}
+}

@@ -90,7 +90,7 @@ var decoders = [typeEnd]func(body []byte) (Msg, error){
 // Every message fits in MaxLen: the longest is a Proxies.
 const (
 	maxJoinLen     = HeaderLen + maxGroupLen + 2 + 1 + MaxString + 4 + policyLen + 4 + 4
-	maxRegisterLen = HeaderLen + maxGroupLen + 1 + MaxString + 4 + 4 + policyLen + 4 + 1
+	maxRegisterLen = HeaderLen + maxGroupLen + 1 + MaxString + 4 + 4 + policyLen + 4 + 1 + 8
 	maxMovedLen    = HeaderLen + 1 + MaxMoved*(maxGroupLen+1+MaxString+4+1+16)
 	maxAckLen      = HeaderLen + maxGroupLen + 1 + 1 + MaxString
 	maxDrainAckLen = maxAckLen + 4

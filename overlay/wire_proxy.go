@@ -15,7 +15,7 @@ import (
 
 // Register: JAP → RAP: I have Targets targets of Group.
 //
-//	group jap:string targets:u32 ttl_ms:u32 policy weight:u32 stated:u8 (0 or 1)
+//	group jap:string targets:u32 ttl_ms:u32 policy weight:u32 stated:u8 (0 or 1) version:u64
 type Register struct {
 	Group   router.Group
 	JAP     string // the JAP's name
@@ -30,6 +30,13 @@ type Register struct {
 	// policy, and its arbiter RAP tells it the one in force (see
 	// rap.register).
 	Stated bool
+	// Version orders one JAP's reports of one group: the JAP's wall clock
+	// in nanoseconds, and always more than its last. Links reorder, and a
+	// RAP that took a count after the withdrawal sent later would keep it
+	// until its TTL: a RAP takes no report older than the last it took
+	// from the JAP for the group, withdrawals included (rap.stale). 0:
+	// unordered, always taken.
+	Version uint64
 }
 
 func (*Register) Type() Type            { return TypeRegister }
@@ -51,7 +58,8 @@ func (m *Register) appendBody(b []byte) ([]byte, error) {
 		return b, err
 	}
 	b = binary.BigEndian.AppendUint32(b, m.Weight)
-	return append(b, b2u8(m.Stated)), nil
+	b = append(b, b2u8(m.Stated))
+	return binary.BigEndian.AppendUint64(b, m.Version), nil
 }
 
 func decodeRegister(b []byte) (Msg, error) {
@@ -65,6 +73,7 @@ func decodeRegister(b []byte) (Msg, error) {
 	default:
 		m.Stated = st == 1
 	}
+	m.Version = d.u64("version")
 	return d.end(m)
 }
 

@@ -56,9 +56,9 @@ var msgCases = []msgCase{
 	{"drain-ack-unknown", 8, &DrainAck{Group: echo6, Status: StatusUnknown, Flows: math.MaxUint32}},
 	{"drain-ack-refused", 9, &DrainAck{Group: g6, Status: StatusRefused, Reason: maxStr}},
 	{"register", 7, &Register{Group: g4, JAP: "proxy-a", Targets: 12, TTL: 90 * time.Second,
-		Policy: router.Policy{Select: router.SelectRandom, Replicate: 2}, Weight: 35}},
+		Policy: router.Policy{Select: router.SelectRandom, Replicate: 2}, Weight: 35, Version: 1_796_559_932_000_000_000}},
 	{"register-withdraw", 8, &Register{Group: g6, JAP: "proxy-b"}},
-	{"register-max", 9, &Register{Group: echo6, JAP: maxStr, Targets: math.MaxUint32, TTL: math.MaxUint32 * time.Millisecond, Policy: maxPolicy, Weight: math.MaxUint32, Stated: true}},
+	{"register-max", 9, &Register{Group: echo6, JAP: maxStr, Targets: math.MaxUint32, TTL: math.MaxUint32 * time.Millisecond, Policy: maxPolicy, Weight: math.MaxUint32, Stated: true, Version: math.MaxUint64}},
 	{"resolve", 10, &Resolve{Group: g4}},
 	{"resolve-relayed-v6", 0, &Resolve{Group: echo6, Relayed: true}},
 	{"resolve-reply", 10, &ResolveReply{Group: g4, Status: StatusOK, TTL: 30 * time.Second,
@@ -261,9 +261,9 @@ func TestMsgWireFormat(t *testing.T) {
 			"5049" + "02" + "05" + "00000009" + "04" + "64410002" + "0000" + "01" + "01" + "00",
 		},
 		{
-			1, &Register{Group: g4, JAP: "p", Targets: 258, TTL: 90 * time.Second, Policy: router.Policy{Select: router.SelectLoad}, Weight: 0x01020304},
+			1, &Register{Group: g4, JAP: "p", Targets: 258, TTL: 90 * time.Second, Policy: router.Policy{Select: router.SelectLoad}, Weight: 0x01020304, Version: 0x0102030405060708},
 			"5049" + "02" + "06" + "00000001" + "04" + "64410001" + "0050" + "06" + "01" + "70" + "00000102" + "00015f90" +
-				"01" + "00" + "00" + "01020304" + "00",
+				"01" + "00" + "00" + "01020304" + "00" + "0102030405060708",
 		},
 		{
 			2, &Resolve{Group: g4},
@@ -376,7 +376,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		joinHead + policy + "000003e8" + "00002710",
 		hdrAck + grp4 + "02" + "01" + "6e",
 		hdrKa + grp4 + "0050",
-		regHead + policy + "00000000" + "01",
+		regHead + policy + "00000000" + "01" + "0000000000000002",
 		hdrRes + grp4 + "00",
 		hdrRes + grp4 + "01",
 		replyHead + "00" + policy,
@@ -455,7 +455,8 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"register no weight", regHead + policy + "0000", "register: truncated weight"},
 		{"register no stated", regHead + policy + "00000000", "register: truncated stated"},
 		{"register stated 2", regHead + policy + "00000000" + "02", "register: stated 2: want 0 or 1"},
-		{"register trailing", regHead + policy + "00000000" + "00" + "ff", "register: 1 trailing bytes"},
+		{"register no version", regHead + policy + "00000000" + "00" + "00000000", "register: truncated version"},
+		{"register trailing", regHead + policy + "00000000" + "00" + "0000000000000001" + "ff", "register: 1 trailing bytes"},
 
 		{"reply no ttl", hdrReply + grp4 + "00" + "00" + "0000", "resolve-reply: truncated ttl"},
 		{"reply no count", replyHead, "resolve-reply: truncated JAP count"},
