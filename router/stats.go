@@ -46,13 +46,17 @@ var dropNames = [NumDropReasons]string{
 	DropQueueBytes:      "queue-bytes",
 }
 
-// String is the reason's short kebab-case name, as status output shows it.
-func (d DropReason) String() string {
-	if d < NumDropReasons {
-		return dropNames[d]
+// enumName is names[v], or "unknown" for a value past its end: the String
+// of each of the counters' enums.
+func enumName[T ~uint8](names []string, v T) string {
+	if int(v) < len(names) {
+		return names[v]
 	}
 	return "unknown"
 }
+
+// String is the reason's short kebab-case name, as status output shows it.
+func (d DropReason) String() string { return enumName(dropNames[:], d) }
 
 // Role is the step a forwarded packet took at this proxy. A packet counts
 // under one role, the last step it took here, so the roles sum to
@@ -78,12 +82,7 @@ const (
 var roleNames = [NumRoles]string{RoleIngress: "ingress", RoleJoin: "join", RoleReply: "reply", RoleEcho: "echo"}
 
 // String is the role's name, as metrics label it.
-func (r Role) String() string {
-	if r < NumRoles {
-		return roleNames[r]
-	}
-	return "unknown"
-}
+func (r Role) String() string { return enumName(roleNames[:], r) }
 
 // Lookup is what an IAP found when it looked a group up in its cache of
 // RAP answers. It looks for the first packet of each flow that needs a JAP
@@ -112,12 +111,7 @@ const (
 var lookupNames = [NumLookups]string{LookupHit: "hit", LookupMiss: "miss", LookupNegative: "negative"}
 
 // String is the result's name, as metrics label it.
-func (l Lookup) String() string {
-	if l < NumLookups {
-		return lookupNames[l]
-	}
-	return "unknown"
-}
+func (l Lookup) String() string { return enumName(lookupNames[:], l) }
 
 // FlowProto is the transport protocol of a flow: flows are TCP or UDP.
 type FlowProto uint8
