@@ -210,6 +210,15 @@ func (e *caEdge) answers() {
 	}
 }
 
+// runFor runs the edge and its proxy for n ticks of 100 ms.
+func (e *caEdge) runFor(n int) {
+	for range n {
+		e.run()
+		e.f.p.Tick()
+		e.f.clk.Advance(100 * time.Millisecond)
+	}
+}
+
 func (e *caEdge) admitted() bool { return slices.Contains(e.f.p.CertEdges(), e.name) }
 
 // TestCAEdgeAdmittedAndRenewed: the fixture works: an edge is admitted,
@@ -236,11 +245,7 @@ func TestCAEdgeAdmittedAndRenewed(t *testing.T) {
 func TestCAForgedHelloFloodCutsOffEdges(t *testing.T) {
 	f := newCAFixture(t)
 	e := f.newEdge("t1", "100.64.1.1", 7, netip.MustParseAddrPort("198.18.1.1:40000"))
-	for range 10 {
-		e.run()
-		f.p.Tick()
-		f.clk.Advance(100 * time.Millisecond)
-	}
+	e.runFor(10)
 	if !e.admitted() {
 		t.Fatal("t1 not admitted before the flood")
 	}
@@ -450,11 +455,7 @@ func TestCALeaseLivesOnHandshakes(t *testing.T) {
 	f := newCAFixture(t)
 	f.net.handshakes = map[[32]byte]time.Time{}
 	e := f.newEdge("t1", "100.64.1.1", 7, netip.MustParseAddrPort("198.18.1.1:40000"))
-	for range 10 {
-		e.run()
-		f.p.Tick()
-		f.clk.Advance(100 * time.Millisecond)
-	}
+	e.runFor(10)
 	if !e.admitted() {
 		t.Fatal("t1 not admitted")
 	}
