@@ -288,6 +288,14 @@ func (h *Harness) WaitReady(ctx context.Context) error {
 func (h *Harness) meshed() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	_, err := h.liveAgreed()
+	return err
+}
+
+// liveAgreed returns the running proxies, sorted, and checks that each
+// sees exactly them as live (the caller holds mu, or nothing starts or
+// stops proxies meanwhile).
+func (h *Harness) liveAgreed() ([]string, error) {
 	var running []string
 	for name := range h.Proxies {
 		running = append(running, name)
@@ -295,10 +303,10 @@ func (h *Harness) meshed() error {
 	slices.Sort(running)
 	for name, p := range h.Proxies {
 		if live := p.Overlay.Live(); !slices.Equal(live, running) {
-			return fmt.Errorf("%s sees live proxies %v, running are %v", name, live, running)
+			return nil, fmt.Errorf("%s sees live proxies %v, running are %v", name, live, running)
 		}
 	}
-	return nil
+	return running, nil
 }
 
 // registered checks that RAP state matches JAP state for every group.
@@ -501,15 +509,9 @@ func (h *Harness) SetDelay(from, to string, d time.Duration) error {
 // RAPs (by the hash over running proxies) list exactly the JAPs that have
 // targets for it, with their counts, and no other proxy lists any.
 func (h *Harness) Consistent() error {
-	var live []string
-	for name := range h.Proxies {
-		live = append(live, name)
-	}
-	slices.Sort(live)
-	for _, p := range h.Proxies {
-		if got := p.Overlay.Live(); !slices.Equal(got, live) {
-			return fmt.Errorf("%s sees live proxies %v, running are %v", p.Name, got, live)
-		}
+	live, err := h.liveAgreed()
+	if err != nil {
+		return err
 	}
 	groups := h.groups()
 	for _, name := range h.Names(config.RoleTarget) {
