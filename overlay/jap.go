@@ -886,14 +886,9 @@ func (p *Proxy) registerCount(g router.Group, n, weight int, pol router.Policy, 
 	if p.cfg.OnEvent != nil {
 		p.emit(Event{Kind: EventRegister, Group: g, RAPs: slices.Clone(rs.names), Name: p.cfg.Self.Name, JAPs: []router.JAP{{Addr: p.cfg.Self.Addr, Targets: n, Weight: weight}}})
 	}
-	p.sendRegister(rs, &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated, Version: p.jap.nextVersion(p.clock.Wall())})
-}
-
-// sendRegister sends m to the RAPs of rs.
-func (p *Proxy) sendRegister(rs rapSet, m *Register) {
-	raps := rs.names
-	p.stats.registersSent.Add(uint64(len(raps)))
-	for i, name := range raps {
+	m := &Register{Group: g, JAP: p.cfg.Self.Name, Targets: uint32(n), TTL: p.cfg.RegisterTTL, Policy: pol, Weight: uint32(weight), Stated: stated, Version: p.jap.nextVersion(p.clock.Wall())}
+	p.stats.registersSent.Add(uint64(len(rs.names)))
+	for i, name := range rs.names {
 		if name == p.cfg.Self.Name {
 			// At once: a RAP answers resolves from its own table at once.
 			p.handleRegister(p.cfg.Self.Addr, m)
