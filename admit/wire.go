@@ -355,7 +355,7 @@ func AppendWelcome(h *Hello, now time.Time, w Welcome) []byte {
 		w.Reason = "refused"
 	}
 	// A hello carries a certificate, so even a cut reason fits.
-	w.Reason = shorten(w.Reason, min(MaxReason, h.size-(HeaderLen+8+1+1+macLen)))
+	w.Reason = Shorten(w.Reason, min(MaxReason, h.size-(HeaderLen+8+1+1+macLen)))
 	b := header(KindWelcome, now, HeaderLen+8+1+1+len(w.Reason)+macLen)
 	b = binary.BigEndian.AppendUint64(b, w.Nonce)
 	b = append(b, b2u(w.OK), byte(len(w.Reason)))
@@ -404,10 +404,14 @@ func appendBytes16(b, p []byte) []byte {
 	return append(b, p...)
 }
 
-// shorten cuts s to at most n bytes, at a rune boundary.
-func shorten(s string, n int) string {
+// Shorten cuts s to at most n bytes (none if n ≤ 0), at a rune boundary:
+// what a wire's reasons and names are cut to.
+func Shorten(s string, n int) string {
 	if len(s) <= n {
 		return s
+	}
+	if n <= 0 {
+		return ""
 	}
 	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"time"
-	"unicode/utf8"
 
 	"github.com/pias-net/pias/admit"
 )
@@ -172,8 +171,8 @@ func appendWelcome(b []byte, w welcomeMsg) []byte {
 	}
 	b = binary.BigEndian.AppendUint64(b, w.nonce)
 	b = append(b, ok)
-	b = appendString(b, shorten(w.name, MaxString))
-	return appendString(b, shorten(w.reason, MaxString))
+	b = appendString(b, admit.Shorten(w.name, MaxString))
+	return appendString(b, admit.Shorten(w.reason, MaxString))
 }
 
 func parseWelcome(b []byte) (welcomeMsg, error) {
@@ -202,10 +201,10 @@ func parseWelcome(b []byte) (welcomeMsg, error) {
 // hello. It returns nil if even that is too long (a hello always carries
 // the seed's name and more, so a valid one leaves room).
 func sealWelcome(key []byte, now time.Time, w welcomeMsg, helloLen int) []byte {
-	w.reason = shorten(w.reason, MaxString)
+	w.reason = admit.Shorten(w.reason, MaxString)
 	body := appendWelcome(nil, w)
 	if over := underlayHeader + len(body) + underlayMAC - helloLen; over > 0 {
-		w.reason = shorten(w.reason, len(w.reason)-over)
+		w.reason = admit.Shorten(w.reason, len(w.reason)-over)
 		if w.reason == "" {
 			return nil
 		}
@@ -215,18 +214,4 @@ func sealWelcome(key []byte, now time.Time, w welcomeMsg, helloLen int) []byte {
 		return nil
 	}
 	return sealUnderlay(key, kindWelcome, now, body)
-}
-
-// shorten cuts s to at most n bytes, at a rune boundary.
-func shorten(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	if n <= 0 {
-		return ""
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n]
 }
