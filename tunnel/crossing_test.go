@@ -45,8 +45,8 @@ func TestCrossedHandshakesBreaksTheTie(t *testing.T) {
 	}
 	crossed.Added(pa, now)
 	other.Added(pb, now)
-	if len(other.peers) != 1 || len(crossed.peers) != 1 {
-		t.Fatalf("watched: greater key %d, lesser key %d; want 1 each", len(crossed.peers), len(other.peers))
+	if other.Watched() != 1 || crossed.Watched() != 1 {
+		t.Fatalf("watched: greater key %d, lesser key %d; want 1 each", crossed.Watched(), other.Watched())
 	}
 
 	resets := 0
