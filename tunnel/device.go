@@ -154,40 +154,31 @@ func (d *Device) RemovePeer(key [32]byte) error {
 // with this device (zero if never, or if it is no peer). It reads the
 // whole configuration: call it now and then, not per packet.
 func (d *Device) LastHandshake(key [32]byte) (time.Time, error) {
-	st, err := d.PeerStats()
-	return st[key].Handshake, err
+	hs, err := d.Handshakes()
+	return hs[key], err
 }
 
-// PeerStats is what the device says of one peer.
-type PeerStats struct {
-	Handshake time.Time // the last completed handshake; zero if none
-	Rx, Tx    uint64    // bytes received from and sent to it
-}
-
-// PeerStats is, for every peer, its handshake and byte counts. It reads
-// the whole configuration once.
-func (d *Device) PeerStats() (map[[32]byte]PeerStats, error) {
+// Handshakes is, for every peer, when it last completed a handshake with
+// this device (zero if never). It reads the whole configuration once.
+func (d *Device) Handshakes() (map[[32]byte]time.Time, error) {
 	s, err := d.IpcGet()
 	if err != nil {
 		return nil, err
 	}
-	out := map[[32]byte]PeerStats{}
+	out := map[[32]byte]time.Time{}
 	var key [32]byte
 	in := false
 	var sec, nsec int64
-	var st PeerStats
 	flush := func() {
 		if in {
-			st.Handshake = handshakeTime(sec, nsec)
-			out[key] = st
+			out[key] = handshakeTime(sec, nsec)
 		}
 	}
 	for line := range strings.SplitSeq(s, "\n") {
-		k, v, _ := strings.Cut(line, "=")
-		switch k {
+		switch k, v, _ := strings.Cut(line, "="); k {
 		case "public_key":
 			flush()
-			sec, nsec, st = 0, 0, PeerStats{}
+			sec, nsec = 0, 0
 			b, err := hex.DecodeString(v)
 			in = err == nil && len(b) == len(key)
 			copy(key[:], b)
@@ -195,10 +186,6 @@ func (d *Device) PeerStats() (map[[32]byte]PeerStats, error) {
 			sec, _ = strconv.ParseInt(v, 10, 64)
 		case "last_handshake_time_nsec":
 			nsec, _ = strconv.ParseInt(v, 10, 64)
-		case "rx_bytes":
-			st.Rx, _ = strconv.ParseUint(v, 10, 64)
-		case "tx_bytes":
-			st.Tx, _ = strconv.ParseUint(v, 10, 64)
 		}
 	}
 	flush()
