@@ -112,10 +112,3 @@ func (c *CrossedHandshakes) Check(now time.Time) (int, error) {
 	}
 	return n, nil
 }
-
-// Watched is how many peers it watches.
-func (c *CrossedHandshakes) Watched() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.peers)
-}
