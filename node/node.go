@@ -53,11 +53,6 @@ const tick = 100 * time.Millisecond
 // the way) alive.
 const proxyKeepalive = 25 * time.Second
 
-// crossCheckEvery is how often the control goroutine looks for proxy peers
-// whose handshakes cross (tunnel.CrossedHandshakes); it reads the device's
-// configuration only while some new peer has no session yet.
-const crossCheckEvery = 250 * time.Millisecond
-
 // Proxy is a running proxy: WireGuard ↔ router ↔ WireGuard, no host interface.
 //
 // Goroutines: wireguard-go's receive goroutines run the data path (handle);
@@ -81,9 +76,6 @@ type Proxy struct {
 	once    sync.Once
 	mu      sync.Mutex // guards Device while StartProxy sets it
 	logf    func(format string, args ...any)
-	// crossed breaks ties between proxies whose handshakes cross (see
-	// tunnel.CrossedHandshakes); set with Device.
-	crossed *tunnel.CrossedHandshakes
 }
 
 // wallClock is the system clock: monotonic nanoseconds since start, the
@@ -133,9 +125,6 @@ func (t transport) RemovePeer(key [32]byte) {
 	dev, err := t.p.device()
 	if err == nil {
 		err = dev.RemovePeer(key)
-	}
-	if err == nil {
-		t.p.crossed.Removed(key)
 	}
 	if err != nil && t.p.logf != nil {
 		t.p.logf("remove peer %x…: %v", key[:4], err)
@@ -223,14 +212,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	}
 	p.mu.Lock()
 	p.Device = dev
-	p.crossed = tunnel.NewCrossedHandshakes(dev, cfg.PublicKey)
 	p.mu.Unlock()
-	now := time.Now()
-	for _, pr := range peers {
-		if pr.Keepalive > 0 { // the file's proxies; its edges have none
-			p.crossed.Added(pr, now)
-		}
-	}
 	if cfg.Listen.Port() == 0 {
 		if port, err := dev.ListenPort(); err == nil {
 			p.Overlay.SetEndpoint(netip.AddrPortFrom(cfg.Listen.Addr(), port))
@@ -285,7 +267,6 @@ func (p *Proxy) control() {
 	hc := time.NewTicker(p.Overlay.ProbeInterval())
 	defer hc.Stop()
 	var quiet burstEnd
-	var crossChecked time.Time
 	p.Overlay.HealthTick() // announce this proxy at once
 	for {
 		select {
@@ -308,12 +289,6 @@ func (p *Proxy) control() {
 			p.Router.Expire(p.clock.Now())
 			if quiet.tick(p.tun.Written.Load()) {
 				releaseAfterBurst() // see release.go
-			}
-			if now := time.Now(); now.Sub(crossChecked) >= crossCheckEvery {
-				crossChecked = now
-				if _, err := p.crossed.Check(now); err != nil && p.logf != nil {
-					p.logf("%s: crossed handshakes: %v", p.Name, err)
-				}
 			}
 		case <-hc.C:
 			p.Overlay.HealthTick()
@@ -338,12 +313,7 @@ func (p *Proxy) addPeer(m overlay.Member, keepalive bool) error {
 	if err != nil {
 		return err
 	}
-	pr := memberPeer(m, keepalive)
-	if err := dev.AddPeer(pr); err != nil {
-		return err
-	}
-	p.crossed.Added(pr, time.Now())
-	return nil
+	return dev.AddPeer(memberPeer(m, keepalive))
 }
 
 // device is the WireGuard device once StartProxy has set it; the overlay
