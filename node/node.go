@@ -76,6 +76,7 @@ type Proxy struct {
 	once    sync.Once
 	mu      sync.Mutex // guards Device while StartProxy sets it
 	logf    func(format string, args ...any)
+	awaited awaitedCalls // proxies that call this one first (callfirst.go)
 }
 
 // wallClock is the system clock: monotonic nanoseconds since start, the
@@ -90,7 +91,7 @@ type transport struct{ p *Proxy }
 
 func (t transport) Send(src, dst netip.AddrPort, payload []byte) {
 	buf := make([]byte, 60+8+len(payload))
-	if n, err := router.BuildUDP(buf, src, dst, payload); err == nil {
+	if n, err := router.BuildUDP(buf, src, dst, payload); err == nil && !t.p.awaited.hold(dst.Addr(), buf[:n]) {
 		t.p.tun.Inject(buf[:n])
 	}
 }
@@ -122,6 +123,7 @@ func (t transport) LastHandshake(key [32]byte) time.Time {
 }
 
 func (t transport) RemovePeer(key [32]byte) {
+	t.p.awaited.forget(key)
 	dev, err := t.p.device()
 	if err == nil {
 		err = dev.RemovePeer(key)
@@ -145,16 +147,15 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
 	p := &Proxy{Name: cfg.Name, Config: cfg, Router: r, clock: wallClock{time.Now()}, ctl: newCtlQueue(), stop: make(chan struct{}), logf: opts.Logf}
+	p.awaited.self = cfg.PublicKey
 	members := []overlay.Member{{Name: cfg.Name, Addr: self, Addr6: cfg.Addr6(), Cluster: cfg.Cluster, PublicKey: cfg.PublicKey, Endpoint: cfg.Listen}}
 	var peers []tunnel.Peer
 	for _, pp := range cfg.Proxies {
 		m := overlay.Member{Name: pp.Name, Addr: pp.Addr4(), Addr6: pp.Addr6(), Cluster: pp.Cluster, PublicKey: pp.PublicKey, Endpoint: pp.Endpoint}
 		members = append(members, m)
 		// The keepalive makes every proxy handshake with every other as soon
-		// as it starts. Without it, the first control messages between two
-		// proxies often set off handshakes from both ends at once, which
-		// WireGuard resolves only by its 5 s retry.
-		peers = append(peers, memberPeer(m, true))
+		// as it starts (the one of each pair that calls first: callfirst.go).
+		peers = append(peers, p.awaited.peer(memberPeer(m, true), time.Now()))
 	}
 	edges := edgePolicies(cfg)
 	for _, e := range cfg.Edges {
@@ -287,6 +288,7 @@ func (p *Proxy) control() {
 		case <-t.C:
 			p.Overlay.Tick()
 			p.Router.Expire(p.clock.Now())
+			p.endAwaitedCalls(time.Now())
 			if quiet.tick(p.tun.Written.Load()) {
 				releaseAfterBurst() // see release.go
 			}
@@ -313,7 +315,7 @@ func (p *Proxy) addPeer(m overlay.Member, keepalive bool) error {
 	if err != nil {
 		return err
 	}
-	return dev.AddPeer(memberPeer(m, keepalive))
+	return dev.AddPeer(p.awaited.peer(memberPeer(m, keepalive), time.Now()))
 }
 
 // device is the WireGuard device once StartProxy has set it; the overlay
