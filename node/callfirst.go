@@ -47,6 +47,10 @@ type awaitedCalls struct {
 	self    [32]byte
 	waiting map[[32]byte]*awaitedCall
 	byAddr  map[netip.Addr][32]byte
+	// byCall, byTimeout: waits that ended with the peer's call, and
+	// without it; released: the messages held until then (tests read
+	// them).
+	byCall, byTimeout, released int
 }
 
 type awaitedCall struct {
@@ -67,7 +71,9 @@ func (a *awaitedCalls) peer(p tunnel.Peer, now time.Time) tunnel.Peer {
 		a.byAddr = map[netip.Addr][32]byte{}
 	}
 	if w := a.waiting[p.PublicKey]; w != nil {
-		w.peer = p // added again: an update
+		// Added again: an update, maybe of its addresses.
+		a.unmapLocked(p.PublicKey, w)
+		w.peer = p
 	} else {
 		a.waiting[p.PublicKey] = &awaitedCall{peer: p, since: now}
 	}
@@ -86,14 +92,22 @@ func (a *awaitedCalls) hold(dst netip.Addr, pkt []byte) bool {
 	if len(a.waiting) == 0 {
 		return false
 	}
-	key, ok := a.byAddr[dst]
-	if !ok {
+	w := a.waiting[a.byAddr[dst]]
+	if w == nil {
 		return false
 	}
-	if w := a.waiting[key]; len(w.held) < maxHeld {
+	if len(w.held) < maxHeld {
 		w.held = append(w.held, pkt)
 	}
 	return true
+}
+
+// ended reports how many waits ended with the peer's call, and without,
+// and how many held messages they released.
+func (a *awaitedCalls) ended() (byCall, byTimeout, released int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.byCall, a.byTimeout, a.released
 }
 
 // any reports whether a peer is awaited.
@@ -112,57 +126,107 @@ func (a *awaitedCalls) forget(key [32]byte) {
 }
 
 func (a *awaitedCalls) dropLocked(key [32]byte) {
-	w := a.waiting[key]
-	if w == nil {
-		return
+	if w := a.waiting[key]; w != nil {
+		a.unmapLocked(key, w)
+		delete(a.waiting, key)
 	}
+}
+
+// unmapLocked removes w's addresses from byAddr, those still mapped to key.
+func (a *awaitedCalls) unmapLocked(key [32]byte, w *awaitedCall) {
 	for _, pfx := range w.peer.AllowedIPs {
 		if a.byAddr[pfx.Addr()] == key {
 			delete(a.byAddr, pfx.Addr())
 		}
 	}
-	delete(a.waiting, key)
 }
 
-// done takes out the awaited peers that called (a handshake in hs, the
-// device's) or that were awaited for callWait by now. A key missing from
-// hs is no peer any more: it is dropped.
-func (a *awaitedCalls) done(now time.Time, hs map[[32]byte]time.Time) []*awaitedCall {
+// done takes out the awaited peers that called (a handshake in peers,
+// the device's) or that were awaited for callWait by now, each with the
+// UAPI set that ends its wait. A key missing from peers is no peer any
+// more: it is dropped.
+func (a *awaitedCalls) done(now time.Time, peers []tunnel.PeerStats) []endedWait {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var out []*awaitedCall
+	if len(a.waiting) == 0 {
+		return nil
+	}
+	stats := make(map[[32]byte]tunnel.PeerStats, len(peers))
+	for _, p := range peers {
+		stats[p.PublicKey] = p
+	}
+	var out []endedWait
 	for k, w := range a.waiting {
-		at, ok := hs[k]
-		if !ok || !at.IsZero() || now.Sub(w.since) >= callWait {
-			a.dropLocked(k)
-			if ok {
-				out = append(out, w)
-			}
+		st, ok := stats[k]
+		called := ok && !st.LastHandshake.IsZero()
+		if ok && !called && now.Sub(w.since) < callWait {
+			continue
 		}
+		a.dropLocked(k)
+		if !ok {
+			continue
+		}
+		e := endedWait{peer: w.peer, held: w.held}
+		a.released += len(w.held)
+		switch {
+		case called:
+			// It called from where it is: keep the endpoint wireguard-go
+			// learned (behind a NAT it is not the one in its record).
+			e.peer.Endpoint = netip.AddrPort{}
+			a.byCall++
+		case st.RxBytes > 0:
+			// A call came and its handshake is under way (an answering
+			// side counts it once the caller's first packet confirms it):
+			// leave that state alone.
+			e.peer.Endpoint = netip.AddrPort{}
+			a.byTimeout++
+		default:
+			// Nobody called. A packet the router forwarded meanwhile may
+			// have made wireguard-go begin a handshake it could not send,
+			// which would hold back the next one for 5 s: start the peer
+			// afresh, so that its keepalive calls at once.
+			e.reset = true
+			a.byTimeout++
+		}
+		out = append(out, e)
 	}
 	return out
 }
 
-// endAwaitedCalls gives the awaited peers that called, or that did not
-// within callWait, their endpoint and keepalive (which calls at once if
-// there is no session yet), then sends what was held for them.
+// endedWait is how an awaited peer's wait ends.
+type endedWait struct {
+	peer  tunnel.Peer
+	reset bool // remove and add the peer, rather than update it
+	held  [][]byte
+}
+
+// endAwaitedCalls ends the waits of the awaited peers that called, or that
+// did not within callWait: each gets its keepalive (which calls at once if
+// there is no session yet) and, unless it called, its endpoint; then what
+// was held for it is sent.
 func (p *Proxy) endAwaitedCalls(now time.Time) {
 	if !p.awaited.any() {
 		return
 	}
+	p.peersMu.Lock()
+	defer p.peersMu.Unlock()
 	dev, err := p.device()
 	if err != nil {
 		return
 	}
-	hs, err := dev.Handshakes()
+	peers, err := dev.Peers()
 	if err != nil {
 		return
 	}
-	for _, w := range p.awaited.done(now, hs) {
-		if err := dev.AddPeer(w.peer); err != nil && p.logf != nil {
-			p.logf("call peer %x…: %v", w.peer.PublicKey[:4], err)
+	for _, e := range p.awaited.done(now, peers) {
+		set := dev.AddPeer
+		if e.reset {
+			set = dev.ResetPeer
 		}
-		for _, pkt := range w.held {
+		if err := set(e.peer); err != nil && p.logf != nil {
+			p.logf("call peer %x…: %v", e.peer.PublicKey[:4], err)
+		}
+		for _, pkt := range e.held {
 			p.tun.Inject(pkt)
 		}
 	}

@@ -77,6 +77,9 @@ type Proxy struct {
 	mu      sync.Mutex // guards Device while StartProxy sets it
 	logf    func(format string, args ...any)
 	awaited awaitedCalls // proxies that call this one first (callfirst.go)
+	// peersMu orders the changes of the device's proxy peers: the control
+	// goroutine's and a reload's (a revoked proxy is removed).
+	peersMu sync.Mutex
 }
 
 // wallClock is the system clock: monotonic nanoseconds since start, the
@@ -123,6 +126,8 @@ func (t transport) LastHandshake(key [32]byte) time.Time {
 }
 
 func (t transport) RemovePeer(key [32]byte) {
+	t.p.peersMu.Lock()
+	defer t.p.peersMu.Unlock()
 	t.p.awaited.forget(key)
 	dev, err := t.p.device()
 	if err == nil {
@@ -311,6 +316,8 @@ func (p *Proxy) injectCopies(res *router.Result) {
 
 // addPeer makes a proxy learned at run time a WireGuard peer.
 func (p *Proxy) addPeer(m overlay.Member, keepalive bool) error {
+	p.peersMu.Lock()
+	defer p.peersMu.Unlock()
 	dev, err := p.device()
 	if err != nil {
 		return err

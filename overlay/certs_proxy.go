@@ -179,7 +179,9 @@ func (p *Proxy) seedAnswer(now int64, wall time.Time, from netip.AddrPort, pkt [
 		// first probe answer. It calls first (it added us with a
 		// keepalive when it took our hello, and we made it a peer at its
 		// offer): calling it too would cross two WireGuard handshakes,
-		// which stall for 5 s.
+		// which stall for 5 s. (A seed with the lesser WireGuard key waits
+		// for our call instead, and calls after a second:
+		// node/callfirst.go.)
 		if raw, err := r.Cert.Marshal(); err == nil {
 			p.holdCert(r.Cert.Name, r.Cert, raw)
 			p.addMember(memberOfCert(r.Cert, from), 0, StateAlive, false)

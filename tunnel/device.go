@@ -154,42 +154,78 @@ func (d *Device) RemovePeer(key [32]byte) error {
 // with this device (zero if never, or if it is no peer). It reads the
 // whole configuration: call it now and then, not per packet.
 func (d *Device) LastHandshake(key [32]byte) (time.Time, error) {
-	hs, err := d.Handshakes()
-	return hs[key], err
+	ps, err := d.Peers()
+	for _, p := range ps {
+		if p.PublicKey == key {
+			return p.LastHandshake, nil
+		}
+	}
+	return time.Time{}, err
 }
 
-// Handshakes is, for every peer, when it last completed a handshake with
-// this device (zero if never). It reads the whole configuration once.
-func (d *Device) Handshakes() (map[[32]byte]time.Time, error) {
+// PeerStats is one peer's counters, as the device's UAPI reports them.
+type PeerStats struct {
+	PublicKey     [32]byte
+	RxBytes       uint64    // handshake messages included
+	TxBytes       uint64    // handshake messages included
+	LastHandshake time.Time // zero: none completed yet
+}
+
+// Peers reads every peer's counters, in the device's order. It reads the
+// whole configuration once.
+func (d *Device) Peers() ([]PeerStats, error) {
 	s, err := d.IpcGet()
 	if err != nil {
 		return nil, err
 	}
-	out := map[[32]byte]time.Time{}
-	var key [32]byte
-	in := false
+	return parsePeers(s), nil
+}
+
+// parsePeers reads the peers of a UAPI "get" answer.
+func parsePeers(s string) []PeerStats {
+	var out []PeerStats
+	var cur *PeerStats
 	var sec, nsec int64
-	flush := func() {
-		if in {
-			out[key] = handshakeTime(sec, nsec)
+	done := func() {
+		if cur != nil {
+			cur.LastHandshake = handshakeTime(sec, nsec)
 		}
 	}
 	for line := range strings.SplitSeq(s, "\n") {
-		switch k, v, _ := strings.Cut(line, "="); k {
-		case "public_key":
-			flush()
-			sec, nsec = 0, 0
-			b, err := hex.DecodeString(v)
-			in = err == nil && len(b) == len(key)
-			copy(key[:], b)
+		k, v, ok := strings.Cut(line, "=")
+		if !ok {
+			continue
+		}
+		if k == "public_key" {
+			done()
+			var key [32]byte
+			if b, err := hex.DecodeString(v); err == nil && len(b) == len(key) {
+				copy(key[:], b)
+			}
+			out = append(out, PeerStats{PublicKey: key})
+			cur, sec, nsec = &out[len(out)-1], 0, 0
+			continue
+		}
+		if cur == nil {
+			continue
+		}
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			continue
+		}
+		switch k {
+		case "rx_bytes":
+			cur.RxBytes = n
+		case "tx_bytes":
+			cur.TxBytes = n
 		case "last_handshake_time_sec":
-			sec, _ = strconv.ParseInt(v, 10, 64)
+			sec = int64(n)
 		case "last_handshake_time_nsec":
-			nsec, _ = strconv.ParseInt(v, 10, 64)
+			nsec = int64(n)
 		}
 	}
-	flush()
-	return out, nil
+	done()
+	return out
 }
 
 func handshakeTime(sec, nsec int64) time.Time {

@@ -223,22 +223,28 @@ func writeEdgeMetrics(m *Metrics, e *node.Edge) {
 // writeWireGuard writes per-peer counters under the names that
 // mdlayher/wireguard_exporter uses, so that its dashboards work.
 func writeWireGuard(m *Metrics, dev string, d *tunnel.Device, names map[config.Key]string) {
-	peers := wgPeers(d)
+	var peers []tunnel.PeerStats
+	if d != nil {
+		peers, _ = d.Peers()
+	}
 	m.Family("wireguard_peer_receive_bytes_total", "counter", "Bytes received from the peer.")
 	for _, p := range peers {
-		m.Count(p.RX, "device", dev, "public_key", p.Key.String(), "name", names[p.Key])
+		k := config.Key(p.PublicKey)
+		m.Count(p.RxBytes, "device", dev, "public_key", k.String(), "name", names[k])
 	}
 	m.Family("wireguard_peer_transmit_bytes_total", "counter", "Bytes sent to the peer.")
 	for _, p := range peers {
-		m.Count(p.TX, "device", dev, "public_key", p.Key.String(), "name", names[p.Key])
+		k := config.Key(p.PublicKey)
+		m.Count(p.TxBytes, "device", dev, "public_key", k.String(), "name", names[k])
 	}
 	m.Family("wireguard_peer_last_handshake_seconds", "gauge", "UNIX time of the last handshake with the peer; 0: none yet.")
 	for _, p := range peers {
+		k := config.Key(p.PublicKey)
 		v := 0.0
 		if !p.LastHandshake.IsZero() {
 			v = float64(p.LastHandshake.UnixNano()) / 1e9
 		}
-		m.Sample(v, "device", dev, "public_key", p.Key.String(), "name", names[p.Key])
+		m.Sample(v, "device", dev, "public_key", k.String(), "name", names[k])
 	}
 }
 
