@@ -28,11 +28,13 @@ import (
 // callWait is how long a proxy waits for a peer with a greater key to call
 // first. Crossed handshakes need both initiations in flight at once, within
 // one handshake's time (milliseconds; some 100 ms under the race detector on
-// a busy host), so a second is ample, and a peer that never calls costs a
-// second once.
-const callWait = time.Second
+// a busy host). It is short because a peer that holds a session with this
+// proxy's past self (a restart) sends into that session, and loses what it
+// sends, until this proxy calls: a JAP's registration again a second after
+// a restart must find the new session.
+const callWait = 500 * time.Millisecond
 
-// maxHeld bounds the control messages held for one awaited peer: a second
+// maxHeld bounds the control messages held for one awaited peer: half a second
 // of probes and announcements is a few dozen.
 const maxHeld = 256
 

@@ -94,7 +94,7 @@ func handshaken(t *testing.T, p, other *Proxy) bool {
 }
 
 // TestProxiesStartedTogetherDoNotCrossHandshakes: two proxies of a static
-// mesh start at the same moment, 200 ms apart each way. Both have a
+// mesh start at the same moment, 80 ms apart each way. Both have a
 // keepalive for the other, so without a rule both would initiate within
 // a millisecond; each would answer the other's initiation, refuse the
 // answer to its own, and have no session until wireguard-go's retry after
@@ -103,7 +103,7 @@ func handshaken(t *testing.T, p, other *Proxy) bool {
 // call; what it held meanwhile is sent, not dropped.
 func TestProxiesStartedTogetherDoNotCrossHandshakes(t *testing.T) {
 	m := newMeshPair(t)
-	m.delay(200 * time.Millisecond)
+	m.delay(80 * time.Millisecond)
 	a, b := m.start(caller), m.start(callee)
 	if !b.awaited.any() {
 		t.Fatal("the proxy with the lesser key does not await the other's call")
@@ -111,7 +111,7 @@ func TestProxiesStartedTogetherDoNotCrossHandshakes(t *testing.T) {
 	if a.awaited.any() {
 		t.Fatal("the proxy with the greater key awaits a call")
 	}
-	// One exchange is 3 crossings of 200 ms; wireguard-go's first retry
+	// One exchange is 3 crossings of 80 ms; wireguard-go's first retry
 	// comes 5 s after the initiations, so a session by then is the rule's.
 	meet(t, a, b, 4500*time.Millisecond)
 	byCall, byTimeout, held := b.awaited.ended()
@@ -130,7 +130,7 @@ func TestProxiesStartedTogetherDoNotCrossHandshakes(t *testing.T) {
 
 // TestCalleeCallsWhenTheCallIsLost: the caller's first initiation is lost,
 // and wireguard-go would send the next only 5 s later. The callee calls
-// itself after callWait, so the two meet well before that (after 1 s and
+// itself after callWait, so the two meet well before that (after callWait and
 // a round trip).
 func TestCalleeCallsWhenTheCallIsLost(t *testing.T) {
 	m := newMeshPair(t)

@@ -180,7 +180,7 @@ func (p *Proxy) seedAnswer(now int64, wall time.Time, from netip.AddrPort, pkt [
 		// keepalive when it took our hello, and we made it a peer at its
 		// offer): calling it too would cross two WireGuard handshakes,
 		// which stall for 5 s. (A seed with the lesser WireGuard key waits
-		// for our call instead, and calls after a second:
+		// for our call instead, and calls after half a second:
 		// node/callfirst.go.)
 		if raw, err := r.Cert.Marshal(); err == nil {
 			p.holdCert(r.Cert.Name, r.Cert, raw)
