@@ -272,6 +272,12 @@ func (h *Harness) WaitReady(ctx context.Context) error {
 	if err := waitFor(ctx, h.meshed); err != nil {
 		return err
 	}
+	// Live is not yet heard from: a proxy waits for the first word of one
+	// that joined (and WireGuard for its call: node/callfirst.go), so
+	// tests that kill a proxy next would find it never heard.
+	if err := waitFor(ctx, h.heard); err != nil {
+		return err
+	}
 	for name, e := range h.Edges {
 		if e.Target == nil {
 			continue
@@ -307,6 +313,20 @@ func (h *Harness) liveAgreed() ([]string, error) {
 		}
 	}
 	return running, nil
+}
+
+// heard checks that every running proxy has heard from every other.
+func (h *Harness) heard() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for name, p := range h.Proxies {
+		for _, m := range p.Overlay.Members() {
+			if m.Name != name && h.Proxies[m.Name] != nil && !m.Heard {
+				return fmt.Errorf("%s has not heard from %s yet", name, m.Name)
+			}
+		}
+	}
+	return nil
 }
 
 // registered checks that RAP state matches JAP state for every group.

@@ -112,6 +112,8 @@ type MemberInfo struct {
 	// Unreachable: alive by others' word, but not answering this proxy
 	// (a link between the two is cut); no JAP for its new flows.
 	Unreachable bool
+	// Heard: it has said something to this proxy since this proxy started.
+	Heard bool
 }
 
 // HealthConfig are the timers and fan-outs of health monitoring.
@@ -887,7 +889,8 @@ func (h *health) snapshot() []MemberInfo {
 	for _, name := range h.order {
 		m := h.members[name]
 		out = append(out, MemberInfo{Name: m.Name, Addr: m.Addr, Cluster: m.Cluster, State: m.state,
-			RTT: h.rttLocked(m, now, watched[name]), Incarnation: m.inc, Watched: watched[name], Unreachable: m.unreachable && m.state != StateDead})
+			RTT: h.rttLocked(m, now, watched[name]), Incarnation: m.inc, Watched: watched[name], Unreachable: m.unreachable && m.state != StateDead,
+			Heard: m.heard})
 	}
 	return out
 }
