@@ -204,8 +204,8 @@ type endedWait struct {
 
 // endAwaitedCalls ends the waits of the awaited peers that called, or that
 // did not within callWait: each gets its keepalive (which calls at once if
-// there is no session yet) and, unless it called, its endpoint; then what
-// was held for it is sent.
+// there is no session yet) and, unless a call came, its endpoint; then
+// what was held for it is sent.
 func (p *Proxy) endAwaitedCalls(now time.Time) {
 	if !p.awaited.any() {
 		return
