@@ -561,7 +561,12 @@ func (p *Proxy) addMember(rec Member, inc uint32, state MemberState, keepalive b
 	p.mem.mu.Lock()
 	p.mem.addedAt[rec.Name] = p.clock.Now()
 	p.mem.mu.Unlock()
-	if err := p.net.AddPeer(rec, keepalive); err != nil {
+	// A joining member gets a keepalive as well: of the two, the proxy with
+	// the greater WireGuard key then calls at once and the other waits for
+	// it (node/callfirst.go). Left to the newcomer's first word alone, the
+	// two were silent for half a second whenever the newcomer had the
+	// lesser key and so waited for the member's call.
+	if err := p.net.AddPeer(rec, keepalive || state == StateJoining); err != nil {
 		p.emit(Event{Kind: EventRefuse, Name: rec.Name, Reason: fmt.Sprintf("cannot add proxy %q as a WireGuard peer: %v", rec.Name, err)})
 	}
 	p.emit(Event{Kind: EventMember, Name: rec.Name, Reason: state.String()})
