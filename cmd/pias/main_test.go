@@ -23,6 +23,7 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 
 	"github.com/pias-net/pias/node"
+	"github.com/pias-net/pias/tunnel"
 )
 
 // TestMain makes the test binary double as the commands the scripts run:
@@ -69,7 +70,8 @@ func TestScripts(t *testing.T) {
 			env.Setenv("BASEPORT", strconv.Itoa(base))
 			// Interface names are global on a host (UAPI sockets live in one
 			// directory): every script gets its own prefix.
-			env.Setenv("IFPREFIX", fmt.Sprintf("pt%04x", rand.IntN(1<<16)))
+			prefix := fmt.Sprintf("pt%04x", rand.IntN(1<<16))
+			env.Setenv("IFPREFIX", prefix)
 			for i := range 8 {
 				env.Setenv("PORT"+strconv.Itoa(i), strconv.Itoa(base+i))
 			}
@@ -82,6 +84,16 @@ func TestScripts(t *testing.T) {
 				adminDir = filepath.Join(env.Getenv("TMPDIR"), "pias-"+strconv.Itoa(os.Geteuid()))
 			}
 			env.Setenv("ADMINDIR", adminDir)
+			// A node the script killed outright leaves its sockets behind
+			// (status_list does so on purpose): remove this script's.
+			env.Defer(func() {
+				for _, dir := range []string{tunnel.UAPIDir, adminDir} {
+					socks, _ := filepath.Glob(filepath.Join(dir, prefix+"*.sock"))
+					for _, s := range socks {
+						os.Remove(s)
+					}
+				}
+			})
 			return nil
 		},
 	})
