@@ -62,9 +62,8 @@ const (
 	StateDead
 	// StateJoining: a proxy learned at run time that has not yet been
 	// heard from. It is neither probed nor sent anything until it speaks
-	// (the newcomer makes the first contact, so that two WireGuard
-	// handshakes never cross: crossed ones stall for 5 s), or until
-	// joinQuiet has passed.
+	// (the newcomer announces itself to everyone), or until joinQuiet has
+	// passed.
 	StateJoining
 )
 

@@ -34,10 +34,12 @@ import (
 //     persistent keepalive (its handshake starts at once) and announces
 //     itself (Alive).
 //
-// So the newcomer makes first contact with everyone but its seed, and the
-// others never call it first: two crossed WireGuard handshakes would stall
-// for 5 s. The seed floods before it answers, so the others know the
-// newcomer before its first handshake can reach them.
+// So the newcomer speaks first to everyone but its seed. Which of two
+// proxies starts their WireGuard handshake is not the overlay's to say: the
+// one with the greater key calls, the other waits for it (node/callfirst.go),
+// since two handshakes started at once cross and stall for 5 s. The seed
+// floods before it answers, so the others know the newcomer before its
+// first handshake can reach them.
 //
 // A restarted proxy says hello to its seeds again and gets the whole list.
 // A proxy back from the dead (a healed partition) may have missed joins:
@@ -552,7 +554,8 @@ func (p *Proxy) turnAway(name, reason string) {
 
 // addMember makes rec a WireGuard peer and a member in state. keepalive
 // asks WireGuard for a persistent keepalive to it, which also starts the
-// handshake: this proxy makes the first contact (and announces itself).
+// handshake (if this proxy is the one of the two to call), and announces
+// this proxy to it.
 func (p *Proxy) addMember(rec Member, inc uint32, state MemberState, keepalive bool) bool {
 	if _, ok := p.mem.table().byName[rec.Name]; ok {
 		return false
