@@ -330,10 +330,11 @@ type pumpTUN struct {
 	closed bool
 	stamp  bool // number the packets (costs a checksum each)
 	tmpl   []byte
+	window int // packets in flight at most
 }
 
 func newPumpTUN(m hopMode) *pumpTUN {
-	t := &pumpTUN{m: m, events: make(chan tun.Event, 1), tmpl: m.packet(0)}
+	t := &pumpTUN{m: m, events: make(chan tun.Event, 1), tmpl: m.packet(0), window: window}
 	t.cond = sync.NewCond(&t.mu)
 	t.events <- tun.EventUp
 	return t
@@ -357,13 +358,13 @@ func (t *pumpTUN) ack(n int) {
 func (t *pumpTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for (t.budget == 0 || t.seq-t.acked >= window) && !t.closed {
+	for (t.budget == 0 || t.seq-t.acked >= uint64(t.window)) && !t.closed {
 		t.cond.Wait()
 	}
 	if t.closed {
 		return 0, os.ErrClosed
 	}
-	k := min(len(bufs), t.budget, window-int(t.seq-t.acked))
+	k := min(len(bufs), t.budget, t.window-int(t.seq-t.acked))
 	for i := range k {
 		p := bufs[i][offset:]
 		sizes[i] = copy(p, t.tmpl)

@@ -166,8 +166,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	for _, e := range cfg.Edges {
 		peers = append(peers, tunnel.Peer{PublicKey: e.PublicKey, AllowedIPs: hostPrefixes(e.Address)})
 	}
-	p.tun = tunnel.NewMemTUN(cfg.Name, cfg.MTU, p.clock.Now, p.handle)
-	p.bind = tunnel.NewSideBind(opts.Bind, overlay.UnderlayMagic)
+	p.tun, p.bind = newDataPath(cfg.Name, cfg.MTU, p.clock.Now, p.handle, opts.Bind)
 	var meshKey []byte
 	if cfg.MeshKey != nil {
 		meshKey = cfg.MeshKey[:]
@@ -233,6 +232,13 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	p.done.Add(1)
 	go p.control()
 	return p, nil
+}
+
+// newDataPath is a proxy's data path around its wireguard-go device: the
+// MemTUN that joins it to the router (h) and the bind it reads the
+// underlay through (inner; nil: the default bind).
+func newDataPath(name string, mtu int, clock func() int64, h tunnel.Handler, inner conn.Bind) (*tunnel.MemTUN, *tunnel.SideBind) {
+	return tunnel.NewMemTUN(name, mtu, clock, h), tunnel.NewSideBind(inner, overlay.UnderlayMagic)
 }
 
 // ControlDropped counts the control events dropped because the control
