@@ -146,8 +146,9 @@ func newHop(tb testing.TB, m hopMode) *hopPath {
 	} else {
 		r.AddTargetWeight(hopGroup, hopTarget, 1)
 	}
-	p.tun = tunnel.NewMemTUN("hop", 1420, p.clock.Now, p.handle)
-	device(tb, "proxy", p.tun, n.Bind(epP), kP, []tunnel.Peer{
+	var bind conn.Bind
+	p.tun, bind, _ = newDataPath("hop", 1420, p.clock.Now, p.handle, n.Bind(epP))
+	device(tb, "proxy", p.tun, bind, kP, []tunnel.Peer{
 		{PublicKey: kA.PublicKey(), AllowedIPs: host(m.aAddr())},
 		{PublicKey: kB.PublicKey(), Endpoint: epB, AllowedIPs: host(m.bAddr())},
 	})

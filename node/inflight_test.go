@@ -37,6 +37,7 @@ type fanIn struct {
 	net   *membind.Network
 	epP   netip.AddrPort
 	keyP  [32]byte // the proxy's public key
+	gate  *tunnel.Gate
 }
 
 func fanClient(i int) netip.AddrPort {
@@ -60,7 +61,7 @@ func newFanIn(tb testing.TB, n, window int) *fanIn {
 	p := &Proxy{Name: "fan", Router: r, clock: wallClock{time.Now()}, ctl: newCtlQueue()}
 	r.AddTargetWeight(hopGroup, hopTarget, 1)
 	var bind conn.Bind
-	p.tun, bind = newDataPath("fan", 1420, p.clock.Now, p.handle, &probeBind{Bind: f.net.Bind(f.epP), b: f.probe})
+	p.tun, bind, f.gate = newDataPath("fan", 1420, p.clock.Now, p.handle, &probeBind{Bind: f.net.Bind(f.epP), b: f.probe})
 
 	f.sink = &fanSink{sinkTUN: newSinkTUN()}
 	f.sink.acked = func(int) {}
@@ -250,7 +251,8 @@ func BenchmarkProxyFanIn(b *testing.B) {
 	b.ReportMetric(float64(pk), "inflight-peak")
 	b.ReportMetric(float64(pk)*wg.MaxMessageSize/(1<<20), "inflight-MiB")
 	b.ReportMetric(float64(heap)/(1<<20), "heap-peak-MiB")
-	if os.Getenv("PIAS_FANIN_VERBOSE") != "" {
-		b.Logf("peak %d packets in the proxy, heap %d MiB", pk, heap>>20)
+	if os.Getenv("PIAS_FANIN_VERBOSE") != "" && f.gate != nil {
+		b.Logf("peak %d packets in the proxy, heap %d MiB; gate in: %d waits %d resets, out: %d waits %d resets", pk, heap>>20,
+			f.gate.In.Waits.Load(), f.gate.In.Resets.Load(), f.gate.Out.Waits.Load(), f.gate.Out.Resets.Load())
 	}
 }

@@ -68,6 +68,7 @@ type Proxy struct {
 	Device  *tunnel.Device
 	tun     *tunnel.MemTUN
 	bind    *tunnel.SideBind
+	gate    *tunnel.Gate // caps the packets inside the device
 	uapi    io.Closer
 	clock   wallClock
 	ctl     *ctlQueue
@@ -166,7 +167,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 	for _, e := range cfg.Edges {
 		peers = append(peers, tunnel.Peer{PublicKey: e.PublicKey, AllowedIPs: hostPrefixes(e.Address)})
 	}
-	p.tun, p.bind = newDataPath(cfg.Name, cfg.MTU, p.clock.Now, p.handle, opts.Bind)
+	p.tun, p.bind, p.gate = newDataPath(cfg.Name, cfg.MTU, p.clock.Now, p.handle, opts.Bind)
 	var meshKey []byte
 	if cfg.MeshKey != nil {
 		meshKey = cfg.MeshKey[:]
@@ -236,9 +237,11 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 
 // newDataPath is a proxy's data path around its wireguard-go device: the
 // MemTUN that joins it to the router (h) and the bind it reads the
-// underlay through (inner; nil: the default bind).
-func newDataPath(name string, mtu int, clock func() int64, h tunnel.Handler, inner conn.Bind) (*tunnel.MemTUN, *tunnel.SideBind) {
-	return tunnel.NewMemTUN(name, mtu, clock, h), tunnel.NewSideBind(inner, overlay.UnderlayMagic)
+// underlay through (inner; nil: the default bind), with a gate that caps
+// the packets (64 KiB of buffer each) inside the device.
+func newDataPath(name string, mtu int, clock func() int64, h tunnel.Handler, inner conn.Bind) (*tunnel.MemTUN, *tunnel.SideBind, *tunnel.Gate) {
+	t, b := tunnel.NewMemTUN(name, mtu, clock, h), tunnel.NewSideBind(inner, overlay.UnderlayMagic)
+	return t, b, tunnel.NewGate(t, b, tunnel.DefaultIn, tunnel.DefaultOut, tunnel.DefaultIdle)
 }
 
 // ControlDropped counts the control events dropped because the control

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 	"golang.zx2c4.com/wireguard/tun"
@@ -62,6 +63,10 @@ type MemTUN struct {
 	notFull  chan struct{}
 	closed   chan struct{}
 	once     sync.Once
+
+	gate      *Gate        // NewGate: counts what the device holds
+	writing   atomic.Int32 // writers waiting for room: the in direction holds for real
+	readTimer *time.Timer  // the reader's, for the gate
 
 	// Oversize counts packets too big for a slot.
 	Oversize atomic.Uint64
@@ -128,8 +133,17 @@ func (t *MemTUN) Close() error {
 
 // Write is called by WireGuard with decrypted packets, one batch per call from
 // each peer's receive goroutine. The batch is routed packet by packet and
-// queued whole: one lock and one wake-up of the reader per batch.
+// queued whole: one lock and one wake-up of the reader per batch. The
+// packets leave the device's in direction when it returns.
 func (t *MemTUN) Write(bufs [][]byte, offset int) (int, error) {
+	n, err := t.write(bufs, offset)
+	if t.gate != nil {
+		t.gate.In.release(len(bufs))
+	}
+	return n, err
+}
+
+func (t *MemTUN) write(bufs [][]byte, offset int) (int, error) {
 	var batch [conn.IdealBatchSize]*slot
 	n := 0
 	now := t.clock()
@@ -193,26 +207,37 @@ func (t *MemTUN) enqueue(ss []*slot) error {
 			ss = ss[k:]
 			continue
 		}
+		t.writing.Add(1)
 		select {
 		case <-t.notFull:
 		case <-t.closed:
+			t.writing.Add(-1)
 			for _, s := range ss {
 				t.putSlot(s)
 			}
 			return os.ErrClosed
 		}
+		t.writing.Add(-1)
 	}
 	return nil
 }
 
 // Read hands WireGuard up to len(bufs) queued packets, blocking until there is
-// at least one. The packets are copied out after the lock is released, so
-// writers are not held up by the copies.
+// at least one (and, with a gate, until its out direction has room). The
+// packets are copied out after the lock is released, so writers are not
+// held up by the copies. WireGuard reads from one goroutine.
 func (t *MemTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	var batch [conn.IdealBatchSize]*slot
+	room := len(batch)
+	if t.gate != nil {
+		var err error
+		if room, err = t.gate.Out.wait(&t.readTimer, t.closed); err != nil {
+			return 0, err
+		}
+	}
 	for {
 		t.mu.Lock()
-		n := min(len(bufs), len(batch), t.n)
+		n := min(len(bufs), len(batch), t.n, room)
 		if n > 0 {
 			for i := range n {
 				j := (t.head + i) % queueDepth
@@ -229,6 +254,9 @@ func (t *MemTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 			for i, s := range batch[:n] {
 				sizes[i] = copy(bufs[i][offset:], s.buf[s.start:s.end])
 				t.putSlot(s)
+			}
+			if t.gate != nil {
+				t.gate.Out.take(n)
 			}
 			return n, nil
 		}

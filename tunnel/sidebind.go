@@ -2,9 +2,13 @@ package tunnel
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
+	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
 )
@@ -18,6 +22,14 @@ type SideBind struct {
 	conn.Bind
 	magic  []byte
 	handle atomic.Pointer[func(from netip.AddrPort, pkt []byte)]
+
+	// gate, when set (NewGate), caps what the device holds; the bind
+	// counts at its ends.
+	gate    *Gate
+	sending atomic.Int32 // Sends under way: the out direction moves
+	indexes indexSet
+	mu      sync.Mutex
+	closed  chan struct{} // closed by Close: wakes receives waiting at the gate
 }
 
 // NewSideBind wraps inner (nil: conn.NewDefaultBind()) and diverts the
@@ -45,16 +57,63 @@ func (b *SideBind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 	if err != nil {
 		return nil, 0, err
 	}
+	closed := make(chan struct{})
+	b.mu.Lock()
+	b.closed = closed
+	b.mu.Unlock()
 	out := make([]conn.ReceiveFunc, len(fns))
 	for i, fn := range fns {
-		out[i] = b.wrap(fn)
+		out[i] = b.wrap(fn, closed)
 	}
 	return out, p, nil
 }
 
-func (b *SideBind) wrap(fn conn.ReceiveFunc) conn.ReceiveFunc {
+// Close closes the inner bind and wakes the receives waiting at the gate.
+func (b *SideBind) Close() error {
+	b.mu.Lock()
+	if b.closed != nil {
+		close(b.closed)
+		b.closed = nil
+	}
+	b.mu.Unlock()
+	return b.Bind.Close()
+}
+
+// Send sends bufs, learning the receiver indexes of the handshakes among
+// them and counting the packets that leave the device.
+func (b *SideBind) Send(bufs [][]byte, ep conn.Endpoint) error {
+	if b.gate == nil {
+		return b.Bind.Send(bufs, ep)
+	}
+	k := 0 // packets leaving
+	for _, p := range bufs {
+		if len(p) > wgTransportMin && binary.LittleEndian.Uint32(p) == wgTransport {
+			k++
+		} else {
+			b.indexes.learn(p, time.Now)
+		}
+	}
+	b.sending.Add(1)
+	err := b.Bind.Send(bufs, ep)
+	b.sending.Add(-1)
+	b.gate.Out.release(k)
+	return err
+}
+
+func (b *SideBind) wrap(fn conn.ReceiveFunc, closed <-chan struct{}) conn.ReceiveFunc {
+	var timer *time.Timer // this receive function's, for the gate
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+		if b.gate != nil {
+			// The whole batch: StdNetBind on Linux reads a full batch
+			// whatever len(bufs) is, so the read cannot be made smaller.
+			if _, err := b.gate.In.wait(&timer, closed); err != nil {
+				return 0, net.ErrClosed
+			}
+		}
 		n, err := fn(bufs, sizes, eps)
+		if b.gate != nil && n > 0 {
+			b.gate.In.take(b.indexes.counts(bufs, sizes, n))
+		}
 		for i := 0; i < n; i++ {
 			if sizes[i] < len(b.magic) || !bytes.Equal(bufs[i][:len(b.magic)], b.magic) {
 				continue
