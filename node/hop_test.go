@@ -115,15 +115,17 @@ func newKey(tb testing.TB) config.Key {
 // device starts a wireguard-go device. Its goroutines carry the pprof
 // label dev=name (they inherit it from NewDevice), so that a CPU profile
 // tells the proxy's work from A's and B's: pprof -tagfocus dev=proxy.
-func device(tb testing.TB, name string, t tun.Device, b conn.Bind, k config.Key, peers []tunnel.Peer) {
+func device(tb testing.TB, name string, t tun.Device, b conn.Bind, k config.Key, peers []tunnel.Peer) *tunnel.Device {
 	tb.Helper()
+	var d *tunnel.Device
 	pprof.Do(context.Background(), pprof.Labels("dev", name), func(context.Context) {
-		d, err := tunnel.NewDevice(t, b, k, 0, peers, tb.Logf)
-		if err != nil {
+		var err error
+		if d, err = tunnel.NewDevice(t, b, k, 0, peers, tb.Logf); err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(d.Close)
 	})
+	return d
 }
 
 // newHop starts A, the proxy and B. The proxy is a Proxy reduced to its
@@ -147,11 +149,12 @@ func newHop(tb testing.TB, m hopMode) *hopPath {
 		r.AddTargetWeight(hopGroup, hopTarget, 1)
 	}
 	var bind conn.Bind
-	p.tun, bind, _ = newDataPath("hop", 1420, p.clock.Now, p.handle, n.Bind(epP))
-	device(tb, "proxy", p.tun, bind, kP, []tunnel.Peer{
+	var gate *tunnel.Gate
+	p.tun, bind, gate = newDataPath("hop", 1420, p.clock.Now, p.handle, n.Bind(epP))
+	gate.Watch(device(tb, "proxy", p.tun, bind, kP, []tunnel.Peer{
 		{PublicKey: kA.PublicKey(), AllowedIPs: host(m.aAddr())},
 		{PublicKey: kB.PublicKey(), Endpoint: epB, AllowedIPs: host(m.bAddr())},
-	})
+	}).Device)
 
 	h := newPath(m)
 	device(tb, "a", h.src, n.Bind(epA), kA, []tunnel.Peer{{PublicKey: kP.PublicKey(), Endpoint: epP, AllowedIPs: everything}})

@@ -216,6 +216,7 @@ func StartProxy(cfg *config.Proxy, opts Options) (*Proxy, error) {
 		p.tun.Close()
 		return nil, fmt.Errorf("proxy %s: %w", cfg.Name, err)
 	}
+	p.gate.Watch(dev.Device)
 	p.mu.Lock()
 	p.Device = dev
 	p.mu.Unlock()

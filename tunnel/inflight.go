@@ -6,6 +6,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
+
+	"golang.zx2c4.com/wireguard/device"
 )
 
 // A proxy's memory under load is wireguard-go's: it gives every packet it
@@ -34,69 +37,89 @@ const (
 	DefaultIdle = 50 * time.Millisecond
 )
 
-// Inflight counts the packets inside wireguard-go in one direction and
-// makes the side that adds them wait while there are Max or more.
+// Inflight is the packets inside wireguard-go in one direction, known by
+// their buffers (wireguard-go hands the same 64 KiB buffer from the
+// read to the write or send), and makes the side that adds them wait
+// while there are Max or more.
 //
-// Repair rule: wireguard-go drops some packets without telling (a bad MAC,
-// a replay, a keepalive, a packet to a peer without a session, a full
-// queue), so the count can leak upwards. A waiter that sees no packet
-// leave for Idle, while the stage after the device is not itself waiting
-// (which would hold packets for real), takes it that the device is empty
-// and sets the count to zero. A real packet leaves within about a
-// millisecond (the cap is a few hundred packets of a microsecond's
-// cipher each), so a leak costs at most Idle of stall per Max packets
-// leaked, and no leak wedges a direction.
+// Repair: wireguard-go drops some packets without telling (an unknown
+// receiver index, a bad MAC, a replay, a keepalive, a packet to no peer or
+// to a peer without a session), so a count alone would leak. A dropped
+// packet's buffer goes back to wireguard-go's pool, and from there, soon,
+// to a read again (the receive functions' and MemTUN.Read's buffers come
+// from that pool): a buffer handed to a read, or left in a slot of the
+// previous read, is not inside the device, whatever it held. A buffer
+// that never comes back (its pool let go of it) is covered by a
+// look into the pool while waiting (Watch), and a backstop: a waiter
+// that sees nothing leave for Idle, while the stage
+// after the device is not itself waiting, takes it that the device is
+// empty and forgets all it held. No leak wedges a direction.
 type Inflight struct {
-	max  int64
+	g    *Gate
+	max  int
 	idle time.Duration
 	busy func() bool // the next stage waits: the held packets are held for real
 
-	n     atomic.Int64
+	held  ptrSet        // guarded by g.mu
+	n     atomic.Int64  // len(held), for waiters
 	moved atomic.Uint64 // releases so far: the progress a waiter looks for
 	wake  chan struct{}
 
-	// Resets counts the repairs: the count set to zero after Idle with
-	// no progress.
+	// Resets counts the backstop's repairs.
 	Resets atomic.Uint64
 	// Waits counts the times a side found the direction full.
 	Waits atomic.Uint64
+	// Recycled counts the packets let go because their buffer came back
+	// to a read: what wireguard-go dropped.
+	Recycled atomic.Uint64
 }
 
-func newInflight(max int, idle time.Duration, busy func() bool) *Inflight {
-	return &Inflight{max: int64(max), idle: idle, busy: busy, wake: make(chan struct{}, 1)}
-}
+// Held is how many packets the direction holds now.
+func (f *Inflight) Held() int { return int(f.n.Load()) }
 
-// Held is how many packets the count holds now.
-func (g *Inflight) Held() int { return int(g.n.Load()) }
-
-// wait returns once the count is below Max (how many more fit), or
-// os.ErrClosed once closed is. *t is the caller's timer, made on first
-// need and reused, so that waiting allocates nothing.
-func (g *Inflight) wait(t **time.Timer, closed <-chan struct{}) (int, error) {
+// wait returns once the direction holds fewer than Max (how many more
+// fit), or os.ErrClosed once closed is. *t is the caller's timer, made
+// on first need and reused, so that waiting allocates nothing.
+func (f *Inflight) wait(t **time.Timer, closed <-chan struct{}) (int, error) {
 	waited := false
+	seen, quiet := f.moved.Load(), time.Duration(0)
 	for {
-		if n := g.n.Load(); n < g.max {
+		if n := int(f.n.Load()); n < f.max {
 			if waited {
-				signal(g.wake) // the next waiter, if there is room for it too
+				signal(f.wake) // the next waiter, if there is room for it too
 			}
-			return int(g.max - n), nil
+			return f.max - n, nil
 		}
 		if !waited {
-			g.Waits.Add(1)
+			f.Waits.Add(1)
 			waited = true
 		}
-		seen := g.moved.Load()
 		if *t == nil {
-			*t = time.NewTimer(g.idle)
+			*t = time.NewTimer(probeEvery)
 		} else {
-			(*t).Reset(g.idle)
+			(*t).Reset(probeEvery)
 		}
 		select {
-		case <-g.wake:
+		case <-f.wake:
 		case <-(*t).C:
-			if g.moved.Load() == seen && (g.busy == nil || !g.busy()) && g.n.Load() >= g.max {
-				g.n.Store(0)
-				g.Resets.Add(1)
+			// While this side waits, it draws no buffers from the pool,
+			// and nothing may: look into the pool for what was dropped.
+			if f.g.probe() > 0 {
+				continue
+			}
+			if m := f.moved.Load(); m != seen {
+				seen, quiet = m, 0
+				continue
+			}
+			if quiet += probeEvery; quiet >= f.idle && (f.busy == nil || !f.busy()) {
+				f.g.mu.Lock()
+				if int(f.n.Load()) >= f.max {
+					f.held.clear()
+					f.n.Store(0)
+					f.Resets.Add(1)
+				}
+				f.g.mu.Unlock()
+				quiet = 0
 			}
 		case <-closed:
 			(*t).Stop()
@@ -106,114 +129,250 @@ func (g *Inflight) wait(t **time.Timer, closed <-chan struct{}) (int, error) {
 	}
 }
 
-func (g *Inflight) take(k int) {
-	if k > 0 {
-		g.n.Add(int64(k))
-	}
-}
+// probeEvery is how often a waiter looks into the device's pool; probeLen
+// how many buffers it takes out to look at (and puts back).
+const (
+	probeEvery = time.Millisecond
+	probeLen   = 128
+)
 
-// release counts k packets out; the count does not go below zero (a
-// repair may have zeroed it while they were inside).
-func (g *Inflight) release(k int) {
-	if k <= 0 {
-		return
+// probe takes buffers out of the device's pool and puts them back: a held
+// buffer among them has left the device. It reports how many it let go.
+func (g *Gate) probe() int {
+	pool := g.pool.Load()
+	if pool == nil {
+		return 0
 	}
-	for {
-		n := g.n.Load()
-		if g.n.CompareAndSwap(n, max(n-int64(k), 0)) {
-			break
+	held := int(g.In.n.Load() + g.Out.n.Load())
+	var bufs [probeLen]*[device.MaxMessageSize]byte
+	k := min(held, probeLen)
+	for i := range k {
+		bufs[i] = (*pool).GetMessageBuffer()
+	}
+	ki, ko := 0, 0
+	g.mu.Lock()
+	for _, b := range bufs[:k] {
+		p := uintptr(unsafe.Pointer(b))
+		if g.In.dropLocked(p) {
+			ki++
+		}
+		if g.Out.dropLocked(p) {
+			ko++
 		}
 	}
-	g.moved.Add(1)
-	signal(g.wake)
+	g.mu.Unlock()
+	for _, b := range bufs[:k] {
+		(*pool).PutMessageBuffer(b)
+	}
+	g.In.Recycled.Add(uint64(ki))
+	g.Out.Recycled.Add(uint64(ko))
+	g.In.progress(ki)
+	g.Out.progress(ko)
+	return ki + ko
 }
 
-// Gate is the two caps of a proxy's device.
+// Pool is the device's buffer pool (a *device.Device is one).
+type Pool interface {
+	GetMessageBuffer() *[device.MaxMessageSize]byte
+	PutMessageBuffer(*[device.MaxMessageSize]byte)
+}
+
+// Watch lets waiters look into the pool of the device the gate serves,
+// for the buffers of packets it dropped.
+func (g *Gate) Watch(p Pool) { g.pool.Store(&p) }
+
+// addLocked counts buffer p in.
+func (f *Inflight) addLocked(p uintptr) {
+	if f.held.add(p) {
+		f.n.Add(1)
+	}
+}
+
+// dropLocked counts buffer p out if it was in.
+func (f *Inflight) dropLocked(p uintptr) bool {
+	if f.held.remove(p) {
+		f.n.Add(-1)
+		return true
+	}
+	return false
+}
+
+// progress wakes a waiter after k packets left.
+func (f *Inflight) progress(k int) {
+	if k > 0 {
+		f.moved.Add(1)
+		signal(f.wake)
+	}
+}
+
+func key(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
+
+// Gate is the two directions of a proxy's device.
 type Gate struct {
 	In, Out *Inflight
+	mu      sync.Mutex // guards both held sets
+	pool    atomic.Pointer[Pool]
 }
 
 // NewGate caps the packets inside the wireguard-go device that joins t and
 // b: in (at most, plus a batch per receive function) between b's receive
-// and t's Write, out between t's Read and b's Send, with the repair rule
-// of Inflight after idle. Call it before the device starts.
+// and t's Write, out between t's Read and b's Send, repaired as Inflight
+// says, with the backstop after idle. Call it before the device starts.
 func NewGate(t *MemTUN, b *SideBind, in, out int, idle time.Duration) *Gate {
-	g := &Gate{
-		In:  newInflight(in, idle, func() bool { return t.writing.Load() > 0 }),
-		Out: newInflight(out, idle, func() bool { return b.sending.Load() > 0 }),
-	}
+	g := &Gate{}
+	g.In = &Inflight{g: g, max: in, idle: idle, busy: func() bool { return t.writing.Load() > 0 }, wake: make(chan struct{}, 1)}
+	g.Out = &Inflight{g: g, max: out, idle: idle, busy: func() bool { return b.sending.Load() > 0 }, wake: make(chan struct{}, 1)}
 	t.gate = g
 	b.gate = g
 	return g
 }
 
-// WireGuard's message types and sizes (device.Message*), read off the
-// wire by the gate.
-const (
-	wgInitiation    = 1
-	wgResponse      = 2
-	wgTransport     = 4
-	wgInitiationLen = 148
-	wgResponseLen   = 92
-	wgTransportMin  = 32 // header and tag: a keepalive, no packet
-)
-
-// indexSet is the receiver indexes this device handed out: the sender
-// index of each handshake initiation and response it sent. A transport
-// datagram to an index outside it is dropped by wireguard-go as soon as it
-// is read, holding nothing, so the gate does not count it: a flood of made
-// up datagrams cannot fill the count. Two generations, each up to
-// maxIndexes; the older goes after indexLife (a session lives at most
-// 180 s, WireGuard's RejectAfterTime) or when the newer is full. An index
-// lost so early is only no longer counted.
-type indexSet struct {
-	mu       sync.RWMutex
-	cur, old map[uint32]struct{}
-	since    time.Time // when cur began
+// reader is what the gate remembers of one reader's previous call (a
+// receive function's, MemTUN.Read's): the buffers in its slots, and which
+// it counted in.
+type reader struct {
+	last    []uintptr
+	counted []bool
 }
 
-const (
-	maxIndexes = 8192
-	indexLife  = 200 * time.Second
-)
-
-// learn reads the sender index of a handshake message p this device sends.
-func (s *indexSet) learn(p []byte, now func() time.Time) {
-	if len(p) < 8 {
-		return
+// recycle looks at the buffers wireguard-go hands a reader: a slot that
+// still has the buffer of the previous call was not passed on (its packet
+// was dropped at once); a new buffer in a slot came from the pool, so
+// whatever it held has left the device.
+func (g *Gate) recycle(r *reader, f *Inflight, bufs [][]byte) {
+	if len(r.last) != len(bufs) {
+		r.last, r.counted = make([]uintptr, len(bufs)), make([]bool, len(bufs))
 	}
-	switch typ := binary.LittleEndian.Uint32(p); {
-	case typ == wgInitiation && len(p) == wgInitiationLen, typ == wgResponse && len(p) == wgResponseLen:
-	default:
-		return
+	ki, ko := 0, 0
+	g.mu.Lock()
+	for i, b := range bufs {
+		p := key(b)
+		if p == r.last[i] {
+			if r.counted[i] && f.dropLocked(p) {
+				if f == g.In {
+					ki++
+				} else {
+					ko++
+				}
+			}
+		} else {
+			if g.In.dropLocked(p) {
+				ki++
+			}
+			if g.Out.dropLocked(p) {
+				ko++
+			}
+			r.last[i] = p
+		}
+		r.counted[i] = false
 	}
-	idx := binary.LittleEndian.Uint32(p[4:])
-	t := now()
-	s.mu.Lock()
-	if s.cur == nil || len(s.cur) >= maxIndexes || t.Sub(s.since) >= indexLife {
-		s.old, s.cur, s.since = s.cur, make(map[uint32]struct{}), t
-	}
-	s.cur[idx] = struct{}{}
-	s.mu.Unlock()
+	g.mu.Unlock()
+	g.In.Recycled.Add(uint64(ki))
+	g.Out.Recycled.Add(uint64(ko))
+	g.In.progress(ki)
+	g.Out.progress(ko)
 }
 
-// counts is how many of the n datagrams in bufs are transport messages to
-// an index of s: those wireguard-go will hold.
-func (s *indexSet) counts(bufs [][]byte, sizes []int, n int) int {
-	k := 0
-	s.mu.RLock()
+// take counts in the buffers of bufs[:n]: all, or with sizes those that
+// hold a data message.
+func (g *Gate) take(r *reader, f *Inflight, bufs [][]byte, sizes []int, n int) {
+	g.mu.Lock()
 	for i := range n {
-		p := bufs[i][:sizes[i]]
-		if len(p) <= wgTransportMin || binary.LittleEndian.Uint32(p) != wgTransport {
-			continue // a keepalive holds a buffer too, but is never written
+		if sizes == nil || isData(bufs[i][:sizes[i]]) {
+			f.addLocked(key(bufs[i]))
+			r.counted[i] = true
 		}
-		idx := binary.LittleEndian.Uint32(p[4:])
-		if _, ok := s.cur[idx]; ok {
-			k++
-		} else if _, ok := s.old[idx]; ok {
+	}
+	g.mu.Unlock()
+}
+
+// release counts out the buffers of bufs: written or sent.
+func (g *Gate) release(f *Inflight, bufs [][]byte) {
+	k := 0
+	g.mu.Lock()
+	for _, b := range bufs {
+		if f.dropLocked(key(b)) {
 			k++
 		}
 	}
-	s.mu.RUnlock()
-	return k
+	g.mu.Unlock()
+	f.progress(k)
+}
+
+// isData is whether a datagram is a WireGuard data message with a packet
+// in it (a keepalive holds a buffer too, but is never written).
+func isData(p []byte) bool {
+	return len(p) > wgTransportMin && binary.LittleEndian.Uint32(p) == wgTransport
+}
+
+const (
+	wgTransport    = 4  // device.MessageTransportType
+	wgTransportMin = 32 // header and tag: a keepalive
+)
+
+// ptrSet is a set of buffer addresses: open addressing, linear probing,
+// deletion by backward shift; no allocation after the first add.
+type ptrSet struct {
+	slots []uintptr // 0: empty
+	n     int
+}
+
+const ptrSetSize = 4096 // a power of two, well above what a gate holds
+
+func (s *ptrSet) home(p uintptr) int {
+	return int((uint64(p) >> 6 * 0x9E3779B97F4A7C15) >> 52) // 12 bits
+}
+
+func (s *ptrSet) add(p uintptr) bool {
+	if s.slots == nil {
+		s.slots = make([]uintptr, ptrSetSize)
+	}
+	if s.n >= ptrSetSize*3/4 {
+		return false // not counted: only uncapped
+	}
+	for i := s.home(p); ; i = (i + 1) & (ptrSetSize - 1) {
+		switch s.slots[i] {
+		case p:
+			return false
+		case 0:
+			s.slots[i] = p
+			s.n++
+			return true
+		}
+	}
+}
+
+func (s *ptrSet) remove(p uintptr) bool {
+	if s.n == 0 {
+		return false
+	}
+	i := s.home(p)
+	for ; s.slots[i] != p; i = (i + 1) & (ptrSetSize - 1) {
+		if s.slots[i] == 0 {
+			return false
+		}
+	}
+	// Shift back the entries after i that would not be found past the hole.
+	for j := i; ; {
+		j = (j + 1) & (ptrSetSize - 1)
+		q := s.slots[j]
+		if q == 0 {
+			break
+		}
+		h := s.home(q)
+		// q stays if its home lies cyclically in (i, j].
+		if (i < j && i < h && h <= j) || (j < i && (h > i || h <= j)) {
+			continue
+		}
+		s.slots[i] = q
+		i = j
+	}
+	s.slots[i] = 0
+	s.n--
+	return true
+}
+
+func (s *ptrSet) clear() {
+	clear(s.slots)
+	s.n = 0
 }

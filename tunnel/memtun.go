@@ -67,6 +67,7 @@ type MemTUN struct {
 	gate      *Gate        // NewGate: counts what the device holds
 	writing   atomic.Int32 // writers waiting for room: the in direction holds for real
 	readTimer *time.Timer  // the reader's, for the gate
+	reader    reader       // the reader's previous buffers, for the gate
 
 	// Oversize counts packets too big for a slot.
 	Oversize atomic.Uint64
@@ -138,7 +139,7 @@ func (t *MemTUN) Close() error {
 func (t *MemTUN) Write(bufs [][]byte, offset int) (int, error) {
 	n, err := t.write(bufs, offset)
 	if t.gate != nil {
-		t.gate.In.release(len(bufs))
+		t.gate.release(t.gate.In, bufs)
 	}
 	return n, err
 }
@@ -230,6 +231,7 @@ func (t *MemTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 	var batch [conn.IdealBatchSize]*slot
 	room := len(batch)
 	if t.gate != nil {
+		t.gate.recycle(&t.reader, t.gate.Out, bufs)
 		var err error
 		if room, err = t.gate.Out.wait(&t.readTimer, t.closed); err != nil {
 			return 0, err
@@ -256,7 +258,7 @@ func (t *MemTUN) Read(bufs [][]byte, sizes []int, offset int) (int, error) {
 				t.putSlot(s)
 			}
 			if t.gate != nil {
-				t.gate.Out.take(n)
+				t.gate.take(&t.reader, t.gate.Out, bufs, nil, n)
 			}
 			return n, nil
 		}

@@ -2,7 +2,6 @@ package tunnel
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -27,7 +26,6 @@ type SideBind struct {
 	// counts at its ends.
 	gate    *Gate
 	sending atomic.Int32 // Sends under way: the out direction moves
-	indexes indexSet
 	mu      sync.Mutex
 	closed  chan struct{} // closed by Close: wakes receives waiting at the gate
 }
@@ -79,40 +77,33 @@ func (b *SideBind) Close() error {
 	return b.Bind.Close()
 }
 
-// Send sends bufs, learning the receiver indexes of the handshakes among
-// them and counting the packets that leave the device.
+// Send sends bufs; with a gate, the packets among them leave the device.
 func (b *SideBind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if b.gate == nil {
 		return b.Bind.Send(bufs, ep)
 	}
-	k := 0 // packets leaving
-	for _, p := range bufs {
-		if len(p) > wgTransportMin && binary.LittleEndian.Uint32(p) == wgTransport {
-			k++
-		} else {
-			b.indexes.learn(p, time.Now)
-		}
-	}
 	b.sending.Add(1)
 	err := b.Bind.Send(bufs, ep)
 	b.sending.Add(-1)
-	b.gate.Out.release(k)
+	b.gate.release(b.gate.Out, bufs)
 	return err
 }
 
 func (b *SideBind) wrap(fn conn.ReceiveFunc, closed <-chan struct{}) conn.ReceiveFunc {
 	var timer *time.Timer // this receive function's, for the gate
+	var r reader
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		if b.gate != nil {
-			// The whole batch: StdNetBind on Linux reads a full batch
-			// whatever len(bufs) is, so the read cannot be made smaller.
+			b.gate.recycle(&r, b.gate.In, bufs)
+			// Then a whole batch: StdNetBind on Linux reads a full
+			// batch whatever len(bufs) is, so the read cannot be smaller.
 			if _, err := b.gate.In.wait(&timer, closed); err != nil {
 				return 0, net.ErrClosed
 			}
 		}
 		n, err := fn(bufs, sizes, eps)
 		if b.gate != nil && n > 0 {
-			b.gate.In.take(b.indexes.counts(bufs, sizes, n))
+			b.gate.take(&r, b.gate.In, bufs, sizes, n)
 		}
 		for i := 0; i < n; i++ {
 			if sizes[i] < len(b.magic) || !bytes.Equal(bufs[i][:len(b.magic)], b.magic) {
