@@ -259,6 +259,13 @@ func BenchmarkSealOpen(b *testing.B) {
 //	              wireguard-go and Go scheduler work around them)
 //	floor-ns      CPU per seal+open of 1420 bytes on one goroutine
 //	hop/floor     their ratio: the figure of record
+//	direct/floor  plain wireguard-go's CPU per packet A → B (one seal, one
+//	              open, one membind crossing) over the floor: what
+//	              wireguard-go itself spends beyond the cipher
+//	hop/direct    the hop over that: 1.0 means the hop costs what
+//	              wireguard-go costs to carry a packet at all, so
+//	              hop/floor can go no lower than direct/floor without
+//	              changing wireguard-go
 //	hop-allocs    allocations per packet, proxied − direct
 //
 // CPU is the process's (getrusage), so it counts every goroutine on every
@@ -286,6 +293,8 @@ func BenchmarkProxyHop(b *testing.B) {
 			b.ReportMetric(hopCPU, "hop-cpu-ns")
 			b.ReportMetric(floor, "floor-ns")
 			b.ReportMetric(hopCPU/floor, "hop/floor")
+			b.ReportMetric(float64(dc.cpu)/n/floor, "direct/floor")
+			b.ReportMetric(hopCPU/(float64(dc.cpu)/n), "hop/direct")
 			b.ReportMetric((float64(pc.allocs)-float64(dc.allocs))/n, "hop-allocs")
 		})
 	}

@@ -172,22 +172,27 @@ tck=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # softirq_ticks: the machine's softirq time, all CPUs.
 softirq_ticks() { awk '$1 == "cpu" {print $8}' /proc/stat; }
+# busy_ticks: the machine's busy time, all CPUs (user, nice, system, irq,
+# softirq, steal): every process of the path and the kernel's work for it.
+busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 rss_mb() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
 # stream LABEL CLIENT ADDR:PORT P PIDS...: iperf3 for $secs with P streams;
-# prints LABEL Mbit/s, each PID's CPU-s per GB, softirq CPU-s per GB, and
-# the PIDs' RSS in MB half-way through.
+# prints LABEL Mbit/s, each PID's CPU-s per GB, softirq CPU-s per GB, the
+# whole machine's busy CPU-s per GB, and the PIDs' RSS in MB half-way.
 stream() {
   local label=$1 client=$2 addr=$3 p=$4; shift 4
-  local before=() after=() rss=() s0 s1 pid json
+  local before=() after=() rss=() s0 s1 b0 b1 pid json
   for pid in "$@"; do before+=("$(cpu_ticks "$pid")"); done
   s0=$(softirq_ticks)
+  b0=$(busy_ticks)
   in_ns "$client" iperf3 -c "${addr%:*}" -p "${addr##*:}" -t "$secs" -P "$p" -J >"$tmp/iperf.json" 2>&1 &
   json=$!
   sleep "$(awk -v s="$secs" 'BEGIN {print s / 2 + 0.5}')"
   for pid in "$@"; do rss+=("$(rss_mb "$pid")"); done
   wait "$json" || { echo "iperf3 $label failed: $(head -c 300 "$tmp/iperf.json")" >&2; return 1; }
   s1=$(softirq_ticks)
+  b1=$(busy_ticks)
   for pid in "$@"; do after+=("$(cpu_ticks "$pid")"); done
   local bytes sec
   bytes=$(jq '.end.sum_received.bytes' "$tmp/iperf.json")
@@ -198,6 +203,7 @@ stream() {
     line+=" $(awk -v t=$((after[i] - before[i])) -v hz="$tck" -v b="$bytes" 'BEGIN {printf "%.2f", t / hz / (b / 1e9)}')"
   done
   line+=" softirq=$(awk -v t=$((s1 - s0)) -v hz="$tck" -v b="$bytes" 'BEGIN {printf "%.2f", t / hz / (b / 1e9)}')"
+  line+=" machine=$(awk -v t=$((b1 - b0)) -v hz="$tck" -v b="$bytes" 'BEGIN {printf "%.2f", t / hz / (b / 1e9)}')"
   line+=" rss=$(IFS=/; echo "${rss[*]}")"
   echo "$line"
 }
@@ -227,6 +233,7 @@ awk -v floor="$floor_gb" '
   if (path == "pias-iap≠jap") { cpu[p, path] = ($4 + $5) / 2; soft[p, path] = $6 }
   else if (path == "pias-iap=jap" || path == "relay") { cpu[p, path] = $4; soft[p, path] = $5 }
   else soft[p, path] = $5
+  for (i = 4; i <= NF; i++) if ($i ~ /^machine=/) { m = $i; sub(/machine=/, "", m); machine[p, path] = m }
   ps[p] = 1
 }
 END {
@@ -241,6 +248,14 @@ END {
     printf "%s pias proxy / relay CPU per GB: iap≠jap %.2f, iap=jap %.2f (against relay + extra softirq: %.2f, %.2f)\n", p,
       cpu[p, "pias-iap≠jap"] / cpu[p, "relay"], cpu[p, "pias-iap=jap"] / cpu[p, "relay"],
       cpu[p, "pias-iap≠jap"] / relay, cpu[p, "pias-iap=jap"] / relay
+    # On a machine whose cores every node of the path shares, throughput is
+    # about the cores over the CPU per byte of the whole path: a path with three
+    # times the cipher work (client, IAP and JAP each seal; IAP, JAP and
+    # target each open) runs at about a third of a direct tunnel.
+    d = machine[p, "direct"]
+    printf "%s whole machine CPU per GB / direct: pias iap≠jap %.2f, iap=jap %.2f, relay %.2f (direct / path throughput: %.2f, %.2f, %.2f)\n", p,
+      machine[p, "pias-iap≠jap"] / d, machine[p, "pias-iap=jap"] / d, machine[p, "relay"] / d,
+      mbps[p, "direct"] / mbps[p, "pias-iap≠jap"], mbps[p, "direct"] / mbps[p, "pias-iap=jap"], mbps[p, "direct"] / mbps[p, "relay"]
   }
 }' "$tmp/streams" | sort
 
