@@ -80,9 +80,13 @@ func (f *Inflight) Held() int { return int(f.n.Load()) }
 // wait returns once the direction holds fewer than Max (how many more
 // fit), or os.ErrClosed once closed is. *t is the caller's timer, made
 // on first need and reused, so that waiting allocates nothing.
+//
+// A waiter that sees nothing leave looks into the device's pool (probe)
+// after probeAfter, then after twice as long each time it finds nothing
+// there, and gives up on what is held (the backstop) after Idle.
 func (f *Inflight) wait(t **time.Timer, closed <-chan struct{}) (int, error) {
 	waited := false
-	seen, quiet := f.moved.Load(), time.Duration(0)
+	seen, quiet, next := f.moved.Load(), time.Duration(0), probeAfter
 	for {
 		if n := int(f.n.Load()); n < f.max {
 			if waited {
@@ -95,23 +99,28 @@ func (f *Inflight) wait(t **time.Timer, closed <-chan struct{}) (int, error) {
 			waited = true
 		}
 		if *t == nil {
-			*t = time.NewTimer(probeEvery)
+			*t = time.NewTimer(tick)
 		} else {
-			(*t).Reset(probeEvery)
+			(*t).Reset(tick)
 		}
 		select {
 		case <-f.wake:
 		case <-(*t).C:
-			// While this side waits, it draws no buffers from the pool,
-			// and nothing may: look into the pool for what was dropped.
-			if f.g.probe() > 0 {
-				continue
-			}
 			if m := f.moved.Load(); m != seen {
-				seen, quiet = m, 0
+				seen, quiet, next = m, 0, probeAfter
 				continue
 			}
-			if quiet += probeEvery; quiet >= f.idle && (f.busy == nil || !f.busy()) {
+			quiet += tick
+			if quiet >= next {
+				next *= 2
+				// While this side waits it draws no buffers from the
+				// pool: the buffers of what the device dropped gather
+				// there.
+				if f.g.probe() > 0 {
+					continue
+				}
+			}
+			if quiet >= f.idle && (f.busy == nil || !f.busy()) {
 				f.g.mu.Lock()
 				if int(f.n.Load()) >= f.max {
 					f.held.clear()
@@ -119,7 +128,7 @@ func (f *Inflight) wait(t **time.Timer, closed <-chan struct{}) (int, error) {
 					f.Resets.Add(1)
 				}
 				f.g.mu.Unlock()
-				quiet = 0
+				quiet, next = 0, probeAfter
 			}
 		case <-closed:
 			(*t).Stop()
@@ -129,25 +138,43 @@ func (f *Inflight) wait(t **time.Timer, closed <-chan struct{}) (int, error) {
 	}
 }
 
-// probeEvery is how often a waiter looks into the device's pool; probeLen
-// how many buffers it takes out to look at (and puts back).
+// A waiter looks for progress every tick; it first probes the pool
+// after probeAfter without any, and then takes out at most probeLen
+// buffers to look at (and puts them back).
 const (
-	probeEvery = time.Millisecond
-	probeLen   = 128
+	tick       = time.Millisecond
+	probeAfter = 2 * time.Millisecond
+	probeLen   = 256
 )
 
-// probe takes buffers out of the device's pool and puts them back: a held
-// buffer among them has left the device. It reports how many it let go.
+// probe takes buffers out of the device's pool, one at a time, and puts
+// them back: a held buffer among them has left the device. It stops at
+// the first buffer the pool made for it (never used: all zero where a
+// datagram or a packet starts, and not one an earlier probe made): the
+// pool was empty, so there is no more to find, and taking on would only
+// make more. So a probe makes at most one buffer, which then waits in the
+// pool for the device. It reports how many it let go.
 func (g *Gate) probe() int {
 	pool := g.pool.Load()
 	if pool == nil {
 		return 0
 	}
+	if !g.probing.TryLock() {
+		return 0 // the other direction looks already
+	}
+	defer g.probing.Unlock()
+	g.Probes.Add(1)
 	held := int(g.In.n.Load() + g.Out.n.Load())
 	var bufs [probeLen]*[device.MaxMessageSize]byte
-	k := min(held, probeLen)
-	for i := range k {
-		bufs[i] = (*pool).GetMessageBuffer()
+	k := 0
+	for k < min(held, probeLen) {
+		b := (*pool).GetMessageBuffer()
+		bufs[k] = b
+		k++
+		if unused(b) && !g.made(uintptr(unsafe.Pointer(b))) {
+			g.Fresh.Add(1)
+			break
+		}
 	}
 	ki, ko := 0, 0
 	g.mu.Lock()
@@ -169,6 +196,26 @@ func (g *Gate) probe() int {
 	g.In.progress(ki)
 	g.Out.progress(ko)
 	return ki + ko
+}
+
+// made is whether an earlier probe made buffer p (and, if not, remembers
+// that this one did). Only probes call it, one at a time (g.probing).
+func (g *Gate) made(p uintptr) bool {
+	for _, q := range g.fresh {
+		if q == p {
+			return true
+		}
+	}
+	g.fresh[g.nfresh%len(g.fresh)] = p
+	g.nfresh++
+	return false
+}
+
+// unused is whether a buffer from the pool never held a datagram (its
+// message type, at 0) nor a packet (its IP version, at the transport
+// header's end): the pool made it just now.
+func unused(b *[device.MaxMessageSize]byte) bool {
+	return binary.LittleEndian.Uint32(b[:4]) == 0 && b[device.MessageTransportOffsetContent] == 0
 }
 
 // Pool is the device's buffer pool (a *device.Device is one).
@@ -212,6 +259,14 @@ type Gate struct {
 	In, Out *Inflight
 	mu      sync.Mutex // guards both held sets
 	pool    atomic.Pointer[Pool]
+
+	probing sync.Mutex // one probe at a time
+	fresh   [8]uintptr // the buffers probes made, last first
+	nfresh  int
+
+	// Probes counts the looks into the pool; Fresh the buffers the pool
+	// made for them (at most one a look, when it was empty).
+	Probes, Fresh atomic.Uint64
 }
 
 // NewGate caps the packets inside the wireguard-go device that joins t and
