@@ -150,10 +150,12 @@ const (
 // probe takes buffers out of the device's pool, one at a time, and puts
 // them back: a held buffer among them has left the device. It stops at
 // the first buffer the pool made for it (never used: all zero where a
-// datagram or a packet starts, and not one an earlier probe made): the
-// pool was empty, so there is no more to find, and taking on would only
-// make more. So a probe makes at most one buffer, which then waits in the
-// pool for the device. It reports how many it let go.
+// datagram or a packet starts, and not one an earlier probe made, which
+// may lie anywhere in the pool): the pool was empty, so there is no more
+// to find, and taking on would only make more. So a probe makes at most
+// one buffer, which then waits in the pool for the device, and a blocked
+// direction probes at most log2(Idle/probeAfter)+1 times before the
+// backstop. It reports how many it let go.
 func (g *Gate) probe() int {
 	pool := g.pool.Load()
 	if pool == nil {
@@ -274,11 +276,18 @@ type Gate struct {
 // and t's Write, out between t's Read and b's Send, repaired as Inflight
 // says, with the backstop after idle. Call it before the device starts.
 func NewGate(t *MemTUN, b *SideBind, in, out int, idle time.Duration) *Gate {
-	g := &Gate{}
-	g.In = &Inflight{g: g, max: in, idle: idle, busy: func() bool { return t.writing.Load() > 0 }, wake: make(chan struct{}, 1)}
-	g.Out = &Inflight{g: g, max: out, idle: idle, busy: func() bool { return b.sending.Load() > 0 }, wake: make(chan struct{}, 1)}
+	g := newGate(in, out, idle, func() bool { return t.writing.Load() > 0 }, func() bool { return b.sending.Load() > 0 })
 	t.gate = g
 	b.gate = g
+	return g
+}
+
+// newGate is a gate without its ends; busyIn and busyOut tell whether
+// the stage after each direction waits.
+func newGate(in, out int, idle time.Duration, busyIn, busyOut func() bool) *Gate {
+	g := &Gate{}
+	g.In = &Inflight{g: g, max: in, idle: idle, busy: busyIn, wake: make(chan struct{}, 1)}
+	g.Out = &Inflight{g: g, max: out, idle: idle, busy: busyOut, wake: make(chan struct{}, 1)}
 	return g
 }
 
