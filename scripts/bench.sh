@@ -249,9 +249,10 @@ END {
       cpu[p, "pias-iap≠jap"] / cpu[p, "relay"], cpu[p, "pias-iap=jap"] / cpu[p, "relay"],
       cpu[p, "pias-iap≠jap"] / relay, cpu[p, "pias-iap=jap"] / relay
     # On a machine whose cores every node of the path shares, throughput is
-    # about the cores over the CPU per byte of the whole path: a path with three
-    # times the cipher work (client, IAP and JAP each seal; IAP, JAP and
-    # target each open) runs at about a third of a direct tunnel.
+    # about the cores over the CPU per byte of the whole path (iperf3, the
+    # TCP and TUN of the kernel at both ends, every WireGuard device): the two
+    # columns agree when the path is CPU-bound, and each proxy adds its own
+    # CPU per GB to that of the direct path.
     d = machine[p, "direct"]
     printf "%s whole machine CPU per GB / direct: pias iap≠jap %.2f, iap=jap %.2f, relay %.2f (direct / path throughput: %.2f, %.2f, %.2f)\n", p,
       machine[p, "pias-iap≠jap"] / d, machine[p, "pias-iap=jap"] / d, machine[p, "relay"] / d,
