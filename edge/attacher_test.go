@@ -242,3 +242,31 @@ func TestAttacherTimeoutFollowsRTT(t *testing.T) {
 		t.Logf("found dead %v after it died", took)
 	}
 }
+
+// TestAttacherFirstAnswersLate: on a busy host every answer is late, the
+// first ones of the home proxy too. Until the home has answered once, its
+// probes wait as long as those of the slowest candidate that has: the
+// home's answers in 230 ms (past the 200 ms Timeout, within the RTO of a
+// proxy that answers in 120-190 ms) count, and the edge stays home rather
+// than give it up after StartMisses for the proxy that answered in time.
+func TestAttacherFirstAnswersLate(t *testing.T) {
+	cfg := AttachConfig{Interval: 200 * time.Millisecond, OnlyOnFailure: true}
+	a, err := NewAttacher(testCands()[:2], cfg, testStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	moves, _ := slowPath(a, testStart, 10*time.Second, func(p Probe, at int64) time.Duration {
+		if p.Index == 0 {
+			return 230 * time.Millisecond
+		}
+		n++
+		return []time.Duration{120, 190, 150, 180}[n%4] * time.Millisecond
+	})
+	if len(moves) != 0 {
+		t.Fatalf("gave up the home, whose answers came in 230 ms: %+v", moves)
+	}
+	if st := a.Status(); !st.Candidates[0].Live {
+		t.Errorf("home not live: %+v", st.Candidates[0])
+	}
+}

@@ -214,12 +214,26 @@ const rttvarBeta = 0.25
 // TCP's retransmission timeout), up to MaxTimeout. A fixed timeout near
 // the RTT would count an answer that is merely slow as a miss, and three
 // such in a row would move the edge off a live proxy: on a long path, or
-// on a host so busy that its own scheduling delays the answers.
+// on a host so busy that its own scheduling delays the answers. A
+// candidate that has not answered yet waits as long as the slowest one
+// that has: a busy host delays every answer, and a home proxy whose first
+// answers all came late would be given up for one that answered in time.
 func (s *Selector) Timeout(i int) time.Duration {
-	c := &s.cands[i]
-	if c.rtt == 0 {
-		return s.cfg.Timeout
+	if s.cands[i].rtt != 0 {
+		return s.rto(i)
 	}
+	d := s.cfg.Timeout
+	for j := range s.cands {
+		if s.cands[j].rtt != 0 {
+			d = max(d, s.rto(j))
+		}
+	}
+	return d
+}
+
+// rto is the probe timeout of candidate i, which has an RTT.
+func (s *Selector) rto(i int) time.Duration {
+	c := &s.cands[i]
 	return min(max(c.rtt+4*c.rttvar, s.cfg.Timeout), s.cfg.MaxTimeout)
 }
 
