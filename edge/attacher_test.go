@@ -270,3 +270,24 @@ func TestAttacherFirstAnswersLate(t *testing.T) {
 		t.Errorf("home not live: %+v", st.Candidates[0])
 	}
 }
+
+// TestAttacherBacksOffUntilFirstAnswer: on a host so busy that every
+// answer takes 400 ms, twice the Timeout, from the start, no candidate
+// would ever be heard: while none has answered, each miss doubles the
+// wait, and all are live within a few probes.
+func TestAttacherBacksOffUntilFirstAnswer(t *testing.T) {
+	cfg := AttachConfig{Interval: 200 * time.Millisecond, OnlyOnFailure: true}
+	a, err := NewAttacher(testCands(), cfg, testStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moves, _ := slowPath(a, testStart, 3*time.Second, func(Probe, int64) time.Duration { return 400 * time.Millisecond })
+	if len(moves) != 0 {
+		t.Errorf("moves %+v", moves)
+	}
+	for _, c := range a.Status().Candidates {
+		if !c.Live {
+			t.Errorf("%s not live after 3 s of answers in 400 ms: %+v", c.Name, c)
+		}
+	}
+}

@@ -218,17 +218,22 @@ const rttvarBeta = 0.25
 // candidate that has not answered yet waits as long as the slowest one
 // that has: a busy host delays every answer, and a home proxy whose first
 // answers all came late would be given up for one that answered in time.
+// While none has answered, each miss doubles the wait (as TCP backs off
+// its first RTO): on an idle host the first answers come at once.
 func (s *Selector) Timeout(i int) time.Duration {
 	if s.cands[i].rtt != 0 {
 		return s.rto(i)
 	}
-	d := s.cfg.Timeout
+	d, heard := s.cfg.Timeout, false
 	for j := range s.cands {
 		if s.cands[j].rtt != 0 {
-			d = max(d, s.rto(j))
+			d, heard = max(d, s.rto(j)), true
 		}
 	}
-	return d
+	if !heard {
+		d <<= min(s.cands[i].misses, 8)
+	}
+	return min(d, s.cfg.MaxTimeout)
 }
 
 // rto is the probe timeout of candidate i, which has an RTT.
