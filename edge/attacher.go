@@ -15,7 +15,8 @@ import (
 const ResetEvery = 5
 
 // Probe is a probe the driver is to send now: one echo to candidate Index
-// at Addr, given up after Timeout; its outcome goes to Attacher.Observe.
+// at Addr, given up after Timeout (Selector.Timeout); its outcome goes to
+// Attacher.Observe.
 type Probe struct {
 	Index int
 	Candidate
@@ -136,7 +137,7 @@ func (a *Attacher) Due(now int64) []Probe {
 			continue
 		}
 		p.busy, p.next = true, now+int64(a.cfg.Interval)
-		out = append(out, Probe{Index: i, Candidate: a.sel.Candidate(i), Timeout: a.cfg.Timeout})
+		out = append(out, Probe{Index: i, Candidate: a.sel.Candidate(i), Timeout: a.sel.Timeout(i)})
 	}
 	return out
 }

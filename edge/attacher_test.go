@@ -160,3 +160,134 @@ func TestAttacherNeedsAddresses(t *testing.T) {
 		t.Error("an attacher with a candidate it cannot probe")
 	}
 }
+
+// slowPath drives an attacher in steps of 10 ms from now for d: probe p
+// sent at time at is answered after latency(p, at) (< 0: never), and
+// counts as lost when that exceeds the probe's Timeout. It returns the
+// moves the attacher asked for (each applied at once), with their times.
+func slowPath(a *Attacher, now int64, d time.Duration, latency func(p Probe, at int64) time.Duration) (moves []Move, at []int64) {
+	type out struct {
+		at  int64
+		ok  bool
+		rtt time.Duration
+	}
+	pending := map[int]out{}
+	for end := now + int64(d); now < end; now += 10 * ms {
+		for i, o := range pending {
+			if o.at <= now {
+				delete(pending, i)
+				if act := a.Observe(i, o.ok, o.rtt, now); act.Move != nil {
+					a.Applied(*act.Move)
+					moves, at = append(moves, *act.Move), append(at, now)
+				}
+			}
+		}
+		for _, p := range a.Due(now) {
+			if l := latency(p, now); l < 0 || l > p.Timeout {
+				pending[p.Index] = out{at: now + int64(p.Timeout)}
+			} else {
+				pending[p.Index] = out{at: now + int64(l), ok: true, rtt: l}
+			}
+		}
+	}
+	return moves, at
+}
+
+// TestAttacherTimeoutFollowsRTT: a proxy whose answers take about as long
+// as the configured timeout (a long path, or a host starved of CPU: the
+// lab under -race on busy cores smoothed loopback RTTs to 50-190 ms) is
+// slow, not dead: its probes wait its smoothed RTT plus four deviations,
+// and the edge stays. A fast proxy's probes keep the configured timeout; a proxy
+// that stops answering is still found dead, within Misses × MaxTimeout.
+func TestAttacherTimeoutFollowsRTT(t *testing.T) {
+	start := testStart
+	cfg := AttachConfig{Interval: 200 * time.Millisecond, OnlyOnFailure: true}
+	a, err := NewAttacher(testCands()[:2], cfg, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// p1 (current) answers in 140-260 ms, three in a row over 200 ms
+	// every few probes, until it dies at 20 s; p2 in 1 ms.
+	died := start + int64(20*time.Second)
+	slow := []time.Duration{150, 230, 250, 240, 170, 260, 220, 210, 140}
+	var n int
+	var waits [2]time.Duration // the longest wait of each one's probes
+	moves, at := slowPath(a, start, 30*time.Second, func(p Probe, at int64) time.Duration {
+		if at < died {
+			waits[p.Index] = max(waits[p.Index], p.Timeout)
+		}
+		switch {
+		case p.Index == 1:
+			return time.Millisecond
+		case at >= died:
+			return -1
+		}
+		n++
+		return slow[n%len(slow)] * time.Millisecond
+	})
+	if len(moves) != 1 || moves[0].To.Name != "p2" || at[0] < died {
+		t.Fatalf("moves %+v at %v (p1 died at %v), want one to p2 after it died", moves, at, died)
+	}
+	if waits[0] <= 260*time.Millisecond || waits[0] > time.Second {
+		t.Errorf("slow p1's probes waited up to %v, want more than its slowest answer (260 ms), at most MaxTimeout", waits[0])
+	}
+	if waits[1] != cfg.Interval {
+		t.Errorf("fast p2's probes waited up to %v, want the configured %v", waits[1], cfg.Interval)
+	}
+	// The last answer came before the death; then Misses probes of at
+	// most MaxTimeout each, and one interval to send the first.
+	if took, bound := time.Duration(at[0]-died), 3*time.Second+cfg.Interval; took > bound {
+		t.Errorf("found dead %v after it died, want within %v", took, bound)
+	} else {
+		t.Logf("found dead %v after it died", took)
+	}
+}
+
+// TestAttacherFirstAnswersLate: on a busy host every answer is late, the
+// first ones of the home proxy too. Until the home has answered once, its
+// probes wait as long as those of the slowest candidate that has: the
+// home's answers in 230 ms (past the 200 ms Timeout, within the RTO of a
+// proxy that answers in 120-190 ms) count, and the edge stays home rather
+// than give it up after StartMisses for the proxy that answered in time.
+func TestAttacherFirstAnswersLate(t *testing.T) {
+	cfg := AttachConfig{Interval: 200 * time.Millisecond, OnlyOnFailure: true}
+	a, err := NewAttacher(testCands()[:2], cfg, testStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	moves, _ := slowPath(a, testStart, 10*time.Second, func(p Probe, at int64) time.Duration {
+		if p.Index == 0 {
+			return 230 * time.Millisecond
+		}
+		n++
+		return []time.Duration{120, 190, 150, 180}[n%4] * time.Millisecond
+	})
+	if len(moves) != 0 {
+		t.Fatalf("gave up the home, whose answers came in 230 ms: %+v", moves)
+	}
+	if st := a.Status(); !st.Candidates[0].Live {
+		t.Errorf("home not live: %+v", st.Candidates[0])
+	}
+}
+
+// TestAttacherBacksOffUntilFirstAnswer: on a host so busy that every
+// answer takes 400 ms, twice the Timeout, from the start, no candidate
+// would ever be heard: while none has answered, each miss doubles the
+// wait, and all are live within a few probes.
+func TestAttacherBacksOffUntilFirstAnswer(t *testing.T) {
+	cfg := AttachConfig{Interval: 200 * time.Millisecond, OnlyOnFailure: true}
+	a, err := NewAttacher(testCands(), cfg, testStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moves, _ := slowPath(a, testStart, 3*time.Second, func(Probe, int64) time.Duration { return 400 * time.Millisecond })
+	if len(moves) != 0 {
+		t.Errorf("moves %+v", moves)
+	}
+	for _, c := range a.Status().Candidates {
+		if !c.Live {
+			t.Errorf("%s not live after 3 s of answers in 400 ms: %+v", c.Name, c)
+		}
+	}
+}

@@ -45,8 +45,16 @@ func probeAddr(cfg *config.Edge, pp config.ProxyPeer) netip.Addr {
 // defaults of DefaultAttachConfig.
 type AttachConfig struct {
 	Interval time.Duration // between probes of one candidate; default 200 ms
-	Timeout  time.Duration // a probe unanswered this long is a miss; default Interval
-	Misses   int           // consecutive misses that make a candidate dead; default 3
+	// Timeout: a probe unanswered this long is a miss; default Interval.
+	// It is the least a probe waits: one of a candidate whose RTT is high
+	// or jittery waits its smoothed RTT plus four deviations (TCP's RTO,
+	// RFC 6298), up to MaxTimeout.
+	Timeout time.Duration
+	// MaxTimeout bounds that wait, and with it how long a dead candidate
+	// takes to be found dead (Misses × MaxTimeout at most); default 1 s,
+	// and never below Timeout.
+	MaxTimeout time.Duration
+	Misses     int // consecutive misses that make a candidate dead; default 3
 	// StartMisses is Misses for a candidate that has never answered: its
 	// first WireGuard handshake may take a while on a busy host, and an
 	// edge that gives up on its preferred proxy then moves for nothing.
@@ -73,6 +81,7 @@ type AttachConfig struct {
 func DefaultAttachConfig() AttachConfig {
 	return AttachConfig{
 		Interval:    200 * time.Millisecond,
+		MaxTimeout:  time.Second,
 		Misses:      3,
 		StartMisses: 10,
 		Margin:      0.3,
@@ -91,6 +100,10 @@ func (c AttachConfig) WithDefaults() AttachConfig {
 	if c.Timeout <= 0 {
 		c.Timeout = c.Interval
 	}
+	if c.MaxTimeout <= 0 {
+		c.MaxTimeout = d.MaxTimeout
+	}
+	c.MaxTimeout = max(c.MaxTimeout, c.Timeout)
 	if c.Misses <= 0 {
 		c.Misses = d.Misses
 	}
@@ -135,6 +148,7 @@ type AttachStatus struct {
 type cand struct {
 	Candidate
 	rtt         time.Duration
+	rttvar      time.Duration // the mean deviation of the RTT samples
 	live        bool
 	misses      int
 	heard       bool  // answered at least once
@@ -180,11 +194,52 @@ func (s *Selector) Observe(i int, ok bool, rtt time.Duration, now int64) {
 		rtt = time.Microsecond
 	}
 	if !c.live || c.rtt == 0 {
-		c.rtt = rtt // fresh (or back from the dead): forget the old estimate
+		// Fresh (or back from the dead): forget the old estimate.
+		c.rtt, c.rttvar = rtt, rtt/2
 	} else {
+		dev := max(c.rtt-rtt, rtt-c.rtt)
+		c.rttvar = time.Duration((1-rttvarBeta)*float64(c.rttvar) + rttvarBeta*float64(dev))
 		c.rtt = time.Duration((1-s.cfg.Alpha)*float64(c.rtt) + s.cfg.Alpha*float64(rtt))
 	}
 	c.live, c.misses, c.heard, c.lastOK = true, 0, true, now
+}
+
+// rttvarBeta is the weight of a new sample's deviation in rttvar (RFC
+// 6298's β).
+const rttvarBeta = 0.25
+
+// Timeout is how long a probe of candidate i waits for its answer: the
+// configured Timeout, or longer for a candidate whose answers take nearly
+// that long or vary a lot (its smoothed RTT plus four mean deviations, as
+// TCP's retransmission timeout), up to MaxTimeout. A fixed timeout near
+// the RTT would count an answer that is merely slow as a miss, and three
+// such in a row would move the edge off a live proxy: on a long path, or
+// on a host so busy that its own scheduling delays the answers. A
+// candidate that has not answered yet waits as long as the slowest one
+// that has: a busy host delays every answer, and a home proxy whose first
+// answers all came late would be given up for one that answered in time.
+// While none has answered, each miss doubles the wait (as TCP backs off
+// its first RTO): on an idle host the first answers come at once.
+func (s *Selector) Timeout(i int) time.Duration {
+	if s.cands[i].rtt != 0 {
+		return s.rto(i)
+	}
+	d, heard := s.cfg.Timeout, false
+	for j := range s.cands {
+		if s.cands[j].rtt != 0 {
+			d, heard = max(d, s.rto(j)), true
+		}
+	}
+	if !heard {
+		d <<= min(s.cands[i].misses, 8)
+	}
+	return min(d, s.cfg.MaxTimeout)
+}
+
+// rto is the probe timeout of candidate i, which has an RTT.
+func (s *Selector) rto(i int) time.Duration {
+	c := &s.cands[i]
+	return min(max(c.rtt+4*c.rttvar, s.cfg.Timeout), s.cfg.MaxTimeout)
 }
 
 // dead reports whether candidate i has missed enough probes to be given up.

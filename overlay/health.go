@@ -164,6 +164,12 @@ func (c *HealthConfig) defaults() {
 	}
 }
 
+// confirmTicks is how many ticks after a suspicion confirm it: those of
+// ConfirmTimeout.
+func (h *health) confirmTicks() int {
+	return int(h.cfg.ConfirmTimeout / h.cfg.ProbeInterval)
+}
+
 // probeWindow is how many recent probes of a member an ack may answer.
 const probeWindow = 8
 
@@ -191,12 +197,14 @@ type mstate struct {
 	sent        [probeWindow]sentProbe
 	next        int
 	suspectAt   int64 // StateJoining: when it was added
-	lastProbe   int64
-	deadAt      int64 // when it last became dead here
-	heard       bool  // it has said something since this proxy started
-	lastHeard   int64 // when it last said something
-	vouchedAt   int64 // when a helper last relayed its answer to our probe
-	unreachable bool  // alive for others, but its probes go unanswered here
+	// suspectTicks: the ticks since it became suspect, that one included.
+	suspectTicks int
+	lastProbe    int64
+	deadAt       int64 // when it last became dead here
+	heard        bool  // it has said something since this proxy started
+	lastHeard    int64 // when it last said something
+	vouchedAt    int64 // when a helper last relayed its answer to our probe
+	unreachable  bool  // alive for others, but its probes go unanswered here
 }
 
 // probeRelay is a probe this proxy sends for another (ProbeReq).
@@ -579,7 +587,7 @@ func (h *health) tick() {
 		}
 		if m.state == StateAlive && m.outstanding >= h.missesFor(m) {
 			h.setState(m, StateSuspect)
-			m.suspectAt = now
+			m.suspectAt, m.suspectTicks = now, 0
 			// Ask helpers to probe it for us: a different path, and a
 			// second opinion before a death is declared.
 			seq := h.nextNonce()
@@ -590,7 +598,14 @@ func (h *health) tick() {
 				out = append(out, outMsg{h.members[hn].Addr, seq, &ProbeReq{Suspect: m.Name, Incarnation: m.inc}})
 			}
 		}
-		if m.state == StateSuspect && now-m.suspectAt >= int64(h.cfg.ConfirmTimeout) {
+		if m.state == StateSuspect {
+			m.suspectTicks++
+		}
+		// A death takes ConfirmTimeout, and as many ticks after the
+		// suspicion as fit in it: a proxy starved of CPU ticks late
+		// (300-500 ms apart, the lab under -race on busy cores), and the
+		// answers that came meanwhile are handled only between ticks.
+		if m.state == StateSuspect && now-m.suspectAt >= int64(h.cfg.ConfirmTimeout) && m.suspectTicks > h.confirmTicks() {
 			h.setState(m, StateDead)
 			m.outstanding, m.lastProbe, m.deadAt = 0, now, now
 			h.stats.fails++
@@ -721,6 +736,13 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		h.setState(from, StateAlive)
 		from.outstanding = 0
 		ch.added = append(ch.added, from.Member)
+	}
+	if from.state == StateSuspect {
+		// Whatever it sent shows that it is up (WireGuard vouches for the
+		// sender's address): a starved proxy reads its suspects' messages
+		// in a burst, and must not declare dead one it just heard from.
+		h.setState(from, StateAlive)
+		from.outstanding = 0
 	}
 	switch msg := msg.(type) {
 	case *Probe:

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -280,5 +281,88 @@ func TestHealthRingInBigCluster(t *testing.T) {
 	// every other was 59×58.
 	if most := uint64(12*(19+6) + 9*19); fails > most {
 		t.Errorf("%d Fail messages for one death, want at most %d", fails, most)
+	}
+}
+
+// TestHealthStarvedProxyWaitsItsTicks: a proxy starved of CPU ticks late.
+// A suspicion then spans ConfirmTimeout of the clock without a tick in
+// between, during which the suspect's answers wait unread; the first
+// late tick must not declare the death, and the answer read after it
+// clears the suspicion. A member that stays silent is still declared dead
+// after ConfirmTimeout at the normal pace.
+func TestHealthStarvedProxyWaitsItsTicks(t *testing.T) {
+	var now int64
+	ms := []Member{testMember(1, "c1"), testMember(2, "c1"), testMember(3, "c1")}
+	var lastProbe uint32 // seq of the last probe of p2
+	h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, func() int64 { return now },
+		func(to netip.Addr, seq uint32, m Msg) {
+			if _, ok := m.(*Probe); ok && to == ms[1].Addr {
+				lastProbe = seq
+			}
+		}, func(change) {})
+	state := func() MemberState { return h.members["p2"].state }
+	answer := func() { h.handle(ms[1].Addr, lastProbe, &ProbeAck{From: "p2", Incarnation: 100}) }
+	h.handle(ms[1].Addr, 0, &Probe{From: "p2", Incarnation: 100}) // heard
+	for range 5 {
+		now += int64(probeInterval)
+		h.tick()
+		answer()
+	}
+	if state() != StateAlive {
+		t.Fatalf("p2 %v while it answers", state())
+	}
+	ticks := 0
+	for state() == StateAlive && ticks < 10 {
+		now += int64(probeInterval)
+		h.tick()
+		ticks++
+	}
+	if state() != StateSuspect {
+		t.Fatalf("p2 %v after %d silent ticks, want suspect", state(), ticks)
+	}
+	// Starved: the next tick comes 400 ms later; p2's answer waits.
+	now += int64(4 * probeInterval)
+	h.tick()
+	if state() == StateDead {
+		t.Fatal("p2 declared dead at the first tick after a stall, before its answer could be read")
+	}
+	answer()
+	if state() != StateAlive {
+		t.Fatalf("p2 %v after its answer", state())
+	}
+	// Silent for good: dead at the normal pace.
+	ticks = 0
+	for state() != StateDead && ticks < 20 {
+		now += int64(probeInterval)
+		h.tick()
+		ticks++
+	}
+	if want := h.cfg.ProbeMisses + 1 + int(h.cfg.ConfirmTimeout/h.cfg.ProbeInterval); state() != StateDead || ticks > want {
+		t.Errorf("p2 %v after %d silent ticks, want dead within %d", state(), ticks, want)
+	}
+}
+
+// TestHealthSuspectHeardIsAlive: any message from a suspect (here it asks
+// for a probe of another) shows it is up, and clears the suspicion.
+func TestHealthSuspectHeardIsAlive(t *testing.T) {
+	var now int64
+	ms := []Member{testMember(1, "c1"), testMember(2, "c1"), testMember(3, "c1")}
+	h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, func() int64 { return now },
+		func(netip.Addr, uint32, Msg) {}, func(change) {})
+	h.handle(ms[1].Addr, 0, &Probe{From: "p2", Incarnation: 100}) // heard
+	for ticks := 0; h.members["p2"].state != StateSuspect; ticks++ {
+		if ticks == 10 {
+			t.Fatalf("p2 %v after %d silent ticks, want suspect", h.members["p2"].state, ticks)
+		}
+		now += int64(probeInterval)
+		h.tick()
+	}
+	h.handle(ms[1].Addr, 7, &ProbeReq{Suspect: "p3", Incarnation: 100})
+	for range 5 {
+		now += int64(probeInterval)
+		h.tick()
+		if st := h.members["p2"].state; st == StateDead {
+			t.Fatal("p2 declared dead though it spoke while suspect")
+		}
 	}
 }

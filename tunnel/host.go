@@ -3,6 +3,7 @@ package tunnel
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"sync"
 
 	"golang.zx2c4.com/wireguard/tun"
@@ -37,16 +38,36 @@ func NewNetstack(addrs []netip.Addr, mtu int) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("netstack: %w", err)
 	}
-	return &Host{TUN: &onceTUN{Device: t}, Net: n}, nil
+	return &Host{TUN: &onceTUN{Device: t, drain: true}, Net: n}, nil
 }
 
 // onceTUN makes a tun.Device's Close idempotent (wireguard-go's netstack
-// panics on a second Close) and runs an optional clean-up first.
+// panics on a second Close) and runs an optional clean-up first. No Write
+// is under way when the device closes, and none reaches it after.
 type onceTUN struct {
 	tun.Device
 	before func() error // run once, before the device closes; may be nil
+	// drain: the device is wireguard-go's netstack, which hands what its
+	// stack sends to Read over an unbuffered channel and closes that
+	// channel at Close: a sender still waiting there panics ("send on
+	// closed channel") and takes the process down. A Write waits there
+	// when the packet it delivers makes the stack answer at once (an
+	// ICMP error), and the stack's own timers send too. So Close reads
+	// and drops what comes until the device is closed.
+	drain  bool
 	once   sync.Once
 	err    error
+	writes sync.RWMutex // held for reading by Write, for writing by Close
+	closed bool         // guarded by writes
+}
+
+func (t *onceTUN) Write(bufs [][]byte, offset int) (int, error) {
+	t.writes.RLock()
+	defer t.writes.RUnlock()
+	if t.closed {
+		return 0, os.ErrClosed
+	}
+	return t.Device.Write(bufs, offset)
 }
 
 func (t *onceTUN) Close() error {
@@ -55,6 +76,14 @@ func (t *onceTUN) Close() error {
 		if t.before != nil {
 			err1 = t.before()
 		}
+		if t.drain {
+			go t.drainReads()
+		}
+		// Wait for the Writes under way (the drain takes the packets they
+		// wait to hand over), and refuse the later ones.
+		t.writes.Lock()
+		t.closed = true
+		t.writes.Unlock()
 		err2 := t.Device.Close()
 		if err1 != nil {
 			t.err = err1
@@ -63,4 +92,14 @@ func (t *onceTUN) Close() error {
 		}
 	})
 	return t.err
+}
+
+// drainReads reads and drops packets until the device is closed.
+func (t *onceTUN) drainReads() {
+	bufs, sizes := [][]byte{make([]byte, 1<<16)}, []int{0}
+	for {
+		if _, err := t.Device.Read(bufs, sizes, 0); err != nil {
+			return
+		}
+	}
 }
