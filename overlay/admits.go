@@ -175,7 +175,7 @@ func (p *Proxy) admitting(key [32]byte) []Member {
 	for _, o := range others {
 		// In CA mode every proxy admits an edge whose certificate is good.
 		if s := p.mem.admits[o.Name]; p.certs != nil || s != nil && s.keys[key] {
-			peers = append(peers, o.Member)
+			peers = append(peers, *o.Member)
 		}
 	}
 	p.mem.mu.Unlock()

@@ -80,14 +80,21 @@ type members struct {
 // so a sender of ever new names gets at most one line per record.
 const maxTurnedAway = 64
 
-func (ms *members) init(self Member, known, seeds []Member, edges map[netip.Addr]*EdgePolicy) {
+func (ms *members) init(self Member, tbl *memberTable, seeds []Member, edges map[netip.Addr]*EdgePolicy) {
 	ms.self = self
 	ms.admission.seeds = seeds
 	ms.addedAt = map[string]int64{}
 	ms.admits = map[string]*admitSet{}
 	ms.ownAdmits = ownAdmits(edges)
-	ms.tbl.Store(newMemberTable(known))
+	ms.tbl.Store(tbl)
 }
+
+// MemberList is an immutable table of proxies that proxies configured
+// with the same ones may share (ProxyConfig.Shared).
+type MemberList struct{ t *memberTable }
+
+// NewMemberList builds the table of ms, which should name each proxy once.
+func NewMemberList(ms []Member) *MemberList { return &MemberList{newMemberTable(ms)} }
 
 func (ms *members) table() *memberTable { return ms.tbl.Load() }
 
@@ -155,6 +162,15 @@ func (t *memberTable) digest() uint32 {
 	return d
 }
 
+// list is the table's proxies, by name.
+func (t *memberTable) list() []Member {
+	out := make([]Member, len(t.names))
+	for i, n := range t.names {
+		out[i] = t.byName[n]
+	}
+	return out
+}
+
 func (t *memberTable) addrs() []netip.Addr {
 	out := make([]netip.Addr, 0, len(t.names))
 	for _, n := range t.names {
@@ -199,12 +215,7 @@ func (ms *members) put(m Member) { ms.tbl.Store(ms.table().with(m)) }
 
 // Known lists every proxy this proxy knows, itself included, by name.
 func (p *Proxy) Known() []Member {
-	t := p.mem.table()
-	out := make([]Member, len(t.names))
-	for i, n := range t.names {
-		out[i] = t.byName[n]
-	}
-	return out
+	return p.mem.table().list()
 }
 
 // SetEndpoint sets this proxy's WireGuard endpoint as it tells seeds (when

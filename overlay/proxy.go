@@ -101,6 +101,11 @@ type ProxyConfig struct {
 	// Members are the configured proxies (self may be included): a static
 	// full mesh, or, with a MeshKey, seeds through which this proxy joins.
 	Members []Member
+	// Shared, if set, stands for Members (which must then be empty): the
+	// same proxies, Self among them, in a table built once for every proxy
+	// configured with it. Each proxy copies it only when it learns a
+	// proxy, so a simulated full mesh of N proxies holds one table, not N.
+	Shared *MemberList
 	// MeshKey, if set, lets this proxy admit newcomers that prove it and
 	// join through its seeds itself (see members.go).
 	MeshKey []byte
@@ -229,6 +234,10 @@ type rapSet struct {
 // maxRAPCache bounds rapCache: when full, it starts again.
 const maxRAPCache = 4096
 
+// maxOutboxKept is the most room for queued messages a proxy keeps between
+// entry points.
+const maxOutboxKept = 256
+
 // outgoing is a control message an entry point sends when it returns.
 type outgoing struct {
 	src, dst netip.AddrPort
@@ -343,15 +352,37 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	p.jap.init()
 	p.rap.init()
 	p.iap.init()
-	members := []Member{cfg.Self}
+	var tbl *memberTable
+	var members []Member
+	if cfg.Shared != nil {
+		if len(cfg.Members) > 0 {
+			return nil, errors.New("overlay: Members and Shared both set")
+		}
+		if m, ok := cfg.Shared.t.byName[cfg.Self.Name]; !ok || m != cfg.Self {
+			return nil, fmt.Errorf("overlay: proxy %s is not in its shared member list as configured", cfg.Self.Name)
+		}
+		tbl = cfg.Shared.t
+		members = tbl.list()
+	} else {
+		members = []Member{cfg.Self}
+		for _, m := range cfg.Members {
+			if m.Name != cfg.Self.Name {
+				members = append(members, m)
+			}
+		}
+		tbl = newMemberTable(members)
+	}
 	var seeds []Member
-	for _, m := range cfg.Members {
-		if m.Name != cfg.Self.Name {
-			members = append(members, m)
-			seeds = append(seeds, m)
+	if cfg.MeshKey != nil {
+		// Only a proxy that joins through seeds says hello to them: a full
+		// mesh of N proxies kept N copies of every record for nothing.
+		for _, m := range members {
+			if m.Name != cfg.Self.Name {
+				seeds = append(seeds, m)
+			}
 		}
 	}
-	p.mem.init(cfg.Self, members, seeds, cfg.Edges)
+	p.mem.init(cfg.Self, tbl, seeds, cfg.Edges)
 	live := p.mem.table().names
 	p.live.Store(&live)
 	cfg.Router.SetProxies(p.mem.table().addrs())
@@ -585,6 +616,11 @@ func (p *Proxy) flush() {
 	}
 	clear(p.outbox)
 	p.outbox = p.outbox[:0]
+	if cap(p.outbox) > maxOutboxKept {
+		// A broadcast to every proxy (the Alive at start) grew it: do not
+		// keep room for N messages at every proxy of a large overlay.
+		p.outbox = nil
+	}
 }
 
 func (p *Proxy) selfPort() netip.AddrPort {

@@ -74,6 +74,9 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 	for i := range members {
 		members[i] = proxyMember(i, cfg.Cluster)
 	}
+	// One member table for every proxy: each copies it only if it learns
+	// a proxy, which a static mesh never does.
+	shared := overlay.NewMemberList(members)
 	w := newWorld(cfg.Seed, cfg.Link)
 	// dead[i][v]: when proxy i first held v dead (0: never).
 	var deadAt map[[2]int]int64
@@ -82,7 +85,7 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 	var partitioned func(i, v int) bool
 	for i, m := range members {
 		i := i
-		_, err := w.addProxy(m, overlay.ProxyConfig{Members: members, Replicas: 4, Health: overlay.HealthConfig{Incarnation: 1},
+		_, err := w.addProxy(m, overlay.ProxyConfig{Shared: shared, Replicas: 4, Health: overlay.HealthConfig{Incarnation: 1},
 			Rand: rand.New(rand.NewPCG(cfg.Seed, uint64(i))),
 			OnEvent: func(e overlay.Event) {
 				if e.Kind != overlay.EventDead || deadAt == nil {
