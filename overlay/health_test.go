@@ -85,11 +85,9 @@ func TestHealthWatchersAndDissemination(t *testing.T) {
 	watchers := map[string]map[string]bool{} // cluster → outsiders watching it
 	for _, m := range ms {
 		h := n.node(m.Name).health()
-		h.mu.Lock()
-		w := h.watchedLocked()
-		h.mu.Unlock()
-		for name := range w {
-			o := h.members[name]
+		w := h.watchedNames()
+		for _, name := range w {
+			o := h.memberNamed(name)
 			if o.Cluster == m.Cluster {
 				continue
 			}
@@ -247,15 +245,13 @@ func TestHealthRingInBigCluster(t *testing.T) {
 	byCluster := map[string]int{}
 	for _, m := range ms {
 		hd := n.node(m.Name).hd
-		hd.mu.Lock()
 		inCluster := 0
-		for w := range hd.watchedLocked() {
-			if hd.members[w].Cluster == m.Cluster {
+		for _, w := range hd.watchedNames() {
+			if hd.memberNamed(w).Cluster == m.Cluster {
 				inCluster++
 				byCluster[w]++
 			}
 		}
-		hd.mu.Unlock()
 		if inCluster != 8 {
 			t.Errorf("%s probes %d of its cluster, want 8", m.Name, inCluster)
 		}
