@@ -14,11 +14,12 @@ import (
 type heapAtRest struct {
 	t    *testing.T
 	path string
+	at   string // the progress line's text that takes the profile
 	heap uint64
 }
 
 func (h *heapAtRest) Write(b []byte) (int, error) {
-	if strings.Contains(string(b), "at rest") && h.heap == 0 {
+	if strings.Contains(string(b), h.at) && h.heap == 0 {
 		runtime.GC()
 		var m runtime.MemStats
 		runtime.ReadMemStats(&m)
@@ -39,7 +40,8 @@ func (h *heapAtRest) Write(b []byte) (int, error) {
 
 // TestFailuresHeap runs failures at SIM_PROXIES (default 500) in clusters
 // of SIM_CLUSTER (default 10) and reports the heap per (proxy, member) at
-// rest; SIM_HEAPPROF names a file for a heap profile taken then. Set
+// rest (or after the event SIM_HEAPAT names, e.g. "partition");
+// SIM_HEAPPROF names a file for a heap profile taken then. Set
 // SIM_HEAP=1 to run it.
 func TestFailuresHeap(t *testing.T) {
 	if os.Getenv("SIM_HEAP") == "" {
@@ -50,7 +52,10 @@ func TestFailuresHeap(t *testing.T) {
 	runtime.GC()
 	var m0 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	h := &heapAtRest{t: t, path: os.Getenv("SIM_HEAPPROF")}
+	h := &heapAtRest{t: t, path: os.Getenv("SIM_HEAPPROF"), at: "at rest"}
+	if at := os.Getenv("SIM_HEAPAT"); at != "" {
+		h.at = at // e.g. "partition": after that event
+	}
 	r, err := RunFailures(FailuresConfig{Proxies: p, Cluster: c, Seed: 1, Rest: 2 * time.Second, Window: 2 * time.Second, Progress: h})
 	if err != nil {
 		t.Fatal(err)
