@@ -163,13 +163,6 @@ const probeWindow = 8
 // that make a member unreachable, so a slow answer does not blank it.
 const rttAgeProbes = 10
 
-// sentProbe is a probe an ack may answer (16 bytes: at first).
-type sentProbe struct {
-	at       int64
-	seq      uint32
-	indirect bool
-}
-
 // mrec is how this proxy sees one member: 16 bytes, kept for every member
 // (10,000 proxies each knowing 10,000 others are 10^8 of them).
 type mrec struct {
@@ -192,18 +185,63 @@ func (m *mrec) watched() bool     { return m.flags&fWatched != 0 }
 // probeRec is the rest of a member's state, kept only while it is not
 // plain alive and unprobed: watched, suspect, dead, joining or
 // unreachable. A tick drops it when the member is alive and unwatched
-// again, after doing to it what it did to every unwatched member.
+// again, after doing to it what it did to every unwatched member. It is
+// 64 bytes, and 64 more (liveRec) unless the member is dead: in a
+// partition every proxy holds half the others dead.
 type probeRec struct {
-	srtt        int64 // ns, 0 = none
-	rttAt       int64 // when srtt last took a sample
-	rttFrom     int64 // when this measurement run's first answer came; 0: none yet (see sampleLocked)
-	outstanding int   // probes sent since the last ack
-	sent        [probeWindow]sentProbe
-	next        int
-	suspectAt   int64 // StateJoining: when it was added
+	// seq: the recent probes an ack may answer (0: none, or answered);
+	// ind: bit k says seq[k] asked helpers (indirect); next: where the
+	// next one goes.
+	seq         [probeWindow]uint32
+	ind, next   uint8
+	outstanding int32 // probes sent since the last ack
 	lastProbe   int64
 	deadAt      int64 // when it last became dead here
-	vouchedAt   int64 // when a helper last relayed its answer to our probe
+	live        *liveRec
+}
+
+// liveRec is what a probeRec has of a member that is not dead (or of a
+// dead one that was vouched for after this proxy last heard it).
+type liveRec struct {
+	at        [probeWindow]int64 // when seq[k] was sent (not kept while dead: it is no sample then)
+	srtt      int64              // ns, 0 = none
+	rttAt     int64              // when srtt last took a sample
+	rttFrom   int64              // when this measurement run's first answer came; 0: none yet (see sampleLocked)
+	suspectAt int64              // StateJoining: when it was added
+	vouchedAt int64              // when a helper last relayed its answer to our probe
+}
+
+// l is x's liveRec, made if it has none.
+func (x *probeRec) l() *liveRec {
+	if x.live == nil {
+		x.live = &liveRec{}
+	}
+	return x.live
+}
+
+// vouchedAt is when a helper last relayed the member's answer (0: never).
+func (x *probeRec) vouchedAt() int64 {
+	if x.live == nil {
+		return 0
+	}
+	return x.live.vouchedAt
+}
+
+// record notes probe seq, sent now; the member's state says whether it
+// needs its time.
+func (x *probeRec) record(seq uint32, now int64, indirect bool, st MemberState) {
+	k := x.next % probeWindow
+	x.seq[k] = seq
+	x.ind &^= 1 << k
+	if indirect {
+		x.ind |= 1 << k
+	}
+	if st != StateDead {
+		x.l().at[k] = now
+	} else if x.live != nil {
+		x.live.at[k] = 0
+	}
+	x.next = (x.next + 1) % probeWindow
 }
 
 // probeRelay is a probe this proxy sends for another (ProbeReq).
@@ -379,7 +417,7 @@ func (h *health) x(i int32) *probeRec {
 		delete(h.deadAt, i)
 	}
 	if at, ok := h.vouched[i]; ok {
-		x.vouchedAt = at
+		x.l().vouchedAt = at
 		delete(h.vouched, i)
 	}
 	h.ext[i] = x
@@ -400,11 +438,11 @@ func (h *health) drop(i int32) {
 		}
 		h.deadAt[i] = x.deadAt
 	}
-	if x.vouchedAt > h.recs[i].lastHeard {
+	if x.vouchedAt() > h.recs[i].lastHeard {
 		if h.vouched == nil {
 			h.vouched = map[int32]int64{}
 		}
-		h.vouched[i] = x.vouchedAt
+		h.vouched[i] = x.vouchedAt()
 	}
 	delete(h.ext, i)
 	h.hot.set(h.ros.rank[i], false)
@@ -434,20 +472,31 @@ func (h *health) setState(i int32, st MemberState) {
 				h.stats.detect += uint64(max(0, h.now()-m.lastHeard))
 			}
 		}
-		h.x(i).forgetRTT()
+		x := h.x(i)
+		if x.vouchedAt() <= m.lastHeard {
+			// Nothing in it matters while it is dead (a vouch older than
+			// its last word never will).
+			x.live = nil
+		} else {
+			x.forgetRTT()
+		}
 		h.setUnreachable(i, false) // dead is all there is to say of it
 	case st == StateSuspect && m.state != StateSuspect:
 		// Silent for ProbeMisses probes: its next answers may have waited
 		// for a new WireGuard handshake. Keep the estimate, restart the run.
-		h.x(i).rttFrom = 0
+		h.x(i).l().rttFrom = 0
 	case st == StateJoining:
-		h.x(i)
+		h.x(i).l()
 	}
 	m.state = st
 }
 
 // forgetRTT drops m's RTT: it is no longer measured (dead, unwatched).
-func (x *probeRec) forgetRTT() { x.srtt, x.rttAt, x.rttFrom = 0, 0, 0 }
+func (x *probeRec) forgetRTT() {
+	if l := x.live; l != nil {
+		l.srtt, l.rttAt, l.rttFrom = 0, 0, 0
+	}
+}
 
 // sampleLocked takes the round trip of a direct probe m answered now, sent
 // at sent. Samples are counted only from a measurement run's first answer
@@ -459,10 +508,12 @@ func (x *probeRec) forgetRTT() { x.srtt, x.rttAt, x.rttFrom = 0, 0, 0 }
 // Samples are not capped at a multiple of the estimate: a path that really
 // got slower (a reroute, the lab's delay) must show at once, and handshakes
 // stall probes only at these run starts, where nothing is counted yet.
-func (h *health) sampleLocked(m *mrec, x *probeRec, sent, now int64) {
-	switch {
-	case m.state == StateDead:
+func (h *health) sampleLocked(m *mrec, xr *probeRec, sent, now int64) {
+	if m.state == StateDead {
 		return // a dead member's answers (to slow probes) rank nothing
+	}
+	x := xr.l()
+	switch {
 	case x.rttFrom == 0:
 		x.rttFrom = now
 		return
@@ -485,10 +536,10 @@ func (h *health) rttMaxAge() int64 { return rttAgeProbes * int64(h.cfg.ProbeInte
 // dead, or no longer watched (tick forgets it at its next round).
 func (h *health) rttLocked(i int32, now int64) time.Duration {
 	m, x := &h.recs[i], h.ext[i]
-	if x == nil || !m.watched() || m.state == StateDead || x.srtt == 0 || now-x.rttAt > h.rttMaxAge() {
+	if x == nil || x.live == nil || !m.watched() || m.state == StateDead || x.live.srtt == 0 || now-x.live.rttAt > h.rttMaxAge() {
 		return 0
 	}
-	return time.Duration(x.srtt)
+	return time.Duration(x.live.srtt)
 }
 
 func watchable(st MemberState) bool { return st != StateDead && st != StateJoining }
@@ -635,9 +686,7 @@ func (h *health) tellDeathLocked(out []outMsg, msg *Fail, v int32, src netip.Add
 
 func (h *health) probeLocked(out []outMsg, i int32, now int64, indirect bool) []outMsg {
 	seq := h.nextNonce()
-	x := h.x(i)
-	x.sent[x.next%probeWindow] = sentProbe{seq: seq, at: now, indirect: indirect}
-	x.next++
+	h.x(i).record(seq, now, indirect, h.recs[i].state)
 	h.stats.probes++
 	return append(out, outMsg{h.ros.ms[i].Addr, seq, &Probe{From: h.self.Name, Incarnation: h.inc}})
 }
@@ -690,7 +739,7 @@ func (h *health) tick() {
 		m, x := &h.recs[i], h.ext[i]
 		switch {
 		case m.state == StateJoining:
-			if now-x.suspectAt < int64(joinQuiet) {
+			if now-x.l().suspectAt < int64(joinQuiet) {
 				return
 			}
 			// It never called: call it.
@@ -714,20 +763,19 @@ func (h *health) tick() {
 			}
 			return
 		}
-		if m.state == StateAlive && x.outstanding >= h.missesFor(m) {
+		if m.state == StateAlive && int(x.outstanding) >= h.missesFor(m) {
 			h.setState(i, StateSuspect)
-			x.suspectAt = now
+			x.l().suspectAt = now
 			// Ask helpers to probe it for us: a different path, and a
 			// second opinion before a death is declared.
 			seq := h.nextNonce()
-			x.sent[x.next%probeWindow] = sentProbe{seq: seq, at: now, indirect: true}
-			x.next++
+			x.record(seq, now, true, m.state)
 			for _, hn := range h.helpersLocked(i) {
 				h.stats.probeReqs++
 				out = append(out, outMsg{r.ms[hn].Addr, seq, &ProbeReq{Suspect: r.ms[i].Name, Incarnation: m.inc}})
 			}
 		}
-		if m.state == StateSuspect && now-x.suspectAt >= int64(h.cfg.ConfirmTimeout) {
+		if m.state == StateSuspect && now-x.l().suspectAt >= int64(h.cfg.ConfirmTimeout) {
 			h.setState(i, StateDead)
 			x.outstanding, x.lastProbe, x.deadAt = 0, now, now
 			h.stats.fails++
@@ -766,11 +814,11 @@ func (h *health) reachLocked(ch *change, now int64) {
 	h.eachHot(func(i int32) {
 		m, x := &h.recs[i], h.ext[i]
 		live := m.state == StateAlive || m.state == StateSuspect
-		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && x.vouchedAt > m.lastHeard
+		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && x.vouchedAt() > m.lastHeard
 		switch {
 		case cut && !m.unreachable():
 			h.setUnreachable(i, true)
-			x.rttFrom = 0
+			x.l().rttFrom = 0
 			ch.unreachable = append(ch.unreachable, h.ros.ms[i])
 		case !cut && m.unreachable():
 			h.setUnreachable(i, false)
@@ -878,20 +926,24 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		if x == nil {
 			break // not probed lately
 		}
-		for i := range x.sent {
-			sp := &x.sent[i]
-			if sp.seq == 0 || sp.seq != seq {
+		for k := range x.seq {
+			if x.seq[k] == 0 || x.seq[k] != seq {
 				continue
 			}
-			direct := !sp.indirect && fi == mi
+			indirect := x.ind&(1<<k) != 0
+			direct := !indirect && fi == mi
 			if direct {
-				h.sampleLocked(&h.recs[mi], x, sp.at, now)
+				var at int64
+				if x.live != nil {
+					at = x.live.at[k]
+				}
+				h.sampleLocked(&h.recs[mi], x, at, now)
 			}
-			sp.seq = 0
-			if sp.indirect && fi != mi {
-				x.vouchedAt = now // a helper reaches it
+			x.seq[k] = 0
+			if indirect && fi != mi {
+				x.l().vouchedAt = now // a helper reaches it
 			}
-			if direct || sp.indirect {
+			if direct || indirect {
 				out = h.aliveEvidenceLocked(out, &ch, mi, msg.Incarnation)
 			}
 			break
@@ -970,7 +1022,9 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	m.inc = inc
 	if x := h.ext[i]; x != nil {
 		x.outstanding = 0
-		x.rttFrom = 0 // a new process: a new WireGuard session to set up
+		if x.live != nil {
+			x.live.rttFrom = 0 // a new process: a new WireGuard session to set up
+		}
 	}
 	h.gen.Add(1)
 	mb := h.ros.ms[i]
@@ -1150,7 +1204,7 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	if !watchable(state) {
 		h.nDown++
 		x := h.x(i)
-		x.suspectAt, x.lastProbe = now, now
+		x.l().suspectAt, x.lastProbe = now, now
 		if state == StateDead {
 			x.deadAt = now
 		}
