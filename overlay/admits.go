@@ -35,9 +35,46 @@ type admitTable struct {
 	keys map[int32]map[[32]byte]bool
 	// pend: the parts of a newer list, until all have come.
 	pend map[int32]*admitParts
-	// asked: when each member was last asked, while that matters (for
-	// admitsRetry).
-	asked map[int32]int64
+	// asked: who was asked when, oldest first, while that matters (for
+	// admitsRetry): a proxy asks every other at its start, and a map of
+	// them all was most of a large overlay's heap then.
+	asked []askBatch
+}
+
+// askBatch is the members asked at one time.
+type askBatch struct {
+	at  int64
+	who bitset
+}
+
+// askedAt is when i was last asked, if lately.
+func (t *admitTable) askedAt(i int32) (int64, bool) {
+	for k := len(t.asked) - 1; k >= 0; k-- {
+		if t.asked[k].who.has(i) {
+			return t.asked[k].at, true
+		}
+	}
+	return 0, false
+}
+
+// ask notes that i is asked now.
+func (t *admitTable) ask(i int32, now int64) {
+	if n := len(t.asked); n == 0 || t.asked[n-1].at != now {
+		t.asked = append(t.asked, askBatch{at: now})
+	}
+	t.asked[len(t.asked)-1].who.set(i, true)
+}
+
+// forgetAsks drops the asks made admitsRetry or longer before now: they
+// are as good as none.
+func (t *admitTable) forgetAsks(now int64) {
+	k := 0
+	for k < len(t.asked) && now-t.asked[k].at >= int64(admitsRetry) {
+		k++
+	}
+	if k > 0 {
+		t.asked = slices.Delete(t.asked, 0, k)
+	}
 }
 
 type admitParts struct {
@@ -79,7 +116,9 @@ func (t *admitTable) forget(i int32) {
 	t.known.set(i, false)
 	delete(t.keys, i)
 	delete(t.pend, i)
-	delete(t.asked, i)
+	for _, b := range t.asked {
+		b.who.set(i, false)
+	}
 }
 
 // ownAdmits lists, sorted and without repeats, the keys of the edges cfg
@@ -109,28 +148,17 @@ func (p *Proxy) admitsTick(now int64) {
 	others, gen := p.health.liveOthers()
 	p.mem.mu.Lock()
 	t := &p.mem.admits
-	// An ask older than admitsRetry is as good as none.
-	for i, at := range t.asked {
-		if now-at >= int64(admitsRetry) {
-			delete(t.asked, i)
-		}
-	}
-	if len(t.asked) == 0 {
-		t.asked = nil // a map keeps the room it once needed
-	}
+	t.forgetAsks(now)
 	done := true
 	for _, m := range others {
 		if inc, ok := t.has(m.idx); ok && inc >= m.inc {
 			continue
 		}
 		done = false
-		if at, ok := t.asked[m.idx]; ok && now-at < int64(admitsRetry) {
+		if at, ok := t.askedAt(m.idx); ok && now-at < int64(admitsRetry) {
 			continue
 		}
-		if t.asked == nil {
-			t.asked = map[int32]int64{}
-		}
-		t.asked[m.idx] = now
+		t.ask(m.idx, now)
 		ask = append(ask, m.Addr)
 	}
 	p.mem.admitsDone, p.mem.admitsGen = done, gen

@@ -464,7 +464,7 @@ func (p *Proxy) admitsOf(name string) (keys map[[32]byte]bool, inc uint32, asked
 	p.mem.mu.Lock()
 	defer p.mem.mu.Unlock()
 	t := &p.mem.admits
-	asked = t.asked[i]
+	asked, _ = t.askedAt(i)
 	inc, ok := t.has(i)
 	if !ok {
 		return nil, 0, asked

@@ -278,3 +278,50 @@ func TestHealthRingInBigCluster(t *testing.T) {
 		t.Errorf("%d Fail messages for one death, want at most %d", fails, most)
 	}
 }
+
+// TestHealthRecordsOnlyWhatItProbes: a detector keeps a probe record only
+// for the members it watches, and for the dead, whose record is the
+// compact one; a tick visits only those.
+func TestHealthRecordsOnlyWhatItProbes(t *testing.T) {
+	n, ms := newHealthNet(t, 20, 20, 20)
+	n.run(5 * probeInterval)
+	records := func(hd *health) (int, int) {
+		hd.mu.Lock()
+		defer hd.mu.Unlock()
+		dead := 0
+		for i, x := range hd.ext {
+			if hd.recs[i].state == StateDead {
+				dead++
+				if x.live != nil {
+					t.Errorf("%s keeps the live part of dead %s", hd.self.Name, hd.ros.ms[i].Name)
+				}
+			}
+		}
+		if c := hd.hot.count(); c != len(hd.ext) {
+			t.Errorf("%s: %d hot, %d records", hd.self.Name, c, len(hd.ext))
+		}
+		return len(hd.ext), dead
+	}
+	for _, m := range ms {
+		hd := n.node(m.Name).hd
+		if got, want := len(hd.watchedNames()), 8+2*2; got != want {
+			t.Fatalf("%s watches %d, want %d", m.Name, got, want)
+		}
+		if got, _ := records(hd); got != 8+2*2 {
+			t.Errorf("%s keeps %d probe records of 59 members, want %d", m.Name, got, 8+2*2)
+		}
+	}
+	n.kill("p25")
+	n.stepsUntil(20, n.allSee("p25", StateDead))
+	n.run(5 * probeInterval)
+	for _, m := range ms {
+		if m.Name == "p25" {
+			continue
+		}
+		hd := n.node(m.Name).hd
+		got, dead := records(hd)
+		if dead != 1 || got != len(hd.watchedNames())+1 {
+			t.Errorf("%s keeps %d probe records (%d dead), want its %d watched and p25", m.Name, got, dead, len(hd.watchedNames()))
+		}
+	}
+}
