@@ -211,6 +211,39 @@ type liveRec struct {
 	vouchedAt int64              // when a helper last relayed its answer to our probe
 }
 
+// recPages holds probeRecs by member number, in pages of recPage made
+// when first needed: at rest a proxy has records for a dozen members, in
+// one to three pages; in a partition for half of them, and a map of those
+// cost more than a pointer for every member.
+type recPages [][]*probeRec
+
+const recPage = 256
+
+func (r recPages) get(i int32) *probeRec {
+	p := int(i / recPage)
+	if p >= len(r) || r[p] == nil {
+		return nil
+	}
+	return r[p][i%recPage]
+}
+
+func (r *recPages) put(i int32, x *probeRec) {
+	p := int(i / recPage)
+	if p >= len(*r) {
+		if x == nil {
+			return
+		}
+		*r = append(*r, make(recPages, p+1-len(*r))...)
+	}
+	if (*r)[p] == nil {
+		if x == nil {
+			return
+		}
+		(*r)[p] = make([]*probeRec, recPage)
+	}
+	(*r)[p][i%recPage] = x
+}
+
 // l is x's liveRec, made if it has none.
 func (x *probeRec) l() *liveRec {
 	if x.live == nil {
@@ -297,8 +330,9 @@ type health struct {
 	inc     uint32
 	ros     *roster // self included; replaced (never changed) by add
 	selfIdx int32
-	recs    []mrec // by member number; self's is unused
-	ext     map[int32]*probeRec
+	recs    []mrec   // by member number; self's is unused
+	ext     recPages // the probeRecs, by member number
+	nExt    int
 	// hot: the members (by rank, i.e. place by name) with a probeRec;
 	// down: those dead or joining, who are not live.
 	hot, down bitset
@@ -337,7 +371,7 @@ type healthStats struct {
 func newHealth(cfg HealthConfig, self Member, members []Member, ros *roster, now func() int64, send func(netip.Addr, uint32, Msg), changed func(change)) *health {
 	cfg.defaults()
 	h := &health{cfg: cfg, self: self, now: now, send: send, changed: changed, inc: cfg.Incarnation,
-		ext: map[int32]*probeRec{}, probeRelays: map[uint32]probeRelay{}}
+		probeRelays: map[uint32]probeRelay{}}
 	if ros == nil {
 		ms := []Member{self}
 		for _, m := range members {
@@ -408,7 +442,7 @@ func (h *health) byAddr(a netip.Addr) int32 {
 
 // x is i's probeRec, made if it has none.
 func (h *health) x(i int32) *probeRec {
-	if x := h.ext[i]; x != nil {
+	if x := h.ext.get(i); x != nil {
 		return x
 	}
 	x := &probeRec{}
@@ -420,7 +454,8 @@ func (h *health) x(i int32) *probeRec {
 		x.l().vouchedAt = at
 		delete(h.vouched, i)
 	}
-	h.ext[i] = x
+	h.ext.put(i, x)
+	h.nExt++
 	h.hot.set(h.ros.rank[i], true)
 	return x
 }
@@ -428,7 +463,7 @@ func (h *health) x(i int32) *probeRec {
 // drop forgets i's probeRec: it is alive, unwatched and reachable, and
 // probed no more. What may still matter is kept aside.
 func (h *health) drop(i int32) {
-	x := h.ext[i]
+	x := h.ext.get(i)
 	if x == nil {
 		return
 	}
@@ -444,7 +479,8 @@ func (h *health) drop(i int32) {
 		}
 		h.vouched[i] = x.vouchedAt()
 	}
-	delete(h.ext, i)
+	h.ext.put(i, nil)
+	h.nExt--
 	h.hot.set(h.ros.rank[i], false)
 }
 
@@ -535,7 +571,7 @@ func (h *health) rttMaxAge() int64 { return rttAgeProbes * int64(h.cfg.ProbeInte
 // rttLocked is i's RTT as MemberInfo.RTT has it: 0 when unknown, stale,
 // dead, or no longer watched (tick forgets it at its next round).
 func (h *health) rttLocked(i int32, now int64) time.Duration {
-	m, x := &h.recs[i], h.ext[i]
+	m, x := &h.recs[i], h.ext.get(i)
 	if x == nil || x.live == nil || !m.watched() || m.state == StateDead || x.live.srtt == 0 || now-x.live.rttAt > h.rttMaxAge() {
 		return 0
 	}
@@ -736,7 +772,7 @@ func (h *health) tick() {
 	// Every member without a probeRec is alive, unwatched and reachable:
 	// there is nothing to do to it.
 	h.eachHot(func(i int32) {
-		m, x := &h.recs[i], h.ext[i]
+		m, x := &h.recs[i], h.ext.get(i)
 		switch {
 		case m.state == StateJoining:
 			if now-x.l().suspectAt < int64(joinQuiet) {
@@ -812,7 +848,7 @@ func (h *health) missesFor(m *mrec) int {
 func (h *health) reachLocked(ch *change, now int64) {
 	limit := int64(h.cfg.ProbeMisses+1) * int64(h.cfg.ProbeInterval)
 	h.eachHot(func(i int32) {
-		m, x := &h.recs[i], h.ext[i]
+		m, x := &h.recs[i], h.ext.get(i)
 		live := m.state == StateAlive || m.state == StateSuspect
 		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && x.vouchedAt() > m.lastHeard
 		switch {
@@ -922,7 +958,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		if mi < 0 {
 			break
 		}
-		x := h.ext[mi]
+		x := h.ext.get(mi)
 		if x == nil {
 			break // not probed lately
 		}
@@ -981,7 +1017,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		if (m.state != StateDead && msg.Incarnation >= m.inc) || (m.state == StateDead && msg.Incarnation > m.inc) {
 			wasDead := m.state == StateDead
 			h.setState(mi, StateDead)
-			x := h.ext[mi]
+			x := h.ext.get(mi)
 			m.inc, x.outstanding, x.lastProbe = msg.Incarnation, 0, now
 			h.gen.Add(1)
 			if !wasDead {
@@ -1020,7 +1056,7 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	old, oldInc := m.state, m.inc
 	h.setState(i, StateAlive)
 	m.inc = inc
-	if x := h.ext[i]; x != nil {
+	if x := h.ext.get(i); x != nil {
 		x.outstanding = 0
 		if x.live != nil {
 			x.live.rttFrom = 0 // a new process: a new WireGuard session to set up
@@ -1067,7 +1103,7 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, i int32, inc uint
 			h.gen.Add(1)
 		}
 		h.setState(i, StateAlive)
-		if x := h.ext[i]; x != nil {
+		if x := h.ext.get(i); x != nil {
 			x.outstanding = 0
 		}
 	}
@@ -1193,8 +1229,10 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	h.recs = append(h.recs, mrec{state: state, inc: inc})
 	// New ranks: index the bit sets again.
 	h.hot, h.down = newBitset(len(h.ros.ms)), newBitset(len(h.ros.ms))
-	for j := range h.ext {
-		h.hot.set(h.ros.rank[j], true)
+	for j := range h.recs {
+		if h.ext.get(int32(j)) != nil {
+			h.hot.set(h.ros.rank[j], true)
+		}
 	}
 	for j := range h.recs {
 		if int32(j) != h.selfIdx && !watchable(h.recs[j].state) {
@@ -1261,7 +1299,7 @@ func (h *health) deadSince(name string) (int64, bool) {
 		return 0, false
 	}
 	at := h.deadAt[i]
-	if x := h.ext[i]; x != nil {
+	if x := h.ext.get(i); x != nil {
 		at = x.deadAt
 	}
 	return at, at != 0

@@ -289,7 +289,13 @@ func TestHealthRecordsOnlyWhatItProbes(t *testing.T) {
 		hd.mu.Lock()
 		defer hd.mu.Unlock()
 		dead := 0
-		for i, x := range hd.ext {
+		n := 0
+		for i := range hd.recs {
+			x := hd.ext.get(int32(i))
+			if x == nil {
+				continue
+			}
+			n++
 			if hd.recs[i].state == StateDead {
 				dead++
 				if x.live != nil {
@@ -297,10 +303,10 @@ func TestHealthRecordsOnlyWhatItProbes(t *testing.T) {
 				}
 			}
 		}
-		if c := hd.hot.count(); c != len(hd.ext) {
-			t.Errorf("%s: %d hot, %d records", hd.self.Name, c, len(hd.ext))
+		if c := hd.hot.count(); c != n || n != hd.nExt {
+			t.Errorf("%s: %d hot, %d records, %d counted", hd.self.Name, c, n, hd.nExt)
 		}
-		return len(hd.ext), dead
+		return n, dead
 	}
 	for _, m := range ms {
 		hd := n.node(m.Name).hd

@@ -362,7 +362,9 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 			return nil, fmt.Errorf("overlay: proxy %s is not in its shared member list as configured", cfg.Self.Name)
 		}
 		tbl = cfg.Shared.t
-		members = tbl.list()
+		if cfg.MeshKey != nil {
+			members = tbl.list() // for seeds; health numbers the shared roster
+		}
 	} else {
 		members = []Member{cfg.Self}
 		for _, m := range cfg.Members {
