@@ -660,8 +660,7 @@ func (h *health) computeWatchedLocked() []int32 {
 		if int32(c) == own || !slices.ContainsFunc(ms, func(i int32) bool { return i != h.selfIdx && watchable(h.recs[i].state) }) {
 			continue
 		}
-		name := r.clusterNames[c]
-		cs.offer(int32(c), topKey{w: weight(self, "cluster:"+name), name: name})
+		cs.offer(int32(c), topKey{w: weight(self, r.clusterKeys[c]), name: r.clusterNames[c]})
 	}
 	for _, c := range cs.idx {
 		t := top{k: h.cfg.WatchPerCluster}

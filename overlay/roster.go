@@ -25,6 +25,7 @@ type roster struct {
 	// them by ringKey (tier 1 of health.go).
 	cluster      []int32
 	clusterNames []string
+	clusterKeys  []string // "cluster:" and its name, as tier 2 weighs it
 	clusters     [][]int32
 	rings        [][]int32
 	// v4 and v6 are the overlay addresses (Addr, unmapped) as the router
@@ -88,6 +89,10 @@ func (r *roster) index() {
 		r.clusterNames = append(r.clusterNames, c)
 	}
 	slices.Sort(r.clusterNames)
+	r.clusterKeys = make([]string, len(r.clusterNames))
+	for i, c := range r.clusterNames {
+		r.clusterKeys[i] = "cluster:" + c
+	}
 	num := make(map[string]int32, len(r.clusterNames))
 	for i, c := range r.clusterNames {
 		num[c] = int32(i)

@@ -12,10 +12,11 @@ import (
 
 // heapAtRest writes a heap profile when RunFailures reports it is at rest.
 type heapAtRest struct {
-	t    *testing.T
-	path string
-	at   string // the progress line's text that takes the profile
-	heap uint64
+	t     *testing.T
+	path  string
+	at    string // the progress line's text that takes the profile
+	heap  uint64
+	pairs int
 }
 
 func (h *heapAtRest) Write(b []byte) (int, error) {
@@ -34,6 +35,9 @@ func (h *heapAtRest) Write(b []byte) (int, error) {
 			}
 			f.Close()
 		}
+		if os.Getenv("SIM_HEAPSTOP") != "" {
+			h.t.Skipf("heap %.1f MiB (%.0f B per pair) %s; stopped there (SIM_HEAPSTOP)", float64(h.heap)/(1<<20), float64(h.heap)/float64(h.pairs), h.at)
+		}
 	}
 	return len(b), nil
 }
@@ -41,7 +45,8 @@ func (h *heapAtRest) Write(b []byte) (int, error) {
 // TestFailuresHeap runs failures at SIM_PROXIES (default 500) in clusters
 // of SIM_CLUSTER (default 10) and reports the heap per (proxy, member) at
 // rest (or after the event SIM_HEAPAT names, e.g. "partition");
-// SIM_HEAPPROF names a file for a heap profile taken then. Set
+// SIM_HEAPPROF names a file for a heap profile taken then; SIM_HEAPSTOP=1
+// ends the run there. Set
 // SIM_HEAP=1 to run it.
 func TestFailuresHeap(t *testing.T) {
 	if os.Getenv("SIM_HEAP") == "" {
@@ -52,7 +57,7 @@ func TestFailuresHeap(t *testing.T) {
 	runtime.GC()
 	var m0 runtime.MemStats
 	runtime.ReadMemStats(&m0)
-	h := &heapAtRest{t: t, path: os.Getenv("SIM_HEAPPROF"), at: "at rest"}
+	h := &heapAtRest{t: t, path: os.Getenv("SIM_HEAPPROF"), at: "at rest", pairs: p * p}
 	if at := os.Getenv("SIM_HEAPAT"); at != "" {
 		h.at = at // e.g. "partition": after that event
 	}
