@@ -24,15 +24,101 @@ const admitsRetry = time.Second
 // MTU less IP and UDP headers, with room to spare).
 const maxProxiesPayload = 1200
 
-// admitSet is what one member admits, as far as this proxy has heard.
-type admitSet struct {
-	inc  uint32 // the member's incarnation when it sent keys
-	keys map[[32]byte]bool
-	// The parts of a newer list, until all have come.
-	pendInc   uint32
-	pendParts uint8
-	pend      map[uint8][][32]byte
-	askedAt   int64
+// admitTable is what each member admits, as far as this proxy has heard,
+// by member number (health's roster): a few bytes per member, as every
+// proxy of a large overlay has one for every other.
+type admitTable struct {
+	// inc: the member's incarnation when it sent keys, if known.
+	inc   []uint32
+	known bitset
+	// keys: those of the members that admit some edge.
+	keys map[int32]map[[32]byte]bool
+	// pend: the parts of a newer list, until all have come.
+	pend map[int32]*admitParts
+	// asked: who was asked when, oldest first, while that matters (for
+	// admitsRetry): a proxy asks every other at its start, and a map of
+	// them all was most of a large overlay's heap then.
+	asked []askBatch
+}
+
+// askBatch is the members asked at one time.
+type askBatch struct {
+	at  int64
+	who bitset
+}
+
+// askedAt is when i was last asked, if lately.
+func (t *admitTable) askedAt(i int32) (int64, bool) {
+	for k := len(t.asked) - 1; k >= 0; k-- {
+		if t.asked[k].who.has(i) {
+			return t.asked[k].at, true
+		}
+	}
+	return 0, false
+}
+
+// ask notes that i is asked now.
+func (t *admitTable) ask(i int32, now int64) {
+	if n := len(t.asked); n == 0 || t.asked[n-1].at != now {
+		t.asked = append(t.asked, askBatch{at: now})
+	}
+	t.asked[len(t.asked)-1].who.set(i, true)
+}
+
+// forgetAsks drops the asks made admitsRetry or longer before now: they
+// are as good as none.
+func (t *admitTable) forgetAsks(now int64) {
+	k := 0
+	for k < len(t.asked) && now-t.asked[k].at >= int64(admitsRetry) {
+		k++
+	}
+	if k > 0 {
+		t.asked = slices.Delete(t.asked, 0, k)
+	}
+}
+
+type admitParts struct {
+	inc   uint32
+	parts uint8
+	got   map[uint8][][32]byte
+}
+
+// has reports whether i's keys are here, and of which incarnation.
+func (t *admitTable) has(i int32) (uint32, bool) {
+	if !t.known.has(i) {
+		return 0, false
+	}
+	return t.inc[i], true
+}
+
+// admits reports whether member i admits the edge with key k.
+func (t *admitTable) admits(i int32, k [32]byte) bool { return t.keys[i][k] }
+
+// set takes i's keys, of incarnation inc.
+func (t *admitTable) set(i int32, inc uint32, keys map[[32]byte]bool) {
+	if int(i) >= len(t.inc) {
+		t.inc = append(t.inc, make([]uint32, int(i)+1-len(t.inc))...)
+	}
+	t.inc[i] = inc
+	t.known.set(i, true)
+	if len(keys) == 0 {
+		delete(t.keys, i)
+		return
+	}
+	if t.keys == nil {
+		t.keys = map[int32]map[[32]byte]bool{}
+	}
+	t.keys[i] = keys
+}
+
+// forget drops all that is known of i.
+func (t *admitTable) forget(i int32) {
+	t.known.set(i, false)
+	delete(t.keys, i)
+	delete(t.pend, i)
+	for _, b := range t.asked {
+		b.who.set(i, false)
+	}
 }
 
 // ownAdmits lists, sorted and without repeats, the keys of the edges cfg
@@ -51,45 +137,36 @@ func ownAdmits(edges map[netip.Addr]*EdgePolicy) [][32]byte {
 // of a live list has answered, it skips that list: walking 10,000 members
 // every Tick for nothing was a large overlay's main idle cost.
 func (p *Proxy) admitsTick(now int64) {
-	var ask []netip.Addr
-	others := p.health.liveOthers()
+	gen := p.health.liveGen()
 	p.mem.mu.Lock()
-	if p.mem.admitsDone != nil && sameSlice(p.mem.admitsDone, others) {
+	if p.mem.admitsDone && p.mem.admitsGen == gen {
 		p.mem.mu.Unlock()
 		return
 	}
+	p.mem.mu.Unlock()
+	var ask []netip.Addr
+	others, gen := p.health.liveOthers()
+	p.mem.mu.Lock()
+	t := &p.mem.admits
+	t.forgetAsks(now)
 	done := true
 	for _, m := range others {
-		s := p.mem.admits[m.Name]
-		if s == nil {
-			s = &admitSet{}
-			p.mem.admits[m.Name] = s
-		}
-		if s.keys != nil && s.inc >= m.inc {
+		if inc, ok := t.has(m.idx); ok && inc >= m.inc {
 			continue
 		}
 		done = false
-		if s.askedAt != 0 && now-s.askedAt < int64(admitsRetry) {
+		if at, ok := t.askedAt(m.idx); ok && now-at < int64(admitsRetry) {
 			continue
 		}
-		s.askedAt = now
+		t.ask(m.idx, now)
 		ask = append(ask, m.Addr)
 	}
-	if done {
-		// liveOthers gives a new slice whenever a member comes, goes or
-		// restarts; holding this one keeps its address from being reused.
-		p.mem.admitsDone = others
-	}
+	p.mem.admitsDone, p.mem.admitsGen = done, gen
 	p.mem.mu.Unlock()
 	self, inc := p.cfg.Self.Name, p.health.incarnation()
 	for _, a := range ask {
 		p.sendTo(a, 0, &AdmitsReq{From: self, Incarnation: inc})
 	}
-}
-
-// sameSlice reports whether a and b are the same slice (not just equal).
-func sameSlice[T any](a, b []T) bool {
-	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 // handleAdmitsReq sends this proxy's admitted keys to the member at src.
@@ -115,41 +192,50 @@ func (p *Proxy) handleAdmits(src netip.Addr, m *Admits) {
 	if _, inc, ok := p.health.state(m.From); !ok || m.Incarnation < inc {
 		return // a late answer from before a restart: ask again
 	}
+	i := p.health.index(m.From)
 	p.mem.mu.Lock()
 	defer p.mem.mu.Unlock()
-	s := p.mem.admits[m.From]
-	if s == nil {
-		s = &admitSet{}
-		p.mem.admits[m.From] = s
-	}
-	if s.keys != nil && m.Incarnation <= s.inc {
+	t := &p.mem.admits
+	if inc, ok := t.has(i); ok && m.Incarnation <= inc {
 		return // a repeat
 	}
-	if s.pend == nil || s.pendInc != m.Incarnation || s.pendParts != m.Parts {
-		s.pend, s.pendInc, s.pendParts = map[uint8][][32]byte{}, m.Incarnation, m.Parts
+	pd := t.pend[i]
+	if pd == nil || pd.inc != m.Incarnation || pd.parts != m.Parts {
+		pd = &admitParts{inc: m.Incarnation, parts: m.Parts, got: map[uint8][][32]byte{}}
+		if t.pend == nil {
+			t.pend = map[int32]*admitParts{}
+		}
+		t.pend[i] = pd
 	}
-	s.pend[m.Part] = m.Keys
-	if len(s.pend) < int(s.pendParts) {
+	pd.got[m.Part] = m.Keys
+	if len(pd.got) < int(pd.parts) {
 		return
 	}
-	s.keys = map[[32]byte]bool{}
-	for _, ks := range s.pend {
+	keys := map[[32]byte]bool{}
+	for _, ks := range pd.got {
 		for _, k := range ks {
-			s.keys[k] = true
+			keys[k] = true
 		}
 	}
-	s.inc, s.pend = s.pendInc, nil
+	t.set(i, pd.inc, keys)
+	delete(t.pend, i)
 }
 
 // forgetAdmits drops what a member admits (it restarted, perhaps with
 // another file): the next admitsTick asks again.
 func (p *Proxy) forgetAdmits(ms []Member) {
+	idx := make([]int32, len(ms))
+	for k, m := range ms {
+		idx[k] = p.health.index(m.Name)
+	}
 	p.mem.mu.Lock()
 	defer p.mem.mu.Unlock()
-	for _, m := range ms {
-		delete(p.mem.admits, m.Name)
+	for _, i := range idx {
+		if i >= 0 {
+			p.mem.admits.forget(i)
+		}
 	}
-	p.mem.admitsDone = nil
+	p.mem.admitsDone = false
 }
 
 // Admitting names the live proxies that would admit the edge with this
@@ -169,13 +255,13 @@ func (p *Proxy) Admitting(key [32]byte) []string {
 // digest) stays put while nothing changes.
 func (p *Proxy) admitting(key [32]byte) []Member {
 	self := p.self()
-	others := p.health.liveOthers()
+	others, _ := p.health.liveOthers()
 	var peers []Member
 	p.mem.mu.Lock()
 	for _, o := range others {
 		// In CA mode every proxy admits an edge whose certificate is good.
-		if s := p.mem.admits[o.Name]; p.certs != nil || s != nil && s.keys[key] {
-			peers = append(peers, o.Member)
+		if p.certs != nil || p.mem.admits.admits(o.idx, key) {
+			peers = append(peers, *o.Member)
 		}
 	}
 	p.mem.mu.Unlock()
@@ -238,8 +324,8 @@ func (p *Proxy) admitsEdgeOf(name string, addr netip.Addr) bool {
 		// claims this edge's address with this edge's key has.
 		return p.claimsSame(name, addr)
 	}
+	i := p.health.index(name)
 	p.mem.mu.Lock()
 	defer p.mem.mu.Unlock()
-	s := p.mem.admits[name]
-	return s != nil && s.keys[e.PublicKey]
+	return i >= 0 && p.mem.admits.admits(i, e.PublicKey)
 }

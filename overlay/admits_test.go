@@ -66,10 +66,7 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		m := p.mem.table().byName["p4"]
 		m.Cluster = "c2"
 		p.mem.put(m)
-		p.health.mu.Lock()
-		p.health.members["p4"].Cluster = "c2"
-		p.health.watched = nil
-		p.health.mu.Unlock()
+		p.health.setMember(m)
 	}
 	p1 := pn.p("p1")
 	pn.run(200 * time.Millisecond) // the proxies ask each other what they admit
@@ -94,7 +91,7 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 	want(41, pn.p("p2"), "p2")
 	// A list in two parts arrived whole: p1 tells edge 0 about p2 because
 	// of the first part; p3 admits no edge 41 but knows p2 does.
-	if got := p1.mem.admits["p2"]; got == nil || len(got.keys) != 41 {
+	if got, _, _ := p1.admitsOf("p2"); len(got) != 41 {
 		t.Fatalf("p1 has %v of p2's 41 keys", got)
 	}
 	// A proxy that does not admit an edge does not answer it.
@@ -128,20 +125,20 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		t.Fatalf("p4 restarted at incarnation %d, not above %d", inc, old)
 	}
 	pn.until(admitsRetry+time.Second, "p1 has p4's new list", func() bool {
-		s := p1.mem.admits["p4"]
-		return s != nil && s.inc == inc && s.keys[edgeKey(0)]
+		keys, got, _ := p1.admitsOf("p4")
+		return got == inc && keys[edgeKey(0)]
 	})
-	asked := p1.mem.admits["p4"].askedAt
+	asked := p1.Stats().Sent[TypeAdmitsReq]
 	pn.run(2 * admitsRetry)
-	if p1.mem.admits["p4"].askedAt != asked {
-		t.Errorf("p1 asked p4 again with its list current")
+	if n := p1.Stats().Sent[TypeAdmitsReq]; n != asked {
+		t.Errorf("p1 asked again (%d times) with every list current", n-asked)
 	}
 
 	// A late answer from p4's previous incarnation is not taken.
 	p1.forgetAdmits([]Member{{Name: "p4"}})
 	pn.sendAs("p4", "p1", admitsMsg("p4", old, edgeKey(7)))
 	pn.settle()
-	if s := p1.mem.admits["p4"]; s != nil && s.keys != nil {
-		t.Errorf("p1 took p4's list of an older incarnation: %+v", s)
+	if keys, _, _ := p1.admitsOf("p4"); keys != nil {
+		t.Errorf("p1 took p4's list of an older incarnation: %v", keys)
 	}
 }

@@ -7,6 +7,7 @@ package overlay
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -179,7 +180,7 @@ func (h *harness) startHealth(self Member, members []Member, inc uint32) *health
 	n := h.addNode(self)
 	fresh := n.hd == nil
 	from := netip.AddrPortFrom(self.Addr, testCtrl)
-	n.hd = newHealth(HealthConfig{Incarnation: inc}, self, members, h.clk.Now,
+	n.hd = newHealth(HealthConfig{Incarnation: inc}, self, members, nil, h.clk.Now,
 		func(to netip.Addr, seq uint32, m Msg) {
 			h.net.Send(from, netip.AddrPortFrom(to, testCtrl), encode(h.t, wmsg{seq, m}))
 		},
@@ -426,4 +427,51 @@ func admitsMsg(name string, inc uint32, keys ...[32]byte) wmsg {
 // net.
 func (h *harness) sendAs(from, to string, m wmsg) {
 	h.net.Send(netip.AddrPortFrom(h.node(from).m.Addr, testCtrl), netip.AddrPortFrom(h.node(to).m.Addr, testCtrl), encode(h.t, m))
+}
+
+// setMember changes the record of a member health knows (a test's
+// rewrite of history: a real record never changes).
+func (h *health) setMember(m Member) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ms := slices.Clone(h.ros.ms)
+	ms[h.ros.byName[m.Name]] = m
+	r := &roster{ms: ms, byName: h.ros.byName, byAddr: map[netip.Addr]int32{}}
+	r.index()
+	h.ros = r
+	h.watchedOK = false
+}
+
+// memberNamed is health's record of the member called name.
+func (h *health) memberNamed(name string) Member { return h.ros.ms[h.ros.byName[name]] }
+
+// watchedNames names the members health watches.
+func (h *health) watchedNames() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, i := range h.watchedLocked() {
+		out = append(out, h.ros.ms[i].Name)
+	}
+	return out
+}
+
+// admitsOf is what p knows the member called name admits: its keys (nil
+// if not known) and their incarnation, and when it last asked (0: not
+// lately).
+func (p *Proxy) admitsOf(name string) (keys map[[32]byte]bool, inc uint32, asked int64) {
+	i := p.health.index(name)
+	p.mem.mu.Lock()
+	defer p.mem.mu.Unlock()
+	t := &p.mem.admits
+	asked, _ = t.askedAt(i)
+	inc, ok := t.has(i)
+	if !ok {
+		return nil, 0, asked
+	}
+	keys = t.keys[i]
+	if keys == nil {
+		keys = map[[32]byte]bool{}
+	}
+	return keys, inc, asked
 }

@@ -1,11 +1,8 @@
 package overlay
 
 import (
-	"cmp"
-	"maps"
 	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,14 +69,6 @@ const (
 // proxy that just started take a while on a busy host, and a death
 // declared for that would move RAP duties back and forth for nothing.
 const startGrace = 2 * time.Second
-
-// missesFor is how many unanswered probes in a row make m a suspect.
-func (h *health) missesFor(m *mstate) int {
-	if m.heard {
-		return h.cfg.ProbeMisses
-	}
-	return max(h.cfg.ProbeMisses, int(startGrace/h.cfg.ProbeInterval))
-}
 
 // joinQuiet is how long a joining member is left to make first contact.
 const joinQuiet = 3 * time.Second
@@ -180,31 +169,120 @@ const probeWindow = 8
 // that make a member unreachable, so a slow answer does not blank it.
 const rttAgeProbes = 10
 
-type sentProbe struct {
-	seq      uint32
-	at       int64
-	indirect bool
+// mrec is how this proxy sees one member: 16 bytes, kept for every member
+// (10,000 proxies each knowing 10,000 others are 10^8 of them).
+type mrec struct {
+	lastHeard int64 // when it last said something
+	inc       uint32
+	state     MemberState
+	flags     uint8
 }
 
-type mstate struct {
-	Member
-	state       MemberState
-	inc         uint32
-	srtt        int64 // ns, 0 = none
-	rttAt       int64 // when srtt last took a sample
-	rttFrom     int64 // when this measurement run's first answer came; 0: none yet (see sampleLocked)
-	outstanding int   // probes sent since the last ack
-	sent        [probeWindow]sentProbe
-	next        int
-	suspectAt   int64 // StateJoining: when it was added
+const (
+	fHeard       = 1 << iota // it has said something since this proxy started
+	fUnreachable             // alive for others, but its probes go unanswered here
+	fWatched                 // this proxy probes it (the cached watched set)
+)
+
+func (m *mrec) heard() bool       { return m.flags&fHeard != 0 }
+func (m *mrec) unreachable() bool { return m.flags&fUnreachable != 0 }
+func (m *mrec) watched() bool     { return m.flags&fWatched != 0 }
+
+// probeRec is the rest of a member's state, kept only while it is not
+// plain alive and unprobed: watched, suspect, dead, joining or
+// unreachable. A tick drops it when the member is alive and unwatched
+// again, after doing to it what it did to every unwatched member. It is
+// 64 bytes, and 64 more (liveRec) unless the member is dead: in a
+// partition every proxy holds half the others dead.
+type probeRec struct {
+	// seq: the recent probes an ack may answer (0: none, or answered);
+	// ind: bit k says seq[k] asked helpers (indirect); next: where the
+	// next one goes.
+	seq         [probeWindow]uint32
+	ind, next   uint8
+	outstanding int32 // probes sent since the last ack
+	lastProbe   int64
+	deadAt      int64 // when it last became dead here
+	live        *liveRec
+}
+
+// liveRec is what a probeRec has of a member that is not dead (or of a
+// dead one that was vouched for after this proxy last heard it).
+type liveRec struct {
+	at        [probeWindow]int64 // when seq[k] was sent (not kept while dead: it is no sample then)
+	srtt      int64              // ns, 0 = none
+	rttAt     int64              // when srtt last took a sample
+	rttFrom   int64              // when this measurement run's first answer came; 0: none yet (see sampleLocked)
+	suspectAt int64              // StateJoining: when it was added
+	vouchedAt int64              // when a helper last relayed its answer to our probe
 	// suspectTicks: the ticks since it became suspect, that one included.
-	suspectTicks int
-	lastProbe    int64
-	deadAt       int64 // when it last became dead here
-	heard        bool  // it has said something since this proxy started
-	lastHeard    int64 // when it last said something
-	vouchedAt    int64 // when a helper last relayed its answer to our probe
-	unreachable  bool  // alive for others, but its probes go unanswered here
+	suspectTicks int32
+}
+
+// recPages holds probeRecs by member number, in pages of recPage made
+// when first needed: at rest a proxy has records for a dozen members, in
+// one to three pages; in a partition for half of them, and a map of those
+// cost more than a pointer for every member.
+type recPages [][]*probeRec
+
+const recPage = 256
+
+func (r recPages) get(i int32) *probeRec {
+	p := int(i / recPage)
+	if p >= len(r) || r[p] == nil {
+		return nil
+	}
+	return r[p][i%recPage]
+}
+
+func (r *recPages) put(i int32, x *probeRec) {
+	p := int(i / recPage)
+	if p >= len(*r) {
+		if x == nil {
+			return
+		}
+		*r = append(*r, make(recPages, p+1-len(*r))...)
+	}
+	if (*r)[p] == nil {
+		if x == nil {
+			return
+		}
+		(*r)[p] = make([]*probeRec, recPage)
+	}
+	(*r)[p][i%recPage] = x
+}
+
+// l is x's liveRec, made if it has none.
+func (x *probeRec) l() *liveRec {
+	if x.live == nil {
+		x.live = &liveRec{}
+	}
+	return x.live
+}
+
+// vouchedAt is when a helper last relayed the member's answer (0: never).
+func (x *probeRec) vouchedAt() int64 {
+	if x.live == nil {
+		return 0
+	}
+	return x.live.vouchedAt
+}
+
+// record notes probe seq, sent now; the member's state says whether it
+// needs its time.
+func (x *probeRec) record(seq uint32, now int64, indirect bool, st MemberState) {
+	k := x.next % probeWindow
+	x.seq[k] = seq
+	x.ind &^= 1 << k
+	if indirect {
+		x.ind |= 1 << k
+	}
+	if st != StateDead {
+		x.l().at[k] = now
+	} else if x.live != nil {
+		x.live.at[k] = 0
+	}
+	x.next = (x.next + 1) % probeWindow
 }
 
 // probeRelay is a probe this proxy sends for another (ProbeReq).
@@ -243,6 +321,12 @@ func (c *change) onlyReach() bool {
 // health is the failure detector of one proxy. It is transport-agnostic:
 // send delivers a message to a member's control port, now is the clock,
 // changed hears membership changes (called without locks held).
+//
+// Its members are numbered by a roster, which proxies of one MemberList
+// share; per member it keeps an mrec, and a probeRec only for the few it
+// probes or has news of. A tick visits only those (hot), in name order as
+// it visited every member before: with 10,000 members, walking all of them
+// ten times a second at every proxy was most of a large overlay's cost.
 type health struct {
 	cfg     HealthConfig
 	self    Member
@@ -250,23 +334,33 @@ type health struct {
 	send    func(to netip.Addr, seq uint32, m Msg)
 	changed func(change)
 
-	mu          sync.Mutex
-	inc         uint32
-	members     map[string]*mstate // every other proxy
-	byAddr      map[netip.Addr]*mstate
-	order       []string // sorted names of members
-	nonce       uint32
-	probeRelays map[uint32]probeRelay
-	announced   bool
-	watched     map[string]bool // cache of watchedLocked; nil: stale
-	// others caches liveOthers, which every Tick reads (10,000 members
-	// copied ten times a second was most of a large overlay's idle cost);
-	// nil: stale. Every change of a member's state or incarnation, and
-	// every new member, drops it.
-	// It is read without the lock (Tick reads it several times).
-	others atomic.Pointer[[]liveMember]
+	mu      sync.Mutex
+	inc     uint32
+	ros     *roster // self included; replaced (never changed) by add
+	selfIdx int32
+	recs    []mrec   // by member number; self's is unused
+	ext     recPages // the probeRecs, by member number
+	nExt    int
+	// hot: the members (by rank, i.e. place by name) with a probeRec;
+	// down: those dead or joining, who are not live.
+	hot, down bitset
+	nDown     int
+	// The deadAt and vouchedAt of members whose probeRec was dropped,
+	// where they still matter (deadSince; a vouch newer than the last word).
+	deadAt, vouched map[int32]int64
+	nonce           uint32
+	probeRelays     map[uint32]probeRelay
+	announced       bool
+	// watched caches watchedLocked (members flagged fWatched); stale
+	// unless watchedOK.
+	watched   []int32
+	watchedOK bool
+	// gen counts the changes of the live list (a member's state or
+	// incarnation, a new member): liveOthers's callers compare it to
+	// know that the list they walked is still the list.
+	gen atomic.Uint64
 	// cut counts the members marked unreachable, so that unreachableAddrs
-	// need not walk every member when none is (nearly always).
+	// need not look when none is (nearly always).
 	cut      int
 	lastTick int64
 	stats    healthStats
@@ -280,20 +374,25 @@ type healthStats struct {
 	deaths, detect uint64
 }
 
-func newHealth(cfg HealthConfig, self Member, members []Member, now func() int64, send func(netip.Addr, uint32, Msg), changed func(change)) *health {
+// newHealth starts health monitoring of members (self among them or not),
+// or, if ros is set, of its members instead (self among them).
+func newHealth(cfg HealthConfig, self Member, members []Member, ros *roster, now func() int64, send func(netip.Addr, uint32, Msg), changed func(change)) *health {
 	cfg.defaults()
 	h := &health{cfg: cfg, self: self, now: now, send: send, changed: changed, inc: cfg.Incarnation,
-		members: map[string]*mstate{}, byAddr: map[netip.Addr]*mstate{}, probeRelays: map[uint32]probeRelay{}}
-	for _, m := range members {
-		if m.Name == self.Name || h.members[m.Name] != nil {
-			continue
+		probeRelays: map[uint32]probeRelay{}}
+	if ros == nil {
+		ms := []Member{self}
+		for _, m := range members {
+			if m.Name != self.Name {
+				ms = append(ms, m)
+			}
 		}
-		ms := &mstate{Member: m}
-		h.members[m.Name] = ms
-		h.byAddr[m.Addr] = ms
-		h.order = append(h.order, m.Name)
+		ros = newRoster(ms)
 	}
-	slices.Sort(h.order)
+	h.ros = ros
+	h.selfIdx = ros.byName[self.Name]
+	h.recs = make([]mrec, len(ros.ms))
+	h.hot, h.down = newBitset(len(ros.ms)), newBitset(len(ros.ms))
 	return h
 }
 
@@ -323,42 +422,125 @@ func (h *health) nextNonce() uint32 {
 
 // pairWeight is the rendezvous weight of b for a: how watchers pick the
 // clusters and members they watch, and helpers.
-func pairWeight(a, b string) uint64 {
+func pairWeight(a, b string) uint64 { return weight(pairPrefix(a), b) }
+
+// pairPrefix is pairWeight's hash of a, to weigh many b with.
+func pairPrefix(a string) uint64 {
 	h := fnvAdd(uint64(fnvOffset), a)
 	h ^= 0xff
 	h *= fnvPrime
-	return weight(h, b)
+	return h
+}
+
+// byName is the number of the member called name; -1 if none (or self).
+func (h *health) byName(name string) int32 {
+	if i, ok := h.ros.byName[name]; ok && i != h.selfIdx {
+		return i
+	}
+	return -1
+}
+
+// byAddr is the number of the member at a; -1 if none (or self).
+func (h *health) byAddr(a netip.Addr) int32 {
+	if i, ok := h.ros.byAddr[a]; ok && i != h.selfIdx {
+		return i
+	}
+	return -1
+}
+
+// x is i's probeRec, made if it has none.
+func (h *health) x(i int32) *probeRec {
+	if x := h.ext.get(i); x != nil {
+		return x
+	}
+	x := &probeRec{}
+	if at, ok := h.deadAt[i]; ok {
+		x.deadAt = at
+		delete(h.deadAt, i)
+	}
+	if at, ok := h.vouched[i]; ok {
+		x.l().vouchedAt = at
+		delete(h.vouched, i)
+	}
+	h.ext.put(i, x)
+	h.nExt++
+	h.hot.set(h.ros.rank[i], true)
+	return x
+}
+
+// drop forgets i's probeRec: it is alive, unwatched and reachable, and
+// probed no more. What may still matter is kept aside.
+func (h *health) drop(i int32) {
+	x := h.ext.get(i)
+	if x == nil {
+		return
+	}
+	if x.deadAt != 0 {
+		if h.deadAt == nil {
+			h.deadAt = map[int32]int64{}
+		}
+		h.deadAt[i] = x.deadAt
+	}
+	if x.vouchedAt() > h.recs[i].lastHeard {
+		if h.vouched == nil {
+			h.vouched = map[int32]int64{}
+		}
+		h.vouched[i] = x.vouchedAt()
+	}
+	h.ext.put(i, nil)
+	h.nExt--
+	h.hot.set(h.ros.rank[i], false)
 }
 
 // setState moves m to st, and drops the cached watched set when that
 // changes who may be watched (the dead and the joining are not).
-func (h *health) setState(m *mstate, st MemberState) {
+func (h *health) setState(i int32, st MemberState) {
+	m := &h.recs[i]
 	if m.state != st {
-		h.others.Store(nil)
+		h.gen.Add(1)
 	}
 	if watchable(m.state) != watchable(st) {
-		h.watched = nil
+		h.watchedOK = false
+		if watchable(st) {
+			h.nDown--
+		} else {
+			h.nDown++
+		}
+		h.down.set(h.ros.rank[i], !watchable(st))
 	}
 	switch {
 	case st == StateDead:
 		if m.state != StateDead {
 			h.stats.deaths++
-			if m.heard {
+			if m.heard() {
 				h.stats.detect += uint64(max(0, h.now()-m.lastHeard))
 			}
 		}
-		m.forgetRTT()
-		h.setUnreachable(m, false) // dead is all there is to say of it
+		x := h.x(i)
+		if x.vouchedAt() <= m.lastHeard {
+			// Nothing in it matters while it is dead (a vouch older than
+			// its last word never will).
+			x.live = nil
+		} else {
+			x.forgetRTT()
+		}
+		h.setUnreachable(i, false) // dead is all there is to say of it
 	case st == StateSuspect && m.state != StateSuspect:
 		// Silent for ProbeMisses probes: its next answers may have waited
 		// for a new WireGuard handshake. Keep the estimate, restart the run.
-		m.rttFrom = 0
+		h.x(i).l().rttFrom = 0
+	case st == StateJoining:
+		h.x(i).l()
 	}
 	m.state = st
 }
 
 // forgetRTT drops m's RTT: it is no longer measured (dead, unwatched).
-func (m *mstate) forgetRTT() { m.srtt, m.rttAt, m.rttFrom = 0, 0, 0 }
+func (x *probeRec) forgetRTT() {
+	if l := x.live; l != nil {
+		l.srtt, l.rttAt, l.rttFrom = 0, 0, 0
+	}
+}
 
 // sampleLocked takes the round trip of a direct probe m answered now, sent
 // at sent. Samples are counted only from a measurement run's first answer
@@ -370,103 +552,132 @@ func (m *mstate) forgetRTT() { m.srtt, m.rttAt, m.rttFrom = 0, 0, 0 }
 // Samples are not capped at a multiple of the estimate: a path that really
 // got slower (a reroute, the lab's delay) must show at once, and handshakes
 // stall probes only at these run starts, where nothing is counted yet.
-func (h *health) sampleLocked(m *mstate, sent, now int64) {
-	switch {
-	case m.state == StateDead:
+func (h *health) sampleLocked(m *mrec, xr *probeRec, sent, now int64) {
+	if m.state == StateDead {
 		return // a dead member's answers (to slow probes) rank nothing
-	case m.rttFrom == 0:
-		m.rttFrom = now
+	}
+	x := xr.l()
+	switch {
+	case x.rttFrom == 0:
+		x.rttFrom = now
 		return
-	case sent < m.rttFrom:
+	case sent < x.rttFrom:
 		return
 	}
 	sample := now - sent
-	if m.srtt == 0 || now-m.rttAt > h.rttMaxAge() {
-		m.srtt = sample // nothing fresh to smooth with
+	if x.srtt == 0 || now-x.rttAt > h.rttMaxAge() {
+		x.srtt = sample // nothing fresh to smooth with
 	} else {
-		m.srtt += (sample - m.srtt) / 8
+		x.srtt += (sample - x.srtt) / 8
 	}
-	m.rttAt = now
+	x.rttAt = now
 }
 
 // rttMaxAge is how old an RTT may be and still count.
 func (h *health) rttMaxAge() int64 { return rttAgeProbes * int64(h.cfg.ProbeInterval) }
 
-// rttLocked is m's RTT as MemberInfo.RTT has it: 0 when unknown, stale,
+// rttLocked is i's RTT as MemberInfo.RTT has it: 0 when unknown, stale,
 // dead, or no longer watched (tick forgets it at its next round).
-func (h *health) rttLocked(m *mstate, now int64, watched bool) time.Duration {
-	if !watched || m.state == StateDead || m.srtt == 0 || now-m.rttAt > h.rttMaxAge() {
+func (h *health) rttLocked(i int32, now int64) time.Duration {
+	m, x := &h.recs[i], h.ext.get(i)
+	if x == nil || x.live == nil || !m.watched() || m.state == StateDead || x.live.srtt == 0 || now-x.live.rttAt > h.rttMaxAge() {
 		return 0
 	}
-	return time.Duration(m.srtt)
+	return time.Duration(x.live.srtt)
 }
 
 func watchable(st MemberState) bool { return st != StateDead && st != StateJoining }
 
-// watchedLocked returns the names of the non-dead members this proxy
-// probes: its cluster, and a few members of a few other clusters. The set
-// is kept until a member comes, dies, or comes back (setState, add): a
-// tick of a large overlay need not rebuild it. Callers must not change it.
-func (h *health) watchedLocked() map[string]bool {
-	if h.watched == nil {
+// watchedLocked returns the non-dead members this proxy probes: ClusterProbes
+// of its cluster, and a few members of a few other clusters. The set is
+// kept until a member comes, dies, or comes back (setState, add): a tick
+// of a large overlay need not rebuild it. Callers must not change it.
+// Every member in it has a probeRec.
+func (h *health) watchedLocked() []int32 {
+	if !h.watchedOK {
+		for _, i := range h.watched {
+			h.recs[i].flags &^= fWatched
+		}
 		h.watched = h.computeWatchedLocked()
+		for _, i := range h.watched {
+			h.recs[i].flags |= fWatched
+			h.x(i)
+		}
+		h.watchedOK = true
 	}
 	return h.watched
 }
 
-func (h *health) computeWatchedLocked() map[string]bool {
-	out := map[string]bool{}
-	others := map[string][]*mstate{}
-	ring := []string{h.self.Name}
-	for _, name := range h.order {
-		m := h.members[name]
-		if m.state == StateDead || m.state == StateJoining {
+// top keeps, in top, the k best of the candidates offered, best first.
+type top struct {
+	k    int
+	idx  []int32
+	keys []topKey
+}
+
+type topKey struct {
+	first bool // ranks before every candidate without it
+	w     uint64
+	name  string
+}
+
+func (a topKey) before(b topKey) bool {
+	if a.first != b.first {
+		return a.first
+	}
+	if a.w != b.w {
+		return a.w > b.w
+	}
+	return a.name < b.name
+}
+
+func (t *top) offer(i int32, key topKey) {
+	n := len(t.idx)
+	if n == t.k && !key.before(t.keys[n-1]) {
+		return
+	}
+	if n < t.k {
+		t.idx, t.keys = append(t.idx, 0), append(t.keys, topKey{})
+		n++
+	}
+	j := n - 1
+	for j > 0 && key.before(t.keys[j-1]) {
+		t.idx[j], t.keys[j] = t.idx[j-1], t.keys[j-1]
+		j--
+	}
+	t.idx[j], t.keys[j] = i, key
+}
+
+func (h *health) computeWatchedLocked() []int32 {
+	r := h.ros
+	var out []int32
+	// Tier 1: the next ClusterProbes live members on the cluster's ring.
+	own := r.cluster[h.selfIdx]
+	ring := r.rings[own]
+	at := slices.Index(ring, h.selfIdx)
+	for k := 1; k < len(ring) && len(out) < h.cfg.ClusterProbes; k++ {
+		if i := ring[(at+k)%len(ring)]; watchable(h.recs[i].state) {
+			out = append(out, i)
+		}
+	}
+	// Tier 2: WatchClusters other clusters with a live member, by weight,
+	// and WatchPerCluster of each.
+	self := pairPrefix(h.self.Name)
+	cs := top{k: h.cfg.WatchClusters}
+	for c, ms := range r.clusters {
+		if int32(c) == own || !slices.ContainsFunc(ms, func(i int32) bool { return i != h.selfIdx && watchable(h.recs[i].state) }) {
 			continue
 		}
-		if m.Cluster == h.self.Cluster {
-			ring = append(ring, name)
-		} else {
-			others[m.Cluster] = append(others[m.Cluster], m)
-		}
+		cs.offer(int32(c), topKey{w: weight(self, r.clusterKeys[c]), name: r.clusterNames[c]})
 	}
-	// Tier 1: the next ClusterProbes members on the cluster's ring.
-	slices.SortFunc(ring, func(a, b string) int {
-		if c := cmp.Compare(ringKey(a), ringKey(b)); c != 0 {
-			return c
-		}
-		return strings.Compare(a, b)
-	})
-	at := slices.Index(ring, h.self.Name)
-	for i := 1; i < len(ring) && i <= h.cfg.ClusterProbes; i++ {
-		out[ring[(at+i)%len(ring)]] = true
-	}
-	clusters := make([]string, 0, len(others))
-	for c := range others {
-		clusters = append(clusters, c)
-	}
-	byWeight := func(key func(string) uint64) func(a, b string) int {
-		return func(a, b string) int {
-			wa, wb := key(a), key(b)
-			switch {
-			case wa > wb:
-				return -1
-			case wa < wb:
-				return 1
+	for _, c := range cs.idx {
+		t := top{k: h.cfg.WatchPerCluster}
+		for _, i := range r.clusters[c] {
+			if i != h.selfIdx && watchable(h.recs[i].state) {
+				t.offer(i, topKey{w: weight(self, r.ms[i].Name), name: r.ms[i].Name})
 			}
-			return strings.Compare(a, b)
 		}
-	}
-	slices.SortFunc(clusters, byWeight(func(c string) uint64 { return pairWeight(h.self.Name, "cluster:"+c) }))
-	for _, c := range clusters[:min(len(clusters), h.cfg.WatchClusters)] {
-		ms := others[c]
-		names := make([]string, len(ms))
-		for i, m := range ms {
-			names[i] = m.Name
-		}
-		slices.SortFunc(names, byWeight(func(n string) uint64 { return pairWeight(h.self.Name, n) }))
-		for _, n := range names[:min(len(names), h.cfg.WatchPerCluster)] {
-			out[n] = true
-		}
+		out = append(out, t.idx...)
 	}
 	return out
 }
@@ -474,67 +685,71 @@ func (h *health) computeWatchedLocked() map[string]bool {
 // ringKey places a member on its cluster's ring (tier 1).
 func ringKey(name string) uint64 { return weight(uint64(fnvOffset), name) }
 
-// tellDeathLocked tells others that m died, as this proxy just learned:
+// live reports whether i is neither dead nor joining.
+func (h *health) liveAt(i int32) bool { return i != h.selfIdx && watchable(h.recs[i].state) }
+
+// tellDeathLocked tells others that v died, as this proxy just learned:
 // by its own verdict (src invalid), or by a Fail from src. See the top
 // of this file.
-func (h *health) tellDeathLocked(out []outMsg, msg *Fail, m *mstate, src netip.Addr) []outMsg {
-	var fromOutside bool
+func (h *health) tellDeathLocked(out []outMsg, msg *Fail, v int32, src netip.Addr) []outMsg {
+	r := h.ros
 	if src.IsValid() {
-		from := h.byAddr[src]
-		fromOutside = from != nil && from.Cluster != h.self.Cluster
-		if !fromOutside {
+		from := h.byAddr(src)
+		if from < 0 || r.ms[from].Cluster == h.self.Cluster {
 			return out // its sender told this cluster
 		}
 	}
-	var entries map[string][]*mstate // other clusters' live members
-	if !src.IsValid() {
-		entries = map[string][]*mstate{}
+	tell := func(o int32) bool { return o != v && h.liveAt(o) && r.ms[o].Addr != src }
+	own := r.cluster[h.selfIdx]
+	for _, o := range r.clusters[own] {
+		if tell(o) {
+			out = append(out, outMsg{r.ms[o].Addr, 0, msg})
+		}
 	}
-	for _, name := range h.order {
-		o := h.members[name]
-		if o == m || o.Addr == src || o.state == StateDead || o.state == StateJoining {
+	if src.IsValid() {
+		return out
+	}
+	vw := pairPrefix(r.ms[v].Name)
+	for c, ms := range r.clusters {
+		if int32(c) == own {
 			continue
 		}
-		switch {
-		case o.Cluster == h.self.Cluster:
-			out = append(out, outMsg{o.Addr, 0, msg})
-		case entries != nil:
-			entries[o.Cluster] = append(entries[o.Cluster], o)
-		}
-	}
-	clusters := slices.Sorted(maps.Keys(entries))
-	for _, c := range clusters {
-		os := entries[c]
-		slices.SortFunc(os, func(a, b *mstate) int {
-			if c := cmp.Compare(pairWeight(m.Name, b.Name), pairWeight(m.Name, a.Name)); c != 0 {
-				return c
+		t := top{k: h.cfg.FailFanout}
+		for _, o := range ms {
+			if tell(o) {
+				t.offer(o, topKey{w: weight(vw, r.ms[o].Name), name: r.ms[o].Name})
 			}
-			return strings.Compare(a.Name, b.Name)
-		})
-		for _, o := range os[:min(len(os), h.cfg.FailFanout)] {
-			out = append(out, outMsg{o.Addr, 0, msg})
+		}
+		for _, o := range t.idx {
+			out = append(out, outMsg{r.ms[o].Addr, 0, msg})
 		}
 	}
 	return out
 }
 
-func (h *health) probeLocked(out []outMsg, m *mstate, now int64, indirect bool) []outMsg {
+func (h *health) probeLocked(out []outMsg, i int32, now int64, indirect bool) []outMsg {
 	seq := h.nextNonce()
-	m.sent[m.next%probeWindow] = sentProbe{seq: seq, at: now, indirect: indirect}
-	m.next++
+	h.x(i).record(seq, now, indirect, h.recs[i].state)
 	h.stats.probes++
-	return append(out, outMsg{m.Addr, seq, &Probe{From: h.self.Name, Incarnation: h.inc}})
+	return append(out, outMsg{h.ros.ms[i].Addr, seq, &Probe{From: h.self.Name, Incarnation: h.inc}})
 }
 
 func (h *health) broadcastLocked(out []outMsg, msg Msg, except ...netip.Addr) []outMsg {
-	for _, name := range h.order {
-		m := h.members[name]
-		if m.state == StateDead || m.state == StateJoining || slices.Contains(except, m.Addr) {
+	for _, i := range h.ros.order {
+		if !h.liveAt(i) || slices.Contains(except, h.ros.ms[i].Addr) {
 			continue
 		}
-		out = append(out, outMsg{m.Addr, 0, msg})
+		out = append(out, outMsg{h.ros.ms[i].Addr, 0, msg})
 	}
 	return out
+}
+
+// eachHot calls f for the members with a probeRec, by name. f may add and
+// drop records: a record added after the one f is at is visited too.
+func (h *health) eachHot(f func(i int32)) {
+	for k := h.hot.next(0); k >= 0; k = h.hot.next(k + 1) {
+		f(h.ros.order[k])
+	}
 }
 
 // tick runs one probe round. Call it every ProbeInterval.
@@ -543,14 +758,15 @@ func (h *health) tick() {
 	var out []outMsg
 	var ch change
 	h.mu.Lock()
+	r := h.ros
 	if !h.announced {
 		h.announced = true
 		// Everyone, dead or not: a restart must be heard.
-		for _, name := range h.order {
-			if h.members[name].state == StateJoining {
+		for _, i := range r.order {
+			if i == h.selfIdx || h.recs[i].state == StateJoining {
 				continue
 			}
-			out = append(out, outMsg{h.members[name].Addr, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
+			out = append(out, outMsg{r.ms[i].Addr, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
 			h.stats.alives++
 		}
 	}
@@ -559,68 +775,80 @@ func (h *health) tick() {
 			delete(h.probeRelays, seq)
 		}
 	}
-	watched := h.watchedLocked()
-	for _, name := range h.order {
-		m := h.members[name]
+	h.watchedLocked()
+	// Every member without a probeRec is alive, unwatched and reachable:
+	// there is nothing to do to it.
+	h.eachHot(func(i int32) {
+		m, x := &h.recs[i], h.ext.get(i)
 		switch {
 		case m.state == StateJoining:
-			if now-m.suspectAt < int64(joinQuiet) {
-				continue
+			if now-x.l().suspectAt < int64(joinQuiet) {
+				return
 			}
 			// It never called: call it.
-			h.setState(m, StateAlive)
-			ch.added = append(ch.added, m.Member)
-			continue
+			h.setState(i, StateAlive)
+			ch.added = append(ch.added, r.ms[i])
+			return
 		case m.state == StateDead:
-			if now-m.lastProbe >= int64(h.cfg.DeadProbeInterval) {
-				m.lastProbe = now
-				out = h.probeLocked(out, m, now, false)
+			if now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
+				x.lastProbe = now
+				out = h.probeLocked(out, i, now, false)
 			}
-			continue
-		case !watched[name]:
-			m.outstanding = 0
-			m.forgetRTT()
+			return
+		case !m.watched():
+			x.outstanding = 0
+			x.forgetRTT()
 			if m.state == StateSuspect {
-				h.setState(m, StateAlive)
+				h.setState(i, StateAlive)
 			}
-			continue
+			if !m.unreachable() {
+				h.drop(i)
+			}
+			return
 		}
-		if m.state == StateAlive && m.outstanding >= h.missesFor(m) {
-			h.setState(m, StateSuspect)
-			m.suspectAt, m.suspectTicks = now, 0
+		if m.state == StateAlive && int(x.outstanding) >= h.missesFor(m) {
+			h.setState(i, StateSuspect)
+			x.l().suspectAt, x.l().suspectTicks = now, 0
 			// Ask helpers to probe it for us: a different path, and a
 			// second opinion before a death is declared.
 			seq := h.nextNonce()
-			m.sent[m.next%probeWindow] = sentProbe{seq: seq, at: now, indirect: true}
-			m.next++
-			for _, hn := range h.helpersLocked(m) {
+			x.record(seq, now, true, m.state)
+			for _, hn := range h.helpersLocked(i) {
 				h.stats.probeReqs++
-				out = append(out, outMsg{h.members[hn].Addr, seq, &ProbeReq{Suspect: m.Name, Incarnation: m.inc}})
+				out = append(out, outMsg{r.ms[hn].Addr, seq, &ProbeReq{Suspect: r.ms[i].Name, Incarnation: m.inc}})
 			}
 		}
 		if m.state == StateSuspect {
-			m.suspectTicks++
+			x.l().suspectTicks++
 		}
 		// A death takes ConfirmTimeout, and as many ticks after the
 		// suspicion as fit in it: a proxy starved of CPU ticks late
 		// (300-500 ms apart, the lab under -race on busy cores), and the
 		// answers that came meanwhile are handled only between ticks.
-		if m.state == StateSuspect && now-m.suspectAt >= int64(h.cfg.ConfirmTimeout) && m.suspectTicks > h.confirmTicks() {
-			h.setState(m, StateDead)
-			m.outstanding, m.lastProbe, m.deadAt = 0, now, now
+		if m.state == StateSuspect && now-x.l().suspectAt >= int64(h.cfg.ConfirmTimeout) && int(x.l().suspectTicks) > h.confirmTicks() {
+			h.setState(i, StateDead)
+			x.outstanding, x.lastProbe, x.deadAt = 0, now, now
 			h.stats.fails++
-			ch.dead = append(ch.dead, m.Member)
-			out = h.tellDeathLocked(out, &Fail{Name: m.Name, Incarnation: m.inc}, m, netip.Addr{})
-			continue
+			ch.dead = append(ch.dead, r.ms[i])
+			out = h.tellDeathLocked(out, &Fail{Name: r.ms[i].Name, Incarnation: m.inc}, i, netip.Addr{})
+			return
 		}
-		m.outstanding++
-		m.lastProbe = now
-		out = h.probeLocked(out, m, now, false)
-	}
-	h.reachLocked(&ch, now, watched)
+		x.outstanding++
+		x.lastProbe = now
+		out = h.probeLocked(out, i, now, false)
+	})
+	h.reachLocked(&ch, now)
 	h.lastTick = now
 	h.mu.Unlock()
 	h.flush(out, ch)
+}
+
+// missesFor is how many unanswered probes in a row make m a suspect.
+func (h *health) missesFor(m *mrec) int {
+	if m.heard() {
+		return h.cfg.ProbeMisses
+	}
+	return max(h.cfg.ProbeMisses, int(startGrace/h.cfg.ProbeInterval))
 }
 
 // reachLocked notes the watched members that are alive by others' word
@@ -629,41 +857,45 @@ func (h *health) tick() {
 // two is cut while the rest of the overlay still reaches both. This
 // proxy's data path then avoids them (change.unreachable) until they
 // answer again. Silence alone is not enough: a proxy that died is silent
-// to everyone, and is declared dead, not unreachable.
-func (h *health) reachLocked(ch *change, now int64, watched map[string]bool) {
+// to everyone, and is declared dead, not unreachable. (Watched and
+// unreachable members have a probeRec.)
+func (h *health) reachLocked(ch *change, now int64) {
 	limit := int64(h.cfg.ProbeMisses+1) * int64(h.cfg.ProbeInterval)
-	for _, name := range h.order {
-		m := h.members[name]
+	h.eachHot(func(i int32) {
+		m, x := &h.recs[i], h.ext.get(i)
 		live := m.state == StateAlive || m.state == StateSuspect
-		cut := m.heard && watched[name] && live && now-m.lastHeard > limit && m.vouchedAt > m.lastHeard
+		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && x.vouchedAt() > m.lastHeard
 		switch {
-		case cut && !m.unreachable:
-			h.setUnreachable(m, true)
-			m.rttFrom = 0
-			ch.unreachable = append(ch.unreachable, m.Member)
-		case !cut && m.unreachable:
-			h.setUnreachable(m, false)
+		case cut && !m.unreachable():
+			h.setUnreachable(i, true)
+			x.l().rttFrom = 0
+			ch.unreachable = append(ch.unreachable, h.ros.ms[i])
+		case !cut && m.unreachable():
+			h.setUnreachable(i, false)
 			switch {
 			case !live:
 				// Dead (or gone back to joining): not a change of reachability.
-			case !watched[name]:
-				ch.unwatched = append(ch.unwatched, m.Member)
+			case !m.watched():
+				ch.unwatched = append(ch.unwatched, h.ros.ms[i])
 			default:
-				ch.reachable = append(ch.reachable, m.Member)
+				ch.reachable = append(ch.reachable, h.ros.ms[i])
 			}
 		}
-	}
+	})
 }
 
-// setUnreachable marks m (un)reachable, keeping count.
-func (h *health) setUnreachable(m *mstate, cut bool) {
+// setUnreachable marks i (un)reachable, keeping count.
+func (h *health) setUnreachable(i int32, cut bool) {
+	m := &h.recs[i]
 	switch {
-	case cut && !m.unreachable:
+	case cut && !m.unreachable():
 		h.cut++
-	case !cut && m.unreachable:
+		h.x(i)
+		m.flags |= fUnreachable
+	case !cut && m.unreachable():
 		h.cut--
+		m.flags &^= fUnreachable
 	}
-	m.unreachable = cut
 }
 
 // unreachableAddrs lists the addresses of the members reachLocked found
@@ -675,48 +907,33 @@ func (h *health) unreachableAddrs() map[netip.Addr]bool {
 		return nil
 	}
 	out := map[netip.Addr]bool{}
-	for _, m := range h.members {
-		if m.unreachable && m.state != StateDead {
-			out[m.Addr] = true
+	h.eachHot(func(i int32) {
+		if m := &h.recs[i]; m.unreachable() && m.state != StateDead {
+			out[h.ros.ms[i].Addr] = true
 		}
-	}
+	})
 	return out
 }
 
-// helpersLocked picks up to ConfirmHelpers live members, not m, to probe
-// m: first those of a third cluster (neither ours nor m's), whose paths to
-// m are the least like ours — when only the link between two clusters is
-// cut, they still reach m, and m is not declared dead for everyone over a
+// helpersLocked picks up to ConfirmHelpers live members, not v, to probe
+// v: first those of a third cluster (neither ours nor v's), whose paths to
+// v are the least like ours — when only the link between two clusters is
+// cut, they still reach v, and v is not declared dead for everyone over a
 // fault of one path — then the others, each set by rendezvous hash.
-func (h *health) helpersLocked(m *mstate) []string {
-	var cands []string
-	for _, name := range h.order {
-		o := h.members[name]
-		if o != m && o.state == StateAlive {
-			cands = append(cands, name)
+func (h *health) helpersLocked(v int32) []int32 {
+	r := h.ros
+	vc := r.ms[v].Cluster
+	key := pairPrefix(h.self.Name + "/" + r.ms[v].Name)
+	t := top{k: h.cfg.ConfirmHelpers}
+	for _, i := range r.order {
+		if i == v || i == h.selfIdx || h.recs[i].state != StateAlive {
+			continue
 		}
+		c := r.ms[i].Cluster
+		name := r.ms[i].Name
+		t.offer(i, topKey{first: c != h.self.Cluster && c != vc, w: weight(key, name), name: name})
 	}
-	third := func(name string) bool {
-		c := h.members[name].Cluster
-		return c != h.self.Cluster && c != m.Cluster
-	}
-	slices.SortFunc(cands, func(a, b string) int {
-		if ta, tb := third(a), third(b); ta != tb {
-			if ta {
-				return -1
-			}
-			return 1
-		}
-		wa, wb := pairWeight(h.self.Name+"/"+m.Name, a), pairWeight(h.self.Name+"/"+m.Name, b)
-		switch {
-		case wa > wb:
-			return -1
-		case wa < wb:
-			return 1
-		}
-		return strings.Compare(a, b)
-	})
-	return cands[:min(len(cands), h.cfg.ConfirmHelpers)]
+	return t.idx
 }
 
 // handle takes a health message from the proxy at src.
@@ -725,67 +942,78 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	var out []outMsg
 	var ch change
 	h.mu.Lock()
-	from := h.byAddr[src]
-	if from == nil {
+	fi := h.byAddr(src)
+	if fi < 0 {
 		h.mu.Unlock()
 		return
 	}
-	from.heard, from.lastHeard = true, now
+	r := h.ros
+	from := &h.recs[fi]
+	from.flags |= fHeard
+	from.lastHeard = now
 	if from.state == StateJoining {
 		// Its first word: the newcomer's handshake is done, talk back.
-		h.setState(from, StateAlive)
-		from.outstanding = 0
-		ch.added = append(ch.added, from.Member)
+		h.setState(fi, StateAlive)
+		h.x(fi).outstanding = 0
+		ch.added = append(ch.added, r.ms[fi])
 	}
 	if from.state == StateSuspect {
 		// Whatever it sent shows that it is up (WireGuard vouches for the
 		// sender's address): a starved proxy reads its suspects' messages
 		// in a burst, and must not declare dead one it just heard from.
-		h.setState(from, StateAlive)
-		from.outstanding = 0
+		h.setState(fi, StateAlive)
+		h.x(fi).outstanding = 0
 	}
 	switch msg := msg.(type) {
 	case *Probe:
 		out = append(out, outMsg{src, seq, &ProbeAck{From: h.self.Name, Incarnation: h.inc}})
-		if msg.From == from.Name {
-			out = h.aliveEvidenceLocked(out, &ch, from, msg.Incarnation)
+		if msg.From == r.ms[fi].Name {
+			out = h.aliveEvidenceLocked(out, &ch, fi, msg.Incarnation)
 		}
 	case *ProbeAck:
-		if r, ok := h.probeRelays[seq]; ok && msg.From == from.Name {
+		if rl, ok := h.probeRelays[seq]; ok && msg.From == r.ms[fi].Name {
 			delete(h.probeRelays, seq)
-			out = append(out, outMsg{r.from, r.seq, msg})
+			out = append(out, outMsg{rl.from, rl.seq, msg})
 		}
-		m := h.members[msg.From]
-		if m == nil {
+		mi := h.byName(msg.From)
+		if mi < 0 {
 			break
 		}
-		for i := range m.sent {
-			sp := &m.sent[i]
-			if sp.seq == 0 || sp.seq != seq {
+		x := h.ext.get(mi)
+		if x == nil {
+			break // not probed lately
+		}
+		for k := range x.seq {
+			if x.seq[k] == 0 || x.seq[k] != seq {
 				continue
 			}
-			direct := !sp.indirect && from == m
+			indirect := x.ind&(1<<k) != 0
+			direct := !indirect && fi == mi
 			if direct {
-				h.sampleLocked(m, sp.at, now)
+				var at int64
+				if x.live != nil {
+					at = x.live.at[k]
+				}
+				h.sampleLocked(&h.recs[mi], x, at, now)
 			}
-			sp.seq = 0
-			if sp.indirect && from != m {
-				m.vouchedAt = now // a helper reaches it
+			x.seq[k] = 0
+			if indirect && fi != mi {
+				x.l().vouchedAt = now // a helper reaches it
 			}
-			if direct || sp.indirect {
-				out = h.aliveEvidenceLocked(out, &ch, m, msg.Incarnation)
+			if direct || indirect {
+				out = h.aliveEvidenceLocked(out, &ch, mi, msg.Incarnation)
 			}
 			break
 		}
 	case *ProbeReq:
-		target := h.members[msg.Suspect]
-		if target == nil || msg.Suspect == h.self.Name {
+		ti := h.byName(msg.Suspect)
+		if ti < 0 {
 			break
 		}
 		nonce := h.nextNonce()
 		h.probeRelays[nonce] = probeRelay{from: src, seq: seq, expires: now + int64(h.cfg.ConfirmTimeout)*2}
 		h.stats.probes++
-		out = append(out, outMsg{target.Addr, nonce, &Probe{From: h.self.Name, Incarnation: h.inc}})
+		out = append(out, outMsg{r.ms[ti].Addr, nonce, &Probe{From: h.self.Name, Incarnation: h.inc}})
 	case *Fail:
 		if msg.Name == h.self.Name {
 			// Refute: we are alive, at a higher incarnation than the rumor.
@@ -802,93 +1030,103 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			}
 			break
 		}
-		m := h.members[msg.Name]
-		if m == nil {
+		mi := h.byName(msg.Name)
+		if mi < 0 {
 			break
 		}
+		m := &h.recs[mi]
 		if (m.state != StateDead && msg.Incarnation >= m.inc) || (m.state == StateDead && msg.Incarnation > m.inc) {
 			wasDead := m.state == StateDead
-			h.setState(m, StateDead)
-			m.inc, m.outstanding, m.lastProbe = msg.Incarnation, 0, now
-			h.others.Store(nil)
+			h.setState(mi, StateDead)
+			x := h.ext.get(mi)
+			m.inc, x.outstanding, x.lastProbe = msg.Incarnation, 0, now
+			h.gen.Add(1)
 			if !wasDead {
-				m.deadAt = now
-			}
-			if !wasDead {
-				ch.dead = append(ch.dead, m.Member)
+				x.deadAt = now
+				ch.dead = append(ch.dead, r.ms[mi])
 				// Pass it on once: new to us, so maybe new to others.
-				out = h.tellDeathLocked(out, msg, m, src)
+				out = h.tellDeathLocked(out, msg, mi, src)
 			}
 		}
 	case *Alive:
-		if msg.Name != from.Name {
+		if msg.Name != r.ms[fi].Name {
 			// Forwarded news about a third proxy.
-			if m := h.members[msg.Name]; m != nil && msg.Incarnation > m.inc {
-				out = h.newIncarnationLocked(out, &ch, m, msg.Incarnation, src)
+			if mi := h.byName(msg.Name); mi >= 0 && msg.Incarnation > h.recs[mi].inc {
+				out = h.newIncarnationLocked(out, &ch, mi, msg.Incarnation, src)
 			}
 			break
 		}
 		if msg.Incarnation > from.inc {
-			out = h.newIncarnationLocked(out, &ch, from, msg.Incarnation, src)
+			out = h.newIncarnationLocked(out, &ch, fi, msg.Incarnation, src)
 		} else if from.state == StateDead {
-			out = append(out, outMsg{src, 0, &Fail{Name: from.Name, Incarnation: from.inc}})
+			out = append(out, outMsg{src, 0, &Fail{Name: r.ms[fi].Name, Incarnation: from.inc}})
 		}
 	}
 	h.mu.Unlock()
 	h.flush(out, ch)
 }
 
-// newIncarnationLocked applies Alive(inc) for m, inc > m.inc.
-func (h *health) newIncarnationLocked(out []outMsg, ch *change, m *mstate, inc uint32, src netip.Addr) []outMsg {
+// newIncarnationLocked applies Alive(inc) for i, inc > its incarnation.
+func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uint32, src netip.Addr) []outMsg {
+	m := &h.recs[i]
 	if m.state == StateJoining {
 		m.inc = inc // news from a third proxy: still wait for its own word
-		h.others.Store(nil)
+		h.gen.Add(1)
 		return out
 	}
 	old, oldInc := m.state, m.inc
-	h.setState(m, StateAlive)
-	m.inc, m.outstanding = inc, 0
-	h.others.Store(nil)
-	m.rttFrom = 0 // a new process: a new WireGuard session to set up
+	h.setState(i, StateAlive)
+	m.inc = inc
+	if x := h.ext.get(i); x != nil {
+		x.outstanding = 0
+		if x.live != nil {
+			x.live.rttFrom = 0 // a new process: a new WireGuard session to set up
+		}
+	}
+	h.gen.Add(1)
+	mb := h.ros.ms[i]
 	switch {
 	case old == StateDead:
-		ch.revived = append(ch.revived, m.Member)
+		ch.revived = append(ch.revived, mb)
 		// Forward once, and tell the newcomer whom we know dead.
-		out = h.broadcastLocked(out, &Alive{Name: m.Name, Incarnation: inc}, src, m.Addr)
-		out = h.deadListLocked(out, m.Addr)
+		out = h.broadcastLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, src, mb.Addr)
+		out = h.deadListLocked(out, mb.Addr)
 	case oldInc != 0:
 		// A restart (or refutation) we had not noticed: its state is gone.
-		ch.reset = append(ch.reset, m.Member)
-		out = h.deadListLocked(out, m.Addr)
+		ch.reset = append(ch.reset, mb)
+		out = h.deadListLocked(out, mb.Addr)
 	}
 	return out
 }
 
 func (h *health) deadListLocked(out []outMsg, to netip.Addr) []outMsg {
-	for _, name := range h.order {
-		if d := h.members[name]; d.state == StateDead && d.Addr != to {
-			out = append(out, outMsg{to, 0, &Fail{Name: d.Name, Incarnation: d.inc}})
+	h.eachHot(func(i int32) { // the dead have a probeRec
+		if d := &h.recs[i]; d.state == StateDead && h.ros.ms[i].Addr != to {
+			out = append(out, outMsg{to, 0, &Fail{Name: h.ros.ms[i].Name, Incarnation: d.inc}})
 		}
-	}
+	})
 	return out
 }
 
-// aliveEvidenceLocked handles an answer (or probe) from m carrying inc.
-func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, m *mstate, inc uint32) []outMsg {
+// aliveEvidenceLocked handles an answer (or probe) from i carrying inc.
+func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, i int32, inc uint32) []outMsg {
+	m := &h.recs[i]
 	switch {
 	case m.state == StateDead && inc > m.inc:
-		out = h.newIncarnationLocked(out, ch, m, inc, netip.Addr{})
+		out = h.newIncarnationLocked(out, ch, i, inc, netip.Addr{})
 	case m.state == StateDead:
 		// It is up but was declared dead at this incarnation: tell it, so
 		// that it refutes.
-		out = append(out, outMsg{m.Addr, 0, &Fail{Name: m.Name, Incarnation: m.inc}})
+		out = append(out, outMsg{h.ros.ms[i].Addr, 0, &Fail{Name: h.ros.ms[i].Name, Incarnation: m.inc}})
 	default:
 		if inc > m.inc {
 			m.inc = inc
-			h.others.Store(nil)
+			h.gen.Add(1)
 		}
-		h.setState(m, StateAlive)
-		m.outstanding = 0
+		h.setState(i, StateAlive)
+		if x := h.ext.get(i); x != nil {
+			x.outstanding = 0
+		}
 	}
 	return out
 }
@@ -905,55 +1143,91 @@ func (h *health) snapshot() []MemberInfo {
 	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	watched := h.watchedLocked()
+	h.watchedLocked()
 	out := []MemberInfo{{Name: h.self.Name, Addr: h.self.Addr, Cluster: h.self.Cluster, State: StateAlive, Incarnation: h.inc}}
-	for _, name := range h.order {
-		m := h.members[name]
-		out = append(out, MemberInfo{Name: m.Name, Addr: m.Addr, Cluster: m.Cluster, State: m.state,
-			RTT: h.rttLocked(m, now, watched[name]), Incarnation: m.inc, Watched: watched[name], Unreachable: m.unreachable && m.state != StateDead,
-			Heard: m.heard})
+	for _, i := range h.ros.order {
+		if i == h.selfIdx {
+			continue
+		}
+		m, mb := &h.recs[i], &h.ros.ms[i]
+		out = append(out, MemberInfo{Name: mb.Name, Addr: mb.Addr, Cluster: mb.Cluster, State: m.state,
+			RTT: h.rttLocked(i, now), Incarnation: m.inc, Watched: m.watched(), Unreachable: m.unreachable() && m.state != StateDead,
+			Heard: m.heard()})
 	}
 	return out
 }
 
 // live lists the members not known dead, self included, sorted by name.
 func (h *health) live() []Member {
-	others := h.liveOthers()
-	out := make([]Member, 0, len(others)+1)
-	out = append(out, h.self) // never written after newHealth
-	for _, m := range others {
-		out = append(out, m.Member)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := []Member{}
+	for _, i := range h.ros.order {
+		if i == h.selfIdx {
+			out = append(out, h.self)
+		} else if h.liveAt(i) {
+			out = append(out, h.ros.ms[i])
+		}
 	}
-	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
-// liveMember is a live member other than this proxy, with its incarnation.
+// liveMember is a live member other than this proxy, with its number and
+// incarnation. Member points into the roster, which is never written.
 type liveMember struct {
-	Member
+	*Member
+	idx int32
 	inc uint32
 }
 
 // liveOthers lists the members other than this proxy that are not known
-// dead, by name. The list is shared: callers must not change it.
-func (h *health) liveOthers() []liveMember {
-	if o := h.others.Load(); o != nil {
-		return *o
-	}
+// dead, by name, and the liveGen it is of. It is made at each call (kept,
+// it cost 16 bytes per member at every proxy): callers that only need to
+// know whether it changed compare liveGen.
+func (h *health) liveOthers() ([]liveMember, uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if o := h.others.Load(); o != nil {
-		return *o
-	}
-	out := []liveMember{}
-	for _, name := range h.order {
-		if m := h.members[name]; m.state != StateDead && m.state != StateJoining {
-			out = append(out, liveMember{m.Member, m.inc})
+	r := h.ros
+	out := make([]liveMember, 0, len(r.ms)-1-h.nDown)
+	for _, i := range r.order {
+		if h.liveAt(i) {
+			out = append(out, liveMember{&r.ms[i], i, h.recs[i].inc})
 		}
 	}
-	out = slices.Clip(out)
-	h.others.Store(&out)
-	return out
+	return out, h.gen.Load()
+}
+
+// liveGen changes whenever liveOthers would.
+func (h *health) liveGen() uint64 { return h.gen.Load() }
+
+// liveOthersCount is len(liveOthers()).
+func (h *health) liveOthersCount() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.ros.ms) - 1 - h.nDown
+}
+
+// liveOther is liveOthers()[k], without the list.
+func (h *health) liveOther(k int) Member {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	r := h.ros
+	if h.nDown == 0 {
+		// By name, self left out.
+		if int32(k) >= r.rank[h.selfIdx] {
+			k++
+		}
+		return r.ms[r.order[k]]
+	}
+	for _, i := range r.order {
+		if h.liveAt(i) {
+			if k == 0 {
+				return r.ms[i]
+			}
+			k--
+		}
+	}
+	return Member{}
 }
 
 // add makes m, learned at run time, a member at incarnation inc in state
@@ -967,20 +1241,35 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	var out []outMsg
 	var ch change
 	h.mu.Lock()
-	if h.members[m.Name] != nil || h.byAddr[m.Addr] != nil {
+	if h.byName(m.Name) >= 0 || h.byAddr(m.Addr) >= 0 {
 		h.mu.Unlock()
 		return false
 	}
-	ms := &mstate{Member: m, state: state, inc: inc, suspectAt: now, lastProbe: now}
-	if state == StateDead {
-		ms.deadAt = now
+	h.ros = h.ros.with(m)
+	i := int32(len(h.ros.ms) - 1)
+	h.recs = append(h.recs, mrec{state: state, inc: inc})
+	// New ranks: index the bit sets again.
+	h.hot, h.down = newBitset(len(h.ros.ms)), newBitset(len(h.ros.ms))
+	for j := range h.recs {
+		if h.ext.get(int32(j)) != nil {
+			h.hot.set(h.ros.rank[j], true)
+		}
 	}
-	h.members[m.Name] = ms
-	h.byAddr[m.Addr] = ms
-	h.order = append(h.order, m.Name)
-	slices.Sort(h.order)
-	h.watched = nil
-	h.others.Store(nil)
+	for j := range h.recs {
+		if int32(j) != h.selfIdx && !watchable(h.recs[j].state) {
+			h.down.set(h.ros.rank[j], true)
+		}
+	}
+	if !watchable(state) {
+		h.nDown++
+		x := h.x(i)
+		x.l().suspectAt, x.lastProbe = now, now
+		if state == StateDead {
+			x.deadAt = now
+		}
+	}
+	h.watchedOK = false
+	h.gen.Add(1)
 	if state == StateAlive {
 		ch.added = append(ch.added, m)
 	}
@@ -993,6 +1282,13 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	return true
 }
 
+// index is the number of the member called name; -1 if none (or self).
+func (h *health) index(name string) int32 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.byName(name)
+}
+
 // state is how this proxy sees the member called name, and its incarnation.
 func (h *health) state(name string) (MemberState, uint32, bool) {
 	h.mu.Lock()
@@ -1000,11 +1296,11 @@ func (h *health) state(name string) (MemberState, uint32, bool) {
 	if name == h.self.Name {
 		return StateAlive, h.inc, true
 	}
-	m := h.members[name]
-	if m == nil {
+	i := h.byName(name)
+	if i < 0 {
 		return 0, 0, false
 	}
-	return m.state, m.inc, true
+	return h.recs[i].state, h.recs[i].inc, true
 }
 
 // incarnation is this proxy's current incarnation.
@@ -1019,9 +1315,103 @@ func (h *health) incarnation() uint32 {
 func (h *health) deadSince(name string) (int64, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	m := h.members[name]
-	if m == nil || m.deadAt == 0 {
+	i := h.byName(name)
+	if i < 0 {
 		return 0, false
 	}
-	return m.deadAt, true
+	at := h.deadAt[i]
+	if x := h.ext.get(i); x != nil {
+		at = x.deadAt
+	}
+	return at, at != 0
+}
+
+// liveView is the live proxies as health saw them at one moment, kept by
+// the proxy for its RAP hash and its router; it is never changed. It
+// costs a bit per member: every proxy copying the names of 10,000 live
+// ones at every death was a large overlay's main cost in an event.
+type liveView struct {
+	ros  *roster
+	self int32
+	// down: dead or joining; cut: unreachable from here (nil if none);
+	// both by rank.
+	down, cut bitset
+	once      sync.Once
+	names     []string
+}
+
+// view is the live proxies now.
+func (h *health) view() *liveView {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v := &liveView{ros: h.ros, self: h.selfIdx, down: slices.Clone(h.down)}
+	if h.cut > 0 {
+		v.cut = newBitset(len(h.ros.ms))
+		h.eachHot(func(i int32) {
+			if m := &h.recs[i]; m.unreachable() && m.state != StateDead {
+				v.cut.set(h.ros.rank[i], true)
+			}
+		})
+	}
+	return v
+}
+
+// Names are the live proxies' names (self included), sorted.
+func (v *liveView) Names() []string {
+	v.once.Do(func() {
+		if v.names != nil {
+			return
+		}
+		v.names = make([]string, 0, len(v.ros.ms)-v.down.count())
+		for k, i := range v.ros.order {
+			if !v.down.has(int32(k)) {
+				v.names = append(v.names, v.ros.ms[i].Name)
+			}
+		}
+	})
+	return v.names
+}
+
+// routes reports whether the member numbered i is a JAP for new flows:
+// live and reachable from here.
+func (v *liveView) routes(i int32) bool {
+	k := v.ros.rank[i]
+	return !v.down.has(k) && !v.cut.has(k)
+}
+
+// Has4 is for the router: whether the proxy at a is live and reachable.
+func (v *liveView) Has4(a uint32) bool {
+	i, ok := v.ros.v4[a]
+	return ok && v.routes(i)
+}
+
+// Has16 is Has4 for IPv6.
+func (v *liveView) Has16(a [16]byte) bool {
+	i, ok := v.ros.v6[a]
+	return ok && v.routes(i)
+}
+
+// shrinks reports whether a proxy that routes in v does not in w.
+func (v *liveView) shrinks(w *liveView) bool {
+	if v.ros != w.ros {
+		for i := range v.ros.ms {
+			if v.routes(int32(i)) && (i >= len(w.ros.ms) || !w.routes(int32(i))) {
+				return true
+			}
+		}
+		return false
+	}
+	word := func(b bitset, k int) uint64 {
+		if k < len(b) {
+			return b[k]
+		}
+		return 0
+	}
+	for k := range (len(v.ros.ms) + 63) / 64 {
+		out := word(w.down, k) | word(w.cut, k)
+		if out&^(word(v.down, k)|word(v.cut, k)) != 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -86,11 +86,9 @@ func TestHealthWatchersAndDissemination(t *testing.T) {
 	watchers := map[string]map[string]bool{} // cluster → outsiders watching it
 	for _, m := range ms {
 		h := n.node(m.Name).health()
-		h.mu.Lock()
-		w := h.watchedLocked()
-		h.mu.Unlock()
-		for name := range w {
-			o := h.members[name]
+		w := h.watchedNames()
+		for _, name := range w {
+			o := h.memberNamed(name)
 			if o.Cluster == m.Cluster {
 				continue
 			}
@@ -248,15 +246,13 @@ func TestHealthRingInBigCluster(t *testing.T) {
 	byCluster := map[string]int{}
 	for _, m := range ms {
 		hd := n.node(m.Name).hd
-		hd.mu.Lock()
 		inCluster := 0
-		for w := range hd.watchedLocked() {
-			if hd.members[w].Cluster == m.Cluster {
+		for _, w := range hd.watchedNames() {
+			if hd.memberNamed(w).Cluster == m.Cluster {
 				inCluster++
 				byCluster[w]++
 			}
 		}
-		hd.mu.Unlock()
 		if inCluster != 8 {
 			t.Errorf("%s probes %d of its cluster, want 8", m.Name, inCluster)
 		}
@@ -294,13 +290,13 @@ func TestHealthStarvedProxyWaitsItsTicks(t *testing.T) {
 	var now int64
 	ms := []Member{testMember(1, "c1"), testMember(2, "c1"), testMember(3, "c1")}
 	var lastProbe uint32 // seq of the last probe of p2
-	h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, func() int64 { return now },
+	h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, nil, func() int64 { return now },
 		func(to netip.Addr, seq uint32, m Msg) {
 			if _, ok := m.(*Probe); ok && to == ms[1].Addr {
 				lastProbe = seq
 			}
 		}, func(change) {})
-	state := func() MemberState { return h.members["p2"].state }
+	state := func() MemberState { return st2(h) }
 	answer := func() { h.handle(ms[1].Addr, lastProbe, &ProbeAck{From: "p2", Incarnation: 100}) }
 	h.handle(ms[1].Addr, 0, &Probe{From: "p2", Incarnation: 100}) // heard
 	for range 5 {
@@ -347,12 +343,12 @@ func TestHealthStarvedProxyWaitsItsTicks(t *testing.T) {
 func TestHealthSuspectHeardIsAlive(t *testing.T) {
 	var now int64
 	ms := []Member{testMember(1, "c1"), testMember(2, "c1"), testMember(3, "c1")}
-	h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, func() int64 { return now },
+	h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, nil, func() int64 { return now },
 		func(netip.Addr, uint32, Msg) {}, func(change) {})
 	h.handle(ms[1].Addr, 0, &Probe{From: "p2", Incarnation: 100}) // heard
-	for ticks := 0; h.members["p2"].state != StateSuspect; ticks++ {
+	for ticks := 0; st2(h) != StateSuspect; ticks++ {
 		if ticks == 10 {
-			t.Fatalf("p2 %v after %d silent ticks, want suspect", h.members["p2"].state, ticks)
+			t.Fatalf("p2 %v after %d silent ticks, want suspect", st2(h), ticks)
 		}
 		now += int64(probeInterval)
 		h.tick()
@@ -361,8 +357,67 @@ func TestHealthSuspectHeardIsAlive(t *testing.T) {
 	for range 5 {
 		now += int64(probeInterval)
 		h.tick()
-		if st := h.members["p2"].state; st == StateDead {
+		if st := st2(h); st == StateDead {
 			t.Fatal("p2 declared dead though it spoke while suspect")
 		}
 	}
+}
+
+// TestHealthRecordsOnlyWhatItProbes: a detector keeps a probe record only
+// for the members it watches, and for the dead, whose record is the
+// compact one; a tick visits only those.
+func TestHealthRecordsOnlyWhatItProbes(t *testing.T) {
+	n, ms := newHealthNet(t, 20, 20, 20)
+	n.run(5 * probeInterval)
+	records := func(hd *health) (int, int) {
+		hd.mu.Lock()
+		defer hd.mu.Unlock()
+		dead := 0
+		n := 0
+		for i := range hd.recs {
+			x := hd.ext.get(int32(i))
+			if x == nil {
+				continue
+			}
+			n++
+			if hd.recs[i].state == StateDead {
+				dead++
+				if x.live != nil {
+					t.Errorf("%s keeps the live part of dead %s", hd.self.Name, hd.ros.ms[i].Name)
+				}
+			}
+		}
+		if c := hd.hot.count(); c != n || n != hd.nExt {
+			t.Errorf("%s: %d hot, %d records, %d counted", hd.self.Name, c, n, hd.nExt)
+		}
+		return n, dead
+	}
+	for _, m := range ms {
+		hd := n.node(m.Name).hd
+		if got, want := len(hd.watchedNames()), 8+2*2; got != want {
+			t.Fatalf("%s watches %d, want %d", m.Name, got, want)
+		}
+		if got, _ := records(hd); got != 8+2*2 {
+			t.Errorf("%s keeps %d probe records of 59 members, want %d", m.Name, got, 8+2*2)
+		}
+	}
+	n.kill("p25")
+	n.stepsUntil(20, n.allSee("p25", StateDead))
+	n.run(5 * probeInterval)
+	for _, m := range ms {
+		if m.Name == "p25" {
+			continue
+		}
+		hd := n.node(m.Name).hd
+		got, dead := records(hd)
+		if dead != 1 || got != len(hd.watchedNames())+1 {
+			t.Errorf("%s keeps %d probe records (%d dead), want its %d watched and p25", m.Name, got, dead, len(hd.watchedNames()))
+		}
+	}
+}
+
+// st2 is what h holds of p2.
+func st2(h *health) MemberState {
+	st, _, _ := h.state("p2")
+	return st
 }

@@ -695,12 +695,15 @@ func (p *Proxy) tellMoved() {
 		}
 		return a.t.Target.Compare(b.t.Target)
 	})
-	for _, o := range p.health.liveOthers() {
+	others, _ := p.health.liveOthers()
+	for _, o := range others {
 		p.mem.mu.Lock()
-		s := p.mem.admits[o.Name]
 		var keys map[[32]byte]bool
-		if s != nil {
-			keys = s.keys
+		if _, ok := p.mem.admits.has(o.idx); ok {
+			keys = p.mem.admits.keys[o.idx]
+			if keys == nil {
+				keys = map[[32]byte]bool{} // it admits none
+			}
 		}
 		var ts []MovedTarget
 		for _, n := range pending {

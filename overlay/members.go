@@ -62,13 +62,14 @@ type members struct {
 	addedAt map[string]int64
 	// nextDigest: when this proxy next compares member lists.
 	nextDigest int64
-	// admits: the edge keys each member admits; ownAdmits: this proxy's
-	// (see admits.go).
-	admits    map[string]*admitSet
+	// admits: the edge keys each member admits (see admits.go);
+	// ownAdmits: this proxy's.
+	admits    admitTable
 	ownAdmits [][32]byte
-	// admitsDone: the live list (health.liveOthers) of which every member's
-	// keys are here; nil: not known to be so (see admitsTick).
-	admitsDone []liveMember
+	// admitsDone: every member's keys are here as of health.liveGen
+	// admitsGen (see admitsTick).
+	admitsDone bool
+	admitsGen  uint64
 	// seen: the hellos this proxy took as seed, so that it takes each once.
 	seen admit.Seen
 	// turnedAway: the records of proxies refused lately (name → why), so
@@ -80,13 +81,24 @@ type members struct {
 // so a sender of ever new names gets at most one line per record.
 const maxTurnedAway = 64
 
-func (ms *members) init(self Member, known, seeds []Member, edges map[netip.Addr]*EdgePolicy) {
+func (ms *members) init(self Member, tbl *memberTable, seeds []Member, edges map[netip.Addr]*EdgePolicy) {
 	ms.self = self
 	ms.admission.seeds = seeds
 	ms.addedAt = map[string]int64{}
-	ms.admits = map[string]*admitSet{}
 	ms.ownAdmits = ownAdmits(edges)
-	ms.tbl.Store(newMemberTable(known))
+	ms.tbl.Store(tbl)
+}
+
+// MemberList is an immutable table of proxies that proxies configured
+// with the same ones may share (ProxyConfig.Shared).
+type MemberList struct {
+	t *memberTable
+	r *roster
+}
+
+// NewMemberList builds the table of ms, which should name each proxy once.
+func NewMemberList(ms []Member) *MemberList {
+	return &MemberList{newMemberTable(ms), newRoster(ms)}
 }
 
 func (ms *members) table() *memberTable { return ms.tbl.Load() }
@@ -155,6 +167,15 @@ func (t *memberTable) digest() uint32 {
 	return d
 }
 
+// list is the table's proxies, by name.
+func (t *memberTable) list() []Member {
+	out := make([]Member, len(t.names))
+	for i, n := range t.names {
+		out[i] = t.byName[n]
+	}
+	return out
+}
+
 func (t *memberTable) addrs() []netip.Addr {
 	out := make([]netip.Addr, 0, len(t.names))
 	for _, n := range t.names {
@@ -199,12 +220,7 @@ func (ms *members) put(m Member) { ms.tbl.Store(ms.table().with(m)) }
 
 // Known lists every proxy this proxy knows, itself included, by name.
 func (p *Proxy) Known() []Member {
-	t := p.mem.table()
-	out := make([]Member, len(t.names))
-	for i, n := range t.names {
-		out[i] = t.byName[n]
-	}
-	return out
+	return p.mem.table().list()
 }
 
 // SetEndpoint sets this proxy's WireGuard endpoint as it tells seeds (when
@@ -622,14 +638,15 @@ func (p *Proxy) digestTick(now int64) {
 	// liveOthers are the live proxies but this one, all known. Build a
 	// list only when some are cut off from here (rarely): the same draw
 	// from the same list either way.
-	others := p.health.liveOthers()
 	var a netip.Addr
 	if cut := p.health.unreachableAddrs(); len(cut) == 0 {
-		if len(others) == 0 {
+		n := p.health.liveOthersCount()
+		if n == 0 {
 			return
 		}
-		a = others[p.rng.IntN(len(others))].Addr
+		a = p.health.liveOther(p.rng.IntN(n)).Addr
 	} else {
+		others, _ := p.health.liveOthers()
 		var to []netip.Addr
 		for _, o := range others {
 			if !cut[o.Addr] {

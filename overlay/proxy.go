@@ -101,6 +101,11 @@ type ProxyConfig struct {
 	// Members are the configured proxies (self may be included): a static
 	// full mesh, or, with a MeshKey, seeds through which this proxy joins.
 	Members []Member
+	// Shared, if set, stands for Members (which must then be empty): the
+	// same proxies, Self among them, in a table built once for every proxy
+	// configured with it. Each proxy copies it only when it learns a
+	// proxy, so a simulated full mesh of N proxies holds one table, not N.
+	Shared *MemberList
 	// MeshKey, if set, lets this proxy admit newcomers that prove it and
 	// join through its seeds itself (see members.go).
 	MeshKey []byte
@@ -204,7 +209,7 @@ type Proxy struct {
 	jap    jap
 	rap    rap
 	iap    iap
-	live   atomic.Pointer[[]string] // names of live proxies: the RAP candidates
+	live   atomic.Pointer[liveView] // the live proxies: the RAP candidates
 	rapc   rapCache
 	stats  counters
 }
@@ -213,7 +218,7 @@ type Proxy struct {
 // proxy for every Register a RAP takes costs 0.4 ms at 10,000 proxies.
 type rapCache struct {
 	mu   sync.Mutex
-	live *[]string    // the list the entries were computed over
+	live *liveView    // the list the entries were computed over
 	tbl  *memberTable // the table their addresses come from
 	m    map[router.Group]rapSet
 }
@@ -228,6 +233,10 @@ type rapSet struct {
 
 // maxRAPCache bounds rapCache: when full, it starts again.
 const maxRAPCache = 4096
+
+// maxOutboxKept is the most room for queued messages a proxy keeps between
+// entry points.
+const maxOutboxKept = 256
 
 // outgoing is a control message an entry point sends when it returns.
 type outgoing struct {
@@ -343,20 +352,51 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 	p.jap.init()
 	p.rap.init()
 	p.iap.init()
-	members := []Member{cfg.Self}
+	var tbl *memberTable
+	var members []Member
+	if cfg.Shared != nil {
+		if len(cfg.Members) > 0 {
+			return nil, errors.New("overlay: Members and Shared both set")
+		}
+		if m, ok := cfg.Shared.t.byName[cfg.Self.Name]; !ok || m != cfg.Self {
+			return nil, fmt.Errorf("overlay: proxy %s is not in its shared member list as configured", cfg.Self.Name)
+		}
+		tbl = cfg.Shared.t
+		if cfg.MeshKey != nil {
+			members = tbl.list() // for seeds; health numbers the shared roster
+		}
+	} else {
+		members = []Member{cfg.Self}
+		for _, m := range cfg.Members {
+			if m.Name != cfg.Self.Name {
+				members = append(members, m)
+			}
+		}
+		tbl = newMemberTable(members)
+	}
 	var seeds []Member
-	for _, m := range cfg.Members {
-		if m.Name != cfg.Self.Name {
-			members = append(members, m)
-			seeds = append(seeds, m)
+	if cfg.MeshKey != nil {
+		// Only a proxy that joins through seeds says hello to them: a full
+		// mesh of N proxies kept N copies of every record for nothing.
+		for _, m := range members {
+			if m.Name != cfg.Self.Name {
+				seeds = append(seeds, m)
+			}
 		}
 	}
-	p.mem.init(cfg.Self, members, seeds, cfg.Edges)
-	live := p.mem.table().names
-	p.live.Store(&live)
-	cfg.Router.SetProxies(p.mem.table().addrs())
-	p.health = newHealth(cfg.Health, cfg.Self, members, cfg.Clock.Now, p.sendTo, p.membershipChanged)
+	p.mem.init(cfg.Self, tbl, seeds, cfg.Edges)
+	var ros *roster
+	if cfg.Shared != nil {
+		ros = cfg.Shared.r
+	}
+	p.health = newHealth(cfg.Health, cfg.Self, members, ros, cfg.Clock.Now, p.sendTo, p.membershipChanged)
 	p.cfg.Health = p.health.cfg
+	// Every known proxy is live at first: the table's names are the live
+	// ones (shared, with the table, by proxies of one MemberList).
+	live := p.health.view()
+	live.names = p.mem.table().names
+	p.live.Store(live)
+	cfg.Router.SetProxySet(live, false)
 	if p.certs != nil && len(cfg.Certs.Seeds) > 0 {
 		p.certs.client = admit.NewClient(admit.ClientConfig{
 			Keys: p.certs.keys, Pool: p.certs.pool, Cert: p.certs.selfRaw,
@@ -388,7 +428,7 @@ func (p *Proxy) rapSet(g router.Group) rapSet {
 	}
 	rs, ok := c.m[g]
 	if !ok {
-		rs.names = RAPs(g, *live, p.cfg.Replicas)
+		rs.names = RAPs(g, live.Names(), p.cfg.Replicas)
 		rs.addrs = make([]netip.Addr, len(rs.names))
 		for i, n := range rs.names {
 			rs.addrs[i] = tbl.byName[n].Addr
@@ -400,7 +440,7 @@ func (p *Proxy) rapSet(g router.Group) rapSet {
 
 // Live names the proxies this proxy believes alive (suspects included),
 // itself included, sorted.
-func (p *Proxy) Live() []string { return slices.Clone(*p.live.Load()) }
+func (p *Proxy) Live() []string { return slices.Clone(p.live.Load().Names()) }
 
 // Members is a snapshot of every proxy's health as this proxy sees it: this
 // proxy first, then the others by name.
@@ -462,19 +502,11 @@ func byType(a *[typeEnd]atomic.Uint64) map[Type]uint64 {
 // proxy's own death registers every local group again too: the RAPs that
 // held it dead dropped its entries. (Called by health, under ctl.)
 func (p *Proxy) membershipChanged(c change) {
-	live := p.health.live()
-	cut := p.health.unreachableAddrs()
-	names := make([]string, len(live))
-	addrs := make([]netip.Addr, 0, len(live))
-	for i, m := range live {
-		names[i] = m.Name
-		// A proxy cut off from this one is no JAP for its new flows.
-		if !cut[m.Addr] {
-			addrs = append(addrs, m.Addr)
-		}
-	}
-	p.live.Store(&names)
-	p.cfg.Router.SetProxies(addrs)
+	// A proxy cut off from this one is no JAP for its new flows (the view
+	// routes neither the dead nor those).
+	live := p.health.view()
+	old := p.live.Swap(live)
+	p.cfg.Router.SetProxySet(live, old.shrinks(live))
 	for _, m := range c.unreachable {
 		p.cfg.Router.ForgetJAP(m.Addr)
 		p.emit(Event{Kind: EventUnreachable, Name: m.Name})
@@ -494,7 +526,7 @@ func (p *Proxy) membershipChanged(c change) {
 	}
 	p.forgetClaims(gone)
 	p.stats.membershipChanges.Add(1)
-	p.rap.membersChanged(p.cfg.Self.Name, names, p.cfg.Replicas, gone)
+	p.rap.membersChanged(p.cfg.Self.Name, live.Names, p.cfg.Replicas, gone)
 	for _, m := range c.dead {
 		p.emit(Event{Kind: EventDead, Name: m.Name})
 	}
@@ -585,6 +617,11 @@ func (p *Proxy) flush() {
 	}
 	clear(p.outbox)
 	p.outbox = p.outbox[:0]
+	if cap(p.outbox) > maxOutboxKept {
+		// A broadcast to every proxy (the Alive at start) grew it: do not
+		// keep room for N messages at every proxy of a large overlay.
+		p.outbox = nil
+	}
 }
 
 func (p *Proxy) selfPort() netip.AddrPort {
@@ -766,9 +803,9 @@ func (p *Proxy) TickDue() int64 {
 	if p.cfg.DigestEvery > 0 {
 		due = min(due, p.mem.nextDigest)
 	}
-	admitsDone := p.mem.admitsDone
+	admitsDone := p.mem.admitsDone && p.mem.admitsGen == p.health.liveGen()
 	p.mem.mu.Unlock()
-	if admitsDone == nil || !sameSlice(admitsDone, p.health.liveOthers()) {
+	if !admitsDone {
 		return now
 	}
 	p.iap.mu.Lock()

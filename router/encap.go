@@ -16,9 +16,25 @@ import (
 type proxySet struct {
 	v4 map[uint32]struct{}
 	v6 map[[16]byte]struct{}
+	// ext, if set, is the set instead (SetProxySet).
+	ext ProxySet
+}
+
+// ProxySet is a set of proxies' overlay addresses that its owner keeps
+// and never changes (SetProxySet). Has4 takes an IPv4 address as a
+// big-endian number, Has16 an IPv6 one.
+type ProxySet interface {
+	Has4(a uint32) bool
+	Has16(a [16]byte) bool
 }
 
 func (s *proxySet) has(a *[16]byte, fam uint8) bool {
+	if s.ext != nil {
+		if fam == 4 {
+			return s.ext.Has4(v4(a))
+		}
+		return s.ext.Has16(*a)
+	}
 	if fam == 4 {
 		_, ok := s.v4[v4(a)]
 		return ok
@@ -28,6 +44,9 @@ func (s *proxySet) has(a *[16]byte, fam uint8) bool {
 }
 
 func (s *proxySet) has4(a uint32) bool {
+	if s.ext != nil {
+		return s.ext.Has4(a)
+	}
 	_, ok := s.v4[a]
 	return ok
 }
@@ -49,6 +68,9 @@ func (r *Router) SetProxies(addrs []netip.Addr) {
 	}
 	old := r.proxies.Swap(s)
 	gone := false
+	if old.ext != nil {
+		gone = true // not worth finding out
+	}
 	for a := range old.v4 {
 		if !s.has4(a) {
 			gone = true
@@ -56,11 +78,28 @@ func (r *Router) SetProxies(addrs []netip.Addr) {
 		}
 	}
 	if gone {
-		r.iap.deleteWhere(func(f *flow) bool {
-			jap := f.peer.Load()
-			return jap != r.self4 && !s.has4(jap)
-		})
+		r.dropGoneJAPs(s)
 	}
+}
+
+// SetProxySet is SetProxies with a set that the caller keeps and never
+// changes: an overlay of 10,000 proxies, each holding a map of all
+// of them, spent a gigabyte on it, and rebuilt it at every death. shrunk
+// says whether the set it replaces has an address that s has not.
+func (r *Router) SetProxySet(s ProxySet, shrunk bool) {
+	ps := &proxySet{ext: s}
+	r.proxies.Store(ps)
+	if shrunk {
+		r.dropGoneJAPs(ps)
+	}
+}
+
+// dropGoneJAPs drops the IAP flows whose JAP is not in s.
+func (r *Router) dropGoneJAPs(s *proxySet) {
+	r.iap.deleteWhere(func(f *flow) bool {
+		jap := f.peer.Load()
+		return jap != r.self4 && !s.has4(jap)
+	})
 }
 
 // encapsulate prepends the outer header to the packet buf[start:end] in the

@@ -313,11 +313,40 @@ func (n *Net) Send(src, dst netip.AddrPort, payload []byte) {
 	n.clk.push(event{when: now + d, ref: slot, net: n.id})
 }
 
+// compactAbove is the fewest slots compact bothers with.
+var compactAbove = 1 << 16
+
+// compact moves the packets in flight to the front of a new, smaller
+// n.flight when at most an eighth of it is in use, and shrinks the clock's
+// heap likewise: a burst (every proxy of a simulated overlay greets every
+// other at its start) left both at their high-water mark for the rest of
+// a run, 3 GB at 10,000 proxies. Each packet in flight has one event, which
+// is told its new slot; the order of events does not change.
+func (n *Net) compact() {
+	inUse := len(n.flight) - len(n.free)
+	if len(n.flight) < compactAbove || inUse*8 > len(n.flight) {
+		return
+	}
+	moved := make([]flight, 0, 2*inUse)
+	c := n.clk
+	for i := range c.events {
+		if e := &c.events[i]; e.net == n.id {
+			moved = append(moved, n.flight[e.ref])
+			e.ref = int32(len(moved) - 1)
+		}
+	}
+	n.flight, n.free = moved, nil
+	if cap(c.events) >= compactAbove && len(c.events)*8 < cap(c.events) {
+		c.events = append(make([]event, 0, 2*len(c.events)), c.events...)
+	}
+}
+
 // deliver runs when the packet in slot arrives.
 func (n *Net) deliver(slot int32) {
 	f := n.flight[slot]
 	n.flight[slot] = flight{}
 	n.free = append(n.free, slot)
+	n.compact()
 	p := f.p
 	p.At = n.clk.now
 	switch {

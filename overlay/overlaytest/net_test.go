@@ -3,6 +3,7 @@ package overlaytest
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -455,5 +456,44 @@ func BenchmarkSendDeliver(b *testing.B) {
 		if i%100 == 99 {
 			clk.Advance(10 * ms)
 		}
+	}
+}
+
+// A burst leaves no high-water mark: once most of it has arrived, what is
+// still in flight moves to a smaller table, and arrives as it would have.
+func TestNetCompactsAfterBurst(t *testing.T) {
+	run := func() *world {
+		w := newWorld(t, 3, 1)
+		w.n.SetDefault(Link{Delay: 10 * time.Millisecond, Jitter: 10 * time.Millisecond})
+		for k := range 4 << 16 {
+			w.send(1, 2, uint32(k))
+		}
+		// A trickle after it, still in flight when the burst has arrived.
+		for k := range 100 {
+			w.clk.Advance(time.Millisecond)
+			w.send(1, 3, uint32(k))
+		}
+		return w
+	}
+	was := compactAbove
+	compactAbove = math.MaxInt
+	ref := run()
+	compactAbove = was
+	w := run()
+	if len(w.n.flight) >= compactAbove || len(ref.n.flight) < 4<<16 {
+		t.Fatalf("%d slots kept after the burst arrived (%d in flight), %d without compaction",
+			len(w.n.flight), len(w.n.flight)-len(w.n.free), len(ref.n.flight))
+	}
+	ref.clk.Advance(time.Second)
+	w.clk.Advance(time.Second)
+	for _, h := range []string{"h2", "h3"} {
+		if !slices.EqualFunc(w.got[h], ref.got[h], func(a, b Packet) bool {
+			return a.At == b.At && slices.Equal(a.Payload, b.Payload)
+		}) {
+			t.Errorf("%s got %d packets, not as without compaction (%d)", h, len(w.got[h]), len(ref.got[h]))
+		}
+	}
+	if len(w.got["h2"]) != 4<<16 || len(w.got["h3"]) != 100 {
+		t.Errorf("h2 got %d, h3 %d", len(w.got["h2"]), len(w.got["h3"]))
 	}
 }
