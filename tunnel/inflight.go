@@ -297,6 +297,7 @@ func newGate(in, out int, idle time.Duration, busyIn, busyOut func() bool) *Gate
 type reader struct {
 	last    []uintptr
 	counted []bool
+	n       int // packets the previous call took: wireguard-go refills only those slots
 }
 
 // recycle looks at the buffers wireguard-go hands a reader: a slot that
@@ -304,12 +305,16 @@ type reader struct {
 // was dropped at once); a new buffer in a slot came from the pool, so
 // whatever it held has left the device.
 func (g *Gate) recycle(r *reader, f *Inflight, bufs [][]byte) {
+	walk := bufs[:min(r.n, len(bufs))]
 	if len(r.last) != len(bufs) {
+		// The first call: every slot is a buffer from the pool.
 		r.last, r.counted = make([]uintptr, len(bufs)), make([]bool, len(bufs))
+		walk = bufs
 	}
+	r.n = 0
 	ki, ko := 0, 0
 	g.mu.Lock()
-	for i, b := range bufs {
+	for i, b := range walk {
 		p := key(b)
 		if p == r.last[i] {
 			if r.counted[i] && f.dropLocked(p) {
@@ -348,6 +353,7 @@ func (g *Gate) take(r *reader, f *Inflight, bufs [][]byte, sizes []int, n int) {
 		}
 	}
 	g.mu.Unlock()
+	r.n = n
 }
 
 // release counts out the buffers of bufs: written or sent.
