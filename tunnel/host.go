@@ -42,8 +42,9 @@ func NewNetstack(addrs []netip.Addr, mtu int) (*Host, error) {
 }
 
 // onceTUN makes a tun.Device's Close idempotent (wireguard-go's netstack
-// panics on a second Close) and runs an optional clean-up first. No Write
-// is under way when the device closes, and none reaches it after.
+// panics on a second Close) and runs an optional clean-up first. For the
+// netstack, no Write is under way when the device closes, and none reaches
+// it after.
 type onceTUN struct {
 	tun.Device
 	before func() error // run once, before the device closes; may be nil
@@ -62,6 +63,9 @@ type onceTUN struct {
 }
 
 func (t *onceTUN) Write(bufs [][]byte, offset int) (int, error) {
+	if !t.drain {
+		return t.Device.Write(bufs, offset) // a kernel TUN refuses Writes after Close itself
+	}
 	t.writes.RLock()
 	defer t.writes.RUnlock()
 	if t.closed {
