@@ -340,7 +340,6 @@ type health struct {
 	selfIdx int32
 	recs    []mrec   // by member number; self's is unused
 	ext     recPages // the probeRecs, by member number
-	nExt    int
 	// hot: the members (by rank, i.e. place by name) with a probeRec;
 	// down: those dead or joining, who are not live.
 	hot, down bitset
@@ -463,7 +462,6 @@ func (h *health) x(i int32) *probeRec {
 		delete(h.vouched, i)
 	}
 	h.ext.put(i, x)
-	h.nExt++
 	h.hot.set(h.ros.rank[i], true)
 	return x
 }
@@ -488,7 +486,6 @@ func (h *health) drop(i int32) {
 		h.vouched[i] = x.vouchedAt()
 	}
 	h.ext.put(i, nil)
-	h.nExt--
 	h.hot.set(h.ros.rank[i], false)
 }
 
