@@ -475,3 +475,18 @@ func (p *Proxy) admitsOf(name string) (keys map[[32]byte]bool, inc uint32, asked
 	}
 	return keys, inc, asked
 }
+
+// live lists the members not known dead, self included, sorted by name.
+func (h *health) live() []Member {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := []Member{}
+	for _, i := range h.ros.order {
+		if i == h.selfIdx {
+			out = append(out, h.self)
+		} else if h.liveAt(i) {
+			out = append(out, h.ros.ms[i])
+		}
+	}
+	return out
+}

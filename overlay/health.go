@@ -1154,21 +1154,6 @@ func (h *health) snapshot() []MemberInfo {
 	return out
 }
 
-// live lists the members not known dead, self included, sorted by name.
-func (h *health) live() []Member {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := []Member{}
-	for _, i := range h.ros.order {
-		if i == h.selfIdx {
-			out = append(out, h.self)
-		} else if h.liveAt(i) {
-			out = append(out, h.ros.ms[i])
-		}
-	}
-	return out
-}
-
 // liveMember is a live member other than this proxy, with its number and
 // incarnation. Member points into the roster, which is never written.
 type liveMember struct {
