@@ -12,14 +12,6 @@ import (
 // replicated datagram: there it is 0x52 in the high byte and, in the low
 // byte, how many targets the JAP delivers the copy to (see replicaMark).
 
-// proxySet is the overlay addresses of all proxies, replaced as a whole.
-type proxySet struct {
-	v4 map[uint32]struct{}
-	v6 map[[16]byte]struct{}
-	// ext, if set, is the set instead (SetProxySet).
-	ext ProxySet
-}
-
 // ProxySet is a set of proxies' overlay addresses that its owner keeps
 // and never changes (SetProxySet). Has4 takes an IPv4 address as a
 // big-endian number, Has16 an IPv6 one.
@@ -28,26 +20,36 @@ type ProxySet interface {
 	Has16(a [16]byte) bool
 }
 
+// proxySet is the overlay addresses of all proxies, replaced as a whole.
+type proxySet struct {
+	set ProxySet // nil: none
+}
+
 func (s *proxySet) has(a *[16]byte, fam uint8) bool {
-	if s.ext != nil {
-		if fam == 4 {
-			return s.ext.Has4(v4(a))
-		}
-		return s.ext.Has16(*a)
+	if s.set == nil {
+		return false
 	}
 	if fam == 4 {
-		_, ok := s.v4[v4(a)]
-		return ok
+		return s.set.Has4(v4(a))
 	}
-	_, ok := s.v6[*a]
+	return s.set.Has16(*a)
+}
+
+func (s *proxySet) has4(a uint32) bool { return s.set != nil && s.set.Has4(a) }
+
+// addrSet is a ProxySet given as a list of addresses (SetProxies).
+type addrSet struct {
+	v4 map[uint32]struct{}
+	v6 map[[16]byte]struct{}
+}
+
+func (s *addrSet) Has4(a uint32) bool {
+	_, ok := s.v4[a]
 	return ok
 }
 
-func (s *proxySet) has4(a uint32) bool {
-	if s.ext != nil {
-		return s.ext.Has4(a)
-	}
-	_, ok := s.v4[a]
+func (s *addrSet) Has16(a [16]byte) bool {
+	_, ok := s.v6[a]
 	return ok
 }
 
@@ -56,7 +58,7 @@ func (s *proxySet) has4(a uint32) bool {
 // whose JAP is no longer a proxy are dropped, so their next packet picks a
 // live one.
 func (r *Router) SetProxies(addrs []netip.Addr) {
-	s := &proxySet{v4: make(map[uint32]struct{}), v6: make(map[[16]byte]struct{})}
+	s := &addrSet{v4: make(map[uint32]struct{}), v6: make(map[[16]byte]struct{})}
 	for _, a := range addrs {
 		a = a.Unmap()
 		if a.Is4() {
@@ -66,20 +68,22 @@ func (r *Router) SetProxies(addrs []netip.Addr) {
 			s.v6[a.As16()] = struct{}{}
 		}
 	}
-	old := r.proxies.Swap(s)
-	gone := false
-	if old.ext != nil {
-		gone = true // not worth finding out
-	}
-	for a := range old.v4 {
-		if !s.has4(a) {
-			gone = true
-			break
+	// Flows need a look only if an IPv4 proxy is gone (JAPs are IPv4);
+	// from a set kept elsewhere, that is not worth finding out.
+	shrunk := false
+	switch old := r.proxies.Load().set.(type) {
+	case *addrSet:
+		for a := range old.v4 {
+			if !s.Has4(a) {
+				shrunk = true
+				break
+			}
 		}
+	case nil:
+	default:
+		shrunk = true
 	}
-	if gone {
-		r.dropGoneJAPs(s)
-	}
+	r.SetProxySet(s, shrunk)
 }
 
 // SetProxySet is SetProxies with a set that the caller keeps and never
@@ -87,7 +91,7 @@ func (r *Router) SetProxies(addrs []netip.Addr) {
 // of them, spent a gigabyte on it, and rebuilt it at every death. shrunk
 // says whether the set it replaces has an address that s has not.
 func (r *Router) SetProxySet(s ProxySet, shrunk bool) {
-	ps := &proxySet{ext: s}
+	ps := &proxySet{set: s}
 	r.proxies.Store(ps)
 	if shrunk {
 		r.dropGoneJAPs(ps)
