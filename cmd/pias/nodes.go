@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -169,6 +170,19 @@ func nodeFlags(role, synopsis string, stdout, stderr io.Writer, httpAddr *string
 	}
 }
 
+// proxyGC collects a proxy's heap at 1.4 times its live size rather than
+// Go's 2: under load the live heap is mostly wireguard-go's 64 KiB packet
+// buffers (about 38 MiB with the gate's caps), and the default lets RSS
+// reach 100-130 MB, most of it garbage. Measured on the namespace lab with
+// 8 TCP streams (paired runs): RSS 55-61 MB, throughput ratio 0.69-1.39
+// (median 1.02) against Go's default with the old caps. GOGC set in the
+// environment wins.
+func proxyGC(getenv func(string) string) {
+	if getenv("GOGC") == "" {
+		debug.SetGCPercent(40)
+	}
+}
+
 func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var httpAddr string
 	var stopPprof func()
@@ -182,6 +196,7 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, "proxy", err)
 	}
+	proxyGC(os.Getenv)
 	ws, rc := startWeb("proxy", &cfg.Node, httpAddr, stderr)
 	if rc >= 0 {
 		return rc

@@ -1,0 +1,25 @@
+package main
+
+import (
+	"runtime/debug"
+	"testing"
+)
+
+// A proxy collects at 40 % unless GOGC says otherwise.
+func TestProxyGC(t *testing.T) {
+	old := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(old)
+	proxyGC(func(string) string { return "" })
+	if got := debug.SetGCPercent(100); got != 40 {
+		t.Errorf("GOGC unset: GC percent %d, want 40", got)
+	}
+	proxyGC(func(k string) string {
+		if k == "GOGC" {
+			return "100"
+		}
+		return ""
+	})
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("GOGC=100 set: GC percent %d, want 100 (the environment wins)", got)
+	}
+}
