@@ -170,16 +170,16 @@ func nodeFlags(role, synopsis string, stdout, stderr io.Writer, httpAddr *string
 	}
 }
 
-// proxyGC collects a proxy's heap at 1.4 times its live size rather than
+// proxyGC collects a proxy's heap at 1.3 times its live size rather than
 // Go's 2: under load the live heap is mostly wireguard-go's 64 KiB packet
-// buffers (about 38 MiB with the gate's caps), and the default lets RSS
-// reach 100-130 MB, most of it garbage. Measured on the namespace lab with
-// 8 TCP streams (paired runs): RSS 55-61 MB, throughput ratio 0.69-1.39
-// (median 1.02) against Go's default with the old caps. GOGC set in the
-// environment wins.
+// buffers (up to about 38 MiB with the gate's caps), and the default lets
+// RSS reach 100-130 MB, most of it garbage. Measured on the namespace lab
+// with 8 TCP streams (paired runs): peak RSS 53-57 MB; throughput at GOGC
+// 30 over 40 median 1.05, at 40 over Go's default with the old caps
+// median 1.02. GOGC set in the environment wins.
 func proxyGC(getenv func(string) string) {
 	if getenv("GOGC") == "" {
-		debug.SetGCPercent(40)
+		debug.SetGCPercent(30)
 	}
 }
 

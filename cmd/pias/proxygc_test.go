@@ -5,13 +5,13 @@ import (
 	"testing"
 )
 
-// A proxy collects at 40 % unless GOGC says otherwise.
+// A proxy collects at 30 % unless GOGC says otherwise.
 func TestProxyGC(t *testing.T) {
 	old := debug.SetGCPercent(100)
 	defer debug.SetGCPercent(old)
 	proxyGC(func(string) string { return "" })
-	if got := debug.SetGCPercent(100); got != 40 {
-		t.Errorf("GOGC unset: GC percent %d, want 40", got)
+	if got := debug.SetGCPercent(100); got != 30 {
+		t.Errorf("GOGC unset: GC percent %d, want 30", got)
 	}
 	proxyGC(func(k string) string {
 		if k == "GOGC" {
