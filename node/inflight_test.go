@@ -452,7 +452,7 @@ func TestProxyReplayFlood(t *testing.T) {
 	}
 	// (The boundary probe counts the replays wireguard-go drops as held: only the heap tells here.)
 	// Four devices' fixed batches (2 × 128 buffers of 64 KiB each) are
-	// 64 MiB; the proxy adds at most gateBound × 64 KiB = 40 MiB.
+	// 64 MiB; the proxy adds at most gateBound × 64 KiB (22 MiB at the default caps).
 	if h > 160<<20 {
 		t.Errorf("live heap peaked at %d MiB, want at most 160", h>>20)
 	}
