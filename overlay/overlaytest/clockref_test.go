@@ -463,10 +463,10 @@ func TestClockDenseBurst(t *testing.T) {
 func BenchmarkClockHold(b *testing.B) {
 	for _, pending := range []int{1e6, 1e7} {
 		b.Run(fmt.Sprint(pending), func(b *testing.B) {
-			benchHold(b, pending, func() holdClock { return &newOps{c: NewClock()} })
+			benchHold(b, pending, func() holdClock { return holdNew{NewClock()} })
 		})
 		b.Run(fmt.Sprint("heap-", pending), func(b *testing.B) {
-			benchHold(b, pending, func() holdClock { return &refOps{c: &refClock{}} })
+			benchHold(b, pending, func() holdClock { return holdRef{&refClock{}} })
 		})
 	}
 }
@@ -475,6 +475,17 @@ type holdClock interface {
 	after(d time.Duration, f func())
 	step() bool
 }
+
+// holdNew and holdRef are the clocks for benchHold, which keep no timers.
+type holdNew struct{ c *Clock }
+
+func (h holdNew) after(d time.Duration, f func()) { h.c.AfterFunc(d, f) }
+func (h holdNew) step() bool                      { return h.c.Step() }
+
+type holdRef struct{ c *refClock }
+
+func (h holdRef) after(d time.Duration, f func()) { h.c.AfterFunc(d, f) }
+func (h holdRef) step() bool                      { return h.c.Step() }
 
 func benchHold(b *testing.B, pending int, mk func() holdClock) {
 	rng := rand.New(rand.NewPCG(1, 1))

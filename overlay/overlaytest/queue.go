@@ -33,15 +33,17 @@ type queue struct {
 	ring    int // events in buckets
 	far     []event
 	spare   [][]event // empty arrays for buckets, so that a bucket's first event does not allocate
+	spareN  int       // their capacity in events
 }
 
 const (
 	bucketShift = 16 // 65.536 µs
 	nBuckets    = 1 << 12
 	bucketMask  = nBuckets - 1
-	// bigBucket is the most events a drained bucket's array keeps: a burst
-	// must not leave every bucket at its high-water mark.
-	bigBucket = 1 << 12
+	// minSpare is the capacity in events that spare may hold whatever the
+	// queue's length; beyond it, no more than the queue holds, so that a
+	// burst leaves no high-water mark of arrays behind.
+	minSpare = 1 << 16
 )
 
 func before(a, b *event) bool { return a.when < b.when || a.when == b.when && a.seq < b.seq }
@@ -76,6 +78,7 @@ func (q *queue) push(e event) {
 		if q.buckets[b] == nil && len(q.spare) > 0 {
 			q.buckets[b] = q.spare[len(q.spare)-1]
 			q.spare = q.spare[:len(q.spare)-1]
+			q.spareN -= cap(q.buckets[b])
 		}
 		q.buckets[b] = append(q.buckets[b], e)
 		q.full[b/64] |= 1 << (b % 64)
@@ -135,8 +138,9 @@ func (q *queue) turn() bool {
 	switch {
 	case q.cur == nil:
 		q.cur = old
-	case cap(old) > 0 && cap(old) <= bigBucket && len(q.spare) < nBuckets:
+	case cap(old) > 0 && q.spareN+cap(old) <= max(minSpare, q.len()):
 		q.spare = append(q.spare, old)
+		q.spareN += cap(old)
 	}
 	// What the ring's turn brought within reach.
 	for len(q.far) > 0 && q.far[0].when>>bucketShift < q.curNum+nBuckets {
