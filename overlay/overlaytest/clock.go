@@ -21,17 +21,18 @@ var epoch = time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 // stop and reset timers and send packets, but must not advance the clock.
 type Clock struct {
 	now     int64
-	seq     uint64   // scheduling order, the tie-break between equal due times
-	events  []event  // min-heap by (when, seq)
+	seq     uint64 // scheduling order, the tie-break between equal due times
+	q       queue
+	live    int      // events in q that are not stale (a stopped timer's)
 	running bool     // inside Advance, Step or RunUntil
-	timers  []*Timer // pending timers by slot, the event's ref
+	timers  []*Timer // timers with events in q, by slot: the event's ref
 	free    []int32  // free slots in timers
 	nets    []*Net   // the Nets on this clock, by event.net
 }
 
 // event is a timer, or a packet delivery, due at when. It holds no
-// pointers so that the heap moves it without write barriers, which were
-// most of the cost of a packet.
+// pointers so that the queue moves it without write barriers, and the
+// collector never scans the queue.
 type event struct {
 	when int64
 	seq  uint64
@@ -54,17 +55,23 @@ func (c *Clock) Wall() time.Time { return epoch.Add(time.Duration(c.now)) }
 
 // Timer is a pending call scheduled on a Clock, once (AfterFunc) or
 // periodically (Every).
+//
+// Stop and Reset leave the timer's old event in the queue, stale, to be
+// skipped when its time comes: the queue cannot find an event to take it
+// out, and a packet of a simulation is never stopped.
 type Timer struct {
 	c      *Clock
 	f      func()
 	period time.Duration // > 0 for a ticker
-	idx    int           // index in c.events, -1 when not pending
+	seq    uint64        // the seq of its pending event; 0 when not pending
+	slot   int32         // its slot in c.timers while it has events queued, else -1
+	queued int32         // its events in the queue, pending or stale
 }
 
 // AfterFunc calls f once the clock has advanced by d (at the next advance
 // if d ≤ 0; never from within AfterFunc itself).
 func (c *Clock) AfterFunc(d time.Duration, f func()) *Timer {
-	t := &Timer{c: c, f: f, idx: -1}
+	t := &Timer{c: c, f: f, slot: -1}
 	c.schedule(t, d)
 	return t
 }
@@ -75,7 +82,7 @@ func (c *Clock) Every(d time.Duration, f func()) *Timer {
 	if d <= 0 {
 		panic(fmt.Sprintf("overlaytest: Every with non-positive period %v", d))
 	}
-	t := &Timer{c: c, f: f, period: d, idx: -1}
+	t := &Timer{c: c, f: f, period: d, slot: -1}
 	c.schedule(t, d)
 	return t
 }
@@ -83,10 +90,11 @@ func (c *Clock) Every(d time.Duration, f func()) *Timer {
 // Stop cancels the timer (a ticker's future firings too) and reports
 // whether it was pending.
 func (t *Timer) Stop() bool {
-	if t.idx < 0 {
+	if t.seq == 0 {
 		return false
 	}
-	t.c.remove(t.idx)
+	t.seq = 0
+	t.c.live--
 	return true
 }
 
@@ -106,20 +114,40 @@ func (t *Timer) Reset(d time.Duration) bool {
 }
 
 func (c *Clock) schedule(t *Timer, d time.Duration) {
-	var slot int32
-	if k := len(c.free); k > 0 {
-		slot = c.free[k-1]
-		c.free = c.free[:k-1]
-	} else {
-		slot = int32(len(c.timers))
-		c.timers = append(c.timers, nil)
+	if t.slot < 0 {
+		if k := len(c.free); k > 0 {
+			t.slot = c.free[k-1]
+			c.free = c.free[:k-1]
+		} else {
+			t.slot = int32(len(c.timers))
+			c.timers = append(c.timers, nil)
+		}
+		c.timers[t.slot] = t
 	}
-	c.timers[slot] = t
-	t.idx = c.push(event{when: c.now + int64(max(d, 0)), ref: slot, net: -1})
+	t.queued++
+	t.seq = c.push(c.now+int64(max(d, 0)), t.slot, -1)
+}
+
+// unqueued notes that one of t's events left the queue, and frees its slot
+// if that was the last.
+func (c *Clock) unqueued(t *Timer) {
+	if t.queued--; t.queued == 0 {
+		c.timers[t.slot] = nil
+		c.free = append(c.free, t.slot)
+		t.slot = -1
+	}
+}
+
+// push queues an event in scheduling order and returns its seq.
+func (c *Clock) push(when int64, ref, net int32) uint64 {
+	c.seq++
+	c.live++
+	c.q.push(event{when: when, seq: c.seq, ref: ref, net: net})
+	return c.seq
 }
 
 // Pending is the number of timers and packets in flight.
-func (c *Clock) Pending() int { return len(c.events) }
+func (c *Clock) Pending() int { return c.live }
 
 // Advance moves the clock forward by d, running every timer due up to the
 // new time in order, each seeing Now equal to its own due time, including
@@ -128,7 +156,7 @@ func (c *Clock) Advance(d time.Duration) {
 	c.enter()
 	defer c.leave()
 	end := c.now + int64(max(d, 0))
-	for len(c.events) > 0 && c.events[0].when <= end {
+	for e := c.next(); e != nil && e.when <= end; e = c.next() {
 		c.fireNext()
 	}
 	c.now = end
@@ -139,7 +167,7 @@ func (c *Clock) Advance(d time.Duration) {
 func (c *Clock) Step() bool {
 	c.enter()
 	defer c.leave()
-	if len(c.events) == 0 {
+	if c.next() == nil {
 		return false
 	}
 	c.fireNext()
@@ -154,7 +182,7 @@ func (c *Clock) RunUntil(cond func() bool, limit time.Duration) bool {
 	defer c.leave()
 	end := c.now + int64(max(limit, 0))
 	for !cond() {
-		if len(c.events) == 0 || c.events[0].when > end {
+		if e := c.next(); e == nil || e.when > end {
 			c.now = end
 			return false
 		}
@@ -172,104 +200,39 @@ func (c *Clock) enter() {
 
 func (c *Clock) leave() { c.running = false }
 
-// fireNext pops the earliest event, moves the clock to it and runs it.
-func (c *Clock) fireNext() {
-	e := c.events[0]
-	var t *Timer
-	if e.net < 0 {
-		t = c.timers[e.ref] // before remove frees the slot
+// next is the earliest live event, or nil if none is pending; it drops
+// the stale events before it.
+func (c *Clock) next() *event {
+	for {
+		e := c.q.peek()
+		if e == nil || e.net >= 0 {
+			return e
+		}
+		t := c.timers[e.ref]
+		if t.seq == e.seq {
+			return e
+		}
+		c.q.pop()
+		c.unqueued(t)
 	}
-	c.remove(0)
+}
+
+// fireNext pops the event next returned, moves the clock to it and runs it.
+func (c *Clock) fireNext() {
+	e := *c.q.peek()
+	c.q.pop()
+	c.live--
 	c.now = max(c.now, e.when)
-	if t == nil {
+	if e.net >= 0 {
 		c.nets[e.net].deliver(e.ref)
 		return
 	}
+	t := c.timers[e.ref]
+	t.seq = 0
 	if t.period > 0 {
 		// Scheduled before f runs, so that f may Stop or Reset it.
 		c.schedule(t, t.period)
 	}
+	c.unqueued(t)
 	t.f()
-}
-
-// The heap is hand-written rather than container/heap, whose interface
-// boxes every pushed event (an allocation per packet).
-
-func (c *Clock) less(i, j int) bool {
-	a, b := &c.events[i], &c.events[j]
-	return a.when < b.when || a.when == b.when && a.seq < b.seq
-}
-
-func (c *Clock) swap(i, j int) {
-	c.events[i], c.events[j] = c.events[j], c.events[i]
-	c.moved(i)
-	c.moved(j)
-}
-
-// moved tells the timer at heap index i, if any, where it now is.
-func (c *Clock) moved(i int) {
-	if e := &c.events[i]; e.net < 0 {
-		c.timers[e.ref].idx = i
-	}
-}
-
-// push adds e in scheduling order and returns its index in the heap.
-func (c *Clock) push(e event) int {
-	c.seq++
-	e.seq = c.seq
-	c.events = append(c.events, e)
-	return c.up(len(c.events) - 1)
-}
-
-func (c *Clock) remove(i int) {
-	last := len(c.events) - 1
-	e := c.events[i]
-	if i != last {
-		c.swap(i, last)
-	}
-	if e.net < 0 {
-		c.timers[e.ref].idx = -1
-		c.timers[e.ref] = nil
-		c.free = append(c.free, e.ref)
-	}
-	c.events = c.events[:last]
-	if i != last {
-		if !c.down(i) {
-			c.up(i)
-		}
-	}
-}
-
-// up sifts i up and returns where it ends.
-func (c *Clock) up(i int) int {
-	for i > 0 {
-		p := (i - 1) / 2
-		if !c.less(i, p) {
-			break
-		}
-		c.swap(i, p)
-		i = p
-	}
-	return i
-}
-
-// down sifts i down and reports whether it moved.
-func (c *Clock) down(i int) bool {
-	start, n := i, len(c.events)
-	for {
-		l := 2*i + 1
-		if l >= n {
-			break
-		}
-		j := l
-		if r := l + 1; r < n && c.less(r, l) {
-			j = r
-		}
-		if !c.less(j, i) {
-			break
-		}
-		c.swap(i, j)
-		i = j
-	}
-	return i > start
 }

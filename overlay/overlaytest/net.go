@@ -56,7 +56,12 @@ type Net struct {
 	dropIf func(Packet) bool
 	flight []flight // packets in flight, by slot
 	free   []int32  // free slots in flight
+	bytes  arena    // their payloads
 	stats  Stats
+	// zones are the IPv6 zones of addresses in flight, which addr holds
+	// by number.
+	zones   []string
+	zoneIdx map[string]uint32
 }
 
 // pair is an unordered pair of hosts, by index, the smaller first.
@@ -69,24 +74,69 @@ func pairOf(a, b *Host) pair {
 	return pair{a.idx, b.idx}
 }
 
+// flight is a packet in flight. It holds no pointers (its payload is in
+// the Net's arena, its addresses in addr form), so that the table of ten
+// million of them is no work for the collector.
 type flight struct {
-	p        Packet
-	from, to *Host
+	sent     int64
+	src, dst addr
+	from, to int32  // host indexes; from is -1 for an outsider
 	epoch    uint32 // to.epoch when sent: a Down since drops the packet
+	payload  span
+}
+
+// addr is a netip.AddrPort without the pointer to its zone.
+type addr struct {
+	ip   [16]byte
+	port uint16
+	bits uint8  // 0: the zero Addr, 32: IPv4, 128: IPv6
+	zone uint32 // 1 + its index in Net.zones; 0 for none
+}
+
+func (n *Net) addrOf(ap netip.AddrPort) addr {
+	a := addr{ip: ap.Addr().As16(), port: ap.Port(), bits: uint8(ap.Addr().BitLen())}
+	if a.bits == 0 {
+		a.ip = [16]byte{}
+	}
+	if z := ap.Addr().Zone(); z != "" {
+		k, ok := n.zoneIdx[z]
+		if !ok {
+			n.zones = append(n.zones, z)
+			k = uint32(len(n.zones))
+			n.zoneIdx[z] = k
+		}
+		a.zone = k
+	}
+	return a
+}
+
+func (n *Net) addrPort(a addr) netip.AddrPort {
+	var ip netip.Addr
+	switch a.bits {
+	case 32:
+		ip = netip.AddrFrom4([4]byte(a.ip[12:]))
+	case 128:
+		ip = netip.AddrFrom16(a.ip)
+		if a.zone != 0 {
+			ip = ip.WithZone(n.zones[a.zone-1])
+		}
+	}
+	return netip.AddrPortFrom(ip, a.port)
 }
 
 // NewNet returns an empty network on clk whose loss and jitter draw from a
 // source seeded with seed. The default link is instant and lossless.
 func NewNet(clk *Clock, seed uint64) *Net {
 	n := &Net{
-		clk:    clk,
-		id:     int32(len(clk.nets)),
-		rng:    rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
-		byName: map[string]*Host{},
-		byAddr: map[netip.Addr]*Host{},
-		by4:    map[uint32]*Host{},
-		links:  map[pair]Link{},
-		cuts:   map[pair]bool{},
+		clk:     clk,
+		id:      int32(len(clk.nets)),
+		rng:     rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		byName:  map[string]*Host{},
+		byAddr:  map[netip.Addr]*Host{},
+		by4:     map[uint32]*Host{},
+		links:   map[pair]Link{},
+		cuts:    map[pair]bool{},
+		zoneIdx: map[string]uint32{},
 	}
 	clk.nets = append(clk.nets, n)
 	return n
@@ -300,7 +350,6 @@ func (n *Net) Send(src, dst netip.AddrPort, payload []byte) {
 	if l.Jitter > 0 {
 		d += n.rng.Int64N(int64(l.Jitter) + 1)
 	}
-	p.Payload = append([]byte(nil), payload...)
 	var slot int32
 	if k := len(n.free); k > 0 {
 		slot = n.free[k-1]
@@ -309,63 +358,74 @@ func (n *Net) Send(src, dst netip.AddrPort, payload []byte) {
 		slot = int32(len(n.flight))
 		n.flight = append(n.flight, flight{})
 	}
-	n.flight[slot] = flight{p: p, from: from, to: to, epoch: to.epoch}
-	n.clk.push(event{when: now + d, ref: slot, net: n.id})
+	fromIdx := int32(-1)
+	if from != nil {
+		fromIdx = from.idx
+	}
+	n.flight[slot] = flight{sent: now, src: n.addrOf(src), dst: n.addrOf(dst), from: fromIdx, to: to.idx, epoch: to.epoch, payload: n.bytes.put(payload)}
+	n.clk.push(now+d, slot, n.id)
 }
 
 // compactAbove is the fewest slots compact bothers with.
 var compactAbove = 1 << 16
 
 // compact moves the packets in flight to the front of a new, smaller
-// n.flight when at most an eighth of it is in use, and shrinks the clock's
-// heap likewise: a burst (every proxy of a simulated overlay greets every
-// other at its start) left both at their high-water mark for the rest of
-// a run, 3 GB at 10,000 proxies. Each packet in flight has one event, which
-// is told its new slot; the order of events does not change.
+// n.flight when at most an eighth of it is in use: a burst (every proxy of
+// a simulated overlay greets every other at its start) left it at its
+// high-water mark for the rest of a run, 3 GB at 10,000 proxies. Each
+// packet in flight has one event, which is told its new slot; the order of
+// events does not change.
 func (n *Net) compact() {
 	inUse := len(n.flight) - len(n.free)
 	if len(n.flight) < compactAbove || inUse*8 > len(n.flight) {
 		return
 	}
 	moved := make([]flight, 0, 2*inUse)
-	c := n.clk
-	for i := range c.events {
-		if e := &c.events[i]; e.net == n.id {
+	n.clk.q.each(func(e *event) {
+		if e.net == n.id {
 			moved = append(moved, n.flight[e.ref])
 			e.ref = int32(len(moved) - 1)
 		}
-	}
+	})
 	n.flight, n.free = moved, nil
-	if cap(c.events) >= compactAbove && len(c.events)*8 < cap(c.events) {
-		c.events = append(make([]event, 0, 2*len(c.events)), c.events...)
-	}
 }
 
 // deliver runs when the packet in slot arrives.
 func (n *Net) deliver(slot int32) {
 	f := n.flight[slot]
-	n.flight[slot] = flight{}
 	n.free = append(n.free, slot)
 	n.compact()
-	p := f.p
-	p.At = n.clk.now
+	to := n.hosts[f.to]
+	var from *Host
+	if f.from >= 0 {
+		from = n.hosts[f.from]
+	}
+	p := Packet{Sent: f.sent, At: n.clk.now, Src: n.addrPort(f.src), Dst: n.addrPort(f.dst), To: to.name}
+	if from != nil {
+		p.From = from.name
+	}
 	switch {
-	case f.to.down || f.to.epoch != f.epoch:
+	case to.down || to.epoch != f.epoch:
 		p.Fate = DropDown
-	case !n.reachable(f.from, f.to):
+	case !n.reachable(from, to):
 		p.Fate = DropCut
 	}
 	if p.Fate != Delivered {
-		n.dropped(p, f.from)
+		// The trace may send: the span stays put until after it.
+		p.Payload = n.bytes.bytes(f.payload)
+		n.dropped(p, from)
+		n.bytes.release(f.payload)
 		return
 	}
+	p.Payload = append([]byte(nil), n.bytes.bytes(f.payload)...)
+	n.bytes.release(f.payload)
 	n.stats.Received++
-	f.to.stats.Received++
+	to.stats.Received++
 	if n.trace != nil {
 		n.trace(p)
 	}
-	if f.to.handler != nil {
-		f.to.handler(p.Src, p.Dst, p.Payload)
+	if to.handler != nil {
+		to.handler(p.Src, p.Dst, p.Payload)
 	}
 }
 
