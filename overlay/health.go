@@ -43,8 +43,12 @@ import (
 //     (the wall clock in seconds, so a restart has a higher one). A proxy
 //     that hears a Fail about itself refutes it with Alive at a higher
 //     incarnation. Dead members are still probed, slowly (DeadProbeInterval),
-//     and a dead member that answers with a stale incarnation is told (Fail)
-//     so that it refutes.
+//     each by its guardians: the DeadWatchers first live proxies after it
+//     on a ring of all members (by the same hash as tier 1's rings), so
+//     that a comeback is seen on each side of a partition while a dead
+//     member costs DeadWatchers probes a second, not one per live proxy
+//     (5×10⁷ a second in a partition of 10,000). A dead member that
+//     answers with a stale incarnation is told (Fail) so that it refutes.
 //
 // Precedence of news about a member, as in SWIM: Alive(i) beats what is
 // known at incarnation < i; Fail(i) beats Alive or suspicion at ≤ i.
@@ -115,6 +119,7 @@ type HealthConfig struct {
 	DeadProbeInterval time.Duration // how often dead members are probed for a comeback; default 1s
 	ClusterProbes     int           // members of its own cluster each proxy probes (tier 1); default 8
 	FailFanout        int           // proxies of each other cluster told of a death; default 3
+	DeadWatchers      int           // proxies that probe each dead member for a comeback; default 8
 	// Incarnation is this proxy's incarnation at start; NewProxy's default
 	// is the wall clock in seconds, so that a restarted proxy outranks its
 	// past self.
@@ -150,6 +155,9 @@ func (c *HealthConfig) defaults() {
 	}
 	if c.FailFanout <= 0 {
 		c.FailFanout = 3
+	}
+	if c.DeadWatchers <= 0 {
+		c.DeadWatchers = 8
 	}
 }
 
@@ -341,9 +349,10 @@ type health struct {
 	recs    []mrec   // by member number; self's is unused
 	ext     recPages // the probeRecs, by member number
 	// hot: the members (by rank, i.e. place by name) with a probeRec;
-	// down: those dead or joining, who are not live.
-	hot, down bitset
-	nDown     int
+	// down: those dead or joining, who are not live; dead: those dead,
+	// whom a tick leaves to guardedLocked.
+	hot, down, dead bitset
+	nDown           int
 	// The deadAt and vouchedAt of members whose probeRec was dropped,
 	// where they still matter (deadSince; a vouch newer than the last word).
 	deadAt, vouched map[int32]int64
@@ -391,7 +400,7 @@ func newHealth(cfg HealthConfig, self Member, members []Member, ros *roster, now
 	h.ros = ros
 	h.selfIdx = ros.byName[self.Name]
 	h.recs = make([]mrec, len(ros.ms))
-	h.hot, h.down = newBitset(len(ros.ms)), newBitset(len(ros.ms))
+	h.hot, h.down, h.dead = newBitset(len(ros.ms)), newBitset(len(ros.ms)), newBitset(len(ros.ms))
 	return h
 }
 
@@ -505,6 +514,7 @@ func (h *health) setState(i int32, st MemberState) {
 		}
 		h.down.set(h.ros.rank[i], !watchable(st))
 	}
+	h.dead.set(h.ros.rank[i], st == StateDead)
 	switch {
 	case st == StateDead:
 		if m.state != StateDead {
@@ -749,6 +759,36 @@ func (h *health) eachHot(f func(i int32)) {
 	}
 }
 
+// eachHotLive is eachHot but for the dead: in a partition half the
+// members are dead, and visiting them at every tick of every proxy did
+// nothing but cost.
+func (h *health) eachHotLive(f func(i int32)) {
+	for k := h.hot.nextNotIn(h.dead, 0); k >= 0; k = h.hot.nextNotIn(h.dead, k+1) {
+		f(h.ros.order[k])
+	}
+}
+
+// guardedLocked lists the dead members this proxy probes for a comeback:
+// those it is one of the DeadWatchers first live members after, on the
+// ring of all members. Walking back from this proxy, they are the dead
+// met before the DeadWatchers-th live one; every proxy that sees the same
+// members live picks the same guardians.
+func (h *health) guardedLocked() []int32 {
+	r := h.ros
+	n := len(r.ring)
+	at := int(r.ringAt[h.selfIdx])
+	var out []int32
+	for k, live := 1, 0; k < n && live < h.cfg.DeadWatchers; k++ {
+		switch i := r.ring[(at-k+n)%n]; {
+		case h.recs[i].state == StateDead:
+			out = append(out, i)
+		case watchable(h.recs[i].state):
+			live++
+		}
+	}
+	return out
+}
+
 // tick runs one probe round. Call it every ProbeInterval.
 func (h *health) tick() {
 	now := h.now()
@@ -773,9 +813,17 @@ func (h *health) tick() {
 		}
 	}
 	h.watchedLocked()
+	if h.nDown > 0 {
+		for _, i := range h.guardedLocked() {
+			if x := h.ext.get(i); now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
+				x.lastProbe = now
+				out = h.probeLocked(out, i, now, false)
+			}
+		}
+	}
 	// Every member without a probeRec is alive, unwatched and reachable:
-	// there is nothing to do to it.
-	h.eachHot(func(i int32) {
+	// there is nothing to do to it; the dead are guardedLocked's.
+	h.eachHotLive(func(i int32) {
 		m, x := &h.recs[i], h.ext.get(i)
 		switch {
 		case m.state == StateJoining:
@@ -785,12 +833,6 @@ func (h *health) tick() {
 			// It never called: call it.
 			h.setState(i, StateAlive)
 			ch.added = append(ch.added, r.ms[i])
-			return
-		case m.state == StateDead:
-			if now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
-				x.lastProbe = now
-				out = h.probeLocked(out, i, now, false)
-			}
 			return
 		case !m.watched():
 			x.outstanding = 0
@@ -858,7 +900,7 @@ func (h *health) missesFor(m *mrec) int {
 // unreachable members have a probeRec.)
 func (h *health) reachLocked(ch *change, now int64) {
 	limit := int64(h.cfg.ProbeMisses+1) * int64(h.cfg.ProbeInterval)
-	h.eachHot(func(i int32) {
+	h.eachHotLive(func(i int32) { // a dead member is neither (setState)
 		m, x := &h.recs[i], h.ext.get(i)
 		live := m.state == StateAlive || m.state == StateSuspect
 		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && x.vouchedAt() > m.lastHeard
@@ -1082,16 +1124,26 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	}
 	h.gen.Add(1)
 	mb := h.ros.ms[i]
+	// A restart starts at the wall clock; a refutation is the incarnation
+	// it was declared dead at plus one. Only a restarted proxy lost whom
+	// it knew dead: one that refuted (a partition healed) knows whom its
+	// own side holds dead, and told the other side's opinion, which it
+	// would take, it spread deaths that only guardians' probes undo.
+	restart := inc > oldInc+1
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, mb)
 		// Forward once, and tell the newcomer whom we know dead.
 		out = h.broadcastLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, src, mb.Addr)
-		out = h.deadListLocked(out, mb.Addr)
+		if restart {
+			out = h.deadListLocked(out, mb.Addr)
+		}
 	case oldInc != 0:
 		// A restart (or refutation) we had not noticed: its state is gone.
 		ch.reset = append(ch.reset, mb)
-		out = h.deadListLocked(out, mb.Addr)
+		if restart {
+			out = h.deadListLocked(out, mb.Addr)
+		}
 	}
 	return out
 }
@@ -1231,7 +1283,7 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	i := int32(len(h.ros.ms) - 1)
 	h.recs = append(h.recs, mrec{state: state, inc: inc})
 	// New ranks: index the bit sets again.
-	h.hot, h.down = newBitset(len(h.ros.ms)), newBitset(len(h.ros.ms))
+	h.hot, h.down, h.dead = newBitset(len(h.ros.ms)), newBitset(len(h.ros.ms)), newBitset(len(h.ros.ms))
 	for j := range h.recs {
 		if h.ext.get(int32(j)) != nil {
 			h.hot.set(h.ros.rank[j], true)
@@ -1240,6 +1292,9 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	for j := range h.recs {
 		if int32(j) != h.selfIdx && !watchable(h.recs[j].state) {
 			h.down.set(h.ros.rank[j], true)
+		}
+		if int32(j) != h.selfIdx && h.recs[j].state == StateDead {
+			h.dead.set(h.ros.rank[j], true)
 		}
 	}
 	if !watchable(state) {

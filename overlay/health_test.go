@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"testing"
@@ -420,4 +421,87 @@ func TestHealthRecordsOnlyWhatItProbes(t *testing.T) {
 func st2(h *health) MemberState {
 	st, _, _ := h.state("p2")
 	return st
+}
+
+// TestHealthDeadProbedByGuardiansOnly: a dead member is probed for a
+// comeback by its DeadWatchers guardians (the first live members after it
+// on the ring of all members), not by every live proxy; one of them sees
+// it come back and everyone learns it.
+func TestHealthDeadProbedByGuardiansOnly(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	n.kill("p5")
+	n.stepsUntil(20, n.allSee("p5", StateDead))
+	h := n.node("p1").health()
+	r := h.ros
+	var want []string
+	for k := 1; len(want) < h.cfg.DeadWatchers; k++ {
+		want = append(want, r.ms[r.ring[(int(r.ringAt[r.byName["p5"]])+k)%len(r.ring)]].Name)
+	}
+	slices.Sort(want)
+	probers := map[string]int{}
+	n.net.Trace(func(p overlaytest.Packet) {
+		if _, m, err := ParseMsg(p.Payload); err == nil && m.Type() == TypeProbe && p.Dst.Addr() == ms[4].Addr {
+			probers[p.From]++
+		}
+	})
+	n.run(3 * time.Second)
+	n.net.Trace(nil)
+	got := slices.Sorted(maps.Keys(probers))
+	if !slices.Equal(got, want) {
+		t.Errorf("dead p5 probed by %v, want its guardians %v", got, want)
+	}
+	for _, g := range want {
+		if probers[g] < 2 || probers[g] > 4 {
+			t.Errorf("%s probed dead p5 %d times in 3 s, want about 3", g, probers[g])
+		}
+	}
+	// It comes back at the same incarnation (the Alive it sends at start
+	// changes nothing for those who hold it dead): a guardian's probe
+	// finds it, tells it it is dead, and its refutation reaches everyone.
+	n.net.Up("p5")
+	n.stepsUntil(15, n.allSee("p5", StateAlive))
+}
+
+// TestHealthPartitionHealsEverywhere: after a partition between two halves
+// of the clusters, long enough for each side to hold the other dead, every
+// proxy sees every other alive again once it heals, though only guardians
+// probe the dead.
+func TestHealthPartitionHealsEverywhere(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10, 10)
+	n.run(3 * probeInterval)
+	var a, b []string
+	for i, m := range ms {
+		if i < 20 {
+			a = append(a, m.Name)
+		} else {
+			b = append(b, m.Name)
+		}
+	}
+	hs := make([]*health, len(ms))
+	for i, m := range ms {
+		hs[i] = n.node(m.Name).health()
+	}
+	everyone := func(want func(viewer, of int) MemberState) func() bool {
+		return func() bool {
+			for i := range ms {
+				for j := range ms {
+					if st, _, _ := hs[i].state(ms[j].Name); i != j && st != want(i, j) {
+						return false
+					}
+				}
+			}
+			return true
+		}
+	}
+	n.net.Partition(a, b)
+	n.until(10*time.Second, "each side holds the other dead", everyone(func(i, j int) MemberState {
+		if (i < 20) != (j < 20) {
+			return StateDead
+		}
+		return StateAlive
+	}))
+	n.net.Heal()
+	d := n.until(20*time.Second, "everyone sees everyone alive", everyone(func(int, int) MemberState { return StateAlive }))
+	t.Logf("healed everywhere %v after the partition ended", d)
 }
