@@ -371,7 +371,11 @@ type health struct {
 	// need not look when none is (nearly always).
 	cut      int
 	lastTick int64
-	stats    healthStats
+	// deadTurn is the rank of the dead member deadTurnLocked probed last,
+	// at deadTurnAt.
+	deadTurn   int32
+	deadTurnAt int64
+	stats      healthStats
 }
 
 type healthStats struct {
@@ -789,6 +793,39 @@ func (h *health) guardedLocked() []int32 {
 	return out
 }
 
+// deadTurnLocked probes, once per DeadProbeInterval, the next dead member
+// in turn (by name) that its guardians' probes have not just covered.
+// Guardians are picked by each proxy's own view: when views differ, a
+// member held dead here may have no guardian that holds it dead too (the
+// others saw it come back, or never saw it go), and nobody would tell this
+// proxy until its next incarnation. This costs one probe a second per
+// proxy, however many it holds dead.
+func (h *health) deadTurnLocked(out []outMsg, now int64) []outMsg {
+	if now-h.deadTurnAt < int64(h.cfg.DeadProbeInterval) {
+		return out
+	}
+	h.deadTurnAt = now
+	start := h.dead.next(h.deadTurn + 1)
+	if start < 0 {
+		start = h.dead.next(0)
+	}
+	for k := start; k >= 0; {
+		i := h.ros.order[k]
+		if x := h.ext.get(i); now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
+			h.deadTurn = k
+			x.lastProbe = now
+			return h.probeLocked(out, i, now, false)
+		}
+		if k = h.dead.next(k + 1); k < 0 {
+			k = h.dead.next(0)
+		}
+		if k == start {
+			break // every one of them was just probed
+		}
+	}
+	return out
+}
+
 // tick runs one probe round. Call it every ProbeInterval.
 func (h *health) tick() {
 	now := h.now()
@@ -820,6 +857,7 @@ func (h *health) tick() {
 				out = h.probeLocked(out, i, now, false)
 			}
 		}
+		out = h.deadTurnLocked(out, now)
 	}
 	// Every member without a probeRec is alive, unwatched and reachable:
 	// there is nothing to do to it; the dead are guardedLocked's.
