@@ -47,8 +47,16 @@ import (
 //     on a ring of all members (by the same hash as tier 1's rings), so
 //     that a comeback is seen on each side of a partition while a dead
 //     member costs DeadWatchers probes a second, not one per live proxy
-//     (5×10⁷ a second in a partition of 10,000). A dead member that
-//     answers with a stale incarnation is told (Fail) so that it refutes.
+//     (5×10⁷ a second in a partition of 10,000). Views differ, so every
+//     proxy also probes one of its dead a second, in turn: one held dead
+//     only by proxies that are none of its guardians in their own view
+//     still comes back for them. A dead member that answers with a stale
+//     incarnation is told (Fail) so that it refutes.
+//   - A refutation is the rumor's incarnation plus one. A proxy that
+//     refutes just after its start (restartWindow) is refuting its past
+//     self, restarted at the incarnation it had, and jumps by two: the
+//     others tell a restart by a jump of more than one, and send it whom
+//     they hold dead, which it lost.
 //
 // Precedence of news about a member, as in SWIM: Alive(i) beats what is
 // known at incarnation < i; Fail(i) beats Alive or suspicion at ≤ i.
@@ -359,6 +367,8 @@ type health struct {
 	nonce           uint32
 	probeRelays     map[uint32]probeRelay
 	announced       bool
+	// startedAt: the first tick, when it announced itself.
+	startedAt int64
 	// watched caches watchedLocked (members flagged fWatched); stale
 	// unless watchedOK.
 	watched   []int32
@@ -834,7 +844,7 @@ func (h *health) tick() {
 	h.mu.Lock()
 	r := h.ros
 	if !h.announced {
-		h.announced = true
+		h.announced, h.startedAt = true, now
 		// Everyone, dead or not: a restart must be heard.
 		for _, i := range r.order {
 			if i == h.selfIdx || h.recs[i].state == StateJoining {
@@ -919,6 +929,12 @@ func (h *health) tick() {
 	h.mu.Unlock()
 	h.flush(out, ch)
 }
+
+// restartWindow is how long after its start a proxy takes a Fail about
+// itself for the death of its past self: those who held it dead answer
+// its first Alive at once, or its guardians' probes within a
+// DeadProbeInterval.
+func (h *health) restartWindow() int64 { return 2 * int64(h.cfg.DeadProbeInterval) }
 
 // missesFor is how many unanswered probes in a row make m a suspect.
 func (h *health) missesFor(m *mrec) int {
@@ -1093,17 +1109,33 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		out = append(out, outMsg{r.ms[ti].Addr, nonce, &Probe{From: h.self.Name, Incarnation: h.inc}})
 	case *Fail:
 		if msg.Name == h.self.Name {
-			// Refute: we are alive, at a higher incarnation than the rumor.
-			if msg.Incarnation >= h.inc {
-				h.inc = msg.Incarnation + 1
-				ch.refuted = true
+			alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
+			if msg.Incarnation < h.inc {
+				// Refuted already: only its sender has not heard. (Every
+				// proxy that held this one dead tells it so: a broadcast
+				// for each was N² messages.)
+				h.stats.alives++
+				out = append(out, outMsg{src, 0, alive})
+				break
 			}
+			// Refute: we are alive, at a higher incarnation than the
+			// rumor. Just after a start it is the death of a past self,
+			// at the incarnation we started with (a clock that went back,
+			// or a restart within a second): we lost whom we knew dead,
+			// and others send that after a restart only, which they tell
+			// from a refutation by a jump of more than one.
+			h.inc = msg.Incarnation + 1
+			if now-h.startedAt < h.restartWindow() {
+				h.inc++
+			}
+			alive.Incarnation = h.inc
+			ch.refuted = true
 			h.stats.alives++
-			out = h.broadcastLocked(out, &Alive{Name: h.self.Name, Incarnation: h.inc})
+			out = h.broadcastLocked(out, alive)
 			// Dead members are skipped by broadcast, but the sender thinks
 			// we are dead and is alive itself.
 			if from.state == StateDead {
-				out = append(out, outMsg{src, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
+				out = append(out, outMsg{src, 0, alive})
 			}
 			break
 		}

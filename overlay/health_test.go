@@ -165,7 +165,7 @@ func TestHealthRestartAndRefute(t *testing.T) {
 
 func TestHealthFailAboutSelfIsRefuted(t *testing.T) {
 	n, ms := newHealthNet(t, 3)
-	n.step()
+	n.run(3 * time.Second) // past its restart window: a death of this life
 	h1 := n.node("p1").health()
 	h1.handle(ms[1].Addr, 0, failMsg("p1", 100).m)
 	n.settle()
@@ -603,5 +603,68 @@ func TestHealthDeadHeldByNoGuardianComesBack(t *testing.T) {
 	n.run(time.Second)
 	if !n.allSee(v.Name, StateAlive)() {
 		t.Errorf("not everyone sees %s alive after its refutation", v.Name)
+	}
+}
+
+// viewRight reports whether every proxy that is up sees every other as
+// alive if it is up and dead if it is down.
+func (h *harness) viewRight(ms []Member) func() bool {
+	return func() bool {
+		for _, a := range ms {
+			if !h.node(a.Name).host.IsUp() {
+				continue
+			}
+			for _, b := range ms {
+				want := StateDead
+				if h.node(b.Name).host.IsUp() {
+					want = StateAlive
+				}
+				if a.Name != b.Name && h.state(a.Name, b.Name) != want {
+					return false
+				}
+			}
+		}
+		return true
+	}
+}
+
+// TestHealthRestartSameIncarnationLearnsTheDead: a proxy restarts at the
+// incarnation it had (its clock went back, or it restarted within the
+// same second), after the others held it dead, while a proxy it does not
+// watch is dead. It refutes the death of its past self; every view must
+// then become right: it alive for all, and the dead one dead for it too,
+// though it never probes it.
+func TestHealthRestartSameIncarnationLearnsTheDead(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	v := ms[0]
+	watched := n.node(v.Name).health().watchedNames()
+	var d Member
+	for _, m := range ms[10:] {
+		if !slices.Contains(watched, m.Name) {
+			d = m
+			break
+		}
+	}
+	n.kill(d.Name)
+	n.kill(v.Name)
+	n.stepsUntil(20, func() bool { return n.allSee(d.Name, StateDead)() && n.allSee(v.Name, StateDead)() })
+	n.run(time.Second)
+	alives := 0
+	n.net.Trace(func(p overlaytest.Packet) {
+		if _, m, err := ParseMsg(p.Payload); err == nil && m.Type() == TypeAlive && p.From == v.Name {
+			alives++
+		}
+	})
+	h := n.startHealth(v, ms, 100)
+	took := n.until(5*time.Second, "every view right", n.viewRight(ms))
+	n.run(time.Second)
+	n.net.Trace(nil)
+	t.Logf("%s restarted at its incarnation; every view right after %v (it is at %d); it sent %d Alive", v.Name, took, h.incarnation(), alives)
+	// Its first Alive to each, its refutation to each, and an answer to
+	// each Fail it got (each proxy that held it dead answers its Alive and
+	// its probe): not a refutation to all for each of those.
+	if alives > 4*len(ms) {
+		t.Errorf("%s sent %d Alive after its restart among %d proxies, want at most %d", v.Name, alives, len(ms), 4*len(ms))
 	}
 }
