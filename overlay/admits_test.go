@@ -142,3 +142,35 @@ func TestEdgeLearnsAdmittingProxies(t *testing.T) {
 		t.Errorf("p1 took p4's list of an older incarnation: %v", keys)
 	}
 }
+
+// TestProxyWithoutEdgesAsksNoAdmits: a proxy that admits no edge never
+// reads what the others admit, so it asks nobody (at 10,000 proxies the
+// asking and answering were 2×10⁸ messages at start); it still answers
+// those that ask, and a Reload that gives it an edge makes it ask.
+func TestProxyWithoutEdgesAsksNoAdmits(t *testing.T) {
+	pn := newProxyNet(t, 4, 0, func(c *ProxyConfig) {
+		if c.Self.Name == "p1" {
+			c.Edges = map[netip.Addr]*EdgePolicy{edgeAddr(0): {Name: "e", PublicKey: edgeKey(0), Groups: []router.Group{testGroup}}}
+		}
+	})
+	pn.run(3 * time.Second)
+	for _, name := range []string{"p2", "p3", "p4"} {
+		if n := pn.p(name).Stats().Sent[TypeAdmitsReq]; n != 0 {
+			t.Errorf("%s, which admits no edge, asked %d times what others admit", name, n)
+		}
+	}
+	if n := pn.p("p1").Stats().Sent[TypeAdmitsReq]; n != 3 {
+		t.Errorf("p1 asked %d times, want once each of the 3 others", n)
+	}
+	if n := pn.p("p2").Stats().Sent[TypeAdmits]; n != 1 {
+		t.Errorf("p2 answered %d times, want once", n)
+	}
+	p2 := pn.p("p2")
+	if _, err := p2.Reload(Reload{Edges: map[netip.Addr]*EdgePolicy{edgeAddr(1): {Name: "f", PublicKey: edgeKey(1), Groups: []router.Group{testGroup}}}}); err != nil {
+		t.Fatal(err)
+	}
+	pn.until(2*time.Second, "p2 has p1's list", func() bool {
+		keys, _, _ := p2.admitsOf("p1")
+		return keys[edgeKey(0)]
+	})
+}

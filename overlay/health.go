@@ -43,8 +43,20 @@ import (
 //     (the wall clock in seconds, so a restart has a higher one). A proxy
 //     that hears a Fail about itself refutes it with Alive at a higher
 //     incarnation. Dead members are still probed, slowly (DeadProbeInterval),
-//     and a dead member that answers with a stale incarnation is told (Fail)
-//     so that it refutes.
+//     each by its guardians: the DeadWatchers first live proxies after it
+//     on a ring of all members (by the same hash as tier 1's rings), so
+//     that a comeback is seen on each side of a partition while a dead
+//     member costs DeadWatchers probes a second, not one per live proxy
+//     (5×10⁷ a second in a partition of 10,000). Views differ, so every
+//     proxy also probes one of its dead a second, in turn: one held dead
+//     only by proxies that are none of its guardians in their own view
+//     still comes back for them. A dead member that answers with a stale
+//     incarnation is told (Fail) so that it refutes.
+//   - A refutation is the rumor's incarnation plus one. A proxy that
+//     refutes just after its start (restartWindow) is refuting its past
+//     self, restarted at the incarnation it had, and jumps by two: the
+//     others tell a restart by a jump of more than one, and send it whom
+//     they hold dead, which it lost.
 //
 // Precedence of news about a member, as in SWIM: Alive(i) beats what is
 // known at incarnation < i; Fail(i) beats Alive or suspicion at ≤ i.
@@ -115,6 +127,7 @@ type HealthConfig struct {
 	DeadProbeInterval time.Duration // how often dead members are probed for a comeback; default 1s
 	ClusterProbes     int           // members of its own cluster each proxy probes (tier 1); default 8
 	FailFanout        int           // proxies of each other cluster told of a death; default 3
+	DeadWatchers      int           // proxies that probe each dead member for a comeback; default 8
 	// Incarnation is this proxy's incarnation at start; NewProxy's default
 	// is the wall clock in seconds, so that a restarted proxy outranks its
 	// past self.
@@ -150,6 +163,9 @@ func (c *HealthConfig) defaults() {
 	}
 	if c.FailFanout <= 0 {
 		c.FailFanout = 3
+	}
+	if c.DeadWatchers <= 0 {
+		c.DeadWatchers = 8
 	}
 }
 
@@ -341,15 +357,18 @@ type health struct {
 	recs    []mrec   // by member number; self's is unused
 	ext     recPages // the probeRecs, by member number
 	// hot: the members (by rank, i.e. place by name) with a probeRec;
-	// down: those dead or joining, who are not live.
-	hot, down bitset
-	nDown     int
+	// down: those dead or joining, who are not live; dead: those dead,
+	// whom a tick leaves to guardedLocked.
+	hot, down, dead bitset
+	nDown           int
 	// The deadAt and vouchedAt of members whose probeRec was dropped,
 	// where they still matter (deadSince; a vouch newer than the last word).
 	deadAt, vouched map[int32]int64
 	nonce           uint32
 	probeRelays     map[uint32]probeRelay
 	announced       bool
+	// startedAt: the first tick, when it announced itself.
+	startedAt int64
 	// watched caches watchedLocked (members flagged fWatched); stale
 	// unless watchedOK.
 	watched   []int32
@@ -362,7 +381,11 @@ type health struct {
 	// need not look when none is (nearly always).
 	cut      int
 	lastTick int64
-	stats    healthStats
+	// deadTurn is the rank of the dead member deadTurnLocked probed last,
+	// at deadTurnAt.
+	deadTurn   int32
+	deadTurnAt int64
+	stats      healthStats
 }
 
 type healthStats struct {
@@ -391,7 +414,7 @@ func newHealth(cfg HealthConfig, self Member, members []Member, ros *roster, now
 	h.ros = ros
 	h.selfIdx = ros.byName[self.Name]
 	h.recs = make([]mrec, len(ros.ms))
-	h.hot, h.down = newBitset(len(ros.ms)), newBitset(len(ros.ms))
+	h.hot, h.down, h.dead = newBitset(len(ros.ms)), newBitset(len(ros.ms)), newBitset(len(ros.ms))
 	return h
 }
 
@@ -505,6 +528,7 @@ func (h *health) setState(i int32, st MemberState) {
 		}
 		h.down.set(h.ros.rank[i], !watchable(st))
 	}
+	h.dead.set(h.ros.rank[i], st == StateDead)
 	switch {
 	case st == StateDead:
 		if m.state != StateDead {
@@ -749,6 +773,69 @@ func (h *health) eachHot(f func(i int32)) {
 	}
 }
 
+// eachHotLive is eachHot but for the dead: in a partition half the
+// members are dead, and visiting them at every tick of every proxy did
+// nothing but cost.
+func (h *health) eachHotLive(f func(i int32)) {
+	for k := h.hot.nextNotIn(h.dead, 0); k >= 0; k = h.hot.nextNotIn(h.dead, k+1) {
+		f(h.ros.order[k])
+	}
+}
+
+// guardedLocked lists the dead members this proxy probes for a comeback:
+// those it is one of the DeadWatchers first live members after, on the
+// ring of all members. Walking back from this proxy, they are the dead
+// met before the DeadWatchers-th live one; every proxy that sees the same
+// members live picks the same guardians.
+func (h *health) guardedLocked() []int32 {
+	r := h.ros
+	n := len(r.ring)
+	at := int(r.ringAt[h.selfIdx])
+	var out []int32
+	for k, live := 1, 0; k < n && live < h.cfg.DeadWatchers; k++ {
+		switch i := r.ring[(at-k+n)%n]; {
+		case h.recs[i].state == StateDead:
+			out = append(out, i)
+		case watchable(h.recs[i].state):
+			live++
+		}
+	}
+	return out
+}
+
+// deadTurnLocked probes, once per DeadProbeInterval, the next dead member
+// in turn (by name) that its guardians' probes have not just covered.
+// Guardians are picked by each proxy's own view: when views differ, a
+// member held dead here may have no guardian that holds it dead too (the
+// others saw it come back, or never saw it go), and nobody would tell this
+// proxy until its next incarnation. This costs one probe a second per
+// proxy, however many it holds dead.
+func (h *health) deadTurnLocked(out []outMsg, now int64) []outMsg {
+	if now-h.deadTurnAt < int64(h.cfg.DeadProbeInterval) {
+		return out
+	}
+	h.deadTurnAt = now
+	start := h.dead.next(h.deadTurn + 1)
+	if start < 0 {
+		start = h.dead.next(0)
+	}
+	for k := start; k >= 0; {
+		i := h.ros.order[k]
+		if x := h.ext.get(i); now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
+			h.deadTurn = k
+			x.lastProbe = now
+			return h.probeLocked(out, i, now, false)
+		}
+		if k = h.dead.next(k + 1); k < 0 {
+			k = h.dead.next(0)
+		}
+		if k == start {
+			break // every one of them was just probed
+		}
+	}
+	return out
+}
+
 // tick runs one probe round. Call it every ProbeInterval.
 func (h *health) tick() {
 	now := h.now()
@@ -757,7 +844,7 @@ func (h *health) tick() {
 	h.mu.Lock()
 	r := h.ros
 	if !h.announced {
-		h.announced = true
+		h.announced, h.startedAt = true, now
 		// Everyone, dead or not: a restart must be heard.
 		for _, i := range r.order {
 			if i == h.selfIdx || h.recs[i].state == StateJoining {
@@ -773,9 +860,18 @@ func (h *health) tick() {
 		}
 	}
 	h.watchedLocked()
+	if h.nDown > 0 {
+		for _, i := range h.guardedLocked() {
+			if x := h.ext.get(i); now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
+				x.lastProbe = now
+				out = h.probeLocked(out, i, now, false)
+			}
+		}
+		out = h.deadTurnLocked(out, now)
+	}
 	// Every member without a probeRec is alive, unwatched and reachable:
-	// there is nothing to do to it.
-	h.eachHot(func(i int32) {
+	// there is nothing to do to it; the dead are guardedLocked's.
+	h.eachHotLive(func(i int32) {
 		m, x := &h.recs[i], h.ext.get(i)
 		switch {
 		case m.state == StateJoining:
@@ -785,12 +881,6 @@ func (h *health) tick() {
 			// It never called: call it.
 			h.setState(i, StateAlive)
 			ch.added = append(ch.added, r.ms[i])
-			return
-		case m.state == StateDead:
-			if now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
-				x.lastProbe = now
-				out = h.probeLocked(out, i, now, false)
-			}
 			return
 		case !m.watched():
 			x.outstanding = 0
@@ -840,6 +930,12 @@ func (h *health) tick() {
 	h.flush(out, ch)
 }
 
+// restartWindow is how long after its start a proxy takes a Fail about
+// itself for the death of its past self: those who held it dead answer
+// its first Alive at once, or its guardians' probes within a
+// DeadProbeInterval.
+func (h *health) restartWindow() int64 { return 2 * int64(h.cfg.DeadProbeInterval) }
+
 // missesFor is how many unanswered probes in a row make m a suspect.
 func (h *health) missesFor(m *mrec) int {
 	if m.heard() {
@@ -858,7 +954,7 @@ func (h *health) missesFor(m *mrec) int {
 // unreachable members have a probeRec.)
 func (h *health) reachLocked(ch *change, now int64) {
 	limit := int64(h.cfg.ProbeMisses+1) * int64(h.cfg.ProbeInterval)
-	h.eachHot(func(i int32) {
+	h.eachHotLive(func(i int32) { // a dead member is neither (setState)
 		m, x := &h.recs[i], h.ext.get(i)
 		live := m.state == StateAlive || m.state == StateSuspect
 		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && x.vouchedAt() > m.lastHeard
@@ -1013,17 +1109,33 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		out = append(out, outMsg{r.ms[ti].Addr, nonce, &Probe{From: h.self.Name, Incarnation: h.inc}})
 	case *Fail:
 		if msg.Name == h.self.Name {
-			// Refute: we are alive, at a higher incarnation than the rumor.
-			if msg.Incarnation >= h.inc {
-				h.inc = msg.Incarnation + 1
-				ch.refuted = true
+			alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
+			if msg.Incarnation < h.inc {
+				// Refuted already: only its sender has not heard. (Every
+				// proxy that held this one dead tells it so: a broadcast
+				// for each was N² messages.)
+				h.stats.alives++
+				out = append(out, outMsg{src, 0, alive})
+				break
 			}
+			// Refute: we are alive, at a higher incarnation than the
+			// rumor. Just after a start it is the death of a past self,
+			// at the incarnation we started with (a clock that went back,
+			// or a restart within a second): we lost whom we knew dead,
+			// and others send that after a restart only, which they tell
+			// from a refutation by a jump of more than one.
+			h.inc = msg.Incarnation + 1
+			if now-h.startedAt < h.restartWindow() {
+				h.inc++
+			}
+			alive.Incarnation = h.inc
+			ch.refuted = true
 			h.stats.alives++
-			out = h.broadcastLocked(out, &Alive{Name: h.self.Name, Incarnation: h.inc})
+			out = h.broadcastLocked(out, alive)
 			// Dead members are skipped by broadcast, but the sender thinks
 			// we are dead and is alive itself.
 			if from.state == StateDead {
-				out = append(out, outMsg{src, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
+				out = append(out, outMsg{src, 0, alive})
 			}
 			break
 		}
@@ -1082,16 +1194,26 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	}
 	h.gen.Add(1)
 	mb := h.ros.ms[i]
+	// A restart starts at the wall clock; a refutation is the incarnation
+	// it was declared dead at plus one. Only a restarted proxy lost whom
+	// it knew dead: one that refuted (a partition healed) knows whom its
+	// own side holds dead, and told the other side's opinion, which it
+	// would take, it spread deaths that only guardians' probes undo.
+	restart := inc > oldInc+1
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, mb)
 		// Forward once, and tell the newcomer whom we know dead.
 		out = h.broadcastLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, src, mb.Addr)
-		out = h.deadListLocked(out, mb.Addr)
+		if restart {
+			out = h.deadListLocked(out, mb.Addr)
+		}
 	case oldInc != 0:
 		// A restart (or refutation) we had not noticed: its state is gone.
 		ch.reset = append(ch.reset, mb)
-		out = h.deadListLocked(out, mb.Addr)
+		if restart {
+			out = h.deadListLocked(out, mb.Addr)
+		}
 	}
 	return out
 }
@@ -1231,7 +1353,7 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	i := int32(len(h.ros.ms) - 1)
 	h.recs = append(h.recs, mrec{state: state, inc: inc})
 	// New ranks: index the bit sets again.
-	h.hot, h.down = newBitset(len(h.ros.ms)), newBitset(len(h.ros.ms))
+	h.hot, h.down, h.dead = newBitset(len(h.ros.ms)), newBitset(len(h.ros.ms)), newBitset(len(h.ros.ms))
 	for j := range h.recs {
 		if h.ext.get(int32(j)) != nil {
 			h.hot.set(h.ros.rank[j], true)
@@ -1240,6 +1362,9 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	for j := range h.recs {
 		if int32(j) != h.selfIdx && !watchable(h.recs[j].state) {
 			h.down.set(h.ros.rank[j], true)
+		}
+		if int32(j) != h.selfIdx && h.recs[j].state == StateDead {
+			h.dead.set(h.ros.rank[j], true)
 		}
 	}
 	if !watchable(state) {

@@ -165,7 +165,7 @@ func TestHealthRestartAndRefute(t *testing.T) {
 
 func TestHealthFailAboutSelfIsRefuted(t *testing.T) {
 	n, ms := newHealthNet(t, 3)
-	n.step()
+	n.run(3 * time.Second) // past its restart window: a death of this life
 	h1 := n.node("p1").health()
 	h1.handle(ms[1].Addr, 0, failMsg("p1", 100).m)
 	n.settle()
@@ -420,4 +420,251 @@ func TestHealthRecordsOnlyWhatItProbes(t *testing.T) {
 func st2(h *health) MemberState {
 	st, _, _ := h.state("p2")
 	return st
+}
+
+// TestHealthDeadProbedByGuardiansOnly: a dead member is probed for a
+// comeback by its DeadWatchers guardians (the first live members after it
+// on the ring of all members), once a second each; every other live proxy
+// probes only one of its dead a second, in turn (deadTurnLocked), not
+// every dead member. A guardian sees one come back and everyone learns it.
+func TestHealthDeadProbedByGuardiansOnly(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	dead := map[netip.Addr]string{}
+	for _, m := range ms[10:20] {
+		n.kill(m.Name)
+		dead[m.Addr] = m.Name
+	}
+	n.stepsUntil(20, func() bool {
+		for _, m := range ms[10:20] {
+			if !n.allSee(m.Name, StateDead)() {
+				return false
+			}
+		}
+		return true
+	})
+	// guards[g][d]: g is one of d's guardians.
+	guards := map[string]map[string]bool{}
+	for _, m := range append(slices.Clone(ms[:10]), ms[20:]...) {
+		h := n.node(m.Name).health()
+		h.mu.Lock()
+		guards[m.Name] = map[string]bool{}
+		for _, i := range h.guardedLocked() {
+			guards[m.Name][h.ros.ms[i].Name] = true
+		}
+		h.mu.Unlock()
+	}
+	for _, d := range ms[10:20] {
+		var gs []string
+		for g := range guards {
+			if guards[g][d.Name] {
+				gs = append(gs, g)
+			}
+		}
+		if len(gs) != 8 {
+			t.Errorf("dead %s has guardians %v, want 8", d.Name, gs)
+		}
+	}
+	probes := map[string]map[string]int{} // prober → dead → probes
+	n.net.Trace(func(p overlaytest.Packet) {
+		if _, m, err := ParseMsg(p.Payload); err == nil && m.Type() == TypeProbe && dead[p.Dst.Addr()] != "" {
+			if probes[p.From] == nil {
+				probes[p.From] = map[string]int{}
+			}
+			probes[p.From][dead[p.Dst.Addr()]]++
+		}
+	})
+	n.run(3 * time.Second)
+	n.net.Trace(nil)
+	total := 0
+	for g, byDead := range probes {
+		turns := 0
+		for d, k := range byDead {
+			total += k
+			if !guards[g][d] {
+				turns += k
+			}
+		}
+		for d := range guards[g] {
+			if byDead[d] < 2 || byDead[d] > 4 {
+				t.Errorf("guardian %s probed dead %s %d times in 3 s, want about 3", g, d, byDead[d])
+			}
+		}
+		if turns > 4 {
+			t.Errorf("%s probed the dead it does not guard %d times in 3 s, want one a second", g, turns)
+		}
+	}
+	// 8 guardians and at most one turn per live proxy a second, not all
+	// 20 live probing all 10 dead.
+	if max := 3 * (8*10 + 20); total > max+20 {
+		t.Errorf("%d probes of the dead in 3 s, want at most about %d", total, max)
+	}
+	t.Logf("%d probes of 10 dead by 20 live in 3 s", total)
+	// One comes back at the same incarnation (the Alive it sends at start
+	// changes nothing for those who hold it dead): a probe finds it, tells
+	// it it is dead, and its refutation reaches everyone.
+	n.net.Up(ms[14].Name)
+	n.stepsUntil(15, n.allSee(ms[14].Name, StateAlive))
+}
+
+// TestHealthPartitionHealsEverywhere: after a partition between two halves
+// of the clusters, long enough for each side to hold the other dead, every
+// proxy sees every other alive again once it heals, though only guardians
+// probe the dead.
+func TestHealthPartitionHealsEverywhere(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10, 10)
+	n.run(3 * probeInterval)
+	var a, b []string
+	for i, m := range ms {
+		if i < 20 {
+			a = append(a, m.Name)
+		} else {
+			b = append(b, m.Name)
+		}
+	}
+	hs := make([]*health, len(ms))
+	for i, m := range ms {
+		hs[i] = n.node(m.Name).health()
+	}
+	everyone := func(want func(viewer, of int) MemberState) func() bool {
+		return func() bool {
+			for i := range ms {
+				for j := range ms {
+					if st, _, _ := hs[i].state(ms[j].Name); i != j && st != want(i, j) {
+						return false
+					}
+				}
+			}
+			return true
+		}
+	}
+	n.net.Partition(a, b)
+	n.until(10*time.Second, "each side holds the other dead", everyone(func(i, j int) MemberState {
+		if (i < 20) != (j < 20) {
+			return StateDead
+		}
+		return StateAlive
+	}))
+	n.net.Heal()
+	d := n.until(20*time.Second, "everyone sees everyone alive", everyone(func(int, int) MemberState { return StateAlive }))
+	t.Logf("healed everywhere %v after the partition ended", d)
+}
+
+// TestHealthDeadHeldByNoGuardianComesBack: views differ, and a proxy holds
+// dead a member that every other proxy holds alive; it is not one of the
+// member's guardians in its own view, and the member does not probe it.
+// It still probes the member in its turn, sees it answer, and holds it
+// alive again (the member refutes the death it is told of).
+func TestHealthDeadHeldByNoGuardianComesBack(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	// Find v and p: p in another cluster than v, v does not watch p, and
+	// p is not among the first DeadWatchers after v on the ring.
+	var v, p, q Member
+	for _, cv := range ms {
+		hv := n.node(cv.Name).health()
+		r := hv.ros
+		guards := map[string]bool{}
+		for k := 1; k <= hv.cfg.DeadWatchers; k++ {
+			guards[r.ms[r.ring[(int(r.ringAt[r.byName[cv.Name]])+k)%len(r.ring)]].Name] = true
+		}
+		for _, cp := range ms {
+			if cp.Cluster != cv.Cluster && !guards[cp.Name] && !slices.Contains(hv.watchedNames(), cp.Name) {
+				v, p = cv, cp
+				break
+			}
+		}
+		if p.Name != "" {
+			break
+		}
+	}
+	if p.Name == "" {
+		t.Fatal("no proxy is outside some member's guardians and watchers")
+	}
+	for _, m := range ms {
+		if m.Cluster == p.Cluster && m.Name != p.Name {
+			q = m
+			break
+		}
+	}
+	// A Fail from p's own cluster: p tells nobody.
+	hp := n.node(p.Name).health()
+	hp.handle(q.Addr, 0, failMsg(v.Name, 100).m)
+	if n.state(p.Name, v.Name) != StateDead {
+		t.Fatalf("%s does not hold %s dead after the Fail", p.Name, v.Name)
+	}
+	for _, m := range ms {
+		if m.Name != p.Name && m.Name != v.Name && n.state(m.Name, v.Name) != StateAlive {
+			t.Fatalf("%s holds %s %v, want only %s to hold it dead", m.Name, v.Name, n.state(m.Name, v.Name), p.Name)
+		}
+	}
+	d := n.until(3*time.Second, p.Name+" sees "+v.Name+" alive again", func() bool { return n.state(p.Name, v.Name) == StateAlive })
+	t.Logf("%s held %s dead alone; alive again after %v", p.Name, v.Name, d)
+	n.run(time.Second)
+	if !n.allSee(v.Name, StateAlive)() {
+		t.Errorf("not everyone sees %s alive after its refutation", v.Name)
+	}
+}
+
+// viewRight reports whether every proxy that is up sees every other as
+// alive if it is up and dead if it is down.
+func (h *harness) viewRight(ms []Member) func() bool {
+	return func() bool {
+		for _, a := range ms {
+			if !h.node(a.Name).host.IsUp() {
+				continue
+			}
+			for _, b := range ms {
+				want := StateDead
+				if h.node(b.Name).host.IsUp() {
+					want = StateAlive
+				}
+				if a.Name != b.Name && h.state(a.Name, b.Name) != want {
+					return false
+				}
+			}
+		}
+		return true
+	}
+}
+
+// TestHealthRestartSameIncarnationLearnsTheDead: a proxy restarts at the
+// incarnation it had (its clock went back, or it restarted within the
+// same second), after the others held it dead, while a proxy it does not
+// watch is dead. It refutes the death of its past self; every view must
+// then become right: it alive for all, and the dead one dead for it too,
+// though it never probes it.
+func TestHealthRestartSameIncarnationLearnsTheDead(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	v := ms[0]
+	watched := n.node(v.Name).health().watchedNames()
+	var d Member
+	for _, m := range ms[10:] {
+		if !slices.Contains(watched, m.Name) {
+			d = m
+			break
+		}
+	}
+	n.kill(d.Name)
+	n.kill(v.Name)
+	n.stepsUntil(20, func() bool { return n.allSee(d.Name, StateDead)() && n.allSee(v.Name, StateDead)() })
+	n.run(time.Second)
+	alives := 0
+	n.net.Trace(func(p overlaytest.Packet) {
+		if _, m, err := ParseMsg(p.Payload); err == nil && m.Type() == TypeAlive && p.From == v.Name {
+			alives++
+		}
+	})
+	h := n.startHealth(v, ms, 100)
+	took := n.until(5*time.Second, "every view right", n.viewRight(ms))
+	n.run(time.Second)
+	n.net.Trace(nil)
+	t.Logf("%s restarted at its incarnation; every view right after %v (it is at %d); it sent %d Alive", v.Name, took, h.incarnation(), alives)
+	// Its first Alive to each, its refutation to each, and an answer to
+	// each Fail it got (each proxy that held it dead answers its Alive and
+	// its probe): not a refutation to all for each of those.
+	if alives > 4*len(ms) {
+		t.Errorf("%s sent %d Alive after its restart among %d proxies, want at most %d", v.Name, alives, len(ms), 4*len(ms))
+	}
 }

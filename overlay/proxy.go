@@ -805,7 +805,7 @@ func (p *Proxy) TickDue() int64 {
 	}
 	admitsDone := p.mem.admitsDone && p.mem.admitsGen == p.health.liveGen()
 	p.mem.mu.Unlock()
-	if !admitsDone {
+	if !admitsDone && len(p.edges) > 0 { // without edges admitsTick asks nothing
 		return now
 	}
 	p.iap.mu.Lock()

@@ -28,6 +28,10 @@ type roster struct {
 	clusterKeys  []string // "cluster:" and its name, as tier 2 weighs it
 	clusters     [][]int32
 	rings        [][]int32
+	// ring is every member by ringKey, and ringAt each one's place on
+	// it: a dead member is probed by the first live ones after it
+	// (health.guardedLocked).
+	ring, ringAt []int32
 	// v4 and v6 are the overlay addresses (Addr, unmapped) as the router
 	// looks them up; the last member with an address has it.
 	v4 map[uint32]int32
@@ -104,6 +108,14 @@ func (r *roster) index() {
 		r.cluster[i] = c
 		r.clusters[c] = append(r.clusters[c], i)
 	}
+	r.ring = slices.Clone(r.order)
+	slices.SortFunc(r.ring, func(a, b int32) int {
+		return cmp.Or(cmp.Compare(ringKey(r.ms[a].Name), ringKey(r.ms[b].Name)), strings.Compare(r.ms[a].Name, r.ms[b].Name))
+	})
+	r.ringAt = make([]int32, n)
+	for k, i := range r.ring {
+		r.ringAt[i] = int32(k)
+	}
 	r.rings = make([][]int32, len(r.clusters))
 	for c, ms := range r.clusters {
 		ring := slices.Clone(ms)
@@ -153,6 +165,30 @@ func (b bitset) next(i int32) int32 {
 	for w++; w < len(b); w++ {
 		if b[w] != 0 {
 			return int32(w*64 + bits.TrailingZeros64(b[w]))
+		}
+	}
+	return -1
+}
+
+// nextNotIn is the least member of b, not of c, at or above i, or -1.
+func (b bitset) nextNotIn(c bitset, i int32) int32 {
+	w := int(i >> 6)
+	if w >= len(b) || i < 0 {
+		return -1
+	}
+	word := func(w int) uint64 {
+		if w < len(c) {
+			return b[w] &^ c[w]
+		}
+		return b[w]
+	}
+	x := word(w) >> (uint(i) & 63)
+	if x != 0 {
+		return i + int32(bits.TrailingZeros64(x))
+	}
+	for w++; w < len(b); w++ {
+		if x := word(w); x != 0 {
+			return int32(w*64 + bits.TrailingZeros64(x))
 		}
 	}
 	return -1

@@ -38,6 +38,8 @@ type FailureEvent struct {
 	Messages, False uint64
 	// Fails are the Fail messages among them: what telling the death cost.
 	Fails uint64
+	// ByType is Messages by type.
+	ByType map[string]uint64
 }
 
 // FailuresResult is a failures run.
@@ -45,8 +47,11 @@ type FailuresResult struct {
 	Proxies, Cluster int
 	// RestPerProxy is control messages per proxy per second at rest, by
 	// type and in all.
-	RestPerProxy  float64
-	RestByType    map[string]float64
+	RestPerProxy float64
+	RestByType   map[string]float64
+	// StartByType is the control messages of the first simulated
+	// second, by type: every proxy's first announcements.
+	StartByType   map[string]uint64
 	Events        []FailureEvent
 	SimTime, Wall time.Duration
 	PeakHeap      uint64
@@ -119,7 +124,12 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 		res.PeakHeap = max(res.PeakHeap, m.HeapAlloc)
 	}
 	// Warm up (first Alives, admits exchange), then measure at rest.
-	w.clk.Advance(5 * time.Second)
+	w.clk.Advance(time.Second)
+	res.StartByType = byType(w.sent, [64]uint64{})
+	if cfg.Progress != nil {
+		fmt.Fprintf(cfg.Progress, "  failures: first second %v, %.0f s wall\n", res.StartByType, time.Since(start).Seconds())
+	}
+	w.clk.Advance(4 * time.Second)
 	sent0 := w.sent
 	w.clk.Advance(cfg.Rest)
 	var total uint64
@@ -150,10 +160,11 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 		}
 		t0 := w.clk.Now()
 		ev = newWatching(cfg.Proxies, vs, t0)
-		before, fails := w.totalSent(), w.sent[overlay.TypeFail]
+		before, fails, sent0 := w.totalSent(), w.sent[overlay.TypeFail], w.sent
 		do()
 		w.clk.Advance(cfg.Window)
-		fe := FailureEvent{Name: name, Messages: w.totalSent() - before, False: falseDeaths, Fails: w.sent[overlay.TypeFail] - fails}
+		fe := FailureEvent{Name: name, Messages: w.totalSent() - before, False: falseDeaths, Fails: w.sent[overlay.TypeFail] - fails,
+			ByType: byType(w.sent, sent0)}
 		for i, s := range w.proxies {
 			if !s.host.IsUp() {
 				continue
@@ -173,7 +184,7 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 		res.Events = append(res.Events, fe)
 		heap()
 		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "  failures: %s: %d messages, %.0f s wall\n", name, fe.Messages, time.Since(start).Seconds())
+			fmt.Fprintf(cfg.Progress, "  failures: %s: %d messages %v, %.0f s wall\n", name, fe.Messages, fe.ByType, time.Since(start).Seconds())
 		}
 	}
 	one := cfg.Proxies / 2
@@ -203,6 +214,17 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 	res.SimTime = time.Duration(w.clk.Now()) - time.Hour
 	res.Wall = time.Since(start)
 	return res, nil
+}
+
+// byType is the messages sent between two counts, by type name.
+func byType(now, then [64]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for t := range now {
+		if d := now[t] - then[t]; d > 0 {
+			out[overlay.Type(t).String()] = d
+		}
+	}
+	return out
 }
 
 // watching is what an event has seen so far: for each proxy and victim,
