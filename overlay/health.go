@@ -1196,9 +1196,9 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	mb := h.ros.ms[i]
 	// A restart starts at the wall clock; a refutation is the incarnation
 	// it was declared dead at plus one. Only a restarted proxy lost whom
-	// it knew dead: one that refuted (a partition healed) knows whom its
-	// own side holds dead, and told the other side's opinion, which it
-	// would take, it spread deaths that only guardians' probes undo.
+	// it knew dead. One that refuted (a partition healed) knows whom its
+	// own side holds dead; sent this side's list, it would take this
+	// side's opinion and spread deaths that only guardians' probes undo.
 	restart := inc > oldInc+1
 	switch {
 	case old == StateDead:
