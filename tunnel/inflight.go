@@ -143,22 +143,34 @@ func (f *Inflight) wait(t **time.Timer, closed <-chan struct{}) (int, error) {
 
 // A waiter looks for progress every tick; it first probes the pool
 // after probeAfter without any, and then takes out at most probeLen
-// buffers to look at (and puts them back).
+// buffers to look at (and puts them back), probeChunk at a time.
+// probeLen is well above what a gated device's pool holds (its readers'
+// batches, the gate's bounds: under 1,000 buffers) unless a handshake
+// flood filled wireguard-go's handshake queue, whose buffers the backstop
+// then covers.
 const (
 	tick       = time.Millisecond
 	probeAfter = 2 * time.Millisecond
-	probeLen   = 256
+	probeLen   = 1024
+	probeChunk = 32
 )
 
-// probe takes buffers out of the device's pool, one at a time, and puts
-// them back: a held buffer among them has left the device. It stops at
-// the first buffer the pool made for it (never used: all zero where a
-// datagram or a packet starts, and not one an earlier probe made, which
-// may lie anywhere in the pool): the pool was empty, so there is no more
-// to find, and taking on would only make more. So a probe makes at most
-// one buffer, which then waits in the pool for the device, and a blocked
-// direction probes at most log2(Idle/probeAfter)+1 times before the
-// backstop. It reports how many it let go.
+// probe takes buffers out of the device's pool and puts them back: a
+// held buffer among them has left the device. It looks through the whole
+// pool, not only as many buffers as are held: the dropped ones may lie
+// behind any number of others. (The pool is a sync.Pool: a Get takes its
+// own P's newest first, and another P's oldest first. At in 32 / out 64,
+// a replay flood at a proxy reached the backstop again and again with
+// all it held in the pool, behind 65 to 170 others.)
+//
+// It stops once nothing is held any more, or at the first buffer the pool
+// made for it (never used: all zero where a datagram or a packet starts):
+// the pool was empty. That buffer it lets go of rather than put back, so
+// probes never grow the pool; nor does one look at every buffer in it
+// when what is held lies in front, which would keep them all from the
+// collector (a sync.Pool lets go of what no Get took for two cycles).
+// A blocked direction probes at most log2(Idle/probeAfter)+1 times before
+// the backstop. It reports how many it let go.
 func (g *Gate) probe() int {
 	pool := g.pool.Load()
 	if pool == nil {
@@ -169,51 +181,44 @@ func (g *Gate) probe() int {
 	}
 	defer g.probing.Unlock()
 	g.Probes.Add(1)
-	held := int(g.In.n.Load() + g.Out.n.Load())
-	var bufs [probeLen]*[device.MaxMessageSize]byte
-	k := 0
-	for k < min(held, probeLen) {
-		b := (*pool).GetMessageBuffer()
-		bufs[k] = b
-		k++
-		if unused(b) && !g.made(uintptr(unsafe.Pointer(b))) {
-			g.Fresh.Add(1)
+	bufs := &g.probed
+	k, ki, ko := 0, 0, 0
+	for empty := false; k < len(bufs) && !empty; {
+		j := k
+		for ; k < min(j+probeChunk, len(bufs)); k++ {
+			b := (*pool).GetMessageBuffer()
+			if unused(b) {
+				g.Fresh.Add(1)
+				empty = true
+				break
+			}
+			bufs[k] = b
+		}
+		g.mu.Lock()
+		for _, b := range bufs[j:k] {
+			p := uintptr(unsafe.Pointer(b))
+			if g.In.dropLocked(p) {
+				ki++
+			}
+			if g.Out.dropLocked(p) {
+				ko++
+			}
+		}
+		done := g.In.n.Load()+g.Out.n.Load() == 0
+		g.mu.Unlock()
+		if done {
 			break
 		}
 	}
-	ki, ko := 0, 0
-	g.mu.Lock()
-	for _, b := range bufs[:k] {
-		p := uintptr(unsafe.Pointer(b))
-		if g.In.dropLocked(p) {
-			ki++
-		}
-		if g.Out.dropLocked(p) {
-			ko++
-		}
-	}
-	g.mu.Unlock()
-	for _, b := range bufs[:k] {
+	for i, b := range bufs[:k] {
 		(*pool).PutMessageBuffer(b)
+		bufs[i] = nil
 	}
 	g.In.Recycled.Add(uint64(ki))
 	g.Out.Recycled.Add(uint64(ko))
 	g.In.progress(ki)
 	g.Out.progress(ko)
 	return ki + ko
-}
-
-// made is whether an earlier probe made buffer p (and, if not, remembers
-// that this one did). Only probes call it, one at a time (g.probing).
-func (g *Gate) made(p uintptr) bool {
-	for _, q := range g.fresh {
-		if q == p {
-			return true
-		}
-	}
-	g.fresh[g.nfresh%len(g.fresh)] = p
-	g.nfresh++
-	return false
 }
 
 // unused is whether a buffer from the pool never held a datagram (its
@@ -265,12 +270,11 @@ type Gate struct {
 	mu      sync.Mutex // guards both held sets
 	pool    atomic.Pointer[Pool]
 
-	probing sync.Mutex // one probe at a time
-	fresh   [8]uintptr // the buffers probes made, last first
-	nfresh  int
+	probing sync.Mutex                             // one probe at a time
+	probed  [probeLen]*[device.MaxMessageSize]byte // what it took out; guarded by probing
 
 	// Probes counts the looks into the pool; Fresh the buffers the pool
-	// made for them (at most one a look, when it was empty).
+	// made for them (at most one a look, when it was empty, let go of).
 	Probes, Fresh atomic.Uint64
 }
 

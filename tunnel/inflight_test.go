@@ -257,9 +257,9 @@ func TestInflightProbeFindsDropped(t *testing.T) {
 	}
 }
 
-// A probe of an empty pool makes at most one buffer, and lets go of
-// nothing held; a later probe looks past the buffers earlier probes made,
-// wherever they lie in the pool, for what the device dropped.
+// A probe of an empty pool makes at most one buffer, lets go of nothing
+// held, and does not put that buffer in the pool: probes never grow it
+// (each would add one, and a replay flood probes hundreds of times).
 func TestInflightProbeEmptyPool(t *testing.T) {
 	p := &fakePool{}
 	g := newGate(4, 4, time.Hour, never, never)
@@ -274,16 +274,87 @@ func TestInflightProbeEmptyPool(t *testing.T) {
 		if m := p.made.Load() - made; m > 1 {
 			t.Fatalf("a probe of an empty pool made %d buffers, want at most 1", m)
 		}
+		if n := len(p.free); n != 0 {
+			t.Fatalf("%d buffers in the pool after probes of an empty one, want 0", n)
+		}
 	}
 	if n := g.In.Held(); n != 4 {
 		t.Fatalf("held %d, want 4", n)
 	}
-	p.mu.Lock()
-	p.free = append([]buf{passed[0]}, p.free...) // dropped, beneath what the probes made
-	p.mu.Unlock()
+	p.PutMessageBuffer(passed[0]) // dropped
 	if k := g.probe(); k != 1 {
-		t.Fatalf("a probe let go of %d, want the 1 dropped beneath the probes' buffers", k)
+		t.Fatalf("a probe let go of %d, want the 1 dropped", k)
 	}
+}
+
+// The dropped buffers may lie in the pool behind many more buffers than
+// are held (packets passed on, put back later, or on another P): a probe
+// looks through the whole pool for them.
+func TestInflightProbeLooksPastOthers(t *testing.T) {
+	p := &fakePool{}
+	g := newGate(4, 4, time.Hour, never, never)
+	g.Watch(p)
+	s := newSlots(p, 4)
+	passed := s.read(t, g, p, nil)
+	others := make([]buf, 100) // used, not held
+	for i := range others {
+		others[i] = new([device.MaxMessageSize]byte)
+		binary.LittleEndian.PutUint32(others[i][:], wgTransport)
+	}
+	p.mu.Lock()
+	p.free = append(append(p.free, passed...), others...) // the dropped beneath
+	p.mu.Unlock()
+	made := p.made.Load()
+	if k := g.probe(); k != 4 {
+		t.Fatalf("a probe let go of %d, want the 4 dropped beneath %d others", k, len(others))
+	}
+	if m := p.made.Load() - made; m > 1 {
+		t.Fatalf("a probe made %d buffers, want at most 1", m)
+	}
+	if n := len(p.free); n != len(passed)+len(others) {
+		t.Fatalf("%d buffers in the pool after a probe, want the %d it took", n, len(passed)+len(others))
+	}
+}
+
+// A probe stops once nothing is held: it does not take every buffer out
+// of the pool, nor make one.
+func TestInflightProbeStopsWhenAllFound(t *testing.T) {
+	p := &fakePool{}
+	g := newGate(4, 4, time.Hour, never, never)
+	g.Watch(p)
+	s := newSlots(p, 4)
+	passed := s.read(t, g, p, nil)
+	others := make([]buf, 4*probeChunk) // used, not held
+	for i := range others {
+		others[i] = new([device.MaxMessageSize]byte)
+		binary.LittleEndian.PutUint32(others[i][:], wgTransport)
+	}
+	p.mu.Lock()
+	p.free = append(append(p.free, others...), passed...) // the dropped on top
+	p.mu.Unlock()
+	made := p.made.Load()
+	var took atomic.Int64
+	g.Watch(countingPool{p, &took})
+	if k := g.probe(); k != 4 {
+		t.Fatalf("a probe let go of %d, want the 4 dropped", k)
+	}
+	if n := took.Load(); n > probeChunk {
+		t.Fatalf("a probe took %d buffers out of the pool, want at most %d: all it held was on top", n, probeChunk)
+	}
+	if m := p.made.Load() - made; m != 0 {
+		t.Fatalf("a probe made %d buffers, want none: the pool was not empty", m)
+	}
+}
+
+// countingPool counts the buffers taken out of a pool.
+type countingPool struct {
+	*fakePool
+	took *atomic.Int64
+}
+
+func (c countingPool) GetMessageBuffer() buf {
+	c.took.Add(1)
+	return c.fakePool.GetMessageBuffer()
 }
 
 // A device that lets go of buffers where the gate cannot see them (the
