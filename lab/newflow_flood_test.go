@@ -176,8 +176,9 @@ func TestNewFlowFlood(t *testing.T) {
 	}
 
 	n := sent.Load()
-	t.Logf("flood: %d SYNs in %.1f s (%.0f a second); p1 evicted %d flows; its tables peaked at %d IAP and %d NAT flows, the flooder's share at %d; the established connection answered %.1f exchanges of 1200 bytes a second during the flood, %d in the second before it",
-		n, secs, float64(n)/secs, after.Evicted-before.Evicted, maxIAP, maxJAP, maxMine, float64(during)/secs, quiet)
+	evicted, rated := after.Evicted-before.Evicted, after.Drops[router.DropFlowRate]-before.Drops[router.DropFlowRate]
+	t.Logf("flood: %d SYNs in %.1f s (%.0f a second); p1 evicted %d flows and dropped %d new ones for their rate; its tables peaked at %d IAP and %d NAT flows, the flooder's share at %d; the established connection answered %.1f exchanges of 1200 bytes a second during the flood, %d in the second before it",
+		n, secs, float64(n)/secs, evicted, rated, maxIAP, maxJAP, maxMine, float64(during)/secs, quiet)
 	if n < 2*floodMaxFlows {
 		t.Fatalf("the flood sent only %d SYNs: it cannot have filled a table of %d", n, floodMaxFlows)
 	}
@@ -186,6 +187,15 @@ func TestNewFlowFlood(t *testing.T) {
 	}
 	if maxIAP > floodMaxFlows || maxJAP > floodMaxFlows {
 		t.Errorf("flow tables reached %d IAP and %d NAT flows, more than max_flows %d", maxIAP, maxJAP, floodMaxFlows)
+	}
+	// The flooder, at its share, churns at most SourceChurn flows a
+	// second in each of p1's two tables (IAP and NAT), plus a second's
+	// burst; the rest of its SYNs are dropped before p1 forwards them.
+	if most := uint64(2 * router.SourceChurn * (int(secs) + 2)); evicted > most {
+		t.Errorf("p1 evicted %d flows in %.1f s, more than the churn limit allows (%d)", evicted, secs, most)
+	}
+	if rated == 0 {
+		t.Errorf("no new flow was dropped for its rate during a flood of %d SYNs", n)
 	}
 	if share := floodMaxFlows / 4; maxMine > share {
 		t.Errorf("the flooder held %d flows in one table, more than its share %d", maxMine, share)

@@ -112,10 +112,12 @@ func BenchmarkNewFlow(b *testing.B) {
 			for b.Loop() {
 				i++
 				copy(buf[Headroom:], orig)
-				// A new source address and port; the router does not check
-				// checksums, so they are not fixed.
-				binary.BigEndian.PutUint16(buf[Headroom+12+2:], uint16(i/60000)|0x8000) // 100.64.128+x.y: never a proxy
-				binary.BigEndian.PutUint16(buf[Headroom+20:], uint16(1024+i%60000))
+				// A new source port, and a new source address every 1,000
+				// flows: within a source's share of the table, whose new
+				// flows past it are held to SourceChurn a second. The
+				// router does not check checksums, so they are not fixed.
+				binary.BigEndian.PutUint16(buf[Headroom+12+2:], uint16(i/1000)|0x8000) // 100.64.128+x.y: never a proxy
+				binary.BigEndian.PutUint16(buf[Headroom+20:], uint16(1024+i%1000))
 				if res := r.Route(buf, Headroom, len(buf), int64(i)); res.Action != Forward {
 					b.Fatal(res)
 				}

@@ -171,8 +171,9 @@ type table struct {
 	shards   []shard
 	rev      []shard // nil for the IAP table
 	mask     uint64
-	shardCap int // the hard cap, split evenly: no shard may exceed it
-	srcCap   int // the most flows one source may hold in a shard
+	shardCap int   // the hard cap, split evenly: no shard may exceed it
+	srcCap   int   // the most flows one source may hold in a shard
+	churn    int64 // ns between a source's evictions of its own, at its share, per shard
 	n        atomic.Int64
 }
 
@@ -187,6 +188,7 @@ func newTable(maxFlows int, withRev bool) *table {
 	}
 	t := &table{shards: make([]shard, ns), mask: uint64(ns - 1), shardCap: maxFlows / ns}
 	t.srcCap = max(t.shardCap/sourceShare, 1)
+	t.churn = int64(ns) * int64(1e9) / SourceChurn
 	for i := range t.shards {
 		t.shards[i].m.init(false)
 	}
@@ -240,16 +242,30 @@ func (t *table) claimRev(f *flow) bool {
 	return true
 }
 
+// insertOutcome is what insertLocked did.
+type insertOutcome uint8
+
+const (
+	inserted    insertOutcome = iota
+	indexClosed               // f's index is closed: what f serves is gone
+	churnLimit                // f's source, at its share, makes new flows too fast
+)
+
 // insertLocked adds f to its locked forward shard s, and to its index,
 // making room first if its source or the shard is full (see sources). It
-// returns how many flows it evicted, and false, having done nothing, when
-// f's index is closed: what f serves is gone.
-func (t *table) insertLocked(s *shard, f *flow, to *timeouts) (uint64, bool) {
+// returns how many flows it evicted, and what it did; unless inserted, it
+// did nothing. f.last must be the time of the packet that makes it.
+func (t *table) insertLocked(s *shard, f *flow, to *timeouts) (uint64, insertOutcome) {
+	src := s.src.get(&f.key.src)
+	full := src != nil && src.n >= t.srcCap
+	if full && !src.mayChurn(f.last.Load(), t.churn) {
+		return 0, churnLimit
+	}
 	if f.ix != nil && !f.ix.add(f) {
-		return 0, false
+		return 0, indexClosed
 	}
 	var n uint64
-	if src := s.src.get(&f.key.src); src != nil && src.n >= t.srcCap {
+	if full {
 		var buf [evictSample]*flow
 		t.removeLocked(s, stalest(src.oldest(buf[:0]), to))
 		n++
@@ -264,7 +280,7 @@ func (t *table) insertLocked(s *shard, f *flow, to *timeouts) (uint64, bool) {
 	fp := flowProtoOf(f.key.proto)
 	s.live[fp]++
 	s.made[fp]++
-	return n, true
+	return n, inserted
 }
 
 // removeLocked deletes f from its locked forward shard s, its index and

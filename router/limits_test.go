@@ -223,3 +223,63 @@ func TestFloodKeepsOthersFlowsIAP(t *testing.T) {
 		})
 	}
 }
+
+// TestChurnLimit: a client at its share of a table that makes new flows
+// faster than SourceChurn a second (each evicting one of its own) has them
+// dropped past a second's burst, at the IAP and at the JAP; another
+// client's new flow still goes, byte for byte, and the flooder may churn
+// again once its pace allows.
+func TestChurnLimit(t *testing.T) {
+	const extra = 2000
+	ga := netip.AddrPortFrom(anyIP, 53)
+	for _, c := range []struct {
+		name string
+		r    *Router
+		flow func(src netip.AddrPort) []byte // a new flow's first packet
+		off  int                             // of its source port
+		want func(d decoded, src netip.AddrPort) bool
+	}{
+		{"iap", newRouter(t, selfP1(), func(c *Config) { c.MaxFlows = 1024 }),
+			func(src netip.AddrPort) []byte { return udp(src, ga, "x") }, 20,
+			func(d decoded, src netip.AddrPort) bool {
+				in := decode(t, d.inner)
+				return d.dst.Addr() == p2 && in.src == src && in.dst == ga && bytes.Equal(in.payload, []byte("x"))
+			}},
+		{"jap", newRouter(t, selfP2(), func(c *Config) { c.MaxFlows = 1024 }),
+			func(src netip.AddrPort) []byte { return encap(p1, p2, udp(src, ga, "x")) }, 40,
+			func(d decoded, src netip.AddrPort) bool {
+				return d.src.Addr() == src.Addr() && d.dst == tgt && bytes.Equal(d.payload, []byte("x"))
+			}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := c.r
+			if c.name == "iap" {
+				r.resolved(gUDP, []JAP{{Addr: p2, Targets: 1}}, 1<<62, 0)
+			} else {
+				r.addTarget(gUDP, tgt)
+			}
+			share := r.iap.srcCap // one shard at 1,024 flows, in either table
+			now := sec(10)
+			before := r.Stats()
+			routePorts(r, now, 1, share+extra, step{c.flow(attacker), c.off})
+			st := r.Stats()
+			dropped := st.Drops[DropFlowRate] - before.Drops[DropFlowRate]
+			// A second's burst at the table's pace: SourceChurn, and one.
+			if want := uint64(extra - (SourceChurn + 1)); dropped != want {
+				t.Errorf("%d of %d new flows past the share dropped for their rate, want %d", dropped, extra, want)
+			}
+			if ev := st.Evicted - before.Evicted; ev != SourceChurn+1 {
+				t.Errorf("%d of the flooder's flows evicted, want %d", ev, SourceChurn+1)
+			}
+			v := victim(0)
+			if d := decode(t, mustForward(t, r, c.flow(v), now)); !c.want(d, v) {
+				t.Fatalf("another client's new flow went as %+v", d)
+			}
+			// Its pace allows one more a little over a second later.
+			late := netip.AddrPortFrom(attacker.Addr(), 65000)
+			if d := decode(t, mustForward(t, r, c.flow(late), now+sec(2))); !c.want(d, late) {
+				t.Fatalf("the flooder's flow two seconds later went as %+v", d)
+			}
+		})
+	}
+}

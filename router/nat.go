@@ -66,10 +66,14 @@ func (r *Router) newNATFlowLocked(s *shard, k *flowKey, h uint64, tgt *target, i
 	if !t.claimRev(f) && !r.remapLocked(f, h) {
 		return nil, DropNoPort
 	}
-	n, ok := t.insertLocked(s, f, &r.to)
-	if !ok {
+	n, did := t.insertLocked(s, f, &r.to)
+	switch did {
+	case indexClosed:
 		t.unclaimRev(f)
 		return nil, DropNoTarget
+	case churnLimit:
+		t.unclaimRev(f)
+		return nil, DropFlowRate
 	}
 	r.st.evicted.Add(n)
 	return f, DropNone

@@ -446,13 +446,17 @@ func (r *Router) newIngress(res *Result, buf []byte, p *parsed, k *flowKey, h ui
 	}
 	f.peer.Store(jap)
 	f.last.Store(now)
-	n, ok := t.insertLocked(s, f, &r.to)
-	if !ok {
+	n, did := t.insertLocked(s, f, &r.to)
+	if did == indexClosed {
 		// This proxy's targets of g changed meanwhile and the group's IAP
 		// flows were dropped: the flow goes on, unindexed; its JAP step
 		// picks a target anew.
 		f.ix = nil
-		n, _ = t.insertLocked(s, f, &r.to)
+		n, did = t.insertLocked(s, f, &r.to)
+	}
+	if did == churnLimit {
+		r.drop(res, DropFlowRate)
+		return nil
 	}
 	r.st.evicted.Add(n)
 	return f

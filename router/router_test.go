@@ -939,7 +939,7 @@ func TestDropReasonNames(t *testing.T) {
 		seen[s] = true
 	}
 	for _, want := range []string{"malformed", "fragment", "unsupported", "not-for-us", "no-flow", "no-group",
-		"no-target", "queue-full", "resolve-timeout", "not-from-proxy", "icmp-unsupported", "no-port", "resolve-limit", "queue-bytes"} {
+		"no-target", "queue-full", "resolve-timeout", "not-from-proxy", "icmp-unsupported", "no-port", "resolve-limit", "queue-bytes", "flow-rate"} {
 		if !seen[want] {
 			t.Errorf("no reason %q", want)
 		}

@@ -14,6 +14,14 @@ package router
 // sourceShare: one source may hold at most 1/sourceShare of a table.
 const sourceShare = 4
 
+// SourceChurn is how many new flows a second a source at its share may
+// make in a table, each evicting one of its own; past it (and a second's
+// worth of burst) its new flows are dropped. A client that floods new
+// flows would otherwise make the proxy forward every one to a target and
+// carry the answer back: dropping them at once leaves the proxy the CPU
+// to keep up with everyone else's packets.
+const SourceChurn = 1024
+
 // source is one source address's flows in a shard: how many, a circular
 // list of them through sprev and snext (oldest first, roughly: eviction
 // rotates it), and its place in the shard's heap. Guarded by the shard's
@@ -22,7 +30,20 @@ type source struct {
 	addr [16]byte
 	n    int
 	head *flow
-	hi   int // index in sources.heap
+	hi   int   // index in sources.heap
+	tat  int64 // when its churn, at the table's pace, is paid off (GCRA)
+}
+
+// mayChurn reports whether src, at its share, may evict one of its flows
+// for a new one at now, one every `every` ns with a second of burst, and
+// counts it if so.
+func (src *source) mayChurn(now, every int64) bool {
+	tat := max(src.tat, now)
+	if tat-now > int64(1e9) {
+		return false
+	}
+	src.tat = tat + every
+	return true
 }
 
 // sources is a shard's sources: by address, and in a max-heap by flow

@@ -25,6 +25,7 @@ const (
 	DropNoPort                     // no free client port for the NAT within 64 tries
 	DropResolveLimit               // a new group past the caps of groups being resolved (per client, or in all)
 	DropQueueBytes                 // the resolve queues hold Config.MaxQueuedBytes
+	DropFlowRate                   // a new flow of a source at its share of a table, past its churn rate
 	NumDropReasons                 // the number of drop reasons, for arrays indexed by them
 )
 
@@ -44,6 +45,7 @@ var dropNames = [NumDropReasons]string{
 	DropNoPort:          "no-port",
 	DropResolveLimit:    "resolve-limit",
 	DropQueueBytes:      "queue-bytes",
+	DropFlowRate:        "flow-rate",
 }
 
 // enumName is names[v], or "unknown" for a value past its end: the String
