@@ -194,8 +194,9 @@ func TestNewFlowFlood(t *testing.T) {
 	if most := uint64(2 * router.SourceChurn * (int(secs) + 2)); evicted > most {
 		t.Errorf("p1 evicted %d flows in %.1f s, more than the churn limit allows (%d)", evicted, secs, most)
 	}
-	if rated == 0 {
-		t.Errorf("no new flow was dropped for its rate during a flood of %d SYNs", n)
+	// A flood slower than the limit (a busy host, -race) is not held back.
+	if allowed := int64(floodMaxFlows/4 + router.SourceChurn*(int(secs)+2)); n > allowed && rated == 0 {
+		t.Errorf("no new flow was dropped for its rate during a flood of %d SYNs, more than the %d the limit allows", n, allowed)
 	}
 	if share := floodMaxFlows / 4; maxMine > share {
 		t.Errorf("the flooder held %d flows in one table, more than its share %d", maxMine, share)
