@@ -143,6 +143,10 @@ const (
 	// TypeEdgeClaim: proxy → proxy: I admitted this edge, which holds
 	// these addresses here (or, released, no longer) (CA mode).
 	TypeEdgeClaim
+	// TypeRestarted: proxy → a few proxies: the proxy Name has just
+	// started, at Incarnation, and knows nobody dead: send me whom you hold
+	// dead (a TypeFail each).
+	TypeRestarted
 
 	typeEnd // one past the last type
 )
@@ -174,6 +178,7 @@ var typeNames = [...]string{
 	TypeDrainAck:     "drain-ack",
 	TypeRevocation:   "revocation",
 	TypeEdgeClaim:    "edge-claim",
+	TypeRestarted:    "restarted",
 }
 
 // String names t, e.g. "join-ack".

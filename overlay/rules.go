@@ -99,6 +99,7 @@ var rules = [typeEnd]Rule{
 	// A revocation list is signed by the CA: anyone's copy is as good.
 	TypeRevocation: {From: SenderProxy, To: DestSelf, Relay: true},
 	TypeEdgeClaim:  {From: SenderProxy, To: DestSelf},
+	TypeRestarted:  {From: SenderProxy, To: DestSelf},
 }
 
 // Permit reports why a message of type t from a sender of class from, sent

@@ -85,7 +85,7 @@ func TestPermit(t *testing.T) {
 		{TypeProbe, SenderProxy | SenderTarget, DestSelf, "pias rules: probe from proxy|target to self refused: it goes from proxy to self"},
 		{TypeRegister, SenderProxy, DestSelf | DestAnycast, "pias rules: register from proxy to self|anycast refused: it goes from proxy to self"},
 		{0, SenderProxy, DestSelf, "pias rules: unknown type(0)"},
-		{typeEnd, SenderProxy, DestSelf, "pias rules: unknown type(27)"},
+		{typeEnd, SenderProxy, DestSelf, "pias rules: unknown type(28)"},
 	} {
 		if err := Permit(tc.t, tc.from, tc.to); err == nil || err.Error() != tc.want {
 			t.Errorf("Permit(%v, %v, %v) = %v, want %q", tc.t, tc.from, tc.to, err, tc.want)

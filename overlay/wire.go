@@ -85,6 +85,7 @@ var decoders = [typeEnd]func(body []byte) (Msg, error){
 	TypeDrainAck:     decodeDrainAck,
 	TypeRevocation:   decodeRevocation,
 	TypeEdgeClaim:    decodeEdgeClaim,
+	TypeRestarted:    decodeRestarted,
 }
 
 // Every message fits in MaxLen: the longest is a Proxies.

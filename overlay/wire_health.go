@@ -119,6 +119,29 @@ func decodeAlive(b []byte) (Msg, error) {
 	return d.end(&Alive{Name: d.str("name length", "name"), Incarnation: d.u32("incarnation")})
 }
 
+// Restarted: proxy → a few proxies: the proxy Name has just started, at
+// Incarnation, and lost whom it knew dead; the receiver sends it whom it
+// holds dead. Only a start asks: a proxy that refutes a Fail kept its view,
+// and one side's list would carry that side's opinion into the other after
+// a partition heals.
+//
+//	name:string incarnation:u32
+type Restarted struct {
+	Name        string
+	Incarnation uint32
+}
+
+func (*Restarted) Type() Type { return TypeRestarted }
+
+func (m *Restarted) appendBody(b []byte) ([]byte, error) {
+	return appendNamed(b, "name", m.Name, m.Incarnation)
+}
+
+func decodeRestarted(b []byte) (Msg, error) {
+	d := decoder{b: b}
+	return d.end(&Restarted{Name: d.str("name length", "name"), Incarnation: d.u32("incarnation")})
+}
+
 // MemberRecord (TypeMember): proxy → proxy: Member, at Incarnation, is a
 // proxy of the overlay (see members.go). It is also the body of the hello
 // a newcomer sends its seeds on the underlay.

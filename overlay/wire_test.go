@@ -71,6 +71,7 @@ var msgCases = []msgCase{
 	{"probe-req", 14, &ProbeReq{Suspect: maxStr, Incarnation: 3}},
 	{"fail", 0, &Fail{Name: "p3", Incarnation: 7}},
 	{"alive", 1, &Alive{Name: "p3", Incarnation: 8}},
+	{"restarted", 0, &Restarted{Name: "p3", Incarnation: 9}},
 	{"moved", 2, &Moved{Targets: []MovedTarget{{Group: g4, Name: "t1", Target: netip.MustParseAddr("100.64.1.1"), Epoch: 5}}}},
 	{"moved6", 3, &Moved{Targets: []MovedTarget{{Group: g4, Name: maxStr, Target: netip.MustParseAddr("fd64::1:1"), Epoch: math.MaxUint32}}}},
 	{"moved-max", 3, &Moved{Targets: manyMoved(MaxMoved)}},
