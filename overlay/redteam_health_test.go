@@ -404,6 +404,178 @@ func TestRedteamForgedAliveThirdParty(t *testing.T) {
 	n.until(5*time.Second, d.Name+" alive again everywhere", n.allSee(d.Name, StateAlive))
 }
 
+// TestRedteamDeadTurnIsSlowAmongManyDead: finding 7. When views differ,
+// the one dead a second in turn is what brings back a member that a
+// proxy alone holds dead (it is none of the member's guardians in its own
+// view, and the member does not watch it). Among D dead it takes up to D
+// seconds: in a partition of 10,000 in halves, 5,000 s. Here 40 of 60 are
+// down; v alone holds d dead (a lost Alive, a late Fail); d should be
+// alive to v within a few seconds.
+func TestRedteamDeadTurnIsSlowAmongManyDead(t *testing.T) {
+	rtSkip(t, "finding 7: a member held dead by no guardian comes back only by the one-a-second turn: D seconds among D dead")
+	n, ms := newHealthNet(t, 20, 20, 20)
+	n.run(3 * probeInterval)
+	for _, m := range ms[20:] {
+		n.kill(m.Name)
+	}
+	n.until(10*time.Second, "c2 and c3 dead everywhere", func() bool {
+		for _, m := range ms[20:] {
+			if !n.allSee(m.Name, StateDead)() {
+				return false
+			}
+		}
+		return true
+	})
+	n.run(2 * time.Second)
+	// v and d in c1: neither watches the other, and v is none of d's guardians in
+	// v's view (every member is live there but the 40 dead and d).
+	var v, d, q Member
+	for _, cd := range ms[:20] {
+		hd := n.node(cd.Name).health()
+		for _, cv := range ms[:20] {
+			if cv.Name == cd.Name || slices.Contains(hd.watchedNames(), cv.Name) {
+				continue
+			}
+			hv := n.node(cv.Name).health()
+			if slices.Contains(hv.watchedNames(), cd.Name) {
+				continue
+			}
+			r := hv.ros
+			guard, live := false, 0
+			for k := 1; k < len(r.ring) && live < hv.cfg.DeadWatchers; k++ {
+				i := r.ring[(int(r.ringAt[r.byName[cd.Name]])+k)%len(r.ring)]
+				if r.ms[i].Name == cv.Name {
+					guard = true
+				}
+				if st, _, _ := hv.state(r.ms[i].Name); st != StateDead && r.ms[i].Name != cd.Name {
+					live++
+				}
+			}
+			if !guard {
+				v, d = cv, cd
+				break
+			}
+		}
+		if v.Name != "" {
+			break
+		}
+	}
+	if v.Name == "" {
+		t.Fatal("no pair found")
+	}
+	for _, m := range ms[:20] {
+		if m.Name != v.Name && m.Name != d.Name {
+			q = m
+			break
+		}
+	}
+	hv := n.node(v.Name).health()
+	hv.handle(q.Addr, 0, failMsg(d.Name, 100).m)
+	// The worst moment: v's turn has just passed d.
+	hv.mu.Lock()
+	hv.deadTurn = hv.ros.rank[hv.ros.byName[d.Name]]
+	hv.mu.Unlock()
+	if n.state(v.Name, d.Name) != StateDead {
+		t.Fatalf("%s does not hold %s dead", v.Name, d.Name)
+	}
+	if os.Getenv("RTDEBUG") != "" {
+		n.net.Trace(func(p overlaytest.Packet) {
+			if _, m, err := ParseMsg(p.Payload); err == nil && (p.To == v.Name && p.From == d.Name || p.From == v.Name && p.To == d.Name) {
+				t.Logf("%v %s→%s %T %+v", time.Duration(p.At)%time.Minute, p.From, p.To, m, m)
+			}
+		})
+	}
+	took := n.until(60*time.Second, v.Name+" sees "+d.Name+" alive", func() bool { return n.state(v.Name, d.Name) == StateAlive })
+	t.Logf("%s held %s dead alone among 40 dead: alive to it after %v", v.Name, d.Name, took)
+	if took > 5*time.Second {
+		t.Errorf("%s held the live %s dead for %v, want < 5s", v.Name, d.Name, took)
+	}
+}
+
+// TestRedteamRestartClockBackHeldDeadLearnsTheDead: held up. A proxy held
+// dead restarts with its clock 10 s back: the others' Fail (at its old
+// incarnation) comes within restartWindow, it refutes at +2, and they send
+// it the dead list.
+func TestRedteamRestartClockBackHeldDeadLearnsTheDead(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	v := ms[0]
+	d := rtUnwatched(t, n, v, ms[10:])
+	n.kill(d.Name)
+	n.kill(v.Name)
+	n.stepsUntil(20, func() bool { return n.allSee(d.Name, StateDead)() && n.allSee(v.Name, StateDead)() })
+	n.run(time.Second)
+	h := n.startHealth(v, ms, 90)
+	took := n.until(5*time.Second, "every view right", n.viewRight(ms))
+	t.Logf("restarted at 90 (was 100): views right after %v, at incarnation %d", took, h.incarnation())
+}
+
+// TestRedteamHealAfterTwoRefutationsSpreadsDeaths: finding 8. During a
+// partition, x (side B) refutes two false suspicions on its own side
+// (Fails from a B proxy: load, lost probes), so it is two incarnations
+// past what side A holds. When the partition heals, A's guardians see the
+// jump of two, take it for a restart, and send x their dead list: all of
+// side B. x takes those Fails, holds its own side dead and tells its
+// cluster (the Fails came from another cluster): side B declares itself
+// dead after a partition in which B never lost a member. 7e758dc meant to
+// stop exactly this (deaths from the other side's opinion); a jump of
+// more than one is not a restart when views differ.
+func TestRedteamHealAfterTwoRefutationsSpreadsDeaths(t *testing.T) {
+	rtSkip(t, "finding 8: a member two refutations ahead is taken for a restart at a heal: the other side's dead list makes its side dead")
+	n, ms := newHealthNet(t, 10, 10, 10, 10)
+	n.run(3 * time.Second) // past restartWindow
+	var a, b []string
+	for i, m := range ms {
+		if i < 20 {
+			a = append(a, m.Name)
+		} else {
+			b = append(b, m.Name)
+		}
+	}
+	n.net.Partition(a, b)
+	n.until(10*time.Second, "each side holds the other dead", func() bool {
+		for _, x := range a {
+			for _, y := range b {
+				if n.state(x, y) != StateDead || n.state(y, x) != StateDead {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	// x refutes twice on its side (false suspicions there).
+	x, y := ms[20], ms[21]
+	hx := n.node(x.Name).health()
+	_, inc, _ := hx.state(x.Name)
+	hx.handle(y.Addr, 0, failMsg(x.Name, inc).m)
+	n.run(time.Second)
+	hx.handle(y.Addr, 0, failMsg(x.Name, inc+1).m)
+	n.run(time.Second)
+	if _, now, _ := hx.state(x.Name); now != inc+2 {
+		t.Fatalf("%s at %d after two refutations, want %d", x.Name, now, inc+2)
+	}
+	deathsInB := func() int {
+		k := 0
+		for _, viewer := range b {
+			for _, c := range n.changes[viewer] {
+				for _, m := range c.dead {
+					if slices.Contains(b, m.Name) {
+						k++
+					}
+				}
+			}
+		}
+		return k
+	}
+	before := deathsInB()
+	n.net.Heal()
+	n.until(20*time.Second, "everyone sees everyone alive", n.viewRight(ms))
+	n.run(time.Second)
+	if k := deathsInB() - before; k > 0 {
+		t.Errorf("after the heal, side B's proxies declared %d deaths of side B's proxies, which never lost each other", k)
+	}
+}
+
 // rtSkip skips a test that shows a finding, unless REDTEAM=1: then it
 // runs, and fails.
 func rtSkip(t *testing.T, why string) {
