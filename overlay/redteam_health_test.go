@@ -72,6 +72,35 @@ func TestRedteamRestartAtPlusOneLearnsTheDead(t *testing.T) {
 	}
 }
 
+// TestRedteamRestartAtPlusOneProxy is finding 1 with whole proxies: the
+// anti-entropy digest compares names and keys, not states, so nothing
+// else brings the restarted proxy the death it missed.
+func TestRedteamRestartAtPlusOneProxy(t *testing.T) {
+	rtSkip(t, "finding 1: a restarted Proxy at incarnation old+1 never learns an unwatched member is dead")
+	n := newHarness(t, 1, unitLink)
+	var ms []Member
+	for c := range 3 {
+		for range 6 {
+			ms = append(ms, testMember(len(ms)+1, []string{"c1", "c2", "c3"}[c]))
+		}
+	}
+	at := func(inc uint32) func(*ProxyConfig) { return func(c *ProxyConfig) { c.Health.Incarnation = inc } }
+	for _, m := range ms {
+		n.start(m, ms, at(100))
+	}
+	n.run(3 * time.Second)
+	v := ms[0]
+	d := rtUnwatched(t, n, v, ms[6:])
+	n.kill(d.Name)
+	n.until(5*time.Second, "all see "+d.Name+" dead", n.allSee(d.Name, StateDead))
+	n.kill(v.Name)
+	n.start(v, ms, at(101))
+	n.run(10 * time.Second)
+	if st := n.state(v.Name, d.Name); st != StateDead {
+		t.Errorf("%s, restarted at 101, sees the dead %s %v after 10 s; its live list has %d members", v.Name, d.Name, st, len(n.p(v.Name).health.live()))
+	}
+}
+
 // TestRedteamQuickRestartClockBackLearnsTheDead: finding 2 (older than
 // today's changes, but what the brief asks: "what if the clock went
 // back?"). A proxy restarts faster than its death is detected (systemd's
