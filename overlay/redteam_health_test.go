@@ -45,8 +45,9 @@ func rtUnwatched(t *testing.T, n *harness, v Member, ms []Member) Member {
 // 7e758dc). A proxy that restarts at exactly its old incarnation plus one
 // (it crashed and came back in the second after its first start: a crash
 // loop; or its wall clock is one second past an incarnation it reached by
-// refutations) is taken for a refutation, and nobody sends it the dead
-// list. It never learns of a dead member it does not watch: it holds it
+// refutations; and every restart of sim/churn.go, which restarts at
+// 1+gen, one above the last life) is taken for a refutation, and nobody
+// sends it the dead list. It never learns of a dead member it does not watch: it holds it
 // alive for good (RAP hash, JAP choice and lab.meshed all disagree).
 func TestRedteamRestartAtPlusOneLearnsTheDead(t *testing.T) {
 	rtSkip(t, "finding 1: a restart at incarnation old+1 is taken for a refutation: no dead list, the dead stay alive in its view forever")
