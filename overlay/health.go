@@ -53,10 +53,10 @@ import (
 //     still comes back for them. A dead member that answers with a stale
 //     incarnation is told (Fail) so that it refutes.
 //   - A refutation is the rumor's incarnation plus one. A proxy that
-//     refutes just after its start (restartWindow) is refuting its past
-//     self, restarted at the incarnation it had, and jumps by two: the
-//     others tell a restart by a jump of more than one, and send it whom
-//     they hold dead, which it lost.
+//     starts asks the members it probes whom they hold dead (Restarted):
+//     a restart lost that. One that knew it at a higher incarnation (its
+//     clock went back) tells it so (Fail), and it refutes above it. A
+//     refutation gets no such list: the refuter kept its view.
 //
 // Precedence of news about a member, as in SWIM: Alive(i) beats what is
 // known at incarnation < i; Fail(i) beats Alive or suspicion at ≤ i.
@@ -364,11 +364,12 @@ type health struct {
 	// The deadAt and vouchedAt of members whose probeRec was dropped,
 	// where they still matter (deadSince; a vouch newer than the last word).
 	deadAt, vouched map[int32]int64
-	nonce           uint32
-	probeRelays     map[uint32]probeRelay
-	announced       bool
-	// startedAt: the first tick, when it announced itself.
-	startedAt int64
+	// deadListed: when each member that asked (Restarted) was last sent
+	// whom this proxy holds dead, and at which incarnation it asked.
+	deadListed  map[int32]listedAt
+	nonce       uint32
+	probeRelays map[uint32]probeRelay
+	announced   bool
 	// watched caches watchedLocked (members flagged fWatched); stale
 	// unless watchedOK.
 	watched   []int32
@@ -386,6 +387,11 @@ type health struct {
 	deadTurn   int32
 	deadTurnAt int64
 	stats      healthStats
+}
+
+type listedAt struct {
+	at  int64
+	inc uint32
 }
 
 type healthStats struct {
@@ -803,38 +809,47 @@ func (h *health) guardedLocked() []int32 {
 	return out
 }
 
-// deadTurnLocked probes, once per DeadProbeInterval, the next dead member
-// in turn (by name) that its guardians' probes have not just covered.
-// Guardians are picked by each proxy's own view: when views differ, a
-// member held dead here may have no guardian that holds it dead too (the
-// others saw it come back, or never saw it go), and nobody would tell this
-// proxy until its next incarnation. This costs one probe a second per
-// proxy, however many it holds dead.
+// deadTurnLocked probes, each DeadProbeInterval, the next of the dead in
+// turn (by name) that its guardians' probes have not just covered: one,
+// or as many as make a round of them within deadTurnRound. Guardians are
+// picked by each proxy's own view: when views differ, a member held dead
+// here may have no guardian that holds it dead too (the others saw it come
+// back, or never saw it go), and nobody would tell this proxy until its
+// next incarnation. Each proxy so probes about D/30 of its D dead a second:
+// a view that is wrong alone is right again within half a minute, at a
+// thirtieth of the cost of every proxy probing every dead member.
 func (h *health) deadTurnLocked(out []outMsg, now int64) []outMsg {
 	if now-h.deadTurnAt < int64(h.cfg.DeadProbeInterval) {
 		return out
 	}
 	h.deadTurnAt = now
+	per, round := int64(h.cfg.DeadProbeInterval), int64(deadTurnRound)
+	budget := max(1, int((int64(h.nDown)*per+round-1)/round))
 	start := h.dead.next(h.deadTurn + 1)
 	if start < 0 {
 		start = h.dead.next(0)
 	}
-	for k := start; k >= 0; {
+	for k := start; k >= 0 && budget > 0; {
 		i := h.ros.order[k]
 		if x := h.ext.get(i); now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
 			h.deadTurn = k
 			x.lastProbe = now
-			return h.probeLocked(out, i, now, false)
+			out = h.probeLocked(out, i, now, false)
+			budget--
 		}
 		if k = h.dead.next(k + 1); k < 0 {
 			k = h.dead.next(0)
 		}
 		if k == start {
-			break // every one of them was just probed
+			break // a whole round
 		}
 	}
 	return out
 }
+
+// deadTurnRound is how long deadTurnLocked takes to probe each dead member
+// once.
+const deadTurnRound = 30 * time.Second
 
 // tick runs one probe round. Call it every ProbeInterval.
 func (h *health) tick() {
@@ -843,8 +858,9 @@ func (h *health) tick() {
 	var ch change
 	h.mu.Lock()
 	r := h.ros
-	if !h.announced {
-		h.announced, h.startedAt = true, now
+	starting := !h.announced
+	if starting {
+		h.announced = true
 		// Everyone, dead or not: a restart must be heard.
 		for _, i := range r.order {
 			if i == h.selfIdx || h.recs[i].state == StateJoining {
@@ -860,6 +876,13 @@ func (h *health) tick() {
 		}
 	}
 	h.watchedLocked()
+	if starting {
+		// A start, or a restart that lost whom it knew dead: ask those it
+		// probes (a dozen, alive as far as anyone knows) for their dead.
+		for _, i := range h.watched {
+			out = append(out, outMsg{r.ms[i].Addr, 0, &Restarted{Name: h.self.Name, Incarnation: h.inc}})
+		}
+	}
 	if h.nDown > 0 {
 		for _, i := range h.guardedLocked() {
 			if x := h.ext.get(i); now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
@@ -929,12 +952,6 @@ func (h *health) tick() {
 	h.mu.Unlock()
 	h.flush(out, ch)
 }
-
-// restartWindow is how long after its start a proxy takes a Fail about
-// itself for the death of its past self: those who held it dead answer
-// its first Alive at once, or its guardians' probes within a
-// DeadProbeInterval.
-func (h *health) restartWindow() int64 { return 2 * int64(h.cfg.DeadProbeInterval) }
 
 // missesFor is how many unanswered probes in a row make m a suspect.
 func (h *health) missesFor(m *mrec) int {
@@ -1107,6 +1124,31 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		h.probeRelays[nonce] = probeRelay{from: src, seq: seq, expires: now + int64(h.cfg.ConfirmTimeout)*2}
 		h.stats.probes++
 		out = append(out, outMsg{r.ms[ti].Addr, nonce, &Probe{From: h.self.Name, Incarnation: h.inc}})
+	case *Restarted:
+		if msg.Name != r.ms[fi].Name {
+			break // about itself only: WireGuard vouches for the sender
+		}
+		// A Restarted costs its sender one datagram and this proxy one per
+		// dead member: one answer per DeadProbeInterval to each, or per
+		// ProbeInterval if it started again since (a crash loop).
+		last, ok := h.deadListed[fi]
+		if ok && (now-last.at < int64(h.cfg.ProbeInterval) || msg.Incarnation == last.inc && now-last.at < int64(h.cfg.DeadProbeInterval)) {
+			break
+		}
+		if h.deadListed == nil {
+			h.deadListed = map[int32]listedAt{}
+		}
+		h.deadListed[fi] = listedAt{now, msg.Incarnation}
+		out = h.deadListLocked(out, src)
+		if from.state != StateDead && msg.Incarnation < from.inc {
+			// It restarted below an incarnation it had had (a clock that
+			// went back): its state is gone, and it must refute above
+			// what we know for the others to see it. (A restart at the
+			// very incarnation it had looks like its own start.)
+			ch.reset = append(ch.reset, r.ms[fi])
+			out = append(out, outMsg{src, 0, &Fail{Name: r.ms[fi].Name, Incarnation: from.inc}})
+		}
+		// Otherwise its start is news by its Alive, sent with this.
 	case *Fail:
 		if msg.Name == h.self.Name {
 			alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
@@ -1118,16 +1160,8 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 				out = append(out, outMsg{src, 0, alive})
 				break
 			}
-			// Refute: we are alive, at a higher incarnation than the
-			// rumor. Just after a start it is the death of a past self,
-			// at the incarnation we started with (a clock that went back,
-			// or a restart within a second): we lost whom we knew dead,
-			// and others send that after a restart only, which they tell
-			// from a refutation by a jump of more than one.
+			// Refute: we are alive, at a higher incarnation than the rumor.
 			h.inc = msg.Incarnation + 1
-			if now-h.startedAt < h.restartWindow() {
-				h.inc++
-			}
 			alive.Incarnation = h.inc
 			ch.refuted = true
 			h.stats.alives++
@@ -1194,26 +1228,17 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	}
 	h.gen.Add(1)
 	mb := h.ros.ms[i]
-	// A restart starts at the wall clock; a refutation is the incarnation
-	// it was declared dead at plus one. Only a restarted proxy lost whom
-	// it knew dead. One that refuted (a partition healed) knows whom its
-	// own side holds dead; sent this side's list, it would take this
-	// side's opinion and spread deaths that only guardians' probes undo.
-	restart := inc > oldInc+1
+	// No list of whom we hold dead goes with it: a restarted proxy asks
+	// for that (Restarted), and one that refuted (a partition healed)
+	// kept its own side's view, which the other side's list would
+	// overturn with deaths that only guardians' probes undo.
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, mb)
-		// Forward once, and tell the newcomer whom we know dead.
-		out = h.broadcastLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, src, mb.Addr)
-		if restart {
-			out = h.deadListLocked(out, mb.Addr)
-		}
+		out = h.broadcastLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, src, mb.Addr) // forward once
 	case oldInc != 0:
 		// A restart (or refutation) we had not noticed: its state is gone.
 		ch.reset = append(ch.reset, mb)
-		if restart {
-			out = h.deadListLocked(out, mb.Addr)
-		}
 	}
 	return out
 }

@@ -410,7 +410,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"version 0", "5049" + "00" + "07" + "00000001" + grp4 + "00", "unknown version 0 (want 2)"},
 		{"version 1", "5049" + "01" + "07" + "00000001" + grp4 + "0000", "unknown version 1 (want 2)"},
 		{"type 0", "5049" + "02" + "00" + "00000001" + grp4, "unknown type(0)"},
-		{"type 27", "5049" + "02" + "1b" + "00000001" + grp4, "unknown type(27)"},
+		{"type 29", "5049" + "02" + "1d" + "00000001" + grp4, "unknown type(29)"},
 		{"type 255", "5049" + "02" + "ff" + "00000001" + grp4, "unknown type(255)"},
 
 		{"no group", hdrRes, "resolve: truncated group address family"},
