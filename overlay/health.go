@@ -709,10 +709,11 @@ func ringKey(name string) uint64 { return weight(uint64(fnvOffset), name) }
 // live reports whether i is neither dead nor joining.
 func (h *health) liveAt(i int32) bool { return i != h.selfIdx && watchable(h.recs[i].state) }
 
-// tellDeathLocked tells others that v died, as this proxy just learned:
-// by its own verdict (src invalid), or by a Fail from src. See the top
-// of this file.
-func (h *health) tellDeathLocked(out []outMsg, msg *Fail, v int32, src netip.Addr) []outMsg {
+// spreadLocked tells others news about v (a Fail: it died; an Alive: it
+// came back or restarted) that this proxy just learned: by its own
+// verdict or from v itself (src invalid), or passed on by src. See the
+// top of this file.
+func (h *health) spreadLocked(out []outMsg, msg Msg, v int32, src netip.Addr) []outMsg {
 	r := h.ros
 	if src.IsValid() {
 		from := h.byAddr(src)
@@ -845,12 +846,9 @@ func (h *health) tick() {
 	r := h.ros
 	if !h.announced {
 		h.announced, h.startedAt = true, now
-		// Everyone, dead or not: a restart must be heard.
-		for _, i := range r.order {
-			if i == h.selfIdx || h.recs[i].state == StateJoining {
-				continue
-			}
-			out = append(out, outMsg{r.ms[i].Addr, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
+		alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
+		for _, i := range h.startSetLocked() {
+			out = append(out, outMsg{r.ms[i].Addr, 0, alive})
 			h.stats.alives++
 		}
 	}
@@ -917,7 +915,7 @@ func (h *health) tick() {
 			x.outstanding, x.lastProbe, x.deadAt = 0, now, now
 			h.stats.fails++
 			ch.dead = append(ch.dead, r.ms[i])
-			out = h.tellDeathLocked(out, &Fail{Name: r.ms[i].Name, Incarnation: m.inc}, i, netip.Addr{})
+			out = h.spreadLocked(out, &Fail{Name: r.ms[i].Name, Incarnation: m.inc}, i, netip.Addr{})
 			return
 		}
 		x.outstanding++
@@ -928,6 +926,57 @@ func (h *health) tick() {
 	h.lastTick = now
 	h.mu.Unlock()
 	h.flush(out, ch)
+}
+
+// announceAll is the largest overlay in which a proxy announces its start
+// to every member: at most 63 Alives each, and every pair has heard from
+// each other at once (the lab's readiness waits for that).
+const announceAll = 64
+
+// startSetLocked lists whom this proxy announces its start to (Alive).
+// In a small overlay, everyone but the joining. In a large one, telling
+// everyone was N² messages at a cold start (10⁸ at 10,000 proxies), so it
+// tells only those that have a stake in it: those it probes, those of its
+// cluster that probe it (its ClusterProbes predecessors on the cluster's
+// ring), and its guardians (the DeadWatchers live members after it on the
+// ring of all members), who probe it while it is held dead. Those that
+// knew it at an older incarnation, or held it dead, spread the news
+// (newIncarnationLocked); at a cold start nobody knew it, nothing is
+// spread, and the others hear it when they probe it, if they ever do.
+func (h *health) startSetLocked() []int32 {
+	r := h.ros
+	var out []int32
+	add := func(i int32) {
+		if i != h.selfIdx && h.recs[i].state != StateJoining && !slices.Contains(out, i) {
+			out = append(out, i)
+		}
+	}
+	if len(r.order) <= announceAll {
+		for _, i := range r.order {
+			add(i)
+		}
+		return out
+	}
+	for _, i := range h.watchedLocked() {
+		add(i)
+	}
+	ring := r.rings[r.cluster[h.selfIdx]]
+	at := slices.Index(ring, h.selfIdx)
+	for k, n := 1, 0; k < len(ring) && n < h.cfg.ClusterProbes; k++ {
+		if i := ring[(at-k+len(ring))%len(ring)]; watchable(h.recs[i].state) {
+			add(i)
+			n++
+		}
+	}
+	n := len(r.ring)
+	at = int(r.ringAt[h.selfIdx])
+	for k, live := 1, 0; k < n && live < h.cfg.DeadWatchers; k++ {
+		if i := r.ring[(at+k)%n]; watchable(h.recs[i].state) {
+			add(i)
+			live++
+		}
+	}
+	return out
 }
 
 // restartWindow is how long after its start a proxy takes a Fail about
@@ -1154,19 +1203,21 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 				x.deadAt = now
 				ch.dead = append(ch.dead, r.ms[mi])
 				// Pass it on once: new to us, so maybe new to others.
-				out = h.tellDeathLocked(out, msg, mi, src)
+				out = h.spreadLocked(out, msg, mi, src)
 			}
 		}
 	case *Alive:
 		if msg.Name != r.ms[fi].Name {
-			// Forwarded news about a third proxy.
+			// Forwarded news about a third proxy (never about this one:
+			// byName skips self). Any member may pass it on, as any may
+			// pass on a Fail.
 			if mi := h.byName(msg.Name); mi >= 0 && msg.Incarnation > h.recs[mi].inc {
 				out = h.newIncarnationLocked(out, &ch, mi, msg.Incarnation, src)
 			}
 			break
 		}
 		if msg.Incarnation > from.inc {
-			out = h.newIncarnationLocked(out, &ch, fi, msg.Incarnation, src)
+			out = h.newIncarnationLocked(out, &ch, fi, msg.Incarnation, netip.Addr{})
 		} else if from.state == StateDead {
 			out = append(out, outMsg{src, 0, &Fail{Name: r.ms[fi].Name, Incarnation: from.inc}})
 		}
@@ -1175,7 +1226,17 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	h.flush(out, ch)
 }
 
-// newIncarnationLocked applies Alive(inc) for i, inc > its incarnation.
+// newIncarnationLocked applies Alive(inc) for i, inc > its incarnation,
+// learned from i itself (its Alive, a probe or an answer: src invalid) or
+// passed on by the proxy at src.
+//
+// News is spread as a death is (spreadLocked): i announced its start only
+// to a few (startSetLocked), and a proxy that held it dead, or knew it at
+// an older incarnation, is one of those who must know. A refutation (one
+// more than the incarnation i was known at, i alive) is not spread: i
+// sent it to everyone. Nor is a first word at a cold start (incarnation 0
+// known): there is nothing to tell. Each proxy passes each incarnation on
+// once, as it takes it once.
 func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uint32, src netip.Addr) []outMsg {
 	m := &h.recs[i]
 	if m.state == StateJoining {
@@ -1200,18 +1261,24 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	// own side holds dead, and told the other side's opinion, which it
 	// would take, it spread deaths that only guardians' probes undo.
 	restart := inc > oldInc+1
+	passed := src.IsValid()
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, mb)
-		// Forward once, and tell the newcomer whom we know dead.
-		out = h.broadcastLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, src, mb.Addr)
-		if restart {
-			out = h.deadListLocked(out, mb.Addr)
-		}
-	case oldInc != 0:
-		// A restart (or refutation) we had not noticed: its state is gone.
+	case oldInc != 0 || passed:
+		// A restart (or refutation) we had not noticed: its state is
+		// gone. News passed on is news to its sender, who knew it at an
+		// older incarnation or held it dead: this proxy, which never
+		// heard its incarnation, may still have had state with it.
 		ch.reset = append(ch.reset, mb)
+	}
+	switch {
+	case passed:
+		out = h.spreadLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, i, src)
+	case old == StateDead || (restart && oldInc != 0):
+		out = h.spreadLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, i, netip.Addr{})
 		if restart {
+			// Tell the newcomer whom we know dead.
 			out = h.deadListLocked(out, mb.Addr)
 		}
 	}
@@ -1237,6 +1304,9 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, i int32, inc uint
 		// It is up but was declared dead at this incarnation: tell it, so
 		// that it refutes.
 		out = append(out, outMsg{h.ros.ms[i].Addr, 0, &Fail{Name: h.ros.ms[i].Name, Incarnation: m.inc}})
+	case m.inc != 0 && inc > m.inc+1:
+		// A restart, heard first by a probe or its answer.
+		out = h.newIncarnationLocked(out, ch, i, inc, netip.Addr{})
 	default:
 		if inc > m.inc {
 			m.inc = inc
