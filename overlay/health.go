@@ -1193,11 +1193,19 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			break
 		}
 		m := &h.recs[mi]
-		if (m.state != StateDead && msg.Incarnation >= m.inc) || (m.state == StateDead && msg.Incarnation > m.inc) {
+		inc := msg.Incarnation
+		if inc == 0 && m.state != StateDead {
+			// Its sender never heard its incarnation (it announces its
+			// start to a few only), and probed it in vain: a death at
+			// the incarnation known here. Any member may send a Fail at
+			// any incarnation; this is no more.
+			inc = m.inc
+		}
+		if (m.state != StateDead && inc >= m.inc) || (m.state == StateDead && inc > m.inc) {
 			wasDead := m.state == StateDead
 			h.setState(mi, StateDead)
 			x := h.ext.get(mi)
-			m.inc, x.outstanding, x.lastProbe = msg.Incarnation, 0, now
+			m.inc, x.outstanding, x.lastProbe = inc, 0, now
 			h.gen.Add(1)
 			if !wasDead {
 				x.deadAt = now
