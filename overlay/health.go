@@ -891,7 +891,7 @@ func (h *health) tick() {
 			}
 			return
 		}
-		if m.state == StateAlive && int(x.outstanding) >= h.missesFor(m) {
+		if m.state == StateAlive && int(x.outstanding) >= h.missesFor(m, now) {
 			h.setState(i, StateSuspect)
 			x.l().suspectAt, x.l().suspectTicks = now, 0
 			// Ask helpers to probe it for us: a different path, and a
@@ -985,9 +985,15 @@ func (h *health) startSetLocked() []int32 {
 // DeadProbeInterval.
 func (h *health) restartWindow() int64 { return 2 * int64(h.cfg.DeadProbeInterval) }
 
-// missesFor is how many unanswered probes in a row make m a suspect.
-func (h *health) missesFor(m *mrec) int {
-	if m.heard() {
+// missesFor is how many unanswered probes in a row make m a suspect: more
+// for one not heard from yet while its first handshake may still be slow.
+// In a large overlay a proxy announces its start to a few only
+// (startSetLocked), and a member it starts to probe later (its watchers
+// move on when one dies) may never have spoken to it: past its own start
+// that is no reason to wait, and a dead cluster's last members were found
+// 2 s late for it.
+func (h *health) missesFor(m *mrec, now int64) int {
+	if m.heard() || (len(h.ros.order) > announceAll && now-h.startedAt >= int64(startGrace)) {
 		return h.cfg.ProbeMisses
 	}
 	return max(h.cfg.ProbeMisses, int(startGrace/h.cfg.ProbeInterval))
