@@ -40,7 +40,13 @@ import (
 //     messages per proxy, not one per pair of proxies (every proxy told
 //     every other before).
 //   - Comebacks: a proxy announces Alive with its incarnation when it starts
-//     (the wall clock in seconds, so a restart has a higher one). A proxy
+//     (the wall clock in seconds, so a restart has a higher one): to every
+//     member in an overlay of up to announceAll, and in a larger one to the
+//     ~20 with a stake in it (startSetLocked): everyone was N² messages at
+//     a cold start. Those that held it dead or knew an older incarnation
+//     spread the news as a death is spread (the same fan-out); at a cold
+//     start nobody did, and nothing is spread. A newcomer learned at run
+//     time still calls every member (add). A proxy
 //     that hears a Fail about itself refutes it with Alive at a higher
 //     incarnation. Dead members are still probed, slowly (DeadProbeInterval),
 //     each by its guardians: the DeadWatchers first live proxies after it
