@@ -220,3 +220,36 @@ func TestHealthJoinAnnouncedToAll(t *testing.T) {
 		t.Errorf("the newcomer announced itself to %d of %d", bySender[nm.Name], len(ms))
 	}
 }
+
+// TestHealthPassedAliveVouchesForNoMore: an Alive passed on by a member is
+// taken as a Fail passed on is, and no further: it never moves this
+// proxy's own incarnation, and it never makes a joining member alive (only
+// its own first word does); news it carries is passed on once.
+func TestHealthPassedAliveVouchesForNoMore(t *testing.T) {
+	n, ms := newHealthNet(t, bigClusters...)
+	n.run(time.Second)
+	h := n.node(ms[0].Name).health()
+	rogue := ms[150] // another cluster's
+	h.handle(rogue.Addr, 0, &Alive{Name: ms[0].Name, Incarnation: 1 << 30})
+	if inc := h.incarnation(); inc != 100 {
+		t.Errorf("a passed-on Alive about itself moved its incarnation to %d", inc)
+	}
+	nm := testMember(len(ms)+1, "ca")
+	h.add(nm, 0, StateJoining, false)
+	h.handle(rogue.Addr, 0, &Alive{Name: nm.Name, Incarnation: 7})
+	if st, _, _ := h.state(nm.Name); st != StateJoining {
+		t.Errorf("a passed-on Alive made a joining member %v", st)
+	}
+	// News for it (an incarnation above the one it knows), passed on from
+	// another cluster: it tells its own cluster once, and only once.
+	bySender, passed := countAlives(n)
+	v := ms[77]
+	h.handle(rogue.Addr, 0, &Alive{Name: v.Name, Incarnation: 500})
+	h.handle(rogue.Addr, 0, &Alive{Name: v.Name, Incarnation: 500})
+	n.settle()
+	n.net.Trace(nil)
+	if bySender[ms[0].Name] != 9 {
+		t.Errorf("%s passed the news on %d times, want once to each of its 9 cluster peers", ms[0].Name, bySender[ms[0].Name])
+	}
+	t.Logf("%d Alives passed on in all", *passed)
+}
