@@ -40,7 +40,13 @@ import (
 //     messages per proxy, not one per pair of proxies (every proxy told
 //     every other before).
 //   - Comebacks: a proxy announces Alive with its incarnation when it starts
-//     (the wall clock in seconds, so a restart has a higher one). A proxy
+//     (the wall clock in seconds, so a restart has a higher one): to every
+//     member in an overlay of up to announceAll, and in a larger one to the
+//     ~20 with a stake in it (startSetLocked): everyone was N² messages at
+//     a cold start. Those that held it dead or knew an older incarnation
+//     spread the news as a death is spread (the same fan-out); at a cold
+//     start nobody did, and nothing is spread. A newcomer learned at run
+//     time still calls every member (add). A proxy
 //     that hears a Fail about itself refutes it with Alive at a higher
 //     incarnation. Dead members are still probed, slowly (DeadProbeInterval),
 //     each by its guardians: the DeadWatchers first live proxies after it
@@ -370,6 +376,8 @@ type health struct {
 	nonce       uint32
 	probeRelays map[uint32]probeRelay
 	announced   bool
+	// startedAt: the first tick, when it announced itself.
+	startedAt int64
 	// watched caches watchedLocked (members flagged fWatched); stale
 	// unless watchedOK.
 	watched   []int32
@@ -715,10 +723,11 @@ func ringKey(name string) uint64 { return weight(uint64(fnvOffset), name) }
 // live reports whether i is neither dead nor joining.
 func (h *health) liveAt(i int32) bool { return i != h.selfIdx && watchable(h.recs[i].state) }
 
-// tellDeathLocked tells others that v died, as this proxy just learned:
-// by its own verdict (src invalid), or by a Fail from src. See the top
-// of this file.
-func (h *health) tellDeathLocked(out []outMsg, msg *Fail, v int32, src netip.Addr) []outMsg {
+// spreadLocked tells others news about v (a Fail: it died; an Alive: it
+// came back or restarted) that this proxy just learned: by its own
+// verdict or from v itself (src invalid), or passed on by src. See the
+// top of this file.
+func (h *health) spreadLocked(out []outMsg, msg Msg, v int32, src netip.Addr) []outMsg {
 	r := h.ros
 	if src.IsValid() {
 		from := h.byAddr(src)
@@ -860,13 +869,10 @@ func (h *health) tick() {
 	r := h.ros
 	starting := !h.announced
 	if starting {
-		h.announced = true
-		// Everyone, dead or not: a restart must be heard.
-		for _, i := range r.order {
-			if i == h.selfIdx || h.recs[i].state == StateJoining {
-				continue
-			}
-			out = append(out, outMsg{r.ms[i].Addr, 0, &Alive{Name: h.self.Name, Incarnation: h.inc}})
+		h.announced, h.startedAt = true, now
+		alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
+		for _, i := range h.startSetLocked() {
+			out = append(out, outMsg{r.ms[i].Addr, 0, alive})
 			h.stats.alives++
 		}
 	}
@@ -916,7 +922,7 @@ func (h *health) tick() {
 			}
 			return
 		}
-		if m.state == StateAlive && int(x.outstanding) >= h.missesFor(m) {
+		if m.state == StateAlive && int(x.outstanding) >= h.missesFor(m, now) {
 			h.setState(i, StateSuspect)
 			x.l().suspectAt, x.l().suspectTicks = now, 0
 			// Ask helpers to probe it for us: a different path, and a
@@ -940,7 +946,7 @@ func (h *health) tick() {
 			x.outstanding, x.lastProbe, x.deadAt = 0, now, now
 			h.stats.fails++
 			ch.dead = append(ch.dead, r.ms[i])
-			out = h.tellDeathLocked(out, &Fail{Name: r.ms[i].Name, Incarnation: m.inc}, i, netip.Addr{})
+			out = h.spreadLocked(out, &Fail{Name: r.ms[i].Name, Incarnation: m.inc}, i, netip.Addr{})
 			return
 		}
 		x.outstanding++
@@ -953,9 +959,66 @@ func (h *health) tick() {
 	h.flush(out, ch)
 }
 
-// missesFor is how many unanswered probes in a row make m a suspect.
-func (h *health) missesFor(m *mrec) int {
-	if m.heard() {
+// announceAll is the largest overlay in which a proxy announces its start
+// to every member: at most 63 Alives each, and every pair has heard from
+// each other at once (the lab's readiness waits for that).
+const announceAll = 64
+
+// startSetLocked lists whom this proxy announces its start to (Alive).
+// In a small overlay, everyone but the joining. In a large one, telling
+// everyone was N² messages at a cold start (10⁸ at 10,000 proxies), so it
+// tells only those that have a stake in it: those it probes, those of its
+// cluster that probe it (its ClusterProbes predecessors on the cluster's
+// ring), and its guardians (the DeadWatchers live members after it on the
+// ring of all members), who probe it while it is held dead. Those that
+// knew it at an older incarnation, or held it dead, spread the news
+// (newIncarnationLocked); at a cold start nobody knew it, nothing is
+// spread, and the others hear it when they probe it, if they ever do.
+func (h *health) startSetLocked() []int32 {
+	r := h.ros
+	var out []int32
+	add := func(i int32) {
+		if i != h.selfIdx && h.recs[i].state != StateJoining && !slices.Contains(out, i) {
+			out = append(out, i)
+		}
+	}
+	if len(r.order) <= announceAll {
+		for _, i := range r.order {
+			add(i)
+		}
+		return out
+	}
+	for _, i := range h.watchedLocked() {
+		add(i)
+	}
+	ring := r.rings[r.cluster[h.selfIdx]]
+	at := slices.Index(ring, h.selfIdx)
+	for k, n := 1, 0; k < len(ring) && n < h.cfg.ClusterProbes; k++ {
+		if i := ring[(at-k+len(ring))%len(ring)]; watchable(h.recs[i].state) {
+			add(i)
+			n++
+		}
+	}
+	n := len(r.ring)
+	at = int(r.ringAt[h.selfIdx])
+	for k, live := 1, 0; k < n && live < h.cfg.DeadWatchers; k++ {
+		if i := r.ring[(at+k)%n]; watchable(h.recs[i].state) {
+			add(i)
+			live++
+		}
+	}
+	return out
+}
+
+// missesFor is how many unanswered probes in a row make m a suspect: more
+// for one not heard from yet while its first handshake may still be slow.
+// In a large overlay a proxy announces its start to a few only
+// (startSetLocked), and a member it starts to probe later (its watchers
+// move on when one dies) may never have spoken to it: past its own start
+// that is no reason to wait, and a dead cluster's last members were found
+// 2 s late for it.
+func (h *health) missesFor(m *mrec, now int64) int {
+	if m.heard() || (len(h.ros.order) > announceAll && now-h.startedAt >= int64(startGrace)) {
 		return h.cfg.ProbeMisses
 	}
 	return max(h.cfg.ProbeMisses, int(startGrace/h.cfg.ProbeInterval))
@@ -1178,29 +1241,39 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			break
 		}
 		m := &h.recs[mi]
-		if (m.state != StateDead && msg.Incarnation >= m.inc) || (m.state == StateDead && msg.Incarnation > m.inc) {
+		inc := msg.Incarnation
+		if inc == 0 && m.state != StateDead {
+			// Its sender never heard its incarnation (it announces its
+			// start to a few only), and probed it in vain: a death at
+			// the incarnation known here. Any member may send a Fail at
+			// any incarnation; this is no more.
+			inc = m.inc
+		}
+		if (m.state != StateDead && inc >= m.inc) || (m.state == StateDead && inc > m.inc) {
 			wasDead := m.state == StateDead
 			h.setState(mi, StateDead)
 			x := h.ext.get(mi)
-			m.inc, x.outstanding, x.lastProbe = msg.Incarnation, 0, now
+			m.inc, x.outstanding, x.lastProbe = inc, 0, now
 			h.gen.Add(1)
 			if !wasDead {
 				x.deadAt = now
 				ch.dead = append(ch.dead, r.ms[mi])
 				// Pass it on once: new to us, so maybe new to others.
-				out = h.tellDeathLocked(out, msg, mi, src)
+				out = h.spreadLocked(out, msg, mi, src)
 			}
 		}
 	case *Alive:
 		if msg.Name != r.ms[fi].Name {
-			// Forwarded news about a third proxy.
+			// Forwarded news about a third proxy (never about this one:
+			// byName skips self). Any member may pass it on, as any may
+			// pass on a Fail.
 			if mi := h.byName(msg.Name); mi >= 0 && msg.Incarnation > h.recs[mi].inc {
 				out = h.newIncarnationLocked(out, &ch, mi, msg.Incarnation, src)
 			}
 			break
 		}
 		if msg.Incarnation > from.inc {
-			out = h.newIncarnationLocked(out, &ch, fi, msg.Incarnation, src)
+			out = h.newIncarnationLocked(out, &ch, fi, msg.Incarnation, netip.Addr{})
 		} else if from.state == StateDead {
 			out = append(out, outMsg{src, 0, &Fail{Name: r.ms[fi].Name, Incarnation: from.inc}})
 		}
@@ -1209,7 +1282,17 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	h.flush(out, ch)
 }
 
-// newIncarnationLocked applies Alive(inc) for i, inc > its incarnation.
+// newIncarnationLocked applies Alive(inc) for i, inc > its incarnation,
+// learned from i itself (its Alive, a probe or an answer: src invalid) or
+// passed on by the proxy at src.
+//
+// News is spread as a death is (spreadLocked): i announced its start only
+// to a few (startSetLocked), and a proxy that held it dead, or knew it at
+// an older incarnation, is one of those who must know. A refutation (one
+// more than the incarnation i was known at, i alive) is not spread: i
+// sent it to everyone. Nor is a first word at a cold start (incarnation 0
+// known): there is nothing to tell. Each proxy passes each incarnation on
+// once, as it takes it once.
 func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uint32, src netip.Addr) []outMsg {
 	m := &h.recs[i]
 	if m.state == StateJoining {
@@ -1228,17 +1311,29 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	}
 	h.gen.Add(1)
 	mb := h.ros.ms[i]
-	// No list of whom we hold dead goes with it: a restarted proxy asks
-	// for that (Restarted), and one that refuted (a partition healed)
-	// kept its own side's view, which the other side's list would
-	// overturn with deaths that only guardians' probes undo.
+	// No list of whom we hold dead goes with the news: a restarted proxy
+	// asks for that (Restarted), and one that refuted (a partition healed)
+	// kept its own side's view, which the other side's list would overturn
+	// with deaths that only guardians' probes undo. A restart starts at
+	// the wall clock; a refutation is the incarnation it was declared dead
+	// at plus one, and the refuter tells everyone itself.
+	restart := inc > oldInc+1
+	passed := src.IsValid()
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, mb)
-		out = h.broadcastLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, src, mb.Addr) // forward once
-	case oldInc != 0:
-		// A restart (or refutation) we had not noticed: its state is gone.
+	case oldInc != 0 || passed:
+		// A restart (or refutation) we had not noticed: its state is
+		// gone. News passed on is news to its sender, who knew it at an
+		// older incarnation or held it dead: this proxy, which never
+		// heard its incarnation, may still have had state with it.
 		ch.reset = append(ch.reset, mb)
+	}
+	switch {
+	case passed:
+		out = h.spreadLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, i, src)
+	case old == StateDead || (restart && oldInc != 0):
+		out = h.spreadLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, i, netip.Addr{})
 	}
 	return out
 }
@@ -1262,6 +1357,9 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, i int32, inc uint
 		// It is up but was declared dead at this incarnation: tell it, so
 		// that it refutes.
 		out = append(out, outMsg{h.ros.ms[i].Addr, 0, &Fail{Name: h.ros.ms[i].Name, Incarnation: m.inc}})
+	case m.inc != 0 && inc > m.inc+1:
+		// A restart, heard first by a probe or its answer.
+		out = h.newIncarnationLocked(out, ch, i, inc, netip.Addr{})
 	default:
 		if inc > m.inc {
 			m.inc = inc
