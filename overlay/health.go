@@ -1122,7 +1122,6 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	}
 	r := h.ros
 	from := &h.recs[fi]
-	heardBefore := from.heard()
 	from.flags |= fHeard
 	from.lastHeard = now
 	if from.state == StateJoining {
@@ -1204,17 +1203,9 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		}
 		h.deadListed[fi] = listedAt{now, msg.Incarnation}
 		out = h.deadListLocked(out, src)
-		if heardBefore && from.state != StateDead && msg.Incarnation < from.inc {
-			// It restarted below an incarnation it had had (a clock that
-			// went back): its state is gone, and it must refute above
-			// what we know for the others to see it. (A restart at the
-			// very incarnation it had looks like its own start; and an
-			// incarnation we have only from the member list, not from it,
-			// is no life of it that we knew.)
-			ch.reset = append(ch.reset, r.ms[fi])
-			out = append(out, outMsg{src, 0, &Fail{Name: r.ms[fi].Name, Incarnation: from.inc}})
-		}
-		// Otherwise its start is news by its Alive, sent with this.
+		// Its start is news by its Alive, sent with this. (One below an
+		// incarnation it had, its clock gone back, is not told apart from
+		// a Restarted that a refutation overtook on the way.)
 	case *Fail:
 		if msg.Name == h.self.Name {
 			alive := &Alive{Name: h.self.Name, Incarnation: h.inc}

@@ -3,8 +3,8 @@ package overlay
 // Red-team tests of the failure detector (guardians, the dead probed in
 // turn, the dead list that a restarted proxy asks for, the stale Fail
 // answered to its sender). A test whose finding still stands is skipped
-// with "finding N"; REDTEAM=1 runs it (and it fails). Findings 1, 2, 4, 7
-// and 8 are fixed: a start asks for the dead (Restarted) instead of others
+// with "finding N"; REDTEAM=1 runs it (and it fails). Findings 1, 4, 7
+// and 8 are fixed, 2 in part: a start asks for the dead (Restarted) instead of others
 // guessing a restart from the jump of an incarnation, and the turn over
 // the dead makes a round in deadTurnRound.
 
@@ -110,9 +110,11 @@ func TestRedteamRestartAtPlusOneProxy(t *testing.T) {
 // ahead of the clock by refutations (one forged Fail at a high incarnation
 // does that). Its Alive is below what the others hold, so they ignore it:
 // nobody sent the dead list, nobody reset its state (change.reset). Now
-// its Restarted, below what they hold, gets a reset and a Fail at the
-// incarnation they hold, which it refutes above.
+// it asks for the dead (Restarted); the reset is still missing: a
+// Restarted below what a proxy holds may also be one that a refutation
+// overtook on the way, and telling it to refute then is an Alive to all.
 func TestRedteamQuickRestartClockBackLearnsTheDead(t *testing.T) {
+	rtSkip(t, "finding 2, in part: it learns the dead now (Restarted), but nobody resets a restart below the incarnation it had")
 	n, ms := newHealthNet(t, 10, 10, 10)
 	n.run(3 * probeInterval)
 	v := ms[0]
