@@ -46,23 +46,23 @@ import (
 //     a cold start. Those that held it dead or knew an older incarnation
 //     spread the news as a death is spread (the same fan-out); at a cold
 //     start nobody did, and nothing is spread. A newcomer learned at run
-//     time still calls every member (add). A proxy
-//     that hears a Fail about itself refutes it with Alive at a higher
-//     incarnation. Dead members are still probed, slowly (DeadProbeInterval),
+//     time still calls every member (add). A proxy that hears a Fail about
+//     itself refutes it with Alive at a higher incarnation. Dead members
+//     are still probed, slowly (DeadProbeInterval),
 //     each by its guardians: the DeadWatchers first live proxies after it
 //     on a ring of all members (by the same hash as tier 1's rings), so
 //     that a comeback is seen on each side of a partition while a dead
 //     member costs DeadWatchers probes a second, not one per live proxy
 //     (5×10⁷ a second in a partition of 10,000). Views differ, so every
-//     proxy also probes one of its dead a second, in turn: one held dead
-//     only by proxies that are none of its guardians in their own view
-//     still comes back for them. A dead member that answers with a stale
+//     proxy also probes its dead in turn, a round in deadTurnRound: one
+//     held dead only by proxies that are none of its guardians in their
+//     own view still comes back for them. A dead member that answers with a stale
 //     incarnation is told (Fail) so that it refutes.
 //   - A refutation is the rumor's incarnation plus one. A proxy that
 //     starts asks the members it probes whom they hold dead (Restarted):
-//     a restart lost that. One that knew it at a higher incarnation (its
-//     clock went back) tells it so (Fail), and it refutes above it. A
-//     refutation gets no such list: the refuter kept its view.
+//     a restart lost that. A refutation gets no such list: the refuter
+//     kept its view, and after a partition heals the other side's list
+//     would declare its own side dead.
 //
 // Precedence of news about a member, as in SWIM: Alive(i) beats what is
 // known at incarnation < i; Fail(i) beats Alive or suspicion at ≤ i.
