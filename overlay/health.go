@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"math"
 	"net/netip"
 	"slices"
 	"sync"
@@ -396,6 +397,19 @@ type health struct {
 	deadTurnAt int64
 	stats      healthStats
 }
+
+// Incarnations start at the wall clock in seconds (1.8 × 10⁹ in 2026)
+// and grow by one a refutation. A Fail above maxFailIncarnation, or an
+// Alive above maxAliveIncarnation, is forged: one Fail at 2³²−1 made its
+// victim refute at 0 (rumor + 1, wrapped), which nobody took, and every
+// proxy that held it dead answered its Alive with the Fail again, and it
+// refuted each to all: a storm without end from one packet. A forged Fail
+// just below the bound can still lift a proxy's incarnation there, but
+// its refutations stay within the bound for Alive, and nothing wraps.
+const (
+	maxFailIncarnation  = math.MaxUint32 - 1<<20
+	maxAliveIncarnation = maxFailIncarnation + 1<<16
+)
 
 type listedAt struct {
 	at  int64
@@ -1207,6 +1221,9 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		// incarnation it had, its clock gone back, is not told apart from
 		// a Restarted that a refutation overtook on the way.)
 	case *Fail:
+		if msg.Incarnation > maxFailIncarnation {
+			break // see maxFailIncarnation
+		}
 		if msg.Name == h.self.Name {
 			alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
 			if msg.Incarnation < h.inc {
@@ -1257,6 +1274,9 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			}
 		}
 	case *Alive:
+		if msg.Incarnation > maxAliveIncarnation {
+			break
+		}
 		if msg.Name != r.ms[fi].Name {
 			// Forwarded news about a third proxy (never about this one:
 			// byName skips self). Any member may pass it on, as any may
