@@ -668,3 +668,56 @@ func TestHealthRestartSameIncarnationLearnsTheDead(t *testing.T) {
 		t.Errorf("%s sent %d Alive after its restart among %d proxies, want at most %d", v.Name, alives, len(ms), 4*len(ms))
 	}
 }
+
+// TestHealthRestartedFloodIsCheap: a member floods a proxy with Restarted
+// (each asks for the list of whom it holds dead, a Fail per dead member):
+// it gets one list per DeadProbeInterval, or one per probe interval when
+// it claims a new start each time; one about another member gets none;
+// and the others' views stay right meanwhile.
+func TestHealthRestartedFloodIsCheap(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	dead := ms[20:25]
+	for _, d := range dead {
+		n.kill(d.Name)
+	}
+	n.until(5*time.Second, "the 5 dead everywhere", func() bool {
+		for _, d := range dead {
+			if !n.allSee(d.Name, StateDead)() {
+				return false
+			}
+		}
+		return true
+	})
+	n.run(2 * time.Second) // past the lists that the starts asked for
+	evil, target := ms[1], ms[2]
+	fails := 0
+	n.net.Trace(func(p overlaytest.Packet) {
+		if _, m, err := ParseMsg(p.Payload); err == nil && m.Type() == TypeFail && p.From == target.Name && p.To == evil.Name {
+			fails++
+		}
+	})
+	// One second: 1,000 asks at one incarnation, 1,000 about another member.
+	for i := range 1000 {
+		n.sendAs(evil.Name, target.Name, wmsg{0, &Restarted{Name: evil.Name, Incarnation: 100}})
+		n.sendAs(evil.Name, target.Name, wmsg{0, &Restarted{Name: ms[3].Name, Incarnation: uint32(200 + i)}})
+		n.run(time.Millisecond)
+	}
+	same := fails
+	// One second: 1,000 asks, each claiming a new start.
+	for i := range 1000 {
+		n.sendAs(evil.Name, target.Name, wmsg{0, &Restarted{Name: evil.Name, Incarnation: uint32(1000 + i)}})
+		n.run(time.Millisecond)
+	}
+	n.net.Trace(nil)
+	t.Logf("1,000 Restarted at one incarnation got %d Fails; 1,000 with new ones %d more", same, fails-same)
+	if same > 2*len(dead) {
+		t.Errorf("1,000 Restarted at one incarnation within 1 s got %d Fails, want at most %d (two lists)", same, 2*len(dead))
+	}
+	if more := fails - same; more > 11*len(dead) {
+		t.Errorf("1,000 Restarted claiming new starts within 1 s got %d Fails, want at most %d (one list per probe interval)", more, 11*len(dead))
+	}
+	if !n.viewRight(ms)() {
+		t.Errorf("views went wrong during the flood")
+	}
+}
