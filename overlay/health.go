@@ -377,8 +377,9 @@ type health struct {
 	nonce       uint32
 	probeRelays map[uint32]probeRelay
 	announced   bool
-	// startedAt: the first tick, when it announced itself.
-	startedAt int64
+	// startedAt: the first tick, when it announced itself; refutedAt: its
+	// last refutation to all.
+	startedAt, refutedAt int64
 	// watched caches watchedLocked (members flagged fWatched); stale
 	// unless watchedOK.
 	watched   []int32
@@ -1239,6 +1240,15 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			alive.Incarnation = h.inc
 			ch.refuted = true
 			h.stats.alives++
+			if now-h.refutedAt < int64(h.cfg.ProbeInterval) {
+				// A Fail at the incarnation refuted a moment ago is no
+				// suspicion (confirming one takes longer): forged ones,
+				// each refuted to all, were N messages a packet. Its
+				// sender hears; others learn at the next probe.
+				out = append(out, outMsg{src, 0, alive})
+				break
+			}
+			h.refutedAt = now
 			out = h.broadcastLocked(out, alive)
 			// Dead members are skipped by broadcast, but the sender thinks
 			// we are dead and is alive itself.
