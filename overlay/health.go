@@ -49,16 +49,16 @@ import (
 //     start nobody did, and nothing is spread. A newcomer learned at run
 //     time still calls every member (add). A proxy that hears a Fail about
 //     itself refutes it with Alive at a higher incarnation. Dead members
-//     are still probed, slowly (DeadProbeInterval),
-//     each by its guardians: the DeadWatchers first live proxies after it
-//     on a ring of all members (by the same hash as tier 1's rings), so
-//     that a comeback is seen on each side of a partition while a dead
-//     member costs DeadWatchers probes a second, not one per live proxy
-//     (5×10⁷ a second in a partition of 10,000). Views differ, so every
-//     proxy also probes its dead in turn, a round in deadTurnRound: one
-//     held dead only by proxies that are none of its guardians in their
-//     own view still comes back for them. A dead member that answers with a stale
-//     incarnation is told (Fail) so that it refutes.
+//     are still probed, slowly (DeadProbeInterval), each by its guardians:
+//     the DeadWatchers first live proxies after it on a ring of all
+//     members (by the same hash as tier 1's rings), so that a comeback is
+//     seen on each side of a partition while a dead member costs
+//     DeadWatchers probes a second, not one per live proxy (5×10⁷ a second
+//     in a partition of 10,000). Views differ, so every proxy also probes
+//     its dead in turn, a round in deadTurnRound: one held dead only by
+//     proxies that are none of its guardians in their own view still comes
+//     back for them. A dead member that answers with a stale incarnation
+//     is told (Fail) so that it refutes.
 //   - A refutation is the rumor's incarnation plus one. A proxy that
 //     starts asks the members it probes whom they hold dead (Restarted):
 //     a restart lost that. A refutation gets no such list: the refuter
@@ -854,11 +854,9 @@ func (h *health) deadTurnLocked(out []outMsg, now int64) []outMsg {
 		start = h.dead.next(0)
 	}
 	for k := start; k >= 0 && budget > 0; {
-		i := h.ros.order[k]
-		if x := h.ext.get(i); now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
+		var probed bool
+		if out, probed = h.probeDeadLocked(out, h.ros.order[k], now); probed {
 			h.deadTurn = k
-			x.lastProbe = now
-			out = h.probeLocked(out, i, now, false)
 			budget--
 		}
 		if k = h.dead.next(k + 1); k < 0 {
@@ -869,6 +867,17 @@ func (h *health) deadTurnLocked(out []outMsg, now int64) []outMsg {
 		}
 	}
 	return out
+}
+
+// probeDeadLocked probes the dead member i for a comeback unless a probe
+// went to it within the last DeadProbeInterval, and reports whether it did.
+func (h *health) probeDeadLocked(out []outMsg, i int32, now int64) ([]outMsg, bool) {
+	x := h.ext.get(i) // the dead have a probeRec
+	if now-x.lastProbe < int64(h.cfg.DeadProbeInterval) {
+		return out, false
+	}
+	x.lastProbe = now
+	return h.probeLocked(out, i, now, false), true
 }
 
 // deadTurnRound is how long deadTurnLocked takes to probe each dead member
@@ -906,10 +915,7 @@ func (h *health) tick() {
 	}
 	if h.nDown > 0 {
 		for _, i := range h.guardedLocked() {
-			if x := h.ext.get(i); now-x.lastProbe >= int64(h.cfg.DeadProbeInterval) {
-				x.lastProbe = now
-				out = h.probeLocked(out, i, now, false)
-			}
+			out, _ = h.probeDeadLocked(out, i, now)
 		}
 		out = h.deadTurnLocked(out, now)
 	}
@@ -1353,11 +1359,8 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 		// heard its incarnation, may still have had state with it.
 		ch.reset = append(ch.reset, mb)
 	}
-	switch {
-	case passed:
+	if passed || old == StateDead || (restart && oldInc != 0) {
 		out = h.spreadLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, i, src)
-	case old == StateDead || (restart && oldInc != 0):
-		out = h.spreadLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, i, netip.Addr{})
 	}
 	return out
 }
