@@ -196,13 +196,8 @@ func (g *Gate) probe() int {
 		}
 		g.mu.Lock()
 		for _, b := range bufs[j:k] {
-			p := uintptr(unsafe.Pointer(b))
-			if g.In.dropLocked(p) {
-				ki++
-			}
-			if g.Out.dropLocked(p) {
-				ko++
-			}
+			i, o := g.letGoLocked(uintptr(unsafe.Pointer(b)))
+			ki, ko = ki+i, ko+o
 		}
 		done := g.In.n.Load()+g.Out.n.Load() == 0
 		g.mu.Unlock()
@@ -219,6 +214,18 @@ func (g *Gate) probe() int {
 	g.In.progress(ki)
 	g.Out.progress(ko)
 	return ki + ko
+}
+
+// letGoLocked forgets buffer p, back from the device, in whichever
+// direction held it, and counts it (1) there.
+func (g *Gate) letGoLocked(p uintptr) (in, out int) {
+	if g.In.dropLocked(p) {
+		in = 1
+	}
+	if g.Out.dropLocked(p) {
+		out = 1
+	}
+	return in, out
 }
 
 // unused is whether a buffer from the pool never held a datagram (its
@@ -332,12 +339,8 @@ func (g *Gate) recycle(r *reader, f *Inflight, bufs [][]byte) {
 				}
 			}
 		} else {
-			if g.In.dropLocked(p) {
-				ki++
-			}
-			if g.Out.dropLocked(p) {
-				ko++
-			}
+			in, out := g.letGoLocked(p)
+			ki, ko = ki+in, ko+out
 			r.last[i] = p
 		}
 		r.counted[i] = false
