@@ -139,6 +139,30 @@ func TestRedteamQuickRestartClockBackLearnsTheDead(t *testing.T) {
 	n.until(5*time.Second, v.Name+" restarted at 90 holds "+d.Name+" dead", n.viewRight(ms))
 }
 
+// rtPartition cuts ms[:k] from ms[k:] and waits until each side holds
+// the other dead; it returns the two sides' names.
+func rtPartition(n *harness, ms []Member, k int) (a, b []string) {
+	for i, m := range ms {
+		if i < k {
+			a = append(a, m.Name)
+		} else {
+			b = append(b, m.Name)
+		}
+	}
+	n.net.Partition(a, b)
+	n.until(10*time.Second, "each side holds the other dead", func() bool {
+		for _, x := range a {
+			for _, y := range b {
+				if n.state(x, y) != StateDead || n.state(y, x) != StateDead {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return a, b
+}
+
 // rtResets counts viewer's changes that reset or revived of.
 func rtResets(n *harness, viewer, of string) int {
 	k := 0
@@ -357,25 +381,7 @@ func TestRedteamStaleFailReplayIsCheap(t *testing.T) {
 func TestRedteamOddHealConverges(t *testing.T) {
 	n, ms := newHealthNet(t, 10, 10, 10, 10)
 	n.run(3 * probeInterval)
-	var a, b []string
-	for i, m := range ms {
-		if i < 20 {
-			a = append(a, m.Name)
-		} else {
-			b = append(b, m.Name)
-		}
-	}
-	n.net.Partition(a, b)
-	n.until(10*time.Second, "each side holds the other dead", func() bool {
-		for _, x := range a {
-			for _, y := range b {
-				if n.state(x, y) != StateDead || n.state(y, x) != StateDead {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	a, _ := rtPartition(n, ms, 20)
 	d := ms[25]
 	// d's guardians in A's view: A's members whose guarded set holds d.
 	var gs []string
@@ -560,25 +566,7 @@ func TestRedteamRestartClockBackHeldDeadLearnsTheDead(t *testing.T) {
 func TestRedteamHealAfterTwoRefutationsSpreadsDeaths(t *testing.T) {
 	n, ms := newHealthNet(t, 10, 10, 10, 10)
 	n.run(3 * time.Second)
-	var a, b []string
-	for i, m := range ms {
-		if i < 20 {
-			a = append(a, m.Name)
-		} else {
-			b = append(b, m.Name)
-		}
-	}
-	n.net.Partition(a, b)
-	n.until(10*time.Second, "each side holds the other dead", func() bool {
-		for _, x := range a {
-			for _, y := range b {
-				if n.state(x, y) != StateDead || n.state(y, x) != StateDead {
-					return false
-				}
-			}
-		}
-		return true
-	})
+	_, b := rtPartition(n, ms, 20)
 	// x refutes twice on its side (false suspicions there).
 	x, y := ms[20], ms[21]
 	hx := n.node(x.Name).health()
