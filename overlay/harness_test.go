@@ -261,13 +261,13 @@ func (h *harness) until(limit time.Duration, what string, cond func() bool) time
 // state is how viewer sees of.
 func (h *harness) state(viewer, of string) MemberState {
 	h.t.Helper()
-	for _, m := range h.node(viewer).health().snapshot() {
-		if m.Name == of {
-			return m.State
-		}
+	// Not from a snapshot: conditions polled after every event of a
+	// run ask it for every pair.
+	st, _, ok := h.node(viewer).health().state(of)
+	if !ok {
+		h.t.Fatalf("%s does not know %s", viewer, of)
 	}
-	h.t.Fatalf("%s does not know %s", viewer, of)
-	return 0
+	return st
 }
 
 // allSee reports whether every host that is up but of sees of in state st.
@@ -409,6 +409,26 @@ func joinMsg(i int, g router.Group, pol router.Policy, ka time.Duration) wmsg {
 	j := w.m.(*Join)
 	j.Policy, j.Keepalive = pol, ka
 	return w
+}
+
+// asSingles is m as the Fails and Alives it tells: a News is several
+// (see health.newsOutLocked); any other message none.
+func asSingles(m Msg) []Msg {
+	switch m := m.(type) {
+	case *Fail, *Alive:
+		return []Msg{m}
+	case *News:
+		var out []Msg
+		for _, it := range m.Items {
+			if it.Dead {
+				out = append(out, &Fail{Name: it.Name, Incarnation: it.Incarnation})
+			} else {
+				out = append(out, &Alive{Name: it.Name, Incarnation: it.Incarnation})
+			}
+		}
+		return out
+	}
+	return nil
 }
 
 func failMsg(name string, inc uint32) wmsg {

@@ -39,7 +39,11 @@ import (
 //     proxy hears each death from up to FailFanout proxies, so the loss of
 //     one copy does not matter, and a death costs about FailFanout
 //     messages per proxy, not one per pair of proxies (every proxy told
-//     every other before).
+//     every other before). A proxy sends the news it tells or passes on
+//     (deaths and comebacks) at once if it sent none within the last
+//     ProbeInterval, and else at its next tick, all it has for one member
+//     in one News: a partition of N proxies is N/2 deaths for each, and a
+//     datagram for each death to each proxy was 1.8 N² in all.
 //   - Comebacks: a proxy announces Alive with its incarnation when it starts
 //     (the wall clock in seconds, so a restart has a higher one): to every
 //     member in an overlay of up to announceAll, and in a larger one to the
@@ -371,6 +375,9 @@ type health struct {
 	// The deadAt and vouchedAt of members whose probeRec was dropped,
 	// where they still matter (deadSince; a vouch newer than the last word).
 	deadAt, vouched map[int32]int64
+	// toldDead: the members told since the last tick that they are held
+	// dead here (tellDeadLocked).
+	toldDead map[int32]bool
 	// deadListed: when each member that asked (Restarted) was last sent
 	// whom this proxy holds dead, and at which incarnation it asked.
 	deadListed  map[int32]listedAt
@@ -396,7 +403,16 @@ type health struct {
 	// at deadTurnAt.
 	deadTurn   int32
 	deadTurnAt int64
-	stats      healthStats
+	// news: to pass on (spreadLocked), in the order queued; newsAt: when
+	// queued news last went out (newsOutLocked).
+	news   []queuedNews
+	newsAt int64
+	stats  healthStats
+}
+
+type queuedNews struct {
+	to, k int32 // k: its place in the queue
+	news  NewsItem
 }
 
 // Incarnations start at the wall clock in seconds (1.8 × 10⁹ in 2026)
@@ -738,27 +754,27 @@ func ringKey(name string) uint64 { return weight(uint64(fnvOffset), name) }
 // live reports whether i is neither dead nor joining.
 func (h *health) liveAt(i int32) bool { return i != h.selfIdx && watchable(h.recs[i].state) }
 
-// spreadLocked tells others news about v (a Fail: it died; an Alive: it
-// came back or restarted) that this proxy just learned: by its own
-// verdict or from v itself (src invalid), or passed on by src. See the
-// top of this file.
-func (h *health) spreadLocked(out []outMsg, msg Msg, v int32, src netip.Addr) []outMsg {
+// spreadLocked tells others news about v (Dead: it died; else it came
+// back or restarted) that this proxy just learned: by its own verdict or
+// from v itself (src invalid), or passed on by src. See the top of this
+// file. The news is queued (newsOutLocked sends it).
+func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 	r := h.ros
 	if src.IsValid() {
 		from := h.byAddr(src)
 		if from < 0 || r.ms[from].Cluster == h.self.Cluster {
-			return out // its sender told this cluster
+			return // its sender told this cluster
 		}
 	}
 	tell := func(o int32) bool { return o != v && h.liveAt(o) && r.ms[o].Addr != src }
 	own := r.cluster[h.selfIdx]
 	for _, o := range r.clusters[own] {
 		if tell(o) {
-			out = append(out, outMsg{r.ms[o].Addr, 0, msg})
+			h.queueNewsLocked(o, news)
 		}
 	}
 	if src.IsValid() {
-		return out
+		return
 	}
 	vw := pairPrefix(r.ms[v].Name)
 	for c, ms := range r.clusters {
@@ -772,11 +788,71 @@ func (h *health) spreadLocked(out []outMsg, msg Msg, v int32, src netip.Addr) []
 			}
 		}
 		for _, o := range t.idx {
-			out = append(out, outMsg{r.ms[o].Addr, 0, msg})
+			h.queueNewsLocked(o, news)
 		}
+	}
+}
+
+func (h *health) queueNewsLocked(o int32, news NewsItem) {
+	h.news = append(h.news, queuedNews{o, int32(len(h.news)), news})
+}
+
+// newsOutLocked sends the news queued (see the top of this file): now if
+// none went out within the last ProbeInterval, at a tick (tick), or when
+// maxNewsQueued wait (a flood must not grow memory); else it waits for
+// the next tick.
+func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
+	q := h.news
+	if len(q) == 0 || (!tick && now-h.newsAt < int64(h.cfg.ProbeInterval) && len(q) < maxNewsQueued) {
+		return out
+	}
+	h.newsAt = now
+	// By member, each one's news in the order learned.
+	slices.SortFunc(q, func(a, b queuedNews) int {
+		if a.to != b.to {
+			return int(a.to - b.to)
+		}
+		return int(a.k - b.k)
+	})
+	var items []NewsItem
+	for k := 0; k < len(q); {
+		o, n := q[k].to, 1
+		for k+n < len(q) && q[k+n].to == o {
+			n++
+		}
+		items = items[:0]
+		for _, e := range q[k : k+n] {
+			items = append(items, e.news)
+		}
+		out = tellNews(out, h.ros.ms[o].Addr, items)
+		k += n
+	}
+	clear(q)
+	h.news = q[:0]
+	if cap(q) > maxOutboxKept {
+		h.news = nil // a death told to every cluster: keep no room for it at every proxy
 	}
 	return out
 }
+
+// tellNews sends items to to: one as the Fail or Alive it is, more in as
+// few News as hold them.
+func tellNews(out []outMsg, to netip.Addr, items []NewsItem) []outMsg {
+	if len(items) == 1 {
+		it := items[0]
+		if it.Dead {
+			return append(out, outMsg{to, 0, &Fail{Name: it.Name, Incarnation: it.Incarnation}})
+		}
+		return append(out, outMsg{to, 0, &Alive{Name: it.Name, Incarnation: it.Incarnation}})
+	}
+	for _, m := range packNews(items) {
+		out = append(out, outMsg{to, 0, m})
+	}
+	return out
+}
+
+// maxNewsQueued is how many news items wait for a tick at most.
+const maxNewsQueued = 1 << 14
 
 func (h *health) probeLocked(out []outMsg, i int32, now int64, indirect bool) []outMsg {
 	seq := h.nextNonce()
@@ -905,6 +981,7 @@ func (h *health) tick() {
 			delete(h.probeRelays, seq)
 		}
 	}
+	h.toldDead = nil
 	h.watchedLocked()
 	if starting {
 		// A start, or a restart that lost whom it knew dead: ask those it
@@ -967,7 +1044,7 @@ func (h *health) tick() {
 			x.outstanding, x.lastProbe, x.deadAt = 0, now, now
 			h.stats.fails++
 			ch.dead = append(ch.dead, r.ms[i])
-			out = h.spreadLocked(out, &Fail{Name: r.ms[i].Name, Incarnation: m.inc}, i, netip.Addr{})
+			h.spreadLocked(NewsItem{Name: r.ms[i].Name, Incarnation: m.inc, Dead: true}, i, netip.Addr{})
 			return
 		}
 		x.outstanding++
@@ -975,6 +1052,7 @@ func (h *health) tick() {
 		out = h.probeLocked(out, i, now, false)
 	})
 	h.reachLocked(&ch, now)
+	out = h.newsOutLocked(out, now, true)
 	h.lastTick = now
 	h.mu.Unlock()
 	h.flush(out, ch)
@@ -1228,88 +1306,109 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		// incarnation it had, its clock gone back, is not told apart from
 		// a Restarted that a refutation overtook on the way.)
 	case *Fail:
-		if msg.Incarnation > maxFailIncarnation {
-			break // see maxFailIncarnation
-		}
-		if msg.Name == h.self.Name {
-			alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
-			if msg.Incarnation < h.inc {
-				// Refuted already: only its sender has not heard. (Every
-				// proxy that held this one dead tells it so: a broadcast
-				// for each was N² messages.)
-				h.stats.alives++
-				out = append(out, outMsg{src, 0, alive})
-				break
-			}
-			// Refute: we are alive, at a higher incarnation than the rumor.
-			h.inc = msg.Incarnation + 1
-			alive.Incarnation = h.inc
-			ch.refuted = true
-			h.stats.alives++
-			if now-h.refutedAt < int64(h.cfg.ProbeInterval) {
-				// A Fail at the incarnation refuted a moment ago is no
-				// suspicion (confirming one takes longer): forged ones,
-				// each refuted to all, were N messages a packet. Its
-				// sender hears; others learn at the next probe.
-				out = append(out, outMsg{src, 0, alive})
-				break
-			}
-			h.refutedAt = now
-			out = h.broadcastLocked(out, alive)
-			// Dead members are skipped by broadcast, but the sender thinks
-			// we are dead and is alive itself.
-			if from.state == StateDead {
-				out = append(out, outMsg{src, 0, alive})
-			}
-			break
-		}
-		mi := h.byName(msg.Name)
-		if mi < 0 {
-			break
-		}
-		m := &h.recs[mi]
-		inc := msg.Incarnation
-		if inc == 0 && m.state != StateDead {
-			// Its sender never heard its incarnation (it announces its
-			// start to a few only), and probed it in vain: a death at
-			// the incarnation known here. Any member may send a Fail at
-			// any incarnation; this is no more.
-			inc = m.inc
-		}
-		if (m.state != StateDead && inc >= m.inc) || (m.state == StateDead && inc > m.inc) {
-			wasDead := m.state == StateDead
-			h.setState(mi, StateDead)
-			x := h.ext.get(mi)
-			m.inc, x.outstanding, x.lastProbe = inc, 0, now
-			h.gen.Add(1)
-			if !wasDead {
-				x.deadAt = now
-				ch.dead = append(ch.dead, r.ms[mi])
-				// Pass it on once: new to us, so maybe new to others.
-				out = h.spreadLocked(out, msg, mi, src)
-			}
-		}
+		out = h.failLocked(out, &ch, src, fi, msg.Name, msg.Incarnation, now)
 	case *Alive:
-		if msg.Incarnation > maxAliveIncarnation {
-			break
-		}
-		if msg.Name != r.ms[fi].Name {
-			// Forwarded news about a third proxy (never about this one:
-			// byName skips self). Any member may pass it on, as any may
-			// pass on a Fail.
-			if mi := h.byName(msg.Name); mi >= 0 && msg.Incarnation > h.recs[mi].inc {
-				out = h.newIncarnationLocked(out, &ch, mi, msg.Incarnation, src)
+		out = h.aliveLocked(out, &ch, src, fi, msg.Name, msg.Incarnation)
+	case *News:
+		for _, it := range msg.Items {
+			if it.Dead {
+				out = h.failLocked(out, &ch, src, fi, it.Name, it.Incarnation, now)
+			} else {
+				out = h.aliveLocked(out, &ch, src, fi, it.Name, it.Incarnation)
 			}
-			break
-		}
-		if msg.Incarnation > from.inc {
-			out = h.newIncarnationLocked(out, &ch, fi, msg.Incarnation, netip.Addr{})
-		} else if from.state == StateDead {
-			out = append(out, outMsg{src, 0, &Fail{Name: r.ms[fi].Name, Incarnation: from.inc}})
 		}
 	}
+	out = h.newsOutLocked(out, now, false)
 	h.mu.Unlock()
 	h.flush(out, ch)
+}
+
+// failLocked takes a Fail from src (member fi): name is dead at inc0.
+func (h *health) failLocked(out []outMsg, ch *change, src netip.Addr, fi int32, name string, inc0 uint32, now int64) []outMsg {
+	r, from := h.ros, &h.recs[fi]
+	if inc0 > maxFailIncarnation {
+		return out // see maxFailIncarnation
+	}
+	if name == h.self.Name {
+		alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
+		if inc0 < h.inc {
+			// Refuted already: only its sender has not heard. (Every
+			// proxy that held this one dead tells it so: a broadcast
+			// for each was N² messages.)
+			h.stats.alives++
+			return append(out, outMsg{src, 0, alive})
+		}
+		// Refute: we are alive, at a higher incarnation than the rumor.
+		h.inc = inc0 + 1
+		alive.Incarnation = h.inc
+		ch.refuted = true
+		h.stats.alives++
+		if now-h.refutedAt < int64(h.cfg.ProbeInterval) {
+			// A Fail at the incarnation refuted a moment ago is no
+			// suspicion (confirming one takes longer): forged ones,
+			// each refuted to all, were N messages a packet. Its
+			// sender hears; others learn at the next probe.
+			return append(out, outMsg{src, 0, alive})
+		}
+		h.refutedAt = now
+		out = h.broadcastLocked(out, alive)
+		// Dead members are skipped by broadcast, but the sender thinks
+		// we are dead and is alive itself.
+		if from.state == StateDead {
+			out = append(out, outMsg{src, 0, alive})
+		}
+		return out
+	}
+	mi := h.byName(name)
+	if mi < 0 {
+		return out
+	}
+	m := &h.recs[mi]
+	inc := inc0
+	if inc == 0 && m.state != StateDead {
+		// Its sender never heard its incarnation (it announces its
+		// start to a few only), and probed it in vain: a death at
+		// the incarnation known here. Any member may send a Fail at
+		// any incarnation; this is no more.
+		inc = m.inc
+	}
+	if (m.state != StateDead && inc >= m.inc) || (m.state == StateDead && inc > m.inc) {
+		wasDead := m.state == StateDead
+		h.setState(mi, StateDead)
+		x := h.ext.get(mi)
+		m.inc, x.outstanding, x.lastProbe = inc, 0, now
+		h.gen.Add(1)
+		if !wasDead {
+			x.deadAt = now
+			ch.dead = append(ch.dead, r.ms[mi])
+			// Pass it on once: new to us, so maybe new to others.
+			h.spreadLocked(NewsItem{Name: name, Incarnation: inc0, Dead: true}, mi, src)
+		}
+	}
+	return out
+}
+
+// aliveLocked takes an Alive from src (member fi): name is alive at inc.
+func (h *health) aliveLocked(out []outMsg, ch *change, src netip.Addr, fi int32, name string, inc uint32) []outMsg {
+	r, from := h.ros, &h.recs[fi]
+	if inc > maxAliveIncarnation {
+		return out
+	}
+	if name != r.ms[fi].Name {
+		// Forwarded news about a third proxy (never about this one:
+		// byName skips self). Any member may pass it on, as any may
+		// pass on a Fail.
+		if mi := h.byName(name); mi >= 0 && inc > h.recs[mi].inc {
+			out = h.newIncarnationLocked(out, ch, mi, inc, src)
+		}
+		return out
+	}
+	if inc > from.inc {
+		out = h.newIncarnationLocked(out, ch, fi, inc, netip.Addr{})
+	} else if from.state == StateDead {
+		out = h.tellDeadLocked(out, fi)
+	}
+	return out
 }
 
 // newIncarnationLocked applies Alive(inc) for i, inc > its incarnation,
@@ -1349,6 +1448,11 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	// at plus one, and the refuter tells everyone itself.
 	restart := inc > oldInc+1
 	passed := src.IsValid()
+	// A restart in an overlay of up to announceAll was announced to every
+	// member by the restarted proxy itself (startSetLocked): passing it
+	// on from each that held it dead was N² messages (red team, finding
+	// 5). A refutation was not: the refuter tells only those it holds live.
+	toldAll := restart && !passed && len(h.ros.order) <= announceAll
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, mb)
@@ -1359,19 +1463,38 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 		// heard its incarnation, may still have had state with it.
 		ch.reset = append(ch.reset, mb)
 	}
-	if passed || old == StateDead || (restart && oldInc != 0) {
-		out = h.spreadLocked(out, &Alive{Name: mb.Name, Incarnation: inc}, i, src)
+	if !toldAll && (passed || old == StateDead || (restart && oldInc != 0)) {
+		h.spreadLocked(NewsItem{Name: mb.Name, Incarnation: inc}, i, src)
 	}
 	return out
 }
 
+// deadListLocked tells to whom this proxy holds dead, in as few News as
+// hold them (a Fail each was 5,000 datagrams in a partition of 10,000).
 func (h *health) deadListLocked(out []outMsg, to netip.Addr) []outMsg {
+	var items []NewsItem
 	h.eachHot(func(i int32) { // the dead have a probeRec
 		if d := &h.recs[i]; d.state == StateDead && h.ros.ms[i].Addr != to {
-			out = append(out, outMsg{to, 0, &Fail{Name: h.ros.ms[i].Name, Incarnation: d.inc}})
+			items = append(items, NewsItem{Name: h.ros.ms[i].Name, Incarnation: d.inc, Dead: true})
 		}
 	})
-	return out
+	return tellNews(out, to, items)
+}
+
+// tellDeadLocked tells i, which has just spoken, that it is held dead
+// here at its incarnation, so that it refutes: once between two ticks,
+// while its refutation may be on the way. (Under a flood of forged deaths
+// each of its messages was answered with a Fail, and each Fail with an
+// Alive.)
+func (h *health) tellDeadLocked(out []outMsg, i int32) []outMsg {
+	if h.toldDead[i] {
+		return out
+	}
+	if h.toldDead == nil {
+		h.toldDead = map[int32]bool{}
+	}
+	h.toldDead[i] = true
+	return append(out, outMsg{h.ros.ms[i].Addr, 0, &Fail{Name: h.ros.ms[i].Name, Incarnation: h.recs[i].inc}})
 }
 
 // aliveEvidenceLocked handles an answer (or probe) from i carrying inc.
@@ -1383,7 +1506,7 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, i int32, inc uint
 	case m.state == StateDead:
 		// It is up but was declared dead at this incarnation: tell it, so
 		// that it refutes.
-		out = append(out, outMsg{h.ros.ms[i].Addr, 0, &Fail{Name: h.ros.ms[i].Name, Incarnation: m.inc}})
+		out = h.tellDeadLocked(out, i)
 	case m.inc != 0 && inc > m.inc+1:
 		// A restart, heard first by a probe or its answer.
 		out = h.newIncarnationLocked(out, ch, i, inc, netip.Addr{})

@@ -264,19 +264,19 @@ func TestHealthRingInBigCluster(t *testing.T) {
 	}
 	var fails uint64
 	n.net.Trace(func(p overlaytest.Packet) {
-		if len(p.Payload) >= HeaderLen && Type(p.Payload[3]) == TypeFail {
+		if len(p.Payload) >= HeaderLen && (Type(p.Payload[3]) == TypeFail || Type(p.Payload[3]) == TypeNews) {
 			fails++
 		}
 	})
 	n.kill("p25")
 	steps := n.stepsUntil(20, n.allSee("p25", StateDead))
-	t.Logf("p25 dead everywhere after %d probe intervals, %d Fail messages", steps, fails)
+	t.Logf("p25 dead everywhere after %d probe intervals, %d Fail and News messages", steps, fails)
 	// Up to 12 proxies declare it (8 of its cluster, 4 outsiders), each
 	// telling its cluster (19) and 3 of each other cluster (6); 3 per
 	// cluster pass it on to their cluster (19 each). Every proxy telling
 	// every other was 59×58.
 	if most := uint64(12*(19+6) + 9*19); fails > most {
-		t.Errorf("%d Fail messages for one death, want at most %d", fails, most)
+		t.Errorf("%d Fail and News messages for one death, want at most %d", fails, most)
 	}
 }
 
@@ -693,8 +693,12 @@ func TestHealthRestartedFloodIsCheap(t *testing.T) {
 	evil, target := ms[1], ms[2]
 	fails := 0
 	n.net.Trace(func(p overlaytest.Packet) {
-		if _, m, err := ParseMsg(p.Payload); err == nil && m.Type() == TypeFail && p.From == target.Name && p.To == evil.Name {
-			fails++
+		if _, m, err := ParseMsg(p.Payload); err == nil && p.From == target.Name && p.To == evil.Name {
+			for _, m := range asSingles(m) {
+				if m.Type() == TypeFail {
+					fails++
+				}
+			}
 		}
 	})
 	// One second: 1,000 asks at one incarnation, 1,000 about another member.
@@ -720,4 +724,119 @@ func TestHealthRestartedFloodIsCheap(t *testing.T) {
 	if !n.viewRight(ms)() {
 		t.Errorf("views went wrong during the flood")
 	}
+}
+
+// TestHealthNewsBatched: deaths a proxy learns from another cluster in a
+// burst go to its cluster together. The first is passed on at once, alone;
+// those learned within the next probe interval go at the next tick, in
+// one News to each member of its cluster, which then holds them all dead.
+func TestHealthNewsBatched(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	relay, from, victims := ms[0], ms[10], ms[20:30]
+	type sent struct {
+		at    time.Duration
+		to    string
+		typ   Type
+		items int
+	}
+	var out []sent
+	t0 := n.clk.Now()
+	n.net.Trace(func(p overlaytest.Packet) {
+		if _, m, err := ParseMsg(p.Payload); err == nil && p.From == relay.Name && len(asSingles(m)) > 0 {
+			out = append(out, sent{time.Duration(n.clk.Now() - t0), p.To, m.Type(), len(asSingles(m))})
+		}
+	})
+	for _, v := range victims {
+		n.kill(v.Name)
+	}
+	// The deaths come from c2, 2 ms apart: nobody in c1 has detected
+	// them yet (that takes 6 probe intervals).
+	for _, v := range victims {
+		n.sendAs(from.Name, relay.Name, failMsg(v.Name, 100))
+		n.run(2 * time.Millisecond)
+	}
+	n.run(probeInterval)
+	n.net.Trace(nil)
+	mates := ms[1:10]
+	perMate := map[string][]sent{}
+	for _, s := range out {
+		perMate[s.to] = append(perMate[s.to], s)
+	}
+	for _, m := range mates {
+		got := perMate[m.Name]
+		if len(got) != 2 || got[0].typ != TypeFail || got[1].typ != TypeNews || got[1].items != len(victims)-1 {
+			t.Errorf("%s got %+v from %s, want a Fail at once and then one News of %d", m.Name, got, relay.Name, len(victims)-1)
+		}
+		if len(got) == 2 && got[1].at > 20*time.Millisecond+probeInterval {
+			t.Errorf("%s got the News %v after the first Fail came in, want within a probe interval of the last", m.Name, got[1].at)
+		}
+		for _, v := range victims {
+			if n.state(m.Name, v.Name) != StateDead {
+				t.Errorf("%s holds %s %v, want dead", m.Name, v.Name, n.state(m.Name, v.Name))
+			}
+		}
+	}
+	if len(out) != 2*len(mates) {
+		t.Errorf("%s sent %d datagrams of news: %+v; want 2 to each of its cluster", relay.Name, len(out), out)
+	}
+}
+
+// TestHealthNewsFloodBounded: an admitted proxy of another cluster sends
+// a proxy News as fast as it can, each item a death or a comeback new to
+// it, which it must pass on to its cluster. What waits for a tick stays
+// within maxNewsQueued, what goes out is packed (not a datagram an item),
+// the victims, who are up, are told they are held dead at most once a
+// probe interval each (each of their messages was answered with a Fail,
+// 16,700 in the second), and a real death in the meantime is seen
+// everywhere.
+func TestHealthNewsFloodBounded(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	relay, evil, victims, dies := ms[0], ms[10], ms[20:30], ms[5]
+	rh := n.node(relay.Name).health()
+	var datagrams, items, toVictims int
+	n.net.Trace(func(p overlaytest.Packet) {
+		_, m, err := ParseMsg(p.Payload)
+		if err != nil || p.From != relay.Name || len(asSingles(m)) == 0 {
+			return
+		}
+		if slices.ContainsFunc(victims, func(v Member) bool { return v.Name == p.To }) {
+			toVictims++
+			return
+		}
+		datagrams++
+		items += len(asSingles(m))
+	})
+	n.kill(dies.Name)
+	most := 0
+	inc := uint32(1000)
+	const flood = time.Second
+	for range flood / time.Millisecond { // one News a millisecond, 32 changes each
+		var news News
+		for _, v := range victims[:MaxNews/2] {
+			news.Items = append(news.Items, NewsItem{Name: v.Name, Incarnation: inc + 1}, NewsItem{Name: v.Name, Incarnation: inc + 2, Dead: true})
+		}
+		inc += 2
+		n.sendAs(evil.Name, relay.Name, wmsg{0, &news})
+		n.run(time.Millisecond)
+		most = max(most, len(rh.news))
+	}
+	n.net.Trace(nil)
+	t.Logf("32,000 changes in 1 s: %d items passed on in %d datagrams, at most %d queued; %d Fails to the victims",
+		items, datagrams, most, toVictims)
+	if most > maxNewsQueued {
+		t.Errorf("%d news items queued, want at most %d", most, maxNewsQueued)
+	}
+	if items < 9*1000 {
+		t.Errorf("%s passed on %d items, want the flood's changes passed to its cluster (the test's flood did nothing)", relay.Name, items)
+	}
+	if datagrams > items/(MaxNews/2) {
+		t.Errorf("%d items went in %d datagrams, want at least %d a datagram", items, datagrams, MaxNews/2)
+	}
+	if most := len(victims) * int(flood/probeInterval+1); toVictims > most {
+		t.Errorf("%d Fails to the %d victims in %v, want at most %d (one each a probe interval)", toVictims, len(victims), flood, most)
+	}
+	n.until(5*time.Second, dies.Name+" dead everywhere", n.allSee(dies.Name, StateDead))
+	n.until(10*time.Second, "every view right again", n.viewRight(ms))
 }

@@ -147,6 +147,9 @@ const (
 	// started, at Incarnation, and knows nobody dead: send me whom you hold
 	// dead (a TypeFail each).
 	TypeRestarted
+	// TypeNews: proxy → proxies: several deaths and comebacks at once,
+	// each as a TypeFail or a passed-on TypeAlive tells one.
+	TypeNews
 
 	typeEnd // one past the last type
 )
@@ -179,6 +182,7 @@ var typeNames = [...]string{
 	TypeRevocation:   "revocation",
 	TypeEdgeClaim:    "edge-claim",
 	TypeRestarted:    "restarted",
+	TypeNews:         "news",
 }
 
 // String names t, e.g. "join-ack".

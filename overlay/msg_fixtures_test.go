@@ -47,6 +47,15 @@ func manyMoved(n int) []MovedTarget {
 	return ts
 }
 
+// manyNews returns n items of a News, every other one a death.
+func manyNews(n int) []NewsItem {
+	its := make([]NewsItem, n)
+	for i := range its {
+		its[i] = NewsItem{Name: fmt.Sprintf("p%d", i), Incarnation: 1764000000 + uint32(i), Dead: i%2 == 0}
+	}
+	return its
+}
+
 func manyKeys(n int) [][32]byte {
 	ks := make([][32]byte, n)
 	for i := range ks {

@@ -37,7 +37,7 @@ func TestNewRAPBehindTheJAPGetsTheRegistration(t *testing.T) {
 	// The victim dies; the JAP is told at once, the new RAP only finds
 	// out by probing it.
 	h.dropMsgs(func(src, dst netip.Addr, m Msg) bool {
-		return dst == h.node(newRAP).m.Addr && m.Type() == TypeFail
+		return dst == h.node(newRAP).m.Addr && (m.Type() == TypeFail || m.Type() == TypeNews)
 	})
 	h.kill(victim)
 	h.sendAs(rest[len(rest)-1], jap, failMsg(victim, 1))

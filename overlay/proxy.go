@@ -697,7 +697,7 @@ func (p *Proxy) handle(src, dst netip.AddrPort, seq uint32, m Msg) {
 		return
 	}
 	switch m := m.(type) {
-	case *Probe, *ProbeAck, *ProbeReq, *Fail, *Alive, *Restarted:
+	case *Probe, *ProbeAck, *ProbeReq, *Fail, *Alive, *Restarted, *News:
 		p.health.handle(src.Addr(), seq, m)
 	case *Join:
 		p.handleJoin(src, dst, seq, m)

@@ -39,8 +39,8 @@ type Rule struct {
 	// fields need not be the word of the proxy it came from. (A Resolve is
 	// relayed once, to a RAP, for a proxy cut off from the RAPs, and its
 	// answer back; a helper passes on the ProbeAck it got for a ProbeReq;
-	// Fail and Alive are passed on once; a MemberRecord is flooded.) The
-	// other types come from the proxy they speak of, or for.
+	// Fail, Alive and News are passed on once; a MemberRecord is
+	// flooded.) The other types come from the proxy they speak of, or for.
 	Relay bool
 }
 
@@ -100,6 +100,7 @@ var rules = [typeEnd]Rule{
 	TypeRevocation: {From: SenderProxy, To: DestSelf, Relay: true},
 	TypeEdgeClaim:  {From: SenderProxy, To: DestSelf},
 	TypeRestarted:  {From: SenderProxy, To: DestSelf},
+	TypeNews:       {From: SenderProxy, To: DestSelf, Relay: true},
 }
 
 // Permit reports why a message of type t from a sender of class from, sent

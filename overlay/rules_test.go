@@ -85,13 +85,13 @@ func TestPermit(t *testing.T) {
 		{TypeProbe, SenderProxy | SenderTarget, DestSelf, "pias rules: probe from proxy|target to self refused: it goes from proxy to self"},
 		{TypeRegister, SenderProxy, DestSelf | DestAnycast, "pias rules: register from proxy to self|anycast refused: it goes from proxy to self"},
 		{0, SenderProxy, DestSelf, "pias rules: unknown type(0)"},
-		{typeEnd, SenderProxy, DestSelf, "pias rules: unknown type(28)"},
+		{typeEnd, SenderProxy, DestSelf, "pias rules: unknown type(29)"},
 	} {
 		if err := Permit(tc.t, tc.from, tc.to); err == nil || err.Error() != tc.want {
 			t.Errorf("Permit(%v, %v, %v) = %v, want %q", tc.t, tc.from, tc.to, err, tc.want)
 		}
 	}
-	relayed := []Type{TypeResolve, TypeResolveReply, TypeProbeAck, TypeFail, TypeAlive, TypeMember, TypeRevocation}
+	relayed := []Type{TypeResolve, TypeResolveReply, TypeProbeAck, TypeFail, TypeAlive, TypeMember, TypeRevocation, TypeNews}
 	for ty := TypeJoin; ty < typeEnd; ty++ {
 		want := false
 		for _, r := range relayed {

@@ -21,12 +21,16 @@ func countAlives(n *harness) (bySender map[string]int, passed *int) {
 	bySender, passed = map[string]int{}, new(int)
 	n.net.Trace(func(p overlaytest.Packet) {
 		_, m, err := ParseMsg(p.Payload)
-		if err != nil || m.Type() != TypeAlive {
+		if err != nil {
 			return
 		}
-		bySender[p.From]++
-		if m.(*Alive).Name != p.From {
-			*passed++
+		for _, m := range asSingles(m) {
+			if a, ok := m.(*Alive); ok {
+				bySender[p.From]++
+				if a.Name != p.From {
+					*passed++
+				}
+			}
 		}
 	})
 	return bySender, passed

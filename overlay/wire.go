@@ -86,6 +86,7 @@ var decoders = [typeEnd]func(body []byte) (Msg, error){
 	TypeRevocation:   decodeRevocation,
 	TypeEdgeClaim:    decodeEdgeClaim,
 	TypeRestarted:    decodeRestarted,
+	TypeNews:         decodeNews,
 }
 
 // Every message fits in MaxLen: the longest is a Proxies.
@@ -99,11 +100,12 @@ const (
 	maxDigestLen   = HeaderLen + 1 + MaxString + 4 + 1
 	maxProxiesLen  = HeaderLen + 4 + 1 + MaxPeers*maxPeerLen
 	maxClaimLen    = HeaderLen + 1 + MaxString + 1 + 32 + 1 + MaxString + 8 + 1 + 2*17
+	maxNewsLen     = HeaderLen + 1 + MaxNews*(1+1+MaxString+4)
 
 	_ = uint(MaxLen-maxProxiesLen) + uint(maxProxiesLen-MaxLen) // MaxLen is the longest Proxies
 	_ = uint(MaxLen-maxJoinLen) + uint(MaxLen-maxRegisterLen) + uint(MaxLen-maxMovedLen) +
 		uint(MaxLen-maxAckLen) + uint(MaxLen-maxDrainAckLen) + uint(MaxLen-maxMemberLen) + uint(MaxLen-maxDigestLen) + uint(MaxLen-maxClaimLen) +
-		uint(MaxLen-maxResolveReplyLen) + uint(MaxLen-maxAdmitsLen)
+		uint(MaxLen-maxResolveReplyLen) + uint(MaxLen-maxAdmitsLen) + uint(MaxLen-maxNewsLen)
 )
 
 // AppendMsg appends the header, with seq, and the body of m to b. It fails,

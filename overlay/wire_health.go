@@ -142,6 +142,104 @@ func decodeRestarted(b []byte) (Msg, error) {
 	return d.end(&Restarted{Name: d.str("name length", "name"), Incarnation: d.u32("incarnation")})
 }
 
+// News: proxy → proxies: several deaths and comebacks at once, each
+// taken as a Fail (Dead) or a passed-on Alive about its Name would be. A
+// proxy with more than one to pass on to the same member within a probe
+// interval sends them together (see health.go): a partition's N/2 deaths,
+// each told to every proxy in a datagram of its own, were 1.8 N² of them.
+//
+//	count:u8 then count × (flags:u8 name:string incarnation:u32)
+//
+// Flag newsDead marks a death; no other flag is defined.
+type News struct {
+	Items []NewsItem
+}
+
+// NewsItem is one piece of News.
+type NewsItem struct {
+	Name        string
+	Incarnation uint32
+	Dead        bool // a Fail; else an Alive
+}
+
+// MaxNews is the most items one News carries: 32 of the longest names
+// fit in MaxLen. Proxies pack them to fit a tunnel packet too.
+const MaxNews = 32
+
+const newsDead = 1
+
+func (*News) Type() Type { return TypeNews }
+
+func (m *News) appendBody(b []byte) ([]byte, error) {
+	if len(m.Items) == 0 || len(m.Items) > MaxNews {
+		return b, fmt.Errorf("%d items: want 1..%d", len(m.Items), MaxNews)
+	}
+	b = append(b, byte(len(m.Items)))
+	for i, it := range m.Items {
+		var flags byte
+		if it.Dead {
+			flags = newsDead
+		}
+		var err error
+		if b, err = appendNamed(append(b, flags), "name", it.Name, it.Incarnation); err != nil {
+			return b, fmt.Errorf("item %d: %v", i, err)
+		}
+	}
+	return b, nil
+}
+
+func decodeNews(b []byte) (Msg, error) {
+	d := decoder{b: b}
+	m := &News{}
+	count := int(d.u8("item count"))
+	if d.err == nil && (count == 0 || count > MaxNews) {
+		d.fail(fmt.Errorf("%d items: want 1..%d", count, MaxNews))
+	}
+	if d.err == nil {
+		m.Items = make([]NewsItem, 0, min(count, len(d.b)/minNewsItemLen))
+	}
+	for i := 0; i < count && d.err == nil; i++ {
+		flags := d.u8("flags")
+		if d.err == nil && flags&^newsDead != 0 {
+			d.fail(fmt.Errorf("flags %#x: unknown", flags))
+		}
+		it := NewsItem{Dead: flags&newsDead != 0, Name: d.str("name length", "name"), Incarnation: d.u32("incarnation")}
+		if d.err != nil {
+			d.err = fmt.Errorf("item %d: %w", i, d.err)
+		}
+		m.Items = append(m.Items, it)
+	}
+	return d.end(m)
+}
+
+// minNewsItemLen is the shortest item: flags, an empty name, incarnation.
+const minNewsItemLen = 1 + 1 + 4
+
+// newsItemLen is the bytes it takes on the wire.
+func newsItemLen(it NewsItem) int { return 1 + 1 + len(it.Name) + 4 }
+
+// maxNewsPayload keeps a News inside one tunnel packet.
+const maxNewsPayload = 1200
+
+// packNews packs items into as few News as hold them: at most MaxNews
+// items and maxNewsPayload bytes each.
+func packNews(items []NewsItem) []*News {
+	var out []*News
+	var cur *News
+	size := 0
+	for _, it := range items {
+		n := newsItemLen(it)
+		if cur == nil || len(cur.Items) == MaxNews || size+n > maxNewsPayload {
+			cur = &News{}
+			out = append(out, cur)
+			size = HeaderLen + 1
+		}
+		cur.Items = append(cur.Items, it)
+		size += n
+	}
+	return out
+}
+
 // MemberRecord (TypeMember): proxy → proxy: Member, at Incarnation, is a
 // proxy of the overlay (see members.go). It is also the body of the hello
 // a newcomer sends its seeds on the underlay.

@@ -72,6 +72,8 @@ var msgCases = []msgCase{
 	{"fail", 0, &Fail{Name: "p3", Incarnation: 7}},
 	{"alive", 1, &Alive{Name: "p3", Incarnation: 8}},
 	{"restarted", 0, &Restarted{Name: "p3", Incarnation: 9}},
+	{"news", 0, &News{Items: []NewsItem{{Name: "p3", Incarnation: 7, Dead: true}, {Name: "p4", Incarnation: 8}}}},
+	{"news-max", 0, &News{Items: manyNews(MaxNews)}},
 	{"moved", 2, &Moved{Targets: []MovedTarget{{Group: g4, Name: "t1", Target: netip.MustParseAddr("100.64.1.1"), Epoch: 5}}}},
 	{"moved6", 3, &Moved{Targets: []MovedTarget{{Group: g4, Name: maxStr, Target: netip.MustParseAddr("fd64::1:1"), Epoch: math.MaxUint32}}}},
 	{"moved-max", 3, &Moved{Targets: manyMoved(MaxMoved)}},
@@ -216,6 +218,7 @@ func TestMsgMaxLen(t *testing.T) {
 		{&Digest{From: maxStr, Answer: true}, maxDigestLen},
 		{&RevocationPart{Parts: 1, Data: make([]byte, revocationChunk)}, HeaderLen + 8 + 1 + 1 + 2 + revocationChunk},
 		{&EdgeClaim{From: maxStr, Name: maxStr, Addrs: []netip.Addr{netip.MustParseAddr("fd64::1"), netip.MustParseAddr("fd64::2")}}, maxClaimLen},
+		{&News{Items: slices.Repeat([]NewsItem{{Name: maxStr, Incarnation: math.MaxUint32, Dead: true}}, MaxNews)}, maxNewsLen},
 	} {
 		b, err := AppendMsg(nil, 1, tc.m)
 		if err != nil {
@@ -348,6 +351,7 @@ func TestParseMsgMalformed(t *testing.T) {
 		hdrMember   = "5049" + "02" + "10" + "00000001"
 		hdrPolicy   = "5049" + "02" + "11" + "00000001"
 		hdrDigest   = "5049" + "02" + "12" + "00000001"
+		hdrNews     = "5049" + "02" + "1c" + "00000001"
 		grp4        = "04" + "64410001" + "0050" + "06"
 		jap4        = "04" + "64400002" + "00000003" + "00000005"
 		replyHead   = hdrReply + grp4 + "00" + "00" + "00001000"
@@ -471,6 +475,12 @@ func TestParseMsgMalformed(t *testing.T) {
 		{"probe-req no incarnation", hdrProbeReq + "01" + "73" + "000000", "probe-req: truncated incarnation"},
 		{"probe-req suspect not utf-8", hdrProbeReq + "01" + "80" + "00000001", "probe-req: suspect is not UTF-8"},
 
+		{"news none", hdrNews + "00", "news: 0 items: want 1..32"},
+		{"news too many", hdrNews + "21", "news: 33 items: want 1..32"},
+		{"news flag 2", hdrNews + "01" + "02" + "02" + "7033" + "00000001", "news: item 0: flags 0x2: unknown"},
+		{"news one missing", hdrNews + "02" + "01" + "02" + "7033" + "00000001", "news: item 1: truncated flags"},
+		{"news no incarnation", hdrNews + "01" + "00" + "02" + "7033" + "000001", "news: item 0: truncated incarnation"},
+		{"news trailing", hdrNews + "01" + "00" + "02" + "7033" + "00000001" + "00", "news: 1 trailing bytes"},
 		{"moved none", hdrMoved + "00", "moved: 0 targets: want 1..16"},
 		{"moved too many", hdrMoved + "11", "moved: 17 targets: want 1..16"},
 		{"moved no target", movedHead, "moved: target 0: truncated target address family"},
@@ -581,6 +591,9 @@ func TestAppendMsgErrors(t *testing.T) {
 		{"reply JAP negative weight", jap("100.64.0.1", 1, -1), "weight -1 out of range"},
 		{"reply select 255", &ResolveReply{Group: g4, Policy: router.Policy{Select: 255}}, "unknown select(255)"},
 		{"moved none", &Moved{}, "moved: 0 targets: want 1..16"},
+		{"news none", &News{}, "news: 0 items: want 1..32"},
+		{"news too many", &News{Items: manyNews(MaxNews + 1)}, "news: 33 items: want 1..32"},
+		{"news long name", &News{Items: []NewsItem{{Name: "p1"}, {Name: long}}}, "news: item 1: name: 256 bytes"},
 		{"moved too many", &Moved{Targets: manyMoved(MaxMoved + 1)}, "moved: 17 targets: want 1..16"},
 		{"moved zero target", &Moved{Targets: []MovedTarget{{Group: g4}}}, "moved: target 0: target: invalid address"},
 		{"moved mapped target", &Moved{Targets: []MovedTarget{{Group: g4, Target: netip.MustParseAddr("::ffff:100.64.1.1")}}}, "target: address ::ffff:100.64.1.1 is IPv4-mapped IPv6"},
