@@ -384,6 +384,10 @@ type health struct {
 	nonce       uint32
 	probeRelays map[uint32]probeRelay
 	announced   bool
+	// asked: whom it sent Restarted at its start; rebased: rebaseLocked
+	// moved its incarnation up, once.
+	asked   []int32
+	rebased bool
 	// startedAt: the first tick, when it announced itself; refutedAt: its
 	// last refutation to all.
 	startedAt, refutedAt int64
@@ -986,6 +990,7 @@ func (h *health) tick() {
 	if starting {
 		// A start, or a restart that lost whom it knew dead: ask those it
 		// probes (a dozen, alive as far as anyone knows) for their dead.
+		h.asked = slices.Clone(h.watched)
 		for _, i := range h.watched {
 			out = append(out, outMsg{r.ms[i].Addr, 0, &Restarted{Name: h.self.Name, Incarnation: h.inc}})
 		}
@@ -1302,19 +1307,23 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		}
 		h.deadListed[fi] = listedAt{now, msg.Incarnation}
 		out = h.deadListLocked(out, src)
-		// Its start is news by its Alive, sent with this. (One below an
-		// incarnation it had, its clock gone back, is not told apart from
-		// a Restarted that a refutation overtook on the way.)
+		// Its start is news by its Alive, sent with this. One below the
+		// incarnation held here is a restart whose clock went back, or a
+		// Restarted that a refutation overtook on the way: this proxy
+		// cannot tell, the sender can (see aliveLocked).
+		if msg.Incarnation < from.inc {
+			out = append(out, outMsg{src, 0, &Alive{Name: r.ms[fi].Name, Incarnation: from.inc}})
+		}
 	case *Fail:
 		out = h.failLocked(out, &ch, src, fi, msg.Name, msg.Incarnation, now)
 	case *Alive:
-		out = h.aliveLocked(out, &ch, src, fi, msg.Name, msg.Incarnation)
+		out = h.aliveLocked(out, &ch, src, fi, msg.Name, msg.Incarnation, now)
 	case *News:
 		for _, it := range msg.Items {
 			if it.Dead {
 				out = h.failLocked(out, &ch, src, fi, it.Name, it.Incarnation, now)
 			} else {
-				out = h.aliveLocked(out, &ch, src, fi, it.Name, it.Incarnation)
+				out = h.aliveLocked(out, &ch, src, fi, it.Name, it.Incarnation, now)
 			}
 		}
 	}
@@ -1389,10 +1398,13 @@ func (h *health) failLocked(out []outMsg, ch *change, src netip.Addr, fi int32, 
 }
 
 // aliveLocked takes an Alive from src (member fi): name is alive at inc.
-func (h *health) aliveLocked(out []outMsg, ch *change, src netip.Addr, fi int32, name string, inc uint32) []outMsg {
+func (h *health) aliveLocked(out []outMsg, ch *change, src netip.Addr, fi int32, name string, inc uint32, now int64) []outMsg {
 	r, from := h.ros, &h.recs[fi]
 	if inc > maxAliveIncarnation {
 		return out
+	}
+	if name == h.self.Name {
+		return h.rebaseLocked(out, fi, inc, now)
 	}
 	if name != r.ms[fi].Name {
 		// Forwarded news about a third proxy (never about this one:
@@ -1407,6 +1419,30 @@ func (h *health) aliveLocked(out []outMsg, ch *change, src netip.Addr, fi int32,
 		out = h.newIncarnationLocked(out, ch, fi, inc, netip.Addr{})
 	} else if from.state == StateDead {
 		out = h.tellDeadLocked(out, fi)
+	}
+	return out
+}
+
+// rebaseLocked takes member fi's answer to this proxy's Restarted: it
+// holds this proxy at incarnation inc. Above any this life reached, the
+// wall clock went back since the last life (red team, finding 2): every
+// proxy took the start for an old Alive and kept what it had of the last
+// life. The proxy starts again at inc+2, which everyone takes for a
+// restart (inc+1 would be a refutation), announced as at its start. It
+// does so once, in the first DeadProbeInterval of its life, and only on
+// the word of a member it asked: any other Alive about itself, or one at
+// any other time, proves nothing.
+func (h *health) rebaseLocked(out []outMsg, fi int32, inc uint32, now int64) []outMsg {
+	if inc <= h.inc || h.rebased || !h.announced || now-h.startedAt >= int64(h.cfg.DeadProbeInterval) ||
+		inc > maxAliveIncarnation-2 || !slices.Contains(h.asked, fi) {
+		return out
+	}
+	h.rebased = true
+	h.inc = inc + 2
+	alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
+	for _, i := range h.startSetLocked() {
+		out = append(out, outMsg{h.ros.ms[i].Addr, 0, alive})
+		h.stats.alives++
 	}
 	return out
 }

@@ -2,12 +2,12 @@ package overlay
 
 // Red-team tests of the failure detector (guardians, the dead probed in
 // turn, the dead list that a restarted proxy asks for, the stale Fail
-// answered to its sender). A test whose finding still stands is skipped
-// with "finding N"; REDTEAM=1 runs it (and it fails). Findings 1, 3, 4, 5,
-// 6, 7 and 8 are fixed, 2 in part (3: incarnations near 2³² are refused;
-// 6: one refutation to all per probe interval): a start asks for the dead
-// (Restarted) instead of others guessing a restart from the jump of an
-// incarnation, and the turn over the dead makes a round in deadTurnRound.
+// answered to its sender), each named for its finding. All eight are
+// fixed, and each test failed before its fix (3: incarnations near 2³²
+// are refused; 6: one refutation to all per probe interval): a start asks
+// for the dead (Restarted) instead of others guessing a restart from the
+// jump of an incarnation, and the turn over the dead makes a round in
+// deadTurnRound.
 
 import (
 	"fmt"
@@ -122,12 +122,14 @@ func TestRedteamRestartAtPlusOneProxy(t *testing.T) {
 // above its last one: its wall clock went back, or its incarnation ran
 // ahead of the clock by refutations (one forged Fail at a high incarnation
 // does that). Its Alive is below what the others hold, so they ignore it:
-// nobody sent the dead list, nobody reset its state (change.reset). Now
-// it asks for the dead (Restarted); the reset is still missing: a
-// Restarted below what a proxy holds may also be one that a refutation
-// overtook on the way, and telling it to refute then is an Alive to all.
+// nobody sent the dead list, nobody reset its state (change.reset).
+// Fixed: it asks for the dead (Restarted), and those that hold it at a
+// higher incarnation say so (an Alive about it); a proxy in the first
+// second of its life that hears it is held above any incarnation it had
+// starts again above that, which everyone takes for a restart. (The
+// others cannot tell this from a Restarted that a refutation overtook on
+// the way; the proxy itself can.)
 func TestRedteamQuickRestartClockBackLearnsTheDead(t *testing.T) {
-	rtSkip(t, "finding 2, in part: it learns the dead now (Restarted), but nobody resets a restart below the incarnation it had")
 	n, ms := newHealthNet(t, 10, 10, 10)
 	n.run(3 * probeInterval)
 	v := ms[0]
@@ -613,11 +615,33 @@ func TestRedteamHealAfterTwoRefutationsSpreadsDeaths(t *testing.T) {
 	}
 }
 
-// rtSkip skips a test that shows a finding, unless REDTEAM=1: then it
-// runs, and fails.
-func rtSkip(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("REDTEAM") != "1" {
-		t.Skip(why)
+// TestHealthRebaseOnce: the way out of finding 2 is no lever. A restarted
+// proxy moves its incarnation up on an asked member's word only, once,
+// and only in the first second of its life; later Alives about itself,
+// from anyone, change nothing.
+func TestHealthRebaseOnce(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	v := ms[0]
+	n.kill(v.Name)
+	h := n.startHealth(v, ms, 90) // below the 100 the others hold
+	n.step()
+	asked := h.asked
+	if len(asked) == 0 {
+		t.Fatal("the restarted proxy asked nobody for the dead")
 	}
+	at := func() uint32 { _, inc, _ := h.state(v.Name); return inc }
+	n.until(time.Second, v.Name+" above the incarnation the others hold", func() bool { return at() == 102 })
+	other := h.ros.ms[asked[len(asked)-1]]
+	h.handle(other.Addr, 0, &Alive{Name: v.Name, Incarnation: 5000})
+	if got := at(); got != 102 {
+		t.Errorf("a second answer moved it from 102 to %d", got)
+	}
+	n.run(time.Second)
+	h.rebased = false // even if it had not moved yet: the first second is over
+	h.handle(other.Addr, 0, &Alive{Name: v.Name, Incarnation: 6000})
+	if got := at(); got != 102 {
+		t.Errorf("an answer after its first second moved it from 102 to %d", got)
+	}
+	n.until(5*time.Second, "every view right", n.viewRight(ms))
 }
