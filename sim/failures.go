@@ -36,8 +36,10 @@ type FailureEvent struct {
 	// Messages are the control messages sent during the window; False the
 	// deaths declared of proxies that were alive and reachable.
 	Messages, False uint64
-	// Fails are the Fail messages among them: what telling the death cost.
-	Fails uint64
+	// Fails are the Fail and News messages among them: what telling the
+	// deaths cost. Declared counts the deaths declared by a proxy's own
+	// verdict (each is told to its cluster and 3 of every other).
+	Fails, Declared uint64
 	// ByType is Messages by type.
 	ByType map[string]uint64
 }
@@ -160,10 +162,17 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 		}
 		t0 := w.clk.Now()
 		ev = newWatching(cfg.Proxies, vs, t0)
-		before, fails, sent0 := w.totalSent(), w.sent[overlay.TypeFail], w.sent
+		fails := func() uint64 { return w.sent[overlay.TypeFail] + w.sent[overlay.TypeNews] }
+		declared := func() (n uint64) {
+			for _, s := range w.proxies {
+				n += s.p.Stats().FailsDeclared
+			}
+			return n
+		}
+		before, fails0, dec0, sent0 := w.totalSent(), fails(), declared(), w.sent
 		do()
 		w.clk.Advance(cfg.Window)
-		fe := FailureEvent{Name: name, Messages: w.totalSent() - before, False: falseDeaths, Fails: w.sent[overlay.TypeFail] - fails,
+		fe := FailureEvent{Name: name, Messages: w.totalSent() - before, False: falseDeaths, Fails: fails() - fails0, Declared: declared() - dec0,
 			ByType: byType(w.sent, sent0)}
 		for i, s := range w.proxies {
 			if !s.host.IsUp() {
@@ -184,7 +193,7 @@ func RunFailures(cfg FailuresConfig) (*FailuresResult, error) {
 		res.Events = append(res.Events, fe)
 		heap()
 		if cfg.Progress != nil {
-			fmt.Fprintf(cfg.Progress, "  failures: %s: %d messages %v, %.0f s wall\n", name, fe.Messages, fe.ByType, time.Since(start).Seconds())
+			fmt.Fprintf(cfg.Progress, "  failures: %s: %d messages %v, %d deaths declared, %.0f s wall\n", name, fe.Messages, fe.ByType, fe.Declared, time.Since(start).Seconds())
 		}
 	}
 	one := cfg.Proxies / 2

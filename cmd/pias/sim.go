@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -31,13 +32,10 @@ func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	scenario := args[0]
 	if os.Getenv("GOGC") == "" && os.Getenv("GOMEMLIMIT") == "" {
-		// A run's live heap is about a GiB and mostly long-lived: collect
-		// at 5× it, not 2× (a quarter less CPU: fig6 at 10,000 proxies
-		// peaks at 3.4 GiB so), but at 4 GiB at the latest (failures at
-		// 1,000 proxies holds 1.2 GiB live). GOGC or GOMEMLIMIT set in the
-		// environment wins.
-		debug.SetGCPercent(400)
-		debug.SetMemoryLimit(4 << 30)
+		// GOGC or GOMEMLIMIT set in the environment wins.
+		stop := make(chan struct{})
+		defer close(stop)
+		go simGC(stop)
 	}
 	fs, parse := flags("sim "+scenario, synopsis, stdout, stderr)
 	proxies := fs.String("proxies", "", "comma-separated proxy counts (fig6 default 100,1000,10000; failures 1000)")
@@ -264,4 +262,39 @@ func runChurn(ps []int, cfg sim.ChurnConfig, out string, stdout, stderr io.Write
 	}
 	fmt.Fprintf(stdout, "wrote %s/churn.csv, %s/churn_series.csv\n", out, out)
 	return rc
+}
+
+// simGC keeps the collector at simGCPercent of the live heap, checked
+// every second, until stop is closed.
+func simGC(stop <-chan struct{}) {
+	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	pct := debug.SetGCPercent(simGCPercent(0))
+	for t := time.NewTicker(time.Second); ; {
+		select {
+		case <-stop:
+			t.Stop()
+			debug.SetGCPercent(pct)
+			return
+		case <-t.C:
+		}
+		metrics.Read(live)
+		if live[0].Value.Kind() == metrics.KindUint64 {
+			debug.SetGCPercent(simGCPercent(live[0].Value.Uint64()))
+		}
+	}
+}
+
+// simGCPercent is the GOGC for a simulation whose live heap is live
+// bytes. A run's heap is mostly long-lived: collect at 5× it, not 2× (a
+// quarter less CPU: fig6 at 10,000 proxies peaks at 3.4 GiB so), but at 4
+// GiB at the latest, and at 1.25× a live heap past 3.2 GiB. (A fixed
+// memory limit of 4 GiB was below the 5 GiB that failures at 10,000
+// proxies holds live in its partition, and the collector ran without a
+// pause.)
+func simGCPercent(live uint64) int {
+	const goal = 4 << 30
+	if live == 0 || 5*live <= goal {
+		return 400
+	}
+	return max(25, int(100*(float64(goal)/float64(live)-1)))
 }

@@ -1,0 +1,20 @@
+package main
+
+import "testing"
+
+// TestSimGCPercent: a simulation's heap grows to 5× its live part, to 4
+// GiB at most, and to 1.25× a live heap past 3.2 GiB (never under it, as a
+// fixed 4 GiB limit was).
+func TestSimGCPercent(t *testing.T) {
+	const gib = 1 << 30
+	for _, tc := range []struct {
+		live uint64
+		want int
+	}{
+		{0, 400}, {gib / 2, 400}, {4 * gib / 5, 400}, {gib, 300}, {2 * gib, 100}, {3 * gib, 33}, {5 * gib, 25}, {20 * gib, 25},
+	} {
+		if got := simGCPercent(tc.live); got != tc.want {
+			t.Errorf("simGCPercent(%.2f GiB) = %d, want %d", float64(tc.live)/gib, got, tc.want)
+		}
+	}
+}
