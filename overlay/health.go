@@ -407,11 +407,13 @@ type health struct {
 	// at deadTurnAt.
 	deadTurn   int32
 	deadTurnAt int64
-	// news: to pass on (spreadLocked), in the order queued; newsAt: when
-	// queued news last went out (newsOutLocked).
-	news   []queuedNews
-	newsAt int64
-	stats  healthStats
+	// news: to pass on (spreadLocked), in the order queued, by
+	// newsSpreads calls; newsAt: when queued news last went out
+	// (newsOutLocked).
+	news        []queuedNews
+	newsSpreads int
+	newsAt      int64
+	stats       healthStats
 }
 
 type queuedNews struct {
@@ -771,6 +773,7 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 		}
 	}
 	tell := func(o int32) bool { return o != v && h.liveAt(o) && r.ms[o].Addr != src }
+	h.newsSpreads++ // each member at most once below
 	own := r.cluster[h.selfIdx]
 	for _, o := range r.clusters[own] {
 		if tell(o) {
@@ -811,13 +814,17 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 		return out
 	}
 	h.newsAt = now
-	// By member, each one's news in the order learned.
-	slices.SortFunc(q, func(a, b queuedNews) int {
-		if a.to != b.to {
-			return int(a.to - b.to)
-		}
-		return int(a.k - b.k)
-	})
+	if h.newsSpreads > 1 {
+		// By member, each one's news in the order learned. (One spread
+		// names each member once: a death told to every cluster.)
+		slices.SortFunc(q, func(a, b queuedNews) int {
+			if a.to != b.to {
+				return int(a.to - b.to)
+			}
+			return int(a.k - b.k)
+		})
+	}
+	h.newsSpreads = 0
 	var items []NewsItem
 	for k := 0; k < len(q); {
 		o, n := q[k].to, 1
