@@ -212,13 +212,13 @@ func TestFailuresDetectedEverywhere(t *testing.T) {
 			t.Fatalf("%d events", len(r.Events))
 		}
 		for _, e := range r.Events {
-			if e.Missed > 0 || len(e.Detect) == 0 {
-				t.Errorf("clusters of %d: %s: %d of %d pairs never learned the death", tc.cluster, e.Name, e.Missed, e.Missed+len(e.Detect))
+			if e.Missed > 0 || e.Detect.Len() == 0 {
+				t.Errorf("clusters of %d: %s: %d of %d pairs never learned the death", tc.cluster, e.Name, e.Missed, e.Missed+e.Detect.Len())
 			}
 			if e.False > 0 {
 				t.Errorf("clusters of %d: %s: %d false deaths", tc.cluster, e.Name, e.False)
 			}
-			if mx := Percentile(e.Detect, 100); mx > 3*time.Second {
+			if mx := e.Detect.Percentile(100); mx > 3*time.Second {
 				t.Errorf("clusters of %d: %s: slowest detection %v", tc.cluster, e.Name, mx)
 			}
 		}
@@ -254,5 +254,31 @@ func TestFig6SkippedTicksChangeNothing(t *testing.T) {
 		if b.Withheld["digest"] != 0 {
 			t.Errorf("inaccuracy %g: %d digests made with digests off", x, b.Withheld["digest"])
 		}
+	}
+}
+
+// TestDetectionsPercentile: the histogram gives what the sorted list gave,
+// to the millisecond below.
+func TestDetectionsPercentile(t *testing.T) {
+	var d Detections
+	var list []time.Duration
+	for i := range 1000 {
+		v := time.Duration((i*7919)%2500) * 731 * time.Microsecond
+		d.add(v)
+		list = append(list, v)
+	}
+	slices.Sort(list)
+	for _, p := range []float64{0, 50, 90, 99, 100} {
+		want := list[int(p/100*float64(len(list)-1))].Truncate(time.Millisecond)
+		if got := d.Percentile(p); got != want {
+			t.Errorf("p%v = %v, want %v", p, got, want)
+		}
+	}
+	if d.Len() != 1000 {
+		t.Errorf("Len = %d, want 1000", d.Len())
+	}
+	var empty Detections
+	if empty.Percentile(50) != 0 {
+		t.Errorf("an empty one's p50 is %v, want 0", empty.Percentile(50))
 	}
 }
