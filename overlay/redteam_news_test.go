@@ -256,3 +256,96 @@ func TestRedteamNewsRestartFloodAmplifies(t *testing.T) {
 		t.Errorf("%d claimed restarts in 1 s were passed on as %d items, want at most %d (one per member a probe interval)", sent, items, most)
 	}
 }
+
+// TestRedteamNewsForgedRestartsResetOthers: finding 4, about others: a
+// passed-on Alive two above the incarnation held is a restart, and any
+// member may pass one on. One News from an admitted proxy, 32 forged
+// restarts of live proxies, makes every proxy of the receiver's cluster
+// reset what it had of each (change.reset: their registrations, RAP
+// duties, flows), though each victim is up and answers its probes at the
+// incarnation it really has; nothing takes it back. A thousand a second
+// keep the overlay's state empty.
+func TestRedteamNewsForgedRestartsResetOthers(t *testing.T) {
+	rnSkip(t, "finding 4: one forged News resets 32 live proxies' state at a whole cluster")
+	n, ms := newHealthNet(t, 10, 10, 10, 10)
+	n.run(3 * probeInterval)
+	evil, relay := ms[10], ms[0]
+	var victims []Member
+	for _, m := range slices.Concat(ms[1:10], ms[20:]) {
+		if len(victims) < MaxNews {
+			victims = append(victims, m)
+		}
+	}
+	var news News
+	for _, v := range victims {
+		news.Items = append(news.Items, NewsItem{Name: v.Name, Incarnation: 102})
+	}
+	before := map[string]int{}
+	for _, m := range ms[:10] {
+		for _, v := range victims {
+			before[m.Name+"/"+v.Name] = rtResets(n, m.Name, v.Name)
+		}
+	}
+	n.sendAs(evil.Name, relay.Name, wmsg{0, &news})
+	n.run(2 * time.Second)
+	resets := 0
+	for _, m := range ms[:10] {
+		for _, v := range victims {
+			resets += rtResets(n, m.Name, v.Name) - before[m.Name+"/"+v.Name]
+		}
+	}
+	t.Logf("one News of %d forged restarts: %d resets of live proxies' state in %s's cluster", len(victims), resets, relay.Name)
+	if resets > 0 {
+		t.Errorf("one forged News reset %d members' state (of %d victims, all up and at incarnation 100)", resets, len(victims))
+	}
+}
+
+// TestRedteamNewsOrderAndDelayKept: no finding (what today's batching
+// must keep). A death and the comeback after it, learned from another
+// cluster within a probe interval of news already sent, reach each
+// cluster mate within a probe interval and in the order learned: the
+// mate sees the death, then the comeback. (Precedence makes the last
+// state the same in any order; the changes its owner hears are not:
+// the other way round it hears no death.) newsSpreads sorts a queue
+// filled by several spreads; one spread names each member once.
+func TestRedteamNewsOrderAndDelayKept(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(3 * probeInterval)
+	relay, from, a, d := ms[0], ms[10], ms[20], ms[21]
+	mates := ms[1:10]
+	n.kill(a.Name)
+	n.sendAs(from.Name, relay.Name, failMsg(a.Name, 100)) // goes out at once: news was quiet
+	n.run(time.Millisecond)
+	seen := map[string]int{}
+	for _, m := range mates {
+		seen[m.Name] = len(n.changes[m.Name])
+	}
+	n.sendAs(from.Name, relay.Name, failMsg(d.Name, 100))
+	n.sendAs(from.Name, relay.Name, wmsg{0, &Alive{Name: d.Name, Incarnation: 101}})
+	took := n.until(probeInterval+2*time.Millisecond, "every mate holds "+d.Name+" alive at 101", func() bool {
+		for _, m := range mates {
+			if st, inc, _ := n.node(m.Name).health().state(d.Name); st != StateAlive || inc != 101 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("a death and its comeback, queued behind news sent 1 ms before, reached every mate %v later", took)
+	for _, m := range mates {
+		var got []string
+		for _, c := range n.changes[m.Name][seen[m.Name]:] {
+			if slices.ContainsFunc(c.dead, func(x Member) bool { return x.Name == d.Name }) {
+				got = append(got, "dead")
+			}
+			if slices.ContainsFunc(c.revived, func(x Member) bool { return x.Name == d.Name }) {
+				got = append(got, "revived")
+			}
+		}
+		if !slices.Equal(got, []string{"dead", "revived"}) {
+			t.Errorf("%s heard %v of %s, want [dead revived]", m.Name, got, d.Name)
+		}
+		if n.state(m.Name, a.Name) != StateDead {
+			t.Errorf("%s holds %s %v, want dead", m.Name, a.Name, n.state(m.Name, a.Name))
+		}
+	}
+}
