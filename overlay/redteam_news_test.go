@@ -391,3 +391,50 @@ func TestRedteamNewsRebaseSpentBelow(t *testing.T) {
 		t.Errorf("%d proxies hold %s above its incarnation %d, %d of %d reset it; want none above, all reset", stale, v.Name, h.incarnation(), resets, len(ms)-1)
 	}
 }
+
+// TestRedteamNewsRestartLostAliveHeldDead: finding 3, when the restarted
+// proxy was held dead (among 25 others, in an overlay of 64): the proxy
+// whose copy of its start Alive is lost, that it does not probe and that
+// is none of its guardians, holds it dead until its turn over the dead
+// comes round (one dead member a second here, deadTurnRound at most):
+// before 651cdc0 every proxy that saw the comeback passed it on, within a
+// probe interval.
+func TestRedteamNewsRestartLostAliveHeldDead(t *testing.T) {
+	rnSkip(t, "finding 3: a lost start Alive of a proxy held dead waits for the turn over the dead")
+	n, ms := newHealthNet(t, 16, 16, 16, 16)
+	n.run(3 * probeInterval)
+	v := ms[0]
+	vw := n.node(v.Name).health().watchedNames()
+	n.kill(v.Name)
+	for _, m := range ms[32:57] {
+		n.kill(m.Name)
+	}
+	n.until(10*time.Second, "the dead dead everywhere", n.viewRight(ms))
+	n.run(2 * time.Second)
+	var y Member
+	for _, m := range ms[16:32] {
+		h := n.node(m.Name).health()
+		h.mu.Lock()
+		guards := slices.Contains(h.guardedLocked(), h.byName(v.Name))
+		h.mu.Unlock()
+		if !guards && !slices.Contains(vw, m.Name) {
+			y = m
+			break
+		}
+	}
+	if y.Name == "" {
+		t.Fatal("no proxy out of touch with " + v.Name)
+	}
+	n.dropMsgs(func(src, dst netip.Addr, m Msg) bool {
+		a, ok := m.(*Alive)
+		return ok && src == v.Addr && dst == y.Addr && a.Name == v.Name
+	})
+	n.startHealth(v, ms, 200)
+	n.step()
+	n.dropMsgs(nil)
+	took := n.until(deadTurnRound+5*time.Second, y.Name+" holds "+v.Name+" alive", func() bool { return n.state(y.Name, v.Name) == StateAlive })
+	t.Logf("%s, whose copy of %s's start Alive was lost, held it dead %v more", y.Name, v.Name, took)
+	if took > time.Second {
+		t.Errorf("%s held %s dead %v after its restart, want within a second", y.Name, v.Name, took)
+	}
+}
