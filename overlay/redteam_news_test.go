@@ -438,3 +438,38 @@ func TestRedteamNewsRestartLostAliveHeldDead(t *testing.T) {
 		t.Errorf("%s held %s dead %v after its restart, want within a second", y.Name, v.Name, took)
 	}
 }
+
+// TestRedteamNewsForgedDeathsPerDatagram: finding 6: a News carries 32
+// deaths, and a death of a live proxy costs a refutation to every proxy:
+// one datagram from an admitted proxy makes MaxNews live proxies dead at
+// the proxy it reaches (its RAP duties for them move), and each refutes
+// to all. The same took 32 datagrams of Fail before News; nothing else
+// bounds what one member's datagram may cost. (The items are taken in
+// turn: the receiver's cluster mates named first are dead to it before
+// the rest are passed on, so it tells them less; it converges.)
+func TestRedteamNewsForgedDeathsPerDatagram(t *testing.T) {
+	rnSkip(t, "finding 6: one News of forged deaths costs 32 refutations to all")
+	n, ms := newHealthNet(t, 10, 10, 10, 10)
+	n.run(3 * probeInterval)
+	evil, relay := ms[10], ms[0]
+	var news News
+	for _, v := range slices.Concat(ms[1:10], ms[20:]) {
+		if len(news.Items) < MaxNews {
+			news.Items = append(news.Items, NewsItem{Name: v.Name, Incarnation: 100, Dead: true})
+		}
+	}
+	alives, stop := n.rtCount(TypeAlive, func(p overlaytest.Packet, m Msg) bool { return m.(*Alive).Name == p.From })
+	n.sendAs(evil.Name, relay.Name, wmsg{0, &news})
+	n.run(2 * time.Second)
+	stop()
+	deaths := 0
+	for _, m := range ms[:10] {
+		for _, c := range n.changes[m.Name] {
+			deaths += len(c.dead)
+		}
+	}
+	t.Logf("one News of %d forged deaths: %d deaths of live proxies declared in %s's cluster, %d refuting Alives", len(news.Items), deaths, relay.Name, alives())
+	if alives() > 2*len(ms) {
+		t.Errorf("one datagram cost %d refutations (Alive items), want at most %d", alives(), 2*len(ms))
+	}
+}
