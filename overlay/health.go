@@ -67,7 +67,12 @@ import (
 //     starts asks the members it probes whom they hold dead (Restarted):
 //     a restart lost that. A refutation gets no such list: the refuter
 //     kept its view, and after a partition heals the other side's list
-//     would declare its own side dead.
+//     would declare its own side dead. Those it asks also say if they
+//     hold it at a higher incarnation than it started at: its clock went
+//     back, and at the end of its first second it starts again above
+//     that (rebaseLocked). In an overlay of up to announceAll, where
+//     nobody passes a restart on, it announces its start a second time to
+//     those it has not heard from.
 //
 // Precedence of news about a member, as in SWIM: Alive(i) beats what is
 // known at incarnation < i; Fail(i) beats Alive or suspicion at ≤ i.
@@ -384,10 +389,13 @@ type health struct {
 	nonce       uint32
 	probeRelays map[uint32]probeRelay
 	announced   bool
-	// asked: whom it sent Restarted at its start; rebased: rebaseLocked
-	// moved its incarnation up, once.
-	asked   []int32
-	rebased bool
+	// asked: whom it sent Restarted at its start; heldAt: the highest
+	// incarnation one of them holds it at, if above its own (heldLocked);
+	// rebased: that was dealt with (rebaseLocked); reannounced: its start
+	// was announced a second time.
+	asked                []int32
+	heldAt               uint32
+	rebased, reannounced bool
 	// startedAt: the first tick, when it announced itself; refutedAt: its
 	// last refutation to all.
 	startedAt, refutedAt int64
@@ -979,13 +987,26 @@ func (h *health) tick() {
 	h.mu.Lock()
 	r := h.ros
 	starting := !h.announced
-	if starting {
+	switch {
+	case starting:
 		h.announced, h.startedAt = true, now
-		alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
-		for _, i := range h.startSetLocked() {
-			out = append(out, outMsg{r.ms[i].Addr, 0, alive})
-			h.stats.alives++
+		out = h.announceLocked(out)
+	case !h.reannounced && now-h.startedAt >= reannounceAfter*int64(h.cfg.ProbeInterval):
+		// Once more, to those it has not heard from since: in an overlay
+		// of up to announceAll nobody passes a restart on (it told
+		// everyone), and a lost copy was lost for good.
+		h.reannounced = true
+		if len(r.order) <= announceAll {
+			alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
+			for _, i := range h.startSetLocked() {
+				if !h.recs[i].heard() {
+					out = append(out, outMsg{r.ms[i].Addr, 0, alive})
+					h.stats.alives++
+				}
+			}
 		}
+	case !h.rebased && now-h.startedAt >= int64(h.cfg.DeadProbeInterval):
+		out = h.rebaseLocked(out)
 	}
 	for seq, r := range h.probeRelays {
 		if now >= r.expires {
@@ -1411,7 +1432,8 @@ func (h *health) aliveLocked(out []outMsg, ch *change, src netip.Addr, fi int32,
 		return out
 	}
 	if name == h.self.Name {
-		return h.rebaseLocked(out, fi, inc, now)
+		h.heldLocked(fi, inc, now)
+		return out
 	}
 	if name != r.ms[fi].Name {
 		// Forwarded news about a third proxy (never about this one:
@@ -1430,28 +1452,50 @@ func (h *health) aliveLocked(out []outMsg, ch *change, src netip.Addr, fi int32,
 	return out
 }
 
-// rebaseLocked takes member fi's answer to this proxy's Restarted: it
-// holds this proxy at incarnation inc. Above any this life reached, the
-// wall clock went back since the last life (red team, finding 2): every
-// proxy took the start for an old Alive and kept what it had of the last
-// life. The proxy starts again at inc+2, which everyone takes for a
-// restart (inc+1 would be a refutation), announced as at its start. It
-// does so once, in the first DeadProbeInterval of its life, and only on
-// the word of a member it asked: any other Alive about itself, or one at
-// any other time, proves nothing.
-func (h *health) rebaseLocked(out []outMsg, fi int32, inc uint32, now int64) []outMsg {
-	if inc <= h.inc || h.rebased || !h.announced || now-h.startedAt >= int64(h.cfg.DeadProbeInterval) ||
-		inc > maxAliveIncarnation-2 || !slices.Contains(h.asked, fi) {
-		return out
-	}
-	h.rebased = true
-	h.inc = inc + 2
+// announceLocked tells the start set that this proxy lives, at its
+// incarnation.
+func (h *health) announceLocked(out []outMsg) []outMsg {
 	alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
 	for _, i := range h.startSetLocked() {
 		out = append(out, outMsg{h.ros.ms[i].Addr, 0, alive})
 		h.stats.alives++
 	}
 	return out
+}
+
+// reannounceAfter is how many probe intervals after its start a proxy
+// announces it again.
+const reannounceAfter = 3
+
+// maxRebase is how far above its start's incarnation a proxy moves on
+// its peers' word: 18 hours of a clock gone back.
+const maxRebase = 1 << 16
+
+// heldLocked takes member fi's answer to this proxy's Restarted: it holds
+// this proxy at incarnation inc. Only the answers of members it asked, in
+// the first DeadProbeInterval of its life and within maxRebase of its
+// start, count: any other Alive about itself proves nothing.
+func (h *health) heldLocked(fi int32, inc uint32, now int64) {
+	if inc > h.inc && inc > h.heldAt && !h.rebased && h.announced && now-h.startedAt < int64(h.cfg.DeadProbeInterval) &&
+		uint64(inc) <= uint64(h.cfg.Incarnation)+maxRebase && slices.Contains(h.asked, fi) {
+		h.heldAt = inc
+	}
+}
+
+// rebaseLocked ends the first DeadProbeInterval of this proxy's life. If
+// a member it asked holds it at an incarnation above its own (heldLocked),
+// its wall clock went back since the last life (red team, finding 2):
+// every proxy took its start for an old Alive and kept what it had of the
+// last life. It starts again at the highest such incarnation plus 2,
+// which everyone takes for a restart (plus 1 would be a refutation), and
+// announces that as its start.
+func (h *health) rebaseLocked(out []outMsg) []outMsg {
+	h.rebased = true
+	if h.heldAt <= h.inc {
+		return out
+	}
+	h.inc = h.heldAt + 2
+	return h.announceLocked(out)
 }
 
 // newIncarnationLocked applies Alive(inc) for i, inc > its incarnation,

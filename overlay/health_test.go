@@ -732,7 +732,7 @@ func TestHealthRestartedFloodIsCheap(t *testing.T) {
 // one News to each member of its cluster, which then holds them all dead.
 func TestHealthNewsBatched(t *testing.T) {
 	n, ms := newHealthNet(t, 10, 10, 10)
-	n.run(3 * probeInterval)
+	n.run(time.Second) // past the starts' second announcements
 	relay, from, victims := ms[0], ms[10], ms[20:30]
 	type sent struct {
 		at    time.Duration

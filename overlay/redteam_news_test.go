@@ -1,10 +1,15 @@
 package overlay
 
-// Red-team tests of today's news changes (News batching, the Fail told
-// once a tick to a member held dead, a restart in a small overlay passed
-// on by nobody, the Restarted answer and rebaseLocked). A test whose
-// finding stands is skipped with "finding N"; REDTEAM=1 runs it (and it
-// fails).
+// Red-team tests of the news changes (News batching, the Fail told once
+// a tick to a member held dead, a restart in a small overlay passed on by
+// nobody, the Restarted answer and the rebase). A test whose finding
+// stands is skipped with "finding N"; REDTEAM=1 runs it (and it fails).
+// Fixed: 2 and 5 (the rebase goes to the highest answer within maxRebase
+// of the start, at the end of the first second), 3 (a proxy of a small
+// overlay announces its start again, to those it has not heard from).
+// Open: 1 (incarnations between maxFailIncarnation and
+// maxAliveIncarnation), 4 (claimed restarts passed on without a limit)
+// and 6 (32 forged deaths a datagram); 1 and 4 are older than News.
 
 import (
 	"net/netip"
@@ -91,7 +96,6 @@ func TestRedteamNewsFalseDeathAboveMaxFailNeverRefuted(t *testing.T) {
 // below what the others hold, and the rebase that would lift it refuses
 // an incarnation that high.
 func TestRedteamNewsRebaseToTheTop(t *testing.T) {
-	rnSkip(t, "finding 2: one asked member's Alive rebases a restart to maxAliveIncarnation")
 	n, ms := newHealthNet(t, 10, 10, 10)
 	n.run(3 * probeInterval)
 	v := ms[0]
@@ -134,7 +138,6 @@ func TestRedteamNewsRebaseToTheTop(t *testing.T) {
 // on): it keeps the last life's incarnation and never resets what it
 // had of it (change.reset), for good.
 func TestRedteamNewsQuickRestartLostAlive(t *testing.T) {
-	rnSkip(t, "finding 3: a lost start Alive in a small overlay is lost for good")
 	n, ms := newHealthNet(t, 10, 10, 10)
 	n.run(3 * probeInterval)
 	v := ms[0]
@@ -360,7 +363,6 @@ func TestRedteamNewsOrderAndDelayKept(t *testing.T) {
 // team again, for the price of one datagram. (Bad luck does the same: an
 // asked member that missed the last refutations answers first.)
 func TestRedteamNewsRebaseSpentBelow(t *testing.T) {
-	rnSkip(t, "finding 5: a low first answer spends the only rebase")
 	n, ms := newHealthNet(t, 10, 10, 10)
 	n.run(3 * probeInterval)
 	v := ms[0]
@@ -400,7 +402,6 @@ func TestRedteamNewsRebaseSpentBelow(t *testing.T) {
 // before 651cdc0 every proxy that saw the comeback passed it on, within a
 // probe interval.
 func TestRedteamNewsRestartLostAliveHeldDead(t *testing.T) {
-	rnSkip(t, "finding 3: a lost start Alive of a proxy held dead waits for the turn over the dead")
 	n, ms := newHealthNet(t, 16, 16, 16, 16)
 	n.run(3 * probeInterval)
 	v := ms[0]
@@ -409,7 +410,14 @@ func TestRedteamNewsRestartLostAliveHeldDead(t *testing.T) {
 	for _, m := range ms[32:57] {
 		n.kill(m.Name)
 	}
-	n.until(10*time.Second, "the dead dead everywhere", n.viewRight(ms))
+	// Checked each probe interval: 64² states after every event cost
+	// seconds.
+	for k := 0; !n.viewRight(ms)(); k++ {
+		if k == 100 {
+			t.Fatal("the dead not dead everywhere within 10 s")
+		}
+		n.step()
+	}
 	n.run(2 * time.Second)
 	var y Member
 	for _, m := range ms[16:32] {
