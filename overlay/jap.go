@@ -718,24 +718,12 @@ func (p *Proxy) tellMoved() {
 	}
 }
 
-// maxMovedPayload keeps a Moved inside one tunnel packet.
-const maxMovedPayload = 1200
-
 // packMoved packs ts into as few Moveds as hold them: at most MaxMoved
-// targets and maxMovedPayload bytes each.
+// targets and maxPackedPayload bytes each.
 func packMoved(ts []MovedTarget) []*Moved {
 	var out []*Moved
-	var cur *Moved
-	size := 0
-	for _, t := range ts {
-		n := movedTargetLen(t)
-		if cur == nil || len(cur.Targets) == MaxMoved || size+n > maxMovedPayload {
-			cur = &Moved{}
-			out = append(out, cur)
-			size = HeaderLen + 1
-		}
-		cur.Targets = append(cur.Targets, t)
-		size += n
+	for _, run := range packRuns(ts, MaxMoved, movedTargetLen) {
+		out = append(out, &Moved{Targets: run})
 	}
 	return out
 }

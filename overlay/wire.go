@@ -108,6 +108,29 @@ const (
 		uint(MaxLen-maxResolveReplyLen) + uint(MaxLen-maxAdmitsLen) + uint(MaxLen-maxNewsLen)
 )
 
+// maxPackedPayload keeps a message of many items (a Moved, a News)
+// inside one tunnel packet: the 1,420-byte MTU less IP and UDP headers,
+// with room to spare.
+const maxPackedPayload = 1200
+
+// packRuns splits items into as few runs as each fit one message: at most
+// most items, and maxPackedPayload bytes of header, count byte and items
+// (itemLen each).
+func packRuns[T any](items []T, most int, itemLen func(T) int) [][]T {
+	var out [][]T
+	size := 0
+	for _, it := range items {
+		n := itemLen(it)
+		if len(out) == 0 || len(out[len(out)-1]) == most || size+n > maxPackedPayload {
+			out = append(out, nil)
+			size = HeaderLen + 1
+		}
+		out[len(out)-1] = append(out[len(out)-1], it)
+		size += n
+	}
+	return out
+}
+
 // AppendMsg appends the header, with seq, and the body of m to b. It fails,
 // returning b unchanged, if m cannot be encoded: an invalid group, a string
 // too long or not UTF-8, a duration or count out of range, too many or

@@ -218,24 +218,12 @@ const minNewsItemLen = 1 + 1 + 4
 // newsItemLen is the bytes it takes on the wire.
 func newsItemLen(it NewsItem) int { return 1 + 1 + len(it.Name) + 4 }
 
-// maxNewsPayload keeps a News inside one tunnel packet.
-const maxNewsPayload = 1200
-
 // packNews packs items into as few News as hold them: at most MaxNews
-// items and maxNewsPayload bytes each.
+// items and maxPackedPayload bytes each.
 func packNews(items []NewsItem) []*News {
 	var out []*News
-	var cur *News
-	size := 0
-	for _, it := range items {
-		n := newsItemLen(it)
-		if cur == nil || len(cur.Items) == MaxNews || size+n > maxNewsPayload {
-			cur = &News{}
-			out = append(out, cur)
-			size = HeaderLen + 1
-		}
-		cur.Items = append(cur.Items, it)
-		size += n
+	for _, run := range packRuns(items, MaxNews, newsItemLen) {
+		out = append(out, &News{Items: run})
 	}
 	return out
 }

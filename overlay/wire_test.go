@@ -918,3 +918,34 @@ func BenchmarkParseMsg(b *testing.B) {
 		})
 	}
 }
+
+// TestPackNews: news for one member goes in as few News as hold it, each
+// within MaxNews items and a tunnel packet, in order.
+func TestPackNews(t *testing.T) {
+	long := strings.Repeat("p", MaxString)
+	for _, tc := range []struct {
+		items []NewsItem
+		want  []int // items per News
+	}{
+		{manyNews(1), []int{1}},
+		{manyNews(100), []int{32, 32, 32, 4}},
+		{slices.Repeat([]NewsItem{{Name: long, Dead: true}}, 10), []int{4, 4, 2}},
+	} {
+		var got []int
+		var back []NewsItem
+		for _, m := range packNews(tc.items) {
+			b, err := AppendMsg(nil, 0, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b) > maxPackedPayload {
+				t.Errorf("a News of %d items is %d bytes, more than %d", len(m.Items), len(b), maxPackedPayload)
+			}
+			got = append(got, len(m.Items))
+			back = append(back, m.Items...)
+		}
+		if !slices.Equal(got, tc.want) || !slices.Equal(back, tc.items) {
+			t.Errorf("%d items packed as %v, want %v, in order", len(tc.items), got, tc.want)
+		}
+	}
+}
