@@ -990,20 +990,14 @@ func (h *health) tick() {
 	switch {
 	case starting:
 		h.announced, h.startedAt = true, now
-		out = h.announceLocked(out)
+		out = h.announceLocked(out, false)
 	case !h.reannounced && now-h.startedAt >= reannounceAfter*int64(h.cfg.ProbeInterval):
 		// Once more, to those it has not heard from since: in an overlay
 		// of up to announceAll nobody passes a restart on (it told
 		// everyone), and a lost copy was lost for good.
 		h.reannounced = true
-		if len(r.order) <= announceAll {
-			alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
-			for _, i := range h.startSetLocked() {
-				if !h.recs[i].heard() {
-					out = append(out, outMsg{r.ms[i].Addr, 0, alive})
-					h.stats.alives++
-				}
-			}
+		if h.announcesToAll() {
+			out = h.announceLocked(out, true)
 		}
 	case !h.rebased && now-h.startedAt >= int64(h.cfg.DeadProbeInterval):
 		out = h.rebaseLocked(out)
@@ -1096,6 +1090,10 @@ func (h *health) tick() {
 // each other at once (the lab's readiness waits for that).
 const announceAll = 64
 
+// announcesToAll reports whether the overlay is small enough that a
+// proxy announces its start to every member (announceAll).
+func (h *health) announcesToAll() bool { return len(h.ros.order) <= announceAll }
+
 // startSetLocked lists whom this proxy announces its start to (Alive).
 // In a small overlay, everyone but the joining. In a large one, telling
 // everyone was N² messages at a cold start (10⁸ at 10,000 proxies), so it
@@ -1114,7 +1112,7 @@ func (h *health) startSetLocked() []int32 {
 			out = append(out, i)
 		}
 	}
-	if len(r.order) <= announceAll {
+	if h.announcesToAll() {
 		for _, i := range r.order {
 			add(i)
 		}
@@ -1150,7 +1148,7 @@ func (h *health) startSetLocked() []int32 {
 // that is no reason to wait, and a dead cluster's last members were found
 // 2 s late for it.
 func (h *health) missesFor(m *mrec, now int64) int {
-	if m.heard() || (len(h.ros.order) > announceAll && now-h.startedAt >= int64(startGrace)) {
+	if m.heard() || (!h.announcesToAll() && now-h.startedAt >= int64(startGrace)) {
 		return h.cfg.ProbeMisses
 	}
 	return max(h.cfg.ProbeMisses, int(startGrace/h.cfg.ProbeInterval))
@@ -1436,16 +1434,15 @@ func (h *health) aliveLocked(out []outMsg, ch *change, src netip.Addr, fi int32,
 		return out
 	}
 	if name != r.ms[fi].Name {
-		// Forwarded news about a third proxy (never about this one:
-		// byName skips self). Any member may pass it on, as any may
-		// pass on a Fail.
+		// Forwarded news about a third proxy. Any member may pass it
+		// on, as any may pass on a Fail.
 		if mi := h.byName(name); mi >= 0 && inc > h.recs[mi].inc {
-			out = h.newIncarnationLocked(out, ch, mi, inc, src)
+			h.newIncarnationLocked(ch, mi, inc, src)
 		}
 		return out
 	}
 	if inc > from.inc {
-		out = h.newIncarnationLocked(out, ch, fi, inc, netip.Addr{})
+		h.newIncarnationLocked(ch, fi, inc, netip.Addr{})
 	} else if from.state == StateDead {
 		out = h.tellDeadLocked(out, fi)
 	}
@@ -1453,10 +1450,14 @@ func (h *health) aliveLocked(out []outMsg, ch *change, src netip.Addr, fi int32,
 }
 
 // announceLocked tells the start set that this proxy lives, at its
-// incarnation.
-func (h *health) announceLocked(out []outMsg) []outMsg {
+// incarnation; if unheard, only those it has not heard from since its
+// start.
+func (h *health) announceLocked(out []outMsg, unheard bool) []outMsg {
 	alive := &Alive{Name: h.self.Name, Incarnation: h.inc}
 	for _, i := range h.startSetLocked() {
+		if unheard && h.recs[i].heard() {
+			continue
+		}
 		out = append(out, outMsg{h.ros.ms[i].Addr, 0, alive})
 		h.stats.alives++
 	}
@@ -1495,7 +1496,7 @@ func (h *health) rebaseLocked(out []outMsg) []outMsg {
 		return out
 	}
 	h.inc = h.heldAt + 2
-	return h.announceLocked(out)
+	return h.announceLocked(out, false)
 }
 
 // newIncarnationLocked applies Alive(inc) for i, inc > its incarnation,
@@ -1509,12 +1510,12 @@ func (h *health) rebaseLocked(out []outMsg) []outMsg {
 // sent it to everyone. Nor is a first word at a cold start (incarnation 0
 // known): there is nothing to tell. Each proxy passes each incarnation on
 // once, as it takes it once.
-func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uint32, src netip.Addr) []outMsg {
+func (h *health) newIncarnationLocked(ch *change, i int32, inc uint32, src netip.Addr) {
 	m := &h.recs[i]
 	if m.state == StateJoining {
 		m.inc = inc // news from a third proxy: still wait for its own word
 		h.gen.Add(1)
-		return out
+		return
 	}
 	old, oldInc := m.state, m.inc
 	h.setState(i, StateAlive)
@@ -1539,7 +1540,7 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	// member by the restarted proxy itself (startSetLocked): passing it
 	// on from each that held it dead was N² messages (red team, finding
 	// 5). A refutation was not: the refuter tells only those it holds live.
-	toldAll := restart && !passed && len(h.ros.order) <= announceAll
+	toldAll := restart && !passed && h.announcesToAll()
 	switch {
 	case old == StateDead:
 		ch.revived = append(ch.revived, mb)
@@ -1553,7 +1554,6 @@ func (h *health) newIncarnationLocked(out []outMsg, ch *change, i int32, inc uin
 	if !toldAll && (passed || old == StateDead || (restart && oldInc != 0)) {
 		h.spreadLocked(NewsItem{Name: mb.Name, Incarnation: inc}, i, src)
 	}
-	return out
 }
 
 // deadListLocked tells to whom this proxy holds dead, in as few News as
@@ -1589,14 +1589,14 @@ func (h *health) aliveEvidenceLocked(out []outMsg, ch *change, i int32, inc uint
 	m := &h.recs[i]
 	switch {
 	case m.state == StateDead && inc > m.inc:
-		out = h.newIncarnationLocked(out, ch, i, inc, netip.Addr{})
+		h.newIncarnationLocked(ch, i, inc, netip.Addr{})
 	case m.state == StateDead:
 		// It is up but was declared dead at this incarnation: tell it, so
 		// that it refutes.
 		out = h.tellDeadLocked(out, i)
 	case m.inc != 0 && inc > m.inc+1:
 		// A restart, heard first by a probe or its answer.
-		out = h.newIncarnationLocked(out, ch, i, inc, netip.Addr{})
+		h.newIncarnationLocked(ch, i, inc, netip.Addr{})
 	default:
 		if inc > m.inc {
 			m.inc = inc

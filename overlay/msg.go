@@ -145,7 +145,8 @@ const (
 	TypeEdgeClaim
 	// TypeRestarted: proxy → a few proxies: the proxy Name has just
 	// started, at Incarnation, and knows nobody dead: send me whom you hold
-	// dead (a TypeFail each).
+	// dead (TypeFail or TypeNews), and my incarnation if you hold a higher
+	// one (TypeAlive).
 	TypeRestarted
 	// TypeNews: proxy → proxies: several deaths and comebacks at once,
 	// each as a TypeFail or a passed-on TypeAlive tells one.

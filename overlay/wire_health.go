@@ -121,9 +121,10 @@ func decodeAlive(b []byte) (Msg, error) {
 
 // Restarted: proxy → a few proxies: the proxy Name has just started, at
 // Incarnation, and lost whom it knew dead; the receiver sends it whom it
-// holds dead. Only a start asks: a proxy that refutes a Fail kept its view,
-// and one side's list would carry that side's opinion into the other after
-// a partition heals.
+// holds dead, and an Alive about it if it holds it at a higher
+// incarnation (its clock went back). Only a start asks: a proxy that
+// refutes a Fail kept its view, and one side's list would carry that
+// side's opinion into the other after a partition heals.
 //
 //	name:string incarnation:u32
 type Restarted struct {
