@@ -297,25 +297,7 @@ func TestRedteamRevivalFlood(t *testing.T) {
 	for _, size := range []int{5, 10} {
 		n, ms := newHealthNet(t, size, size, size, size)
 		n.run(3 * probeInterval)
-		var a, b []string
-		for i, m := range ms {
-			if i < len(ms)/2 {
-				a = append(a, m.Name)
-			} else {
-				b = append(b, m.Name)
-			}
-		}
-		n.net.Partition(a, b)
-		n.until(10*time.Second, "each side holds the other dead", func() bool {
-			for _, x := range a {
-				for _, y := range b {
-					if n.state(x, y) != StateDead || n.state(y, x) != StateDead {
-						return false
-					}
-				}
-			}
-			return true
-		})
+		rtPartition(n, ms, len(ms)/2)
 		alives, stop := n.rtCount(TypeAlive, nil)
 		n.net.Heal()
 		d := n.until(20*time.Second, "everyone alive", n.viewRight(ms))
