@@ -177,8 +177,12 @@ func TestNewFlowFlood(t *testing.T) {
 
 	n := sent.Load()
 	evicted, rated := after.Evicted-before.Evicted, after.Drops[router.DropFlowRate]-before.Drops[router.DropFlowRate]
-	t.Logf("flood: %d SYNs in %.1f s (%.0f a second); p1 evicted %d flows and dropped %d new ones for their rate; its tables peaked at %d IAP and %d NAT flows, the flooder's share at %d; the established connection answered %.1f exchanges of 1200 bytes a second during the flood, %d in the second before it",
-		n, secs, float64(n)/secs, evicted, rated, maxIAP, maxJAP, maxMine, float64(during)/secs, quiet)
+	// What reached p1's router: a new IAP flow, or a SYN dropped for its
+	// rate. On a busy host many of the SYNs sent are lost before it, in
+	// WireGuard's queues and at the kernel's socket.
+	arrived := after.IAP.New[router.FlowTCP] - before.IAP.New[router.FlowTCP] + rated
+	t.Logf("flood: %d SYNs in %.1f s (%.0f a second), %d reached p1's router; p1 evicted %d flows and dropped %d new ones for their rate; its tables peaked at %d IAP and %d NAT flows, the flooder's share at %d; the established connection answered %.1f exchanges of 1200 bytes a second during the flood, %d in the second before it",
+		n, secs, float64(n)/secs, arrived, evicted, rated, maxIAP, maxJAP, maxMine, float64(during)/secs, quiet)
 	if n < 2*floodMaxFlows {
 		t.Fatalf("the flood sent only %d SYNs: it cannot have filled a table of %d", n, floodMaxFlows)
 	}
@@ -195,8 +199,9 @@ func TestNewFlowFlood(t *testing.T) {
 		t.Errorf("p1 evicted %d flows in %.1f s, more than the churn limit allows (%d)", evicted, secs, most)
 	}
 	// A flood slower than the limit (a busy host, -race) is not held back.
-	if allowed := int64(floodMaxFlows/4 + router.SourceChurn*(int(secs)+2)); n > allowed && rated == 0 {
-		t.Errorf("no new flow was dropped for its rate during a flood of %d SYNs, more than the %d the limit allows", n, allowed)
+	// What counts is what reached p1's router (arrived).
+	if allowed := uint64(floodMaxFlows/4 + router.SourceChurn*(int(secs)+2)); arrived > allowed && rated == 0 {
+		t.Errorf("no new flow was dropped for its rate though %d SYNs of the flood reached p1, more than the %d the limit allows", arrived, allowed)
 	}
 	if share := floodMaxFlows / 4; maxMine > share {
 		t.Errorf("the flooder held %d flows in one table, more than its share %d", maxMine, share)
