@@ -293,14 +293,27 @@ func (s *Selector) Decide(now int64) (current int, moved bool) {
 
 // best is the live candidate other than the current one with the lowest
 // RTT (ties in config order) among those that answered at or after since;
-// -1 if none.
+// -1 if none. Leaving a dead proxy (since set), one whose last probe was
+// answered goes before one missing its latest probes: on a busy host the
+// nearest may be slow too, and moving to it would move the edge twice.
 func (s *Selector) best(since int64) int {
 	best := -1
 	for i, c := range s.cands {
 		if i == s.current || !c.live || c.lastOK < since {
 			continue
 		}
-		if best < 0 || c.rtt < s.cands[best].rtt {
+		if best < 0 {
+			best = i
+			continue
+		}
+		b := &s.cands[best]
+		if since != math.MinInt64 && (c.misses == 0) != (b.misses == 0) {
+			if c.misses == 0 {
+				best = i
+			}
+			continue
+		}
+		if c.rtt < b.rtt {
 			best = i
 		}
 	}

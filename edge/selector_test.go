@@ -241,3 +241,27 @@ func TestSelectorStaysWhenAllFallSilent(t *testing.T) {
 		t.Fatalf("current %d moved %v after p3 answered, want p3", cur, moved)
 	}
 }
+
+// Leaving a dead proxy, the edge goes to a candidate that answered its
+// latest probe before a nearer one that is missing its own: that one may
+// be about to die too, or be as starved, and the edge would move twice.
+func TestSelectorLeavesDeadForOneThatAnswers(t *testing.T) {
+	s, now := newTestSelector()
+	ms := time.Millisecond
+	round(s, now, 5*ms, 6*ms, 9*ms)
+	// p1 falls silent; p2 (nearer than p3) answers once more, then misses
+	// twice, still short of dead; p3 answers each time.
+	for i, p2 := range []time.Duration{6 * ms, 0, 0} {
+		now += int64(200 * ms)
+		cur, moved := round(s, now, 0, p2, 9*ms)
+		if i < 2 && moved {
+			t.Fatalf("moved after %d misses", i+1)
+		}
+		if i == 2 && (!moved || cur != 2) {
+			t.Fatalf("after 3 misses: current %d moved %v, want p3, whose last probe was answered", cur, moved)
+		}
+	}
+	if !s.cands[1].live || s.cands[1].lastOK < s.cands[0].silentSince {
+		t.Fatal("p2 is not a candidate by the older rule: the test does not test the new one")
+	}
+}

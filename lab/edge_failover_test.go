@@ -107,6 +107,7 @@ func TestClientFollowsAnycastWhenIAPDies(t *testing.T) {
 	}
 	if ms := moves(log, "cl3"); len(ms) != 1 {
 		t.Errorf("cl3 moved %d times, want once: %+v", len(ms), ms)
+		t.Logf("cl3: %+v", h.Edges["cl3"].Attach.Status())
 	} else {
 		t.Logf("move: %s", ms[0].Reason)
 	}
