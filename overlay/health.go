@@ -33,9 +33,11 @@ import (
 //   - A death is told (Fail) cluster by cluster: the proxy that declares it
 //     tells every live proxy of its own cluster and FailFanout live
 //     proxies of each other cluster (picked by rendezvous hash of the
-//     victim and the proxy, so that two proxies that declare the same
-//     death tell the same ones); a proxy that learns it from a proxy of
-//     another cluster tells every live proxy of its own, once. Every
+//     victim's cluster and the proxy, so that two proxies that declare
+//     the same death tell the same ones, and the deaths of one cluster
+//     that a proxy declares in one tick go in one News); a proxy that
+//     learns it from a proxy of another cluster tells every live proxy of
+//     its own, once. Every
 //     proxy hears each death from up to FailFanout proxies, so the loss of
 //     one copy does not matter, and a death costs about FailFanout
 //     messages per proxy, not one per pair of proxies (every proxy told
@@ -791,7 +793,10 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 	if src.IsValid() {
 		return
 	}
-	vw := pairPrefix(r.ms[v].Name)
+	// Forwarders by the victim's cluster, not the victim: deaths in one
+	// cluster (a cluster lost, a partition) that this proxy declares in
+	// one tick go to the same FailFanout of each cluster, in one News.
+	vw := pairPrefix(forwardKey + r.ms[v].Cluster)
 	for c, ms := range r.clusters {
 		if int32(c) == own {
 			continue
@@ -807,6 +812,10 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 		}
 	}
 }
+
+// forwardKey keeps the forwarders' hash apart from the watchers', which
+// weigh by a member's name.
+const forwardKey = "forward/"
 
 func (h *health) queueNewsLocked(o int32, news NewsItem) {
 	h.news = append(h.news, queuedNews{o, int32(len(h.news)), news})

@@ -840,3 +840,66 @@ func TestHealthNewsFloodBounded(t *testing.T) {
 	n.until(5*time.Second, dies.Name+" dead everywhere", n.allSee(dies.Name, StateDead))
 	n.until(10*time.Second, "every view right again", n.viewRight(ms))
 }
+
+// TestHealthClusterDeathTold: a whole cluster dies. A proxy of another
+// cluster that declares several of its members dead in one tick tells the
+// same FailFanout proxies of each cluster about all of them, in one
+// datagram each: its forwarders are picked by the victims' cluster. (By
+// the victim, each death had forwarders of its own, and a partition cost a
+// datagram for each death to each of them.)
+func TestHealthClusterDeathTold(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10, 10, 10, 10)
+	n.run(time.Second)
+	cluster := map[string]string{}
+	for _, m := range ms {
+		cluster[m.Name] = m.Cluster
+	}
+	type key struct {
+		from string
+		tick int64
+	}
+	dests := map[key]map[string]int{} // datagrams to other clusters, by sender and tick
+	items := map[key]int{}
+	t0 := n.clk.Now()
+	n.net.Trace(func(p overlaytest.Packet) {
+		_, m, err := ParseMsg(p.Payload)
+		if err != nil || cluster[p.From] == cluster[p.To] || len(asSingles(m)) == 0 {
+			return
+		}
+		k := key{p.From, (n.clk.Now() - t0) / int64(probeInterval)}
+		if dests[k] == nil {
+			dests[k] = map[string]int{}
+		}
+		dests[k][p.To]++
+		items[k] += len(asSingles(m))
+	})
+	dead := ms[:10]
+	for _, v := range dead {
+		n.kill(v.Name)
+	}
+	for _, v := range dead {
+		n.until(5*time.Second, v.Name+" dead everywhere", n.allSee(v.Name, StateDead))
+	}
+	n.net.Trace(nil)
+	// Up to FailFanout of each of the other 5 clusters (the dead one's
+	// too, while its members are not all held dead yet).
+	most := 3 * 5
+	batched := 0
+	for k, to := range dests {
+		if len(to) > most {
+			t.Errorf("%s told %d proxies of other clusters in one tick (%d items), want at most %d", k.from, len(to), items[k], most)
+		}
+		for d, c := range to {
+			if c > 1 {
+				t.Errorf("%s sent %s %d datagrams of news in one tick, want one", k.from, d, c)
+			}
+		}
+		if items[k] > len(to) {
+			batched++
+		}
+	}
+	if batched == 0 {
+		t.Errorf("no proxy told two deaths in one tick: the test does not test the batching (%d ticks of news)", len(dests))
+	}
+	t.Logf("%d (sender, tick) pairs told other clusters, %d of them more than one death each", len(dests), batched)
+}
