@@ -17,9 +17,23 @@ type heapAtRest struct {
 	at    string // the progress line's text that takes the profile
 	heap  uint64
 	pairs int
+	// cpuFrom: the progress line's text after which a CPU profile goes to
+	// cpuPath (cpu, till the run ends).
+	cpuFrom, cpuPath string
+	cpu              *os.File
 }
 
 func (h *heapAtRest) Write(b []byte) (int, error) {
+	if h.cpuFrom != "" && strings.Contains(string(b), h.cpuFrom) && h.cpu == nil {
+		f, err := os.Create(h.cpuPath)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			h.t.Fatal(err)
+		}
+		h.cpu = f
+	}
 	if strings.Contains(string(b), h.at) && h.heap == 0 {
 		runtime.GC()
 		var m runtime.MemStats
@@ -46,7 +60,9 @@ func (h *heapAtRest) Write(b []byte) (int, error) {
 // of SIM_CLUSTER (default 10) and reports the heap per (proxy, member) at
 // rest (or after the event SIM_HEAPAT names, e.g. "partition");
 // SIM_HEAPPROF names a file for a heap profile taken then; SIM_HEAPSTOP=1
-// ends the run there. Set
+// ends the run there. SIM_CPUPROF names a file for a CPU profile from the
+// progress line that has SIM_CPUFROM (e.g. "kill cluster": the partition)
+// to the end. Set
 // SIM_HEAP=1 to run it.
 func TestFailuresHeap(t *testing.T) {
 	if os.Getenv("SIM_HEAP") == "" {
@@ -60,6 +76,15 @@ func TestFailuresHeap(t *testing.T) {
 	h := &heapAtRest{t: t, path: os.Getenv("SIM_HEAPPROF"), at: "at rest", pairs: p * p}
 	if at := os.Getenv("SIM_HEAPAT"); at != "" {
 		h.at = at // e.g. "partition": after that event
+	}
+	if path := os.Getenv("SIM_CPUPROF"); path != "" {
+		h.cpuFrom, h.cpuPath = os.Getenv("SIM_CPUFROM"), path
+		defer func() {
+			if h.cpu != nil {
+				pprof.StopCPUProfile()
+				h.cpu.Close()
+			}
+		}()
 	}
 	r, err := RunFailures(FailuresConfig{Proxies: p, Cluster: c, Seed: 1, Rest: 2 * time.Second, Window: 2 * time.Second, Progress: h})
 	if err != nil {
