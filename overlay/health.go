@@ -226,15 +226,13 @@ func (m *mrec) watched() bool     { return m.flags&fWatched != 0 }
 // plain alive and unprobed: watched, suspect, dead, joining or
 // unreachable. A tick drops it when the member is alive and unwatched
 // again, after doing to it what it did to every unwatched member. It is
-// 64 bytes, and 64 more (liveRec) unless the member is dead: in a
-// partition every proxy holds half the others dead.
+// 32 bytes, and a liveRec more unless the member is dead: in a partition
+// every proxy holds half the others dead (5×10⁷ records at 10,000
+// proxies), and a dead member is probed once a DeadProbeInterval at most,
+// so one probe an answer may match is enough.
 type probeRec struct {
-	// seq: the recent probes an ack may answer (0: none, or answered);
-	// ind: bit k says seq[k] asked helpers (indirect); next: where the
-	// next one goes.
-	seq         [probeWindow]uint32
-	ind, next   uint8
-	outstanding int32 // probes sent since the last ack
+	outstanding int32  // probes sent since the last ack
+	deadSeq     uint32 // the last probe sent while it was dead (0: none, or answered)
 	lastProbe   int64
 	deadAt      int64 // when it last became dead here
 	live        *liveRec
@@ -243,12 +241,17 @@ type probeRec struct {
 // liveRec is what a probeRec has of a member that is not dead (or of a
 // dead one that was vouched for after this proxy last heard it).
 type liveRec struct {
-	at        [probeWindow]int64 // when seq[k] was sent (not kept while dead: it is no sample then)
-	srtt      int64              // ns, 0 = none
-	rttAt     int64              // when srtt last took a sample
-	rttFrom   int64              // when this measurement run's first answer came; 0: none yet (see sampleLocked)
-	suspectAt int64              // StateJoining: when it was added
-	vouchedAt int64              // when a helper last relayed its answer to our probe
+	// seq: the recent probes an ack may answer (0: none, or answered),
+	// sent at at; ind: bit k says seq[k] asked helpers (indirect); next:
+	// where the next one goes.
+	seq       [probeWindow]uint32
+	at        [probeWindow]int64
+	ind, next uint8
+	srtt      int64 // ns, 0 = none
+	rttAt     int64 // when srtt last took a sample
+	rttFrom   int64 // when this measurement run's first answer came; 0: none yet (see sampleLocked)
+	suspectAt int64 // StateJoining: when it was added
+	vouchedAt int64 // when a helper last relayed its answer to our probe
 	// suspectTicks: the ticks since it became suspect, that one included.
 	suspectTicks int32
 }
@@ -302,21 +305,41 @@ func (x *probeRec) vouchedAt() int64 {
 	return x.live.vouchedAt
 }
 
-// record notes probe seq, sent now; the member's state says whether it
-// needs its time.
+// record notes probe seq, sent now; the member's state says where. The
+// probes of a dead member are direct, and not timed: they are no sample.
 func (x *probeRec) record(seq uint32, now int64, indirect bool, st MemberState) {
-	k := x.next % probeWindow
-	x.seq[k] = seq
-	x.ind &^= 1 << k
+	if st == StateDead {
+		x.deadSeq = seq
+		return
+	}
+	l := x.l()
+	k := l.next % probeWindow
+	l.seq[k], l.at[k] = seq, now
+	l.ind &^= 1 << k
 	if indirect {
-		x.ind |= 1 << k
+		l.ind |= 1 << k
 	}
-	if st != StateDead {
-		x.l().at[k] = now
-	} else if x.live != nil {
-		x.live.at[k] = 0
+	l.next = (l.next + 1) % probeWindow
+}
+
+// answered finds the probe seq that an ack answers, and forgets it: found,
+// whether it asked helpers, and when it was sent (0: not timed).
+func (x *probeRec) answered(seq uint32) (ok, indirect bool, sent int64) {
+	if x.deadSeq == seq {
+		x.deadSeq = 0
+		return true, false, 0
 	}
-	x.next = (x.next + 1) % probeWindow
+	l := x.live
+	if l == nil {
+		return false, false, 0
+	}
+	for k := range l.seq {
+		if l.seq[k] == seq {
+			l.seq[k] = 0
+			return true, l.ind&(1<<k) != 0, l.at[k]
+		}
+	}
+	return false, false, 0
 }
 
 // probeRelay is a probe this proxy sends for another (ProbeReq).
@@ -1295,27 +1318,22 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		if x == nil {
 			break // not probed lately
 		}
-		for k := range x.seq {
-			if x.seq[k] == 0 || x.seq[k] != seq {
-				continue
-			}
-			indirect := x.ind&(1<<k) != 0
-			direct := !indirect && fi == mi
-			if direct {
-				var at int64
-				if x.live != nil {
-					at = x.live.at[k]
-				}
-				h.sampleLocked(&h.recs[mi], x, at, now)
-			}
-			x.seq[k] = 0
-			if indirect && fi != mi {
-				x.l().vouchedAt = now // a helper reaches it
-			}
-			if direct || indirect {
-				out = h.aliveEvidenceLocked(out, &ch, mi, msg.Incarnation)
-			}
+		if seq == 0 {
+			break // no probe has it
+		}
+		ok, indirect, sent := x.answered(seq)
+		if !ok {
 			break
+		}
+		direct := !indirect && fi == mi
+		if direct && sent != 0 {
+			h.sampleLocked(&h.recs[mi], x, sent, now)
+		}
+		if indirect && fi != mi {
+			x.l().vouchedAt = now // a helper reaches it
+		}
+		if direct || indirect {
+			out = h.aliveEvidenceLocked(out, &ch, mi, msg.Incarnation)
 		}
 	case *ProbeReq:
 		ti := h.byName(msg.Suspect)

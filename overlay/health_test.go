@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/pias-net/pias/overlay/overlaytest"
 )
@@ -902,4 +903,13 @@ func TestHealthClusterDeathTold(t *testing.T) {
 		t.Errorf("no proxy told two deaths in one tick: the test does not test the batching (%d ticks of news)", len(dests))
 	}
 	t.Logf("%d (sender, tick) pairs told other clusters, %d of them more than one death each", len(dests), batched)
+}
+
+// TestProbeRecSize: in a partition of 10,000 proxies every proxy holds a
+// probeRec for each of 5,000 dead members, 5×10⁷ in all; each byte of it
+// is 50 MB.
+func TestProbeRecSize(t *testing.T) {
+	if s := unsafe.Sizeof(probeRec{}); s > 32 {
+		t.Errorf("probeRec is %d bytes, want at most 32", s)
+	}
 }
