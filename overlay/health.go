@@ -450,9 +450,48 @@ type health struct {
 }
 
 type queuedNews struct {
-	to, k int32 // k: its place in the queue
-	news  NewsItem
+	to   int32
+	news NewsItem
 }
+
+// sortNewsByMember orders q by member, each one's news in the order
+// queued: a stable radix sort, a byte of the member's number a pass. In a
+// partition a proxy passes on hundreds of deaths a tick to each of its
+// cluster, and a comparison sort of them was 7 % of a run.
+func sortNewsByMember(q []queuedNews) {
+	var hi int32
+	for _, e := range q {
+		hi = max(hi, e.to)
+	}
+	bp := newsScratch.Get().(*[]queuedNews)
+	buf := slices.Grow((*bp)[:0], len(q))[:len(q)]
+	src, dst := q, buf
+	for shift := 0; shift < 32 && hi>>shift > 0; shift += 8 {
+		var at [257]int
+		for _, e := range src {
+			at[(e.to>>shift)&0xff+1]++
+		}
+		for b := 1; b < len(at); b++ {
+			at[b] += at[b-1]
+		}
+		for _, e := range src {
+			d := (e.to >> shift) & 0xff
+			dst[at[d]] = e
+			at[d]++
+		}
+		src, dst = dst, src
+	}
+	if len(q) > 0 && &src[0] != &q[0] {
+		copy(q, src)
+	}
+	clear(buf) // it holds names
+	*bp = buf[:0]
+	newsScratch.Put(bp)
+}
+
+// newsScratch is sortNewsByMember's room, shared by the proxies of a
+// process.
+var newsScratch = sync.Pool{New: func() any { return new([]queuedNews) }}
 
 // Incarnations start at the wall clock in seconds (1.8 × 10⁹ in 2026)
 // and grow by one a refutation. A Fail above maxFailIncarnation, or an
@@ -845,7 +884,7 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 const forwardKey = "forward/"
 
 func (h *health) queueNewsLocked(o int32, news NewsItem) {
-	h.news = append(h.news, queuedNews{o, int32(len(h.news)), news})
+	h.news = append(h.news, queuedNews{o, news})
 }
 
 // newsOutLocked sends the news queued (see the top of this file): now if
@@ -861,12 +900,7 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 	if h.newsSpreads > 1 {
 		// By member, each one's news in the order learned. (One spread
 		// names each member once: a death told to every cluster.)
-		slices.SortFunc(q, func(a, b queuedNews) int {
-			if a.to != b.to {
-				return int(a.to - b.to)
-			}
-			return int(a.k - b.k)
-		})
+		sortNewsByMember(q)
 	}
 	h.newsSpreads = 0
 	var items []NewsItem

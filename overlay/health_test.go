@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"testing"
@@ -911,5 +912,25 @@ func TestHealthClusterDeathTold(t *testing.T) {
 func TestProbeRecSize(t *testing.T) {
 	if s := unsafe.Sizeof(probeRec{}); s > 32 {
 		t.Errorf("probeRec is %d bytes, want at most 32", s)
+	}
+}
+
+// TestSortNewsByMember: the radix sort orders as a stable sort by member
+// does, over one, two and three bytes of member numbers.
+func TestSortNewsByMember(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, hi := range []int32{1, 200, 60000, 1 << 20} {
+		for _, n := range []int{0, 1, 2, 17, 3000} {
+			q := make([]queuedNews, n)
+			for k := range q {
+				q[k] = queuedNews{to: rng.Int32N(hi), news: NewsItem{Name: fmt.Sprint("p", k)}}
+			}
+			want := slices.Clone(q)
+			slices.SortStableFunc(want, func(a, b queuedNews) int { return int(a.to - b.to) })
+			sortNewsByMember(q)
+			if !slices.Equal(q, want) {
+				t.Fatalf("%d items below %d: sorted wrong", n, hi)
+			}
+		}
 	}
 }
