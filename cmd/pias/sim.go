@@ -290,13 +290,13 @@ func simGC(stop <-chan struct{}) {
 
 // simMemoryLimit is the memory limit for a simulation whose live heap is
 // live bytes: 7.5 GiB, so that a run that fits in 8 GiB stays there (at
-// GOGC 25 failures at 10,000 proxies held 5 GiB live and 8.1 GiB of
+// GOGC 25 failures at 10,000 proxies held 5.6 GiB live and 8.1 GiB of
 // RSS: pages freed but not yet returned, and the heap's growth between
-// collections), or 1.5× a live heap past 5 GiB, so that the collector never
-// runs without a pause for a limit the live heap fills.
+// collections), or 1.25× a live heap past 6 GiB, so that the collector
+// never runs without a pause for a limit the live heap fills.
 func simMemoryLimit(live uint64) int64 {
 	const limit = 15 << 29 // 7.5 GiB
-	return max(limit, int64(live+live/2))
+	return max(limit, int64(live+live/4))
 }
 
 // simGCPercent is the GOGC for a simulation whose live heap is live

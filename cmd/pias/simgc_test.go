@@ -19,14 +19,14 @@ func TestSimGCPercent(t *testing.T) {
 	}
 }
 
-// TestSimMemoryLimit: 7.5 GiB, or 1.5× a live heap past 5 GiB.
+// TestSimMemoryLimit: 7.5 GiB, or 1.25× a live heap past 6 GiB.
 func TestSimMemoryLimit(t *testing.T) {
 	const gib = 1 << 30
 	for _, tc := range []struct {
 		live uint64
 		want int64
 	}{
-		{0, 15 * gib / 2}, {gib, 15 * gib / 2}, {5 * gib, 15 * gib / 2}, {6 * gib, 9 * gib}, {20 * gib, 30 * gib},
+		{0, 15 * gib / 2}, {gib, 15 * gib / 2}, {6 * gib, 15 * gib / 2}, {8 * gib, 10 * gib}, {20 * gib, 25 * gib},
 	} {
 		if got := simMemoryLimit(tc.live); got != tc.want {
 			t.Errorf("simMemoryLimit(%.2f GiB) = %.2f GiB, want %.2f", float64(tc.live)/gib, float64(got)/gib, float64(tc.want)/gib)
