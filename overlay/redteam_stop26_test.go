@@ -7,7 +7,9 @@ package overlay
 // REDTEAM=1 (and then fails); the others check what holds.
 
 import (
+	"net/netip"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -53,5 +55,100 @@ func TestRedteam26SlowDeadNeverSeenBack(t *testing.T) {
 	n.run(10 * time.Second)
 	if st := n.state(w.Name, v.Name); st == StateDead {
 		t.Errorf("%s still holds %s dead after 10 s, with %d answers of it to its probes delivered (round trip 1.2 s, DeadProbeInterval 1 s)", w.Name, v.Name, count())
+	}
+}
+
+// rt26Forwarders are the FailFanout members of cluster c (of ms) that a
+// death of a member of cluster of is passed to, by the hash of bf6ae65
+// (all live).
+func rt26Forwarders(ms []Member, of, c string) []string {
+	type fw struct {
+		name string
+		w    uint64
+	}
+	key := pairPrefix("forward/" + of)
+	var all []fw
+	for _, m := range ms {
+		if m.Cluster == c {
+			all = append(all, fw{m.Name, weight(key, m.Name)})
+		}
+	}
+	slices.SortFunc(all, func(a, b fw) int {
+		switch {
+		case a.w > b.w:
+			return -1
+		case a.w < b.w:
+			return 1
+		}
+		return 0
+	})
+	var out []string
+	for _, f := range all[:3] {
+		out = append(out, f.name)
+	}
+	return out
+}
+
+// TestRedteam26ThreeForwardersHideACluster: finding 2 (bf6ae65). The
+// forwarders of a death into a cluster are picked by the victim's
+// cluster, so the same three proxies of cluster c2 pass on every death of
+// cluster c1, whoever declares it. Three proxies of c2 that answer probes
+// but pass nothing on (a hostile admitted proxy, or a grey failure: a
+// full send queue, an egress filter; the three are known to anyone, the
+// hash is public) hide every death of c1 from the rest of c2 for good.
+// Picked by the victim, the same three hid only the deaths whose own
+// three they were.
+func TestRedteam26ThreeForwardersHideACluster(t *testing.T) {
+	rt26Skip(t, "finding 2: three silent forwarders hide all of a cluster's deaths from their cluster")
+	n, ms := newHealthNet(t, 10, 10, 10, 10)
+	n.run(time.Second)
+	bad := rt26Forwarders(ms, "c1", "c2")
+	badAddr := map[string]bool{}
+	for _, m := range ms {
+		if slices.Contains(bad, m.Name) {
+			badAddr[m.Addr.String()] = true
+		}
+	}
+	n.dropMsgs(func(src, dst netip.Addr, m Msg) bool {
+		switch m.(type) {
+		case *Fail, *News:
+			return badAddr[src.String()]
+		}
+		return false
+	})
+	// The victims: members of c1 that no proxy of c2 probes (one that
+	// does declares the death itself and tells all of c2).
+	var victims []Member
+	for _, v := range ms[:10] {
+		watched := false
+		for _, m := range ms[10:20] {
+			watched = watched || slices.Contains(n.node(m.Name).health().watchedNames(), v.Name)
+		}
+		if !watched {
+			victims = append(victims, v)
+		}
+	}
+	if len(victims) == 0 {
+		t.Fatal("c2 probes every member of c1")
+	}
+	for _, v := range victims {
+		n.kill(v.Name)
+	}
+	n.run(30 * time.Second)
+	missed, pairs := 0, 0
+	for _, m := range ms[10:20] {
+		if slices.Contains(bad, m.Name) {
+			continue
+		}
+		for _, v := range victims {
+			pairs++
+			if n.state(m.Name, v.Name) != StateDead {
+				missed++
+			}
+		}
+	}
+	t.Logf("silent forwarders %v of c2; (proxy of c2, victim) pairs held alive 30 s after the deaths: %d of %d", bad, missed, pairs)
+	if missed > 0 {
+		t.Errorf("%d of %d (proxy of c2, dead member of c1) pairs still held alive 30 s after the deaths: three silent proxies hide c1's deaths", missed, pairs)
 	}
 }
