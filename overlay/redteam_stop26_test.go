@@ -100,6 +100,19 @@ func rt26Forwarders(ms []Member, of, c string) []string {
 // three they were.
 func TestRedteam26ThreeForwardersHideACluster(t *testing.T) {
 	rt26Skip(t, "finding 2: three silent forwarders hide all of a cluster's deaths from their cluster")
+	for _, crash := range []bool{false, true} {
+		name := "silent"
+		if crash {
+			name = "crashed"
+		}
+		t.Run(name, func(t *testing.T) { rt26HideCluster(t, crash) })
+	}
+}
+
+// rt26HideCluster is finding 2: the forwarders of c1's deaths into c2
+// pass nothing on (crash false), or die with the victims (crash true: a
+// correlated failure, one power or network event in two clusters).
+func rt26HideCluster(t *testing.T, crash bool) {
 	n, ms := newHealthNet(t, 10, 10, 10, 10)
 	n.run(time.Second)
 	bad := rt26Forwarders(ms, "c1", "c2")
@@ -110,6 +123,9 @@ func TestRedteam26ThreeForwardersHideACluster(t *testing.T) {
 		}
 	}
 	n.dropMsgs(func(src, dst netip.Addr, m Msg) bool {
+		if crash {
+			return false
+		}
 		switch m.(type) {
 		case *Fail, *News:
 			return badAddr[src.String()]
@@ -134,6 +150,11 @@ func TestRedteam26ThreeForwardersHideACluster(t *testing.T) {
 	for _, v := range victims {
 		n.kill(v.Name)
 	}
+	if crash {
+		for _, b := range bad {
+			n.kill(b)
+		}
+	}
 	n.run(30 * time.Second)
 	missed, pairs := 0, 0
 	for _, m := range ms[10:20] {
@@ -147,8 +168,8 @@ func TestRedteam26ThreeForwardersHideACluster(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("silent forwarders %v of c2; (proxy of c2, victim) pairs held alive 30 s after the deaths: %d of %d", bad, missed, pairs)
+	t.Logf("forwarders %v of c2 (crashed: %v); (proxy of c2, victim) pairs held alive 30 s after the deaths: %d of %d", bad, crash, missed, pairs)
 	if missed > 0 {
-		t.Errorf("%d of %d (proxy of c2, dead member of c1) pairs still held alive 30 s after the deaths: three silent proxies hide c1's deaths", missed, pairs)
+		t.Errorf("%d of %d (proxy of c2, dead member of c1) pairs still held alive 30 s after the deaths: the three forwarders hide c1's deaths", missed, pairs)
 	}
 }
