@@ -173,3 +173,49 @@ func rt26HideCluster(t *testing.T, crash bool) {
 		t.Errorf("%d of %d (proxy of c2, dead member of c1) pairs still held alive 30 s after the deaths: the three forwarders hide c1's deaths", missed, pairs)
 	}
 }
+
+// TestRedteam26LateAnswerAfterDeath: finding 3 (4733f04), finding 1
+// reached by the declarer's own verdict. A member whose round trip to a
+// watcher is 1.2 s is declared dead by it (3 misses and ConfirmTimeout
+// take about 1 s). Its answers to the probes sent while it was alive or
+// suspect arrive after the death: those probes were in the liveRec that
+// the death dropped, so they match nothing (before, they matched and the
+// declarer told it it was held dead, and it refuted); and each probe of
+// the dead replaces the one before it (finding 1). Here the declarer
+// passes its verdict on to nobody but the member (as when it alone holds
+// the member dead: a lost Alive, a stale dead list); it never sees it
+// back. (With DeadProbeInterval 1 s and a death in about 1 s, no round
+// trip lets a death happen and a probe of the dead match.)
+func TestRedteam26LateAnswerAfterDeath(t *testing.T) {
+	rt26Skip(t, "finding 3: a member declared dead over a slow path is never seen back by its declarer")
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(time.Second)
+	var w, v Member
+	for _, a := range ms {
+		for _, b := range n.node(a.Name).health().watchedNames() {
+			bm := ms[slices.IndexFunc(ms, func(m Member) bool { return m.Name == b })]
+			if bm.Cluster != a.Cluster && !slices.Contains(n.node(b).health().watchedNames(), a.Name) && w.Name == "" {
+				w, v = a, bm
+			}
+		}
+	}
+	if w.Name == "" {
+		t.Fatal("no proxy watches one of another cluster that does not watch it")
+	}
+	n.dropMsgs(func(src, dst netip.Addr, m Msg) bool {
+		switch m.(type) {
+		case *Fail, *News:
+			return src == w.Addr && dst != v.Addr // w alone holds v dead (and tells it)
+		case *ProbeReq:
+			return src == w.Addr // and asks no helper
+		}
+		return false
+	})
+	n.net.SetLink(v.Name, w.Name, overlaytest.Link{Delay: 600 * time.Millisecond})
+	n.until(2*time.Second, w.Name+" declares "+v.Name+" dead", func() bool { return n.state(w.Name, v.Name) == StateDead })
+	back := n.until(10*time.Second, w.Name+" sees "+v.Name+" back", func() bool { return n.state(w.Name, v.Name) == StateAlive })
+	t.Logf("%s held %s dead for %v (round trip 1.2 s)", w.Name, v.Name, back)
+	if back > 2500*time.Millisecond {
+		t.Errorf("%s held the live %s dead for %v, want at most 2.5 s (two round trips and a tick)", w.Name, v.Name, back)
+	}
+}
