@@ -7,9 +7,13 @@ package overlay
 // REDTEAM=1 (and then fails); the others check what holds.
 
 import (
+	"cmp"
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"os"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -217,5 +221,44 @@ func TestRedteam26LateAnswerAfterDeath(t *testing.T) {
 	t.Logf("%s held %s dead for %v (round trip 1.2 s)", w.Name, v.Name, back)
 	if back > 2500*time.Millisecond {
 		t.Errorf("%s held the live %s dead for %v, want at most 2.5 s (two round trips and a tick)", w.Name, v.Name, back)
+	}
+}
+
+// TestRedteam26SortNewsShared: holds. sortNewsByMember's scratch comes
+// from a pool shared by the proxies of a process, each sorting under its
+// own lock: sorts at once on many goroutines, over member numbers up to
+// 2³¹−1 (four passes) and queues of up to 5,000 items, each give what
+// a stable sort gives, and leave no item behind in another's queue.
+func TestRedteam26SortNewsShared(t *testing.T) {
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rng := rand.New(rand.NewPCG(uint64(g), 26))
+			for round := range 12 {
+				hi := []int32{1, 255, 256, 65536, 1 << 24, 1<<31 - 1}[round%6]
+				q := make([]queuedNews, rng.IntN(5000))
+				for k := range q {
+					q[k] = queuedNews{to: rng.Int32N(hi), news: NewsItem{Name: fmt.Sprint(g, "/", k)}}
+				}
+				if len(q) > 0 {
+					q[0].to = hi - 1 // the top byte is used
+				}
+				want := slices.Clone(q)
+				slices.SortStableFunc(want, func(a, b queuedNews) int { return cmp.Compare(a.to, b.to) })
+				sortNewsByMember(q)
+				if !slices.Equal(q, want) {
+					errs <- fmt.Sprintf("goroutine %d round %d: %d items below %d sorted wrong", g, round, len(q), hi)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
