@@ -262,3 +262,44 @@ func TestRedteam26SortNewsShared(t *testing.T) {
 		t.Error(e)
 	}
 }
+
+// TestRedteam26ForgedAckOfDeadSeq: holds. A dead member's one
+// outstanding probe number (deadSeq) answers as a direct probe; an
+// answer with it, or with seq 0, sent by another proxy in the dead
+// member's name (a relay that was never asked for, or a forgery) neither
+// revives it (even at a higher incarnation) nor gets its holder to tell
+// it anything. (It does use the number up, so that v's own answer then
+// matches nothing: older than these changes, the window's numbers were
+// used up alike, and nonces count up, so an admitted proxy probed by the
+// holder can guess them.)
+func TestRedteam26ForgedAckOfDeadSeq(t *testing.T) {
+	n, ms := newHealthNet(t, 10, 10, 10)
+	n.run(time.Second)
+	v, evil := ms[0], ms[20]
+	n.kill(v.Name)
+	n.until(3*time.Second, v.Name+" dead everywhere", n.allSee(v.Name, StateDead))
+	w := ms[1]
+	n.until(3*time.Second, w.Name+" probes the dead "+v.Name, func() bool {
+		hw := n.node(w.Name).health()
+		hw.mu.Lock()
+		defer hw.mu.Unlock()
+		return hw.ext.get(hw.byName(v.Name)).deadSeq != 0
+	})
+	hw := n.node(w.Name).health()
+	hw.mu.Lock()
+	seq := hw.ext.get(hw.byName(v.Name)).deadSeq
+	hw.mu.Unlock()
+	count, stop := n.rtCount(TypeFail, func(p overlaytest.Packet, m Msg) bool { return p.From == w.Name })
+	defer stop()
+	for _, s := range []uint32{seq, 0} {
+		n.sendAs(evil.Name, w.Name, wmsg{s, &ProbeAck{From: v.Name, Incarnation: 100}})
+		n.sendAs(evil.Name, w.Name, wmsg{s, &ProbeAck{From: v.Name, Incarnation: 500}})
+	}
+	n.settle()
+	if st := n.state(w.Name, v.Name); st != StateDead {
+		t.Errorf("%s holds the dead %s %v after forged answers to its probe", w.Name, v.Name, st)
+	}
+	if c := count(); c != 0 {
+		t.Errorf("%s sent %d Fails after forged answers", w.Name, c)
+	}
+}
