@@ -292,8 +292,8 @@ func TestRedteam26ForgedAckOfDeadSeq(t *testing.T) {
 	count, stop := n.rtCount(TypeFail, func(p overlaytest.Packet, m Msg) bool { return p.From == w.Name })
 	defer stop()
 	for _, s := range []uint32{seq, 0} {
-		n.sendAs(evil.Name, w.Name, wmsg{s, &ProbeAck{From: v.Name, Incarnation: 100}})
 		n.sendAs(evil.Name, w.Name, wmsg{s, &ProbeAck{From: v.Name, Incarnation: 500}})
+		n.sendAs(evil.Name, w.Name, wmsg{s, &ProbeAck{From: v.Name, Incarnation: 100}})
 	}
 	n.settle()
 	if st := n.state(w.Name, v.Name); st != StateDead {
