@@ -303,3 +303,42 @@ func TestRedteam26ForgedAckOfDeadSeq(t *testing.T) {
 		t.Errorf("%s sent %d Fails after forged answers", w.Name, c)
 	}
 }
+
+// TestRedteam26PartitionThroughACluster: a partition that cuts a cluster
+// in two, k members on one side. The deaths (as seen from one side) of
+// each cluster of the other side are passed into the cut cluster by the
+// same three forwarders; when they are on the far side, the near side of
+// the cut cluster hears those deaths only from its own verdicts.
+func TestRedteam26PartitionThroughACluster(t *testing.T) {
+	for _, k := range []int{12, 15, 18} {
+		t.Run(fmt.Sprint(k), func(t *testing.T) {
+			n, ms := newHealthNet(t, 10, 10, 10, 10)
+			n.run(time.Second)
+			var a, b []string
+			for i, m := range ms {
+				if i < k {
+					a = append(a, m.Name)
+				} else {
+					b = append(b, m.Name)
+				}
+			}
+			n.net.Partition(a, b)
+			n.run(5 * time.Second)
+			missed := 0
+			for _, x := range a {
+				for _, y := range b {
+					if n.state(x, y) != StateDead {
+						missed++
+					}
+					if n.state(y, x) != StateDead {
+						missed++
+					}
+				}
+			}
+			t.Logf("cut at %d: %d of %d views across the partition not dead 5 s on", k, missed, 2*len(a)*len(b))
+			if missed > 0 {
+				t.Errorf("cut at %d: %d of %d views across the partition not dead 5 s on", k, missed, 2*len(a)*len(b))
+			}
+		})
+	}
+}
