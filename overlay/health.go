@@ -32,10 +32,12 @@ import (
 //     makes it dead.
 //   - A death is told (Fail) cluster by cluster: the proxy that declares it
 //     tells every live proxy of its own cluster and FailFanout live
-//     proxies of each other cluster (picked by rendezvous hash of the
-//     victim's cluster and the proxy, so that two proxies that declare
-//     the same death tell the same ones, and the deaths of one cluster
-//     that a proxy declares in one tick go in one News); a proxy that
+//     proxies of each other cluster (all but one picked by rendezvous
+//     hash of the victim's cluster and the proxy, so that two proxies
+//     that declare the same death tell the same ones, and the deaths of
+//     one cluster that a proxy declares in one tick go in one News; the
+//     last by the declarer's, so that no fixed few carry a cluster's
+//     deaths to theirs); a proxy that
 //     learns it from a proxy of another cluster tells every live proxy of
 //     its own, once. Every
 //     proxy hears each death from up to FailFanout proxies, so the loss of
@@ -232,7 +234,7 @@ func (m *mrec) watched() bool     { return m.flags&fWatched != 0 }
 // so one probe an answer may match is enough.
 type probeRec struct {
 	outstanding int32  // probes sent since the last ack
-	deadSeq     uint32 // the last probe sent while it was dead (0: none, or answered)
+	deadSeq     uint32 // the probe a dead member is asked with until it answers (0: none yet)
 	lastProbe   int64
 	deadAt      int64 // when it last became dead here
 	live        *liveRec
@@ -320,6 +322,21 @@ func (x *probeRec) record(seq uint32, now int64, indirect bool, st MemberState) 
 		l.ind |= 1 << k
 	}
 	l.next = (l.next + 1) % probeWindow
+}
+
+// lastDirect is the newest direct probe not answered yet (0: none).
+func (x *probeRec) lastDirect() uint32 {
+	l := x.live
+	if l == nil {
+		return 0
+	}
+	for n := 1; n <= probeWindow; n++ {
+		k := (int(l.next) - n + probeWindow) % probeWindow
+		if l.seq[k] != 0 && l.ind&(1<<k) == 0 {
+			return l.seq[k]
+		}
+	}
+	return 0
 }
 
 // answered finds the probe seq that an ack answers, and forgets it: found,
@@ -661,6 +678,11 @@ func (h *health) setState(i int32, st MemberState) {
 			}
 		}
 		x := h.x(i)
+		if m.state != StateDead && x.deadSeq == 0 {
+			// Its answer to the last direct probe may be on the way (a
+			// path slower than the verdict): it still counts.
+			x.deadSeq = x.lastDirect()
+		}
 		if x.vouchedAt() <= m.lastHeard {
 			// Nothing in it matters while it is dead (a vouch older than
 			// its last word never will).
@@ -857,8 +879,13 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 	}
 	// Forwarders by the victim's cluster, not the victim: deaths in one
 	// cluster (a cluster lost, a partition) that this proxy declares in
-	// one tick go to the same FailFanout of each cluster, in one News.
+	// one tick go to the same proxies of each cluster, in one News. All
+	// but one: that one is this proxy's own pick, so that no fixed
+	// FailFanout of a cluster (hostile, or dying with the victims) carry
+	// every death of another cluster to theirs.
 	vw := pairPrefix(forwardKey + r.ms[v].Cluster)
+	sw := pairPrefix(forwardKey + h.self.Name)
+	byVictim := max(1, h.cfg.FailFanout-1)
 	// One top's room for all clusters (at the default fan-out): a death
 	// told to 1,000 clusters made 2,000 allocations.
 	var idx [4]int32
@@ -867,13 +894,25 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 		if int32(c) == own {
 			continue
 		}
-		t := top{k: h.cfg.FailFanout, idx: idx[:0], keys: keys[:0]}
+		t := top{k: byVictim, idx: idx[:0], keys: keys[:0]}
 		for _, o := range ms {
 			if tell(o) {
 				t.offer(o, topKey{w: weight(vw, r.ms[o].Name), name: r.ms[o].Name})
 			}
 		}
 		for _, o := range t.idx {
+			h.queueNewsLocked(o, news)
+		}
+		if byVictim == h.cfg.FailFanout {
+			continue
+		}
+		mine := top{k: 1, idx: idx[byVictim:byVictim], keys: keys[byVictim:byVictim]}
+		for _, o := range ms {
+			if tell(o) && !slices.Contains(t.idx, o) {
+				mine.offer(o, topKey{w: weight(sw, r.ms[o].Name), name: r.ms[o].Name})
+			}
+		}
+		for _, o := range mine.idx {
 			h.queueNewsLocked(o, news)
 		}
 	}
@@ -944,8 +983,14 @@ func tellNews(out []outMsg, to netip.Addr, items []NewsItem) []outMsg {
 const maxNewsQueued = 1 << 14
 
 func (h *health) probeLocked(out []outMsg, i int32, now int64, indirect bool) []outMsg {
-	seq := h.nextNonce()
-	h.x(i).record(seq, now, indirect, h.recs[i].state)
+	x := h.x(i)
+	seq := x.deadSeq
+	if h.recs[i].state != StateDead || seq == 0 {
+		seq = h.nextNonce()
+		x.record(seq, now, indirect, h.recs[i].state)
+	}
+	// else: a dead member is probed with the number it has not answered
+	// yet, so that an answer slower than DeadProbeInterval still counts.
 	h.stats.probes++
 	return append(out, outMsg{h.ros.ms[i].Addr, seq, &Probe{From: h.self.Name, Incarnation: h.inc}})
 }

@@ -3,15 +3,16 @@ package overlay
 // Red-team tests of three changes to health.go: forwarders of a death by
 // the victim's cluster (bf6ae65), the 32-byte probeRec that keeps one
 // outstanding probe of a dead member (4733f04), and the radix sort of
-// queued news (84af0a1). A test whose finding stands is skipped unless
-// REDTEAM=1 (and then fails); the others check what holds.
+// queued news (84af0a1). Its three findings are fixed (a dead member is
+// asked with the number it has not answered, which the last direct probe
+// hands over at its death; each declarer picks one forwarder per cluster
+// itself); the other tests check what holds.
 
 import (
 	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"slices"
 	"sync"
 	"testing"
@@ -19,14 +20,6 @@ import (
 
 	"github.com/pias-net/pias/overlay/overlaytest"
 )
-
-// rt26Skip skips a test that shows a finding, unless REDTEAM=1.
-func rt26Skip(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("REDTEAM") != "1" {
-		t.Skip(why)
-	}
-}
 
 // TestRedteam26SlowDeadNeverSeenBack: finding 1 (4733f04). A dead member
 // keeps one probe number (deadSeq), and each probe of it (once a
@@ -36,7 +29,8 @@ func rt26Skip(t *testing.T, why string) {
 // held dead by a proxy it does not probe itself is never seen back by
 // that proxy. (The window of 8 probes matched answers up to 8 s late.)
 func TestRedteam26SlowDeadNeverSeenBack(t *testing.T) {
-	rt26Skip(t, "finding 1: a dead member answering slower than DeadProbeInterval is never seen back")
+	// Finding 1, fixed: a dead member is asked with the number it has not
+	// answered yet.
 	n, ms := newHealthNet(t, 10, 10, 10)
 	n.run(time.Second)
 	v := ms[0]
@@ -103,7 +97,7 @@ func rt26Forwarders(ms []Member, of, c string) []string {
 // Picked by the victim, the same three hid only the deaths whose own
 // three they were.
 func TestRedteam26ThreeForwardersHideACluster(t *testing.T) {
-	rt26Skip(t, "finding 2: three silent forwarders hide all of a cluster's deaths from their cluster")
+	// Finding 2, fixed: each declarer picks the last forwarder itself.
 	for _, crash := range []bool{false, true} {
 		name := "silent"
 		if crash {
@@ -191,7 +185,8 @@ func rt26HideCluster(t *testing.T, crash bool) {
 // back. (With DeadProbeInterval 1 s and a death in about 1 s, no round
 // trip lets a death happen and a probe of the dead match.)
 func TestRedteam26LateAnswerAfterDeath(t *testing.T) {
-	rt26Skip(t, "finding 3: a member declared dead over a slow path is never seen back by its declarer")
+	// Finding 3, fixed: the last direct probe's number carries over to the
+	// dead.
 	n, ms := newHealthNet(t, 10, 10, 10)
 	n.run(time.Second)
 	var w, v Member
