@@ -888,8 +888,8 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 	byVictim := max(1, h.cfg.FailFanout-1)
 	// One top's room for all clusters (at the default fan-out): a death
 	// told to 1,000 clusters made 2,000 allocations.
-	var idx [4]int32
-	var keys [4]topKey
+	var idx, mineIdx [4]int32
+	var keys, mineKeys [4]topKey
 	for c, ms := range r.clusters {
 		if int32(c) == own {
 			continue
@@ -906,7 +906,7 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 		if byVictim == h.cfg.FailFanout {
 			continue
 		}
-		mine := top{k: 1, idx: idx[byVictim:byVictim], keys: keys[byVictim:byVictim]}
+		mine := top{k: 1, idx: mineIdx[:0], keys: mineKeys[:0]}
 		for _, o := range ms {
 			if tell(o) && !slices.Contains(t.idx, o) {
 				mine.offer(o, topKey{w: weight(sw, r.ms[o].Name), name: r.ms[o].Name})

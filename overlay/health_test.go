@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -933,5 +934,33 @@ func TestSortNewsByMember(t *testing.T) {
 				t.Fatalf("%d items below %d: sorted wrong", n, hi)
 			}
 		}
+	}
+}
+
+// TestHealthWideFanout: a FailFanout wider than spreadLocked's room on the
+// stack still tells that many proxies of each other cluster, and each once.
+func TestHealthWideFanout(t *testing.T) {
+	var ms []Member
+	for c := range 3 {
+		for range 10 {
+			ms = append(ms, testMember(len(ms)+1, fmt.Sprintf("c%d", c+1)))
+		}
+	}
+	h := newHealth(HealthConfig{Incarnation: 100, FailFanout: 7}, ms[0], ms, nil, func() int64 { return 0 },
+		func(netip.Addr, uint32, Msg) {}, func(change) {})
+	v := ms[15] // in c2
+	h.mu.Lock()
+	h.spreadLocked(NewsItem{Name: v.Name, Incarnation: 100, Dead: true}, h.byName(v.Name), netip.Addr{})
+	per, seen := map[string]int{}, map[int32]bool{}
+	for _, q := range h.news {
+		if seen[q.to] {
+			t.Errorf("%s told twice", h.ros.ms[q.to].Name)
+		}
+		seen[q.to] = true
+		per[h.ros.ms[q.to].Cluster]++
+	}
+	h.mu.Unlock()
+	if want := map[string]int{"c1": 9, "c2": 7, "c3": 7}; !maps.Equal(per, want) {
+		t.Errorf("told %v by cluster, want %v", per, want)
 	}
 }
