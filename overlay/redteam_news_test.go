@@ -40,6 +40,14 @@ func rnHolding(n *harness, ms []Member, of string, st MemberState) int {
 	return k
 }
 
+// rnKillAndCount kills v and returns how many of the others hold it dead
+// 10 s later.
+func rnKillAndCount(n *harness, ms []Member, v Member) int {
+	n.kill(v.Name)
+	n.run(10 * time.Second)
+	return rnHolding(n, ms, v.Name, StateDead)
+}
+
 // TestRedteamNewsDeathAboveMaxFailNeverSpreads: finding 1: a proxy at an
 // incarnation above maxFailIncarnation dies for its watchers only. One
 // forged Fail at maxFailIncarnation (accepted, see maxFailIncarnation)
@@ -57,9 +65,7 @@ func TestRedteamNewsDeathAboveMaxFailNeverSpreads(t *testing.T) {
 	if got := n.node(v.Name).health().incarnation(); got != maxFailIncarnation+1 {
 		t.Fatalf("%s at %d after the forged Fail, want %d", v.Name, got, uint32(maxFailIncarnation+1))
 	}
-	n.kill(v.Name)
-	n.run(10 * time.Second)
-	if dead := rnHolding(n, ms, v.Name, StateDead); dead != len(ms)-1 {
+	if dead := rnKillAndCount(n, ms, v); dead != len(ms)-1 {
 		t.Errorf("10 s after %s died, %d of %d proxies hold it dead (its watchers), want all", v.Name, dead, len(ms)-1)
 	}
 }
@@ -199,9 +205,7 @@ func TestRedteamNewsForgedAliveAboveMaxFail(t *testing.T) {
 			held++
 		}
 	}
-	n.kill(v.Name)
-	n.run(10 * time.Second)
-	dead := rnHolding(n, ms, v.Name, StateDead)
+	dead := rnKillAndCount(n, ms, v)
 	t.Logf("3 forged Alives: %d of %d proxies hold %s at maxAliveIncarnation; 10 s after it died %d hold it dead", held, len(ms)-1, v.Name, dead)
 	if dead != len(ms)-1 {
 		t.Errorf("10 s after %s died, %d of %d proxies hold it dead, want all", v.Name, dead, len(ms)-1)
