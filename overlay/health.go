@@ -890,30 +890,25 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 	// told to 1,000 clusters made 2,000 allocations.
 	var idx, mineIdx [4]int32
 	var keys, mineKeys [4]topKey
-	for c, ms := range r.clusters {
-		if int32(c) == own {
-			continue
-		}
-		t := top{k: byVictim, idx: idx[:0], keys: keys[:0]}
+	// pick tells t's best of ms by the weight w, leaving out skip.
+	pick := func(t *top, ms []int32, w uint64, skip []int32) {
 		for _, o := range ms {
-			if tell(o) {
-				t.offer(o, topKey{w: weight(vw, r.ms[o].Name), name: r.ms[o].Name})
+			if tell(o) && !slices.Contains(skip, o) {
+				t.offer(o, topKey{w: weight(w, r.ms[o].Name), name: r.ms[o].Name})
 			}
 		}
 		for _, o := range t.idx {
 			h.queueNewsLocked(o, news)
 		}
-		if byVictim == h.cfg.FailFanout {
+	}
+	for c, ms := range r.clusters {
+		if int32(c) == own {
 			continue
 		}
-		mine := top{k: 1, idx: mineIdx[:0], keys: mineKeys[:0]}
-		for _, o := range ms {
-			if tell(o) && !slices.Contains(t.idx, o) {
-				mine.offer(o, topKey{w: weight(sw, r.ms[o].Name), name: r.ms[o].Name})
-			}
-		}
-		for _, o := range mine.idx {
-			h.queueNewsLocked(o, news)
+		t := top{k: byVictim, idx: idx[:0], keys: keys[:0]}
+		pick(&t, ms, vw, nil)
+		if byVictim < h.cfg.FailFanout {
+			pick(&top{k: 1, idx: mineIdx[:0], keys: mineKeys[:0]}, ms, sw, t.idx)
 		}
 	}
 }
