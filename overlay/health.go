@@ -233,7 +233,8 @@ func (m *mrec) watched() bool     { return m.flags&fWatched != 0 }
 // proxies), and a dead member is probed once a DeadProbeInterval at most,
 // so one probe an answer may match is enough.
 type probeRec struct {
-	outstanding int32  // probes sent since the last ack
+	outstanding uint16 // probes sent since the last ack (it stops at the top)
+	held        bool   // the record is in use (see recPages)
 	deadSeq     uint32 // the probe a dead member is asked with until it answers (0: none yet)
 	lastProbe   int64
 	deadAt      int64 // when it last became dead here
@@ -258,37 +259,47 @@ type liveRec struct {
 	suspectTicks int32
 }
 
-// recPages holds probeRecs by member number, in pages of recPage made
-// when first needed: at rest a proxy has records for a dozen members, in
-// one to three pages; in a partition for half of them, and a map of those
-// cost more than a pointer for every member.
-type recPages [][]*probeRec
+// recPages holds probeRecs by member number, in pages of recPage records
+// made when first needed: at rest a proxy has records for a dozen members,
+// in a few pages; in a partition for half of them, and a map of those cost
+// more than a pointer for every member. The records are in the pages, not
+// behind pointers: as 5×10⁷ objects of their own (10,000 proxies split in
+// half) they were most of the collector's work. A page never moves, so a
+// record's address holds until it is dropped.
+type recPages [][]probeRec
 
-const recPage = 256
+const recPage = 64
 
 func (r recPages) get(i int32) *probeRec {
 	p := int(i / recPage)
 	if p >= len(r) || r[p] == nil {
 		return nil
 	}
-	return r[p][i%recPage]
+	if x := &r[p][i%recPage]; x.held {
+		return x
+	}
+	return nil
 }
 
-func (r *recPages) put(i int32, x *probeRec) {
+// add gives member i a new record.
+func (r *recPages) add(i int32) *probeRec {
 	p := int(i / recPage)
 	if p >= len(*r) {
-		if x == nil {
-			return
-		}
 		*r = append(*r, make(recPages, p+1-len(*r))...)
 	}
 	if (*r)[p] == nil {
-		if x == nil {
-			return
-		}
-		(*r)[p] = make([]*probeRec, recPage)
+		(*r)[p] = make([]probeRec, recPage)
 	}
-	(*r)[p][i%recPage] = x
+	x := &(*r)[p][i%recPage]
+	*x = probeRec{held: true}
+	return x
+}
+
+// remove drops member i's record.
+func (r recPages) remove(i int32) {
+	if x := r.get(i); x != nil {
+		*x = probeRec{}
+	}
 }
 
 // l is x's liveRec, made if it has none.
@@ -460,15 +471,25 @@ type health struct {
 	// news: to pass on (spreadLocked), in the order queued, by
 	// newsSpreads calls; newsAt: when queued news last went out
 	// (newsOutLocked).
-	news        []queuedNews
-	newsSpreads int
-	newsAt      int64
-	stats       healthStats
+	// spreads: news learned since the last sent, whom it goes to worked
+	// out when sent (newsOutLocked); newsQueued: about how many
+	// (member, item) pairs they make.
+	spreads    []queuedSpread
+	newsQueued int
+	newsAt     int64
+	stats      healthStats
 }
 
 type queuedNews struct {
 	to   int32
 	news NewsItem
+}
+
+// queuedSpread is news about member v to be told, learned by this proxy
+// (from: -1) or passed on by member from.
+type queuedSpread struct {
+	news    NewsItem
+	v, from int32
 }
 
 // sortNewsByMember orders q by member, each one's news in the order
@@ -615,7 +636,7 @@ func (h *health) x(i int32) *probeRec {
 	if x := h.ext.get(i); x != nil {
 		return x
 	}
-	x := &probeRec{}
+	x := h.ext.add(i)
 	if at, ok := h.deadAt[i]; ok {
 		x.deadAt = at
 		delete(h.deadAt, i)
@@ -624,7 +645,6 @@ func (h *health) x(i int32) *probeRec {
 		x.l().vouchedAt = at
 		delete(h.vouched, i)
 	}
-	h.ext.put(i, x)
 	h.hot.set(h.ros.rank[i], true)
 	return x
 }
@@ -648,7 +668,7 @@ func (h *health) drop(i int32) {
 		}
 		h.vouched[i] = x.vouchedAt()
 	}
-	h.ext.put(i, nil)
+	h.ext.remove(i)
 	h.hot.set(h.ros.rank[i], false)
 }
 
@@ -668,7 +688,11 @@ func (h *health) setState(i int32, st MemberState) {
 		}
 		h.down.set(h.ros.rank[i], !watchable(st))
 	}
-	h.dead.set(h.ros.rank[i], st == StateDead)
+	if (m.state == StateDead) != (st == StateDead) {
+		// Only on a change: every answer sets its member alive again, and
+		// the bit's word was a cache miss each time.
+		h.dead.set(h.ros.rank[i], st == StateDead)
+	}
 	switch {
 	case st == StateDead:
 		if m.state != StateDead {
@@ -857,25 +881,39 @@ func (h *health) liveAt(i int32) bool { return i != h.selfIdx && watchable(h.rec
 // spreadLocked tells others news about v (Dead: it died; else it came
 // back or restarted) that this proxy just learned: by its own verdict or
 // from v itself (src invalid), or passed on by src. See the top of this
-// file. The news is queued (newsOutLocked sends it).
+// file. The news is queued, and newsOutLocked works out whom it goes to
+// when it sends it: in a partition a proxy learns hundreds of deaths
+// between ticks and tells each to all of its cluster, and those pairs,
+// held until then at every proxy, were a third of the heap.
 func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 	r := h.ros
+	from := int32(-1)
 	if src.IsValid() {
-		from := h.byAddr(src)
+		from = h.byAddr(src)
 		if from < 0 || r.ms[from].Cluster == h.self.Cluster {
 			return // its sender told this cluster
 		}
 	}
-	tell := func(o int32) bool { return o != v && h.liveAt(o) && r.ms[o].Addr != src }
-	h.newsSpreads++ // each member at most once below
+	h.spreads = append(h.spreads, queuedSpread{news, v, from})
+	h.newsQueued += len(r.clusters[r.cluster[h.selfIdx]])
+	if from < 0 {
+		h.newsQueued += h.cfg.FailFanout * (len(r.clusters) - 1)
+	}
+}
+
+// tellsLocked appends to q whom s goes to, by the rules at the top of
+// this file, in the order learned.
+func (h *health) tellsLocked(q []queuedNews, s queuedSpread) []queuedNews {
+	r, news, v := h.ros, s.news, s.v
+	tell := func(o int32) bool { return o != v && o != s.from && h.liveAt(o) }
 	own := r.cluster[h.selfIdx]
 	for _, o := range r.clusters[own] {
 		if tell(o) {
-			h.queueNewsLocked(o, news)
+			q = append(q, queuedNews{o, news})
 		}
 	}
-	if src.IsValid() {
-		return
+	if s.from >= 0 {
+		return q
 	}
 	// Forwarders by the victim's cluster, not the victim: deaths in one
 	// cluster (a cluster lost, a partition) that this proxy declares in
@@ -898,7 +936,7 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 			}
 		}
 		for _, o := range t.idx {
-			h.queueNewsLocked(o, news)
+			q = append(q, queuedNews{o, news})
 		}
 	}
 	for c, ms := range r.clusters {
@@ -911,32 +949,54 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 			pick(&top{k: 1, idx: mineIdx[:0], keys: mineKeys[:0]}, ms, sw, t.idx)
 		}
 	}
+	return q
 }
 
 // forwardKey keeps the forwarders' hash apart from the watchers', which
 // weigh by a member's name.
 const forwardKey = "forward/"
 
-func (h *health) queueNewsLocked(o int32, news NewsItem) {
-	h.news = append(h.news, queuedNews{o, news})
-}
-
-// newsOutLocked sends the news queued (see the top of this file): now if
-// none went out within the last ProbeInterval, at a tick (tick), or when
-// maxNewsQueued wait (a flood must not grow memory); else it waits for
-// the next tick.
-func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
-	q := h.news
-	if len(q) == 0 || (!tick && now-h.newsAt < int64(h.cfg.ProbeInterval) && len(q) < maxNewsQueued) {
-		return out
+// queuedLocked is the news queued, by whom it goes to, in the order
+// learned; put back in newsScratch when done.
+func (h *health) queuedLocked() *[]queuedNews {
+	qp := newsScratch.Get().(*[]queuedNews)
+	q := (*qp)[:0]
+	for _, s := range h.spreads {
+		q = h.tellsLocked(q, s)
 	}
-	h.newsAt = now
-	if h.newsSpreads > 1 {
+	if len(h.spreads) > 1 {
 		// By member, each one's news in the order learned. (One spread
 		// names each member once: a death told to every cluster.)
 		sortNewsByMember(q)
 	}
-	h.newsSpreads = 0
+	*qp = q
+	return qp
+}
+
+// newsOutLocked sends the news queued (see the top of this file): now if
+// none went out within the last ProbeInterval, at a tick (tick), or when
+// about maxNewsQueued wait (a flood must not grow memory); else it waits
+// for the next tick.
+func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
+	if len(h.spreads) == 0 || (!tick && now-h.newsAt < int64(h.cfg.ProbeInterval) && h.newsQueued < maxNewsQueued) {
+		return out
+	}
+	qp := h.queuedLocked()
+	q := *qp
+	clear(h.spreads) // they hold names
+	h.spreads, h.newsQueued = h.spreads[:0], 0
+	if cap(h.spreads) > maxOutboxKept {
+		h.spreads = nil // a partition's: keep no room for it at every proxy
+	}
+	defer func() {
+		clear(q) // it holds names
+		*qp = q[:0]
+		newsScratch.Put(qp)
+	}()
+	if len(q) == 0 {
+		return out
+	}
+	h.newsAt = now
 	var items []NewsItem
 	for k := 0; k < len(q); {
 		o, n := q[k].to, 1
@@ -949,11 +1009,6 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 		}
 		out = tellNews(out, h.ros.ms[o].Addr, items)
 		k += n
-	}
-	clear(q)
-	h.news = q[:0]
-	if cap(q) > maxOutboxKept {
-		h.news = nil // a death told to every cluster: keep no room for it at every proxy
 	}
 	return out
 }
@@ -1184,7 +1239,9 @@ func (h *health) tick() {
 			h.spreadLocked(NewsItem{Name: r.ms[i].Name, Incarnation: m.inc, Dead: true}, i, netip.Addr{})
 			return
 		}
-		x.outstanding++
+		if x.outstanding < math.MaxUint16 {
+			x.outstanding++
+		}
 		x.lastProbe = now
 		out = h.probeLocked(out, i, now, false)
 	})

@@ -823,7 +823,7 @@ func TestHealthNewsFloodBounded(t *testing.T) {
 		inc += 2
 		n.sendAs(evil.Name, relay.Name, wmsg{0, &news})
 		n.run(time.Millisecond)
-		most = max(most, len(rh.news))
+		most = max(most, rh.newsQueued)
 	}
 	n.net.Trace(nil)
 	t.Logf("32,000 changes in 1 s: %d items passed on in %d datagrams, at most %d queued; %d Fails to the victims",
@@ -952,7 +952,8 @@ func TestHealthWideFanout(t *testing.T) {
 	h.mu.Lock()
 	h.spreadLocked(NewsItem{Name: v.Name, Incarnation: 100, Dead: true}, h.byName(v.Name), netip.Addr{})
 	per, seen := map[string]int{}, map[int32]bool{}
-	for _, q := range h.news {
+	qp := h.queuedLocked()
+	for _, q := range *qp {
 		if seen[q.to] {
 			t.Errorf("%s told twice", h.ros.ms[q.to].Name)
 		}

@@ -520,7 +520,10 @@ func (p *Proxy) membershipChanged(c change) {
 	if c.onlyReach() {
 		return
 	}
-	gone := append(slices.Clone(c.dead), c.reset...)
+	gone := c.dead
+	if len(c.reset) > 0 {
+		gone = append(slices.Clone(c.dead), c.reset...)
+	}
 	for _, m := range gone {
 		p.cfg.Router.ForgetJAP(m.Addr)
 	}
