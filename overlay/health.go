@@ -425,6 +425,9 @@ type health struct {
 	selfIdx int32
 	recs    []mrec   // by member number; self's is unused
 	ext     recPages // the probeRecs, by member number
+	// probeMsg, ackMsg: see probeMsgLocked.
+	probeMsg *Probe
+	ackMsg   *ProbeAck
 	// hot: the members (by rank, i.e. place by name) with a probeRec;
 	// down: those dead or joining, who are not live; dead: those dead,
 	// whom a tick leaves to guardedLocked.
@@ -593,6 +596,25 @@ func (h *health) flush(out []outMsg, ch change) {
 	if !ch.empty() && h.changed != nil {
 		h.changed(ch)
 	}
+}
+
+// probeMsgLocked is this proxy's Probe at its incarnation, and
+// ackMsgLocked its ProbeAck: all its probes and answers are the same
+// message but for their number, so one of each serves until the
+// incarnation moves (10⁸ a simulated minute at 10,000 proxies). Nothing
+// changes a message once queued.
+func (h *health) probeMsgLocked() *Probe {
+	if h.probeMsg == nil || h.probeMsg.Incarnation != h.inc {
+		h.probeMsg = &Probe{From: h.self.Name, Incarnation: h.inc}
+	}
+	return h.probeMsg
+}
+
+func (h *health) ackMsgLocked() *ProbeAck {
+	if h.ackMsg == nil || h.ackMsg.Incarnation != h.inc {
+		h.ackMsg = &ProbeAck{From: h.self.Name, Incarnation: h.inc}
+	}
+	return h.ackMsg
 }
 
 func (h *health) nextNonce() uint32 {
@@ -1042,7 +1064,7 @@ func (h *health) probeLocked(out []outMsg, i int32, now int64, indirect bool) []
 	// else: a dead member is probed with the number it has not answered
 	// yet, so that an answer slower than DeadProbeInterval still counts.
 	h.stats.probes++
-	return append(out, outMsg{h.ros.ms[i].Addr, seq, &Probe{From: h.self.Name, Incarnation: h.inc}})
+	return append(out, outMsg{h.ros.ms[i].Addr, seq, h.probeMsgLocked()})
 }
 
 func (h *health) broadcastLocked(out []outMsg, msg Msg, except ...netip.Addr) []outMsg {
@@ -1436,7 +1458,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	}
 	switch msg := msg.(type) {
 	case *Probe:
-		out = append(out, outMsg{src, seq, &ProbeAck{From: h.self.Name, Incarnation: h.inc}})
+		out = append(out, outMsg{src, seq, h.ackMsgLocked()})
 		if msg.From == r.ms[fi].Name {
 			out = h.aliveEvidenceLocked(out, &ch, fi, msg.Incarnation)
 		}
@@ -1478,7 +1500,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		nonce := h.nextNonce()
 		h.probeRelays[nonce] = probeRelay{from: src, seq: seq, expires: now + int64(h.cfg.ConfirmTimeout)*2}
 		h.stats.probes++
-		out = append(out, outMsg{r.ms[ti].Addr, nonce, &Probe{From: h.self.Name, Incarnation: h.inc}})
+		out = append(out, outMsg{r.ms[ti].Addr, nonce, h.probeMsgLocked()})
 	case *Restarted:
 		if msg.Name != r.ms[fi].Name {
 			break // about itself only: WireGuard vouches for the sender
