@@ -282,3 +282,16 @@ func TestDetectionsPercentile(t *testing.T) {
 		t.Errorf("an empty one's p50 is %v, want 0", empty.Percentile(50))
 	}
 }
+
+func TestProxyIndex(t *testing.T) {
+	for _, i := range []int{0, 7, 4999, 99999, 123456} {
+		if got, ok := proxyIndex(ProxyName(i)); !ok || got != i {
+			t.Errorf("proxyIndex(%q) = %d, %v; want %d", ProxyName(i), got, ok, i)
+		}
+	}
+	for _, name := range []string{"", "p", "p0001", "x00001", "p0001a", "p-0001", "p99999999999999999999"} {
+		if i, ok := proxyIndex(name); ok {
+			t.Errorf("proxyIndex(%q) = %d, want no index", name, i)
+		}
+	}
+}

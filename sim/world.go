@@ -25,6 +25,21 @@ var anycastPrefix = netip.MustParsePrefix("100.65.0.0/16")
 // ProxyName names proxy i so that names sort as indexes do.
 func ProxyName(i int) string { return fmt.Sprintf("p%05d", i) }
 
+// proxyIndex is the i of ProxyName(i).
+func proxyIndex(name string) (int, bool) {
+	if len(name) < 6 || name[0] != 'p' {
+		return 0, false
+	}
+	i := 0
+	for _, c := range []byte(name[1:]) {
+		if c < '0' || c > '9' || i > 1<<40 {
+			return 0, false
+		}
+		i = i*10 + int(c-'0')
+	}
+	return i, true
+}
+
 // proxyMember is proxy i: overlay address 100.64.0.0 + i + 1, in cluster
 // i / clusterSize.
 func proxyMember(i, clusterSize int) overlay.Member {

@@ -55,3 +55,23 @@ func TestPprofRefusesNonLoopback(t *testing.T) {
 		}
 	}
 }
+
+// TestSimPprof: `pias sim --pprof` serves the profiler during the run and
+// refuses a non-loopback address in one line before running anything.
+func TestSimPprof(t *testing.T) {
+	var out, errs bytes.Buffer
+	if rc := runSim([]string{"failures", "--proxies", "20", "--clusters", "10", "--pprof", "0.0.0.0:6060", "--out", t.TempDir()}, nil, &out, &errs); rc != 2 {
+		t.Errorf("non-loopback: rc %d, want 2", rc)
+	}
+	if n := strings.Count(errs.String(), "\n"); n != 1 || out.Len() != 0 {
+		t.Errorf("non-loopback: %d lines of error (want 1), stdout %q: %q", n, out.String(), errs.String())
+	}
+	out.Reset()
+	errs.Reset()
+	if rc := runSim([]string{"failures", "--proxies", "20", "--clusters", "10", "--pprof", "127.0.0.1:0", "--out", t.TempDir()}, nil, &out, &errs); rc != 0 {
+		t.Fatalf("rc %d: %s", rc, errs.String())
+	}
+	if !regexp.MustCompile(`pias sim: pprof on http://127\.0\.0\.1:\d+/debug/pprof/`).MatchString(errs.String()) {
+		t.Errorf("no pprof URL on stderr: %.300q", errs.String())
+	}
+}

@@ -21,7 +21,7 @@ func init() {
 }
 
 func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	const synopsis = "sim fig6|failures|churn [--proxies LIST] [--members LIST] [--seed N] [--out DIR] [--trace FILE] [--zipf S] [--inaccuracy LIST] [--groups N] [--targets N] [--deaths N] [--revive DUR] [--churn DUR] [--settle DUR]"
+	const synopsis = "sim fig6|failures|churn [--proxies LIST] [--members LIST] [--seed N] [--out DIR] [--trace FILE] [--zipf S] [--inaccuracy LIST] [--groups N] [--targets N] [--deaths N] [--revive DUR] [--churn DUR] [--settle DUR] [--pprof ADDR]"
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
 			fmt.Fprintf(stdout, "Usage: pias %s\n", synopsis)
@@ -52,9 +52,15 @@ func runSim(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	revive := fs.Duration("revive", 0, "each dead proxy restarts this long after its death; 0: never (churn)")
 	churnFor := fs.Duration("churn", time.Minute, "how long targets come and go after they all joined (churn)")
 	settle := fs.Duration("settle", time.Minute, "how long the run goes on after its last event (churn)")
+	pprofAddr := fs.String("pprof", "", "serve Go's profiler at this loopback IP:PORT, e.g. 127.0.0.1:6060, to profile a long run while it goes; off if empty")
 	if rc := parse(args[1:]); rc >= 0 {
 		return rc
 	}
+	stopPprof, rc := startPprof("sim", *pprofAddr, stderr, stderr)
+	if rc >= 0 {
+		return rc
+	}
+	defer stopPprof()
 	bad := func(err error) int {
 		fmt.Fprintf(stderr, "pias sim: %v\n", err)
 		return 2
