@@ -238,7 +238,7 @@ type probeRec struct {
 	deadSeq     uint32 // the probe a dead member is asked with until it answers (0: none yet)
 	lastProbe   int64
 	deadAt      int64 // when it last became dead here
-	live        *liveRec
+	live        int32 // its liveRec's number + 1 (0: none; see recPages)
 }
 
 // liveRec is what a probeRec has of a member that is not dead (or of a
@@ -260,22 +260,31 @@ type liveRec struct {
 }
 
 // recPages holds probeRecs by member number, in pages of recPage records
-// made when first needed: at rest a proxy has records for a dozen members,
-// in a few pages; in a partition for half of them, and a map of those cost
-// more than a pointer for every member. The records are in the pages, not
-// behind pointers: as 5×10⁷ objects of their own (10,000 proxies split in
-// half) they were most of the collector's work. A page never moves, so a
-// record's address holds until it is dropped.
-type recPages [][]probeRec
+// made when first needed, and their liveRecs by number, in pages of
+// livePage: at rest a proxy has records for a dozen members, in a few
+// pages; in a partition for half of them, and a map of those cost more
+// than a pointer for every member. No pointers: as 5×10⁷ objects of their
+// own (10,000 proxies split in half), or pages with a pointer in each
+// record, they were most of the collector's work. A page never moves, so
+// a record's address holds until it is dropped.
+type recPages struct {
+	recs  [][]probeRec
+	lives [][]liveRec
+	free  []int32 // the numbers of liveRecs not in use
+	nLive int32   // liveRecs made
+}
 
-const recPage = 64
+const (
+	recPage  = 64
+	livePage = 16
+)
 
-func (r recPages) get(i int32) *probeRec {
+func (r *recPages) get(i int32) *probeRec {
 	p := int(i / recPage)
-	if p >= len(r) || r[p] == nil {
+	if p >= len(r.recs) || r.recs[p] == nil {
 		return nil
 	}
-	if x := &r[p][i%recPage]; x.held {
+	if x := &r.recs[p][i%recPage]; x.held {
 		return x
 	}
 	return nil
@@ -284,48 +293,81 @@ func (r recPages) get(i int32) *probeRec {
 // add gives member i a new record.
 func (r *recPages) add(i int32) *probeRec {
 	p := int(i / recPage)
-	if p >= len(*r) {
-		*r = append(*r, make(recPages, p+1-len(*r))...)
+	if p >= len(r.recs) {
+		r.recs = append(r.recs, make([][]probeRec, p+1-len(r.recs))...)
 	}
-	if (*r)[p] == nil {
-		(*r)[p] = make([]probeRec, recPage)
+	if r.recs[p] == nil {
+		r.recs[p] = make([]probeRec, recPage)
 	}
-	x := &(*r)[p][i%recPage]
+	x := &r.recs[p][i%recPage]
+	if x.held {
+		r.dropLive(x)
+	}
 	*x = probeRec{held: true}
 	return x
 }
 
 // remove drops member i's record.
-func (r recPages) remove(i int32) {
+func (r *recPages) remove(i int32) {
 	if x := r.get(i); x != nil {
+		r.dropLive(x)
 		*x = probeRec{}
 	}
 }
 
 // l is x's liveRec, made if it has none.
-func (x *probeRec) l() *liveRec {
-	if x.live == nil {
-		x.live = &liveRec{}
+func (r *recPages) l(x *probeRec) *liveRec {
+	if x.live == 0 {
+		var n int32
+		if k := len(r.free); k > 0 {
+			n, r.free = r.free[k-1], r.free[:k-1]
+		} else {
+			n = r.nLive
+			r.nLive++
+			if int(n/livePage) == len(r.lives) {
+				r.lives = append(r.lives, make([]liveRec, livePage))
+			}
+		}
+		x.live = n + 1
+		*r.lv(x) = liveRec{}
 	}
-	return x.live
+	return r.lv(x)
 }
 
-// vouchedAt is when a helper last relayed the member's answer (0: never).
-func (x *probeRec) vouchedAt() int64 {
-	if x.live == nil {
-		return 0
+// lv is x's liveRec, nil if it has none.
+func (r *recPages) lv(x *probeRec) *liveRec {
+	if x.live == 0 {
+		return nil
 	}
-	return x.live.vouchedAt
+	n := x.live - 1
+	return &r.lives[n/livePage][n%livePage]
 }
 
-// record notes probe seq, sent now; the member's state says where. The
-// probes of a dead member are direct, and not timed: they are no sample.
-func (x *probeRec) record(seq uint32, now int64, indirect bool, st MemberState) {
+// dropLive frees x's liveRec.
+func (r *recPages) dropLive(x *probeRec) {
+	if x.live != 0 {
+		r.free = append(r.free, x.live-1)
+		x.live = 0
+	}
+}
+
+// vouchedAt is when a helper last relayed x's member's answer (0: never).
+func (r *recPages) vouchedAt(x *probeRec) int64 {
+	if l := r.lv(x); l != nil {
+		return l.vouchedAt
+	}
+	return 0
+}
+
+// record notes probe seq to x's member, sent now; the member's state says
+// where. The probes of a dead member are direct, and not timed: they are
+// no sample.
+func (r *recPages) record(x *probeRec, seq uint32, now int64, indirect bool, st MemberState) {
 	if st == StateDead {
 		x.deadSeq = seq
 		return
 	}
-	l := x.l()
+	l := r.l(x)
 	k := l.next % probeWindow
 	l.seq[k], l.at[k] = seq, now
 	l.ind &^= 1 << k
@@ -335,9 +377,10 @@ func (x *probeRec) record(seq uint32, now int64, indirect bool, st MemberState) 
 	l.next = (l.next + 1) % probeWindow
 }
 
-// lastDirect is the newest direct probe not answered yet (0: none).
-func (x *probeRec) lastDirect() uint32 {
-	l := x.live
+// lastDirect is the newest direct probe to x's member not answered yet
+// (0: none).
+func (r *recPages) lastDirect(x *probeRec) uint32 {
+	l := r.lv(x)
 	if l == nil {
 		return 0
 	}
@@ -350,14 +393,15 @@ func (x *probeRec) lastDirect() uint32 {
 	return 0
 }
 
-// answered finds the probe seq that an ack answers, and forgets it: found,
-// whether it asked helpers, and when it was sent (0: not timed).
-func (x *probeRec) answered(seq uint32) (ok, indirect bool, sent int64) {
+// answered finds the probe seq that an ack from x's member answers, and
+// forgets it: found, whether it asked helpers, and when it was sent (0:
+// not timed).
+func (r *recPages) answered(x *probeRec, seq uint32) (ok, indirect bool, sent int64) {
 	if x.deadSeq == seq {
 		x.deadSeq = 0
 		return true, false, 0
 	}
-	l := x.live
+	l := r.lv(x)
 	if l == nil {
 		return false, false, 0
 	}
@@ -368,6 +412,14 @@ func (x *probeRec) answered(seq uint32) (ok, indirect bool, sent int64) {
 		}
 	}
 	return false, false, 0
+}
+
+// forgetRTT drops the RTT of x's member: it is no longer measured (dead,
+// unwatched).
+func (r *recPages) forgetRTT(x *probeRec) {
+	if l := r.lv(x); l != nil {
+		l.srtt, l.rttAt, l.rttFrom = 0, 0, 0
+	}
 }
 
 // probeRelay is a probe this proxy sends for another (ProbeReq).
@@ -664,7 +716,7 @@ func (h *health) x(i int32) *probeRec {
 		delete(h.deadAt, i)
 	}
 	if at, ok := h.vouched[i]; ok {
-		x.l().vouchedAt = at
+		h.ext.l(x).vouchedAt = at
 		delete(h.vouched, i)
 	}
 	h.hot.set(h.ros.rank[i], true)
@@ -684,11 +736,11 @@ func (h *health) drop(i int32) {
 		}
 		h.deadAt[i] = x.deadAt
 	}
-	if x.vouchedAt() > h.recs[i].lastHeard {
+	if h.ext.vouchedAt(x) > h.recs[i].lastHeard {
 		if h.vouched == nil {
 			h.vouched = map[int32]int64{}
 		}
-		h.vouched[i] = x.vouchedAt()
+		h.vouched[i] = h.ext.vouchedAt(x)
 	}
 	h.ext.remove(i)
 	h.hot.set(h.ros.rank[i], false)
@@ -727,31 +779,24 @@ func (h *health) setState(i int32, st MemberState) {
 		if m.state != StateDead && x.deadSeq == 0 {
 			// Its answer to the last direct probe may be on the way (a
 			// path slower than the verdict): it still counts.
-			x.deadSeq = x.lastDirect()
+			x.deadSeq = h.ext.lastDirect(x)
 		}
-		if x.vouchedAt() <= m.lastHeard {
+		if h.ext.vouchedAt(x) <= m.lastHeard {
 			// Nothing in it matters while it is dead (a vouch older than
 			// its last word never will).
-			x.live = nil
+			h.ext.dropLive(x)
 		} else {
-			x.forgetRTT()
+			h.ext.forgetRTT(x)
 		}
 		h.setUnreachable(i, false) // dead is all there is to say of it
 	case st == StateSuspect && m.state != StateSuspect:
 		// Silent for ProbeMisses probes: its next answers may have waited
 		// for a new WireGuard handshake. Keep the estimate, restart the run.
-		h.x(i).l().rttFrom = 0
+		h.ext.l(h.x(i)).rttFrom = 0
 	case st == StateJoining:
-		h.x(i).l()
+		h.ext.l(h.x(i))
 	}
 	m.state = st
-}
-
-// forgetRTT drops m's RTT: it is no longer measured (dead, unwatched).
-func (x *probeRec) forgetRTT() {
-	if l := x.live; l != nil {
-		l.srtt, l.rttAt, l.rttFrom = 0, 0, 0
-	}
 }
 
 // sampleLocked takes the round trip of a direct probe m answered now, sent
@@ -768,7 +813,7 @@ func (h *health) sampleLocked(m *mrec, xr *probeRec, sent, now int64) {
 	if m.state == StateDead {
 		return // a dead member's answers (to slow probes) rank nothing
 	}
-	x := xr.l()
+	x := h.ext.l(xr)
 	switch {
 	case x.rttFrom == 0:
 		x.rttFrom = now
@@ -792,10 +837,13 @@ func (h *health) rttMaxAge() int64 { return rttAgeProbes * int64(h.cfg.ProbeInte
 // dead, or no longer watched (tick forgets it at its next round).
 func (h *health) rttLocked(i int32, now int64) time.Duration {
 	m, x := &h.recs[i], h.ext.get(i)
-	if x == nil || x.live == nil || !m.watched() || m.state == StateDead || x.live.srtt == 0 || now-x.live.rttAt > h.rttMaxAge() {
+	if x == nil || !m.watched() || m.state == StateDead {
 		return 0
 	}
-	return time.Duration(x.live.srtt)
+	if l := h.ext.lv(x); l != nil && l.srtt != 0 && now-l.rttAt <= h.rttMaxAge() {
+		return time.Duration(l.srtt)
+	}
+	return 0
 }
 
 func watchable(st MemberState) bool { return st != StateDead && st != StateJoining }
@@ -1059,7 +1107,7 @@ func (h *health) probeLocked(out []outMsg, i int32, now int64, indirect bool) []
 	seq := x.deadSeq
 	if h.recs[i].state != StateDead || seq == 0 {
 		seq = h.nextNonce()
-		x.record(seq, now, indirect, h.recs[i].state)
+		h.ext.record(x, seq, now, indirect, h.recs[i].state)
 	}
 	// else: a dead member is probed with the number it has not answered
 	// yet, so that an answer slower than DeadProbeInterval still counts.
@@ -1216,7 +1264,7 @@ func (h *health) tick() {
 		m, x := &h.recs[i], h.ext.get(i)
 		switch {
 		case m.state == StateJoining:
-			if now-x.l().suspectAt < int64(joinQuiet) {
+			if now-h.ext.l(x).suspectAt < int64(joinQuiet) {
 				return
 			}
 			// It never called: call it.
@@ -1225,7 +1273,7 @@ func (h *health) tick() {
 			return
 		case !m.watched():
 			x.outstanding = 0
-			x.forgetRTT()
+			h.ext.forgetRTT(x)
 			if m.state == StateSuspect {
 				h.setState(i, StateAlive)
 			}
@@ -1236,24 +1284,24 @@ func (h *health) tick() {
 		}
 		if m.state == StateAlive && int(x.outstanding) >= h.missesFor(m, now) {
 			h.setState(i, StateSuspect)
-			x.l().suspectAt, x.l().suspectTicks = now, 0
+			h.ext.l(x).suspectAt, h.ext.l(x).suspectTicks = now, 0
 			// Ask helpers to probe it for us: a different path, and a
 			// second opinion before a death is declared.
 			seq := h.nextNonce()
-			x.record(seq, now, true, m.state)
+			h.ext.record(x, seq, now, true, m.state)
 			for _, hn := range h.helpersLocked(i) {
 				h.stats.probeReqs++
 				out = append(out, outMsg{r.ms[hn].Addr, seq, &ProbeReq{Suspect: r.ms[i].Name, Incarnation: m.inc}})
 			}
 		}
 		if m.state == StateSuspect {
-			x.l().suspectTicks++
+			h.ext.l(x).suspectTicks++
 		}
 		// A death takes ConfirmTimeout, and as many ticks after the
 		// suspicion as fit in it: a proxy starved of CPU ticks late
 		// (300-500 ms apart, the lab under -race on busy cores), and the
 		// answers that came meanwhile are handled only between ticks.
-		if m.state == StateSuspect && now-x.l().suspectAt >= int64(h.cfg.ConfirmTimeout) && int(x.l().suspectTicks) > h.confirmTicks() {
+		if m.state == StateSuspect && now-h.ext.l(x).suspectAt >= int64(h.cfg.ConfirmTimeout) && int(h.ext.l(x).suspectTicks) > h.confirmTicks() {
 			h.setState(i, StateDead)
 			x.outstanding, x.lastProbe, x.deadAt = 0, now, now
 			h.stats.fails++
@@ -1356,11 +1404,11 @@ func (h *health) reachLocked(ch *change, now int64) {
 	h.eachHotLive(func(i int32) { // a dead member is neither (setState)
 		m, x := &h.recs[i], h.ext.get(i)
 		live := m.state == StateAlive || m.state == StateSuspect
-		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && x.vouchedAt() > m.lastHeard
+		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && h.ext.vouchedAt(x) > m.lastHeard
 		switch {
 		case cut && !m.unreachable():
 			h.setUnreachable(i, true)
-			x.l().rttFrom = 0
+			h.ext.l(x).rttFrom = 0
 			ch.unreachable = append(ch.unreachable, h.ros.ms[i])
 		case !cut && m.unreachable():
 			h.setUnreachable(i, false)
@@ -1478,7 +1526,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		if seq == 0 {
 			break // no probe has it
 		}
-		ok, indirect, sent := x.answered(seq)
+		ok, indirect, sent := h.ext.answered(x, seq)
 		if !ok {
 			break
 		}
@@ -1487,7 +1535,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 			h.sampleLocked(&h.recs[mi], x, sent, now)
 		}
 		if indirect && fi != mi {
-			x.l().vouchedAt = now // a helper reaches it
+			h.ext.l(x).vouchedAt = now // a helper reaches it
 		}
 		if direct || indirect {
 			out = h.aliveEvidenceLocked(out, &ch, mi, msg.Incarnation)
@@ -1706,8 +1754,8 @@ func (h *health) newIncarnationLocked(ch *change, i int32, inc uint32, src netip
 	m.inc = inc
 	if x := h.ext.get(i); x != nil {
 		x.outstanding = 0
-		if x.live != nil {
-			x.live.rttFrom = 0 // a new process: a new WireGuard session to set up
+		if l := h.ext.lv(x); l != nil {
+			l.rttFrom = 0 // a new process: a new WireGuard session to set up
 		}
 	}
 	h.gen.Add(1)
@@ -1914,7 +1962,7 @@ func (h *health) add(m Member, inc uint32, state MemberState, announce bool) boo
 	if !watchable(state) {
 		h.nDown++
 		x := h.x(i)
-		x.l().suspectAt, x.lastProbe = now, now
+		h.ext.l(x).suspectAt, x.lastProbe = now, now
 		if state == StateDead {
 			x.deadAt = now
 		}

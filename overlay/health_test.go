@@ -5,6 +5,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/netip"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
@@ -385,7 +386,7 @@ func TestHealthRecordsOnlyWhatItProbes(t *testing.T) {
 			n++
 			if hd.recs[i].state == StateDead {
 				dead++
-				if x.live != nil {
+				if x.live != 0 {
 					t.Errorf("%s keeps the live part of dead %s", hd.self.Name, hd.ros.ms[i].Name)
 				}
 			}
@@ -911,9 +912,65 @@ func TestHealthClusterDeathTold(t *testing.T) {
 // TestProbeRecSize: in a partition of 10,000 proxies every proxy holds a
 // probeRec for each of 5,000 dead members, 5×10⁷ in all; each byte of it
 // is 50 MB.
+// Neither it nor its liveRec holds a pointer: the collector would read
+// every page of them at every cycle.
 func TestProbeRecSize(t *testing.T) {
 	if s := unsafe.Sizeof(probeRec{}); s > 32 {
 		t.Errorf("probeRec is %d bytes, want at most 32", s)
+	}
+	for _, v := range []any{probeRec{}, liveRec{}} {
+		if p := pointerIn(reflect.TypeOf(v)); p != "" {
+			t.Errorf("%T holds a pointer: %s", v, p)
+		}
+	}
+}
+
+// pointerIn names a field of t that is or holds a pointer, or "".
+func pointerIn(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if p := pointerIn(t.Field(i).Type); p != "" {
+				return t.Field(i).Name + "." + p
+			}
+		}
+		return ""
+	case reflect.Array:
+		return pointerIn(t.Elem())
+	case reflect.Pointer, reflect.Slice, reflect.String, reflect.Map, reflect.Interface, reflect.Func, reflect.Chan, reflect.UnsafePointer:
+		return t.String()
+	}
+	return ""
+}
+
+// TestRecPagesLiveReuse: a dropped record's liveRec is reused, cleared,
+// by the next record that needs one, and records keep their own.
+func TestRecPagesLiveReuse(t *testing.T) {
+	var r recPages
+	a, b := r.add(3), r.add(700)
+	r.l(a).srtt, r.l(b).srtt = 1, 2
+	if r.lv(a).srtt != 1 || r.lv(b).srtt != 2 || r.get(3) != a || r.get(700) != b || r.get(4) != nil {
+		t.Fatalf("records mixed up: %+v %+v", *a, *b)
+	}
+	r.remove(3)
+	if r.get(3) != nil || len(r.free) != 1 {
+		t.Fatalf("removed record still there, or its liveRec not freed (%d free)", len(r.free))
+	}
+	c := r.add(5)
+	if l := r.l(c); l.srtt != 0 || r.nLive != 2 {
+		t.Errorf("reused liveRec not cleared (srtt %d), or a new one made (%d made)", l.srtt, r.nLive)
+	}
+	r.dropLive(b)
+	if r.lv(b) != nil || r.vouchedAt(b) != 0 || r.get(700) != b {
+		t.Errorf("dropLive: liveRec kept, or the record lost")
+	}
+	for i := range int32(40) {
+		r.l(r.add(1000 + i)).suspectTicks = i
+	}
+	for i := range int32(40) {
+		if got := r.lv(r.get(1000 + i)).suspectTicks; got != i {
+			t.Fatalf("record %d has liveRec of %d", i, got)
+		}
 	}
 }
 
