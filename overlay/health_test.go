@@ -1022,3 +1022,37 @@ func TestHealthWideFanout(t *testing.T) {
 		t.Errorf("told %v by cluster, want %v", per, want)
 	}
 }
+
+// TestLiveViewLost: lost answers as shrinks does, whether or not the dead
+// it is given routed before.
+func TestLiveViewLost(t *testing.T) {
+	var ms []Member
+	for i := range 6 {
+		ms = append(ms, testMember(i+1, "c1"))
+	}
+	h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, nil, func() int64 { return 0 },
+		func(netip.Addr, uint32, Msg) {}, func(change) {})
+	kill := func(m Member) {
+		h.mu.Lock()
+		h.setState(h.byName(m.Name), StateDead)
+		h.mu.Unlock()
+	}
+	v := h.view()
+	kill(ms[2])
+	w := h.view()
+	for _, c := range []struct {
+		from, to *liveView
+		dead     []Member
+		want     bool
+	}{
+		{v, w, ms[2:3], true},  // it routed in v
+		{v, w, nil, true},      // shrinks finds it
+		{w, w, nil, false},     // nothing lost
+		{w, w, ms[2:3], false}, // dead already in w: no shortcut
+		{w, v, nil, false},     // it came back
+	} {
+		if got := c.from.lost(c.to, c.dead); got != c.want || got != c.from.shrinks(c.to) {
+			t.Errorf("lost(%v dead) = %v, shrinks %v, want %v", len(c.dead), got, c.from.shrinks(c.to), c.want)
+		}
+	}
+}

@@ -508,7 +508,7 @@ func (p *Proxy) membershipChanged(c change) {
 	// routes neither the dead nor those).
 	live := p.health.view()
 	old := p.live.Swap(live)
-	p.cfg.Router.SetProxySet(live, old.shrinks(live))
+	p.cfg.Router.SetProxySet(live, old.lost(live, c.dead))
 	for _, m := range c.unreachable {
 		p.cfg.Router.ForgetJAP(m.Addr)
 		p.emit(Event{Kind: EventUnreachable, Name: m.Name})
