@@ -290,7 +290,7 @@ func (r *recPages) get(i int32) *probeRec {
 	return nil
 }
 
-// add gives member i a new record.
+// add gives member i, which has none, a new record.
 func (r *recPages) add(i int32) *probeRec {
 	p := int(i / recPage)
 	if p >= len(r.recs) {
@@ -300,9 +300,6 @@ func (r *recPages) add(i int32) *probeRec {
 		r.recs[p] = make([]probeRec, recPage)
 	}
 	x := &r.recs[p][i%recPage]
-	if x.held {
-		r.dropLive(x)
-	}
 	*x = probeRec{held: true}
 	return x
 }
@@ -523,12 +520,10 @@ type health struct {
 	// at deadTurnAt.
 	deadTurn   int32
 	deadTurnAt int64
-	// news: to pass on (spreadLocked), in the order queued, by
-	// newsSpreads calls; newsAt: when queued news last went out
-	// (newsOutLocked).
-	// spreads: news learned since the last sent, whom it goes to worked
-	// out when sent (newsOutLocked); newsQueued: about how many
-	// (member, item) pairs they make.
+	// spreads: news to pass on (spreadLocked), in the order learned, whom
+	// it goes to worked out when sent (newsOutLocked); newsQueued: about
+	// how many (member, item) pairs they make; newsAt: when queued news
+	// last went out.
 	spreads    []queuedSpread
 	newsQueued int
 	newsAt     int64
@@ -1058,15 +1053,9 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 	if cap(h.spreads) > maxOutboxKept {
 		h.spreads = nil // a partition's: keep no room for it at every proxy
 	}
-	defer func() {
-		clear(q) // it holds names
-		*qp = q[:0]
-		newsScratch.Put(qp)
-	}()
-	if len(q) == 0 {
-		return out
+	if len(q) > 0 {
+		h.newsAt = now
 	}
-	h.newsAt = now
 	var items []NewsItem
 	for k := 0; k < len(q); {
 		o, n := q[k].to, 1
@@ -1080,6 +1069,9 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 		out = tellNews(out, h.ros.ms[o].Addr, items)
 		k += n
 	}
+	clear(q) // it holds names
+	*qp = q[:0]
+	newsScratch.Put(qp)
 	return out
 }
 
@@ -1284,7 +1276,8 @@ func (h *health) tick() {
 		}
 		if m.state == StateAlive && int(x.outstanding) >= h.missesFor(m, now) {
 			h.setState(i, StateSuspect)
-			h.ext.l(x).suspectAt, h.ext.l(x).suspectTicks = now, 0
+			l := h.ext.l(x)
+			l.suspectAt, l.suspectTicks = now, 0
 			// Ask helpers to probe it for us: a different path, and a
 			// second opinion before a death is declared.
 			seq := h.nextNonce()
@@ -2092,8 +2085,8 @@ func (v *liveView) Has16(a [16]byte) bool {
 
 // lost is shrinks, knowing that the members dead died from v to w: if
 // one of them routed in v, that is the answer, without a walk over every
-// member's bits (a partition changes the view 10⁷ times at 10,000
-// proxies).
+// member's bits (a partition changes the view at every proxy for every
+// datagram of news).
 func (v *liveView) lost(w *liveView, dead []Member) bool {
 	for _, m := range dead {
 		if i, ok := v.ros.byAddr[m.Addr]; ok && v.routes(i) {
