@@ -3,6 +3,7 @@ package sim
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/pias-net/pias/overlay"
@@ -27,17 +28,11 @@ func ProxyName(i int) string { return fmt.Sprintf("p%05d", i) }
 
 // proxyIndex is the i of ProxyName(i).
 func proxyIndex(name string) (int, bool) {
-	if len(name) < 6 || name[0] != 'p' {
-		return 0, false
+	if len(name) < 6 || name[0] != 'p' || name[1] < '0' || name[1] > '9' {
+		return 0, false // no sign either
 	}
-	i := 0
-	for _, c := range []byte(name[1:]) {
-		if c < '0' || c > '9' || i > 1<<40 {
-			return 0, false
-		}
-		i = i*10 + int(c-'0')
-	}
-	return i, true
+	i, err := strconv.Atoi(name[1:])
+	return i, err == nil
 }
 
 // proxyMember is proxy i: overlay address 100.64.0.0 + i + 1, in cluster
