@@ -15,12 +15,14 @@ import (
 const ResetEvery = 5
 
 // Probe is a probe the driver is to send now: one echo to candidate Index
-// at Addr, given up after Timeout (Selector.Timeout); its outcome goes to
-// Attacher.Observe.
+// at Addr, counted lost after Timeout (Selector.Timeout); its outcome goes
+// to Attacher.Observe. The driver goes on listening for Late after that:
+// an answer that comes then goes to Attacher.Late.
 type Probe struct {
 	Index int
 	Candidate
 	Timeout time.Duration
+	Late    time.Duration
 }
 
 // Move is a change of attachment: the prefix moves from candidate From to
@@ -137,7 +139,7 @@ func (a *Attacher) Due(now int64) []Probe {
 			continue
 		}
 		p.busy, p.next = true, now+int64(a.cfg.Interval)
-		out = append(out, Probe{Index: i, Candidate: a.sel.Candidate(i), Timeout: a.sel.Timeout(i)})
+		out = append(out, Probe{Index: i, Candidate: a.sel.Candidate(i), Timeout: a.sel.Timeout(i), Late: a.cfg.MaxTimeout})
 	}
 	return out
 }
@@ -149,6 +151,24 @@ func (a *Attacher) Observe(i int, ok bool, rtt time.Duration, now int64) Action 
 	defer a.mu.Unlock()
 	a.probes[i].busy = false
 	a.sel.Observe(i, ok, rtt, now)
+	return a.decideLocked(i, now)
+}
+
+// Late takes an answer to a probe of candidate i that came rtt after it
+// left, at now, when Observe had already counted it lost. The candidate
+// lives: on a host whose CPU is starved (a laptop compiling, the lab under
+// the race detector) every answer comes late, and counting them only as
+// losses would move the edge off a live proxy, and back, again and again;
+// taken as RTT samples they widen the probe timeout instead (Timeout).
+func (a *Attacher) Late(i int, rtt time.Duration, now int64) Action {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.sel.Observe(i, true, rtt, now)
+	return a.decideLocked(i, now)
+}
+
+// decideLocked applies the rule after an outcome of candidate i.
+func (a *Attacher) decideLocked(i int, now int64) Action {
 	var act Action
 	if m, n := a.sel.cands[i].misses, a.sel.deadAfter(i); m >= n && (m-n)%ResetEvery == 0 {
 		act.Reset, act.Current = true, i == a.applied

@@ -163,30 +163,46 @@ func TestAttacherNeedsAddresses(t *testing.T) {
 
 // slowPath drives an attacher in steps of 10 ms from now for d: probe p
 // sent at time at is answered after latency(p, at) (< 0: never), and
-// counts as lost when that exceeds the probe's Timeout. It returns the
-// moves the attacher asked for (each applied at once), with their times.
+// counts as lost when that exceeds the probe's Timeout; an answer within
+// its Late after that goes to Late, as the node's driver does. It returns
+// the moves the attacher asked for (each applied at once), with their
+// times.
 func slowPath(a *Attacher, now int64, d time.Duration, latency func(p Probe, at int64) time.Duration) (moves []Move, at []int64) {
 	type out struct {
-		at  int64
-		ok  bool
-		rtt time.Duration
+		i        int
+		at       int64
+		ok, late bool
+		rtt      time.Duration
 	}
-	pending := map[int]out{}
+	var pending []out
 	for end := now + int64(d); now < end; now += 10 * ms {
-		for i, o := range pending {
-			if o.at <= now {
-				delete(pending, i)
-				if act := a.Observe(i, o.ok, o.rtt, now); act.Move != nil {
-					a.Applied(*act.Move)
-					moves, at = append(moves, *act.Move), append(at, now)
-				}
+		var later []out
+		for _, o := range pending {
+			if o.at > now {
+				later = append(later, o)
+				continue
+			}
+			var act Action
+			if o.late {
+				act = a.Late(o.i, o.rtt, now)
+			} else {
+				act = a.Observe(o.i, o.ok, o.rtt, now)
+			}
+			if act.Move != nil {
+				a.Applied(*act.Move)
+				moves, at = append(moves, *act.Move), append(at, now)
 			}
 		}
+		pending = later
 		for _, p := range a.Due(now) {
-			if l := latency(p, now); l < 0 || l > p.Timeout {
-				pending[p.Index] = out{at: now + int64(p.Timeout)}
-			} else {
-				pending[p.Index] = out{at: now + int64(l), ok: true, rtt: l}
+			switch l := latency(p, now); {
+			case l >= 0 && l <= p.Timeout:
+				pending = append(pending, out{i: p.Index, at: now + int64(l), ok: true, rtt: l})
+			case l > p.Timeout && l <= p.Timeout+p.Late:
+				pending = append(pending, out{i: p.Index, at: now + int64(p.Timeout)},
+					out{i: p.Index, at: now + int64(l), late: true, rtt: l})
+			default:
+				pending = append(pending, out{i: p.Index, at: now + int64(p.Timeout)})
 			}
 		}
 	}
@@ -289,5 +305,54 @@ func TestAttacherBacksOffUntilFirstAnswer(t *testing.T) {
 		if !c.Live {
 			t.Errorf("%s not live after 3 s of answers in 400 ms: %+v", c.Name, c)
 		}
+	}
+}
+
+// TestAttacherLateAnswersKeepSlowProxy: the current proxy answered in
+// 1 ms, then its host (or this one) is starved of CPU and every answer
+// takes 300-580 ms, past the 200 ms timeout that its fast answers set.
+// The first probes are counted lost, but their answers still come, and a
+// late answer shows the proxy lives: the edge stays, and the timeout
+// widens to the new RTT. The other proxy answers in time all along, so
+// losses alone would have moved the edge after three of them (600 ms).
+// (An answer slower than those three timeouts after a sudden jump cannot
+// be told from a death.) When the proxy dies, no late answers come, and
+// it is found dead.
+func TestAttacherLateAnswersKeepSlowProxy(t *testing.T) {
+	cfg := AttachConfig{Interval: 200 * time.Millisecond, OnlyOnFailure: true}
+	a, err := NewAttacher(testCands()[:2], cfg, testStart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slowFrom, died := testStart+int64(5*time.Second), testStart+int64(20*time.Second)
+	slow := []time.Duration{300, 550, 450, 580, 500, 350, 520}
+	var n int
+	var lost, lateWait time.Duration
+	moves, at := slowPath(a, testStart, 30*time.Second, func(p Probe, at int64) time.Duration {
+		switch {
+		case p.Index == 1 || at < slowFrom:
+			return time.Millisecond
+		case at >= died:
+			return -1
+		}
+		n++
+		l := slow[n%len(slow)] * time.Millisecond
+		if l > p.Timeout {
+			lost++
+		}
+		lateWait = max(lateWait, p.Timeout+p.Late)
+		return l
+	})
+	if len(moves) != 1 || at[0] < died {
+		t.Fatalf("moves %+v at %v (p1 slowed at %v, died at %v), want one, after it died", moves, at, slowFrom, died)
+	}
+	if lost < 3 {
+		t.Errorf("%v probes of the slow p1 counted lost; the test needs its first answers past the timeout", lost)
+	}
+	if lateWait < 580*time.Millisecond {
+		t.Errorf("probes listened for %v at most, want past the slowest answer (580 ms)", lateWait)
+	}
+	if took, bound := time.Duration(at[0]-died), 3*time.Second+cfg.Interval; took > bound {
+		t.Errorf("found dead %v after it died, want within %v", took, bound)
 	}
 }

@@ -129,9 +129,9 @@ func TestNewProxyRefused(t *testing.T) {
 		}, "unadmitted"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			log := &eventLog{}
+			log := &eventLog{start: time.Now()}
 			h, err := Start(dynamicShape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: log.add, Hold: []string{"p4", "t4"}, Attach: labAttach,
-				Generated: func(l *Lab) { tc.edit(t, l) }})
+				Generated: withRaceTimers(t, func(l *Lab) { tc.edit(t, l) })})
 			if err != nil {
 				t.Fatal(err)
 			}

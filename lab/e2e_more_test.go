@@ -566,7 +566,7 @@ func TestIAPIsOrIsNotJAP(t *testing.T) {
 // WireGuard's 5 s retry) do not happen on first contact.
 func TestProxiesFirstContactBothWays(t *testing.T) {
 	t.Parallel()
-	h, err := Start(Options{Proxies: 2, Clusters: 1}, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, Attach: labAttach})
+	h, err := Start(Options{Proxies: 2, Clusters: 1}, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, Attach: labAttach, Generated: withRaceTimers(t, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,7 +621,7 @@ func TestEdgesHandshakeWithTheirHomeOnly(t *testing.T) {
 		}
 	}
 	// Many edges: whether a device is up before it is configured is a race.
-	h, err := Start(Options{Proxies: 3, Clusters: 1, Targets: 2, Clients: 10, Groups: 2}, HarnessOptions{Dir: t.TempDir(), Logf: logf, Attach: labAttach})
+	h, err := Start(Options{Proxies: 3, Clusters: 1, Targets: 2, Clients: 10, Groups: 2}, HarnessOptions{Dir: t.TempDir(), Logf: logf, Attach: labAttach, Generated: withRaceTimers(t, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

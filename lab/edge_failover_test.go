@@ -238,10 +238,70 @@ func TestEdgeDoesNotFlap(t *testing.T) {
 	}
 }
 
+// TestEdgeStaysOnSlowProxy: the path from a client to its proxy slows
+// from loopback speed to 1.5 probe timeouts (every probe in flight then
+// is counted lost), while the other proxy answers at once. The answers
+// still come, late, and show the proxy lives: the client stays, its
+// requests are answered, and the proxy's RTT grows to the new delay.
+// Counting only losses, the client would have left after three.
+func TestEdgeStaysOnSlowProxy(t *testing.T) {
+	t.Parallel()
+	h, log := startLabEvents(t, Options{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1})
+	ctx := testCtx(t)
+	if err := waitLive(ctx, h, "cl1", "p1", "p2"); err != nil {
+		t.Fatal(err)
+	}
+	g := GroupN(0)
+	if _, err := ask(ctx, h, "cl1", g, "before"); err != nil {
+		t.Fatal(err)
+	}
+	cur := h.Edges["cl1"].Attach.Current()
+	floor := labAttach.WithDefaults().Timeout
+	delay := floor * 3 / 2
+	if err := h.SetDelay("cl1", cur, delay); err != nil {
+		t.Fatal(err)
+	}
+	slowed := time.Now()
+	for i := 0; time.Since(slowed) < 4*time.Second; i++ {
+		msg := fmt.Sprintf("slow %d", i)
+		ans, err := ask(ctx, h, "cl1", g, msg)
+		if err != nil {
+			t.Fatalf("%s over the slow path: %v", msg, err)
+		}
+		answeredBy(t, ans, msg, targetsOf(h, g))
+	}
+	if ms := moves(log, "cl1"); len(ms) != 0 {
+		t.Fatalf("cl1 left %s, whose answers came %v late: %+v", cur, delay, ms)
+	}
+	for _, c := range h.Edges["cl1"].Attach.Status().Candidates {
+		if c.Name != cur {
+			continue
+		}
+		t.Logf("%s after 4 s at %v more: %+v", cur, delay, c)
+		if !c.Live || c.RTT < delay/2 {
+			t.Errorf("%s: live %v, RTT %v; want live with the late answers' RTT (about %v)", cur, c.Live, c.RTT, delay)
+		}
+	}
+}
+
 // Lab tests run many labs at once under -race, where loopback RTTs swing by
 // tens of milliseconds: voluntary moves need a gain no real difference here
-// reaches, so only failures move edges. Failover timing is unchanged.
-var labAttach = edge.AttachConfig{MinGain: 200 * time.Millisecond}
+// reaches, so only failures move edges. Under -race, beside the other
+// packages' tests on 2 cores, answers also stall for up to 1.3 s now and
+// then (a run's probes: p99 370 ms, p99.9 680 ms, late ones up to 1.3 s),
+// and edges moved off live proxies both ways at once: there a probe waits
+// at least labProbeTimeout, so a proxy is left after about 1.5 s of
+// silence instead of 0.6 s. Without -race, failover timing is the
+// default's.
+var labAttach = edge.AttachConfig{MinGain: 200 * time.Millisecond, Timeout: labProbeTimeout}
+
+// labProbeTimeout is the least a lab edge's probe waits (AttachConfig.Timeout).
+var labProbeTimeout = func() time.Duration {
+	if raceEnabled {
+		return 500 * time.Millisecond
+	}
+	return 0 // the default: the probe interval
+}()
 
 // A target that loses only its own path to its JAP moves to another proxy;
 // the old JAP, alive for everyone else, must drop it at once (the target

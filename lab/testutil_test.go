@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/edge"
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/overlay"
@@ -22,13 +23,26 @@ import (
 // eventLog records what the control planes of a lab did.
 type eventLog struct {
 	mu     sync.Mutex
+	start  time.Time
 	events []overlay.Event
+	at     []time.Duration // since start, one per event
 }
 
 func (l *eventLog) add(e overlay.Event) {
 	l.mu.Lock()
 	l.events = append(l.events, e)
+	l.at = append(l.at, time.Since(l.start))
 	l.mu.Unlock()
+}
+
+// dump logs every event with its time, for a test that failed: on a busy
+// machine the order of moves, deaths and joins is what explains it.
+func (l *eventLog) dump(t *testing.T) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, e := range l.events {
+		t.Logf("event +%v %s %s %s %s %v %q", l.at[i].Round(time.Millisecond), e.Proxy, e.Kind, e.Name, e.Group, e.Target, e.Reason)
+	}
 }
 
 // match returns the recorded events for which keep is true.
@@ -55,7 +69,7 @@ func startLabEvents(t *testing.T, shape Options) (*Harness, *eventLog) {
 // started target, waits until it is ready, and records every event.
 func startLabWith(t *testing.T, shape Options, hopts HarnessOptions) (*Harness, *eventLog) {
 	t.Helper()
-	log := &eventLog{}
+	log := &eventLog{start: time.Now()}
 	hopts.Dir, hopts.Logf = t.TempDir(), t.Logf
 	if on := hopts.OnEvent; on != nil {
 		hopts.OnEvent = func(e overlay.Event) { log.add(e); on(e) }
@@ -65,11 +79,18 @@ func startLabWith(t *testing.T, shape Options, hopts HarnessOptions) (*Harness, 
 	if hopts.Attach == (edge.AttachConfig{}) {
 		hopts.Attach = labAttach
 	}
+	hopts.Generated = withRaceTimers(t, hopts.Generated)
 	h, err := Start(shape, hopts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.Close)
+	// Cleanups run last first: the dump comes before the lab closes.
+	t.Cleanup(func() {
+		if t.Failed() {
+			log.dump(t)
+		}
+	})
 	if err := h.ServeTargets(); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +100,33 @@ func startLabWith(t *testing.T, shape Options, hopts HarnessOptions) (*Harness, 
 		t.Fatal(err)
 	}
 	return h, log
+}
+
+// labProbeMisses is the proxies' probe_misses in a lab under -race. There
+// the tests of this package and of others share 2 cores, and a node's
+// answers stall for up to 1.3 s now and then (labAttach): at the default 3
+// misses of 100 ms, proxies declared each other dead and back within a
+// second, and the tests saw joins, registrations and RAPs move under
+// them. At 8, a silence is suspected after 800 ms and a death declared
+// after about 1.1 s, instead of 300 ms and 600 ms.
+const labProbeMisses = 8
+
+// withRaceTimers is gen followed, under -race, by labProbeMisses in every
+// proxy's file.
+func withRaceTimers(t *testing.T, gen func(*Lab)) func(*Lab) {
+	return func(l *Lab) {
+		if gen != nil {
+			gen(l)
+		}
+		if !raceEnabled {
+			return
+		}
+		for _, n := range l.Nodes {
+			if n.Role == config.RoleProxy {
+				rewrite(t, l.Path(n.Config), "\nrap_replicas =", fmt.Sprintf("\nprobe_misses = %d\nrap_replicas =", labProbeMisses))
+			}
+		}
+	}
 }
 
 // startTarget starts a held target, serves its groups, and waits until it

@@ -62,7 +62,7 @@ func TestCrossCheckSim(t *testing.T) {
 	// Every change reported, on both sides; and no health checks of the
 	// targets' services (TCP groups have one by default): the simulator
 	// has no services, and a check that failed would drain a target.
-	h, err := Start(shape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: rec.OnEvent, Generated: func(l *Lab) {
+	h, err := Start(shape, HarnessOptions{Dir: t.TempDir(), Logf: t.Logf, OnEvent: rec.OnEvent, Generated: withRaceTimers(t, func(l *Lab) {
 		for _, n := range l.Nodes {
 			switch n.Role {
 			case config.RoleProxy:
@@ -71,7 +71,7 @@ func TestCrossCheckSim(t *testing.T) {
 				noChecks(t, l.Path(n.Config), len(n.Groups))
 			}
 		}
-	}})
+	})})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -93,9 +93,10 @@ type edgeCtl struct {
 
 // probed is the outcome of one probe.
 type probed struct {
-	i   int
-	ok  bool
-	rtt time.Duration
+	i    int
+	ok   bool
+	late bool // an answer after the probe was counted lost
+	rtt  time.Duration
 }
 
 // StartEdge starts the target or client that cfg describes. It returns
@@ -388,26 +389,56 @@ func (e *Edge) handle(now int64, from netip.AddrPort, b []byte) {
 }
 
 // startProbe pings a candidate in the background; the outcome comes back
-// to run.
+// to run: an answer, or a loss at p.Timeout and then, if the answer comes
+// within p.Late more, that late answer.
 func (e *Edge) startProbe(p edge.Probe) {
 	e.done.Add(1)
 	go func() {
 		defer e.done.Done()
-		ctx, cancel := context.WithTimeout(e.ctx, p.Timeout)
-		rtt, err := e.Ping(ctx, p.Addr)
-		cancel()
+		ctx, cancel := context.WithTimeout(e.ctx, p.Timeout+p.Late)
+		defer cancel()
+		type pong struct {
+			rtt time.Duration
+			err error
+		}
+		answer := make(chan pong, 1)
+		go func() {
+			rtt, err := e.Ping(ctx, p.Addr)
+			answer <- pong{rtt, err}
+		}()
+		lost := time.NewTimer(p.Timeout)
+		defer lost.Stop()
 		select {
-		case e.probed <- probed{i: p.Index, ok: err == nil, rtt: rtt}:
-		case <-e.ended:
+		case a := <-answer:
+			e.report(probed{i: p.Index, ok: a.err == nil, rtt: a.rtt})
+			return
+		case <-lost.C:
+			e.report(probed{i: p.Index})
+		}
+		if a := <-answer; a.err == nil {
+			e.report(probed{i: p.Index, ok: true, late: true, rtt: a.rtt})
 		}
 	}()
+}
+
+// report hands a probe's outcome to run, unless the edge has stopped.
+func (e *Edge) report(p probed) {
+	select {
+	case e.probed <- p:
+	case <-e.ended:
+	}
 }
 
 // observe applies what a probe's outcome decides: a reset, a move, and a
 // target's joins through its new proxy.
 func (e *Edge) observe(p probed) {
 	now := e.now()
-	act := e.Attach.Observe(p.i, p.ok, p.rtt, now)
+	var act edge.Action
+	if p.late {
+		act = e.Attach.Late(p.i, p.rtt, now)
+	} else {
+		act = e.Attach.Observe(p.i, p.ok, p.rtt, now)
+	}
 	if act.Reset {
 		e.Device.ResetPeer(proxyPeer(e.Config, e.Attach.Candidates()[p.i].Peer, p.i, act.Current))
 	}
