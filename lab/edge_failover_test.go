@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -242,7 +243,8 @@ func TestEdgeDoesNotFlap(t *testing.T) {
 // from loopback speed to 1.5 probe timeouts (every probe in flight then
 // is counted lost), while the other proxy answers at once. The answers
 // still come, late, and show the proxy lives: the client stays, its
-// requests are answered, and the proxy's RTT grows to the new delay.
+// requests are answered, and the proxy's RTT grows to the new delay. (It
+// may move later for speed: the other proxy is clearly closer now.)
 // Counting only losses, the client would have left after three.
 func TestEdgeStaysOnSlowProxy(t *testing.T) {
 	t.Parallel()
@@ -270,8 +272,12 @@ func TestEdgeStaysOnSlowProxy(t *testing.T) {
 		}
 		answeredBy(t, ans, msg, targetsOf(h, g))
 	}
-	if ms := moves(log, "cl1"); len(ms) != 0 {
-		t.Fatalf("cl1 left %s, whose answers came %v late: %+v", cur, delay, ms)
+	// (After Hold, 5 s, a move for speed is right: the other proxy is
+	// clearly closer now.)
+	for _, m := range moves(log, "cl1") {
+		if strings.HasSuffix(m.Reason, "(dead)") {
+			t.Fatalf("cl1 left %s for dead, but its answers only came %v late: %+v", cur, delay, m)
+		}
 	}
 	for _, c := range h.Edges["cl1"].Attach.Status().Candidates {
 		if c.Name != cur {

@@ -102,16 +102,18 @@ func startLabWith(t *testing.T, shape Options, hopts HarnessOptions) (*Harness, 
 	return h, log
 }
 
-// labProbeMisses is the proxies' probe_misses in a lab under -race. There
-// the tests of this package and of others share 2 cores, and a node's
-// answers stall for up to 1.3 s now and then (labAttach): at the default 3
-// misses of 100 ms, proxies declared each other dead and back within a
-// second, and the tests saw joins, registrations and RAPs move under
-// them. At 8, a silence is suspected after 800 ms and a death declared
-// after about 1.1 s, instead of 300 ms and 600 ms.
-const labProbeMisses = 8
+// labRaceTimers are the proxies' health timers in a lab under -race.
+// There the tests of this package and of others share 2 cores, and a
+// node's answers stall for up to 1.3 s now and then (labAttach). At the
+// defaults (a probe each 100 ms, suspected after 3 misses, dead 300 ms
+// later unless a helper's relayed answer comes back), proxies declared
+// each other dead and back within a second, across a cut link that a
+// third cluster still bridged too, and tests saw joins, registrations
+// and RAPs move under them. Here a silence is suspected after 800 ms,
+// a helper has 600 ms to vouch, and a death takes about 1.4 s.
+const labRaceTimers = "probe_interval = \"200ms\"\nprobe_misses = 4\n"
 
-// withRaceTimers is gen followed, under -race, by labProbeMisses in every
+// withRaceTimers is gen followed, under -race, by labRaceTimers in every
 // proxy's file.
 func withRaceTimers(t *testing.T, gen func(*Lab)) func(*Lab) {
 	return func(l *Lab) {
@@ -123,7 +125,7 @@ func withRaceTimers(t *testing.T, gen func(*Lab)) func(*Lab) {
 		}
 		for _, n := range l.Nodes {
 			if n.Role == config.RoleProxy {
-				rewrite(t, l.Path(n.Config), "\nrap_replicas =", fmt.Sprintf("\nprobe_misses = %d\nrap_replicas =", labProbeMisses))
+				rewrite(t, l.Path(n.Config), "\nrap_replicas =", "\n"+labRaceTimers+"rap_replicas =")
 			}
 		}
 	}

@@ -486,8 +486,9 @@ func TestCAAttacks(t *testing.T) {
 	})
 	t.Run("ForgedHelloFlood", func(t *testing.T) {
 		// One goroutine sends forged hellos (good-looking certificates of
-		// random keys, signed by nobody) to p1 as fast as it can, while
-		// cl1's requests go through p1 and a genuine newcomer says hello.
+		// random keys, signed by nobody) to p1 as fast as it can (under
+		// -race, at raceFloodRate), while cl1's requests go through p1
+		// and a genuine newcomer says hello.
 		const n = 512
 		forged := make([][]byte, n)
 		mk, _ := l.signed("flooder", cert.RoleClient, "100.64.3.9", now.Add(-time.Minute), now.Add(time.Hour))
@@ -509,6 +510,7 @@ func TestCAAttacks(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			t0 := time.Now()
 			for i := 0; ; i++ {
 				select {
 				case <-stop:
@@ -517,6 +519,9 @@ func TestCAAttacks(t *testing.T) {
 				}
 				f.c.WriteToUDPAddrPort(forged[i%n], ep1)
 				sent.Add(1)
+				if raceEnabled && i%100 == 99 {
+					time.Sleep(time.Until(t0.Add(time.Duration(i+1) * time.Second / raceFloodRate)))
+				}
 			}
 		}()
 		dead0 := len(l.events(overlay.EventDead))
