@@ -17,7 +17,9 @@ const ResetEvery = 5
 // Probe is a probe the driver is to send now: one echo to candidate Index
 // at Addr, counted lost after Timeout (Selector.Timeout); its outcome goes
 // to Attacher.Observe. The driver goes on listening for Late after that:
-// an answer that comes then goes to Attacher.Late.
+// an answer that comes then goes to Attacher.Late. Late is as long as the
+// losses that follow take to make the candidate dead (at most
+// MaxTimeout): past that, the edge has moved.
 type Probe struct {
 	Index int
 	Candidate
@@ -139,7 +141,9 @@ func (a *Attacher) Due(now int64) []Probe {
 			continue
 		}
 		p.busy, p.next = true, now+int64(a.cfg.Interval)
-		out = append(out, Probe{Index: i, Candidate: a.sel.Candidate(i), Timeout: a.sel.Timeout(i), Late: a.cfg.MaxTimeout})
+		timeout := a.sel.Timeout(i)
+		late := min(a.cfg.MaxTimeout, time.Duration(a.sel.deadAfter(i)-1)*timeout)
+		out = append(out, Probe{Index: i, Candidate: a.sel.Candidate(i), Timeout: timeout, Late: late})
 	}
 	return out
 }
@@ -160,10 +164,11 @@ func (a *Attacher) Observe(i int, ok bool, rtt time.Duration, now int64) Action 
 // the race detector) every answer comes late, and counting them only as
 // losses would move the edge off a live proxy, and back, again and again;
 // taken as RTT samples they widen the probe timeout instead (Timeout).
+// See Selector.ObserveLate.
 func (a *Attacher) Late(i int, rtt time.Duration, now int64) Action {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	a.sel.Observe(i, true, rtt, now)
+	a.sel.ObserveLate(i, rtt, now)
 	return a.decideLocked(i, now)
 }
 

@@ -133,6 +133,7 @@ type CandidateStatus struct {
 	RTT     time.Duration // smoothed; zero before the first answer
 	Live    bool          // answered, and fewer than Misses probes lost since
 	Misses  int           // consecutive unanswered probes
+	Late    int           // answers that came after their probe was counted lost
 	LastOK  int64         // the time of the last answer; 0 if none yet
 	Current bool
 }
@@ -152,6 +153,7 @@ type cand struct {
 	live        bool
 	misses      int
 	heard       bool  // answered at least once
+	late        int   // answers after their probe was counted lost
 	lastOK      int64 // the last answer
 	silentSince int64 // the first miss of the current run of misses
 }
@@ -202,6 +204,19 @@ func (s *Selector) Observe(i int, ok bool, rtt time.Duration, now int64) {
 		c.rtt = time.Duration((1-s.cfg.Alpha)*float64(c.rtt) + s.cfg.Alpha*float64(rtt))
 	}
 	c.live, c.misses, c.heard, c.lastOK = true, 0, true, now
+}
+
+// ObserveLate records an answer to a probe of candidate i that came rtt
+// after it left, at now, when the probe had been counted lost: the
+// candidate lives, and rtt is a sample. It counts as answered when the
+// probe left: only an answer to a probe sent after the current proxy fell
+// silent shows that the fault is that proxy's (Decide).
+func (s *Selector) ObserveLate(i int, rtt time.Duration, now int64) {
+	c := &s.cands[i]
+	last := c.lastOK
+	s.Observe(i, true, rtt, now-int64(rtt))
+	c.lastOK = max(c.lastOK, last)
+	c.late++
 }
 
 // rttvarBeta is the weight of a new sample's deviation in rttvar (RFC
@@ -346,7 +361,7 @@ func (s *Selector) Status() AttachStatus {
 	st := AttachStatus{Current: s.cands[s.current].Name, Moves: s.moves}
 	for i, c := range s.cands {
 		st.Candidates = append(st.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Learned: c.Learned,
-			RTT: c.rtt, Live: c.live, Misses: c.misses, LastOK: c.lastOK, Current: i == s.current})
+			RTT: c.rtt, Live: c.live, Misses: c.misses, Late: c.late, LastOK: c.lastOK, Current: i == s.current})
 	}
 	return st
 }

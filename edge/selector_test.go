@@ -265,3 +265,45 @@ func TestSelectorLeavesDeadForOneThatAnswers(t *testing.T) {
 		t.Fatal("p2 is not a candidate by the older rule: the test does not test the new one")
 	}
 }
+
+// TestSelectorLateAnswerCountsWhenSent: leaving a dead proxy needs a
+// candidate that answered while it was silent. A late answer (its probe
+// counted lost) counts from when its probe left: p2's answer to a probe
+// sent before p1 fell silent, arriving after, shows nothing of p1, and
+// the edge stays (its own host may be the one stalled); p2's late answer
+// to a probe sent after does, and the edge moves to it.
+func TestSelectorLateAnswerCountsWhenSent(t *testing.T) {
+	ms := int64(time.Millisecond)
+	for _, tc := range []struct {
+		name string
+		sent int64 // p2's probe left at testStart + sent
+		move bool
+	}{
+		{"sent before p1 fell silent", 50 * ms, false},
+		{"sent after", 250 * ms, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, now := newTestSelector()
+			s.Observe(0, true, time.Millisecond, now)
+			s.Observe(1, true, time.Millisecond, now)
+			moved := false
+			for k := int64(1); k <= 3; k++ {
+				at := now + k*200*ms
+				s.Observe(0, false, 0, at) // p1 falls silent at +200 ms
+				if k == 3 {
+					late := now + 550*ms
+					s.ObserveLate(1, time.Duration(late-(now+tc.sent)), late)
+				}
+				_, m := s.Decide(at)
+				moved = moved || m
+			}
+			if moved != tc.move {
+				t.Errorf("moved %v, want %v (p1 silent since %d ms, p2's late answer sent at %d ms)", moved, tc.move,
+					(s.cands[0].silentSince-now)/ms, tc.sent/ms)
+			}
+			if st := s.Status().Candidates[1]; st.Late != 1 || !st.Live {
+				t.Errorf("p2: %+v, want live with one late answer", st)
+			}
+		})
+	}
+}

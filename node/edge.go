@@ -413,6 +413,13 @@ func (e *Edge) startProbe(p edge.Probe) {
 			e.report(probed{i: p.Index, ok: a.err == nil, rtt: a.rtt})
 			return
 		case <-lost.C:
+			select {
+			case a := <-answer:
+				// It came as the timer fired (a stall ended): in time.
+				e.report(probed{i: p.Index, ok: a.err == nil, rtt: a.rtt})
+				return
+			default:
+			}
 			e.report(probed{i: p.Index})
 		}
 		if a := <-answer; a.err == nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -45,7 +46,8 @@ func (e *Edge) Ping(ctx context.Context, addr netip.Addr) (time.Duration, error)
 	if addr.Is6() {
 		typ, proto = ipv6.ICMPTypeEchoRequest, 58
 	}
-	data := fmt.Appendf(nil, "pias probe %d", seq)
+	// A random tail: the answer must echo what only this request said.
+	data := fmt.Appendf(nil, "pias probe %d %016x", seq, rand.Uint64())
 	req, err := (&icmp.Message{Type: typ, Body: &icmp.Echo{ID: 0x5049, Seq: seq, Data: data}}).Marshal(nil)
 	if err != nil {
 		return 0, err

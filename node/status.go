@@ -76,6 +76,9 @@ type CandidateStatus struct {
 	Live   bool       `json:"live"`
 	RTTms  float64    `json:"rtt_ms,omitempty"`
 	Misses int        `json:"misses"`
+	// Late counts answers that came after their probe was counted lost (a
+	// busy host, here or there).
+	Late int `json:"late,omitempty"`
 	// Learned: not in the edge's file; its current proxy said it would
 	// admit the edge.
 	Learned bool `json:"learned,omitempty"`
@@ -171,7 +174,7 @@ func (e *Edge) Status() Status {
 			if !c.Live {
 				rtt = 0 // its last RTT, from before it died
 			}
-			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(rtt), Misses: c.Misses, Learned: c.Learned})
+			es.Candidates = append(es.Candidates, CandidateStatus{Name: c.Name, Addr: c.Addr, Live: c.Live, RTTms: ms(rtt), Misses: c.Misses, Late: c.Late, Learned: c.Learned})
 		}
 	}
 	if e.Target != nil {
