@@ -240,15 +240,20 @@ func TestEdgeDoesNotFlap(t *testing.T) {
 }
 
 // TestEdgeStaysOnSlowProxy: the path from a client to its proxy slows
-// from loopback speed to 1.2 probe timeouts (the probes in flight then
-// are counted lost), while the other proxy answers at once. The answers
-// still come, late, and show the proxy lives: the client stays, its
-// requests are answered, and the proxy's RTT grows to the new delay. (It
-// may move later for speed: the other proxy is clearly closer now.)
-// Counting only losses, the client would have left after three.
+// from loopback speed to 1.2 probe timeouts, while the other proxy
+// answers at once. The timeout is held fixed here (MaxTimeout = Timeout;
+// TestAttacherTimeoutFollowsRTT has it widen), so every probe of the slow
+// path is counted lost. The answers still come, late, and show the proxy
+// lives: the client stays, its requests are answered, and the proxy's
+// RTT grows to the new delay. (It may move later for speed: the other
+// proxy is clearly closer now.) Counting only losses, the client would
+// have left after three.
 func TestEdgeStaysOnSlowProxy(t *testing.T) {
 	t.Parallel()
-	h, log := startLabEvents(t, Options{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1})
+	floor := labAttach.WithDefaults().Timeout
+	fixed := labAttach
+	fixed.Timeout, fixed.MaxTimeout = floor, floor
+	h, log := startLabWith(t, Options{Proxies: 2, Clusters: 1, Targets: 1, Clients: 1, Groups: 1}, HarnessOptions{Attach: fixed})
 	ctx := testCtx(t)
 	if err := waitLive(ctx, h, "cl1", "p1", "p2"); err != nil {
 		t.Fatal(err)
@@ -258,7 +263,6 @@ func TestEdgeStaysOnSlowProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	cur := h.Edges["cl1"].Attach.Current()
-	floor := labAttach.WithDefaults().Timeout
 	delay := floor * 6 / 5
 	if err := h.SetDelay("cl1", cur, delay); err != nil {
 		t.Fatal(err)
