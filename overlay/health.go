@@ -218,6 +218,7 @@ const (
 	fHeard       = 1 << iota // it has said something since this proxy started
 	fUnreachable             // alive for others, but its probes go unanswered here
 	fWatched                 // this proxy probes it (the cached watched set)
+	fQueued                  // supersededLocked's mark: a later spread is about it
 )
 
 func (m *mrec) heard() bool       { return m.flags&fHeard != 0 }
@@ -1017,6 +1018,46 @@ func (h *health) tellsLocked(q []queuedNews, s queuedSpread) []queuedNews {
 	return q
 }
 
+// supersededLocked drops from the queue each comeback or restart (an
+// Alive) of a member that a later one in the queue supersedes: a receiver
+// that takes the later one holds the member at the later incarnation,
+// with what it had of it reset, as after both. A member that claims
+// restart after restart (its own Alive, two above the last, as often as
+// it likes) was passed on once for each, to every proxy (red team of the
+// news, finding 4): now at most once a flush. A death stays, and so does
+// an Alive behind it: the receiver must hear the death, then the
+// comeback (TestRedteamNewsOrderAndDelayKept).
+func (h *health) supersededLocked() {
+	if len(h.spreads) < 2 {
+		return
+	}
+	dropped := false
+	for k := len(h.spreads) - 1; k >= 0; k-- {
+		s := &h.spreads[k]
+		m := &h.recs[s.v]
+		if s.news.Dead {
+			m.flags &^= fQueued // what came before the death is not superseded
+			continue
+		}
+		if m.flags&fQueued != 0 {
+			s.v, dropped = -1, true
+			continue
+		}
+		m.flags |= fQueued
+	}
+	kept := h.spreads[:0]
+	for _, s := range h.spreads {
+		if s.v >= 0 {
+			h.recs[s.v].flags &^= fQueued
+			kept = append(kept, s)
+		}
+	}
+	if dropped {
+		clear(h.spreads[len(kept):]) // they hold names
+		h.spreads = kept
+	}
+}
+
 // forwardKey keeps the forwarders' hash apart from the watchers', which
 // weigh by a member's name.
 const forwardKey = "forward/"
@@ -1024,6 +1065,7 @@ const forwardKey = "forward/"
 // queuedLocked is the news queued, by whom it goes to, in the order
 // learned; put back in newsScratch when done.
 func (h *health) queuedLocked() *[]queuedNews {
+	h.supersededLocked()
 	qp := newsScratch.Get().(*[]queuedNews)
 	q := (*qp)[:0]
 	for _, s := range h.spreads {

@@ -1056,3 +1056,58 @@ func TestLiveViewLost(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthRestartClaimsCoalesced: a member that claims restart after
+// restart (its own Alive, two above the last, every millisecond) is passed
+// on by the proxy it tells as its latest restart only, once a flush: each
+// other proxy hears of it from that proxy about once a probe interval,
+// not a thousand times a second. (The red team's finding 4; passed on by
+// the forwarders too, the whole overlay still hears more than that.) Its
+// last incarnation reaches everyone.
+func TestHealthRestartClaimsCoalesced(t *testing.T) {
+	n, ms := newHealthNet(t, 25, 25, 25)
+	n.run(3 * probeInterval)
+	claimant, relay := ms[30], ms[0]
+	items := map[string]int{} // Alive items about the claimant from relay, by receiver
+	n.net.Trace(func(p overlaytest.Packet) {
+		if p.From != relay.Name {
+			return
+		}
+		_, m, err := ParseMsg(p.Payload)
+		if err != nil {
+			return
+		}
+		for _, m := range asSingles(m) {
+			if a, ok := m.(*Alive); ok && a.Name == claimant.Name {
+				items[p.To]++
+			}
+		}
+	})
+	const claims = 1000
+	last := uint32(1000 + 2*(claims-1))
+	for k := range claims {
+		n.sendAs(claimant.Name, relay.Name, wmsg{0, &Alive{Name: claimant.Name, Incarnation: uint32(1000 + 2*k)}})
+		n.run(time.Millisecond)
+	}
+	n.run(time.Second)
+	n.net.Trace(nil)
+	// 1 s of claims and 1 s after: a flush each probe interval, and one
+	// at once when news was quiet.
+	most := int(2*time.Second/probeInterval) + 2
+	worst := 0
+	for _, k := range items {
+		worst = max(worst, k)
+	}
+	t.Logf("%d claimed restarts: %s passed them on to %d proxies, at most %d items to one", claims, relay.Name, len(items), worst)
+	if len(items) == 0 || worst > most {
+		t.Errorf("%s passed the claims on to %d proxies, at most %d items to one; want some, at most %d", relay.Name, len(items), worst, most)
+	}
+	for _, m := range ms {
+		if m.Name == claimant.Name {
+			continue
+		}
+		if _, inc, _ := n.node(m.Name).health().state(claimant.Name); inc != last {
+			t.Errorf("%s holds %s at %d, want its last claim %d", m.Name, claimant.Name, inc, last)
+		}
+	}
+}

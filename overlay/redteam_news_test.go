@@ -9,7 +9,11 @@ package overlay
 // overlay announces its start again, to those it has not heard from).
 // Open: 1 (incarnations between maxFailIncarnation and
 // maxAliveIncarnation), 4 (claimed restarts passed on without a limit)
-// and 6 (32 forged deaths a datagram); 1 and 4 are older than News.
+// and 6 (32 forged deaths a datagram); 1 and 4 are older than News. Of 4,
+// a proxy now passes on a member's latest restart only, once a flush
+// (supersededLocked): 1,000 claimed in a second became 2,052 items
+// instead of 170,829, still more than one per member a probe interval,
+// as 3 forwarders of each cluster each tell all of it.
 
 import (
 	"net/netip"
