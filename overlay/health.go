@@ -218,7 +218,7 @@ const (
 	fHeard       = 1 << iota // it has said something since this proxy started
 	fUnreachable             // alive for others, but its probes go unanswered here
 	fWatched                 // this proxy probes it (the cached watched set)
-	fQueued                  // supersededLocked's mark: a later spread is about it
+	fQueued                  // supersededLocked's mark: a later Alive of it is queued
 )
 
 func (m *mrec) heard() bool       { return m.flags&fHeard != 0 }
@@ -1028,8 +1028,14 @@ func (h *health) tellsLocked(q []queuedNews, s queuedSpread) []queuedNews {
 // an Alive behind it: the receiver must hear the death, then the
 // comeback (TestRedteamNewsOrderAndDelayKept).
 func (h *health) supersededLocked() {
-	if len(h.spreads) < 2 {
-		return
+	alives := 0
+	for _, s := range h.spreads {
+		if !s.news.Dead {
+			alives++
+		}
+	}
+	if alives < 2 {
+		return // (a partition's queue: deaths only; its members' records stay untouched)
 	}
 	dropped := false
 	for k := len(h.spreads) - 1; k >= 0; k-- {
