@@ -300,20 +300,17 @@ func TestEdgeStaysOnSlowProxy(t *testing.T) {
 // packages' tests on 2 cores, answers also stall for up to 1.3 s now and
 // then (a run's probes: p99 370 ms, p99.9 680 ms, late ones up to 1.3 s),
 // and edges moved off live proxies both ways at once: there a probe waits
-// 500-700 ms (labProbeTimeout), so a proxy is left after 1.5-2.1 s of
+// 500-700 ms, so a proxy is left after 1.5-2.1 s of
 // silence instead of 0.6 s. (Up to the default 1 s, the late answers'
 // RTT samples widened the wait to where a dead IAP was left 3 s after it
 // died, and a client's first answer came 5.05 s after.) Without -race,
 // failover timing is the default's.
-var labAttach = edge.AttachConfig{MinGain: 200 * time.Millisecond, Timeout: labProbeTimeout.least, MaxTimeout: labProbeTimeout.most}
-
-// labProbeTimeout bounds a lab edge's probe wait (AttachConfig.Timeout,
-// MaxTimeout); zero: the default.
-var labProbeTimeout = func() (b struct{ least, most time.Duration }) {
+var labAttach = func() edge.AttachConfig {
+	c := edge.AttachConfig{MinGain: 200 * time.Millisecond}
 	if raceEnabled {
-		b.least, b.most = 500*time.Millisecond, 700*time.Millisecond
+		c.Timeout, c.MaxTimeout = 500*time.Millisecond, 700*time.Millisecond
 	}
-	return b
+	return c
 }()
 
 // A target that loses only its own path to its JAP moves to another proxy;

@@ -408,23 +408,21 @@ func (e *Edge) startProbe(p edge.Probe) {
 		}()
 		lost := time.NewTimer(p.Timeout)
 		defer lost.Stop()
+		var a pong
 		select {
-		case a := <-answer:
-			e.report(probed{i: p.Index, ok: a.err == nil, rtt: a.rtt})
-			return
+		case a = <-answer:
 		case <-lost.C:
 			select {
-			case a := <-answer:
-				// It came as the timer fired (a stall ended): in time.
-				e.report(probed{i: p.Index, ok: a.err == nil, rtt: a.rtt})
-				return
+			case a = <-answer: // it came as the timer fired (a stall ended): in time
 			default:
+				e.report(probed{i: p.Index})
+				if a = <-answer; a.err == nil {
+					e.report(probed{i: p.Index, ok: true, late: true, rtt: a.rtt})
+				}
+				return
 			}
-			e.report(probed{i: p.Index})
 		}
-		if a := <-answer; a.err == nil {
-			e.report(probed{i: p.Index, ok: true, late: true, rtt: a.rtt})
-		}
+		e.report(probed{i: p.Index, ok: a.err == nil, rtt: a.rtt})
 	}()
 }
 

@@ -2,6 +2,4 @@
 
 package node
 
-const raceEnabled = false
-
-const raceFloodRate = 1 // not used: the flood goes as fast as it can
+const raceFloodGap = 0 // the flood goes as fast as it can

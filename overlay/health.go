@@ -1037,7 +1037,6 @@ func (h *health) supersededLocked() {
 	if alives < 2 {
 		return // (a partition's queue: deaths only; its members' records stay untouched)
 	}
-	dropped := false
 	for k := len(h.spreads) - 1; k >= 0; k-- {
 		s := &h.spreads[k]
 		m := &h.recs[s.v]
@@ -1046,7 +1045,7 @@ func (h *health) supersededLocked() {
 			continue
 		}
 		if m.flags&fQueued != 0 {
-			s.v, dropped = -1, true
+			s.v = -1
 			continue
 		}
 		m.flags |= fQueued
@@ -1058,10 +1057,8 @@ func (h *health) supersededLocked() {
 			kept = append(kept, s)
 		}
 	}
-	if dropped {
-		clear(h.spreads[len(kept):]) // they hold names
-		h.spreads = kept
-	}
+	clear(h.spreads[len(kept):]) // they hold names
+	h.spreads = kept
 }
 
 // forwardKey keeps the forwarders' hash apart from the watchers', which
