@@ -483,7 +483,7 @@ func TestNetCompactsAfterBurst(t *testing.T) {
 	w := run()
 	if len(w.n.flight) >= compactAbove || len(ref.n.flight) < 4<<16 {
 		t.Fatalf("%d slots kept after the burst arrived (%d in flight), %d without compaction",
-			len(w.n.flight), len(w.n.flight)-len(w.n.free), len(ref.n.flight))
+			len(w.n.flight), w.n.inUse, len(ref.n.flight))
 	}
 	ref.clk.Advance(time.Second)
 	w.clk.Advance(time.Second)
