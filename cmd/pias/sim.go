@@ -277,6 +277,8 @@ func simGC(stop <-chan struct{}) {
 	live := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	pct := debug.SetGCPercent(simGCPercent(0))
 	limit := debug.SetMemoryLimit(simMemoryLimit(0))
+	advised := map[uint64]bool{}
+	adviseHugePages(advised)
 	for t := time.NewTicker(time.Second); ; {
 		select {
 		case <-stop:
@@ -286,6 +288,7 @@ func simGC(stop <-chan struct{}) {
 			return
 		case <-t.C:
 		}
+		adviseHugePages(advised)
 		metrics.Read(live)
 		if live[0].Value.Kind() == metrics.KindUint64 {
 			debug.SetGCPercent(simGCPercent(live[0].Value.Uint64()))
