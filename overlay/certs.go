@@ -649,7 +649,7 @@ func (p *Proxy) expireClaims(now int64) {
 }
 
 // forgetClaims drops the claims of proxies that died or restarted.
-func (p *Proxy) forgetClaims(gone []Member) {
+func (p *Proxy) forgetClaims(gone []*Member) {
 	cs := p.certs
 	if cs == nil || len(gone) == 0 {
 		return

@@ -379,7 +379,7 @@ func TestHealthRecordsOnlyWhatItProbes(t *testing.T) {
 		dead := 0
 		n := 0
 		for i := range hd.recs {
-			x := hd.ext.get(int32(i))
+			x := hd.rec(int32(i))
 			if x == nil {
 				continue
 			}
@@ -944,16 +944,18 @@ func pointerIn(t reflect.Type) string {
 }
 
 // TestRecPagesLiveReuse: a dropped record's liveRec is reused, cleared,
-// by the next record that needs one, and records keep their own.
+// by the next record that needs one, and records keep their own. (Whether
+// a member has a record is health's flag, fRec.)
 func TestRecPagesLiveReuse(t *testing.T) {
 	var r recPages
 	a, b := r.add(3), r.add(700)
 	r.l(a).srtt, r.l(b).srtt = 1, 2
-	if r.lv(a).srtt != 1 || r.lv(b).srtt != 2 || r.get(3) != a || r.get(700) != b || r.get(4) != nil {
+	if r.lv(a).srtt != 1 || r.lv(b).srtt != 2 || r.at(3) != a || r.at(700) != b {
 		t.Fatalf("records mixed up: %+v %+v", *a, *b)
 	}
+	a.deadAt = 9
 	r.remove(3)
-	if r.get(3) != nil || len(r.free) != 1 {
+	if *r.at(3) != (probeRec{}) || len(r.free) != 1 {
 		t.Fatalf("removed record still there, or its liveRec not freed (%d free)", len(r.free))
 	}
 	c := r.add(5)
@@ -961,14 +963,14 @@ func TestRecPagesLiveReuse(t *testing.T) {
 		t.Errorf("reused liveRec not cleared (srtt %d), or a new one made (%d made)", l.srtt, r.nLive)
 	}
 	r.dropLive(b)
-	if r.lv(b) != nil || r.vouchedAt(b) != 0 || r.get(700) != b {
+	if r.lv(b) != nil || r.vouchedAt(b) != 0 || r.at(700) != b {
 		t.Errorf("dropLive: liveRec kept, or the record lost")
 	}
 	for i := range int32(40) {
 		r.l(r.add(1000 + i)).suspectTicks = i
 	}
 	for i := range int32(40) {
-		if got := r.lv(r.get(1000 + i)).suspectTicks; got != i {
+		if got := r.lv(r.at(1000 + i)).suspectTicks; got != i {
 			t.Fatalf("record %d has liveRec of %d", i, got)
 		}
 	}
@@ -1042,14 +1044,14 @@ func TestLiveViewLost(t *testing.T) {
 	w := h.view()
 	for _, c := range []struct {
 		from, to *liveView
-		dead     []Member
+		dead     []*Member
 		want     bool
 	}{
-		{v, w, ms[2:3], true},  // it routed in v
-		{v, w, nil, true},      // shrinks finds it
-		{w, w, nil, false},     // nothing lost
-		{w, w, ms[2:3], false}, // dead already in w: no shortcut
-		{w, v, nil, false},     // it came back
+		{v, w, []*Member{&ms[2]}, true},  // it routed in v
+		{v, w, nil, true},                // shrinks finds it
+		{w, w, nil, false},               // nothing lost
+		{w, w, []*Member{&ms[2]}, false}, // dead already in w: no shortcut
+		{w, v, nil, false},               // it came back
 	} {
 		if got := c.from.lost(c.to, c.dead); got != c.want || got != c.from.shrinks(c.to) {
 			t.Errorf("lost(%v dead) = %v, shrinks %v, want %v", len(c.dead), got, c.from.shrinks(c.to), c.want)

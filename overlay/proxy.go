@@ -526,7 +526,10 @@ func (p *Proxy) membershipChanged(c change) {
 	}
 	gone := c.dead
 	if len(c.reset) > 0 {
-		gone = append(slices.Clone(c.dead), c.reset...)
+		gone = slices.Clone(c.dead)
+		for i := range c.reset {
+			gone = append(gone, &c.reset[i])
+		}
 	}
 	for _, m := range gone {
 		p.cfg.Router.ForgetJAP(m.Addr)

@@ -174,7 +174,7 @@ func (r *rap) drop(g router.Group, jap netip.Addr) {
 
 // membersChanged drops the entries of groups this proxy is no RAP of any
 // more among the live proxies names, and those of JAPs that are gone.
-func (r *rap) membersChanged(self string, live func() []string, k int, gone []Member) {
+func (r *rap) membersChanged(self string, live func() []string, k int, gone []*Member) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for g, japs := range r.entries {

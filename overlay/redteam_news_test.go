@@ -345,7 +345,7 @@ func TestRedteamNewsOrderAndDelayKept(t *testing.T) {
 	for _, m := range mates {
 		var got []string
 		for _, c := range n.changes[m.Name][seen[m.Name]:] {
-			if slices.ContainsFunc(c.dead, func(x Member) bool { return x.Name == d.Name }) {
+			if slices.ContainsFunc(c.dead, func(x *Member) bool { return x.Name == d.Name }) {
 				got = append(got, "dead")
 			}
 			if slices.ContainsFunc(c.revived, func(x Member) bool { return x.Name == d.Name }) {

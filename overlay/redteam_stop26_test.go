@@ -278,11 +278,11 @@ func TestRedteam26ForgedAckOfDeadSeq(t *testing.T) {
 		hw := n.node(w.Name).health()
 		hw.mu.Lock()
 		defer hw.mu.Unlock()
-		return hw.ext.get(hw.byName(v.Name)).deadSeq != 0
+		return hw.rec(hw.byName(v.Name)).deadSeq != 0
 	})
 	hw := n.node(w.Name).health()
 	hw.mu.Lock()
-	seq := hw.ext.get(hw.byName(v.Name)).deadSeq
+	seq := hw.rec(hw.byName(v.Name)).deadSeq
 	hw.mu.Unlock()
 	count, stop := n.rtCount(TypeFail, func(p overlaytest.Packet, m Msg) bool { return p.From == w.Name })
 	defer stop()
