@@ -915,8 +915,8 @@ func TestHealthClusterDeathTold(t *testing.T) {
 // Neither it nor its liveRec holds a pointer: the collector would read
 // every page of them at every cycle.
 func TestProbeRecSize(t *testing.T) {
-	if s := unsafe.Sizeof(probeRec{}); s > 32 {
-		t.Errorf("probeRec is %d bytes, want at most 32", s)
+	if s := unsafe.Sizeof(probeRec{}); s > 24 {
+		t.Errorf("probeRec is %d bytes, want at most 24", s)
 	}
 	for _, v := range []any{probeRec{}, liveRec{}} {
 		if p := pointerIn(reflect.TypeOf(v)); p != "" {
