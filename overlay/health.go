@@ -2169,15 +2169,9 @@ func (v *liveView) shrinks(w *liveView) bool {
 		}
 		return false
 	}
-	word := func(b bitset, k int) uint64 {
-		if k < len(b) {
-			return b[k]
-		}
-		return 0
-	}
 	for k := range (len(v.ros.ms) + 63) / 64 {
-		out := w.down.word(k) | word(w.cut, k)
-		if out&^(v.down.word(k)|word(v.cut, k)) != 0 {
+		out := w.down.word(k) | w.cut.word(k)
+		if out&^(v.down.word(k)|v.cut.word(k)) != 0 {
 			return true
 		}
 	}

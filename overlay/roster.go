@@ -18,10 +18,6 @@ type roster struct {
 	ms     []Member // by number
 	byName map[string]int32
 	byAddr map[netip.Addr]int32 // Member.Addr as it was given
-	// by4 holds byAddr's IPv4 addresses again, as uint32 (see at): every
-	// message's sender is looked up, and at 10,000 members the generic
-	// key's hash and compare cost several times this one's.
-	by4 map[uint32]int32
 	// rank is each member's place by name; order the members by name.
 	rank, order []int32
 	// cluster is each member's cluster, a number into clusterNames
@@ -42,11 +38,14 @@ type roster struct {
 	v6 map[[16]byte]int32
 }
 
-// at is byAddr[a].
+// at is byAddr[a], found by v4 when it has a's member: every message's
+// sender is looked up, and at 10,000 members the generic key's hash and
+// compare cost several times v4's.
 func (r *roster) at(a netip.Addr) (int32, bool) {
 	if a.Is4() {
-		i, ok := r.by4[addr4(a)]
-		return i, ok
+		if i, ok := r.v4[addr4(a)]; ok && r.ms[i].Addr == a {
+			return i, true
+		}
 	}
 	i, ok := r.byAddr[a]
 	return i, ok
@@ -88,12 +87,9 @@ func (r *roster) index() {
 	for k, i := range r.order {
 		r.rank[i] = int32(k)
 	}
-	r.v4, r.v6, r.by4 = map[uint32]int32{}, map[[16]byte]int32{}, map[uint32]int32{}
+	r.v4, r.v6 = map[uint32]int32{}, map[[16]byte]int32{}
 	for i, m := range r.ms {
 		r.byAddr[m.Addr] = int32(i)
-		if m.Addr.Is4() {
-			r.by4[addr4(m.Addr)] = int32(i)
-		}
 		switch a := m.Addr.Unmap(); {
 		case a.Is4():
 			r.v4[addr4(a)] = int32(i)
@@ -224,6 +220,14 @@ func (b cowBits) count() int {
 }
 
 func newBitset(n int) bitset { return make(bitset, (n+63)/64) }
+
+// word is the k-th 64 bits (0 past the end).
+func (b bitset) word(k int) uint64 {
+	if k < len(b) {
+		return b[k]
+	}
+	return 0
+}
 
 func (b bitset) has(i int32) bool {
 	w := int(i >> 6)
