@@ -51,7 +51,8 @@ type HarnessOptions struct {
 	// that Close removes.
 	Dir     string
 	OnEvent func(overlay.Event)
-	Logf    func(format string, args ...any)
+	// Logf hears every node's log, each line after its node's name.
+	Logf func(format string, args ...any)
 	// Generated, if set, sees the lab after it is written and before any
 	// node starts.
 	Generated func(*Lab)
@@ -449,7 +450,11 @@ func (h *Harness) nodeOptions(name string) node.Options {
 	}
 	h.binds[name] = b
 	h.mu.Unlock()
-	return node.Options{Logf: h.opts.Logf, OnEvent: h.opts.OnEvent, Bind: b, Attach: h.opts.Attach, CheckNetstack: true}
+	var logf func(string, ...any)
+	if inner := h.opts.Logf; inner != nil {
+		logf = func(f string, a ...any) { inner(name+": "+f, a...) }
+	}
+	return node.Options{Logf: logf, OnEvent: h.opts.OnEvent, Bind: b, Attach: h.opts.Attach, CheckNetstack: true}
 }
 
 // Bind is the underlay of the named node (the one it runs on now, or ran on
