@@ -112,6 +112,13 @@ func (a *awaitedCalls) ended() (byCall, byTimeout, released int) {
 	return a.byCall, a.byTimeout, a.released
 }
 
+// awaits reports whether the peer with this key is awaited.
+func (a *awaitedCalls) awaits(key [32]byte) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.waiting[key] != nil
+}
+
 // any reports whether a peer is awaited.
 func (a *awaitedCalls) any() bool {
 	a.mu.Lock()

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
@@ -81,6 +82,7 @@ type Proxy struct {
 	// peersMu orders the changes of the device's proxy peers: the control
 	// goroutine's and a reload's (a revoked proxy is removed).
 	peersMu sync.Mutex
+	redials atomic.Uint64 // sessions started afresh (redial.go)
 }
 
 // wallClock is the system clock: monotonic nanoseconds since start, the

@@ -528,7 +528,12 @@ type health struct {
 	gen atomic.Uint64
 	// cut counts the members marked unreachable, so that unreachableAddrs
 	// need not look when none is (nearly always).
-	cut      int
+	cut int
+	// redial hears the unreachable members to start sessions with afresh
+	// (Redialer), called without locks held; redialAt: when each was last
+	// handed to it.
+	redial   func([]SilentMember)
+	redialAt map[int32]int64
 	lastTick int64
 	// deadTurn is the rank of the dead member deadTurnLocked probed last,
 	// at deadTurnAt.
@@ -1370,11 +1375,14 @@ func (h *health) tick() {
 		x.lastProbe = now
 		out = h.probeLocked(out, i, now, false)
 	})
-	h.reachLocked(&ch, now)
+	redial := h.reachLocked(&ch, now)
 	out = h.newsOutLocked(out, now, true)
 	h.lastTick = now
 	h.mu.Unlock()
 	h.flush(out, ch)
+	if len(redial) > 0 {
+		h.redial(redial)
+	}
 }
 
 // announceAll is the largest overlay in which a proxy announces its start
@@ -1452,14 +1460,32 @@ func (h *health) missesFor(m *mrec, now int64) int {
 // two is cut while the rest of the overlay still reaches both. This
 // proxy's data path then avoids them (change.unreachable) until they
 // answer again. Silence alone is not enough: a proxy that died is silent
-// to everyone, and is declared dead, not unreachable. (Watched and
-// unreachable members have a probeRec.)
-func (h *health) reachLocked(ch *change, now int64) {
+// to everyone, and is declared dead, not unreachable. One never heard
+// from counts too (a vouch comes only after a suspicion, startGrace for
+// it): its path never worked. (Watched and unreachable members have a
+// probeRec.)
+//
+// With a Redialer, it returns the unreachable members to start sessions
+// with afresh: each as it becomes unreachable, and every redialEvery while
+// it stays so.
+func (h *health) reachLocked(ch *change, now int64) []SilentMember {
 	limit := int64(h.cfg.ProbeMisses+1) * int64(h.cfg.ProbeInterval)
+	var redial []SilentMember
 	h.eachHotLive(func(i int32) { // a dead member is neither (setState)
 		m, x := &h.recs[i], h.rec(i)
 		live := m.state == StateAlive || m.state == StateSuspect
-		cut := m.heard() && m.watched() && live && now-m.lastHeard > limit && h.ext.vouchedAt(x) > m.lastHeard
+		cut := m.watched() && live && now-m.lastHeard > limit && h.ext.vouchedAt(x) > m.lastHeard
+		if h.redial != nil {
+			if at, ok := h.redialAt[i]; cut && (!ok || now-at >= int64(redialEvery)) {
+				if h.redialAt == nil {
+					h.redialAt = map[int32]int64{}
+				}
+				h.redialAt[i] = now
+				redial = append(redial, SilentMember{Member: h.ros.ms[i], Silent: time.Duration(now - m.lastHeard)})
+			} else if !cut && ok {
+				delete(h.redialAt, i)
+			}
+		}
 		switch {
 		case cut && !m.unreachable():
 			h.setUnreachable(i, true)
@@ -1477,6 +1503,7 @@ func (h *health) reachLocked(ch *change, now int64) {
 			}
 		}
 	})
+	return redial
 }
 
 // setUnreachable marks i (un)reachable, keeping count.

@@ -43,6 +43,35 @@ type Transport interface {
 	AddPeer(m Member, keepalive bool) error
 }
 
+// Redialer is a Transport that can start a session with a proxy afresh.
+// Two proxies that call each other at the same moment may each answer the
+// other while wireguard-go's handshake workers run both exchanges at once:
+// one side is then left with a session whose answers it cannot read
+// (its peer sends to an index it dropped), and wireguard-go starts again
+// only after 15 s of silence. The overlay sees that sooner: the peer is
+// alive by others' word but silent here.
+type Redialer interface {
+	// Redial is handed the members this proxy cannot reach (alive for
+	// others, silent here) as each becomes so, and every redialEvery while
+	// it stays so. A session that began within a member's silence carried
+	// nothing from it, and is to be started afresh; an older one is on a
+	// cut path, and is left alone (it works again the moment the path
+	// does). It must not call back into the proxy.
+	Redial(silent []SilentMember)
+}
+
+// SilentMember is a member this proxy has not heard from for Silent (since
+// its clock's zero, if never).
+type SilentMember struct {
+	Member Member
+	Silent time.Duration
+}
+
+// redialEvery is how often a member that stays unreachable is handed to
+// the Redialer again: a fresh handshake is a round trip, and one that
+// crossed the peer's own again is tried once more.
+const redialEvery = 2 * time.Second
+
 // Member is a proxy of the overlay as every proxy knows it.
 type Member struct {
 	Name      string
@@ -394,6 +423,9 @@ func NewProxy(cfg ProxyConfig) (*Proxy, error) {
 		ros = cfg.Shared.r
 	}
 	p.health = newHealth(cfg.Health, cfg.Self, members, ros, cfg.Clock.Now, p.sendTo, p.membershipChanged)
+	if rd, ok := cfg.Transport.(Redialer); ok {
+		p.health.redial = rd.Redial
+	}
 	p.cfg.Health = p.health.cfg
 	// Every known proxy is live at first: the table's names are the live
 	// ones (shared, with the table, by proxies of one MemberList).

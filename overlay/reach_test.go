@@ -101,3 +101,75 @@ func TestUnreachableThenDeadLogsNoReachable(t *testing.T) {
 		t.Errorf("p1's events: %q, want %q", got, want)
 	}
 }
+
+// redialTransport is a Transport that is a Redialer.
+type redialTransport struct {
+	Transport
+	redial func([]SilentMember)
+}
+
+func (r redialTransport) Redial(s []SilentMember) { r.redial(s) }
+
+// TestNeverHeardIsUnreachableAndRedialed: the link between p1 and p2 is
+// cut before they ever speak. Past the start grace each finds the other
+// alive by the others' word and silent: unreachable (a path that never
+// worked), and nobody is declared dead. Each hands the other to its
+// Redialer as it becomes unreachable and every redialEvery after, silent
+// since the clock's zero; after the heal, no more.
+func TestNeverHeardIsUnreachableAndRedialed(t *testing.T) {
+	type call struct {
+		at     time.Duration // since the start
+		by, of string
+		silent time.Duration
+	}
+	var calls []call
+	var h *harness
+	var t0 int64
+	h = newProxyNet(t, 4, 0, func(c *ProxyConfig) {
+		by := c.Self.Name
+		c.Transport = redialTransport{c.Transport, func(ss []SilentMember) {
+			for _, s := range ss {
+				calls = append(calls, call{time.Duration(h.clk.Now() - t0), by, s.Member.Name, s.Silent})
+			}
+		}}
+	})
+	t0 = h.clk.Now()
+	h.net.Cut("p1", "p2")
+	h.run(5 * time.Second)
+	cut := []string{"p1 unreachable p2", "p2 unreachable p1"}
+	got := h.memberEvents(0)
+	slices.Sort(got)
+	if !slices.Equal(got, cut) {
+		t.Fatalf("events with the link cut from the start:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(cut, "\n  "))
+	}
+	per := map[string][]call{}
+	for _, c := range calls {
+		if pair := c.by + "→" + c.of; pair != "p1→p2" && pair != "p2→p1" {
+			t.Fatalf("%s handed %s to its Redialer at %v; only p1 and p2 are cut off from each other", c.by, c.of, c.at)
+		}
+		if c.silent < time.Hour {
+			t.Errorf("%s handed %s as silent for %v; it never heard it, so since the clock's zero (an hour before the start)", c.by, c.of, c.silent)
+		}
+		per[c.by] = append(per[c.by], c)
+	}
+	for _, by := range []string{"p1", "p2"} {
+		cs := per[by]
+		// Unreachable past the start grace (2 s), then every 2 s: twice in 5 s.
+		if len(cs) != 2 || cs[0].at < startGrace || cs[1].at-cs[0].at < redialEvery {
+			t.Errorf("%s's redials: %+v; want 2, the first past %v and the next %v later", by, cs, startGrace, redialEvery)
+		}
+	}
+	h.net.Heal()
+	h.run(time.Second)
+	n := len(calls)
+	h.run(5 * time.Second)
+	if len(calls) != n {
+		t.Errorf("redials after the heal: %+v", calls[n:])
+	}
+	want := append(cut, "p1 reachable p2", "p2 reachable p1")
+	got = h.memberEvents(0)
+	slices.Sort(got[2:])
+	if !slices.Equal(got, want) {
+		t.Fatalf("events after the heal:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}

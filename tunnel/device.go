@@ -169,6 +169,9 @@ type PeerStats struct {
 	RxBytes       uint64    // handshake messages included
 	TxBytes       uint64    // handshake messages included
 	LastHandshake time.Time // zero: none completed yet
+	// Endpoint is where the device sends to the peer now: the one it was
+	// given, or the one it learned from the peer's last packet.
+	Endpoint netip.AddrPort
 }
 
 // Peers reads every peer's counters, in the device's order. It reads the
@@ -207,6 +210,10 @@ func parsePeers(s string) []PeerStats {
 			continue
 		}
 		if cur == nil {
+			continue
+		}
+		if k == "endpoint" {
+			cur.Endpoint, _ = netip.ParseAddrPort(v)
 			continue
 		}
 		n, err := strconv.ParseUint(v, 10, 64)

@@ -1,0 +1,67 @@
+package node
+
+import (
+	"time"
+
+	"github.com/pias-net/pias/overlay"
+	"github.com/pias-net/pias/tunnel"
+)
+
+// Two proxies that call each other at the same moment may each answer the
+// other's initiation while the other's answer to their own is in
+// wireguard-go's second handshake worker. Both exchanges then complete, out
+// of step: one side keeps a session whose receiving index it dropped for
+// the second exchange, and every packet its peer sends it is discarded.
+// Its own packets still arrive, so wireguard-go starts again only when it
+// has heard nothing for 15 s (KeepaliveTimeout + RekeyTimeout). Under load
+// the lab hits this at start-up (node/callfirst.go makes crossings rare,
+// not impossible: a call can sit a second in a busy peer's queue).
+//
+// The overlay sees it within a few probe intervals: the peer is alive by
+// others' word but silent here (overlay.Redialer). A session that began
+// within that silence carried nothing from the peer, so it is removed and
+// the peer added again, which calls at once. A session older than the
+// silence is on a cut path, and is left alone: it works again the moment
+// the path does, where a fresh one would wait for a handshake.
+
+// Redial starts sessions afresh with the silent members whose session
+// began within their silence.
+func (t transport) Redial(silent []overlay.SilentMember) { t.p.redial(silent, time.Now()) }
+
+func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
+	p.peersMu.Lock()
+	defer p.peersMu.Unlock()
+	dev, err := p.device()
+	if err != nil {
+		return
+	}
+	peers, err := dev.Peers()
+	if err != nil {
+		return
+	}
+	stats := make(map[[32]byte]tunnel.PeerStats, len(peers))
+	for _, st := range peers {
+		stats[st.PublicKey] = st
+	}
+	for _, s := range silent {
+		st, ok := stats[s.Member.PublicKey]
+		if !ok || st.LastHandshake.IsZero() || now.Sub(st.LastHandshake) >= s.Silent || p.awaited.awaits(s.Member.PublicKey) {
+			continue
+		}
+		pr := memberPeer(s.Member, true)
+		if st.Endpoint.IsValid() {
+			pr.Endpoint = st.Endpoint // where it called from, maybe not its record's
+		}
+		if err := dev.ResetPeer(pr); err != nil {
+			if p.logf != nil {
+				p.logf("redial %q: %v", s.Member.Name, err)
+			}
+			continue
+		}
+		p.redials.Add(1)
+		if p.logf != nil {
+			p.logf("redial %q: its session of %v ago carried nothing in %v of silence; started afresh",
+				s.Member.Name, now.Sub(st.LastHandshake).Round(time.Millisecond), s.Silent.Round(time.Millisecond))
+		}
+	}
+}
