@@ -1573,6 +1573,12 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	from := &h.recs[fi]
 	from.flags |= fHeard
 	from.lastHeard = now
+	if from.unreachable() && from.state != StateDead {
+		// Reachable as of this word, not as of the next tick: a router
+		// that still avoids it meanwhile picks other JAPs for nothing.
+		h.setUnreachable(fi, false)
+		ch.reachable = append(ch.reachable, r.ms[fi])
+	}
 	if from.state == StateJoining {
 		// Its first word: the newcomer's handshake is done, talk back.
 		h.setState(fi, StateAlive)
