@@ -1,6 +1,7 @@
 package node
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/pias-net/pias/overlay"
@@ -13,19 +14,25 @@ import (
 // of step: one side keeps a session whose receiving index it dropped for
 // the second exchange, and every packet its peer sends it is discarded.
 // Its own packets still arrive, so wireguard-go starts again only when it
-// has heard nothing for 15 s (KeepaliveTimeout + RekeyTimeout). Under load
-// the lab hits this at start-up (node/callfirst.go makes crossings rare,
-// not impossible: a call can sit a second in a busy peer's queue).
+// has heard nothing for 15 s (KeepaliveTimeout + RekeyTimeout). Or neither
+// exchange completes, and neither side has a session until wireguard-go's
+// retry 5 s later. Under load the lab hits both at start-up (callfirst.go
+// makes crossings rare, not impossible: a call can sit a second in a busy
+// peer's queue, and two proxies that admit each other add each other at
+// once).
 //
 // The overlay sees it within a few probe intervals: the peer is alive by
 // others' word but silent here (overlay.Redialer). A session that began
-// within that silence carried nothing from the peer, so it is removed and
-// the peer added again, which calls at once. A session older than the
-// silence is on a cut path, and is left alone: it works again the moment
-// the path does, where a fresh one would wait for a handshake.
+// within that silence carried nothing from the peer, and no session at all
+// is no better: the peer is removed and added again, as at start: the
+// side with the greater key calls at once, the other waits callWait for
+// that call first, so that two sides that both find the other silent do
+// not cross again. A session older than the silence is on a cut path, and
+// is left alone: it works again the moment the path does, where a fresh
+// one would wait for a handshake.
 
 // Redial starts sessions afresh with the silent members whose session
-// began within their silence.
+// began within their silence, or never began.
 func (t transport) Redial(silent []overlay.SilentMember) { t.p.redial(silent, time.Now()) }
 
 func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
@@ -45,14 +52,22 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 	}
 	for _, s := range silent {
 		st, ok := stats[s.Member.PublicKey]
-		if !ok || st.LastHandshake.IsZero() || now.Sub(st.LastHandshake) >= s.Silent || p.awaited.awaits(s.Member.PublicKey) {
+		if !ok || p.awaited.awaits(s.Member.PublicKey) {
 			continue
+		}
+		session := "no session"
+		if !st.LastHandshake.IsZero() {
+			age := now.Sub(st.LastHandshake)
+			if age >= s.Silent {
+				continue
+			}
+			session = fmt.Sprintf("a session of %v ago", age.Round(time.Millisecond))
 		}
 		pr := memberPeer(s.Member, true)
 		if st.Endpoint.IsValid() {
 			pr.Endpoint = st.Endpoint // where it called from, maybe not its record's
 		}
-		if err := dev.ResetPeer(pr); err != nil {
+		if err := dev.ResetPeer(p.awaited.peer(pr, now)); err != nil {
 			if p.logf != nil {
 				p.logf("redial %q: %v", s.Member.Name, err)
 			}
@@ -60,8 +75,7 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 		}
 		p.redials.Add(1)
 		if p.logf != nil {
-			p.logf("redial %q: its session of %v ago carried nothing in %v of silence; started afresh",
-				s.Member.Name, now.Sub(st.LastHandshake).Round(time.Millisecond), s.Silent.Round(time.Millisecond))
+			p.logf("redial %q: %s, and nothing heard in %v; started afresh", s.Member.Name, session, s.Silent.Round(time.Millisecond))
 		}
 	}
 }
