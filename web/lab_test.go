@@ -26,15 +26,24 @@ type webLab struct {
 	h       *lab.Harness
 	mu      sync.Mutex
 	servers map[string]*Server // by proxy name
+	start   time.Time
+	log     []string // events and node logs, shown if the test fails
 }
 
 func (l *webLab) event(e overlay.Event) {
 	l.mu.Lock()
 	s := l.servers[e.Proxy]
+	l.log = append(l.log, fmt.Sprintf("%7.3fs event %s %s %s %s %s %q", time.Since(l.start).Seconds(), e.Proxy, e.Kind, e.Name, e.Group, e.Target, e.Reason))
 	l.mu.Unlock()
 	if s != nil {
 		s.Event(e)
 	}
+}
+
+func (l *webLab) logf(format string, args ...any) {
+	l.mu.Lock()
+	l.log = append(l.log, fmt.Sprintf("%7.3fs ", time.Since(l.start).Seconds())+fmt.Sprintf(format, args...))
+	l.mu.Unlock()
 }
 
 // server is the named proxy's listener.
@@ -46,13 +55,20 @@ func (l *webLab) server(name string) *Server {
 
 func startWebLab(t *testing.T, shape lab.Options) *webLab {
 	t.Helper()
-	l := &webLab{servers: map[string]*Server{}}
+	l := &webLab{servers: map[string]*Server{}, start: time.Now()}
+	t.Cleanup(func() {
+		if t.Failed() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			t.Logf("the lab's events and logs:\n%s", strings.Join(l.log, "\n"))
+		}
+	})
 	// Listeners first, so that no event of the start is lost.
 	for i := 1; i <= shape.Proxies; i++ {
 		name := fmt.Sprintf("p%d", i)
 		l.servers[name] = listen(t, "127.0.0.1:0", "")
 	}
-	h, err := lab.Start(shape, lab.HarnessOptions{Dir: t.TempDir(), OnEvent: l.event, Attach: edge.AttachConfig{MinGain: 200 * time.Millisecond}})
+	h, err := lab.Start(shape, lab.HarnessOptions{Dir: t.TempDir(), OnEvent: l.event, Logf: l.logf, Attach: edge.AttachConfig{MinGain: 200 * time.Millisecond}})
 	if err != nil {
 		t.Fatal(err)
 	}
