@@ -21,8 +21,9 @@ import (
 // peer's queue, and two proxies that admit each other add each other at
 // once).
 //
-// The overlay sees it within a few probe intervals: the peer is alive by
-// others' word but silent here (overlay.Redialer). A session that began
+// The overlay sees it within a few probe intervals: the peer, never heard
+// from, becomes a suspect, or it is alive by others' word but silent here
+// (overlay.Redialer). A session that began
 // within that silence carried nothing from the peer, and no session at all
 // is no better: the peer is removed and added again, as at start: the
 // side with the greater key calls at once, the other waits callWait for

@@ -121,8 +121,8 @@ func member(t *testing.T, p *Proxy, name string) overlay.MemberInfo {
 
 // TestSessionThatCarriesNothingIsRedialed: every packet p2 sends p1 in
 // their first session reaches p1 with an index p1 does not hold, as after
-// two handshakes that ran at once. The overlay finds the one silent to it
-// alive by p3's word, and the session is started afresh: the two hear each
+// two handshakes that ran at once. The overlay suspects the one silent to
+// it, never heard, and the session is started afresh: the two hear each
 // other well before wireguard-go would start again.
 //   - p1 calls: p1's own packets arrive, p1 hears nothing, and wireguard-go
 //     would start again only after 15 s of silence. p1 redials.

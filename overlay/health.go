@@ -529,9 +529,8 @@ type health struct {
 	// cut counts the members marked unreachable, so that unreachableAddrs
 	// need not look when none is (nearly always).
 	cut int
-	// redial hears the unreachable members to start sessions with afresh
-	// (Redialer), called without locks held; redialAt: when each was last
-	// handed to it.
+	// redial hears the members to start sessions with afresh (Redialer),
+	// called without locks held; redialAt: when each was last handed to it.
 	redial   func([]SilentMember)
 	redialAt map[int32]int64
 	lastTick int64
@@ -1278,6 +1277,7 @@ func (h *health) tick() {
 	now := h.now()
 	var out []outMsg
 	var ch change
+	var redial []SilentMember
 	h.mu.Lock()
 	r := h.ros
 	starting := !h.announced
@@ -1343,6 +1343,13 @@ func (h *health) tick() {
 		}
 		if m.state == StateAlive && int(m.outstanding) >= h.missesFor(m, now) {
 			h.setState(i, StateSuspect)
+			if !m.heard() {
+				// Never heard, past the start grace: its session may be
+				// one that cannot carry its answers (Redialer), and all
+				// of this proxy's may be, with no helper's answer coming
+				// back either. Redial before a death is declared.
+				redial = h.redialLocked(redial, i, now)
+			}
 			l := h.ext.l(x)
 			l.suspectAt, l.suspectTicks = now, 0
 			// Ask helpers to probe it for us: a different path, and a
@@ -1375,7 +1382,7 @@ func (h *health) tick() {
 		x.lastProbe = now
 		out = h.probeLocked(out, i, now, false)
 	})
-	redial := h.reachLocked(&ch, now)
+	h.reachLocked(&ch, now, &redial)
 	out = h.newsOutLocked(out, now, true)
 	h.lastTick = now
 	h.mu.Unlock()
@@ -1465,26 +1472,17 @@ func (h *health) missesFor(m *mrec, now int64) int {
 // it): its path never worked. (Watched and unreachable members have a
 // probeRec.)
 //
-// With a Redialer, it returns the unreachable members to start sessions
-// with afresh: each as it becomes unreachable, and every redialEvery while
-// it stays so.
-func (h *health) reachLocked(ch *change, now int64) []SilentMember {
+// With a Redialer, it adds the unreachable members to redial, to start
+// sessions with afresh: each as it becomes unreachable, and every
+// redialEvery while it stays so.
+func (h *health) reachLocked(ch *change, now int64, redial *[]SilentMember) {
 	limit := int64(h.cfg.ProbeMisses+1) * int64(h.cfg.ProbeInterval)
-	var redial []SilentMember
 	h.eachHotLive(func(i int32) { // a dead member is neither (setState)
 		m, x := &h.recs[i], h.rec(i)
 		live := m.state == StateAlive || m.state == StateSuspect
 		cut := m.watched() && live && now-m.lastHeard > limit && h.ext.vouchedAt(x) > m.lastHeard
-		if h.redial != nil {
-			if at, ok := h.redialAt[i]; cut && (!ok || now-at >= int64(redialEvery)) {
-				if h.redialAt == nil {
-					h.redialAt = map[int32]int64{}
-				}
-				h.redialAt[i] = now
-				redial = append(redial, SilentMember{Member: h.ros.ms[i], Silent: time.Duration(now - m.lastHeard)})
-			} else if !cut && ok {
-				delete(h.redialAt, i)
-			}
+		if cut {
+			*redial = h.redialLocked(*redial, i, now)
 		}
 		switch {
 		case cut && !m.unreachable():
@@ -1503,7 +1501,22 @@ func (h *health) reachLocked(ch *change, now int64) []SilentMember {
 			}
 		}
 	})
-	return redial
+}
+
+// redialLocked appends member i to rd for the Redialer, unless it was
+// handed over within redialEvery (as a suspect, then as unreachable, say).
+func (h *health) redialLocked(rd []SilentMember, i int32, now int64) []SilentMember {
+	if h.redial == nil {
+		return rd
+	}
+	if at, ok := h.redialAt[i]; ok && now-at < int64(redialEvery) {
+		return rd
+	}
+	if h.redialAt == nil {
+		h.redialAt = map[int32]int64{}
+	}
+	h.redialAt[i] = now
+	return append(rd, SilentMember{Member: h.ros.ms[i], Silent: time.Duration(now - h.recs[i].lastHeard)})
 }
 
 // setUnreachable marks i (un)reachable, keeping count.

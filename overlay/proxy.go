@@ -53,10 +53,12 @@ type Transport interface {
 type Redialer interface {
 	// Redial is handed the members this proxy cannot reach (alive for
 	// others, silent here) as each becomes so, and every redialEvery while
-	// it stays so. A session that began within a member's silence carried
+	// it stays so; and those never heard from as each becomes a suspect,
+	// before a helper's answer (which might not come back either) or a
+	// death. A session that began within a member's silence carried
 	// nothing from it, and is to be started afresh; an older one is on a
-	// cut path, and is left alone (it works again the moment the path
-	// does). It must not call back into the proxy.
+	// cut path, or to a dead proxy, and is left alone (it works again the
+	// moment the path does). It must not call back into the proxy.
 	Redial(silent []SilentMember)
 }
 

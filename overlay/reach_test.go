@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pias-net/pias/overlay/overlaytest"
 )
 
 // memberEvents lists, as "at kind name", the events about other proxies'
@@ -171,5 +173,51 @@ func TestNeverHeardIsUnreachableAndRedialed(t *testing.T) {
 	slices.Sort(got[2:])
 	if !slices.Equal(got, want) {
 		t.Fatalf("events after the heal:\n  %s\nwant\n  %s", strings.Join(got, "\n  "), strings.Join(want, "\n  "))
+	}
+}
+
+// TestDeafProxyRedialsBeforeDeathsAreDeclared: nothing reaches p1 from the
+// start, as when every session it has cannot carry its peers' packets (a
+// helper's answer cannot come back either). Each member, never heard,
+// is handed to p1's Redialer as it becomes a suspect, before p1 declares
+// any death.
+func TestDeafProxyRedialsBeforeDeathsAreDeclared(t *testing.T) {
+	var h *harness
+	var t0 int64
+	redialed := map[string]time.Duration{}
+	var firstDeath time.Duration
+	h = newProxyNet(t, 4, 0, func(c *ProxyConfig) {
+		if c.Self.Name != "p1" {
+			return
+		}
+		c.Transport = redialTransport{c.Transport, func(ss []SilentMember) {
+			for _, s := range ss {
+				if _, ok := redialed[s.Member.Name]; !ok {
+					redialed[s.Member.Name] = time.Duration(h.clk.Now() - t0)
+				}
+			}
+		}}
+		prev := c.OnEvent
+		c.OnEvent = func(e Event) {
+			if e.Kind == EventDead && firstDeath == 0 {
+				firstDeath = time.Duration(h.clk.Now() - t0)
+			}
+			prev(e)
+		}
+	})
+	t0 = h.clk.Now()
+	h.net.DropIf(func(p overlaytest.Packet) bool { return p.To == "p1" })
+	h.run(5 * time.Second)
+	if firstDeath == 0 {
+		t.Fatal("p1 declared no death: the test proves nothing about the order")
+	}
+	for _, name := range []string{"p2", "p3", "p4"} {
+		at, ok := redialed[name]
+		switch {
+		case !ok:
+			t.Errorf("p1 never handed %s to its Redialer", name)
+		case at < startGrace || at >= firstDeath:
+			t.Errorf("p1 handed %s to its Redialer at %v; want past the start grace (%v) and before its first death (%v)", name, at, startGrace, firstDeath)
+		}
 	}
 }
