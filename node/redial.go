@@ -28,9 +28,12 @@ import (
 // is no better: the peer is removed and added again, as at start: the
 // side with the greater key calls at once, the other waits callWait for
 // that call first, so that two sides that both find the other silent do
-// not cross again. A session older than the silence is on a cut path, and
-// is left alone: it works again the moment the path does, where a fresh
-// one would wait for a handshake.
+// not cross again. With no session, the lesser key leaves the first move to
+// the greater, which finds it silent too: it resets only when it finds the
+// member silent again (redialEvery later) with nothing received meanwhile,
+// so that it does not cut short a call under way. A session older than the
+// silence is on a cut path, and is left alone: it works again the moment
+// the path does, where a fresh one would wait for a handshake.
 
 // Redial starts sessions afresh with the silent members whose session
 // began within their silence, or never began.
@@ -52,17 +55,21 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 		stats[st.PublicKey] = st
 	}
 	for _, s := range silent {
-		st, ok := stats[s.Member.PublicKey]
-		if !ok || p.awaited.awaits(s.Member.PublicKey) {
+		key := s.Member.PublicKey
+		st, ok := stats[key]
+		if !ok || p.awaited.awaits(key) {
 			continue
 		}
-		session := "no session"
-		if !st.LastHandshake.IsZero() {
-			age := now.Sub(st.LastHandshake)
-			if age >= s.Silent {
-				continue
-			}
-			session = fmt.Sprintf("a session of %v ago", age.Round(time.Millisecond))
+		rx, looked := p.redialRx[key]
+		why, reset := redialWhy(st, s.Silent, now, callsFirst(p.Config.PublicKey, key), rx, looked)
+		if p.redialRx == nil {
+			p.redialRx = map[[32]byte]uint64{}
+		}
+		if reset {
+			delete(p.redialRx, key)
+		} else {
+			p.redialRx[key] = st.RxBytes
+			continue
 		}
 		pr := memberPeer(s.Member, true)
 		if st.Endpoint.IsValid() {
@@ -76,7 +83,22 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 		}
 		p.redials.Add(1)
 		if p.logf != nil {
-			p.logf("redial %q: %s, and nothing heard in %v; started afresh", s.Member.Name, session, s.Silent.Round(time.Millisecond))
+			p.logf("redial %q: %s, and nothing heard in %v; started afresh", s.Member.Name, why, s.Silent.Round(time.Millisecond))
 		}
 	}
+}
+
+// redialWhy decides whether a peer silent for silent is reset, and says
+// why: its session began within the silence, or it has none and this side
+// calls first, or it has none and nothing came from it since the last
+// look (rx, if looked).
+func redialWhy(st tunnel.PeerStats, silent time.Duration, now time.Time, callsFirst bool, rx uint64, looked bool) (string, bool) {
+	if !st.LastHandshake.IsZero() {
+		age := now.Sub(st.LastHandshake)
+		return fmt.Sprintf("a session of %v ago", age.Round(time.Millisecond)), age < silent
+	}
+	if callsFirst {
+		return "no session", true
+	}
+	return "no session, and no call from it", looked && st.RxBytes == rx
 }

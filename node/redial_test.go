@@ -215,3 +215,37 @@ func TestCutPathKeepsItsSession(t *testing.T) {
 	lossy.Clear()
 	waitFor(t, "p1 reaches p2 again", 3*time.Second, func() bool { return !member(t, p1, "p2").Unreachable })
 }
+
+// TestRedialWhy: which silent peers are reset. A session that began within
+// the silence is, whoever calls first; an older one is not (a cut path).
+// With no session, the side that calls first resets at once; the other
+// leaves it the first move, and resets on a later look only if nothing
+// came from the peer meanwhile (no call under way to cut short).
+func TestRedialWhy(t *testing.T) {
+	now := time.Unix(1000, 0)
+	session := func(ago time.Duration, rx uint64) tunnel.PeerStats {
+		return tunnel.PeerStats{LastHandshake: now.Add(-ago), RxBytes: rx}
+	}
+	none := func(rx uint64) tunnel.PeerStats { return tunnel.PeerStats{RxBytes: rx} }
+	for _, tc := range []struct {
+		name       string
+		st         tunnel.PeerStats
+		callsFirst bool
+		rx         uint64
+		looked     bool
+		want       bool
+	}{
+		{"session within the silence", session(time.Second, 92), true, 0, false, true},
+		{"session within the silence, called", session(time.Second, 92), false, 0, false, true},
+		{"session older than the silence", session(3*time.Second, 92), true, 0, false, false},
+		{"session older than the silence, called", session(3*time.Second, 92), false, 92, true, false},
+		{"no session, calls first", none(0), true, 0, false, true},
+		{"no session, called, first look", none(0), false, 0, false, false},
+		{"no session, called, nothing since", none(148), false, 148, true, true},
+		{"no session, called, a call under way", none(240), false, 148, true, false},
+	} {
+		if why, got := redialWhy(tc.st, 2*time.Second, now, tc.callsFirst, tc.rx, tc.looked); got != tc.want {
+			t.Errorf("%s: reset %v (%s), want %v", tc.name, got, why, tc.want)
+		}
+	}
+}
