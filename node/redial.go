@@ -88,14 +88,19 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 	}
 }
 
+// sessionGrace is how old a session must be before its silence counts: a
+// fresh one (the peer's own redial, say) may not have carried its first
+// packet yet on a busy host, and a reset then would cut it short.
+const sessionGrace = time.Second
+
 // redialWhy decides whether a peer silent for silent is reset, and says
-// why: its session began within the silence, or it has none and this side
-// calls first, or it has none and nothing came from it since the last
-// look (rx, if looked).
+// why: its session began within the silence (and is past sessionGrace),
+// or it has none and this side calls first, or it has none and nothing
+// came from it since the last look (rx, if looked).
 func redialWhy(st tunnel.PeerStats, silent time.Duration, now time.Time, callsFirst bool, rx uint64, looked bool) (string, bool) {
 	if !st.LastHandshake.IsZero() {
 		age := now.Sub(st.LastHandshake)
-		return fmt.Sprintf("a session of %v ago", age.Round(time.Millisecond)), age < silent
+		return fmt.Sprintf("a session of %v ago", age.Round(time.Millisecond)), age < silent && age >= sessionGrace
 	}
 	if callsFirst {
 		return "no session", true

@@ -217,7 +217,8 @@ func TestCutPathKeepsItsSession(t *testing.T) {
 }
 
 // TestRedialWhy: which silent peers are reset. A session that began within
-// the silence is, whoever calls first; an older one is not (a cut path).
+// the silence is, whoever calls first, once past sessionGrace; an older one
+// is not (a cut path).
 // With no session, the side that calls first resets at once; the other
 // leaves it the first move, and resets on a later look only if nothing
 // came from the peer meanwhile (no call under way to cut short).
@@ -237,6 +238,7 @@ func TestRedialWhy(t *testing.T) {
 	}{
 		{"session within the silence", session(time.Second, 92), true, 0, false, true},
 		{"session within the silence, called", session(time.Second, 92), false, 0, false, true},
+		{"session within the silence, too young to tell", session(200*time.Millisecond, 92), true, 0, false, false},
 		{"session older than the silence", session(3*time.Second, 92), true, 0, false, false},
 		{"session older than the silence, called", session(3*time.Second, 92), false, 92, true, false},
 		{"no session, calls first", none(0), true, 0, false, true},
