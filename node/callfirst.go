@@ -219,12 +219,8 @@ func (p *Proxy) endAwaitedCalls(now time.Time) {
 	}
 	p.peersMu.Lock()
 	defer p.peersMu.Unlock()
-	dev, err := p.device()
-	if err != nil {
-		return
-	}
-	peers, err := dev.Peers()
-	if err != nil {
+	dev, peers, ok := p.devicePeers()
+	if !ok {
 		return
 	}
 	for _, e := range p.awaited.done(now, peers) {
@@ -239,4 +235,18 @@ func (p *Proxy) endAwaitedCalls(now time.Time) {
 			p.tun.Inject(pkt)
 		}
 	}
+}
+
+// devicePeers is the device and its peers' counters; false if the device is
+// not up yet or cannot say. The caller holds peersMu.
+func (p *Proxy) devicePeers() (*tunnel.Device, []tunnel.PeerStats, bool) {
+	dev, err := p.device()
+	if err != nil {
+		return nil, nil, false
+	}
+	peers, err := dev.Peers()
+	if err != nil {
+		return nil, nil, false
+	}
+	return dev, peers, true
 }

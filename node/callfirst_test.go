@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.zx2c4.com/wireguard/conn"
+
 	"github.com/pias-net/pias/config"
 	"github.com/pias-net/pias/overlay"
 	"github.com/pias-net/pias/tunnel"
@@ -54,16 +56,26 @@ func (m *meshPair) start(i int) *Proxy {
 	j := 1 - i
 	names := []string{"p1", "p2"}
 	addrs := [][]netip.Addr{{netip.MustParseAddr("100.64.0.1")}, {netip.MustParseAddr("100.64.0.2")}}
-	cfg := &config.Proxy{Node: config.Node{Name: names[i], PrivateKey: m.keys[i], PublicKey: m.keys[i].PublicKey(), Address: addrs[i],
+	return startStatic(m.t, meshProxy(names[i], m.keys[i], addrs[i], m.eps[i],
+		config.ProxyPeer{Name: names[j], PublicKey: m.keys[j].PublicKey(), Endpoint: m.eps[j], Address: addrs[j], Cluster: "c1"}), m.binds[i])
+}
+
+// meshProxy is the file of a proxy of cluster c1 of a static mesh.
+func meshProxy(name string, key config.Key, addrs []netip.Addr, listen netip.AddrPort, peers ...config.ProxyPeer) *config.Proxy {
+	return &config.Proxy{Node: config.Node{Name: name, PrivateKey: key, PublicKey: key.PublicKey(), Address: addrs,
 		OverlayPrefix: config.DefaultOverlayPrefix(), AnycastPrefix: config.DefaultAnycastPrefix(),
-		MTU: config.DefaultMTU, ControlPort: config.DefaultControlPort, Listen: m.eps[i],
-		Proxies: []config.ProxyPeer{{Name: names[j], PublicKey: m.keys[j].PublicKey(), Endpoint: m.eps[j], Address: addrs[j], Cluster: "c1"}}},
+		MTU: config.DefaultMTU, ControlPort: config.DefaultControlPort, Listen: listen, Proxies: peers},
 		Cluster: "c1", RAPReplicas: 2, MaxFlows: config.DefaultMaxFlows}
-	p, err := StartProxy(cfg, Options{Bind: m.binds[i], Logf: m.t.Logf})
+}
+
+// startStatic starts the proxy of cfg on bind until the test ends.
+func startStatic(t *testing.T, cfg *config.Proxy, bind conn.Bind) *Proxy {
+	t.Helper()
+	p, err := StartProxy(cfg, Options{Bind: bind, Logf: t.Logf})
 	if err != nil {
-		m.t.Fatal(err)
+		t.Fatal(err)
 	}
-	m.t.Cleanup(p.Close)
+	t.Cleanup(p.Close)
 	return p
 }
 

@@ -23,17 +23,18 @@ import (
 //
 // The overlay sees it within a few probe intervals: the peer, never heard
 // from, becomes a suspect, or it is alive by others' word but silent here
-// (overlay.Redialer). A session that began
-// within that silence carried nothing from the peer, and no session at all
-// is no better: the peer is removed and added again, as at start: the
-// side with the greater key calls at once, the other waits callWait for
-// that call first, so that two sides that both find the other silent do
-// not cross again. With no session, the lesser key leaves the first move to
-// the greater, which finds it silent too: it resets only when it finds the
-// member silent again (redialEvery later) with nothing received meanwhile,
-// so that it does not cut short a call under way. A session older than the
-// silence is on a cut path, and is left alone: it works again the moment
-// the path does, where a fresh one would wait for a handshake.
+// (overlay.Redialer). Then:
+//   - A session that began within that silence carried nothing from the
+//     peer: the peer is removed and added again, as at start (the greater
+//     key calls at once, the lesser waits callWait for that call first).
+//   - No session at all is no better, but both sides find the other silent
+//     then, a tick or so apart: the greater key resets at once, and the
+//     lesser only if it finds the peer silent again (redialEvery later)
+//     with nothing received meanwhile, so as not to cut short a call under
+//     way.
+//   - A session older than the silence is on a cut path (or to a dead
+//     proxy), and is left alone: it works again the moment the path does,
+//     where a fresh one would wait for a handshake.
 
 // Redial starts sessions afresh with the silent members whose session
 // began within their silence, or never began.
@@ -42,12 +43,8 @@ func (t transport) Redial(silent []overlay.SilentMember) { t.p.redial(silent, ti
 func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 	p.peersMu.Lock()
 	defer p.peersMu.Unlock()
-	dev, err := p.device()
-	if err != nil {
-		return
-	}
-	peers, err := dev.Peers()
-	if err != nil {
+	dev, peers, ok := p.devicePeers()
+	if !ok {
 		return
 	}
 	stats := make(map[[32]byte]tunnel.PeerStats, len(peers))
@@ -62,15 +59,14 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 		}
 		rx, looked := p.redialRx[key]
 		why, reset := redialWhy(st, s.Silent, now, callsFirst(p.Config.PublicKey, key), rx, looked)
-		if p.redialRx == nil {
-			p.redialRx = map[[32]byte]uint64{}
-		}
-		if reset {
-			delete(p.redialRx, key)
-		} else {
+		if !reset {
+			if p.redialRx == nil {
+				p.redialRx = map[[32]byte]uint64{}
+			}
 			p.redialRx[key] = st.RxBytes
 			continue
 		}
+		delete(p.redialRx, key)
 		pr := memberPeer(s.Member, true)
 		if st.Endpoint.IsValid() {
 			pr.Endpoint = st.Endpoint // where it called from, maybe not its record's

@@ -95,16 +95,7 @@ func (m *mesh3) start(i int) *Proxy {
 			peers = append(peers, config.ProxyPeer{Name: fmt.Sprintf("p%d", j+1), PublicKey: m.keys[j].PublicKey(), Endpoint: m.eps[j], Address: []netip.Addr{m.addrs[j]}, Cluster: "c1"})
 		}
 	}
-	cfg := &config.Proxy{Node: config.Node{Name: fmt.Sprintf("p%d", i+1), PrivateKey: m.keys[i], PublicKey: m.keys[i].PublicKey(), Address: []netip.Addr{m.addrs[i]},
-		OverlayPrefix: config.DefaultOverlayPrefix(), AnycastPrefix: config.DefaultAnycastPrefix(),
-		MTU: config.DefaultMTU, ControlPort: config.DefaultControlPort, Listen: m.eps[i], Proxies: peers},
-		Cluster: "c1", RAPReplicas: 2, MaxFlows: config.DefaultMaxFlows}
-	p, err := StartProxy(cfg, Options{Bind: m.binds[i], Logf: m.t.Logf})
-	if err != nil {
-		m.t.Fatal(err)
-	}
-	m.t.Cleanup(p.Close)
-	return p
+	return startStatic(m.t, meshProxy(fmt.Sprintf("p%d", i+1), m.keys[i], []netip.Addr{m.addrs[i]}, m.eps[i], peers...), m.binds[i])
 }
 
 // member is how p sees the member named name.

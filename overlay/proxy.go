@@ -46,10 +46,10 @@ type Transport interface {
 // Redialer is a Transport that can start a session with a proxy afresh.
 // Two proxies that call each other at the same moment may each answer the
 // other while wireguard-go's handshake workers run both exchanges at once:
-// one side is then left with a session whose answers it cannot read
-// (its peer sends to an index it dropped), and wireguard-go starts again
-// only after 15 s of silence. The overlay sees that sooner: the peer is
-// alive by others' word but silent here.
+// one side is then left with a session whose answers it cannot read (its
+// peer sends to an index it dropped), and wireguard-go starts again only
+// after 15 s of silence; or neither has a session until its retry 5 s
+// later. The overlay sees either sooner, as a silence (node/redial.go).
 type Redialer interface {
 	// Redial is handed the members this proxy cannot reach (alive for
 	// others, silent here) as each becomes so, and every redialEvery while
