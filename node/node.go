@@ -83,9 +83,6 @@ type Proxy struct {
 	// goroutine's and a reload's (a revoked proxy is removed).
 	peersMu sync.Mutex
 	redials atomic.Uint64 // sessions started afresh (redial.go)
-	// redialRx: what each peer with no session had sent when a redial
-	// last left it to call first (under peersMu).
-	redialRx map[[32]byte]uint64
 }
 
 // wallClock is the system clock: monotonic nanoseconds since start, the

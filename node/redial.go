@@ -1,7 +1,6 @@
 package node
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/pias-net/pias/overlay"
@@ -24,14 +23,14 @@ import (
 // The overlay sees it within a few probe intervals: the peer, never heard
 // from, becomes a suspect, or it is alive by others' word but silent here
 // (overlay.Redialer). Then:
-//   - A session that began within that silence carried nothing from the
-//     peer: the peer is removed and added again, as at start (the greater
-//     key calls at once, the lesser waits callWait for that call first).
-//   - No session at all is no better, but both sides find the other silent
-//     then, a tick or so apart: the greater key resets at once, and the
-//     lesser only if it finds the peer silent again (redialEvery later)
-//     with nothing received meanwhile, so as not to cut short a call under
-//     way.
+//   - A session that began within that silence (and at least sessionGrace
+//     ago) carried nothing from the peer: the peer is removed and added
+//     again, as at start (the greater key calls at once, the lesser waits
+//     callWait for that call first), and the two meet in a round trip.
+//   - No session at all is left to wireguard-go's retry (5 s at most): a
+//     reset would drop what it holds for the peer meanwhile (registrations,
+//     say, then lost until their refresh 10 s later), and in 600 lab starts
+//     under load that made such a start slower, not faster.
 //   - A session older than the silence is on a cut path (or to a dead
 //     proxy), and is left alone: it works again the moment the path does,
 //     where a fresh one would wait for a handshake.
@@ -52,21 +51,14 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 		stats[st.PublicKey] = st
 	}
 	for _, s := range silent {
-		key := s.Member.PublicKey
-		st, ok := stats[key]
-		if !ok || p.awaited.awaits(key) {
+		st, ok := stats[s.Member.PublicKey]
+		if !ok || p.awaited.awaits(s.Member.PublicKey) {
 			continue
 		}
-		rx, looked := p.redialRx[key]
-		why, reset := redialWhy(st, s.Silent, now, callsFirst(p.Config.PublicKey, key), rx, looked)
+		age, reset := redialAge(st, s.Silent, now)
 		if !reset {
-			if p.redialRx == nil {
-				p.redialRx = map[[32]byte]uint64{}
-			}
-			p.redialRx[key] = st.RxBytes
 			continue
 		}
-		delete(p.redialRx, key)
 		pr := memberPeer(s.Member, true)
 		if st.Endpoint.IsValid() {
 			pr.Endpoint = st.Endpoint // where it called from, maybe not its record's
@@ -79,27 +71,23 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 		}
 		p.redials.Add(1)
 		if p.logf != nil {
-			p.logf("redial %q: %s, and nothing heard in %v; started afresh", s.Member.Name, why, s.Silent.Round(time.Millisecond))
+			p.logf("redial %q: its session of %v ago carried nothing in %v of silence; started afresh",
+				s.Member.Name, age.Round(time.Millisecond), s.Silent.Round(time.Millisecond))
 		}
 	}
 }
 
 // sessionGrace is how old a session must be before its silence counts: a
-// fresh one (the peer's own redial, say) may not have carried its first
+// fresh one (the peer's own call, say) may not have carried its first
 // packet yet on a busy host, and a reset then would cut it short.
 const sessionGrace = time.Second
 
-// redialWhy decides whether a peer silent for silent is reset, and says
-// why: its session began within the silence (and is past sessionGrace),
-// or it has none and this side calls first, or it has none and nothing
-// came from it since the last look (rx, if looked).
-func redialWhy(st tunnel.PeerStats, silent time.Duration, now time.Time, callsFirst bool, rx uint64, looked bool) (string, bool) {
-	if !st.LastHandshake.IsZero() {
-		age := now.Sub(st.LastHandshake)
-		return fmt.Sprintf("a session of %v ago", age.Round(time.Millisecond)), age < silent && age >= sessionGrace
+// redialAge reports the age of the peer's session, and whether it is reset
+// for a silence of silent: it began within the silence, past sessionGrace.
+func redialAge(st tunnel.PeerStats, silent time.Duration, now time.Time) (time.Duration, bool) {
+	if st.LastHandshake.IsZero() {
+		return 0, false
 	}
-	if callsFirst {
-		return "no session", true
-	}
-	return "no session, and no call from it", looked && st.RxBytes == rx
+	age := now.Sub(st.LastHandshake)
+	return age, age < silent && age >= sessionGrace
 }
