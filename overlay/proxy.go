@@ -58,7 +58,8 @@ type Redialer interface {
 	// death. A session that began within a member's silence carried
 	// nothing from it, and is to be started afresh; an older one is on a
 	// cut path, or to a dead proxy, and is left alone (it works again the
-	// moment the path does). It must not call back into the proxy.
+	// moment the path does); what to do without one is the transport's
+	// call. It must not call back into the proxy.
 	Redial(silent []SilentMember)
 }
 
