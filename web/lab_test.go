@@ -31,18 +31,17 @@ type webLab struct {
 }
 
 func (l *webLab) event(e overlay.Event) {
-	l.mu.Lock()
-	s := l.servers[e.Proxy]
-	l.log = append(l.log, fmt.Sprintf("%7.3fs event %s %s %s %s %s %q", time.Since(l.start).Seconds(), e.Proxy, e.Kind, e.Name, e.Group, e.Target, e.Reason))
-	l.mu.Unlock()
-	if s != nil {
+	l.logf("event %s %s %s %s %s %q", e.Proxy, e.Kind, e.Name, e.Group, e.Target, e.Reason)
+	if s := l.server(e.Proxy); s != nil {
 		s.Event(e)
 	}
 }
 
+// logf keeps a line of the lab's story, shown if the test fails.
 func (l *webLab) logf(format string, args ...any) {
+	line := fmt.Sprintf("%7.3fs ", time.Since(l.start).Seconds()) + fmt.Sprintf(format, args...)
 	l.mu.Lock()
-	l.log = append(l.log, fmt.Sprintf("%7.3fs ", time.Since(l.start).Seconds())+fmt.Sprintf(format, args...))
+	l.log = append(l.log, line)
 	l.mu.Unlock()
 }
 
