@@ -95,7 +95,25 @@ func (m *mesh3) start(i int) *Proxy {
 			peers = append(peers, config.ProxyPeer{Name: fmt.Sprintf("p%d", j+1), PublicKey: m.keys[j].PublicKey(), Endpoint: m.eps[j], Address: []netip.Addr{m.addrs[j]}, Cluster: "c1"})
 		}
 	}
-	return startStatic(m.t, meshProxy(fmt.Sprintf("p%d", i+1), m.keys[i], []netip.Addr{m.addrs[i]}, m.eps[i], peers...), m.binds[i])
+	p := startStatic(m.t, meshProxy(fmt.Sprintf("p%d", i+1), m.keys[i], []netip.Addr{m.addrs[i]}, m.eps[i], peers...), m.binds[i])
+	m.t.Cleanup(func() {
+		if m.t.Failed() { // before p closes: what it has and knows
+			ps, _ := p.Device.Peers()
+			for _, st := range ps {
+				m.t.Logf("%s: peer %x: handshake %v, rx %d, tx %d", p.Name, st.PublicKey[:4], st.LastHandshake, st.RxBytes, st.TxBytes)
+			}
+			for _, mi := range p.Overlay.Members() {
+				m.t.Logf("%s: member %+v", p.Name, mi)
+			}
+		}
+	})
+	return p
+}
+
+// calledInto reports whether p has sent the peer with this key anything.
+func calledInto(p *Proxy, key config.Key) bool {
+	ps, err := p.Device.Peers()
+	return err == nil && slices.ContainsFunc(ps, func(st tunnel.PeerStats) bool { return st.PublicKey == key && st.TxBytes > 0 })
 }
 
 // member is how p sees the member named name.
@@ -132,14 +150,13 @@ func TestSessionThatCarriesNothingIsRedialed(t *testing.T) {
 			start := time.Now()
 			var p1, p2, p3 *Proxy
 			if tc.p1Calls {
-				// p2 calls p1 into the void first, when its wait for
-				// p1's call ends; then p1 starts and calls.
+				// p2 and p3 call p1 into the void first, when their
+				// waits for p1's call end; then p1 starts and calls.
+				// (Were p1 to start as p3's wait ends, the two calls
+				// would cross: no session until wireguard-go's retry.)
 				p2, p3 = m.start(1), m.start(2)
-				waitFor(t, "p2 calls p1, who is not up", 5*time.Second, func() bool {
-					ps, err := p2.Device.Peers()
-					return err == nil && slices.ContainsFunc(ps, func(st tunnel.PeerStats) bool {
-						return st.PublicKey == m.keys[0].PublicKey() && st.TxBytes > 0
-					})
+				waitFor(t, "p2 and p3 call p1, who is not up", 5*time.Second, func() bool {
+					return calledInto(p2, m.keys[0].PublicKey()) && calledInto(p3, m.keys[0].PublicKey())
 				})
 				start = time.Now()
 				p1 = m.start(0)
