@@ -539,7 +539,8 @@ func byType(a *[typeEnd]atomic.Uint64) map[Type]uint64 {
 // proxy no longer is a RAP of is dropped, and every local group is
 // registered again at once with its (maybe new) RAPs. A refutation of this
 // proxy's own death registers every local group again too: the RAPs that
-// held it dead dropped its entries. (Called by health, under ctl.)
+// held it dead dropped its entries. A proxy reachable again is sent what
+// it may have missed while cut off. (Called by health, under ctl.)
 func (p *Proxy) membershipChanged(c change) {
 	// A proxy cut off from this one is no JAP for its new flows (the view
 	// routes neither the dead nor those).
@@ -550,13 +551,24 @@ func (p *Proxy) membershipChanged(c change) {
 		p.cfg.Router.ForgetJAP(m.Addr)
 		p.emit(Event{Kind: EventUnreachable, Name: m.Name})
 	}
-	for _, m := range c.reachable {
-		p.emit(Event{Kind: EventReachable, Name: m.Name})
+	if len(c.reachable) > 0 {
+		// What this proxy told it while cut off may have been lost: over
+		// a session that carried packets one way only, say, which is what
+		// a start can leave behind until a redial (Redialer).
+		moved := packMoved(p.jap.movedNotices())
+		for _, m := range c.reachable {
+			p.emit(Event{Kind: EventReachable, Name: m.Name})
+			p.resendTo(m.Addr, moved)
+		}
 	}
 	for _, m := range c.unwatched {
 		p.emit(Event{Kind: EventReachable, Name: m.Name, Reason: "no longer probed from here: assumed reachable"})
 	}
 	if c.onlyReach() {
+		// (Otherwise every group is registered again below.)
+		for _, m := range c.reachable {
+			p.registerWith(m)
+		}
 		return
 	}
 	gone := c.dead
@@ -585,14 +597,8 @@ func (p *Proxy) membershipChanged(c change) {
 	moved := packMoved(p.jap.movedNotices())
 	for _, m := range back {
 		p.syncMissed(m)
-		p.sendRevocationList(m.Addr)
-		p.sendClaims(m.Addr)
+		p.resendTo(m.Addr, moved)
 		p.emit(Event{Kind: EventAlive, Name: m.Name})
-		// A proxy cut off for a while may still hold targets that have
-		// joined here since: it missed the TypeMoved then, so tell it now.
-		for _, mv := range moved {
-			p.sendTo(m.Addr, 0, mv)
-		}
 	}
 	// New RAPs must learn everything: always send, drift or not.
 	for _, g := range p.jap.groups() {
@@ -610,6 +616,30 @@ func (p *Proxy) membershipChanged(c change) {
 		// refresh (RegisterTTL/3), and until then it answers with only the
 		// JAPs that registered after it heard.
 		p.jap.reregisterAt(p.clock.Now() + int64(reregisterAfter))
+	}
+}
+
+// resendTo sends a proxy that may have missed them this proxy's word on
+// certificates: the revocations and claims it holds, and the targets that
+// moved here (a proxy cut off for a while may still hold targets that have
+// joined here since).
+func (p *Proxy) resendTo(a netip.Addr, moved []*Moved) {
+	p.sendRevocationList(a)
+	p.sendClaims(a)
+	for _, mv := range moved {
+		p.sendTo(a, 0, mv)
+	}
+}
+
+// registerWith registers again every local group that m is a RAP of (or
+// of its echo pseudo-group): m, reachable again, may have missed a count,
+// which would otherwise reach it only with the next refresh, RegisterTTL/3
+// later.
+func (p *Proxy) registerWith(m Member) {
+	for _, g := range p.jap.groups() {
+		if slices.Contains(p.rapsOf(g), m.Name) || slices.Contains(p.rapsOf(router.EchoGroup(g.Addr)), m.Name) {
+			p.register(g, true)
+		}
 	}
 }
 

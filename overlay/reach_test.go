@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pias-net/pias/overlay/overlaytest"
+	"github.com/pias-net/pias/router"
 )
 
 // memberEvents lists, as "at kind name", the events about other proxies'
@@ -219,5 +220,41 @@ func TestDeafProxyRedialsBeforeDeathsAreDeclared(t *testing.T) {
 		case at < startGrace || at >= firstDeath:
 			t.Errorf("p1 handed %s to its Redialer at %v; want past the start grace (%v) and before its first death (%v)", name, at, startGrace, firstDeath)
 		}
+	}
+}
+
+// TestReachableAgainIsToldWhatItMissed: a JAP takes a target while cut off
+// from one of the group's RAPs, so that RAP misses the registration. Once
+// the link heals and each hears the other, the JAP registers again with
+// it at once: the RAP has the JAP well before the refresh (RegisterTTL/3)
+// would have told it.
+func TestReachableAgainIsToldWhatItMissed(t *testing.T) {
+	h := newProxyNet(t, 4, 1, nil)
+	h.run(2 * time.Second)
+	raps := h.p("p1").RAPs(testGroup)
+	var jap, rap, other string
+	for _, name := range []string{"p1", "p2", "p3", "p4"} {
+		if !slices.Contains(raps, name) {
+			jap = name
+		}
+	}
+	rap, other = raps[0], raps[1]
+	has := func(rap string) bool {
+		return slices.ContainsFunc(h.p(rap).RAPTable()[testGroup], func(j router.JAP) bool { return j.Addr == h.p(jap).cfg.Self.Addr })
+	}
+	h.net.Cut(jap, rap)
+	h.until(5*time.Second, rap+" unreachable from "+jap, func() bool { return h.p(jap).health.unreachableAddrs()[h.p(rap).cfg.Self.Addr] })
+	if st := policyJoin(t, h, h.p(jap), 0, testGroup, router.Policy{}, 0); st != StatusOK {
+		t.Fatalf("join at %s: %v", jap, st)
+	}
+	joined := h.clk.Now()
+	h.until(time.Second, other+" has "+jap+" for the group", func() bool { return has(other) })
+	if has(rap) {
+		t.Fatalf("%s has %s for the group through a cut link: the test proves nothing", rap, jap)
+	}
+	h.net.Heal()
+	took := h.until(3*time.Second, rap+" has "+jap+" for the group", func() bool { return has(rap) })
+	if since := time.Duration(h.clk.Now() - joined); since >= h.p(jap).cfg.RegisterTTL/3 {
+		t.Fatalf("%s had %s %v after the join, %v after the heal: no sooner than the refresh", rap, jap, since, took)
 	}
 }
