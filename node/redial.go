@@ -27,16 +27,20 @@ import (
 //     ago) carried nothing from the peer: the peer is removed and added
 //     again, as at start (the greater key calls at once, the lesser waits
 //     callWait for that call first), and the two meet in a round trip.
-//   - No session at all is left to wireguard-go's retry (5 s at most): a
-//     reset would drop what it holds for the peer meanwhile (registrations,
-//     say, then lost until their refresh 10 s later); in 300 lab starts
-//     under load, 6 of 9 such resets made the start slower, not faster.
+//   - No session at all: the two calls crossed, and wireguard-go's retries
+//     5 s later may cross again (it jitters them by a third of a second at
+//     most, and under load a handshake takes longer than that to land): a
+//     lab start under load once crossed three times, for 16 s. The lesser
+//     key resets, to wait for the greater's call as at start; the greater
+//     leaves it to its retry, which keeps what wireguard-go holds for the
+//     peer. What the lesser's device held is lost, so the overlay sends it
+//     what may be lost again once it hears the member (change.missed).
 //   - A session older than the silence is on a cut path (or to a dead
 //     proxy), and is left alone: it works again the moment the path does,
 //     where a fresh one would wait for a handshake.
 
 // Redial starts sessions afresh with the silent members whose session
-// began within their silence.
+// began within their silence, or who have none and call first.
 func (t transport) Redial(silent []overlay.SilentMember) { t.p.redial(silent, time.Now()) }
 
 func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
@@ -55,7 +59,7 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 		if !ok || p.awaited.awaits(s.Member.PublicKey) {
 			continue
 		}
-		age, reset := redialAge(st, s.Silent, now)
+		age, reset := redialAge(st, s.Silent, now, callsFirst(p.awaited.self, s.Member.PublicKey))
 		if !reset {
 			continue
 		}
@@ -70,7 +74,12 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 			continue
 		}
 		p.redials.Add(1)
-		if p.logf != nil {
+		switch {
+		case p.logf == nil:
+		case st.LastHandshake.IsZero():
+			p.logf("redial %q: no session in %v of silence; waiting for its call afresh",
+				s.Member.Name, s.Silent.Round(time.Millisecond))
+		default:
 			p.logf("redial %q: its session of %v ago carried nothing in %v of silence; started afresh",
 				s.Member.Name, age.Round(time.Millisecond), s.Silent.Round(time.Millisecond))
 		}
@@ -83,10 +92,11 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 const sessionGrace = time.Second
 
 // redialAge reports the age of the peer's session, and whether it is reset
-// for a silence of silent: it began within the silence, past sessionGrace.
-func redialAge(st tunnel.PeerStats, silent time.Duration, now time.Time) (time.Duration, bool) {
+// for a silence of silent: it began within the silence, past sessionGrace;
+// or there is none, and this proxy does not call first.
+func redialAge(st tunnel.PeerStats, silent time.Duration, now time.Time, callsFirst bool) (time.Duration, bool) {
 	if st.LastHandshake.IsZero() {
-		return 0, false
+		return 0, !callsFirst
 	}
 	age := now.Sub(st.LastHandshake)
 	return age, age < silent && age >= sessionGrace

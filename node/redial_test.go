@@ -227,8 +227,9 @@ func TestCutPathKeepsItsSession(t *testing.T) {
 }
 
 // TestRedialAge: which silent peers are reset. A session that began within
-// the silence is, once past sessionGrace; an older one is not (a cut path),
-// nor is no session (wireguard-go's retry keeps what it holds for it).
+// the silence is, once past sessionGrace; an older one is not (a cut path).
+// No session is reset by the lesser key, to wait for the greater's call,
+// and left to wireguard-go's retry by the greater.
 func TestRedialAge(t *testing.T) {
 	now := time.Unix(1000, 0)
 	for _, tc := range []struct {
@@ -239,10 +240,16 @@ func TestRedialAge(t *testing.T) {
 		{"session within the silence", tunnel.PeerStats{LastHandshake: now.Add(-time.Second)}, true},
 		{"session within the silence, too young to tell", tunnel.PeerStats{LastHandshake: now.Add(-200 * time.Millisecond)}, false},
 		{"session older than the silence", tunnel.PeerStats{LastHandshake: now.Add(-3 * time.Second)}, false},
-		{"no session", tunnel.PeerStats{RxBytes: 148}, false},
+		{"no session", tunnel.PeerStats{RxBytes: 148}, true},
 	} {
-		if age, got := redialAge(tc.st, 2*time.Second, now); got != tc.want {
-			t.Errorf("%s: reset %v (session of %v), want %v", tc.name, got, age, tc.want)
+		if age, got := redialAge(tc.st, 2*time.Second, now, false); got != tc.want {
+			t.Errorf("%s, of the lesser key: reset %v (session of %v), want %v", tc.name, got, age, tc.want)
+		}
+		// The greater key resets the same sessions, and leaves none to
+		// wireguard-go's retry.
+		want := tc.want && !tc.st.LastHandshake.IsZero()
+		if age, got := redialAge(tc.st, 2*time.Second, now, true); got != want {
+			t.Errorf("%s, of the greater key: reset %v (session of %v), want %v", tc.name, got, age, want)
 		}
 	}
 }

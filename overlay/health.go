@@ -225,6 +225,7 @@ const (
 	fWatched                 // this proxy probes it (the cached watched set)
 	fQueued                  // supersededLocked's mark: a later Alive of it is queued
 	fRec                     // it has a probeRec (see recPages)
+	fRedialed                // handed to the Redialer since it was last heard
 )
 
 func (m *mrec) heard() bool       { return m.flags&fHeard != 0 }
@@ -440,13 +441,16 @@ type change struct {
 	// proxy's data path cares. A member that dies is in none of them: its
 	// death says it all.
 	unreachable, reachable, unwatched []Member
+	// missed: handed to the Redialer while silent (and not unreachable),
+	// now heard again; what was sent to it meanwhile may be lost.
+	missed []Member
 	// refuted: this proxy was declared dead and has just said it lives.
 	// The RAPs that held it dead dropped its registrations.
 	refuted bool
 }
 
 func (c *change) empty() bool {
-	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added)+len(c.unreachable)+len(c.reachable)+len(c.unwatched) == 0 && !c.refuted
+	return len(c.dead)+len(c.revived)+len(c.reset)+len(c.added)+len(c.unreachable)+len(c.reachable)+len(c.unwatched)+len(c.missed) == 0 && !c.refuted
 }
 
 // onlyReach reports whether c is only about this proxy's own reachability.
@@ -1516,6 +1520,7 @@ func (h *health) redialLocked(rd []SilentMember, i int32, now int64) []SilentMem
 		h.redialAt = map[int32]int64{}
 	}
 	h.redialAt[i] = now
+	h.recs[i].flags |= fRedialed
 	return append(rd, SilentMember{Member: h.ros.ms[i], Silent: time.Duration(now - h.recs[i].lastHeard)})
 }
 
@@ -1586,11 +1591,18 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	from := &h.recs[fi]
 	from.flags |= fHeard
 	from.lastHeard = now
-	if from.unreachable() && from.state != StateDead {
+	cut := from.unreachable() && from.state != StateDead
+	if cut {
 		// Reachable as of this word, not as of the next tick: a router
 		// that still avoids it meanwhile picks other JAPs for nothing.
 		h.setUnreachable(fi, false)
 		ch.reachable = append(ch.reachable, r.ms[fi])
+	}
+	if from.flags&fRedialed != 0 {
+		from.flags &^= fRedialed
+		if !cut && from.state != StateDead {
+			ch.missed = append(ch.missed, r.ms[fi])
+		}
 	}
 	if from.state == StateJoining {
 		// Its first word: the newcomer's handshake is done, talk back.

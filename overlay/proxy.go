@@ -551,13 +551,17 @@ func (p *Proxy) membershipChanged(c change) {
 		p.cfg.Router.ForgetJAP(m.Addr)
 		p.emit(Event{Kind: EventUnreachable, Name: m.Name})
 	}
-	if len(c.reachable) > 0 {
-		// What this proxy told it while cut off may have been lost: over
-		// a session that carried packets one way only, say, which is what
-		// a start can leave behind until a redial (Redialer).
+	for _, m := range c.reachable {
+		p.emit(Event{Kind: EventReachable, Name: m.Name})
+	}
+	// What this proxy told those while cut off may have been lost: over
+	// a session that carried packets one way only, say, which is what a
+	// start can leave behind until a redial (Redialer), or in what the
+	// redial dropped.
+	back := slices.Concat(c.reachable, c.missed)
+	if len(back) > 0 {
 		moved := packMoved(p.jap.movedNotices())
-		for _, m := range c.reachable {
-			p.emit(Event{Kind: EventReachable, Name: m.Name})
+		for _, m := range back {
 			p.resendTo(m.Addr, moved)
 		}
 	}
@@ -566,7 +570,7 @@ func (p *Proxy) membershipChanged(c change) {
 	}
 	if c.onlyReach() {
 		// (Otherwise every group is registered again below.)
-		for _, m := range c.reachable {
+		for _, m := range back {
 			p.registerWith(m)
 		}
 		return
@@ -592,10 +596,10 @@ func (p *Proxy) membershipChanged(c change) {
 		p.sendRevocationList(m.Addr)
 		p.sendClaims(m.Addr)
 	}
-	back := append(slices.Clone(c.revived), c.reset...)
-	p.forgetAdmits(back)
+	returned := append(slices.Clone(c.revived), c.reset...)
+	p.forgetAdmits(returned)
 	moved := packMoved(p.jap.movedNotices())
-	for _, m := range back {
+	for _, m := range returned {
 		p.syncMissed(m)
 		p.resendTo(m.Addr, moved)
 		p.emit(Event{Kind: EventAlive, Name: m.Name})

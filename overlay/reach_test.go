@@ -258,3 +258,58 @@ func TestReachableAgainIsToldWhatItMissed(t *testing.T) {
 		t.Fatalf("%s had %s %v after the join, %v after the heal: no sooner than the refresh", rap, jap, since, took)
 	}
 }
+
+// TestRedialedIsToldWhatItMissed: with a Redialer, a JAP takes a target
+// while one of the group's RAPs is silent to it (never heard), so the RAP
+// misses the registration. The JAP hands the RAP to its Redialer as it
+// becomes a suspect (a redial may drop more: node's does). At the RAP's
+// next word, before it was ever unreachable, the JAP registers again with
+// it: the RAP has it well before the refresh.
+func TestRedialedIsToldWhatItMissed(t *testing.T) {
+	var redialed []string
+	h := newProxyNet(t, 4, 1, func(c *ProxyConfig) {
+		by := c.Self.Name
+		c.Transport = redialTransport{c.Transport, func(ss []SilentMember) {
+			for _, s := range ss {
+				redialed = append(redialed, by+"→"+s.Member.Name)
+			}
+		}}
+	})
+	raps := h.p("p1").RAPs(testGroup)
+	var jap string
+	for _, name := range []string{"p1", "p2", "p3", "p4"} {
+		if !slices.Contains(raps, name) {
+			jap = name
+		}
+	}
+	rap := raps[0]
+	japAddr := h.p(jap).cfg.Self.Addr
+	has := func() bool {
+		return slices.ContainsFunc(h.p(rap).RAPTable()[testGroup], func(j router.JAP) bool { return j.Addr == japAddr })
+	}
+	h.net.Cut(jap, rap)
+	if st := policyJoin(t, h, h.p(jap), 0, testGroup, router.Policy{}, 0); st != StatusOK {
+		t.Fatalf("join at %s: %v", jap, st)
+	}
+	joined := h.clk.Now()
+	h.until(5*time.Second, jap+" suspects "+rap+", not yet unreachable", func() bool {
+		return h.state(jap, rap) == StateSuspect && !h.p(jap).health.unreachableAddrs()[h.p(rap).cfg.Self.Addr]
+	})
+	if has() || !slices.Contains(redialed, jap+"→"+rap) {
+		t.Fatalf("%s has %s for the group: %v; redialed: %v; the test wants neither", rap, jap, has(), redialed)
+	}
+	from := len(h.events)
+	h.net.Heal()
+	// The RAP speaks at once, before the JAP's next tick finds it
+	// unreachable.
+	h.sendAs(rap, jap, wmsg{0, &Probe{From: rap, Incarnation: h.p(rap).Members()[0].Incarnation}})
+	took := h.until(3*time.Second, rap+" has "+jap+" for the group", has)
+	if since := time.Duration(h.clk.Now() - joined); since >= h.p(jap).cfg.RegisterTTL/3 {
+		t.Fatalf("%s had %s %v after the join, %v after the heal: no sooner than the refresh", rap, jap, since, took)
+	}
+	for _, e := range h.memberEvents(from) {
+		if strings.HasPrefix(e, jap+" ") {
+			t.Errorf("%s: %q; the RAP was never unreachable, dead or back", jap, e)
+		}
+	}
+}
