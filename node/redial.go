@@ -30,11 +30,12 @@ import (
 //   - No session at all: the two calls crossed, and wireguard-go's retries
 //     5 s later may cross again (it jitters them by a third of a second at
 //     most, and under load a handshake takes longer than that to land): a
-//     lab start under load once crossed three times, for 16 s. The lesser
-//     key resets, to wait for the greater's call as at start; the greater
-//     leaves it to its retry, which keeps what wireguard-go holds for the
-//     peer. What the lesser's device held is lost, so the overlay sends it
-//     what may be lost again once it hears the member (change.missed).
+//     lab start under load crossed, crossed again 5 s later, and was not
+//     ready in 16 s. The lesser key resets, to wait for the greater's call
+//     as at start; the greater leaves it to its retry, which keeps what
+//     wireguard-go holds for the peer. What the lesser's device held is
+//     lost, so the overlay sends it what may be lost again once it hears
+//     the member (change.missed).
 //   - A session older than the silence is on a cut path (or to a dead
 //     proxy), and is left alone: it works again the moment the path does,
 //     where a fresh one would wait for a handshake.
@@ -77,7 +78,7 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 		switch {
 		case p.logf == nil:
 		case st.LastHandshake.IsZero():
-			p.logf("redial %q: no session in %v of silence; waiting for its call afresh",
+			p.logf("redial %q: no session in %v of silence; started afresh (the greater key calls first)",
 				s.Member.Name, s.Silent.Round(time.Millisecond))
 		default:
 			p.logf("redial %q: its session of %v ago carried nothing in %v of silence; started afresh",

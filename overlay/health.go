@@ -225,7 +225,7 @@ const (
 	fWatched                 // this proxy probes it (the cached watched set)
 	fQueued                  // supersededLocked's mark: a later Alive of it is queued
 	fRec                     // it has a probeRec (see recPages)
-	fRedialed                // handed to the Redialer since it was last heard
+	fMissed                  // what this proxy sent it may be lost (Redialer): until it answers a probe
 )
 
 func (m *mrec) heard() bool       { return m.flags&fHeard != 0 }
@@ -441,8 +441,10 @@ type change struct {
 	// proxy's data path cares. A member that dies is in none of them: its
 	// death says it all.
 	unreachable, reachable, unwatched []Member
-	// missed: handed to the Redialer while silent (and not unreachable),
-	// now heard again; what was sent to it meanwhile may be lost.
+	// missed: with a Redialer, members that did not hear this proxy for a
+	// while (silent to it, or heard but not answering its probes), now
+	// answering again: what was sent to them meanwhile may be lost.
+	// Those reachable again are not in it (reachable says it).
 	missed []Member
 	// refuted: this proxy was declared dead and has just said it lives.
 	// The RAPs that held it dead dropped its registrations.
@@ -773,6 +775,9 @@ func (h *health) setState(i int32, st MemberState) {
 	m := &h.recs[i]
 	if m.state != st {
 		h.gen.Add(1)
+	}
+	if st == StateDead {
+		m.flags &^= fMissed // a comeback is caught up as such
 	}
 	if watchable(m.state) != watchable(st) {
 		h.watchedOK = false
@@ -1353,6 +1358,11 @@ func (h *health) tick() {
 				// of this proxy's may be, with no helper's answer coming
 				// back either. Redial before a death is declared.
 				redial = h.redialLocked(redial, i, now)
+			} else if h.redial != nil {
+				// Heard, but not answering: maybe its session cannot
+				// read this proxy's packets (redial.go in node), and
+				// what this proxy sends it is lost until that ends.
+				m.flags |= fMissed
 			}
 			l := h.ext.l(x)
 			l.suspectAt, l.suspectTicks = now, 0
@@ -1488,6 +1498,15 @@ func (h *health) reachLocked(ch *change, now int64, redial *[]SilentMember) {
 		if cut {
 			*redial = h.redialLocked(*redial, i, now)
 		}
+		if h.redial != nil && !cut && m.watched() && live && m.flags&fMissed == 0 {
+			// Heard, but its answers to this proxy's probes stopped: it
+			// may not read what this proxy sends (a session only one
+			// side can read; node's redial.go), so what was sent meanwhile
+			// is sent again once it answers (change.missed).
+			if l := h.ext.lv(x); l != nil && l.rttAt != 0 && now-l.rttAt > limit {
+				m.flags |= fMissed
+			}
+		}
 		switch {
 		case cut && !m.unreachable():
 			h.setUnreachable(i, true)
@@ -1501,6 +1520,7 @@ func (h *health) reachLocked(ch *change, now int64, redial *[]SilentMember) {
 			case !m.watched():
 				ch.unwatched = append(ch.unwatched, h.ros.ms[i])
 			default:
+				m.flags &^= fMissed // reachable says it
 				ch.reachable = append(ch.reachable, h.ros.ms[i])
 			}
 		}
@@ -1508,7 +1528,8 @@ func (h *health) reachLocked(ch *change, now int64, redial *[]SilentMember) {
 }
 
 // redialLocked appends member i to rd for the Redialer, unless it was
-// handed over within redialEvery (as a suspect, then as unreachable, say).
+// handed over within redialEvery (as a suspect, then as unreachable, say),
+// and marks it fMissed: a redial may drop what was sent to it.
 func (h *health) redialLocked(rd []SilentMember, i int32, now int64) []SilentMember {
 	if h.redial == nil {
 		return rd
@@ -1520,7 +1541,7 @@ func (h *health) redialLocked(rd []SilentMember, i int32, now int64) []SilentMem
 		h.redialAt = map[int32]int64{}
 	}
 	h.redialAt[i] = now
-	h.recs[i].flags |= fRedialed
+	h.recs[i].flags |= fMissed
 	return append(rd, SilentMember{Member: h.ros.ms[i], Silent: time.Duration(now - h.recs[i].lastHeard)})
 }
 
@@ -1591,18 +1612,12 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 	from := &h.recs[fi]
 	from.flags |= fHeard
 	from.lastHeard = now
-	cut := from.unreachable() && from.state != StateDead
-	if cut {
+	if from.unreachable() && from.state != StateDead {
 		// Reachable as of this word, not as of the next tick: a router
 		// that still avoids it meanwhile picks other JAPs for nothing.
 		h.setUnreachable(fi, false)
+		from.flags &^= fMissed // reachable says it
 		ch.reachable = append(ch.reachable, r.ms[fi])
-	}
-	if from.flags&fRedialed != 0 {
-		from.flags &^= fRedialed
-		if !cut && from.state != StateDead {
-			ch.missed = append(ch.missed, r.ms[fi])
-		}
 	}
 	if from.state == StateJoining {
 		// Its first word: the newcomer's handshake is done, talk back.
@@ -1648,6 +1663,13 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		direct := !indirect && fi == mi
 		if direct && sent != 0 {
 			h.sampleLocked(&h.recs[mi], x, sent, now)
+		}
+		if m := &h.recs[mi]; direct && m.flags&fMissed != 0 {
+			// This proxy's words reach it again.
+			m.flags &^= fMissed
+			if m.state != StateDead {
+				ch.missed = append(ch.missed, r.ms[mi])
+			}
 		}
 		if indirect && fi != mi {
 			h.ext.l(x).vouchedAt = now // a helper reaches it

@@ -59,7 +59,10 @@ type Redialer interface {
 	// nothing from it, and is to be started afresh; an older one is on a
 	// cut path, or to a dead proxy, and is left alone (it works again the
 	// moment the path does); what to do without one is the transport's
-	// call. It must not call back into the proxy.
+	// call. It must not call back into the proxy. A redial may drop what
+	// was sent to the member, so the proxy sends it again what it may
+	// have missed once the member answers (change.missed); with a
+	// Redialer, so it does for a member heard but no longer answering.
 	Redial(silent []SilentMember)
 }
 
@@ -539,8 +542,10 @@ func byType(a *[typeEnd]atomic.Uint64) map[Type]uint64 {
 // proxy no longer is a RAP of is dropped, and every local group is
 // registered again at once with its (maybe new) RAPs. A refutation of this
 // proxy's own death registers every local group again too: the RAPs that
-// held it dead dropped its entries. A proxy reachable again is sent what
-// it may have missed while cut off. (Called by health, under ctl.)
+// held it dead dropped its entries. A proxy reachable again, or one that
+// answers again after what this proxy sent it may have been lost
+// (change.missed), is sent what it may have missed. (Called by health,
+// under ctl.)
 func (p *Proxy) membershipChanged(c change) {
 	// A proxy cut off from this one is no JAP for its new flows (the view
 	// routes neither the dead nor those).
@@ -638,7 +643,8 @@ func (p *Proxy) resendTo(a netip.Addr, moved []*Moved) {
 // registerWith registers again every local group that m is a RAP of (or
 // of its echo pseudo-group): m, reachable again, may have missed a count,
 // which would otherwise reach it only with the next refresh, RegisterTTL/3
-// later.
+// later. (A withdrawal it missed is not sent again: a group with no
+// target here is no local group; its entry ends with its TTL.)
 func (p *Proxy) registerWith(m Member) {
 	for _, g := range p.jap.groups() {
 		if slices.Contains(p.rapsOf(g), m.Name) || slices.Contains(p.rapsOf(router.EchoGroup(g.Addr)), m.Name) {

@@ -313,3 +313,46 @@ func TestRedialedIsToldWhatItMissed(t *testing.T) {
 		}
 	}
 }
+
+// TestOneWayIsToldWhatItMissed: with a Redialer, nothing a JAP sends one
+// of a group's RAPs arrives, while the RAP's own words reach the JAP (a
+// session only one side can read, node's redial.go). The JAP keeps
+// hearing the RAP, so the RAP is never silent to it, but its probes go
+// unanswered: what it sends may be lost. It takes a target meanwhile; once
+// the RAP answers a probe again, the JAP registers again with it, well
+// before the refresh.
+func TestOneWayIsToldWhatItMissed(t *testing.T) {
+	h := newProxyNet(t, 4, 1, func(c *ProxyConfig) {
+		c.Transport = redialTransport{c.Transport, func([]SilentMember) {}}
+	})
+	h.run(2 * time.Second)
+	raps := h.p("p1").RAPs(testGroup)
+	var jap string
+	for _, name := range []string{"p1", "p2", "p3", "p4"} {
+		if !slices.Contains(raps, name) {
+			jap = name
+		}
+	}
+	rap := raps[0]
+	japAddr := h.p(jap).cfg.Self.Addr
+	has := func() bool {
+		return slices.ContainsFunc(h.p(rap).RAPTable()[testGroup], func(j router.JAP) bool { return j.Addr == japAddr })
+	}
+	h.net.DropIf(func(p overlaytest.Packet) bool { return p.From == jap && p.To == rap })
+	h.run(2 * time.Second)
+	from := len(h.events)
+	if st := policyJoin(t, h, h.p(jap), 0, testGroup, router.Policy{}, 0); st != StatusOK {
+		t.Fatalf("join at %s: %v", jap, st)
+	}
+	h.run(100 * time.Millisecond)
+	if has() {
+		t.Fatalf("%s has %s for the group through a one-way link: the test proves nothing", rap, jap)
+	}
+	h.net.DropIf(nil)
+	h.until(3*time.Second, rap+" has "+jap+" for the group", has)
+	for _, e := range h.memberEvents(from) {
+		if strings.HasPrefix(e, jap+" ") {
+			t.Errorf("%s: %q; the RAP was never unreachable, dead or back to it", jap, e)
+		}
+	}
+}
