@@ -1502,8 +1502,10 @@ func (h *health) reachLocked(ch *change, now int64, redial *[]SilentMember) {
 			// Heard, but its answers to this proxy's probes stopped: it
 			// may not read what this proxy sends (a session only one
 			// side can read; node's redial.go), so what was sent meanwhile
-			// is sent again once it answers (change.missed).
-			if l := h.ext.lv(x); l != nil && l.rttAt != 0 && now-l.rttAt > limit {
+			// is sent again once it answers (change.missed). Its last
+			// answer is its last RTT sample, or the first answer of a
+			// measurement run (sampleLocked), none yet after a comeback.
+			if l := h.ext.lv(x); l != nil && l.rttFrom != 0 && now-max(l.rttAt, l.rttFrom) > limit {
 				m.flags |= fMissed
 			}
 		}
