@@ -234,17 +234,8 @@ func TestReachableAgainIsToldWhatItMissed(t *testing.T) {
 		c.Transport = redialTransport{c.Transport, func([]SilentMember) {}}
 	})
 	h.run(2 * time.Second)
-	raps := h.p("p1").RAPs(testGroup)
-	var jap, rap, other string
-	for _, name := range []string{"p1", "p2", "p3", "p4"} {
-		if !slices.Contains(raps, name) {
-			jap = name
-		}
-	}
-	rap, other = raps[0], raps[1]
-	has := func(rap string) bool {
-		return slices.ContainsFunc(h.p(rap).RAPTable()[testGroup], func(j router.JAP) bool { return j.Addr == h.p(jap).cfg.Self.Addr })
-	}
+	jap, raps, has := japAndRAPs(h)
+	rap, other := raps[0], raps[1]
 	h.net.Cut(jap, rap)
 	h.until(5*time.Second, rap+" unreachable from "+jap, func() bool { return h.p(jap).health.unreachableAddrs()[h.p(rap).cfg.Self.Addr] })
 	if st := policyJoin(t, h, h.p(jap), 0, testGroup, router.Policy{}, 0); st != StatusOK {
@@ -262,6 +253,22 @@ func TestReachableAgainIsToldWhatItMissed(t *testing.T) {
 	h.run(time.Duration(joined + int64(h.p(jap).cfg.RegisterTTL/3-time.Second) - h.clk.Now()))
 	if n := registers(h.events[from:], jap, testGroup); n != 1 {
 		t.Errorf("%s registered the group %d times after the heal, before the refresh; want once", jap, n)
+	}
+}
+
+// japAndRAPs picks the proxy of a 4-proxy net that is no RAP of testGroup
+// (its JAP in these tests), the group's RAPs, and a check that a RAP holds
+// that JAP for the group.
+func japAndRAPs(h *harness) (jap string, raps []string, has func(rap string) bool) {
+	raps = h.p("p1").RAPs(testGroup)
+	for _, name := range []string{"p1", "p2", "p3", "p4"} {
+		if !slices.Contains(raps, name) {
+			jap = name
+		}
+	}
+	addr := h.p(jap).cfg.Self.Addr
+	return jap, raps, func(rap string) bool {
+		return slices.ContainsFunc(h.p(rap).RAPTable()[testGroup], func(j router.JAP) bool { return j.Addr == addr })
 	}
 }
 
@@ -292,18 +299,9 @@ func TestRedialedIsToldWhatItMissed(t *testing.T) {
 			}
 		}}
 	})
-	raps := h.p("p1").RAPs(testGroup)
-	var jap string
-	for _, name := range []string{"p1", "p2", "p3", "p4"} {
-		if !slices.Contains(raps, name) {
-			jap = name
-		}
-	}
+	jap, raps, holds := japAndRAPs(h)
 	rap := raps[0]
-	japAddr := h.p(jap).cfg.Self.Addr
-	has := func() bool {
-		return slices.ContainsFunc(h.p(rap).RAPTable()[testGroup], func(j router.JAP) bool { return j.Addr == japAddr })
-	}
+	has := func() bool { return holds(rap) }
 	h.net.Cut(jap, rap)
 	if st := policyJoin(t, h, h.p(jap), 0, testGroup, router.Policy{}, 0); st != StatusOK {
 		t.Fatalf("join at %s: %v", jap, st)
@@ -343,18 +341,9 @@ func TestOneWayIsToldWhatItMissed(t *testing.T) {
 		c.Transport = redialTransport{c.Transport, func([]SilentMember) {}}
 	})
 	h.run(2 * time.Second)
-	raps := h.p("p1").RAPs(testGroup)
-	var jap string
-	for _, name := range []string{"p1", "p2", "p3", "p4"} {
-		if !slices.Contains(raps, name) {
-			jap = name
-		}
-	}
+	jap, raps, holds := japAndRAPs(h)
 	rap := raps[0]
-	japAddr := h.p(jap).cfg.Self.Addr
-	has := func() bool {
-		return slices.ContainsFunc(h.p(rap).RAPTable()[testGroup], func(j router.JAP) bool { return j.Addr == japAddr })
-	}
+	has := func() bool { return holds(rap) }
 	h.net.DropIf(func(p overlaytest.Packet) bool { return p.From == jap && p.To == rap })
 	h.run(2 * time.Second)
 	from := len(h.events)
