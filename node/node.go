@@ -82,7 +82,8 @@ type Proxy struct {
 	// peersMu orders the changes of the device's proxy peers: the control
 	// goroutine's and a reload's (a revoked proxy is removed).
 	peersMu sync.Mutex
-	redials atomic.Uint64 // sessions started afresh (redial.go)
+	redials atomic.Uint64 // sessions that carried nothing, started afresh (redial.go)
+	recalls atomic.Uint64 // peers without a session, started afresh by the lesser key
 }
 
 // wallClock is the system clock: monotonic nanoseconds since start, the

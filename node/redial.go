@@ -74,7 +74,11 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 			}
 			continue
 		}
-		p.redials.Add(1)
+		if st.LastHandshake.IsZero() {
+			p.recalls.Add(1)
+		} else {
+			p.redials.Add(1)
+		}
 		switch {
 		case p.logf == nil:
 		case st.LastHandshake.IsZero():
