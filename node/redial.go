@@ -74,19 +74,13 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 			}
 			continue
 		}
+		counter, why := &p.redials, "its session of "+age.Round(time.Millisecond).String()+" ago carried nothing"
 		if st.LastHandshake.IsZero() {
-			p.recalls.Add(1)
-		} else {
-			p.redials.Add(1)
+			counter, why = &p.recalls, "no session"
 		}
-		switch {
-		case p.logf == nil:
-		case st.LastHandshake.IsZero():
-			p.logf("redial %q: no session in %v of silence; started afresh (the greater key calls first)",
-				s.Member.Name, s.Silent.Round(time.Millisecond))
-		default:
-			p.logf("redial %q: its session of %v ago carried nothing in %v of silence; started afresh",
-				s.Member.Name, age.Round(time.Millisecond), s.Silent.Round(time.Millisecond))
+		counter.Add(1)
+		if p.logf != nil {
+			p.logf("redial %q: %s in %v of silence; started afresh (the greater key calls first)", s.Member.Name, why, s.Silent.Round(time.Millisecond))
 		}
 	}
 }

@@ -598,8 +598,7 @@ func (p *Proxy) membershipChanged(c change) {
 	}
 	for _, m := range c.added {
 		p.emit(Event{Kind: EventAlive, Name: m.Name})
-		p.sendRevocationList(m.Addr)
-		p.sendClaims(m.Addr)
+		p.resendTo(m.Addr, nil) // nothing moved while it was unknown here
 	}
 	returned := append(slices.Clone(c.revived), c.reset...)
 	p.forgetAdmits(returned)
@@ -628,10 +627,10 @@ func (p *Proxy) membershipChanged(c change) {
 	}
 }
 
-// resendTo sends a proxy that may have missed them this proxy's word on
-// certificates: the revocations and claims it holds, and the targets that
-// moved here (a proxy cut off for a while may still hold targets that have
-// joined here since).
+// resendTo sends a proxy that may have missed them (or is new here) this
+// proxy's word on certificates: the revocations and claims it holds, and
+// the targets that moved here (a proxy cut off for a while may still hold
+// targets that have joined here since).
 func (p *Proxy) resendTo(a netip.Addr, moved []*Moved) {
 	p.sendRevocationList(a)
 	p.sendClaims(a)

@@ -113,6 +113,11 @@ type redialTransport struct {
 
 func (r redialTransport) Redial(s []SilentMember) { r.redial(s) }
 
+// withRedialer gives a proxy a Redialer that does nothing.
+func withRedialer(c *ProxyConfig) {
+	c.Transport = redialTransport{c.Transport, func([]SilentMember) {}}
+}
+
 // TestNeverHeardIsUnreachableAndRedialed: the link between p1 and p2 is
 // cut before they ever speak. Past the start grace each finds the other
 // alive by the others' word and silent: unreachable (a path that never
@@ -230,9 +235,7 @@ func TestDeafProxyRedialsBeforeDeathsAreDeclared(t *testing.T) {
 // would have told it. With a Redialer, which also marks the RAP as one
 // that may have missed words, it does so once, not again at its answers.
 func TestReachableAgainIsToldWhatItMissed(t *testing.T) {
-	h := newProxyNet(t, 4, 1, func(c *ProxyConfig) {
-		c.Transport = redialTransport{c.Transport, func([]SilentMember) {}}
-	})
+	h := newProxyNet(t, 4, 1, withRedialer)
 	h.run(2 * time.Second)
 	jap, raps, has := japAndRAPs(h)
 	rap, other := raps[0], raps[1]
@@ -337,9 +340,7 @@ func TestRedialedIsToldWhatItMissed(t *testing.T) {
 // the RAP answers a probe again, the JAP registers again with it, well
 // before the refresh.
 func TestOneWayIsToldWhatItMissed(t *testing.T) {
-	h := newProxyNet(t, 4, 1, func(c *ProxyConfig) {
-		c.Transport = redialTransport{c.Transport, func([]SilentMember) {}}
-	})
+	h := newProxyNet(t, 4, 1, withRedialer)
 	h.run(2 * time.Second)
 	jap, raps, holds := japAndRAPs(h)
 	rap := raps[0]
