@@ -15,6 +15,7 @@ import (
 	"syscall"
 
 	"github.com/pias-net/pias/config"
+	"github.com/pias-net/pias/cores"
 	"github.com/pias-net/pias/node"
 	"github.com/pias-net/pias/router"
 	"github.com/pias-net/pias/sdnotify"
@@ -183,6 +184,12 @@ func proxyGC(getenv func(string) string) {
 	}
 }
 
+// startCores runs a node on one core while one is enough (package cores);
+// GOMAXPROCS in the environment turns it off.
+func startCores(name string, stderr io.Writer) (stop func()) {
+	return cores.Start(os.Getenv, log.New(stderr, name+": ", logFlags(log.LstdFlags)).Printf)
+}
+
 func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	var httpAddr string
 	var stopPprof func()
@@ -197,6 +204,7 @@ func runProxy(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		return configError(stderr, "proxy", err)
 	}
 	proxyGC(os.Getenv)
+	defer startCores(cfg.InterfaceName, stderr)()
 	ws, rc := startWeb("proxy", &cfg.Node, httpAddr, stderr)
 	if rc >= 0 {
 		return rc
@@ -237,6 +245,7 @@ func runTarget(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 	if err != nil {
 		return configError(stderr, "target", err)
 	}
+	defer startCores(cfg.InterfaceName, stderr)()
 	ws, rc := startWeb("target", &cfg.Node, httpAddr, stderr)
 	if rc >= 0 {
 		return rc
@@ -321,6 +330,7 @@ func runClient(args []string, _ io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pias client: --forward needs interface = \"netstack\"; with a kernel TUN, programs reach groups directly\n")
 		return 2
 	}
+	defer startCores(cfg.InterfaceName, stderr)()
 	ws, rc := startWeb("client", &cfg.Node, httpAddr, stderr)
 	if rc >= 0 {
 		return rc
