@@ -15,7 +15,10 @@
 #                                wireguard-go tunnel; (e) round trips of small UDP
 #                                requests; (f) 1, 2, 4 and 8 parallel streams; and
 #                                the proxies' RSS during and after the load.
-#                                PIAS_BENCH_SECS (default 5) is each stream's length.
+#                                PIAS_BENCH_SECS (default 5) is each stream's length,
+#                                PIAS_BENCH_ROUNDS (default 3) how many times each
+#                                stream runs, the paths in turn; the summary takes
+#                                each figure's median over the rounds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -53,6 +56,7 @@ fi
 [ "$(id -u)" = 0 ] || { echo "bench.sh hop needs root (network namespaces)" >&2; exit 1; }
 for c in jq iperf3 wg ip go; do command -v "$c" >/dev/null || { echo "bench.sh hop needs $c" >&2; exit 1; }; done
 secs=${PIAS_BENCH_SECS:-5}
+rounds=${PIAS_BENCH_ROUNDS:-3}
 tmp=$(mktemp -d)
 run=""
 cleanup() {
@@ -217,16 +221,37 @@ warm "$far" "100.127.0.2:$t3_port"; warm "$far" "100.126.0.2:$t3_port"
 
 iap=$(labjson home "$far")
 say
-say "== (b)-(d), (f) iperf3, $secs s per run: Mbit/s; CPU-s per GB of each process named; machine softirq per GB; RSS MB half-way"
-for p in 1 2 4 8; do
+say "== (b)-(d), (f) iperf3, $secs s per run, $rounds rounds (the paths in turn): Mbit/s; CPU-s per GB of each process named; machine softirq per GB; RSS MB half-way"
+for p in 1 2 4 8; do for _ in $(seq "$rounds"); do
   stream "P=$p direct" "$far" "100.127.0.2:$t3_port" "$p" "$(pid_of "wg-${prefix}da")" "$(pid_of "wg-${prefix}db")" | tee -a "$tmp/streams"
   stream "P=$p pias-iap≠jap" "$far" "$perf_addr:$perf_port" "$p" "$(pid_of "$iap")" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
   stream "P=$p pias-iap=jap" "$near" "$perf_addr:$perf_port" "$p" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
   stream "P=$p relay" "$far" "100.126.0.2:$t3_port" "$p" "$relay_pid" | tee -a "$tmp/streams"
-done
+done; done
+
+# The median of each figure over the rounds, a line per path and stream
+# count, in the lines' own form (rss is the last round's).
+awk '
+{
+  k = $1 " " $2; if (!(k in n)) order[++keys] = k
+  n[k]++; nf[k] = NF; rss[k] = $NF
+  for (i = 3; i < NF; i++) { v = $i; sub(/^[a-z]+=/, "", v); vals[k, i] = vals[k, i] " " v; pre[k, i] = $i; sub(/[0-9.]+$/, "", pre[k, i]) }
+}
+END {
+  for (x = 1; x <= keys; x++) {
+    k = order[x]; line = k
+    for (i = 3; i < nf[k]; i++) {
+      m = split(substr(vals[k, i], 2), a, " ")
+      for (p = 1; p <= m; p++) for (q = p + 1; q <= m; q++) if (a[q] + 0 < a[p] + 0) { t = a[p]; a[p] = a[q]; a[q] = t }
+      med = (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+      line = line " " pre[k, i] sprintf(i == 3 ? "%.0f" : "%.2f", med)
+    }
+    print line " " rss[k]
+  }
+}' "$tmp/streams" >"$tmp/medians"
 
 say
-say "== summary (ratios within this run; floor = $floor_gb CPU-s/GB)"
+say "== summary (ratios of the medians over $rounds rounds, within this run; floor = $floor_gb CPU-s/GB)"
 awk -v floor="$floor_gb" '
 {
   p = $1; path = $2; mbps[p, path] = $3
@@ -258,7 +283,7 @@ END {
       machine[p, "pias-iap≠jap"] / d, machine[p, "pias-iap=jap"] / d, machine[p, "relay"] / d,
       mbps[p, "direct"] / mbps[p, "pias-iap≠jap"], mbps[p, "direct"] / mbps[p, "pias-iap=jap"], mbps[p, "direct"] / mbps[p, "relay"]
   }
-}' "$tmp/streams" | sort
+}' "$tmp/medians" | sort
 
 if command -v perf >/dev/null; then
   say
@@ -293,6 +318,9 @@ read -r _ dm d99 <<<"$direct_rtt"; read -r _ rm r99 <<<"$relay_rtt"
 read -r _ nm n99 <<<"$near_rtt"; read -r _ fm f99 <<<"$far_rtt"
 say "added per hop over direct, median/p99 µs: pias IAP=JAP $((nm - dm))/$((n99 - d99)), pias IAP≠JAP $(((fm - dm) / 2))/$(((f99 - d99) / 2)), relay $((rm - dm))/$((r99 - d99))"
 say "median RTT / direct: pias IAP=JAP $(per "$dm" "$nm"), pias IAP≠JAP $(per "$dm" "$fm"), relay $(per "$dm" "$rm")"
+# The ends of the pias paths are pias nodes, not the direct tunnel's plain
+# wireguard-go: a proxy more on the same kind of path is the other measure.
+say "a proxy more on the path (IAP≠JAP over IAP=JAP), added round trip, median/p99 µs: $((fm - nm))/$((f99 - n99))"
 
 say
 say "== proxies' RSS after the load (MB, VmRSS / VmHWM peak)"
