@@ -1,7 +1,9 @@
 package cores
 
 import (
+	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 )
@@ -79,6 +81,8 @@ func TestAdapterSameInstant(t *testing.T) {
 	}
 }
 
+// TestStart: on one P at start, the Ps it had after stop (which may be
+// called twice), and nothing when GOMAXPROCS is in the environment.
 func TestStart(t *testing.T) {
 	if _, ok := cpuTime(); !ok {
 		t.Skip("no CPU time on this system")
@@ -90,6 +94,7 @@ func TestStart(t *testing.T) {
 	if got := runtime.GOMAXPROCS(0); got != 1 {
 		t.Errorf("after Start: GOMAXPROCS %d, want 1", got)
 	}
+	stop()
 	stop()
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Errorf("after stop: GOMAXPROCS %d, want 2 again", got)
@@ -104,5 +109,64 @@ func TestStart(t *testing.T) {
 	defer stop()
 	if got := runtime.GOMAXPROCS(0); got != 2 {
 		t.Errorf("with GOMAXPROCS in the environment: %d Ps, want the 2 it set", got)
+	}
+}
+
+// TestPolicy pins the figures the README states.
+func TestPolicy(t *testing.T) {
+	if Interval != time.Second || Up != 0.8 || Down != 0.5 || DownAfter != 10 {
+		t.Errorf("policy %v, up %v, down %v after %d; the README says 1s, 0.8, 0.5 after 10", Interval, Up, Down, DownAfter)
+	}
+}
+
+// TestAdapterRun drives run's loop with ticks and CPU readings: a busy
+// second switches once, a reading that fails is skipped rather than taken
+// as a process that used no CPU (and then a huge one), and done stops it.
+func TestAdapterRun(t *testing.T) {
+	type reading struct {
+		busy float64 // cores since the last good reading
+		ok   bool
+	}
+	readings := []reading{
+		{0.1, true},
+		{0, false}, // getrusage failed
+		{0.2, true},
+		{0.9, true}, // busy: every core
+		{1.2, true},
+		{0, false},
+		{1.0, true},
+	}
+	clock := time.Unix(1000, 0)
+	cpu := 100 * time.Second // what the process used before
+	a := &Adapter{Max: 4}
+	a.Step(clock, cpu)
+	ticks := make(chan time.Time)
+	done := make(chan struct{})
+	var sets []string
+	i := 0
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		a.run(ticks, done,
+			func() time.Time { return clock },
+			func() (time.Duration, bool) {
+				r := readings[i]
+				i++
+				clock = clock.Add(Interval)
+				if !r.ok {
+					return 0, false
+				}
+				cpu += time.Duration(r.busy * float64(Interval))
+				return cpu, true
+			},
+			func(p int) { sets = append(sets, fmt.Sprintf("%d Ps after reading %d", p, i-1)) })
+	}()
+	for range readings {
+		ticks <- time.Time{} // run reads its own clock
+	}
+	close(done)
+	<-finished
+	if want := []string{"4 Ps after reading 3"}; !slices.Equal(sets, want) {
+		t.Errorf("switches %q, want %q (the busy reading)", sets, want)
 	}
 }

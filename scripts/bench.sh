@@ -57,6 +57,7 @@ fi
 for c in jq iperf3 wg ip go; do command -v "$c" >/dev/null || { echo "bench.sh hop needs $c" >&2; exit 1; }; done
 secs=${PIAS_BENCH_SECS:-5}
 rounds=${PIAS_BENCH_ROUNDS:-3}
+[[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh hop: PIAS_BENCH_ROUNDS must be a whole number of 1 or more, not \"$rounds\"" >&2; exit 2; }
 tmp=$(mktemp -d)
 run=""
 cleanup() {
@@ -249,6 +250,11 @@ END {
     print line " " rss[k]
   }
 }' "$tmp/streams" >"$tmp/medians"
+if [ "$rounds" -gt 1 ]; then
+  say
+  say "== medians over the $rounds rounds"
+  cat "$tmp/medians"
+fi
 
 say
 say "== summary (ratios of the medians over $rounds rounds, within this run; floor = $floor_gb CPU-s/GB)"
