@@ -8,8 +8,9 @@
 // namespace lab (every node on 2 shared cores), every node on one P, against
 // two, took 20-25 % less CPU per relayed byte at each proxy, and a proxy more
 // on a path added 118 µs to the median round trip instead of 175 (README,
-// "the cost of a proxy hop"). One P caps a node at one core of cryptography, so the
-// Adapter gives it every core as soon as it keeps one busy.
+// "the cost of a proxy hop"). One P caps a node at one core of
+// cryptography, so the Adapter gives it every core as soon as it keeps one
+// busy.
 package cores
 
 import (
