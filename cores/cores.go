@@ -114,7 +114,6 @@ func Start(getenv func(string) string, logf func(format string, args ...any)) (s
 // set when the Ps to run with change. A tick whose CPU time cannot be read
 // is skipped: the next good one spans both.
 func (a *Adapter) run(ticks <-chan time.Time, done <-chan struct{}, now func() time.Time, cpuTime func() (time.Duration, bool), set func(int)) {
-	cur := 1
 	for {
 		select {
 		case <-done:
@@ -126,9 +125,8 @@ func (a *Adapter) run(ticks <-chan time.Time, done <-chan struct{}, now func() t
 			}
 			// Now, not the tick's time: the tick may be read late, and
 			// the two figures must cover the same span.
-			if p := a.Step(now(), cpu); p != cur {
-				set(p)
-				cur = p
+			if was := a.cur; a.Step(now(), cpu) != was {
+				set(a.cur)
 			}
 		}
 	}

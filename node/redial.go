@@ -74,11 +74,13 @@ func (p *Proxy) redial(silent []overlay.SilentMember, now time.Time) {
 			}
 			continue
 		}
-		counter, why := &p.redials, "its session of "+age.Round(time.Millisecond).String()+" ago carried nothing"
+		why := "no session"
 		if st.LastHandshake.IsZero() {
-			counter, why = &p.recalls, "no session"
+			p.recalls.Add(1)
+		} else {
+			p.redials.Add(1)
+			why = "its session of " + age.Round(time.Millisecond).String() + " ago carried nothing"
 		}
-		counter.Add(1)
 		if p.logf != nil {
 			p.logf("redial %q: %s in %v of silence; started afresh (the greater key calls first)", s.Member.Name, why, s.Silent.Round(time.Millisecond))
 		}

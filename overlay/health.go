@@ -1522,11 +1522,17 @@ func (h *health) reachLocked(ch *change, now int64, redial *[]SilentMember) {
 			case !m.watched():
 				ch.unwatched = append(ch.unwatched, h.ros.ms[i])
 			default:
-				m.flags &^= fMissed // reachable says it
-				ch.reachable = append(ch.reachable, h.ros.ms[i])
+				h.reachableAgain(ch, i)
 			}
 		}
 	})
+}
+
+// reachableAgain reports member i reachable again in ch. That also says
+// what fMissed would: membershipChanged sends it what it may have missed.
+func (h *health) reachableAgain(ch *change, i int32) {
+	h.recs[i].flags &^= fMissed
+	ch.reachable = append(ch.reachable, h.ros.ms[i])
 }
 
 // redialLocked appends member i to rd for the Redialer, unless it was
@@ -1618,8 +1624,7 @@ func (h *health) handle(src netip.Addr, seq uint32, msg Msg) {
 		// Reachable as of this word, not as of the next tick: a router
 		// that still avoids it meanwhile picks other JAPs for nothing.
 		h.setUnreachable(fi, false)
-		from.flags &^= fMissed // reachable says it
-		ch.reachable = append(ch.reachable, r.ms[fi])
+		h.reachableAgain(&ch, fi)
 	}
 	if from.state == StateJoining {
 		// Its first word: the newcomer's handshake is done, talk back.
