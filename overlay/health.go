@@ -37,16 +37,16 @@ import (
 //     that declare the same death tell the same ones, and the deaths of
 //     one cluster that a proxy declares in one tick go in one News; the
 //     last by the declarer's, so that no fixed few carry a cluster's
-//     deaths to theirs); a proxy that
-//     learns it from a proxy of another cluster tells every live proxy of
-//     its own, once. Every
-//     proxy hears each death from up to FailFanout proxies, so the loss of
-//     one copy does not matter, and a death costs about FailFanout
-//     messages per proxy, not one per pair of proxies (every proxy told
-//     every other before). A proxy sends the news it tells or passes on
-//     (deaths and comebacks) at once if it sent none within the last
-//     ProbeInterval, and else at its next tick, all it has for one member
-//     in one News: a partition of N proxies is N/2 deaths for each, and a
+//     deaths to theirs); a proxy that learns it from a proxy of another
+//     cluster tells every live proxy of its own, once. So a proxy hears
+//     each death from every forwarder of its cluster: FailFanout of them,
+//     and one more for each other proxy that declared it. The loss of one
+//     copy does not matter, and a death costs a few messages per proxy,
+//     not one per pair of proxies (every proxy told every other before).
+//     A proxy sends the news it tells or passes on (deaths and
+//     comebacks) at once if it sent none within the last ProbeInterval,
+//     and else at its next tick, all it has for one member in one News:
+//     a partition of N proxies is N/2 deaths for each, and a
 //     datagram for each death to each proxy was 1.8 N² in all.
 //   - Comebacks: a proxy announces Alive with its incarnation when it starts
 //     (the wall clock in seconds, so a restart has a higher one): to every
@@ -146,7 +146,7 @@ type HealthConfig struct {
 	WatchPerCluster   int           // proxies watched in each; default 2
 	DeadProbeInterval time.Duration // how often dead members are probed for a comeback; default 1s
 	ClusterProbes     int           // members of its own cluster each proxy probes (tier 1); default 8
-	FailFanout        int           // proxies of each other cluster told of a death; default 3
+	FailFanout        int           // proxies of each other cluster told of a death; default 2 (see defaults)
 	DeadWatchers      int           // proxies that probe each dead member for a comeback; default 8
 	// Incarnation is this proxy's incarnation at start; NewProxy's default
 	// is the wall clock in seconds, so that a restarted proxy outranks its
@@ -182,7 +182,12 @@ func (c *HealthConfig) defaults() {
 		c.ClusterProbes = 8
 	}
 	if c.FailFanout <= 0 {
-		c.FailFanout = 3
+		// One proxy by the victim's cluster and one by the declarer.
+		// Each other declarer adds its own pick, so a cluster hears a
+		// death from two forwarders at least. At 3, every (proxy, member
+		// of the other side) pair of a partition, whose deaths have two
+		// or three declarers each, was told about 4 times.
+		c.FailFanout = 2
 	}
 	if c.DeadWatchers <= 0 {
 		c.DeadWatchers = 8

@@ -276,10 +276,10 @@ func TestHealthRingInBigCluster(t *testing.T) {
 	steps := n.stepsUntil(20, n.allSee("p25", StateDead))
 	t.Logf("p25 dead everywhere after %d probe intervals, %d Fail and News messages", steps, fails)
 	// Up to 12 proxies declare it (8 of its cluster, 4 outsiders), each
-	// telling its cluster (19) and 3 of each other cluster (6); 3 per
-	// cluster pass it on to their cluster (19 each). Every proxy telling
-	// every other was 59×58.
-	if most := uint64(12*(19+6) + 9*19); fails > most {
+	// telling its cluster (19) and FailFanout (2) of each other cluster
+	// (4); about 3 per cluster pass it on to their cluster (19 each).
+	// Every proxy telling every other was 59×58.
+	if most := uint64(12*(19+4) + 9*19); fails > most {
 		t.Errorf("%d Fail and News messages for one death, want at most %d", fails, most)
 	}
 }
@@ -888,7 +888,9 @@ func TestHealthClusterDeathTold(t *testing.T) {
 	// Up to FailFanout of each of the other 4 live clusters. (Those told
 	// in the dying cluster change as its members are held dead one by
 	// one.)
-	most := 3 * 4
+	var cfg HealthConfig
+	cfg.defaults()
+	most := cfg.FailFanout * 4
 	batched := 0
 	for k, to := range dests {
 		if len(to) > most {
@@ -997,7 +999,8 @@ func TestSortNewsByMember(t *testing.T) {
 }
 
 // TestHealthWideFanout: a FailFanout wider than spreadLocked's room on the
-// stack still tells that many proxies of each other cluster, and each once.
+// stack still tells that many proxies of each other cluster, and each once;
+// so does the default.
 func TestHealthWideFanout(t *testing.T) {
 	var ms []Member
 	for c := range 3 {
@@ -1005,23 +1008,31 @@ func TestHealthWideFanout(t *testing.T) {
 			ms = append(ms, testMember(len(ms)+1, fmt.Sprintf("c%d", c+1)))
 		}
 	}
-	h := newHealth(HealthConfig{Incarnation: 100, FailFanout: 7}, ms[0], ms, nil, func() int64 { return 0 },
-		func(netip.Addr, uint32, Msg) {}, func(change) {})
-	v := ms[15] // in c2
-	h.mu.Lock()
-	h.spreadLocked(NewsItem{Name: v.Name, Incarnation: 100, Dead: true}, h.byName(v.Name), netip.Addr{})
-	per, seen := map[string]int{}, map[int32]bool{}
-	qp := h.queuedLocked()
-	for _, q := range *qp {
-		if seen[q.to] {
-			t.Errorf("%s told twice", h.ros.ms[q.to].Name)
+	// 0: the default, 2 (one by the victim's cluster, one by the
+	// declarer): two of each cluster, not the same one twice.
+	for _, fanout := range []int{7, 0} {
+		h := newHealth(HealthConfig{Incarnation: 100, FailFanout: fanout}, ms[0], ms, nil, func() int64 { return 0 },
+			func(netip.Addr, uint32, Msg) {}, func(change) {})
+		v := ms[15] // in c2
+		h.mu.Lock()
+		h.spreadLocked(NewsItem{Name: v.Name, Incarnation: 100, Dead: true}, h.byName(v.Name), netip.Addr{})
+		per, seen := map[string]int{}, map[int32]bool{}
+		qp := h.queuedLocked()
+		for _, q := range *qp {
+			if seen[q.to] {
+				t.Errorf("fan-out %d: %s told twice", fanout, h.ros.ms[q.to].Name)
+			}
+			seen[q.to] = true
+			per[h.ros.ms[q.to].Cluster]++
 		}
-		seen[q.to] = true
-		per[h.ros.ms[q.to].Cluster]++
-	}
-	h.mu.Unlock()
-	if want := map[string]int{"c1": 9, "c2": 7, "c3": 7}; !maps.Equal(per, want) {
-		t.Errorf("told %v by cluster, want %v", per, want)
+		h.mu.Unlock()
+		want := map[string]int{"c1": 9, "c2": 7, "c3": 7}
+		if fanout == 0 {
+			want = map[string]int{"c1": 9, "c2": 2, "c3": 2}
+		}
+		if !maps.Equal(per, want) {
+			t.Errorf("fan-out %d: told %v by cluster, want %v", fanout, per, want)
+		}
 	}
 }
 
