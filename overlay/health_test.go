@@ -1124,3 +1124,44 @@ func TestHealthRestartClaimsCoalesced(t *testing.T) {
 		}
 	}
 }
+
+// TestHealthDeathToldTwiceAtHome: a cluster dies on links that lose 2 %
+// of packets, and every live proxy learns every death. A proxy tells its
+// own cluster the deaths it declares in one datagram, and its
+// cluster-mates pass on nothing they hear from it, so a loss there was a
+// death never learned: 4 (proxy, victim) pairs of 5,000 were still held
+// alive 20 s later, always in a declarer's cluster. The declarer now
+// tells its cluster twice, a tick apart.
+func TestHealthDeathToldTwiceAtHome(t *testing.T) {
+	missed, pairs := 0, 0
+	for seed := uint64(1); seed <= 10; seed++ {
+		n := newHarness(t, seed, unitLink)
+		var ms []Member
+		for c := range 6 {
+			for range 10 {
+				ms = append(ms, testMember(len(ms)+1, fmt.Sprintf("c%d", c+1)))
+			}
+		}
+		for _, m := range ms {
+			n.startHealth(m, ms, 100)
+		}
+		n.run(time.Second)
+		lossy := unitLink
+		lossy.Loss = 0.02
+		n.net.SetDefault(lossy)
+		for _, v := range ms[:10] {
+			n.kill(v.Name)
+		}
+		n.run(20 * time.Second)
+		for _, o := range ms[10:] {
+			for _, v := range ms[:10] {
+				pairs++
+				if st := n.state(o.Name, v.Name); st != StateDead {
+					missed++
+					t.Errorf("seed %d: %s (%s) holds %s %v 20 s after its death", seed, o.Name, o.Cluster, v.Name, st)
+				}
+			}
+		}
+	}
+	t.Logf("%d of %d (proxy, victim) pairs not held dead", missed, pairs)
+}
