@@ -1150,7 +1150,12 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 	clear(h.spreads[len(again):]) // they hold names
 	h.spreads, h.newsQueued = again, len(again)*len(h.ros.clusters[h.ros.cluster[h.selfIdx]])
 	if cap(h.spreads) > maxOutboxKept {
-		h.spreads = slices.Clone(again) // a partition's: keep no room for it at every proxy
+		// A partition's: keep no room for it at every proxy. (Not
+		// slices.Clone: a clone of none still holds the old array.)
+		h.spreads = nil
+		if len(again) > 0 {
+			h.spreads = append([]queuedSpread(nil), again...)
+		}
 	}
 	if len(q) > 0 {
 		h.newsAt = now
