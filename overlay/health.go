@@ -39,11 +39,12 @@ import (
 //     last by the declarer's, so that no fixed few carry a cluster's
 //     deaths to theirs); a proxy that learns it from a proxy of another
 //     cluster tells every live proxy of its own, once. The declarer tells
-//     its own cluster a second time at its next flush, since its
-//     cluster-mates pass on nothing they hear from it. So a proxy hears
-//     each death twice at least: in the declarer's cluster from the
-//     declarer, elsewhere from every forwarder of its cluster (FailFanout
-//     of them, and one more for each other proxy that declared it). The
+//     its own cluster a second time at its next flush (if the member is
+//     still dead at that incarnation), since its cluster-mates pass on
+//     nothing they hear from it. So a proxy hears each death twice from
+//     the declarer in its cluster, and elsewhere from every forwarder of
+//     its cluster (FailFanout of them, and up to one more for each other
+//     proxy that declared it). The
 //     loss of one copy does not matter, and a death costs a few messages
 //     per proxy, not one per pair of proxies (every proxy told every
 //     other before).
@@ -1013,6 +1014,11 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 // this file, in the order learned.
 func (h *health) tellsLocked(q []queuedNews, s queuedSpread) []queuedNews {
 	r, news, v := h.ros, s.news, s.v
+	if m := &h.recs[v]; s.from == retold && (m.state != StateDead || m.inc != news.Incarnation) {
+		// It came back (or died again) since: a death at an incarnation
+		// of 0 would be taken at the one it came back at (review).
+		return q
+	}
 	tell := func(o int32) bool { return o != v && o != s.from && h.liveAt(o) }
 	own := r.cluster[h.selfIdx]
 	for _, o := range r.clusters[own] {
@@ -1136,7 +1142,8 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 	qp := h.queuedLocked()
 	q := *qp
 	// The deaths this proxy declared go to its cluster once more, at
-	// the next flush: its cluster-mates pass on nothing they hear from
+	// the next flush (tellsLocked drops those no longer true): its
+	// cluster-mates pass on nothing they hear from
 	// it, so each heard it in this one datagram alone, and a loss of 2 %
 	// left 4 of 5,000 (proxy, victim) pairs alive for good
 	// (TestHealthDeathToldTwiceAtHome).

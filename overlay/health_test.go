@@ -1165,3 +1165,44 @@ func TestHealthDeathToldTwiceAtHome(t *testing.T) {
 	}
 	t.Logf("%d of %d (proxy, victim) pairs not held dead", missed, pairs)
 }
+
+// TestHealthRetoldDeathStillTrue: the second telling of a death to the
+// declarer's cluster goes out only if the member is still dead at that
+// incarnation: one that came back between the two was declared dead
+// again by it (a death at incarnation 0 is taken at the one known).
+func TestHealthRetoldDeathStillTrue(t *testing.T) {
+	var ms []Member
+	for c := range 2 {
+		for range 5 {
+			ms = append(ms, testMember(len(ms)+1, fmt.Sprintf("c%d", c+1)))
+		}
+	}
+	for _, back := range []bool{false, true} {
+		h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, nil, func() int64 { return 0 },
+			func(netip.Addr, uint32, Msg) {}, func(change) {})
+		v := h.byName(ms[2].Name) // in c1, the declarer's cluster
+		h.mu.Lock()
+		h.setState(v, StateDead)
+		h.spreadLocked(NewsItem{Name: ms[2].Name, Dead: true}, v, netip.Addr{})
+		first := len(h.newsOutLocked(nil, 0, true))
+		if back {
+			h.setState(v, StateAlive)
+			h.recs[v].inc = 7
+		}
+		second := h.newsOutLocked(nil, int64(probeInterval), true)
+		third := h.newsOutLocked(nil, 2*int64(probeInterval), true)
+		h.mu.Unlock()
+		want := 3 // the other 3 live members of c1
+		if back {
+			want = 0
+		}
+		if first != 3+2 || len(second) != want || len(third) != 0 {
+			t.Errorf("came back %v: told %d, then %d, then %d; want 5, %d, 0", back, first, len(second), len(third), want)
+		}
+		for _, o := range second {
+			if h.ros.ms[h.byAddr(o.to)].Cluster != "c1" {
+				t.Errorf("retold to %v, of another cluster", o.to)
+			}
+		}
+	}
+}
