@@ -1129,12 +1129,13 @@ func TestHealthRestartClaimsCoalesced(t *testing.T) {
 // of packets, and every live proxy learns every death. A proxy tells its
 // own cluster the deaths it declares in one datagram, and its
 // cluster-mates pass on nothing they hear from it, so a loss there was a
-// death never learned: 4 (proxy, victim) pairs of 5,000 were still held
-// alive 20 s later, always in a declarer's cluster. The declarer now
+// death never learned: 2 (proxy, victim) pairs of 3,000 were still held
+// alive 20 s later, each in a declarer's cluster (4 of 5,000 over 10
+// seeds). The declarer now
 // tells its cluster twice, a tick apart.
 func TestHealthDeathToldTwiceAtHome(t *testing.T) {
 	missed, pairs := 0, 0
-	for seed := uint64(1); seed <= 10; seed++ {
+	for seed := uint64(1); seed <= 6; seed++ { // (more cost the race detector half a minute)
 		n := newHarness(t, seed, unitLink)
 		var ms []Member
 		for c := range 6 {
