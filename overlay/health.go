@@ -44,15 +44,14 @@ import (
 //     nothing they hear from it. So a proxy hears each death twice from
 //     the declarer in its cluster, and elsewhere from every forwarder of
 //     its cluster (FailFanout of them, and up to one more for each other
-//     proxy that declared it). The
-//     loss of one copy does not matter, and a death costs a few messages
-//     per proxy, not one per pair of proxies (every proxy told every
-//     other before).
-//     A proxy sends the news it tells or passes on (deaths and
-//     comebacks) at once if it sent none within the last ProbeInterval,
-//     and else at its next tick, all it has for one member in one News:
-//     a partition of N proxies is N/2 deaths for each, and a
-//     datagram for each death to each proxy was 1.8 N² in all.
+//     proxy that declared it). The loss of one copy does not matter, and
+//     a death costs a few messages per proxy, not one per pair of proxies
+//     (every proxy told every other before). A proxy sends the news it
+//     tells or passes on (deaths and comebacks) at once if it sent none
+//     within the last ProbeInterval, and else at its next tick, all it
+//     has for one member in one News: a partition of N proxies is N/2
+//     deaths for each, and a datagram for each death to each proxy was
+//     1.8 N² in all.
 //   - Comebacks: a proxy announces Alive with its incarnation when it starts
 //     (the wall clock in seconds, so a restart has a higher one): to every
 //     member in an overlay of up to announceAll, and in a larger one to the
@@ -1014,10 +1013,12 @@ func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 // this file, in the order learned.
 func (h *health) tellsLocked(q []queuedNews, s queuedSpread) []queuedNews {
 	r, news, v := h.ros, s.news, s.v
-	if m := &h.recs[v]; s.from == retold && (m.state != StateDead || m.inc != news.Incarnation) {
-		// It came back (or died again) since: a death at an incarnation
-		// of 0 would be taken at the one it came back at (review).
-		return q
+	if s.from == retold {
+		if m := &h.recs[v]; m.state != StateDead || m.inc != news.Incarnation {
+			// It came back (or died again) since: a death at an
+			// incarnation of 0 would be taken at the one it came back at.
+			return q
+		}
 	}
 	tell := func(o int32) bool { return o != v && o != s.from && h.liveAt(o) }
 	own := r.cluster[h.selfIdx]
@@ -1143,10 +1144,9 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 	q := *qp
 	// The deaths this proxy declared go to its cluster once more, at
 	// the next flush (tellsLocked drops those no longer true): its
-	// cluster-mates pass on nothing they hear from
-	// it, so each heard it in this one datagram alone, and a loss of 2 %
-	// left 4 of 5,000 (proxy, victim) pairs alive for good
-	// (TestHealthDeathToldTwiceAtHome).
+	// cluster-mates pass on nothing they hear from it, so each heard it
+	// in this one datagram alone, and a loss of 2 % left 4 of 5,000
+	// (proxy, victim) pairs alive for good (TestHealthDeathToldTwiceAtHome).
 	again := h.spreads[:0]
 	for _, s := range h.spreads {
 		if s.from == -1 && s.news.Dead {

@@ -17,17 +17,28 @@ import (
 // newHealthNet starts bare health detectors, clusters[i] of them in
 // cluster c<i+1>, at incarnation 100, on the unit tests' links.
 func newHealthNet(t testing.TB, clusters ...int) (*harness, []Member) {
-	n := newHarness(t, 1, unitLink)
+	return newHealthNetSeed(t, 1, clusters...)
+}
+
+// newHealthNetSeed is newHealthNet with the network's seed.
+func newHealthNetSeed(t testing.TB, seed uint64, clusters ...int) (*harness, []Member) {
+	n := newHarness(t, seed, unitLink)
+	ms := clusterMembers(clusters...)
+	for _, m := range ms {
+		n.startHealth(m, ms, 100)
+	}
+	return n, ms
+}
+
+// clusterMembers names clusters[i] members of cluster c<i+1>, p1 on.
+func clusterMembers(clusters ...int) []Member {
 	var ms []Member
 	for c, size := range clusters {
 		for range size {
 			ms = append(ms, testMember(len(ms)+1, fmt.Sprintf("c%d", c+1)))
 		}
 	}
-	for _, m := range ms {
-		n.startHealth(m, ms, 100)
-	}
-	return n, ms
+	return ms
 }
 
 // probeInterval is the detectors' (the default).
@@ -1002,12 +1013,7 @@ func TestSortNewsByMember(t *testing.T) {
 // stack still tells that many proxies of each other cluster, and each once;
 // so does the default.
 func TestHealthWideFanout(t *testing.T) {
-	var ms []Member
-	for c := range 3 {
-		for range 10 {
-			ms = append(ms, testMember(len(ms)+1, fmt.Sprintf("c%d", c+1)))
-		}
-	}
+	ms := clusterMembers(10, 10, 10)
 	// 0: the default, 2 (one by the victim's cluster, one by the
 	// declarer): two of each cluster, not the same one twice.
 	for _, fanout := range []int{7, 0} {
@@ -1136,16 +1142,7 @@ func TestHealthRestartClaimsCoalesced(t *testing.T) {
 func TestHealthDeathToldTwiceAtHome(t *testing.T) {
 	missed, pairs := 0, 0
 	for seed := uint64(1); seed <= 6; seed++ { // (more cost the race detector half a minute)
-		n := newHarness(t, seed, unitLink)
-		var ms []Member
-		for c := range 6 {
-			for range 10 {
-				ms = append(ms, testMember(len(ms)+1, fmt.Sprintf("c%d", c+1)))
-			}
-		}
-		for _, m := range ms {
-			n.startHealth(m, ms, 100)
-		}
+		n, ms := newHealthNetSeed(t, seed, 10, 10, 10, 10, 10, 10)
 		n.run(time.Second)
 		lossy := unitLink
 		lossy.Loss = 0.02
@@ -1172,12 +1169,7 @@ func TestHealthDeathToldTwiceAtHome(t *testing.T) {
 // incarnation: one that came back between the two was declared dead
 // again by it (a death at incarnation 0 is taken at the one known).
 func TestHealthRetoldDeathStillTrue(t *testing.T) {
-	var ms []Member
-	for c := range 2 {
-		for range 5 {
-			ms = append(ms, testMember(len(ms)+1, fmt.Sprintf("c%d", c+1)))
-		}
-	}
+	ms := clusterMembers(5, 5)
 	for _, back := range []bool{false, true} {
 		h := newHealth(HealthConfig{Incarnation: 100}, ms[0], ms, nil, func() int64 { return 0 },
 			func(netip.Addr, uint32, Msg) {}, func(change) {})
