@@ -19,6 +19,9 @@
 #                                PIAS_BENCH_ROUNDS (default 3) how many times each
 #                                stream runs, the paths in turn; the summary takes
 #                                each figure's median over the rounds.
+#                                PIAS_BENCH_RATE (default 400M) is the total rate
+#                                of the runs that hold every path to one rate (1 and
+#                                4 streams), where CPU per GB compares like with like.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -56,6 +59,8 @@ fi
 [ "$(id -u)" = 0 ] || { echo "bench.sh hop needs root (network namespaces)" >&2; exit 1; }
 for c in jq iperf3 wg ip go; do command -v "$c" >/dev/null || { echo "bench.sh hop needs $c" >&2; exit 1; }; done
 secs=${PIAS_BENCH_SECS:-5}
+rate=${PIAS_BENCH_RATE:-400M}
+[[ "$rate" =~ ^[1-9][0-9]*[KMG]?$ ]] || { echo "bench.sh hop: PIAS_BENCH_RATE must be a rate such as 400M, not \"$rate\"" >&2; exit 2; }
 rounds=${PIAS_BENCH_ROUNDS:-3}
 [[ "$rounds" =~ ^[1-9][0-9]*$ ]] || { echo "bench.sh hop: PIAS_BENCH_ROUNDS must be a whole number of 1 or more, not \"$rounds\"" >&2; exit 2; }
 tmp=$(mktemp -d)
@@ -72,9 +77,17 @@ say() { printf '%s\n' "$*"; }
 # per BASE VALUE: VALUE / BASE to 2 decimals ("-" when BASE is 0).
 per() { awk -v b="$1" -v v="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", v / b }'; }
 
-say "== (a) the crypto floor and one hop in process (go test -bench ProxyHop ./node, medians of 5)"
-go test -run '^$' -bench ProxyHop -benchtime 50000x -count 5 ./node >"$tmp/go.txt"
+# -cpu 1 is the figure of record: the three devices' stages run one after
+# another on one P, as a node runs until it keeps a core busy (package
+# cores), so the CPU per packet is the sum of the stages' work. With two Ps
+# an idle P spins looking for work at every handoff, and getrusage counts
+# that too.
+say "== (a) the crypto floor and one hop in process (go test -bench ProxyHop -cpu 1 ./node, medians of 5)"
+go test -run '^$' -bench ProxyHop -benchtime 50000x -count 5 -cpu 1 ./node >"$tmp/go.txt"
 medians "$tmp/go.txt" | tee "$tmp/medians.txt"
+say "-- the same on two Ps (-cpu 2: the scheduler's spinning counted too), hop/floor, direct/floor, hop/direct:"
+go test -run '^$' -bench ProxyHop -benchtime 50000x -count 5 -cpu 2 ./node >"$tmp/go2.txt"
+medians "$tmp/go2.txt" | grep -E 'hop/floor|direct/floor|hop/direct'
 # The floor is BenchmarkProxyHop's own (CPU time by getrusage, so time
 # other processes take from it on a shared machine does not count): the
 # median over its modes and runs.
@@ -83,7 +96,7 @@ floor_ns=$(grep -o '[0-9.e+]* floor-ns' "$tmp/go.txt" | awk '{print $1}' | sort 
 floor_gb=$(awk -v ns="$floor_ns" 'BEGIN { printf "%.3f", ns / 1420 }')
 say "floor: seal+open of 1420 bytes $floor_ns ns of CPU = $floor_gb CPU-s per GB"
 # The proxy's own goroutines, told from A's and B's by their pprof labels.
-go test -run '^$' -bench 'ProxyHop/local' -benchtime 200000x -count 1 -cpuprofile "$tmp/cpu.prof" -o "$tmp/node.test" ./node >"$tmp/prof.txt"
+go test -run '^$' -bench 'ProxyHop/local' -benchtime 200000x -count 1 -cpu 1 -cpuprofile "$tmp/cpu.prof" -o "$tmp/node.test" ./node >"$tmp/prof.txt"
 proxy_ms=$(go tool pprof -tags "$tmp/node.test" "$tmp/cpu.prof" 2>/dev/null | awk '$NF == "proxy" {v = $1; sub(/ms$/, "", v); if (v ~ /s$/) {sub(/s$/, "", v); v *= 1000}; print v}')
 prof_floor=$(grep -o '[0-9.e+]* floor-ns' "$tmp/prof.txt" | awk '{print $1}')
 say "the proxy's goroutines alone (pprof -tagfocus dev=proxy, mode local): $(awk -v ms="$proxy_ms" -v f="$prof_floor" 'BEGIN {ns = ms * 1e6 / 204096; printf "%.0f ns per packet, %.2f × the floor of the same run", ns, ns / f}')"
@@ -182,7 +195,8 @@ softirq_ticks() { awk '$1 == "cpu" {print $8}' /proc/stat; }
 busy_ticks() { awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat; }
 rss_mb() { awk '/^VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$1/status"; }
 
-# stream LABEL CLIENT ADDR:PORT P PIDS...: iperf3 for $secs with P streams;
+# stream LABEL CLIENT ADDR:PORT P PIDS...: iperf3 for $secs with P streams
+# (each held to a rate by $limit, when set: iperf3's "-b BITS");
 # prints LABEL Mbit/s, each PID's CPU-s per GB, softirq CPU-s per GB, the
 # whole machine's busy CPU-s per GB, and the PIDs' RSS in MB half-way.
 stream() {
@@ -191,7 +205,8 @@ stream() {
   for pid in "$@"; do before+=("$(cpu_ticks "$pid")"); done
   s0=$(softirq_ticks)
   b0=$(busy_ticks)
-  in_ns "$client" iperf3 -c "${addr%:*}" -p "${addr##*:}" -t "$secs" -P "$p" -J >"$tmp/iperf.json" 2>&1 &
+  # shellcheck disable=SC2086 # $limit is empty or "-b BITS", two words
+  in_ns "$client" iperf3 -c "${addr%:*}" -p "${addr##*:}" -t "$secs" -P "$p" $limit -J >"$tmp/iperf.json" 2>&1 &
   json=$!
   sleep "$(awk -v s="$secs" 'BEGIN {print s / 2 + 0.5}')"
   for pid in "$@"; do rss+=("$(rss_mb "$pid")"); done
@@ -221,6 +236,7 @@ warm "$far" "$perf_addr:$perf_port"; warm "$near" "$perf_addr:$perf_port"
 warm "$far" "100.127.0.2:$t3_port"; warm "$far" "100.126.0.2:$t3_port"
 
 iap=$(labjson home "$far")
+limit=""
 say
 say "== (b)-(d), (f) iperf3, $secs s per run, $rounds rounds (the paths in turn): Mbit/s; CPU-s per GB of each process named; machine softirq per GB; RSS MB half-way"
 for p in 1 2 4 8; do for _ in $(seq "$rounds"); do
@@ -229,6 +245,26 @@ for p in 1 2 4 8; do for _ in $(seq "$rounds"); do
   stream "P=$p pias-iap=jap" "$near" "$perf_addr:$perf_port" "$p" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
   stream "P=$p relay" "$far" "100.126.0.2:$t3_port" "$p" "$relay_pid" | tee -a "$tmp/streams"
 done; done
+
+# The same at one rate for every path: a proxy's CPU per GB grows as its
+# rate falls (its costs per batch, a wakeup and a system call, are shared by
+# fewer packets), and unlimited the paths run at different rates.
+case $rate in
+  *K) rate_bits=$((${rate%K} * 1000)) ;;
+  *M) rate_bits=$((${rate%M} * 1000000)) ;;
+  *G) rate_bits=$((${rate%G} * 1000000000)) ;;
+  *) rate_bits=$rate ;;
+esac
+say
+say "== the same, every path held to $rate bit/s in all (iperf3 -b per stream)"
+for p in 1 4; do for _ in $(seq "$rounds"); do
+  limit="-b $((rate_bits / p))"
+  stream "P=$p@$rate direct" "$far" "100.127.0.2:$t3_port" "$p" "$(pid_of "wg-${prefix}da")" "$(pid_of "wg-${prefix}db")" | tee -a "$tmp/streams"
+  stream "P=$p@$rate pias-iap≠jap" "$far" "$perf_addr:$perf_port" "$p" "$(pid_of "$iap")" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
+  stream "P=$p@$rate pias-iap=jap" "$near" "$perf_addr:$perf_port" "$p" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
+  stream "P=$p@$rate relay" "$far" "100.126.0.2:$t3_port" "$p" "$relay_pid" | tee -a "$tmp/streams"
+done; done
+limit=""
 
 # The median of each figure over the rounds, a line per path and stream
 # count, in the lines' own form (rss is the last round's).
@@ -261,7 +297,7 @@ say "== summary (ratios of the medians over $rounds rounds, within this run; flo
 awk -v floor="$floor_gb" '
 {
   p = $1; path = $2; mbps[p, path] = $3
-  if (path == "pias-iap≠jap") { cpu[p, path] = ($4 + $5) / 2; soft[p, path] = $6 }
+  if (path == "pias-iap≠jap") { cpu[p, path] = ($4 + $5) / 2; soft[p, path] = $6; proxies[p] = $4 + $5 }
   else if (path == "pias-iap=jap" || path == "relay") { cpu[p, path] = $4; soft[p, path] = $5 }
   else soft[p, path] = $5
   for (i = 4; i <= NF; i++) if ($i ~ /^machine=/) { m = $i; sub(/machine=/, "", m); machine[p, path] = m }
@@ -288,29 +324,82 @@ END {
     printf "%s whole machine CPU per GB / direct: pias iap≠jap %.2f, iap=jap %.2f, relay %.2f (direct / path throughput: %.2f, %.2f, %.2f)\n", p,
       machine[p, "pias-iap≠jap"] / d, machine[p, "pias-iap=jap"] / d, machine[p, "relay"] / d,
       mbps[p, "direct"] / mbps[p, "pias-iap≠jap"], mbps[p, "direct"] / mbps[p, "pias-iap=jap"], mbps[p, "direct"] / mbps[p, "relay"]
+    # What IAP ≠ JAP at half the direct tunnel throughput would take: its
+    # whole path at twice the CPU per GB of the direct tunnel. What is not
+    # the two proxies (both ends, iperf3, the kernel outside them) stays;
+    # the rest is what the proxies could spend.
+    if (p !~ /@/) {
+      rest = machine[p, "pias-iap≠jap"] - proxies[p]
+      budget = (2 * d - rest) / 2
+      printf "%s IAP≠JAP at 0.5 of direct needs its path at %.2f CPU-s/GB (2 × direct); the ends, iperf3 and the kernel outside the proxies take %.2f, leaving %.2f per proxy (%.2f × the floor) against %.2f now (%.2f of it)\n", p,
+        2 * d, rest, budget, budget / floor, proxies[p] / 2, budget / (proxies[p] / 2)
+    }
   }
-}' "$tmp/medians" | sort
+}' "$tmp/medians" | sort | tee "$tmp/summary"
 
 if command -v perf >/dev/null; then
-  say
-  say "== where the IAP=JAP proxy's CPU goes during one stream (perf record -p, $secs s; % of its samples)"
-  in_ns "$near" iperf3 -c "$perf_addr" -p "$perf_port" -t $((secs + 2)) >/dev/null 2>&1 &
-  ip3=$!
-  sleep 1
-  perf record -q -F 499 -p "$(pid_of "$t3_home")" -o "$tmp/perf.data" -- sleep "$secs" >/dev/null 2>&1 || true
-  wait "$ip3" || true
-  perf report -i "$tmp/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null | awk '
-/^ +[0-9.]+%/ {
-  p = $1; sub(/%/, "", p); sym = $0
-  if (sym ~ /chacha20poly1305/) c["cipher (chacha20poly1305)"] += p
-  else if (sym ~ /kernel/) c["kernel (syscalls, UDP, scheduling)"] += p
-  else if (sym ~ /pias-net/) c["pias (MemTUN, handle, router, SideBind)"] += p
-  else if (sym ~ /zx2c4/) c["wireguard-go (queues, pools, GSO/GRO, allowed IPs)"] += p
-  else if (sym ~ /memmove|memclr/) c["copies and zeroing (runtime.memmove, memclr)"] += p
-  else if (sym ~ /sync\./) c["sync.Pool and locks"] += p
-  else c["Go runtime and the rest"] += p
+  # where_cpu CLIENT ADDR:PORT PIDS: perf's call stacks of PIDS (comma
+  # apart) during one stream, each sample in the first class it matches;
+  # the last line is pias's own share.
+  where_cpu() {
+    in_ns "$1" iperf3 -c "${2%:*}" -p "${2##*:}" -t $((secs + 2)) >/dev/null 2>&1 &
+    local ip3=$!
+    sleep 1
+    perf record -q -g -F 499 -p "$3" -o "$tmp/perf.data" -- sleep "$secs" >/dev/null 2>&1 || true
+    wait "$ip3" || true
+    perf script -i "$tmp/perf.data" -F ip,sym 2>/dev/null | awk '
+# Each sample of `perf script -F ip,sym` (its call stack, leaf first,
+# samples apart by a blank line) goes to the first class it matches.
+function flush(   k, i, owner, leafk, all) {
+  if (n == 0) return
+  total++
+  all = ""
+  for (i = 1; i <= n; i++) all = all " " sym[i]
+  leafk = ip[1] ~ /^ffffffff/
+  owner = ""
+  for (i = 1; i <= n && owner == ""; i++)
+    if (ip[i] !~ /^ffffffff/ && sym[i] !~ /^(runtime\.|sync\.|internal\/|syscall\.|time\.|\[unknown\])/) owner = sym[i]
+  if (sym[1] ~ /chacha20poly1305/) k = "cipher (chacha20poly1305)"
+  else if (all ~ /runtime\.sysmon/) k = "Go runtime: sysmon (it wakes every 20 µs to 10 ms, and takes the P back from a long system call)"
+  else if (all ~ /sendmmsg/) k = "kernel: UDP send, with the receive at the next hop (a veth runs it in the system call of the sender)"
+  else if (all ~ /recvmmsg/) k = "kernel: UDP receive"
+  else if (leafk && all ~ /futex|epoll|runtime\.(netpoll|usleep|notesleep|futex)/) k = "kernel: threads waiting and woken (futex, epoll)"
+  else if (leafk) k = "kernel: other (interrupts, preemption, page faults)"
+  else if (owner ~ /pias-net/) k = "pias: router, MemTUN and its two copies, gate, SideBind"
+  else if (sym[1] ~ /runtime\.mem(move|clr)/ && owner ~ /StdNetBind/) k = "wireguard-go: GSO and GRO copies (coalescing, splitting)"
+  else if (owner ~ /zx2c4|golang\.org\/x\/net/) k = "wireguard-go: its pipeline (queues, pools, allowed IPs, timers)"
+  else if (all ~ /runtime\.(schedule|findRunnable|park_m|mcall|stopm|startm|wakep)/) k = "Go scheduler: goroutine switches"
+  else k = "the rest (Go runtime: collector, allocation)"
+  c[k]++
+  if (k ~ /^pias/) pias++
+  n = 0
 }
-END { for (k in c) printf "  %5.1f%%  %s\n", c[k], k }' | sort -rn
+/^[ \t]*$/ { flush(); next }
+{ n++; ip[n] = $1; sym[n] = $2 }
+END {
+  flush()
+  if (total == 0) exit
+  for (k in c) printf "  %5.1f%%  %s\n", 100 * c[k] / total, k
+  printf "PIAS_SHARE %.4f\n", pias / total
+}
+'
+  }
+  say
+  say "== where the proxies' CPU goes during one stream (perf record -g, $secs s; each sample by its call stack)"
+  where_cpu "$far" "$perf_addr:$perf_port" "$(pid_of "$iap"),$(pid_of "$t3_home")" >"$tmp/where-far"
+  say "-- IAP≠JAP, $iap and $t3_home together:"
+  grep -v PIAS_SHARE "$tmp/where-far" | sort -rn
+  where_cpu "$near" "$perf_addr:$perf_port" "$(pid_of "$t3_home")" >"$tmp/where-near"
+  say "-- IAP=JAP, $t3_home:"
+  grep -v PIAS_SHARE "$tmp/where-near" | sort -rn
+  # Were pias's own code free, what would the IAP≠JAP proxies cost, next
+  # to what half the direct tunnel's throughput needs (the summary)?
+  share=$(awk '$1 == "PIAS_SHARE" {print $2}' "$tmp/where-far")
+  now=$(awk '$1 == "P=1" && $2 == "pias-iap≠jap" {print ($4 + $5) / 2}' "$tmp/medians")
+  need=$(awk '$1 == "P=1" && /at 0.5 of direct/ {for (i = 1; i < NF; i++) if ($i == "leaving") print $(i + 1)}' "$tmp/summary")
+  if [ -n "$share" ] && [ -n "$now" ] && [ -n "$need" ]; then
+    say "P=1 IAP≠JAP: with none of pias's own code (its $(awk -v s="$share" 'BEGIN {printf "%.1f", 100 * s}') %), a proxy would still cost $(awk -v n="$now" -v s="$share" 'BEGIN {printf "%.2f", n * (1 - s)}') CPU-s/GB of its $now; 0.5 of direct needs $need"
+  fi
 fi
 
 say
