@@ -28,7 +28,7 @@ type Options struct {
 	Logf func(format string, args ...any)
 	// OnEvent hears what the control plane does.
 	OnEvent func(overlay.Event)
-	// Bind is the WireGuard underlay; nil is the standard UDP bind.
+	// Bind is the WireGuard underlay; nil is UDP (package rawbind).
 	Bind conn.Bind
 	// Host, if set, is the host interface an edge uses instead of the one its
 	// config names (tests use it for raw packet access).

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/pias-net/pias/tunnel/rawbind"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
 )
@@ -38,7 +40,7 @@ type Logf func(format string, args ...any)
 // key, UDP listen port (0 picks one) and peers, and brings it up.
 func NewDevice(t tun.Device, bind conn.Bind, priv [32]byte, port uint16, peers []Peer, logf Logf) (*Device, error) {
 	if bind == nil {
-		bind = conn.NewDefaultBind()
+		bind = rawbind.New()
 	}
 	logger := &device.Logger{Verbosef: device.DiscardLogf, Errorf: device.DiscardLogf}
 	if logf != nil {

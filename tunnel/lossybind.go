@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/pias-net/pias/tunnel/rawbind"
 )
 
 // Rule is what a LossyBind does to the packets it sends to one destination.
@@ -41,10 +43,10 @@ type LossyBind struct {
 	dropped, delayed atomic.Uint64
 }
 
-// NewLossyBind wraps inner; nil means conn.NewDefaultBind().
+// NewLossyBind wraps inner; nil means rawbind.New().
 func NewLossyBind(inner conn.Bind) *LossyBind {
 	if inner == nil {
-		inner = conn.NewDefaultBind()
+		inner = rawbind.New()
 	}
 	return &LossyBind{Bind: inner, queues: map[netip.AddrPort]*delayQueue{}}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
+
+	"github.com/pias-net/pias/tunnel/rawbind"
 )
 
 // SideBind wraps a conn.Bind and takes out of what it receives the
@@ -30,11 +32,11 @@ type SideBind struct {
 	closed  chan struct{} // closed by Close: wakes receives waiting at the gate
 }
 
-// NewSideBind wraps inner (nil: conn.NewDefaultBind()) and diverts the
+// NewSideBind wraps inner (nil: rawbind.New()) and diverts the
 // datagrams that start with magic.
 func NewSideBind(inner conn.Bind, magic string) *SideBind {
 	if inner == nil {
-		inner = conn.NewDefaultBind()
+		inner = rawbind.New()
 	}
 	return &SideBind{Bind: inner, magic: []byte(magic)}
 }
