@@ -97,8 +97,9 @@ func (b *SideBind) wrap(fn conn.ReceiveFunc, closed <-chan struct{}) conn.Receiv
 	return func(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
 		if b.gate != nil {
 			b.gate.recycle(&r, b.gate.In, bufs)
-			// Then a whole batch: StdNetBind on Linux reads a full
-			// batch whatever len(bufs) is, so the read cannot be smaller.
+			// Then a whole batch: with GRO one datagram read holds up
+			// to 64 packets (rawbind, StdNetBind), so the read cannot
+			// be smaller.
 			if _, err := b.gate.In.wait(&timer, closed); err != nil {
 				return 0, net.ErrClosed
 			}

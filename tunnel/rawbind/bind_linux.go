@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -85,10 +86,11 @@ func (b *Bind) Open(port uint16) ([]conn.ReceiveFunc, uint16, error) {
 			p = p6
 		}
 		var fns []conn.ReceiveFunc
-		for _, s := range []*socket{v4, v6} {
-			if s != nil {
-				fns = append(fns, (&receiver{s: s}).receive)
-			}
+		if v4 != nil {
+			fns = append(fns, (&receiver{s: v4}).receiveIPv4)
+		}
+		if v6 != nil {
+			fns = append(fns, (&receiver{s: v6}).receiveIPv6)
 		}
 		if len(fns) == 0 {
 			return nil, 0, syscall.EAFNOSUPPORT
@@ -192,20 +194,33 @@ func (b *Bind) SetMark(mark uint32) error {
 // BatchSize is wireguard-go's ideal batch.
 func (b *Bind) BatchSize() int { return conn.IdealBatchSize }
 
-// ParseEndpoint parses "ip:port".
+// ParseEndpoint parses "ip:port"; an IPv6 zone is an interface's name or
+// index, looked up once here.
 func (b *Bind) ParseEndpoint(s string) (conn.Endpoint, error) {
 	ap, err := netip.ParseAddrPort(s)
 	if err != nil {
 		return nil, err
 	}
-	return &Endpoint{dst: netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())}, nil
+	e := &Endpoint{dst: netip.AddrPortFrom(ap.Addr().WithZone("").Unmap(), ap.Port())}
+	if z := ap.Addr().Zone(); z != "" {
+		if n, err := strconv.ParseUint(z, 10, 32); err == nil {
+			e.scope = uint32(n)
+		} else if ifi, err := net.InterfaceByName(z); err == nil {
+			e.scope = uint32(ifi.Index)
+		} else {
+			return nil, fmt.Errorf("endpoint %q: no interface %q", s, z)
+		}
+	}
+	return e, nil
 }
 
-// Endpoint is a peer's address, and the local address and interface its
-// last datagram came in on (the source a reply leaves from).
+// Endpoint is a peer's address (and, link-local, the interface it is
+// on), and the local address and interface its last datagram came in on
+// (the source a reply leaves from).
 type Endpoint struct {
-	dst     netip.AddrPort
-	src     netip.Addr // invalid: the kernel picks
+	dst     netip.AddrPort // no zone: scope holds it
+	scope   uint32         // IPv6 scope (interface index), 0 for none
+	src     netip.Addr     // invalid: the kernel picks
 	ifindex int32
 	cleared atomic.Bool // ClearSrc: src is no longer used
 }
@@ -217,11 +232,16 @@ func (e *Endpoint) source() (netip.Addr, int32) {
 	return e.src, e.ifindex
 }
 
-func (e *Endpoint) ClearSrc()           { e.cleared.Store(true) }
-func (e *Endpoint) SrcIP() netip.Addr   { a, _ := e.source(); return a }
-func (e *Endpoint) DstIP() netip.Addr   { return e.dst.Addr() }
-func (e *Endpoint) DstToString() string { return e.dst.String() }
-func (e *Endpoint) DstToBytes() []byte  { b, _ := e.dst.MarshalBinary(); return b }
+func (e *Endpoint) ClearSrc()         { e.cleared.Store(true) }
+func (e *Endpoint) SrcIP() netip.Addr { a, _ := e.source(); return a }
+func (e *Endpoint) DstIP() netip.Addr { return e.dst.Addr() }
+func (e *Endpoint) DstToString() string {
+	if e.scope != 0 {
+		return netip.AddrPortFrom(e.dst.Addr().WithZone(strconv.FormatUint(uint64(e.scope), 10)), e.dst.Port()).String()
+	}
+	return e.dst.String()
+}
+func (e *Endpoint) DstToBytes() []byte { b, _ := e.dst.MarshalBinary(); return b }
 func (e *Endpoint) SrcToString() string {
 	if a := e.SrcIP(); a.IsValid() {
 		return a.String()
@@ -241,6 +261,16 @@ type receiver struct {
 	// local address, so that a packet costs no allocation.
 	recent [8]*Endpoint
 	next   int
+}
+
+// receiveIPv4 and receiveIPv6 are the receive functions, named so that
+// wireguard-go's logs tell them apart.
+func (r *receiver) receiveIPv4(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	return r.receive(bufs, sizes, eps)
+}
+
+func (r *receiver) receiveIPv6(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
+	return r.receive(bufs, sizes, eps)
 }
 
 func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int, error) {
@@ -286,6 +316,9 @@ func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 			return true
 		}
 	})
+	for i := range k {
+		r.iovs[i].Base = nil // keep no caller's buffer alive
+	}
 	if err != nil {
 		if errors.Is(err, net.ErrClosed) {
 			return 0, net.ErrClosed
@@ -311,12 +344,12 @@ func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 		if size == 0 || h.hdr.Flags&unix.MSG_TRUNC != 0 {
 			continue
 		}
-		dst, ok := sockaddr(&r.names[i])
+		dst, scope, ok := sockaddr(&r.names[i])
 		if !ok {
 			continue
 		}
 		src, ifindex, seg := control(r.oobs[i][:h.hdr.Controllen])
-		ep := r.endpoint(dst, src, ifindex)
+		ep := r.endpoint(dst, scope, src, ifindex)
 		if !r.s.gro {
 			sizes[i], eps[i] = size, ep
 			continue
@@ -345,29 +378,29 @@ func split(bufs [][]byte, sizes []int, eps []conn.Endpoint, out, own, size, seg 
 }
 
 // endpoint is the Endpoint of a datagram from dst to local address src.
-func (r *receiver) endpoint(dst netip.AddrPort, src netip.Addr, ifindex int32) *Endpoint {
+func (r *receiver) endpoint(dst netip.AddrPort, scope uint32, src netip.Addr, ifindex int32) *Endpoint {
 	for _, e := range r.recent {
-		if e != nil && e.dst == dst && e.src == src && e.ifindex == ifindex && !e.cleared.Load() {
+		if e != nil && e.dst == dst && e.scope == scope && e.src == src && e.ifindex == ifindex && !e.cleared.Load() {
 			return e
 		}
 	}
-	e := &Endpoint{dst: dst, src: src, ifindex: ifindex}
+	e := &Endpoint{dst: dst, scope: scope, src: src, ifindex: ifindex}
 	r.recent[r.next] = e
 	r.next = (r.next + 1) % len(r.recent)
 	return e
 }
 
-// sockaddr reads the kernel's sockaddr_in or sockaddr_in6.
-func sockaddr(sa *unix.RawSockaddrInet6) (netip.AddrPort, bool) {
+// sockaddr reads the kernel's sockaddr_in or sockaddr_in6, and its scope.
+func sockaddr(sa *unix.RawSockaddrInet6) (netip.AddrPort, uint32, bool) {
 	port := func(p *uint16) uint16 { return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(p))[:]) }
 	switch sa.Family {
 	case unix.AF_INET:
 		sa4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
-		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port(&sa4.Port)), true
+		return netip.AddrPortFrom(netip.AddrFrom4(sa4.Addr), port(&sa4.Port)), 0, true
 	case unix.AF_INET6:
-		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port(&sa.Port)), true
+		return netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), port(&sa.Port)), sa.Scope_id, true
 	}
-	return netip.AddrPort{}, false
+	return netip.AddrPort{}, 0, false
 }
 
 // control reads the local address and interface a datagram came in on
@@ -410,12 +443,16 @@ func (b *Bind) Send(bufs [][]byte, ep conn.Endpoint) error {
 	if !ok {
 		return conn.ErrWrongEndpointType
 	}
-	s := b.v4.Load()
+	v4, v6 := b.v4.Load(), b.v6.Load()
+	s := v4
 	if !e.dst.Addr().Is4() {
-		s = b.v6.Load()
+		s = v6
 	}
 	if s == nil {
-		return net.ErrClosed
+		if v4 == nil && v6 == nil {
+			return net.ErrClosed
+		}
+		return syscall.EAFNOSUPPORT // open, but not for this family
 	}
 	if len(bufs) > conn.IdealBatchSize {
 		return errors.New("rawbind: more buffers than BatchSize")
@@ -429,9 +466,10 @@ func (s *socket) send(bufs [][]byte, e *Endpoint, gso, sticky bool) error {
 	}
 	o := s.outs.Get().(*sender)
 	defer s.outs.Put(o)
-	if !o.setName(e.dst, s.v6) {
+	if !o.setName(e.dst, e.scope, s.v6) {
 		return syscall.EAFNOSUPPORT
 	}
+	defer o.drop()
 	src, ifindex := e.source()
 	if !sticky {
 		src = netip.Addr{}
@@ -501,9 +539,9 @@ func (s *socket) send(bufs [][]byte, e *Endpoint, gso, sticky bool) error {
 		case errno == unix.EINVAL && gso:
 			// A segment longer than the path allows: these one by one.
 			return s.send(bufs[o.first[sent]:], e, false, sticky)
-		case errno == unix.EINVAL && src.IsValid():
-			// The source address is no longer ours: let the kernel
-			// pick one from now on.
+		case src.IsValid() && staleSource(errno):
+			// The source address, or the way out through its
+			// interface, is gone: let the kernel pick from now on.
 			e.ClearSrc()
 			return s.send(bufs[o.first[sent]:], e, gso, false)
 		}
@@ -512,8 +550,30 @@ func (s *socket) send(bufs [][]byte, e *Endpoint, gso, sticky bool) error {
 	return nil
 }
 
+// staleSource is whether a send may have failed for its sticky source
+// (wireguard-go's route listener, which clears those on a route change,
+// runs only for its own StdNetBind).
+func staleSource(errno syscall.Errno) bool {
+	switch errno {
+	case unix.EINVAL, unix.ENETUNREACH, unix.EHOSTUNREACH, unix.ENODEV, unix.EADDRNOTAVAIL:
+		return true
+	}
+	return false
+}
+
+// drop forgets the caller's buffers, so that a pooled sender keeps none
+// alive.
+func (o *sender) drop() {
+	for i := range o.iovs {
+		if o.iovs[i].Base == nil {
+			break
+		}
+		o.iovs[i].Base = nil
+	}
+}
+
 // setName writes dst as the socket's kind of sockaddr.
-func (o *sender) setName(dst netip.AddrPort, v6 bool) bool {
+func (o *sender) setName(dst netip.AddrPort, scope uint32, v6 bool) bool {
 	a := dst.Addr()
 	if v6 == a.Is4() {
 		return false
@@ -530,11 +590,7 @@ func (o *sender) setName(dst netip.AddrPort, v6 bool) bool {
 	}
 	o.name.Family = unix.AF_INET6
 	o.name.Addr = a.As16()
-	if z := a.Zone(); z != "" {
-		if ifi, err := net.InterfaceByName(z); err == nil {
-			o.name.Scope_id = uint32(ifi.Index)
-		}
-	}
+	o.name.Scope_id = scope
 	o.namlen = unix.SizeofSockaddrInet6
 	return true
 }

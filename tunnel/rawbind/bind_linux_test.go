@@ -317,3 +317,51 @@ func TestSplit(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleSource: an endpoint whose sticky source is not (or no longer)
+// an address of this host still gets its datagrams, from an address the
+// kernel picks, and forgets that source.
+func TestStaleSource(t *testing.T) {
+	a, b := New(), New()
+	open(t, a)
+	fns, pb := open(t, b)
+	ep := &Endpoint{dst: netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", pb)), src: netip.MustParseAddr("192.0.2.1")}
+	r := read(fns[0])
+	seq := 0
+	for _, g := range r.expect(t, sendBatches(t, a, ep, &seq)) {
+		if g.ep.SrcIP() != netip.MustParseAddr("127.0.0.1") {
+			t.Fatalf("arrived at %v", g.ep.SrcIP())
+		}
+	}
+	if ep.SrcIP().IsValid() {
+		t.Fatalf("the endpoint still leaves from %v", ep.SrcIP())
+	}
+}
+
+// TestParseEndpoint: IPv4-mapped addresses go out over IPv4, and an IPv6
+// zone is an interface's name or index, kept for link-local sends.
+func TestParseEndpoint(t *testing.T) {
+	b := New()
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Skip("no lo")
+	}
+	for _, c := range []struct{ in, dst string }{
+		{"[::ffff:127.0.0.1]:51820", "127.0.0.1:51820"},
+		{"[fe80::1%lo]:51820", fmt.Sprintf("[fe80::1%%%d]:51820", lo.Index)},
+		{fmt.Sprintf("[fe80::1%%%d]:51820", lo.Index), fmt.Sprintf("[fe80::1%%%d]:51820", lo.Index)},
+	} {
+		ep, err := b.ParseEndpoint(c.in)
+		if err != nil {
+			t.Fatalf("%s: %v", c.in, err)
+		}
+		if ep.DstToString() != c.dst {
+			t.Fatalf("%s: %s, want %s", c.in, ep.DstToString(), c.dst)
+		}
+	}
+	for _, bad := range []string{"[fe80::1%nosuchif0]:51820", "1.2.3.4", "host:80"} {
+		if _, err := b.ParseEndpoint(bad); err == nil {
+			t.Fatalf("%s parsed", bad)
+		}
+	}
+}
