@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"golang.zx2c4.com/wireguard/conn"
-
-	"github.com/pias-net/pias/tunnel/rawbind"
 	"golang.zx2c4.com/wireguard/device"
 	"golang.zx2c4.com/wireguard/tun"
+
+	"github.com/pias-net/pias/tunnel/rawbind"
 )
 
 // Peer is one WireGuard peer of a node.
