@@ -323,11 +323,22 @@ func (h *Harness) heard() error {
 	for name, p := range h.Proxies {
 		for _, m := range p.Overlay.Members() {
 			if m.Name != name && h.Proxies[m.Name] != nil && !m.Heard {
-				return fmt.Errorf("%s has not heard from %s yet", name, m.Name)
+				return unheardError{name, m.Name}
 			}
 		}
 	}
 	return nil
+}
+
+// unheardError is heard's: proxy has not heard from proxy from. Two
+// proxies that do not probe each other hear each other only through their
+// start announcements, and a proxy announces a second time only to those
+// it has not heard from: if it heard the other, whose words to it were
+// lost, the two never speak again.
+type unheardError struct{ proxy, from string }
+
+func (e unheardError) Error() string {
+	return fmt.Sprintf("%s has not heard from %s yet", e.proxy, e.from)
 }
 
 // registered checks that RAP state matches JAP state for every group.
@@ -374,7 +385,7 @@ func waitFor(ctx context.Context, cond func() error) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%v: %w", err, ctx.Err())
+			return fmt.Errorf("%w: %w", err, ctx.Err())
 		case <-t.C:
 		}
 	}
