@@ -148,10 +148,11 @@ func listen(network string, port int) (*socket, int, error) {
 	return s, c.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
-func (s *socket) close() {
-	if s != nil {
-		s.conn.Close()
+func (s *socket) close() error {
+	if s == nil {
+		return nil
 	}
+	return s.conn.Close()
 }
 
 // Close closes both sockets; the receive functions then return
@@ -161,10 +162,8 @@ func (b *Bind) Close() error {
 	defer b.mu.Unlock()
 	var err error
 	for _, p := range []*atomic.Pointer[socket]{&b.v4, &b.v6} {
-		if s := p.Swap(nil); s != nil {
-			if cerr := s.conn.Close(); cerr != nil && err == nil {
-				err = cerr
-			}
+		if cerr := p.Swap(nil).close(); cerr != nil && err == nil {
+			err = cerr
 		}
 	}
 	return err
@@ -328,35 +327,37 @@ func (r *receiver) receive(bufs [][]byte, sizes []int, eps []conn.Endpoint) (int
 	if errno != 0 {
 		return 0, os.NewSyscallError("recvmmsg", errno)
 	}
-	// Without GRO each datagram is read in place (at is 0), and one that
-	// is skipped keeps its slot at size 0: wireguard-go finds its packets
-	// by slot, in buffers of its own.
-	out := 0
 	if !r.s.gro {
-		out = got
+		// Each datagram was read in place (at is 0), and one that is
+		// skipped keeps its slot at size 0: wireguard-go finds its
+		// packets by slot, in buffers of its own.
+		for i := range got {
+			sizes[i], eps[i], _ = r.datagram(i)
+		}
+		return got, nil
 	}
+	out := 0
 	for i := range got {
-		if !r.s.gro {
-			sizes[i] = 0
+		if size, ep, seg := r.datagram(i); size > 0 {
+			out = split(bufs, sizes, eps, out, at+i, size, seg, ep)
 		}
-		h := &r.hdrs[i]
-		size := int(h.n)
-		if size == 0 || h.hdr.Flags&unix.MSG_TRUNC != 0 {
-			continue
-		}
-		dst, scope, ok := sockaddr(&r.names[i])
-		if !ok {
-			continue
-		}
-		src, ifindex, seg := control(r.oobs[i][:h.hdr.Controllen])
-		ep := r.endpoint(dst, scope, src, ifindex)
-		if !r.s.gro {
-			sizes[i], eps[i] = size, ep
-			continue
-		}
-		out = split(bufs, sizes, eps, out, at+i, size, seg, ep)
 	}
 	return out, nil
+}
+
+// datagram is read i's size (0: skip it), its endpoint, and its GRO
+// segment size.
+func (r *receiver) datagram(i int) (size int, ep conn.Endpoint, seg int) {
+	h := &r.hdrs[i]
+	if h.n == 0 || h.hdr.Flags&unix.MSG_TRUNC != 0 {
+		return 0, nil, 0
+	}
+	dst, scope, ok := sockaddr(&r.names[i])
+	if !ok {
+		return 0, nil, 0
+	}
+	src, ifindex, seg := control(r.oobs[i][:h.hdr.Controllen])
+	return int(h.n), r.endpoint(dst, scope, src, ifindex), seg
 }
 
 // split copies the packets of the datagram read into bufs[own] (size
@@ -432,6 +433,7 @@ type sender struct {
 	iovs   [conn.IdealBatchSize]unix.Iovec
 	first  [conn.IdealBatchSize]int // the first of bufs in each message
 	oobs   [conn.IdealBatchSize][oobLen]byte
+	info   [oobLen]byte // the packet-info message, the same for every message
 	name   unix.RawSockaddrInet6
 	namlen uint32
 }
@@ -474,6 +476,7 @@ func (s *socket) send(bufs [][]byte, e *Endpoint, gso, sticky bool) error {
 	if !sticky {
 		src = netip.Addr{}
 	}
+	info := appendPktinfo(o.info[:0], src, ifindex)
 	msgs := 0
 	for i := 0; i < len(bufs); msgs++ {
 		start, seg := i, len(bufs[i])
@@ -490,8 +493,7 @@ func (s *socket) send(bufs [][]byte, e *Endpoint, gso, sticky bool) error {
 		h.Namelen = o.namlen
 		h.Iov = &o.iovs[start]
 		h.SetIovlen(i - start)
-		oob := o.oobs[msgs][:0]
-		oob = appendPktinfo(oob, src, ifindex)
+		oob := append(o.oobs[msgs][:0], info...)
 		if i-start > 1 {
 			oob = appendSegment(oob, seg)
 		}
