@@ -562,14 +562,17 @@ type queuedNews struct {
 }
 
 // queuedSpread is news about member v to be told, learned by this proxy
-// (from: -1) or passed on by member from; retold: a death it declared,
-// told to its own cluster a second time.
+// (from: learned) or passed on by member from; retold: a death it
+// declared, told to its own cluster a second time.
 type queuedSpread struct {
 	news    NewsItem
 	v, from int32
 }
 
-const retold = -2
+const (
+	learned = -1
+	retold  = -2
+)
 
 // sortNewsByMember orders q by member, each one's news in the order
 // queued: a stable radix sort, a byte of the member's number a pass. In a
@@ -995,7 +998,7 @@ func (h *health) liveAt(i int32) bool { return i != h.selfIdx && watchable(h.rec
 // held until then at every proxy, were a third of the heap.
 func (h *health) spreadLocked(news NewsItem, v int32, src netip.Addr) {
 	r := h.ros
-	from := int32(-1)
+	from := int32(learned)
 	if src.IsValid() {
 		from = h.byAddr(src)
 		if from < 0 || r.ms[from].Cluster == h.self.Cluster {
@@ -1027,8 +1030,8 @@ func (h *health) tellsLocked(q []queuedNews, s queuedSpread) []queuedNews {
 			q = append(q, queuedNews{o, news})
 		}
 	}
-	if s.from >= 0 || s.from == retold {
-		return q
+	if s.from != learned {
+		return q // only the proxy that learned it tells the other clusters
 	}
 	// Forwarders by the victim's cluster, not the victim: deaths in one
 	// cluster (a cluster lost, a partition) that this proxy declares in
@@ -1149,7 +1152,7 @@ func (h *health) newsOutLocked(out []outMsg, now int64, tick bool) []outMsg {
 	// (proxy, victim) pairs alive for good (TestHealthDeathToldTwiceAtHome).
 	again := h.spreads[:0]
 	for _, s := range h.spreads {
-		if s.from == -1 && s.news.Dead {
+		if s.from == learned && s.news.Dead {
 			s.from = retold
 			again = append(again, s)
 		}
