@@ -237,14 +237,17 @@ warm "$far" "100.127.0.2:$t3_port"; warm "$far" "100.126.0.2:$t3_port"
 
 iap=$(labjson home "$far")
 limit=""
+# paths KEY P: a stream of P on each path in turn, its lines keyed KEY.
+paths() {
+  local k=$1 p=$2
+  stream "$k direct" "$far" "100.127.0.2:$t3_port" "$p" "$(pid_of "wg-${prefix}da")" "$(pid_of "wg-${prefix}db")" | tee -a "$tmp/streams"
+  stream "$k pias-iap≠jap" "$far" "$perf_addr:$perf_port" "$p" "$(pid_of "$iap")" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
+  stream "$k pias-iap=jap" "$near" "$perf_addr:$perf_port" "$p" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
+  stream "$k relay" "$far" "100.126.0.2:$t3_port" "$p" "$relay_pid" | tee -a "$tmp/streams"
+}
 say
 say "== (b)-(d), (f) iperf3, $secs s per run, $rounds rounds (the paths in turn): Mbit/s; CPU-s per GB of each process named; machine softirq per GB; RSS MB half-way"
-for p in 1 2 4 8; do for _ in $(seq "$rounds"); do
-  stream "P=$p direct" "$far" "100.127.0.2:$t3_port" "$p" "$(pid_of "wg-${prefix}da")" "$(pid_of "wg-${prefix}db")" | tee -a "$tmp/streams"
-  stream "P=$p pias-iap≠jap" "$far" "$perf_addr:$perf_port" "$p" "$(pid_of "$iap")" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
-  stream "P=$p pias-iap=jap" "$near" "$perf_addr:$perf_port" "$p" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
-  stream "P=$p relay" "$far" "100.126.0.2:$t3_port" "$p" "$relay_pid" | tee -a "$tmp/streams"
-done; done
+for p in 1 2 4 8; do for _ in $(seq "$rounds"); do paths "P=$p" "$p"; done; done
 
 # The same at one rate for every path: a proxy's CPU per GB grows as its
 # rate falls (its costs per batch, a wakeup and a system call, are shared by
@@ -259,10 +262,7 @@ say
 say "== the same, every path held to $rate bit/s in all (iperf3 -b per stream)"
 for p in 1 4; do for _ in $(seq "$rounds"); do
   limit="-b $((rate_bits / p))"
-  stream "P=$p@$rate direct" "$far" "100.127.0.2:$t3_port" "$p" "$(pid_of "wg-${prefix}da")" "$(pid_of "wg-${prefix}db")" | tee -a "$tmp/streams"
-  stream "P=$p@$rate pias-iap≠jap" "$far" "$perf_addr:$perf_port" "$p" "$(pid_of "$iap")" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
-  stream "P=$p@$rate pias-iap=jap" "$near" "$perf_addr:$perf_port" "$p" "$(pid_of "$t3_home")" | tee -a "$tmp/streams"
-  stream "P=$p@$rate relay" "$far" "100.126.0.2:$t3_port" "$p" "$relay_pid" | tee -a "$tmp/streams"
+  paths "P=$p@$rate" "$p"
 done; done
 limit=""
 
